@@ -1,0 +1,106 @@
+//! Configuration file (TOML): types, defaults and validation.
+//!
+//! Every key is documented in `config.example.toml` at the repository root.
+
+use std::path::PathBuf;
+
+/// The whole configuration of one recorder node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Name of this node; recorded with every segment and part of every file name.
+    pub node_name: String,
+    /// Root of the media files and the catalog (`catalog.db`).
+    pub data_dir: PathBuf,
+    pub recording: RecordingConfig,
+    pub ingest: IngestConfig,
+    pub retention: RetentionConfig,
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingConfig {
+    /// Target segment length; a segment is cut on the first key frame at or after it. Default 60 000.
+    pub segment_duration_ms: u64,
+    /// Appended data is flushed to disk (fdatasync) at most this long after it was written. Default 1 000.
+    pub flush_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestConfig {
+    /// Timeout of each of connect+DESCRIBE, SETUP and PLAY. Default 10 000.
+    pub connect_timeout_ms: u64,
+    /// No-frame watchdog: a session that delivers no frame for this long is dropped and reconnected. Default 10 000.
+    pub frame_timeout_ms: u64,
+    /// First reconnect delay; doubled on each failure (plus jitter) up to `backoff_max_ms`. Default 1 000.
+    pub backoff_initial_ms: u64,
+    /// Cap of the reconnect delay, also used after an authentication failure. Default 30 000.
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    /// Default per-stream maximum age of sealed segments, in days. `None`: no age limit.
+    pub max_age_days: Option<u64>,
+    /// Default per-stream maximum bytes of sealed segments. `None`: no byte limit.
+    pub max_bytes_per_stream: Option<u64>,
+    /// Global floor of free bytes on the data directory's file system. Default 1 GiB.
+    pub min_free_bytes: u64,
+    /// How often the retention pass runs. Default 60 000.
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamKind {
+    Main,
+    Sub,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Main => "main",
+            StreamKind::Sub => "sub",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraConfig {
+    /// Unique name: `[a-z0-9][a-z0-9_-]{0,62}` (used in paths).
+    pub name: String,
+    pub username: Option<String>,
+    /// Never logged or printed (its `Debug` is redacted).
+    pub password: Option<Secret>,
+    pub transport: Transport,
+    /// At least one stream; at most one `main` and one `sub`.
+    pub streams: Vec<StreamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub kind: StreamKind,
+    /// `rtsp://` URL without credentials (credentials in the URL are refused: they would end up in logs).
+    pub url: url::Url,
+    /// Default true.
+    pub record: bool,
+    /// Overrides `retention.max_age_days` for this stream.
+    pub max_age_days: Option<u64>,
+    /// Overrides `retention.max_bytes_per_stream` for this stream.
+    pub max_bytes: Option<u64>,
+}
+
+/// A password; `Debug` and `Display` print `"***"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
