@@ -49,8 +49,9 @@ pub struct RetentionConfig {
     pub interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
+    #[default]
     Tcp,
     Udp,
 }
@@ -102,5 +103,120 @@ pub struct Secret(pub String);
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("\"***\"")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Secret {
+    /// The password itself, for the RTSP client only. Never log the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            segment_duration_ms: 60_000,
+            flush_interval_ms: 1_000,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            connect_timeout_ms: 10_000,
+            frame_timeout_ms: 10_000,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age_days: None,
+            max_bytes_per_stream: None,
+            min_free_bytes: 1 << 30,
+            interval_ms: 60_000,
+        }
+    }
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+mod parse;
+
+pub use parse::{load, parse, parse_byte_size, ConfigError};
+
+impl Config {
+    /// A few human-readable lines describing the configuration (no secrets), for `nvr check-config`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "node {} data_dir {}",
+            self.node_name,
+            self.data_dir.display()
+        );
+        let _ = writeln!(
+            s,
+            "recording: segment {} ms, flush {} ms",
+            self.recording.segment_duration_ms, self.recording.flush_interval_ms
+        );
+        let _ = writeln!(
+            s,
+            "retention: max age {}, max bytes/stream {}, min free {} B, every {} ms",
+            self.retention
+                .max_age_days
+                .map_or_else(|| "none".to_owned(), |d| format!("{d} d")),
+            self.retention
+                .max_bytes_per_stream
+                .map_or_else(|| "none".to_owned(), |b| format!("{b} B")),
+            self.retention.min_free_bytes,
+            self.retention.interval_ms
+        );
+        let _ = writeln!(s, "{} camera(s)", self.cameras.len());
+        for c in &self.cameras {
+            let streams: Vec<String> = c
+                .streams
+                .iter()
+                .map(|st| {
+                    format!(
+                        "{}{}",
+                        st.kind.as_str(),
+                        if st.record { "" } else { " (not recorded)" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {} [{}] {}: {}",
+                c.name,
+                c.transport.as_str(),
+                if c.password.is_some() {
+                    "with password"
+                } else {
+                    "no password"
+                },
+                streams.join(", ")
+            );
+        }
+        s
     }
 }

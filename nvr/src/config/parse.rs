@@ -1,0 +1,757 @@
+//! TOML → [`Config`]: walks the span-preserving document tree of `toml` so that every error can name the
+//! file, the 1-based line, and the key path (`cameras[1].streams.main.url`).
+//!
+//! Values of `password` (and the contents of `password_file`) are never copied into an error message.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::{
+    CameraConfig, Config, IngestConfig, RecordingConfig, RetentionConfig, Secret, StreamConfig,
+    StreamKind, Transport,
+};
+
+/// Why a configuration file was refused.
+///
+/// `Display` gives `FILE:LINE: KEY.PATH: what is wrong` (or `FILE:LINE: unknown key "k" in [table]`,
+/// `FILE:LINE: message` for TOML syntax errors, `FILE: cannot read: ...` for I/O errors).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file itself could not be read.
+    #[error("{origin}: cannot read: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML.
+    #[error("{origin}:{line}: invalid TOML: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        message: String,
+    },
+    /// A key that the configuration does not know (often a typo).
+    #[error("{origin}:{line}: unknown key \"{key}\" in {table}")]
+    UnknownKey {
+        origin: String,
+        line: usize,
+        key: String,
+        /// `[recording]`, `[cameras[0].streams.main]`, or `the top-level table`.
+        table: String,
+    },
+    /// A missing, mistyped or out-of-range value.
+    #[error("{origin}:{line}: {path}: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        /// Key path, e.g. `cameras[1].name`.
+        path: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// 1-based line of the offending key or value, if the error has one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { line, .. }
+            | ConfigError::UnknownKey { line, .. }
+            | ConfigError::Invalid { line, .. } => Some(*line),
+        }
+    }
+
+    /// Key path of the offending value (for an unknown key: the path of that key).
+    pub fn path(&self) -> Option<String> {
+        match self {
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::UnknownKey { key, table, .. } => {
+                let t = table.trim_start_matches('[').trim_end_matches(']');
+                if table.starts_with('[') {
+                    Some(format!("{t}.{key}"))
+                } else {
+                    Some(key.clone())
+                }
+            }
+            ConfigError::Invalid { path, .. } => Some(path.clone()),
+        }
+    }
+}
+
+/// Reads and validates the configuration file at `path` (see `config.example.toml`).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        origin: origin.clone(),
+        source,
+    })?;
+    parse(&text, &origin)
+}
+
+/// Parses and validates configuration text. `origin` (usually the file name) prefixes every error message.
+///
+/// `password_file` is read here; it must be an absolute path.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let ctx = Ctx { origin, text };
+    let doc = DeTable::parse(text).map_err(|e| ConfigError::Syntax {
+        origin: origin.to_owned(),
+        line: e.span().map_or(1, |s| ctx.line(&s)),
+        // `message()` only, not the `Display` of the error: that quotes the source line, which could be the
+        // line of a password.
+        message: e.message().trim().to_owned(),
+    })?;
+    let root = Table::new(
+        &ctx,
+        doc.get_ref(),
+        doc.span(),
+        String::new(),
+        &[
+            "node_name",
+            "data_dir",
+            "recording",
+            "ingest",
+            "retention",
+            "cameras",
+        ],
+    )?;
+
+    let node_name = match root.string("node_name")? {
+        Some(v) => {
+            check_name(&ctx, &v, &root.key_path("node_name"))?;
+            v.into_inner()
+        }
+        None => return Err(root.missing("node_name")),
+    };
+
+    let data_dir = match root.string("data_dir")? {
+        Some(v) => {
+            let p = PathBuf::from(v.get_ref());
+            if v.get_ref().is_empty() || !p.is_absolute() {
+                return Err(ctx.invalid(
+                    v.span(),
+                    "data_dir",
+                    format!("must be an absolute path, got {:?}", v.get_ref()),
+                ));
+            }
+            p
+        }
+        None => return Err(root.missing("data_dir")),
+    };
+
+    let recording = match root.table("recording")? {
+        Some(t) => parse_recording(&t)?,
+        None => RecordingConfig::default(),
+    };
+    let ingest = match root.table("ingest")? {
+        Some(t) => parse_ingest(&t)?,
+        None => IngestConfig::default(),
+    };
+    let retention = match root.table("retention")? {
+        Some(t) => parse_retention(&t)?,
+        None => RetentionConfig::default(),
+    };
+
+    let mut cameras: Vec<CameraConfig> = Vec::new();
+    // Name → line of its definition, for the duplicate message.
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    if let Some(v) = root.get("cameras") {
+        let arr = match v.get_ref() {
+            DeValue::Array(a) => a,
+            other => {
+                return Err(ctx.invalid(
+                    v.span(),
+                    "cameras",
+                    format!(
+                        "expected an array of tables ([[cameras]]), got {}",
+                        other.type_str()
+                    ),
+                ))
+            }
+        };
+        for (i, item) in arr.iter().enumerate() {
+            let path = format!("cameras[{i}]");
+            let DeValue::Table(t) = item.get_ref() else {
+                return Err(ctx.invalid(
+                    item.span(),
+                    path,
+                    format!("expected a table, got {}", item.get_ref().type_str()),
+                ));
+            };
+            let table = Table::new(
+                &ctx,
+                t,
+                item.span(),
+                path,
+                &[
+                    "name",
+                    "username",
+                    "password",
+                    "password_file",
+                    "transport",
+                    "streams",
+                ],
+            )?;
+            let (cam, name_line) = parse_camera(&table)?;
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == cam.name) {
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    line: name_line,
+                    path: table.key_path("name"),
+                    message: format!(
+                        "duplicate camera name {:?} (first defined at line {first})",
+                        cam.name
+                    ),
+                });
+            }
+            seen.push((cam.name.clone(), name_line));
+            cameras.push(cam);
+        }
+    }
+
+    Ok(Config {
+        node_name,
+        data_dir,
+        recording,
+        ingest,
+        retention,
+        cameras,
+    })
+}
+
+fn parse_recording(t: &Table<'_, '_>) -> Result<RecordingConfig, ConfigError> {
+    let d = RecordingConfig::default();
+    Ok(RecordingConfig {
+        segment_duration_ms: t
+            .int_in("segment_duration_s", 1, 3_600)?
+            .map_or(d.segment_duration_ms, |s| s * 1_000),
+        flush_interval_ms: t
+            .int_in("flush_interval_ms", 1, 60_000)?
+            .unwrap_or(d.flush_interval_ms),
+    })
+}
+
+/// Upper bound of the ingest timeouts and delays: one hour.
+const MAX_MS: u64 = 3_600_000;
+
+fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
+    let d = IngestConfig::default();
+    let c = IngestConfig {
+        connect_timeout_ms: t
+            .int_in("connect_timeout_ms", 1, MAX_MS)?
+            .unwrap_or(d.connect_timeout_ms),
+        frame_timeout_ms: t
+            .int_in("frame_timeout_ms", 1, MAX_MS)?
+            .unwrap_or(d.frame_timeout_ms),
+        backoff_initial_ms: t
+            .int_in("backoff_initial_ms", 1, MAX_MS)?
+            .unwrap_or(d.backoff_initial_ms),
+        backoff_max_ms: t
+            .int_in("backoff_max_ms", 1, MAX_MS)?
+            .unwrap_or(d.backoff_max_ms),
+    };
+    if c.backoff_initial_ms > c.backoff_max_ms {
+        // Point at whichever of the two keys is written (the initial one if both are).
+        let key = if t.get("backoff_initial_ms").is_some() {
+            "backoff_initial_ms"
+        } else {
+            "backoff_max_ms"
+        };
+        let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
+        return Err(t.ctx.invalid(
+            span,
+            t.key_path(key),
+            format!(
+                "backoff_initial_ms ({}) must not exceed backoff_max_ms ({})",
+                c.backoff_initial_ms, c.backoff_max_ms
+            ),
+        ));
+    }
+    Ok(c)
+}
+
+/// Upper bound of `max_age_days`: 100 years.
+const MAX_AGE_DAYS: u64 = 36_500;
+
+fn parse_retention(t: &Table<'_, '_>) -> Result<RetentionConfig, ConfigError> {
+    let d = RetentionConfig::default();
+    Ok(RetentionConfig {
+        max_age_days: t.int_in("max_age_days", 1, MAX_AGE_DAYS)?,
+        max_bytes_per_stream: t.byte_size("max_bytes_per_stream", false)?,
+        min_free_bytes: t
+            .byte_size("min_free_bytes", true)?
+            .unwrap_or(d.min_free_bytes),
+        interval_ms: t
+            .int_in("interval_s", 1, 86_400)?
+            .map_or(d.interval_ms, |s| s * 1_000),
+    })
+}
+
+/// Returns the camera and the line of its `name`.
+fn parse_camera(t: &Table<'_, '_>) -> Result<(CameraConfig, usize), ConfigError> {
+    let ctx = t.ctx;
+    let name = t.string("name")?.ok_or_else(|| t.missing("name"))?;
+    check_name(ctx, &name, &t.key_path("name"))?;
+    let name_line = ctx.line(&name.span());
+
+    let username = match t.string("username")? {
+        Some(u) if u.get_ref().is_empty() => {
+            return Err(ctx.invalid(u.span(), t.key_path("username"), "must not be empty"))
+        }
+        Some(u) => Some(u.into_inner()),
+        None => None,
+    };
+
+    let password = match (t.get("password"), t.get("password_file")) {
+        (Some(_), Some(f)) => {
+            return Err(ctx.invalid(
+                f.span(),
+                t.key_path("password_file"),
+                "password and password_file are both set; use one",
+            ))
+        }
+        (Some(_), None) => t.string("password")?.map(|p| Secret(p.into_inner())),
+        (None, Some(_)) => match t.string("password_file")? {
+            Some(f) => Some(read_password_file(t, &f)?),
+            None => None,
+        },
+        (None, None) => None,
+    };
+    if password.is_some() && username.is_none() {
+        let key = if t.get("password").is_some() {
+            "password"
+        } else {
+            "password_file"
+        };
+        let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
+        return Err(ctx.invalid(
+            span,
+            t.key_path(key),
+            "a password is set but username is not",
+        ));
+    }
+
+    let transport = match t.string("transport")? {
+        None => Transport::Tcp,
+        Some(v) => match v.get_ref().as_str() {
+            "tcp" => Transport::Tcp,
+            "udp" => Transport::Udp,
+            other => {
+                return Err(ctx.invalid(
+                    v.span(),
+                    t.key_path("transport"),
+                    format!("must be \"tcp\" or \"udp\", got {other:?}"),
+                ))
+            }
+        },
+    };
+
+    let streams_path = t.key_path("streams");
+    let mut streams = Vec::new();
+    match t.get("streams") {
+        None => {
+            return Err(ctx.invalid(
+                t.span.clone(),
+                streams_path,
+                "camera has no streams (add [cameras.streams.main] and/or [cameras.streams.sub])",
+            ))
+        }
+        Some(v) => {
+            let DeValue::Table(st) = v.get_ref() else {
+                return Err(ctx.invalid(
+                    v.span(),
+                    streams_path,
+                    format!("expected a table, got {}", v.get_ref().type_str()),
+                ));
+            };
+            // Unknown stream names first, by position.
+            if let Some((k, _)) = st
+                .iter()
+                .filter(|(k, _)| !matches!(k.get_ref().as_ref(), "main" | "sub"))
+                .min_by_key(|(k, _)| k.span().start)
+            {
+                return Err(ctx.invalid(
+                    k.span(),
+                    format!("{streams_path}.{}", k.get_ref()),
+                    format!(
+                        "unknown stream {:?}; streams must be \"main\" or \"sub\"",
+                        k.get_ref()
+                    ),
+                ));
+            }
+            for kind in [StreamKind::Main, StreamKind::Sub] {
+                let Some((_, sv)) = st.iter().find(|(k, _)| k.get_ref() == kind.as_str()) else {
+                    continue;
+                };
+                let path = format!("{streams_path}.{}", kind.as_str());
+                let DeValue::Table(s) = sv.get_ref() else {
+                    return Err(ctx.invalid(
+                        sv.span(),
+                        path,
+                        format!("expected a table, got {}", sv.get_ref().type_str()),
+                    ));
+                };
+                let table = Table::new(
+                    ctx,
+                    s,
+                    sv.span(),
+                    path,
+                    &["url", "record", "max_age_days", "max_bytes"],
+                )?;
+                streams.push(parse_stream(&table, kind)?);
+            }
+            if streams.is_empty() {
+                return Err(ctx.invalid(
+                    v.span(),
+                    streams_path,
+                    "camera has no streams (add [cameras.streams.main] and/or [cameras.streams.sub])",
+                ));
+            }
+        }
+    }
+
+    Ok((
+        CameraConfig {
+            name: name.into_inner(),
+            username,
+            password,
+            transport,
+            streams,
+        },
+        name_line,
+    ))
+}
+
+fn read_password_file(t: &Table<'_, '_>, f: &Spanned<String>) -> Result<Secret, ConfigError> {
+    let path_key = t.key_path("password_file");
+    let p = Path::new(f.get_ref());
+    if !p.is_absolute() {
+        return Err(t.ctx.invalid(
+            f.span(),
+            path_key,
+            format!("must be an absolute path, got {:?}", f.get_ref()),
+        ));
+    }
+    let contents = std::fs::read_to_string(p).map_err(|e| {
+        t.ctx.invalid(
+            f.span(),
+            path_key.clone(),
+            format!("cannot read {:?}: {e}", f.get_ref()),
+        )
+    })?;
+    let pw = contents.trim_end_matches(['\n', '\r']);
+    if pw.is_empty() {
+        return Err(t
+            .ctx
+            .invalid(f.span(), path_key, format!("{:?} is empty", f.get_ref())));
+    }
+    Ok(Secret(pw.to_owned()))
+}
+
+fn parse_stream(t: &Table<'_, '_>, kind: StreamKind) -> Result<StreamConfig, ConfigError> {
+    let ctx = t.ctx;
+    let u = t.string("url")?.ok_or_else(|| t.missing("url"))?;
+    let path = t.key_path("url");
+    // The URL text is never echoed: it might carry credentials.
+    let url = url::Url::parse(u.get_ref())
+        .map_err(|e| ctx.invalid(u.span(), path.clone(), format!("invalid URL: {e}")))?;
+    if url.scheme() != "rtsp" {
+        return Err(ctx.invalid(
+            u.span(),
+            path,
+            format!("scheme must be rtsp, got {:?}", url.scheme()),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ctx.invalid(
+            u.span(),
+            path,
+            "credentials must not be embedded in the URL (they would end up in logs); \
+             use the camera's username and password or password_file",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ctx.invalid(u.span(), path, "URL has no host"));
+    }
+    Ok(StreamConfig {
+        kind,
+        url,
+        record: t.boolean("record")?.unwrap_or(true),
+        max_age_days: t.int_in("max_age_days", 1, MAX_AGE_DAYS)?,
+        max_bytes: t.byte_size("max_bytes", false)?,
+    })
+}
+
+/// `[a-z0-9][a-z0-9_-]{0,62}`
+fn check_name(ctx: &Ctx<'_>, v: &Spanned<String>, path: &str) -> Result<(), ConfigError> {
+    let s = v.get_ref();
+    if s.is_empty() {
+        return Err(ctx.invalid(v.span(), path, "must not be empty"));
+    }
+    let b = s.as_bytes();
+    let ok = b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b[1..]
+            .iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+    if !ok {
+        return Err(ctx.invalid(
+            v.span(),
+            path,
+            format!(
+                "invalid name {s:?}: must match [a-z0-9][a-z0-9_-]{{0,62}} (lower-case letters, digits, \
+                 '_' and '-', not starting with '_' or '-', at most 63 characters)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a byte size: a plain integer (bytes) or an integer followed by an optional space and a unit:
+/// `B`, `KB`/`kB`, `MB`, `GB`, `TB` (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024).
+///
+/// ```
+/// assert_eq!(nvr::config::parse_byte_size("1 GiB"), Ok(1 << 30));
+/// assert_eq!(nvr::config::parse_byte_size("5MB"), Ok(5_000_000));
+/// ```
+pub fn parse_byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits_end);
+    if num.is_empty() {
+        return Err(format!(
+            "invalid byte size {s:?}: expected an integer and an optional unit, e.g. \"500 GiB\""
+        ));
+    }
+    let mult: u64 = match unit.trim_start() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "invalid byte size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid byte size {s:?}: number too large"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("invalid byte size {s:?}: too large"))
+}
+
+struct Ctx<'a> {
+    origin: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    /// 1-based line of the start of `span`.
+    fn line(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn invalid(
+        &self,
+        span: Range<usize>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            line: self.line(&span),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One TOML table being read, with its key path; refuses unknown keys on construction.
+struct Table<'a, 'i> {
+    ctx: &'a Ctx<'a>,
+    table: &'a DeTable<'i>,
+    span: Range<usize>,
+    /// Empty for the root table.
+    path: String,
+}
+
+impl<'a, 'i> Table<'a, 'i> {
+    fn new(
+        ctx: &'a Ctx<'a>,
+        table: &'a DeTable<'i>,
+        span: Range<usize>,
+        path: String,
+        allowed: &[&str],
+    ) -> Result<Self, ConfigError> {
+        // Report the first unknown key in file order (the map itself is sorted by key).
+        if let Some((k, _)) = table
+            .iter()
+            .filter(|(k, _)| !allowed.contains(&k.get_ref().as_ref()))
+            .min_by_key(|(k, _)| k.span().start)
+        {
+            return Err(ConfigError::UnknownKey {
+                origin: ctx.origin.to_owned(),
+                line: ctx.line(&k.span()),
+                key: k.get_ref().to_string(),
+                table: if path.is_empty() {
+                    "the top-level table".to_owned()
+                } else {
+                    format!("[{path}]")
+                },
+            });
+        }
+        Ok(Table {
+            ctx,
+            table,
+            span,
+            path,
+        })
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    fn missing(&self, key: &str) -> ConfigError {
+        self.ctx
+            .invalid(self.span.clone(), self.key_path(key), "missing (required)")
+    }
+
+    fn wrong_type(&self, key: &str, v: &Spanned<DeValue<'_>>, expected: &str) -> ConfigError {
+        // Only the type is named, never the value (it could be a password).
+        self.ctx.invalid(
+            v.span(),
+            self.key_path(key),
+            format!("expected {expected}, got {}", v.get_ref().type_str()),
+        )
+    }
+
+    fn string(&self, key: &str) -> Result<Option<Spanned<String>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.get_ref() {
+                DeValue::String(s) => Ok(Some(Spanned::new(v.span(), s.to_string()))),
+                _ => Err(self.wrong_type(key, v, "a string")),
+            },
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.get_ref() {
+                DeValue::Boolean(b) => Ok(Some(*b)),
+                _ => Err(self.wrong_type(key, v, "true or false")),
+            },
+        }
+    }
+
+    fn table(&self, key: &str) -> Result<Option<Table<'a, 'i>>, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            return Err(self.wrong_type(key, v, "a table"));
+        };
+        let allowed: &[&str] = match key {
+            "recording" => &["segment_duration_s", "flush_interval_ms"],
+            "ingest" => &[
+                "connect_timeout_ms",
+                "frame_timeout_ms",
+                "backoff_initial_ms",
+                "backoff_max_ms",
+            ],
+            "retention" => &[
+                "max_age_days",
+                "max_bytes_per_stream",
+                "min_free_bytes",
+                "interval_s",
+            ],
+            _ => &[],
+        };
+        Table::new(self.ctx, t, v.span(), self.key_path(key), allowed).map(Some)
+    }
+
+    /// An integer in `min..=max`.
+    fn int_in(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let DeValue::Integer(i) = v.get_ref() else {
+            return Err(self.wrong_type(key, v, "an integer"));
+        };
+        let n = i128::from_str_radix(i.as_str(), i.radix())
+            .map_err(|_| self.wrong_type(key, v, "an integer"))?;
+        if n < i128::from(min) || n > i128::from(max) {
+            return Err(self.ctx.invalid(
+                v.span(),
+                self.key_path(key),
+                format!("must be between {min} and {max}, got {n}"),
+            ));
+        }
+        // In range, so it fits.
+        Ok(Some(u64::try_from(n).unwrap_or(max)))
+    }
+
+    /// A byte size: an integer (bytes) or a string with a unit. Zero is refused unless `zero_ok`.
+    fn byte_size(&self, key: &str, zero_ok: bool) -> Result<Option<u64>, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| {
+                    self.ctx.invalid(
+                        v.span(),
+                        self.key_path(key),
+                        format!("invalid byte size {i}: must not be negative"),
+                    )
+                })?,
+            DeValue::String(s) => {
+                parse_byte_size(s).map_err(|m| self.ctx.invalid(v.span(), self.key_path(key), m))?
+            }
+            _ => {
+                return Err(self.wrong_type(
+                    key,
+                    v,
+                    "a byte size (an integer or a string such as \"500 GiB\")",
+                ))
+            }
+        };
+        if n == 0 && !zero_ok {
+            return Err(self.ctx.invalid(
+                v.span(),
+                self.key_path(key),
+                "must be greater than zero (omit the key for no limit)",
+            ));
+        }
+        Ok(Some(n))
+    }
+}
