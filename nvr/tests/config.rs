@@ -1,0 +1,630 @@
+//! Configuration parsing and validation: the example file, bad configurations, secrets, byte sizes.
+
+use std::path::Path;
+
+use nvr::config::{self, ConfigError, Secret, StreamKind, Transport};
+
+const EXAMPLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config.example.toml"
+));
+
+const PASSWORD: &str = "hunter2-secret";
+
+/// A valid configuration; the bad cases below replace one of its lines (line numbers matter).
+const BASE: &str = r#"node_name = "nvr-a"
+data_dir = "/var/lib/nvr"
+
+[recording]
+segment_duration_s = 60
+flush_interval_ms = 1000
+
+[ingest]
+connect_timeout_ms = 10000
+frame_timeout_ms = 10000
+backoff_initial_ms = 1000
+backoff_max_ms = 30000
+
+[retention]
+max_age_days = 30
+max_bytes_per_stream = "500 GiB"
+min_free_bytes = "1 GiB"
+interval_s = 60
+
+[[cameras]]
+name = "front-door"
+username = "admin"
+password = "hunter2-secret"
+transport = "tcp"
+
+[cameras.streams.main]
+url = "rtsp://192.0.2.10:554/main"
+record = true
+max_age_days = 7
+max_bytes = "100 GiB"
+
+[cameras.streams.sub]
+url = "rtsp://192.0.2.10:554/sub"
+record = false
+
+[[cameras]]
+name = "garage"
+
+[cameras.streams.main]
+url = "rtsp://192.0.2.11/main"
+"#;
+
+/// `BASE` with line `line` (1-based) replaced by `with`.
+fn replace_line(line: usize, with: &str) -> String {
+    let mut lines: Vec<&str> = BASE.lines().collect();
+    lines[line - 1] = with;
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s
+}
+
+#[test]
+fn example_parses_with_documented_values() {
+    let c = config::parse(EXAMPLE, "config.example.toml").expect("example must parse");
+    assert_eq!(c.node_name, "nvr-a");
+    assert_eq!(c.data_dir, Path::new("/var/lib/nvr"));
+    assert_eq!(c.recording.segment_duration_ms, 60_000);
+    assert_eq!(c.recording.flush_interval_ms, 1_000);
+    assert_eq!(c.ingest.connect_timeout_ms, 10_000);
+    assert_eq!(c.ingest.frame_timeout_ms, 10_000);
+    assert_eq!(c.ingest.backoff_initial_ms, 1_000);
+    assert_eq!(c.ingest.backoff_max_ms, 30_000);
+    assert_eq!(c.retention.max_age_days, Some(30));
+    assert_eq!(c.retention.max_bytes_per_stream, Some(500 << 30));
+    assert_eq!(c.retention.min_free_bytes, 1 << 30);
+    assert_eq!(c.retention.interval_ms, 60_000);
+
+    assert_eq!(c.cameras.len(), 2);
+    let cam = &c.cameras[0];
+    assert_eq!(cam.name, "front-door");
+    assert_eq!(cam.username.as_deref(), Some("admin"));
+    assert_eq!(cam.password, Some(Secret("secret".to_owned())));
+    assert_eq!(cam.transport, Transport::Tcp);
+    assert_eq!(cam.streams.len(), 2);
+    let main = &cam.streams[0];
+    assert_eq!(main.kind, StreamKind::Main);
+    assert_eq!(
+        main.url.as_str(),
+        "rtsp://192.0.2.10:554/Streaming/Channels/101"
+    );
+    assert!(main.record);
+    assert_eq!(main.max_age_days, Some(7));
+    assert_eq!(main.max_bytes, Some(100 << 30));
+    let sub = &cam.streams[1];
+    assert_eq!(sub.kind, StreamKind::Sub);
+    assert_eq!(
+        sub.url.as_str(),
+        "rtsp://192.0.2.10:554/Streaming/Channels/102"
+    );
+    assert!(!sub.record);
+    assert_eq!(sub.max_age_days, None);
+    assert_eq!(sub.max_bytes, None);
+
+    let garage = &c.cameras[1];
+    assert_eq!(garage.name, "garage");
+    assert_eq!(garage.username, None);
+    assert_eq!(garage.password, None);
+    assert_eq!(garage.transport, Transport::Udp);
+    assert_eq!(garage.streams.len(), 1);
+    assert_eq!(garage.streams[0].kind, StreamKind::Main);
+    assert!(garage.streams[0].record);
+}
+
+#[test]
+fn base_parses() {
+    let c = config::parse(BASE, "test.toml").expect("BASE must parse");
+    assert_eq!(c.cameras.len(), 2);
+    assert_eq!(c.cameras[0].password, Some(Secret(PASSWORD.to_owned())));
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = config::parse("node_name = \"a\"\ndata_dir = \"/d\"\n", "min.toml").expect("parses");
+    assert_eq!(c.recording, config::RecordingConfig::default());
+    assert_eq!(c.ingest, config::IngestConfig::default());
+    assert_eq!(c.retention, config::RetentionConfig::default());
+    assert_eq!(c.recording.segment_duration_ms, 60_000);
+    assert_eq!(c.recording.flush_interval_ms, 1_000);
+    assert_eq!(c.ingest.connect_timeout_ms, 10_000);
+    assert_eq!(c.ingest.frame_timeout_ms, 10_000);
+    assert_eq!(c.ingest.backoff_initial_ms, 1_000);
+    assert_eq!(c.ingest.backoff_max_ms, 30_000);
+    assert_eq!(c.retention.max_age_days, None);
+    assert_eq!(c.retention.max_bytes_per_stream, None);
+    assert_eq!(c.retention.min_free_bytes, 1 << 30);
+    assert_eq!(c.retention.interval_ms, 60_000);
+    assert!(c.cameras.is_empty());
+
+    let c = config::parse(
+        "node_name = \"a\"\ndata_dir = \"/d\"\ncameras = []\n",
+        "min.toml",
+    )
+    .expect("parses");
+    assert!(c.cameras.is_empty());
+}
+
+#[test]
+fn bad_configs() {
+    // (line replaced in BASE, replacement, expected line, key path (or table) in the message, what is wrong)
+    let cases: &[(usize, &str, usize, &str, &str)] = &[
+        (1, "", 1, "node_name", "missing (required)"),
+        (1, r#"node_name = """#, 1, "node_name", "must not be empty"),
+        (
+            1,
+            r#"node_name = "NVR A""#,
+            1,
+            "node_name",
+            "must match [a-z0-9][a-z0-9_-]{0,62}",
+        ),
+        (
+            2,
+            r#"data_dir = "var/lib/nvr""#,
+            2,
+            "data_dir",
+            "must be an absolute path",
+        ),
+        (2, "", 1, "data_dir", "missing (required)"),
+        (
+            3,
+            r#"nod_name = "x""#,
+            3,
+            "\"nod_name\"",
+            "unknown key \"nod_name\" in the top-level table",
+        ),
+        (
+            5,
+            "segment_duration_s = 0",
+            5,
+            "recording.segment_duration_s",
+            "must be between 1 and 3600, got 0",
+        ),
+        (
+            5,
+            "segment_duration_s = 3601",
+            5,
+            "recording.segment_duration_s",
+            "must be between 1 and 3600, got 3601",
+        ),
+        (
+            5,
+            r#"segment_duration_s = "60""#,
+            5,
+            "recording.segment_duration_s",
+            "expected an integer, got string",
+        ),
+        (
+            5,
+            "segment_duration_s = 1.5",
+            5,
+            "recording.segment_duration_s",
+            "expected an integer, got float",
+        ),
+        (
+            5,
+            "segment_lenght = 60",
+            5,
+            "[recording]",
+            "unknown key \"segment_lenght\" in [recording]",
+        ),
+        (5, "segment_duration_s = ", 5, "", "invalid TOML"),
+        (6, "segment_duration_s = 30", 6, "", "invalid TOML"),
+        (
+            6,
+            "flush_interval_ms = 0",
+            6,
+            "recording.flush_interval_ms",
+            "must be between 1 and 60000, got 0",
+        ),
+        (
+            6,
+            "flush_interval_ms = 60001",
+            6,
+            "recording.flush_interval_ms",
+            "must be between 1 and 60000, got 60001",
+        ),
+        (
+            9,
+            "connect_timeout_ms = 0",
+            9,
+            "ingest.connect_timeout_ms",
+            "must be between 1 and",
+        ),
+        (
+            10,
+            "frame_timeout_ms = 0",
+            10,
+            "ingest.frame_timeout_ms",
+            "must be between 1 and",
+        ),
+        (
+            11,
+            "backoff_initial_ms = 60000",
+            11,
+            "ingest.backoff_initial_ms",
+            "must not exceed backoff_max_ms",
+        ),
+        (
+            15,
+            "max_age_days = 0",
+            15,
+            "retention.max_age_days",
+            "must be between 1 and 36500, got 0",
+        ),
+        (
+            16,
+            r#"max_bytes_per_stream = "500 GB!""#,
+            16,
+            "retention.max_bytes_per_stream",
+            "invalid byte size",
+        ),
+        (
+            16,
+            r#"max_bytes_per_stream = "12 parsecs""#,
+            16,
+            "retention.max_bytes_per_stream",
+            "unknown unit",
+        ),
+        (
+            16,
+            "max_bytes_per_stream = 0",
+            16,
+            "retention.max_bytes_per_stream",
+            "must be greater than zero",
+        ),
+        (
+            16,
+            "max_bytes_per_stream = -5",
+            16,
+            "retention.max_bytes_per_stream",
+            "must not be negative",
+        ),
+        (
+            17,
+            "min_free_bytes = true",
+            17,
+            "retention.min_free_bytes",
+            "expected a byte size",
+        ),
+        (
+            18,
+            "interval_s = 0",
+            18,
+            "retention.interval_s",
+            "must be between 1 and 86400, got 0",
+        ),
+        (
+            21,
+            r#"name = "Front Door""#,
+            21,
+            "cameras[0].name",
+            "must match",
+        ),
+        (
+            21,
+            r#"name = "-front""#,
+            21,
+            "cameras[0].name",
+            "must match",
+        ),
+        (21, "", 20, "cameras[0].name", "missing (required)"),
+        (
+            22,
+            r#"usrname = "admin""#,
+            22,
+            "[cameras[0]]",
+            "unknown key \"usrname\" in [cameras[0]]",
+        ),
+        (
+            22,
+            "",
+            23,
+            "cameras[0].password",
+            "a password is set but username is not",
+        ),
+        (
+            24,
+            r#"password_file = "/etc/nvr/x.pass""#,
+            24,
+            "cameras[0].password_file",
+            "both set",
+        ),
+        (
+            23,
+            r#"password_file = "/nonexistent/nvr-test.pass""#,
+            23,
+            "cameras[0].password_file",
+            "cannot read",
+        ),
+        (
+            23,
+            r#"password_file = "front.pass""#,
+            23,
+            "cameras[0].password_file",
+            "must be an absolute path",
+        ),
+        (
+            24,
+            r#"transport = "http""#,
+            24,
+            "cameras[0].transport",
+            "must be \"tcp\" or \"udp\", got \"http\"",
+        ),
+        (
+            27,
+            r#"url = "http://192.0.2.10/main""#,
+            27,
+            "cameras[0].streams.main.url",
+            "scheme must be rtsp, got \"http\"",
+        ),
+        (
+            27,
+            r#"url = "not a url""#,
+            27,
+            "cameras[0].streams.main.url",
+            "invalid URL",
+        ),
+        (
+            27,
+            r#"url = "rtsp:/main""#,
+            27,
+            "cameras[0].streams.main.url",
+            "URL has no host",
+        ),
+        (
+            27,
+            r#"url = "rtsp://admin:pw123@192.0.2.10/main""#,
+            27,
+            "cameras[0].streams.main.url",
+            "credentials must not be embedded",
+        ),
+        (
+            27,
+            r#"url = "rtsp://admin@192.0.2.10/main""#,
+            27,
+            "cameras[0].streams.main.url",
+            "credentials must not be embedded",
+        ),
+        (
+            27,
+            "",
+            26,
+            "cameras[0].streams.main.url",
+            "missing (required)",
+        ),
+        (
+            28,
+            r#"record = "yes""#,
+            28,
+            "cameras[0].streams.main.record",
+            "expected true or false, got string",
+        ),
+        (
+            29,
+            "max_age_days = -1",
+            29,
+            "cameras[0].streams.main.max_age_days",
+            "must be between 1 and 36500, got -1",
+        ),
+        (
+            30,
+            r#"max_bytes = "0 GiB""#,
+            30,
+            "cameras[0].streams.main.max_bytes",
+            "must be greater than zero",
+        ),
+        (
+            32,
+            "[cameras.streams.third]",
+            32,
+            "cameras[0].streams.third",
+            "unknown stream \"third\"",
+        ),
+        (
+            34,
+            "recrd = false",
+            34,
+            "[cameras[0].streams.sub]",
+            "unknown key \"recrd\" in [cameras[0].streams.sub]",
+        ),
+        (
+            37,
+            r#"name = "front-door""#,
+            37,
+            "cameras[1].name",
+            "duplicate camera name \"front-door\" (first defined at line 21)",
+        ),
+        (39, "", 36, "cameras[1].streams", "camera has no streams"),
+    ];
+    assert!(cases.len() >= 20);
+    let mut failures = Vec::new();
+    for &(line, with, want_line, want_path, want_msg) in cases {
+        let text = replace_line(line, with);
+        // Case 39: dropping the [cameras.streams.main] header would move `url` into the camera table.
+        let text = if line == 39 {
+            text.replace("url = \"rtsp://192.0.2.11/main\"\n", "")
+        } else {
+            text
+        };
+        match config::parse(&text, "test.toml") {
+            Ok(_) => failures.push(format!("line {line} {with:?}: accepted")),
+            Err(e) => {
+                let msg = e.to_string();
+                let prefix = format!("test.toml:{want_line}: ");
+                if !msg.starts_with(&prefix)
+                    || !msg.contains(want_path)
+                    || !msg.contains(want_msg)
+                    || msg.contains(PASSWORD)
+                    || msg.contains("pw123")
+                {
+                    failures.push(format!(
+                        "line {line} {with:?}: got {msg:?}, want {prefix:?} + {want_path:?} + {want_msg:?}"
+                    ));
+                }
+                if e.line() != Some(want_line) {
+                    failures.push(format!("line {line} {with:?}: line() = {:?}", e.line()));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn error_display_format() {
+    let e = config::parse(&replace_line(37, r#"name = "front-door""#), "config.toml")
+        .expect_err("duplicate");
+    assert_eq!(
+        e.to_string(),
+        "config.toml:37: cameras[1].name: duplicate camera name \"front-door\" (first defined at line 21)"
+    );
+    assert_eq!(e.path().as_deref(), Some("cameras[1].name"));
+
+    let e =
+        config::parse(&replace_line(5, "segment_duration_s = 0"), "config.toml").expect_err("zero");
+    assert_eq!(
+        e.to_string(),
+        "config.toml:5: recording.segment_duration_s: must be between 1 and 3600, got 0"
+    );
+
+    let e =
+        config::parse(&replace_line(5, "segment_lenght = 60"), "config.toml").expect_err("unknown");
+    assert_eq!(
+        e.to_string(),
+        "config.toml:5: unknown key \"segment_lenght\" in [recording]"
+    );
+    assert_eq!(e.path().as_deref(), Some("recording.segment_lenght"));
+
+    let e = config::parse(
+        &replace_line(27, r#"url = "http://192.0.2.10/main""#),
+        "config.toml",
+    )
+    .expect_err("http");
+    assert_eq!(
+        e.to_string(),
+        "config.toml:27: cameras[0].streams.main.url: scheme must be rtsp, got \"http\""
+    );
+}
+
+#[test]
+fn password_never_printed() {
+    let c = config::parse(BASE, "test.toml").expect("parses");
+    let debug = format!("{c:?}");
+    assert!(!debug.contains(PASSWORD), "{debug}");
+    assert!(debug.contains("***"));
+    let pretty = format!("{c:#?}");
+    assert!(!pretty.contains(PASSWORD));
+    assert!(!c.summary().contains(PASSWORD));
+    let secret = Secret(PASSWORD.to_owned());
+    assert_eq!(format!("{secret}"), "***");
+    assert_eq!(format!("{secret:?}"), "\"***\"");
+    assert_eq!(secret.expose(), PASSWORD);
+
+    // Errors on or around the password line: a syntax error (the parser's own rendering would quote the
+    // line), a wrong type, both password and password_file, no username.
+    let texts = [
+        replace_line(23, r#"password = "hunter2-secret"#),
+        replace_line(23, r#"password = "hunter2-secret" "hunter2-secret""#),
+        replace_line(23, "password = 1234567"),
+        replace_line(24, r#"password_file = "/nonexistent""#),
+        replace_line(22, ""),
+        replace_line(27, r#"url = "rtsp://admin:hunter2-secret@192.0.2.10/main""#),
+        replace_line(27, r#"url = "rtsp://admin:hunter2-secret@[::1/main""#),
+    ];
+    for text in &texts {
+        let e = config::parse(text, "test.toml").expect_err("must be refused");
+        for s in [e.to_string(), format!("{e:?}")] {
+            assert!(!s.contains(PASSWORD), "{s}");
+            assert!(!s.contains("1234567"), "{s}");
+        }
+    }
+}
+
+#[test]
+fn password_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("cam.pass");
+    std::fs::write(&pw, "file-secret\n").expect("write");
+    let text = replace_line(
+        23,
+        &format!("password_file = {:?}", pw.to_str().expect("utf-8 path")),
+    );
+    let c = config::parse(&text, "test.toml").expect("parses");
+    assert_eq!(
+        c.cameras[0].password,
+        Some(Secret("file-secret".to_owned()))
+    );
+    assert!(!format!("{c:?}").contains("file-secret"));
+
+    std::fs::write(&pw, "\n").expect("write");
+    let e = config::parse(&text, "test.toml").expect_err("empty");
+    assert!(e.to_string().contains("is empty"), "{e}");
+
+    // load() reads the file and names it in errors.
+    let cfg = dir.path().join("nvr.toml");
+    std::fs::write(&cfg, replace_line(5, "segment_duration_s = 0")).expect("write");
+    let e = config::load(&cfg).expect_err("bad");
+    assert!(
+        e.to_string().starts_with(&format!("{}:5: ", cfg.display())),
+        "{e}"
+    );
+    std::fs::write(&cfg, BASE).expect("write");
+    assert!(config::load(&cfg).is_ok());
+    let e = config::load(&dir.path().join("missing.toml")).expect_err("missing");
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(e.to_string().contains("missing.toml: cannot read"), "{e}");
+}
+
+#[test]
+fn byte_sizes() {
+    let ok: &[(&str, u64)] = &[
+        ("0", 0),
+        ("1", 1),
+        ("1024", 1024),
+        ("7 B", 7),
+        ("7B", 7),
+        ("1 KB", 1_000),
+        ("1kB", 1_000),
+        ("2 MB", 2_000_000),
+        ("3 GB", 3_000_000_000),
+        ("4 TB", 4_000_000_000_000),
+        ("1 KiB", 1024),
+        ("2 MiB", 2 << 20),
+        ("500 GiB", 500 << 30),
+        ("500GiB", 500 << 30),
+        ("  1 GiB  ", 1 << 30),
+        ("16 TiB", 16 << 40),
+        ("16777215 TiB", 16_777_215 << 40),
+    ];
+    for &(s, want) in ok {
+        assert_eq!(config::parse_byte_size(s), Ok(want), "{s:?}");
+    }
+    let bad = [
+        "",
+        "GiB",
+        "-1 GiB",
+        "1.5 GiB",
+        "1 gib",
+        "1 Gb",
+        "1 G",
+        "1 GiB extra",
+        "1 2 GiB",
+        "16777216 TiB",
+        "99999999999999999999",
+    ];
+    for s in bad {
+        assert!(config::parse_byte_size(s).is_err(), "{s:?} accepted");
+    }
+
+    // In the file: an integer is bytes, a string has a unit.
+    let c = config::parse(&replace_line(16, "max_bytes_per_stream = 123456"), "t").expect("parses");
+    assert_eq!(c.retention.max_bytes_per_stream, Some(123_456));
+    let c = config::parse(&replace_line(17, "min_free_bytes = 0"), "t").expect("parses");
+    assert_eq!(c.retention.min_free_bytes, 0);
+    let c = config::parse(&replace_line(30, r#"max_bytes = "2 TB""#), "t").expect("parses");
+    assert_eq!(c.cameras[0].streams[0].max_bytes, Some(2_000_000_000_000));
+}
