@@ -491,3 +491,52 @@ fn h264_and_aac_segment_plays_in_ffmpeg() {
         assert_decodes_cleanly(&p);
     }
 }
+
+/// The scanner also reads fragments written by another muxer (ffmpeg's, which relies on `tfhd`
+/// default sample duration/flags and first-sample flags rather than full per-sample tables).
+#[test]
+fn scanner_reads_ffmpeg_fragmented_mp4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    gen_h264(dir.path());
+    let src = dir.path().join("clip.h264");
+    let out = dir.path().join("ffmpeg_frag.mp4");
+    run(
+        FFMPEG,
+        &[
+            "-v",
+            "error",
+            "-y",
+            "-r",
+            "25",
+            "-i",
+            src.to_str().expect("utf-8 path"),
+            "-c",
+            "copy",
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            "-f",
+            "mp4",
+            out.to_str().expect("utf-8 path"),
+        ],
+    );
+    let file = std::fs::read(&out).expect("read");
+    let r = scan(&file).expect("scan");
+    assert_eq!(r.tracks.len(), 1);
+    assert_eq!(r.tracks[0].pixel_dimensions, Some((320, 240)));
+    assert_eq!(r.fragments.len(), 3, "{r:?}");
+    let samples: u32 = r.fragments.iter().map(|f| f.tracks[0].sample_count).sum();
+    assert_eq!(samples, 75);
+    let timescale = u64::from(r.tracks[0].timescale);
+    for f in &r.fragments {
+        assert!(f.tracks[0].first_sample_is_sync, "{f:?}");
+        assert_eq!(f.tracks[0].duration_sum, timescale, "1 s per GOP: {f:?}");
+    }
+    // Anything after the last fragment (ffmpeg appends an `mfra` index) is trailing.
+    assert_eq!(r.valid_len + r.trailing_bytes, file.len() as u64);
+    if r.trailing_bytes > 0 {
+        assert_eq!(
+            &file[r.valid_len as usize + 4..r.valid_len as usize + 8],
+            b"mfra"
+        );
+    }
+}
