@@ -1,1 +1,164 @@
-//! TODO
+//! `camsim`: the project's own camera simulator, a small RTSP 1.0 server (RFC 2326) serving N looped live
+//! H.264 streams at `/cam1` .. `/camN` over TCP-interleaved RTP (RFC 6184), with RTCP sender reports
+//! (RFC 3550). Used for demos, installers' burn-in tests and load tests of hundreds of streams.
+//!
+//! The clip is parsed and packetized once ([`Clip`]) and shared by all sessions; each session only patches
+//! RTP headers and writes one buffer per access unit, paced at the clip's frame rate. See `docs/camsim.md`.
+
+mod clip;
+mod conn;
+mod rtsp;
+
+pub use clip::{AccessUnit, Clip, ClipError, MAX_RTP_PAYLOAD_BYTES, RTP_CLOCK_HZ};
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// Default RTSP session timeout announced in `Session: ...;timeout=60`. Connections silent for longer are
+/// dropped.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a client's socket may stay unwritable before its connection is dropped.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most simultaneous connections; more are accepted and closed at once (keeps file descriptors bounded).
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Most streams one server offers.
+pub const MAX_STREAMS: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CamSimError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("stream count {streams} out of range 1..={MAX_STREAMS}")]
+    StreamCount { streams: usize },
+}
+
+/// A bound, not yet running, camera simulator.
+#[derive(Debug)]
+pub struct CamSim {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    streams: usize,
+    clip: Arc<Clip>,
+    session_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl CamSim {
+    /// Binds `listen` (port 0 = pick a free port).
+    pub async fn bind(
+        listen: SocketAddr,
+        streams: usize,
+        clip: Arc<Clip>,
+    ) -> Result<CamSim, CamSimError> {
+        if !(1..=MAX_STREAMS).contains(&streams) {
+            return Err(CamSimError::StreamCount { streams });
+        }
+        let bind_err = |source| CamSimError::Bind {
+            addr: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        Ok(CamSim {
+            listener,
+            local_addr,
+            streams,
+            clip,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        })
+    }
+
+    /// Changes the session timeout (whole seconds, at least 1) announced to clients and enforced.
+    pub fn set_session_timeout(&mut self, timeout: Duration) {
+        self.session_timeout = Duration::from_secs(timeout.as_secs().max(1));
+    }
+
+    /// Changes how long a client may leave its socket unwritable before being dropped.
+    pub fn set_write_timeout(&mut self, timeout: Duration) {
+        self.write_timeout = timeout;
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `rtsp://ip:port/camN` for n in 1..=streams. An unspecified listen address (`0.0.0.0`, `::`) is shown as
+    /// loopback.
+    pub fn urls(&self) -> Vec<url::Url> {
+        let mut addr = self.local_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        (1..=self.streams)
+            .filter_map(|n| url::Url::parse(&format!("rtsp://{addr}/cam{n}")).ok())
+            .collect()
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting and closes every connection.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), CamSimError> {
+        let shared = Arc::new(conn::Shared {
+            clip: self.clip,
+            streams: self.streams,
+            started: Instant::now(),
+            session_timeout: self.session_timeout,
+            write_timeout: self.write_timeout,
+        });
+        info!(
+            addr = %self.local_addr,
+            streams = self.streams,
+            "camsim: serving rtsp://{}/cam1..cam{}",
+            self.local_addr,
+            self.streams
+        );
+        tokio::pin!(shutdown);
+        let mut tasks = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                r = self.listener.accept() => match r {
+                    Ok((sock, peer)) => {
+                        if tasks.len() >= MAX_CONNECTIONS {
+                            warn!(%peer, "camsim: too many connections; refusing");
+                            continue;
+                        }
+                        if let Err(e) = sock.set_nodelay(true) {
+                            debug!(%peer, "camsim: set_nodelay: {e}");
+                        }
+                        info!(%peer, "camsim: client connected");
+                        let shared = shared.clone();
+                        tasks.spawn(async move {
+                            match conn::serve(sock, shared).await {
+                                Ok(()) => debug!(%peer, "camsim: connection closed"),
+                                Err(e) => debug!(%peer, "camsim: connection dropped: {e}"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        warn!("camsim: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        info!("camsim: shutting down");
+        tasks.shutdown().await;
+        Ok(())
+    }
+}
