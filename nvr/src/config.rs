@@ -2,7 +2,7 @@
 //!
 //! Every key is documented in `config.example.toml` at the repository root.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The whole configuration of one recorder node.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,5 +218,42 @@ impl Config {
             );
         }
         s
+    }
+}
+
+impl Config {
+    /// The embedded default of `nvr demo`: one camera per simulated stream URL, recording main streams into
+    /// `data_dir` with segments of `segment_duration_ms`. No free-space floor (a demo must not delete).
+    pub fn demo(data_dir: &Path, urls: &[url::Url], segment_duration_ms: u64) -> Config {
+        Config {
+            node_name: "demo".to_owned(),
+            data_dir: data_dir.to_owned(),
+            recording: RecordingConfig {
+                segment_duration_ms,
+                ..RecordingConfig::default()
+            },
+            ingest: IngestConfig::default(),
+            retention: RetentionConfig {
+                min_free_bytes: 0,
+                ..RetentionConfig::default()
+            },
+            cameras: urls
+                .iter()
+                .enumerate()
+                .map(|(i, url)| CameraConfig {
+                    name: format!("sim{}", i + 1),
+                    username: None,
+                    password: None,
+                    transport: Transport::Tcp,
+                    streams: vec![StreamConfig {
+                        kind: StreamKind::Main,
+                        url: url.clone(),
+                        record: true,
+                        max_age_days: None,
+                        max_bytes: None,
+                    }],
+                })
+                .collect(),
+        }
     }
 }

@@ -1,1 +1,915 @@
-//! TODO
+//! Ingest: one RTSP session per stream (retina), frames grouped by GOP into fMP4 fragments and segments.
+//!
+//! [`run_stream`] is the stream's background job: connect (each step under a timeout), record until the
+//! session fails or the no-frame watchdog fires, close the recording cleanly, back off (exponential with
+//! jitter; capped at once after a wrong password), reconnect. A failure of one stream never touches
+//! another. [`Recording`] is the camera-independent part: it turns timestamped frames into fragments and
+//! segments and is tested with synthetic frames.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use retina::client::{PlayOptions, SessionOptions, SetupOptions};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{Secret, StreamKind, Transport};
+use crate::job::{random_jitter_unit, Backoff};
+use crate::mp4::{FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
+use crate::storage::{RunId, SegmentWriter, StorageError, Store, StreamId};
+
+/// Track ids in every segment file.
+const VIDEO_TRACK_ID: u32 = 1;
+const AUDIO_TRACK_ID: u32 = 2;
+/// A fragment is written at the latest after this much media even without a key frame (long-GOP cameras),
+/// so the crash-loss bound holds.
+const MAX_FRAGMENT_MS: i64 = 10_000;
+/// Frame durations outside (0, this] are camera timestamp errors; the previous duration is used instead.
+const MAX_FRAME_DURATION_MS: i64 = 5_000;
+
+/// What to record: one camera stream.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub camera: String,
+    pub kind: StreamKind,
+    pub url: url::Url,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub transport: Transport,
+}
+
+/// Timing of ingest and segmenting.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestSettings {
+    pub segment_duration_ms: u64,
+    pub flush_interval_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub frame_timeout_ms: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    Starting,
+    Connecting,
+    Recording,
+    Backoff,
+    Stopped,
+}
+
+/// Per-stream status, shared with status output.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub camera: String,
+    pub stream: String,
+    pub state: StreamState,
+    pub video_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Audio as recorded (`aac`) or why not (`pcma: not recorded (only AAC is)`).
+    pub audio: Option<String>,
+    pub last_frame_ms: Option<i64>,
+    pub frames: u64,
+    pub bytes: u64,
+    pub segments_sealed: u64,
+    pub current_segment: Option<String>,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<i64>,
+    pub next_retry_ms: Option<u64>,
+    /// Last time the stream's loop ran (for the systemd watchdog), ms UTC.
+    pub alive_ms: i64,
+    #[serde(skip)]
+    frames_before_session: u64,
+    #[serde(skip)]
+    bytes_before_session: u64,
+    #[serde(skip)]
+    sealed_before_session: u64,
+}
+
+impl StreamStatus {
+    pub fn new(camera: &str, kind: StreamKind) -> Self {
+        StreamStatus {
+            camera: camera.to_owned(),
+            stream: kind.as_str().to_owned(),
+            state: StreamState::Starting,
+            video_codec: None,
+            width: None,
+            height: None,
+            audio: None,
+            last_frame_ms: None,
+            frames: 0,
+            bytes: 0,
+            segments_sealed: 0,
+            current_segment: None,
+            connects: 0,
+            reconnects: 0,
+            last_error: None,
+            last_error_ms: None,
+            next_retry_ms: None,
+            alive_ms: 0,
+            frames_before_session: 0,
+            bytes_before_session: 0,
+            sealed_before_session: 0,
+        }
+    }
+}
+
+pub type SharedStatus = Arc<Mutex<StreamStatus>>;
+
+fn update(status: &SharedStatus, f: impl FnOnce(&mut StreamStatus)) {
+    match status.lock() {
+        Ok(mut s) => f(&mut s),
+        Err(p) => f(&mut p.into_inner()),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{step} timed out after {timeout_ms} ms")]
+    Timeout { step: &'static str, timeout_ms: u64 },
+    #[error("authentication failed (check username and password): {0}")]
+    Auth(String),
+    #[error("RTSP {step}: {message}")]
+    Rtsp { step: &'static str, message: String },
+    #[error("camera offers no H.264 or H.265 video stream (it offers: {0})")]
+    NoVideo(String),
+    #[error("no frame received for {0} ms")]
+    NoFrames(u64),
+    #[error("camera ended the stream")]
+    Ended,
+    #[error("bad camera data: {0}")]
+    BadData(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl IngestError {
+    fn rtsp(step: &'static str, e: retina::Error) -> Self {
+        if e.status_code() == Some(401) {
+            IngestError::Auth(first_line(&e.to_string()))
+        } else {
+            IngestError::Rtsp {
+                step,
+                message: first_line(&e.to_string()),
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+/// How a session ended without error.
+enum SessionEnd {
+    Shutdown,
+}
+
+/// Runs one stream until `shutdown` turns true: connect, record, back off, reconnect.
+pub async fn run_stream(
+    store: Arc<Store>,
+    spec: StreamSpec,
+    settings: IngestSettings,
+    status: SharedStatus,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stream_id = match blocking(|| store.ensure_stream(&spec.camera, spec.kind.as_str())) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(camera = %spec.camera, error = %e, "cannot register stream in catalog");
+            update(&status, |s| {
+                s.state = StreamState::Stopped;
+                s.last_error = Some(e.to_string());
+            });
+            return;
+        }
+    };
+    let mut backoff = Backoff::new(settings.backoff_initial_ms, settings.backoff_max_ms);
+    let label = format!("{}/{}", spec.camera, spec.kind.as_str());
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        update(&status, |s| {
+            s.state = StreamState::Connecting;
+            s.next_retry_ms = None;
+            s.alive_ms = store.now_utc_ms();
+        });
+        let mut recorded = false;
+        let result = session(
+            &store,
+            stream_id,
+            &spec,
+            settings,
+            &status,
+            &mut shutdown,
+            &mut recorded,
+        )
+        .await;
+        let err = match result {
+            Ok(SessionEnd::Shutdown) => break,
+            Err(e) => e,
+        };
+        if recorded {
+            backoff.reset();
+        }
+        let delay_ms = match err {
+            IngestError::Auth(_) => backoff.capped_delay_ms(random_jitter_unit()),
+            _ => backoff.next_delay_ms(random_jitter_unit()),
+        };
+        let message = err.to_string();
+        tracing::warn!(stream = %label, error = %message, retry_in_ms = delay_ms, "stream session ended");
+        store.log_event(
+            Some(stream_id),
+            "stream_error",
+            &format!("{label}: {message}; retry in {delay_ms} ms"),
+        );
+        update(&status, |s| {
+            s.state = StreamState::Backoff;
+            s.reconnects += 1;
+            s.last_error = Some(message);
+            s.last_error_ms = Some(store.now_utc_ms());
+            s.next_retry_ms = Some(delay_ms);
+        });
+        let until = Instant::now() + Duration::from_millis(delay_ms);
+        let mut alive = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = shutdown.changed() => break,
+                _ = alive.tick() => update(&status, |s| s.alive_ms = store.now_utc_ms()),
+            }
+        }
+    }
+    update(&status, |s| {
+        s.state = StreamState::Stopped;
+        s.next_retry_ms = None;
+    });
+}
+
+/// Runs blocking storage work without stalling the runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+async fn with_timeout<T>(
+    step: &'static str,
+    timeout_ms: u64,
+    fut: impl std::future::Future<Output = Result<T, retina::Error>>,
+) -> Result<T, IngestError> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(IngestError::rtsp(step, e)),
+        Err(_) => Err(IngestError::Timeout { step, timeout_ms }),
+    }
+}
+
+async fn session(
+    store: &Arc<Store>,
+    stream_id: StreamId,
+    spec: &StreamSpec,
+    settings: IngestSettings,
+    status: &SharedStatus,
+    shutdown: &mut watch::Receiver<bool>,
+    recorded: &mut bool,
+) -> Result<SessionEnd, IngestError> {
+    let creds = match (&spec.username, &spec.password) {
+        (Some(u), Some(p)) => Some(retina::client::Credentials {
+            username: u.clone(),
+            password: p.0.clone(),
+        }),
+        (Some(u), None) => Some(retina::client::Credentials {
+            username: u.clone(),
+            password: String::new(),
+        }),
+        _ => None,
+    };
+    let options = SessionOptions::default()
+        .creds(creds)
+        .user_agent(format!("nvr/{}", env!("CARGO_PKG_VERSION")));
+    let mut rtsp = with_timeout(
+        "connect/DESCRIBE",
+        settings.connect_timeout_ms,
+        retina::client::Session::describe(spec.url.clone(), options),
+    )
+    .await?;
+
+    let streams = rtsp.streams();
+    let video_i = streams
+        .iter()
+        .position(|s| s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265"))
+        .ok_or_else(|| {
+            IngestError::NoVideo(
+                streams
+                    .iter()
+                    .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })?;
+    let audio = streams.iter().position(|s| s.media() == "audio");
+    let (audio_i, audio_note) = match audio {
+        Some(i) if streams[i].encoding_name() == "mpeg4-generic" => {
+            (Some(i), Some("aac".to_owned()))
+        }
+        Some(i) => (
+            None,
+            Some(format!(
+                "{}: not recorded (only AAC audio is recorded)",
+                streams[i].encoding_name()
+            )),
+        ),
+        None => (None, None),
+    };
+    let transport = match spec.transport {
+        Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
+        Transport::Udp => retina::client::Transport::Udp(Default::default()),
+    };
+    let setup = || {
+        SetupOptions::default()
+            .transport(transport.clone())
+            .frame_format(FrameFormat::MP4)
+    };
+    with_timeout(
+        "SETUP",
+        settings.connect_timeout_ms,
+        rtsp.setup(video_i, setup()),
+    )
+    .await?;
+    if let Some(i) = audio_i {
+        with_timeout("SETUP", settings.connect_timeout_ms, rtsp.setup(i, setup())).await?;
+    }
+    let playing = with_timeout(
+        "PLAY",
+        settings.connect_timeout_ms,
+        rtsp.play(PlayOptions::default()),
+    )
+    .await?;
+    let mut demuxed = playing
+        .demuxed()
+        .map_err(|e| IngestError::rtsp("PLAY", e))?;
+    update(status, |s| {
+        s.connects += 1;
+        s.audio = audio_note.clone();
+        s.state = StreamState::Recording;
+    });
+    tracing::info!(camera = %spec.camera, stream = spec.kind.as_str(), audio = ?audio_note, "stream connected");
+
+    let mut rec = Recording::new(store.clone(), stream_id, &spec.camera, spec.kind, settings);
+    let frame_timeout = Duration::from_millis(settings.frame_timeout_ms);
+    let mut deadline = Instant::now() + frame_timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        settings.flush_interval_ms.clamp(50, 1000),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break Ok(SessionEnd::Shutdown),
+            _ = tokio::time::sleep_until(deadline) => break Err(IngestError::NoFrames(settings.frame_timeout_ms)),
+            _ = tick.tick() => {
+                update(status, |s| s.alive_ms = store.now_utc_ms());
+                if let Err(e) = blocking(|| rec.sync_if_due()) {
+                    break Err(e.into());
+                }
+            }
+            item = demuxed.next() => {
+                let item = match item {
+                    None => break Err(IngestError::Ended),
+                    Some(Err(e)) => break Err(IngestError::rtsp("stream", e)),
+                    Some(Ok(item)) => item,
+                };
+                let pushed = match item {
+                    CodecItem::VideoFrame(frame) => {
+                        deadline = Instant::now() + frame_timeout;
+                        let params = if frame.has_new_parameters() || !rec.has_video_track() {
+                            match demuxed.streams()[video_i].parameters() {
+                                Some(ParametersRef::Video(v)) => Some(video_track(v)?),
+                                _ => None,
+                            }
+                        } else {
+                            None
+                        };
+                        let ts = frame.timestamp();
+                        let key = frame.is_random_access_point();
+                        blocking(|| rec.push_video(ts.elapsed(), key, frame.into_data(), params))
+                    }
+                    CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == audio_i => {
+                        if !rec.has_audio_track() {
+                            if let Some(ParametersRef::Audio(a)) = demuxed.streams()[frame.stream_id()].parameters() {
+                                rec.set_audio_track(audio_track(a)?);
+                            }
+                        }
+                        let ts = frame.timestamp();
+                        rec.push_audio(ts.elapsed(), frame.frame_length().get(), frame.data().to_vec());
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = pushed {
+                    break Err(e);
+                }
+                *recorded |= rec.frames_written() > 0;
+                update(status, |s| {
+                    s.last_frame_ms = Some(store.now_utc_ms());
+                    s.frames = s.frames_before_session + rec.frames_written();
+                    s.bytes = s.bytes_before_session + rec.bytes_written();
+                    s.segments_sealed = s.sealed_before_session + rec.segments_sealed();
+                    if s.current_segment.as_deref() != rec.current_segment() {
+                        s.current_segment = rec.current_segment().map(str::to_owned);
+                    }
+                    if let Some(v) = rec.video_track() {
+                        if s.video_codec.as_deref() != Some(v.codec.as_str()) {
+                            s.video_codec = Some(v.codec.clone());
+                        }
+                        s.width = Some(v.width);
+                        s.height = Some(v.height);
+                    }
+                });
+            }
+        }
+    };
+    let reason = match &result {
+        Ok(SessionEnd::Shutdown) => "shutdown",
+        Err(IngestError::Storage(_)) => "storage error",
+        Err(_) => "camera error",
+    };
+    let finished = blocking(|| rec.finish(reason));
+    update(status, |s| {
+        s.sealed_before_session += rec.segments_sealed();
+        s.segments_sealed = s.sealed_before_session;
+        s.frames_before_session += rec.frames_written();
+        s.bytes_before_session += rec.bytes_written();
+        s.frames = s.frames_before_session;
+        s.bytes = s.bytes_before_session;
+        s.current_segment = None;
+    });
+    match (result, finished) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Ok(end), Ok(())) => Ok(end),
+    }
+}
+
+/// Camera-independent description of the video track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoTrack {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub clock_rate: u32,
+    pub sample_entry: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioTrack {
+    pub codec: String,
+    pub channels: u16,
+    pub clock_rate: u32,
+    pub sample_entry: Vec<u8>,
+}
+
+fn video_track(v: &retina::codec::VideoParameters) -> Result<VideoTrack, IngestError> {
+    let (width, height) = v.pixel_dimensions();
+    let sample_entry = v
+        .mp4_sample_entry()
+        .build()
+        .map_err(|e| IngestError::BadData(format!("video parameters: {e}")))?;
+    Ok(VideoTrack {
+        codec: v.rfc6381_codec().to_owned(),
+        width,
+        height,
+        clock_rate: 90_000,
+        sample_entry,
+    })
+}
+
+fn audio_track(a: &retina::codec::AudioParameters) -> Result<AudioTrack, IngestError> {
+    let sample_entry = a
+        .mp4_sample_entry()
+        .build()
+        .map_err(|e| IngestError::BadData(format!("audio parameters: {e}")))?;
+    Ok(AudioTrack {
+        codec: a.rfc6381_codec().unwrap_or("mp4a").to_owned(),
+        channels: a.channels().get(),
+        clock_rate: a.clock_rate(),
+        sample_entry,
+    })
+}
+
+struct PendingFrame {
+    ts: i64,
+    key: bool,
+    data: Vec<u8>,
+}
+
+struct PendingAudio {
+    ts: i64,
+    duration: u32,
+    data: Vec<u8>,
+}
+
+/// Turns frames of one session into fragments and segments.
+///
+/// Frames are buffered until the next key frame, then written as one fragment (one GOP). A segment is cut
+/// at the first key frame at or after `segment_duration_ms`, or when the video parameters change. Wall
+/// times come from the local clock at the first frame plus media time, so consecutive segments of a run
+/// meet exactly (`end_ms` of one = `start_ms` of the next).
+pub struct Recording {
+    store: Arc<Store>,
+    stream_id: StreamId,
+    camera: String,
+    kind: StreamKind,
+    settings: IngestSettings,
+    video: Option<VideoTrack>,
+    audio: Option<AudioTrack>,
+    /// New parameters that take effect with the next segment.
+    pending_video: Option<VideoTrack>,
+    run: Option<(RunId, i64, i64)>,
+    /// (wall ms, video timestamp) of the run's first frame, taken when it arrives.
+    anchor: Option<(i64, i64)>,
+    segment: Option<OpenSegment>,
+    gop: Vec<PendingFrame>,
+    gop_audio: Vec<PendingAudio>,
+    last_duration: u32,
+    frames_written: u64,
+    bytes_written: u64,
+    frames_dropped_before_key: u64,
+    segments_sealed: u64,
+}
+
+struct OpenSegment {
+    writer: SegmentWriter,
+    first_ts: i64,
+    sequence: u32,
+    video_ticks: u64,
+    audio_ticks: Option<u64>,
+    has_audio: bool,
+}
+
+impl Recording {
+    pub fn new(
+        store: Arc<Store>,
+        stream_id: StreamId,
+        camera: &str,
+        kind: StreamKind,
+        settings: IngestSettings,
+    ) -> Self {
+        Recording {
+            store,
+            stream_id,
+            camera: camera.to_owned(),
+            kind,
+            settings,
+            video: None,
+            audio: None,
+            pending_video: None,
+            run: None,
+            anchor: None,
+            segment: None,
+            gop: Vec::new(),
+            gop_audio: Vec::new(),
+            last_duration: 3600,
+            frames_written: 0,
+            bytes_written: 0,
+            frames_dropped_before_key: 0,
+            segments_sealed: 0,
+        }
+    }
+
+    pub fn has_video_track(&self) -> bool {
+        self.video.is_some()
+    }
+
+    pub fn has_audio_track(&self) -> bool {
+        self.audio.is_some()
+    }
+
+    pub fn set_audio_track(&mut self, audio: AudioTrack) {
+        self.audio = Some(audio);
+    }
+
+    pub fn frames_written(&self) -> u64 {
+        self.frames_written
+    }
+
+    pub fn segments_sealed(&self) -> u64 {
+        self.segments_sealed
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// Relative path of the segment being written.
+    pub fn current_segment(&self) -> Option<&str> {
+        self.segment.as_ref().map(|s| s.writer.relative_path())
+    }
+
+    pub fn video_track(&self) -> Option<&VideoTrack> {
+        self.video.as_ref()
+    }
+
+    fn clock_rate(&self) -> i64 {
+        i64::from(self.video.as_ref().map_or(90_000, |v| v.clock_rate.max(1)))
+    }
+
+    /// Wall time (ms UTC) of a video timestamp, from the run's anchor.
+    fn wall_ms(&self, ts: i64) -> i64 {
+        match self.run {
+            Some((_, start_wall_ms, start_ts)) => {
+                start_wall_ms
+                    + (ts - start_ts)
+                        .saturating_mul(1000)
+                        .div_euclid(self.clock_rate())
+            }
+            None => self.store.now_utc_ms(),
+        }
+    }
+
+    /// Adds a video frame. `ts` is in the video clock (90 kHz). `params` are given with the first frame
+    /// and whenever they change.
+    pub fn push_video(
+        &mut self,
+        ts: i64,
+        key: bool,
+        data: Vec<u8>,
+        params: Option<VideoTrack>,
+    ) -> Result<(), IngestError> {
+        if let Some(p) = params {
+            if self.video.is_none() {
+                self.video = Some(p);
+            } else if self.video.as_ref() != Some(&p) {
+                self.pending_video = Some(p);
+            }
+        }
+        if self.video.is_none() || (self.gop.is_empty() && !key) {
+            // Nothing can be written before the first key frame with known parameters.
+            self.frames_dropped_before_key += 1;
+            return Ok(());
+        }
+        if let Some(last) = self.gop.last() {
+            let span_ms = (ts - self.gop[0].ts) * 1000 / self.clock_rate();
+            if ts <= last.ts && !key {
+                tracing::debug!(camera = %self.camera, ts, last = last.ts, "non-increasing video timestamp");
+            }
+            if key || span_ms >= MAX_FRAGMENT_MS {
+                self.write_fragment(Some(ts))?;
+                if key {
+                    self.maybe_cut_segment(ts)?;
+                }
+            }
+        }
+        if self.anchor.is_none() {
+            if self.frames_dropped_before_key > 0 {
+                tracing::info!(camera = %self.camera, frames = self.frames_dropped_before_key, "frames before the first key frame dropped");
+            }
+            self.anchor = Some((self.store.now_utc_ms(), ts));
+        }
+        self.gop.push(PendingFrame { ts, key, data });
+        Ok(())
+    }
+
+    /// Adds an AAC frame; `ts` in the audio clock, `duration` in samples.
+    pub fn push_audio(&mut self, ts: i64, duration: u32, data: Vec<u8>) {
+        if self.audio.is_some() && !self.gop.is_empty() {
+            self.gop_audio.push(PendingAudio { ts, duration, data });
+        }
+    }
+
+    fn maybe_cut_segment(&mut self, key_ts: i64) -> Result<(), IngestError> {
+        let Some(seg) = &self.segment else {
+            return Ok(());
+        };
+        let elapsed_ms = (key_ts - seg.first_ts) * 1000 / self.clock_rate();
+        if self.pending_video.is_some() || elapsed_ms >= self.settings.segment_duration_ms as i64 {
+            self.seal_segment()?;
+            if let Some(p) = self.pending_video.take() {
+                tracing::info!(camera = %self.camera, codec = %p.codec, width = p.width, height = p.height, "video parameters changed; new segment");
+                self.video = Some(p);
+            }
+        }
+        Ok(())
+    }
+
+    fn seal_segment(&mut self) -> Result<(), IngestError> {
+        if let Some(seg) = self.segment.take() {
+            if let Some(sealed) = seg.writer.seal()? {
+                self.segments_sealed += 1;
+                tracing::info!(path = %sealed.path, frames = sealed.frames, bytes = sealed.size_bytes, "segment sealed");
+            }
+        }
+        Ok(())
+    }
+
+    fn open_segment(&mut self, first_ts: i64) -> Result<(), IngestError> {
+        let Some(video) = self.video.clone() else {
+            return Err(IngestError::BadData("no video parameters".into()));
+        };
+        if self.run.is_none() {
+            let (start_ms, start_ts) = self
+                .anchor
+                .unwrap_or_else(|| (self.store.now_utc_ms(), first_ts));
+            let run =
+                self.store
+                    .catalog()
+                    .insert_run(self.stream_id, self.store.node(), start_ms)?;
+            self.run = Some((run, start_ms, start_ts));
+        }
+        let Some((run_id, _, _)) = self.run else {
+            return Err(IngestError::BadData("no run".into()));
+        };
+        let mut tracks = vec![TrackSpec {
+            track_id: VIDEO_TRACK_ID,
+            kind: TrackKind::Video {
+                width: u16::try_from(video.width).unwrap_or(u16::MAX),
+                height: u16::try_from(video.height).unwrap_or(u16::MAX),
+            },
+            timescale: video.clock_rate,
+            sample_entry: video.sample_entry.clone(),
+        }];
+        if let Some(a) = &self.audio {
+            tracks.push(TrackSpec {
+                track_id: AUDIO_TRACK_ID,
+                kind: TrackKind::Audio {
+                    channels: a.channels,
+                    sample_rate_hz: a.clock_rate,
+                },
+                timescale: a.clock_rate,
+                sample_entry: a.sample_entry.clone(),
+            });
+        }
+        let start_ms = self.wall_ms(first_ts);
+        let stream = self.kind.as_str();
+        let writer = self.store.create_segment(&crate::storage::NewSegment {
+            stream_id: self.stream_id,
+            run_id,
+            camera: &self.camera,
+            stream,
+            start_ms,
+            tracks: &tracks,
+            video_codec: &video.codec,
+            width: video.width,
+            height: video.height,
+            audio_codec: self.audio.as_ref().map(|a| a.codec.as_str()),
+        })?;
+        self.segment = Some(OpenSegment {
+            writer,
+            first_ts,
+            sequence: 1,
+            video_ticks: 0,
+            audio_ticks: None,
+            has_audio: self.audio.is_some(),
+        });
+        Ok(())
+    }
+
+    /// Writes the buffered frames as one fragment. `next_ts` is the timestamp of the frame after the last
+    /// buffered one (it gives the last frame's duration); `None` at the end of a run.
+    fn write_fragment(&mut self, next_ts: Option<i64>) -> Result<(), IngestError> {
+        if self.gop.is_empty() {
+            return Ok(());
+        }
+        if self.segment.is_none() {
+            self.open_segment(self.gop[0].ts)?;
+        }
+        let max_ticks = MAX_FRAME_DURATION_MS * self.clock_rate() / 1000;
+        let gop = std::mem::take(&mut self.gop);
+        let audio = std::mem::take(&mut self.gop_audio);
+        let audio_rate = self.audio.as_ref().map(|a| i64::from(a.clock_rate.max(1)));
+        let video_rate = self.clock_rate();
+        let Some(seg) = self.segment.as_mut() else {
+            return Ok(());
+        };
+        // Audio decode time starts where the segment's video starts (both clocks count from PLAY).
+        if seg.has_audio && seg.audio_ticks.is_none() {
+            if let (Some(first), Some(rate)) = (audio.first(), audio_rate) {
+                let offset =
+                    first.ts as i128 * video_rate as i128 - seg.first_ts as i128 * rate as i128;
+                seg.audio_ticks =
+                    Some(u64::try_from((offset / video_rate as i128).max(0)).unwrap_or(0));
+            }
+        }
+        let mut tracks = vec![(VIDEO_TRACK_ID, seg.video_ticks)];
+        let audio_index = if seg.has_audio && !audio.is_empty() {
+            tracks.push((AUDIO_TRACK_ID, seg.audio_ticks.unwrap_or(0)));
+            Some(1)
+        } else {
+            None
+        };
+        let mut fb = FragmentBuilder::new(seg.sequence, &tracks);
+        let mut ticks = 0u64;
+        for (i, f) in gop.iter().enumerate() {
+            let next = gop.get(i + 1).map(|n| n.ts).or(next_ts);
+            let duration = match next.map(|n| n - f.ts) {
+                Some(d) if d > 0 && d <= max_ticks => d as u32,
+                _ => self.last_duration,
+            };
+            self.last_duration = duration;
+            ticks += u64::from(duration);
+            fb.push_sample(
+                0,
+                SampleInfo {
+                    duration,
+                    size: f.data.len() as u32,
+                    is_sync: f.key,
+                    composition_offset: 0,
+                },
+                &f.data,
+            );
+        }
+        let mut audio_ticks = 0u64;
+        if let Some(idx) = audio_index {
+            for a in &audio {
+                audio_ticks += u64::from(a.duration);
+                fb.push_sample(
+                    idx,
+                    SampleInfo {
+                        duration: a.duration,
+                        size: a.data.len() as u32,
+                        is_sync: true,
+                        composition_offset: 0,
+                    },
+                    &a.data,
+                );
+            }
+        }
+        let buf = fb.finish();
+        seg.video_ticks += ticks;
+        if let Some(t) = seg.audio_ticks.as_mut() {
+            *t += audio_ticks;
+        }
+        seg.sequence = seg.sequence.wrapping_add(1);
+        let media_duration_ms = (seg.video_ticks as i64) * 1000 / video_rate;
+        let end_ts = seg.first_ts + seg.video_ticks as i64;
+        let end_ms = match self.run {
+            Some((_, w, t0)) => w + (end_ts - t0).saturating_mul(1000).div_euclid(video_rate),
+            None => seg.writer.start_ms() + media_duration_ms,
+        };
+        seg.writer
+            .append_fragment(&buf, gop.len() as u64, end_ms - seg.writer.start_ms())?;
+        self.frames_written += gop.len() as u64;
+        self.bytes_written += buf.len() as u64;
+        if seg
+            .writer
+            .sync_due(Duration::from_millis(self.settings.flush_interval_ms))
+        {
+            seg.writer.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes appended data if the flush interval has passed.
+    pub fn sync_if_due(&mut self) -> Result<(), StorageError> {
+        if let Some(seg) = self.segment.as_mut() {
+            if seg
+                .writer
+                .sync_due(Duration::from_millis(self.settings.flush_interval_ms))
+            {
+                seg.writer.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run: writes buffered frames (nothing received is dropped), seals the segment, closes the run.
+    pub fn finish(&mut self, reason: &str) -> Result<(), StorageError> {
+        let written = match self.write_fragment(None) {
+            Ok(()) => Ok(()),
+            Err(IngestError::Storage(e)) => Err(e),
+            Err(other) => {
+                tracing::error!(error = %other, "could not write the last fragment");
+                Ok(())
+            }
+        };
+        let sealed = match self.seal_segment() {
+            Ok(()) => Ok(()),
+            Err(IngestError::Storage(e)) => Err(e),
+            Err(other) => {
+                tracing::error!(error = %other, "could not seal the segment");
+                Ok(())
+            }
+        };
+        self.anchor = None;
+        if let Some((run, _, _)) = self.run.take() {
+            let cat = self.store.catalog();
+            let end_ms = cat
+                .run_last_end_ms(run)?
+                .unwrap_or_else(|| self.store.now_utc_ms());
+            cat.end_run(run, end_ms, reason)?;
+        }
+        written.and(sealed)
+    }
+}

@@ -1,1 +1,264 @@
-//! TODO
+//! The recorder process: recovery, one ingest task per recorded stream, retention, status and systemd.
+//!
+//! Start-up order: open the store, run recovery, start streams, then tell systemd READY. Every second the
+//! status (`<data_dir>/status.json`, replaced atomically) is written and, if every stream loop is alive,
+//! systemd's watchdog is pinged. On shutdown every stream writes what it buffered and seals its segment.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::ingest::{run_stream, IngestSettings, SharedStatus, StreamSpec, StreamStatus};
+use crate::job::{run_job, Job, JobStatus, JobTiming};
+use crate::storage::{
+    free_bytes, RecoveryReport, RetentionPolicy, StorageError, Store, StreamLimits,
+};
+
+pub const STATUS_FILE: &str = "status.json";
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Task(String),
+}
+
+/// The status document written to `status.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub time_ms: i64,
+    pub pid: u32,
+    pub streams: Vec<StreamStatus>,
+    pub retention: JobStatus,
+    pub recovery: RecoveryReport,
+}
+
+struct RetentionJob {
+    store: Arc<Store>,
+    config: Config,
+}
+
+impl Job for RetentionJob {
+    type Error = StorageError;
+
+    async fn run_once(&mut self) -> Result<(), StorageError> {
+        let store = self.store.clone();
+        let config = self.config.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let policy = retention_policy(&store, &config)?;
+            let dir = store.data_dir().to_owned();
+            store.retention_pass(&policy, &|| free_bytes(&dir))
+        })
+        .await
+        .map_err(|e| {
+            StorageError::io(
+                "retention task",
+                Path::new(""),
+                std::io::Error::other(e.to_string()),
+            )
+        })??;
+        if report.bytes_freed > 0 || report.free_floor_unmet {
+            tracing::info!(?report, "retention pass");
+        }
+        Ok(())
+    }
+}
+
+/// The retention policy of `config`, with stream ids from the catalog.
+pub fn retention_policy(store: &Store, config: &Config) -> Result<RetentionPolicy, StorageError> {
+    let mut streams = HashMap::new();
+    for cam in &config.cameras {
+        for s in &cam.streams {
+            let id = store.ensure_stream(&cam.name, s.kind.as_str())?;
+            let max_age_days = s.max_age_days.or(config.retention.max_age_days);
+            streams.insert(
+                id,
+                StreamLimits {
+                    max_age_ms: max_age_days.map(|d| (d as i64).saturating_mul(DAY_MS)),
+                    max_bytes: s.max_bytes.or(config.retention.max_bytes_per_stream),
+                },
+            );
+        }
+    }
+    Ok(RetentionPolicy {
+        streams,
+        min_free_bytes: config.retention.min_free_bytes,
+    })
+}
+
+fn write_status(path: &Path, status: &NodeStatus) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn lock<T: Clone>(m: &Mutex<T>) -> T {
+    match m.lock() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// Handles for observing a running recorder (status of every stream).
+#[derive(Clone)]
+pub struct RecorderHandle {
+    pub store: Arc<Store>,
+    pub streams: Vec<SharedStatus>,
+}
+
+/// Runs the recorder until `shutdown` resolves. `on_started` is called once streams are running.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_started: impl FnOnce(RecorderHandle),
+) -> Result<(), RecorderError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = Arc::new(Store::open(&config.data_dir, &config.node_name, clock)?);
+    let recovery = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.recover())
+            .await
+            .map_err(|e| RecorderError::Task(e.to_string()))??
+    };
+    if !recovery.is_empty() {
+        tracing::warn!(?recovery, "start-up recovery");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let settings = IngestSettings {
+        segment_duration_ms: config.recording.segment_duration_ms,
+        flush_interval_ms: config.recording.flush_interval_ms,
+        connect_timeout_ms: config.ingest.connect_timeout_ms,
+        frame_timeout_ms: config.ingest.frame_timeout_ms,
+        backoff_initial_ms: config.ingest.backoff_initial_ms,
+        backoff_max_ms: config.ingest.backoff_max_ms,
+    };
+    let mut tasks = Vec::new();
+    let mut statuses = Vec::new();
+    for cam in &config.cameras {
+        for s in cam.streams.iter().filter(|s| s.record) {
+            let status: SharedStatus = Arc::new(Mutex::new(StreamStatus::new(&cam.name, s.kind)));
+            statuses.push(status.clone());
+            let spec = StreamSpec {
+                camera: cam.name.clone(),
+                kind: s.kind,
+                url: s.url.clone(),
+                username: cam.username.clone(),
+                password: cam.password.clone(),
+                transport: cam.transport,
+            };
+            tasks.push(tokio::spawn(run_stream(
+                store.clone(),
+                spec,
+                settings,
+                status,
+                stop_rx.clone(),
+            )));
+        }
+    }
+
+    let retention_status = Arc::new(Mutex::new(JobStatus::new("retention")));
+    let retention_task = {
+        let job = RetentionJob {
+            store: store.clone(),
+            config: config.clone(),
+        };
+        let timing = JobTiming {
+            interval: Duration::from_millis(config.retention.interval_ms),
+            backoff_initial_ms: 1000,
+            backoff_max_ms: config.retention.interval_ms.max(1000),
+        };
+        let st = store.clone();
+        tokio::spawn(run_job(
+            job,
+            timing,
+            retention_status.clone(),
+            Arc::new(Notify::new()),
+            stop_rx.clone(),
+            move || st.now_utc_ms(),
+        ))
+    };
+
+    let status_path: PathBuf = config.data_dir.join(STATUS_FILE);
+    let snapshot = {
+        let store = store.clone();
+        let statuses = statuses.clone();
+        let retention_status = retention_status.clone();
+        let node = config.node_name.clone();
+        move || NodeStatus {
+            node: node.clone(),
+            time_ms: store.now_utc_ms(),
+            pid: std::process::id(),
+            streams: statuses.iter().map(|s| lock(s)).collect(),
+            retention: lock(&retention_status),
+            recovery: recovery.clone(),
+        }
+    };
+    let status_task = {
+        let snapshot = snapshot.clone();
+        let status_path = status_path.clone();
+        let mut stop = stop_rx.clone();
+        let watchdog = watchdog_enabled();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                let st = snapshot();
+                if let Err(e) = write_status(&status_path, &st) {
+                    tracing::warn!(error = %e, "cannot write status file");
+                }
+                // Ping the watchdog only while every stream loop is alive (a stuck stream task
+                // gets the process restarted; streams waiting to reconnect still tick).
+                let stale = st.streams.iter().any(|s| {
+                    s.state != crate::ingest::StreamState::Stopped
+                        && st.time_ms - s.alive_ms > 15_000
+                        && s.alive_ms > 0
+                });
+                if watchdog && !stale {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        })
+    };
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(node = %config.node_name, streams = statuses.len(), data_dir = %config.data_dir.display(), "recorder started");
+    on_started(RecorderHandle {
+        store: store.clone(),
+        streams: statuses.clone(),
+    });
+
+    shutdown.await;
+    tracing::info!("stopping: sealing open segments");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        if let Err(e) = t.await {
+            tracing::error!(error = %e, "stream task failed");
+        }
+    }
+    let _ = retention_task.await;
+    let _ = status_task.await;
+    if let Err(e) = write_status(&status_path, &snapshot()) {
+        tracing::warn!(error = %e, "cannot write status file");
+    }
+    tracing::info!("recorder stopped");
+    Ok(())
+}
+
+fn watchdog_enabled() -> bool {
+    sd_notify::watchdog_enabled().is_some()
+}

@@ -1,1 +1,190 @@
-//! TODO
+//! Storage: the SQLite catalog and the media files, owned by this module alone.
+//!
+//! Layout under the data directory (see `docs/storage.md`):
+//! - `catalog.db` (+ WAL): streams, recording runs, segments, events.
+//! - `media/<camera>/<stream>/<YYYY-MM-DD>/<start>_<node>.mp4`: one fragmented MP4 per segment.
+//!
+//! Invariants:
+//! - A segment file is only ever appended to, one complete fragment per write, while its row is `open`.
+//! - Sealing = fsync file, record the SHA-256 computed while writing, make the file read-only, fsync the
+//!   directory, then mark the row `sealed`. A sealed file is never modified again.
+//! - After a crash, [`Store::recover`] cuts every open segment after its last complete fragment and seals it.
+
+mod catalog;
+mod check;
+mod layout;
+mod recovery;
+mod retention;
+mod segment;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use catalog::{
+    Catalog, EventRow, Gap, RunId, SegmentId, SegmentRow, SegmentState, StreamId, StreamRow,
+};
+pub use check::{CheckProblem, CheckReport};
+pub use layout::{parse_media_path, MediaPathInfo};
+pub use recovery::RecoveryReport;
+pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};
+pub use segment::{NewSegment, SealedSegment, SegmentWriter};
+
+use crate::clock::Clock;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("catalog {path}: {source}")]
+    Catalog {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "catalog {path}: schema version {found} is newer than this program supports ({supported})"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Mp4 {
+        path: PathBuf,
+        #[source]
+        source: crate::mp4::Mp4Error,
+    },
+    #[error("unknown stream id {0}")]
+    UnknownStream(i64),
+    #[error("bad media file name {0}")]
+    BadMediaPath(PathBuf),
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The storage of one node: catalog plus media files under one data directory.
+pub struct Store {
+    data_dir: PathBuf,
+    node: String,
+    catalog_path: PathBuf,
+    catalog: Mutex<Catalog>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `data_dir` for node `node`, migrating the catalog.
+    pub fn open(data_dir: &Path, node: &str, clock: Arc<dyn Clock>) -> Result<Store, StorageError> {
+        std::fs::create_dir_all(data_dir.join(layout::MEDIA_DIR))
+            .map_err(|e| StorageError::io("create directory", data_dir, e))?;
+        let catalog_path = data_dir.join(layout::CATALOG_FILE);
+        let catalog = Catalog::open(&catalog_path)?;
+        Ok(Store {
+            data_dir: data_dir.to_owned(),
+            node: node.to_owned(),
+            catalog_path,
+            catalog: Mutex::new(catalog),
+            clock,
+        })
+    }
+
+    /// Opens an existing store for reading (other processes: checks, viewers).
+    pub fn open_read_only(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<Store, StorageError> {
+        let catalog_path = data_dir.join(layout::CATALOG_FILE);
+        let catalog = Catalog::open_read_only(&catalog_path)?;
+        Ok(Store {
+            data_dir: data_dir.to_owned(),
+            node: String::new(),
+            catalog_path,
+            catalog: Mutex::new(catalog),
+            clock,
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn now_utc_ms(&self) -> i64 {
+        self.clock.now_utc_ms()
+    }
+
+    /// Absolute path of a segment given its catalog (relative) path.
+    pub fn absolute_path(&self, relative: &str) -> PathBuf {
+        self.data_dir.join(relative)
+    }
+
+    /// The catalog, locked. Keep the guard short: recording threads share it.
+    pub fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        match self.catalog.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn catalog_path(&self) -> &Path {
+        &self.catalog_path
+    }
+
+    /// Finds or creates the stream row for `camera`/`kind`.
+    pub fn ensure_stream(&self, camera: &str, kind: &str) -> Result<StreamId, StorageError> {
+        let now_ms = self.now_utc_ms();
+        self.catalog().ensure_stream(camera, kind, now_ms)
+    }
+
+    /// Appends an event to the catalog's event log; failures are logged, never fatal.
+    pub fn log_event(&self, stream: Option<StreamId>, kind: &str, message: &str) {
+        let now_ms = self.now_utc_ms();
+        if let Err(e) = self.catalog().log_event(now_ms, stream, kind, message) {
+            tracing::error!(error = %e, kind, message, "could not write event to catalog");
+        }
+    }
+
+    /// Segments of `stream` overlapping `[start_ms, end_ms)`, oldest first (open and sealed only).
+    pub fn segments_in_range(
+        &self,
+        stream: StreamId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SegmentRow>, StorageError> {
+        self.catalog().segments_in_range(stream, start_ms, end_ms)
+    }
+
+    /// Spans of `[start_ms, end_ms)` in which `stream` has no recording.
+    pub fn gaps_in_range(
+        &self,
+        stream: StreamId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Gap>, StorageError> {
+        let segments = self.segments_in_range(stream, start_ms, end_ms)?;
+        Ok(catalog::gaps_between(&segments, start_ms, end_ms))
+    }
+}

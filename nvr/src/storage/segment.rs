@@ -1,0 +1,288 @@
+//! Writing one segment: create with its init section, append whole fragments, flush, seal.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ring::digest;
+
+use super::catalog::{SegmentInsert, SegmentProgress};
+use super::{layout, RunId, SegmentId, SegmentState, StorageError, Store, StreamId};
+use crate::mp4::TrackSpec;
+
+/// What a new segment is.
+#[derive(Debug, Clone)]
+pub struct NewSegment<'a> {
+    pub stream_id: StreamId,
+    pub run_id: RunId,
+    pub camera: &'a str,
+    pub stream: &'a str,
+    /// Wall time of the first frame, ms UTC.
+    pub start_ms: i64,
+    pub tracks: &'a [TrackSpec],
+    /// RFC 6381 codec string, e.g. `avc1.640028`.
+    pub video_codec: &'a str,
+    pub width: u32,
+    pub height: u32,
+    pub audio_codec: Option<&'a str>,
+}
+
+/// A sealed segment, as recorded in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSegment {
+    pub id: SegmentId,
+    pub path: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub frames: i64,
+    pub size_bytes: i64,
+    pub sha256_hex: String,
+}
+
+/// An open segment being written. Only whole fragments are appended, each with one `write`.
+pub struct SegmentWriter {
+    store: Arc<Store>,
+    id: SegmentId,
+    relative_path: String,
+    path: PathBuf,
+    file: File,
+    hash: digest::Context,
+    start_ms: i64,
+    progress: SegmentProgress,
+    dirty: bool,
+    last_sync: Instant,
+}
+
+impl std::fmt::Debug for SegmentWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentWriter")
+            .field("path", &self.relative_path)
+            .field("progress", &self.progress)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Creates the segment file with its init section and an `open` catalog row.
+    pub fn create_segment(
+        self: &Arc<Self>,
+        new: &NewSegment<'_>,
+    ) -> Result<SegmentWriter, StorageError> {
+        let init = crate::mp4::init_segment(new.tracks).map_err(|source| StorageError::Mp4 {
+            path: PathBuf::from(new.camera),
+            source,
+        })?;
+        // File names carry the start time; should two starts share a millisecond, the next one is used.
+        let mut name_ms = new.start_ms;
+        let (relative_path, path, mut file) = loop {
+            let relative =
+                layout::segment_relative_path(new.camera, new.stream, name_ms, &self.node);
+            let path = self.data_dir.join(&relative);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StorageError::io("create directory", dir, e))?;
+            }
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(f) => break (relative, path, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => name_ms += 1,
+                Err(e) => return Err(StorageError::io("create", &path, e)),
+            }
+        };
+        if let Err(e) = file.write_all(&init) {
+            let _ = std::fs::remove_file(&path);
+            return Err(StorageError::io("write", &path, e));
+        }
+        let mut hash = digest::Context::new(&digest::SHA256);
+        hash.update(&init);
+        let insert = SegmentInsert {
+            stream_id: new.stream_id,
+            run_id: Some(new.run_id),
+            node: &self.node,
+            path: &relative_path,
+            state: SegmentState::Open,
+            start_ms: new.start_ms,
+            video_codec: new.video_codec,
+            width: i64::from(new.width),
+            height: i64::from(new.height),
+            audio_codec: new.audio_codec,
+            created_ms: self.now_utc_ms(),
+        };
+        let id = match self.catalog().insert_segment(&insert) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        Ok(SegmentWriter {
+            store: self.clone(),
+            id,
+            relative_path,
+            path,
+            file,
+            hash,
+            start_ms: new.start_ms,
+            progress: SegmentProgress {
+                end_ms: new.start_ms,
+                media_duration_ms: 0,
+                frames: 0,
+                fragments: 0,
+                size_bytes: init.len() as i64,
+            },
+            dirty: true,
+            last_sync: Instant::now(),
+        })
+    }
+}
+
+impl SegmentWriter {
+    pub fn id(&self) -> SegmentId {
+        self.id
+    }
+
+    pub fn relative_path(&self) -> &str {
+        &self.relative_path
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn start_ms(&self) -> i64 {
+        self.start_ms
+    }
+
+    pub fn size_bytes(&self) -> i64 {
+        self.progress.size_bytes
+    }
+
+    pub fn frames(&self) -> i64 {
+        self.progress.frames
+    }
+
+    pub fn fragments(&self) -> i64 {
+        self.progress.fragments
+    }
+
+    /// Appends one complete fragment (moof+mdat) with a single write.
+    ///
+    /// `frames` is the number of video frames in it; `media_duration_ms` is the segment's media duration
+    /// after it. On a write error the file is cut back to its previous length, so it still ends on a whole
+    /// fragment, and the error is returned.
+    pub fn append_fragment(
+        &mut self,
+        fragment: &[u8],
+        frames: u64,
+        media_duration_ms: i64,
+    ) -> Result<(), StorageError> {
+        if let Err(e) = self.file.write_all(fragment) {
+            let _ = self.file.set_len(self.progress.size_bytes as u64);
+            return Err(StorageError::io("write", &self.path, e));
+        }
+        self.hash.update(fragment);
+        self.dirty = true;
+        self.progress.size_bytes += fragment.len() as i64;
+        self.progress.frames += frames as i64;
+        self.progress.fragments += 1;
+        self.progress.media_duration_ms = media_duration_ms;
+        self.progress.end_ms = self.start_ms + media_duration_ms;
+        self.store
+            .catalog()
+            .update_open_segment(self.id, &self.progress)
+    }
+
+    /// True when data was appended and not yet flushed to disk for at least `interval`.
+    pub fn sync_due(&self, interval: std::time::Duration) -> bool {
+        self.dirty && self.last_sync.elapsed() >= interval
+    }
+
+    /// Flushes appended data to disk (fdatasync).
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        if self.dirty {
+            self.file
+                .sync_data()
+                .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Seals the segment: fsync, read-only, directory fsync, catalog `sealed` with the SHA-256.
+    ///
+    /// A segment that never received a fragment holds no media: its file and row are removed instead and
+    /// `None` is returned.
+    pub fn seal(self) -> Result<Option<SealedSegment>, StorageError> {
+        if self.progress.fragments == 0 {
+            drop(self.file);
+            std::fs::remove_file(&self.path)
+                .map_err(|e| StorageError::io("remove", &self.path, e))?;
+            self.store.catalog().delete_segment_row(self.id)?;
+            return Ok(None);
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| StorageError::io("fsync", &self.path, e))?;
+        let sha256_hex = hex(self.hash.finish().as_ref());
+        seal_file(&self.path)?;
+        let sealed_ms = self.store.now_utc_ms();
+        self.store
+            .catalog()
+            .seal_segment(self.id, &self.progress, &sha256_hex, sealed_ms)?;
+        Ok(Some(SealedSegment {
+            id: self.id,
+            path: self.relative_path,
+            start_ms: self.start_ms,
+            end_ms: self.progress.end_ms,
+            frames: self.progress.frames,
+            size_bytes: self.progress.size_bytes,
+            sha256_hex,
+        }))
+    }
+}
+
+/// Makes a (synced) file read-only and fsyncs its directory so its name and size are durable.
+pub(crate) fn seal_file(path: &Path) -> Result<(), StorageError> {
+    let mut perms = std::fs::metadata(path)
+        .map_err(|e| StorageError::io("stat", path, e))?
+        .permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(path, perms).map_err(|e| StorageError::io("chmod", path, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io("fsync directory", dir, e))?;
+    }
+    Ok(())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// SHA-256 of a whole file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String, StorageError> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| StorageError::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(hex(ctx.finish().as_ref()))
+}

@@ -1,0 +1,393 @@
+//! Storage and segmenting with synthetic frames: cuts, continuity, sealing, crash recovery, orphan and
+//! missing files, retention and gaps. Real files and a real SQLite catalog in a temporary directory.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use nvr::clock::ManualClock;
+use nvr::config::StreamKind;
+use nvr::ingest::{IngestSettings, Recording, VideoTrack};
+use nvr::storage::{RetentionPolicy, SegmentState, Store, StreamId, StreamLimits};
+
+const T0_MS: i64 = 1_790_000_000_000;
+
+fn settings(segment_duration_ms: u64) -> IngestSettings {
+    IngestSettings {
+        segment_duration_ms,
+        flush_interval_ms: 1000,
+        connect_timeout_ms: 1000,
+        frame_timeout_ms: 1000,
+        backoff_initial_ms: 100,
+        backoff_max_ms: 1000,
+    }
+}
+
+/// An `avc1` sample entry with a plausible avcC (scanner and init writer treat it as opaque).
+fn fake_track() -> VideoTrack {
+    let avcc: &[u8] = &[
+        1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xee,
+    ];
+    let mut entry = Vec::new();
+    let body_len = 8 + 78 + 8 + avcc.len();
+    entry.extend_from_slice(&(body_len as u32).to_be_bytes());
+    entry.extend_from_slice(b"avc1");
+    entry.extend_from_slice(&[0; 6]);
+    entry.extend_from_slice(&1u16.to_be_bytes());
+    entry.extend_from_slice(&[0; 16]);
+    entry.extend_from_slice(&320u16.to_be_bytes());
+    entry.extend_from_slice(&240u16.to_be_bytes());
+    entry.extend_from_slice(&[0, 0x48, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 1]);
+    entry.extend_from_slice(&[0; 32]);
+    entry.extend_from_slice(&[0, 0x18, 0xff, 0xff]);
+    entry.extend_from_slice(&((8 + avcc.len()) as u32).to_be_bytes());
+    entry.extend_from_slice(b"avcC");
+    entry.extend_from_slice(avcc);
+    assert_eq!(entry.len(), body_len);
+    VideoTrack {
+        codec: "avc1.64001f".into(),
+        width: 320,
+        height: 240,
+        clock_rate: 90_000,
+        sample_entry: entry,
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    store: Arc<Store>,
+    stream: StreamId,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0_MS));
+    let store = Arc::new(Store::open(dir.path(), "node-a", clock.clone()).expect("open store"));
+    let stream = store.ensure_stream("cam1", "main").expect("stream");
+    Fixture {
+        _dir: dir,
+        clock,
+        store,
+        stream,
+    }
+}
+
+/// Pushes `frames` frames at 25 fps starting at `first_frame`, a key frame every `gop` frames.
+fn push_frames(rec: &mut Recording, first_frame: i64, frames: i64, gop: i64) {
+    for i in first_frame..first_frame + frames {
+        let params = (i == first_frame).then(fake_track);
+        let data = vec![(i % 251) as u8; 1000 + (i % 7) as usize];
+        rec.push_video(i * 3600, i % gop == 0, data, params)
+            .expect("push");
+    }
+}
+
+#[test]
+fn segments_are_cut_on_key_frames_continuous_and_sealed() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(2000),
+    );
+    push_frames(&mut rec, 0, 250, 25);
+    rec.finish("shutdown").expect("finish");
+
+    let segs = f
+        .store
+        .segments_in_range(f.stream, 0, i64::MAX)
+        .expect("segments");
+    assert_eq!(segs.len(), 5, "{segs:#?}");
+    assert_eq!(
+        segs.iter().map(|s| s.frames).sum::<i64>(),
+        250,
+        "every frame recorded"
+    );
+    assert_eq!(segs[0].start_ms, T0_MS);
+    for w in segs.windows(2) {
+        assert_eq!(w[0].end_ms, w[1].start_ms, "segments of a run meet exactly");
+    }
+    assert_eq!(segs.last().map(|s| s.end_ms), Some(T0_MS + 10_000));
+    for s in &segs {
+        assert_eq!(s.state, SegmentState::Sealed);
+        assert_eq!(s.frames, 50);
+        assert_eq!(s.media_duration_ms, 2000);
+        assert_eq!(s.end_ms - s.start_ms, 2000);
+        let path = f.store.absolute_path(&s.path);
+        let meta = std::fs::metadata(&path).expect("file");
+        assert_eq!(meta.len() as i64, s.size_bytes);
+        assert_eq!(
+            meta.permissions().mode() & 0o222,
+            0,
+            "sealed file is read-only"
+        );
+        let scan = nvr::mp4::scan_file(&path).expect("scan");
+        assert_eq!(scan.fragments.len(), 2, "one fragment per GOP");
+        assert_eq!(scan.trailing_bytes, 0);
+    }
+    let check = f.store.check(true).expect("check");
+    assert!(check.ok(), "{:?}", check.problems);
+    assert_eq!(check.sealed_checked, 5);
+}
+
+#[test]
+fn parameter_change_starts_a_new_segment() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(60_000),
+    );
+    push_frames(&mut rec, 0, 50, 25);
+    let mut other = fake_track();
+    other.width = 640;
+    other.codec = "avc1.640028".into();
+    rec.push_video(50 * 3600, true, vec![1; 500], Some(other))
+        .expect("push");
+    push_frames(&mut rec, 51, 0, 25);
+    for i in 51..75 {
+        rec.push_video(i * 3600, false, vec![2; 300], None)
+            .expect("push");
+    }
+    rec.finish("shutdown").expect("finish");
+    let segs = f
+        .store
+        .segments_in_range(f.stream, 0, i64::MAX)
+        .expect("segments");
+    assert_eq!(segs.len(), 2);
+    assert_eq!((segs[0].width, segs[1].width), (320, 640));
+    assert_eq!(segs[1].video_codec, "avc1.640028");
+    assert_eq!(segs[0].end_ms, segs[1].start_ms);
+    assert_eq!(segs[0].frames + segs[1].frames, 75);
+}
+
+#[test]
+fn crash_recovery_keeps_every_complete_fragment() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(60_000),
+    );
+    // Three GOPs complete (written), the fourth still buffered when the process "dies".
+    push_frames(&mut rec, 0, 90, 25);
+    let open = f.store.catalog().open_segments("node-a").expect("open");
+    assert_eq!(open.len(), 1);
+    let path = f.store.absolute_path(&open[0].path);
+    let complete_len = std::fs::metadata(&path).expect("meta").len();
+    // A fragment half written at the moment of the kill.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(&[0, 0, 0x10, 0, b'm', b'o', b'o', b'f', 1, 2, 3]))
+        .expect("append partial");
+    std::mem::forget(rec); // no finish(): like kill -9
+    drop(f.store);
+
+    let store = Store::open(f._dir.path(), "node-a", f.clock.clone()).expect("reopen");
+    let report = store.recover().expect("recover");
+    assert_eq!(report.recovered.len(), 1, "{report:?}");
+    assert_eq!(
+        report.recovered[0].1, 11,
+        "only the partial fragment is cut"
+    );
+    assert_eq!(report.runs_closed, 1);
+    let segs = store
+        .segments_in_range(f.stream, 0, i64::MAX)
+        .expect("segments");
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].state, SegmentState::Sealed);
+    assert_eq!(segs[0].frames, 75);
+    assert_eq!(segs[0].end_ms, T0_MS + 3000);
+    assert_eq!(segs[0].size_bytes as u64, complete_len);
+    assert!(store.check(true).expect("check").ok());
+    let runs = store.catalog().runs(f.stream).expect("runs");
+    assert_eq!(runs[0].end_ms, Some(T0_MS + 3000));
+    assert_eq!(runs[0].end_reason.as_deref(), Some("crash"));
+    // A second recovery finds nothing to do.
+    assert!(store.recover().expect("recover again").is_empty());
+}
+
+#[test]
+fn orphan_files_are_indexed_and_missing_files_marked() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(2000),
+    );
+    push_frames(&mut rec, 0, 150, 25);
+    rec.finish("shutdown").expect("finish");
+    let segs = f
+        .store
+        .segments_in_range(f.stream, 0, i64::MAX)
+        .expect("segments");
+    assert_eq!(segs.len(), 3);
+    // A copy of segment 0 under another node's name: a file without a row.
+    let orphan_rel = segs[0].path.replace("_node-a.mp4", "_node-b.mp4");
+    std::fs::copy(
+        f.store.absolute_path(&segs[0].path),
+        f.store.absolute_path(&orphan_rel),
+    )
+    .expect("copy");
+    // Segment 2's file vanishes.
+    std::fs::remove_file(f.store.absolute_path(&segs[2].path)).expect("remove");
+    let check = f.store.check(false).expect("check");
+    assert_eq!(check.problems.len(), 2, "{:?}", check.problems);
+
+    let report = f.store.recover().expect("recover");
+    assert_eq!(report.indexed, std::slice::from_ref(&orphan_rel));
+    assert_eq!(report.missing, [segs[2].path.clone()]);
+    let all = f.store.catalog().stream_segments(f.stream).expect("all");
+    let orphan = all
+        .iter()
+        .find(|s| s.path == orphan_rel)
+        .expect("indexed row");
+    assert_eq!(
+        (orphan.node.as_str(), orphan.frames, orphan.state),
+        ("node-b", 50, SegmentState::Sealed)
+    );
+    assert_eq!(orphan.sha256, segs[0].sha256);
+    let missing = all.iter().find(|s| s.id == segs[2].id).expect("row");
+    assert_eq!(missing.state, SegmentState::Missing);
+    assert!(f.store.check(true).expect("check").ok());
+}
+
+#[test]
+fn retention_deletes_oldest_first_and_never_open_segments() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(2000),
+    );
+    // Five sealed 2 s segments, a sixth open with one fragment, one GOP buffered.
+    push_frames(&mut rec, 0, 300, 25);
+    let sealed = f
+        .store
+        .catalog()
+        .segments_in_state(SegmentState::Sealed)
+        .expect("sealed");
+    let open = f
+        .store
+        .catalog()
+        .segments_in_state(SegmentState::Open)
+        .expect("open");
+    assert_eq!((sealed.len(), open.len()), (5, 1));
+    let seg_bytes = sealed[0].size_bytes as u64;
+
+    // By age: segments that ended more than 5 s before "now" go.
+    f.clock.set_ms(T0_MS + 10_500);
+    let mut policy = RetentionPolicy::default();
+    policy.streams.insert(
+        f.stream,
+        StreamLimits {
+            max_age_ms: Some(5000),
+            max_bytes: None,
+        },
+    );
+    let r = f
+        .store
+        .retention_pass(&policy, &|| Ok(u64::MAX))
+        .expect("retention");
+    assert_eq!(r.deleted_by_age, 2, "{r:?}");
+    let left = f
+        .store
+        .catalog()
+        .segments_in_state(SegmentState::Sealed)
+        .expect("sealed");
+    assert_eq!(
+        left.first().map(|s| s.start_ms),
+        Some(T0_MS + 4000),
+        "oldest went first"
+    );
+    assert!(!f.store.absolute_path(&sealed[0].path).exists());
+
+    // By bytes: three sealed segments and half an open one exceed two segments' worth (open counts).
+    policy.streams.insert(
+        f.stream,
+        StreamLimits {
+            max_age_ms: None,
+            max_bytes: Some(seg_bytes * 2),
+        },
+    );
+    let r = f
+        .store
+        .retention_pass(&policy, &|| Ok(u64::MAX))
+        .expect("retention");
+    assert_eq!(r.deleted_by_bytes, 2, "{r:?}");
+
+    // Free-space floor that cannot be met: every sealed segment goes, the open one stays.
+    policy.streams.clear();
+    policy.min_free_bytes = 1 << 40;
+    let r = f
+        .store
+        .retention_pass(&policy, &|| Ok(0))
+        .expect("retention");
+    assert!(r.free_floor_unmet);
+    assert_eq!(r.deleted_for_free_space, 1);
+    let open_now = f
+        .store
+        .catalog()
+        .segments_in_state(SegmentState::Open)
+        .expect("open");
+    assert_eq!(open_now.len(), 1);
+    assert!(f.store.absolute_path(&open_now[0].path).exists());
+    let events = f.store.catalog().events(0, 100).expect("events");
+    let deletions = events
+        .iter()
+        .filter(|e| e.kind == "retention" && e.message.starts_with("deleted "))
+        .count();
+    assert_eq!(deletions, 5);
+    rec.finish("shutdown").expect("finish");
+    assert!(f.store.check(true).expect("check").ok());
+}
+
+#[test]
+fn gaps_between_runs_are_explicit() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(60_000),
+    );
+    push_frames(&mut rec, 0, 100, 25);
+    rec.finish("camera error").expect("finish");
+    f.clock.set_ms(T0_MS + 14_000);
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(60_000),
+    );
+    push_frames(&mut rec, 0, 50, 25);
+    rec.finish("shutdown").expect("finish");
+    let gaps = f
+        .store
+        .gaps_in_range(f.stream, T0_MS, T0_MS + 16_000)
+        .expect("gaps");
+    assert_eq!(
+        gaps,
+        [nvr::storage::Gap {
+            start_ms: T0_MS + 4000,
+            end_ms: T0_MS + 14_000
+        }]
+    );
+    let runs = f.store.catalog().runs(f.stream).expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].end_reason.as_deref(), Some("camera error"));
+}
