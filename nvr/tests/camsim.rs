@@ -687,7 +687,7 @@ async fn camsim_stalled_client_is_dropped_after_write_timeout() -> TestResult {
         }
     }
     // Other clients are still served.
-    let frames = receive_frames(url::Url::parse(&format!("{base}"))?, 3).await?;
+    let frames = receive_frames(url::Url::parse(&base)?, 3).await?;
     assert_eq!(frames.len(), 3);
     let _ = tx.send(());
     server.await??;
