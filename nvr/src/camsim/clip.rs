@@ -555,4 +555,25 @@ mod tests {
         assert_eq!(reassembled, big);
         assert_eq!(markers, vec![false, false, false, false, false, true]);
     }
+
+    /// Corrupted clips parse or fail with an error, never panic.
+    #[test]
+    fn fuzz_no_panic() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6184);
+        let base = &EMBEDDED_CLIP[..60_000];
+        for _ in 0..200 {
+            let mut buf = base.to_vec();
+            for _ in 0..rng.random_range(1..50) {
+                let i = rng.random_range(0..buf.len());
+                buf[i] = if rng.random_bool(0.5) {
+                    0
+                } else {
+                    rng.random()
+                };
+            }
+            buf.truncate(rng.random_range(0..=buf.len()));
+            let _ = Clip::parse(&buf, 25);
+        }
+    }
 }
