@@ -92,13 +92,16 @@ pub struct Clip {
 }
 
 impl Clip {
-    /// The clip shipped in `nvr/assets/`, parsed once per call. It is checked by tests, so a failure here
-    /// means a broken build; the process aborts with a clear message rather than serving nothing.
+    /// The clip shipped in `nvr/assets/`, parsed and packetized on first use and shared afterwards. It is a
+    /// compile-time constant checked by tests, so a parse failure means a broken build: that panics with a
+    /// clear message rather than serving nothing.
     pub fn embedded() -> Arc<Clip> {
-        match Clip::parse(EMBEDDED_CLIP, EMBEDDED_FPS) {
+        static CLIP: std::sync::OnceLock<Arc<Clip>> = std::sync::OnceLock::new();
+        CLIP.get_or_init(|| match Clip::parse(EMBEDDED_CLIP, EMBEDDED_FPS) {
             Ok(c) => Arc::new(c),
             Err(e) => panic!("embedded camsim clip is invalid: {e}"),
-        }
+        })
+        .clone()
     }
 
     /// Parses an Annex-B H.264 byte stream (3- or 4-byte start codes) at `fps` frames per second.
