@@ -58,7 +58,7 @@ impl Server {
 }
 
 #[tokio::test]
-async fn urls_and_bind_errors() {
+async fn camsim_urls_and_bind_errors() {
     let s = Server::start(3, None).await;
     let urls: Vec<String> = s.urls.iter().map(|u| u.to_string()).collect();
     assert_eq!(
@@ -127,7 +127,7 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
 }
 
 #[tokio::test]
-async fn pipelined_setup_play_and_interleaved_media() -> TestResult {
+async fn camsim_pipelined_setup_play_and_interleaved_media() -> TestResult {
     let s = Server::start(2, None).await;
     let base = format!("rtsp://{}/cam2", s.addr);
     let mut c = TcpStream::connect(s.addr).await?;
@@ -256,7 +256,7 @@ async fn pipelined_setup_play_and_interleaved_media() -> TestResult {
 }
 
 #[tokio::test]
-async fn error_statuses() -> TestResult {
+async fn camsim_error_statuses() -> TestResult {
     let s = Server::start(2, None).await;
     let a = s.addr;
     let cases: &[(String, &str)] = &[
@@ -282,8 +282,8 @@ async fn error_statuses() -> TestResult {
         (format!("TEARDOWN rtsp://{a}/cam1 RTSP/1.0\r\nCSeq: 1\r\nSession: 42\r\n\r\n"), "454"),
         (format!("FROBNICATE rtsp://{a}/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n"), "501"),
         (format!("RECORD rtsp://{a}/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n"), "405"),
-        (format!("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nRequire: funky\r\n\r\n"), "551"),
-        (format!("OPTIONS * RTSP/2.0\r\nCSeq: 1\r\n\r\n"), "505"),
+        ("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nRequire: funky\r\n\r\n".to_owned(), "551"),
+        ("OPTIONS * RTSP/2.0\r\nCSeq: 1\r\n\r\n".to_owned(), "505"),
         ("OPTIONS * RTSP/1.0\r\n\r\n".to_owned(), "400"),
     ];
     for (req, want) in cases {
@@ -322,7 +322,7 @@ async fn expect_rejected(addr: SocketAddr, bytes: &[u8]) -> TestResult {
 }
 
 #[tokio::test]
-async fn malformed_requests_do_not_hurt_other_clients() -> TestResult {
+async fn camsim_malformed_requests_do_not_hurt_other_clients() -> TestResult {
     let s = Server::start(1, None).await;
     let url = s.urls[0].clone();
     // A healthy client playing throughout.
@@ -368,7 +368,7 @@ async fn malformed_requests_do_not_hurt_other_clients() -> TestResult {
 }
 
 #[tokio::test]
-async fn silent_session_times_out_and_keepalive_prevents_it() -> TestResult {
+async fn camsim_silent_session_times_out_and_keepalive_prevents_it() -> TestResult {
     let s = Server::start(1, Some(Duration::from_secs(1))).await;
     let base = format!("rtsp://{}/cam1", s.addr);
     let play = |c: TcpStream| {
@@ -496,7 +496,7 @@ async fn receive_frames(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retina_client_gets_key_frames_and_steady_timestamps() -> TestResult {
+async fn camsim_retina_client_gets_key_frames_and_steady_timestamps() -> TestResult {
     let s = Server::start(4, None).await;
     let start = std::time::Instant::now();
     // 60 frames at 25 fps from an IDR covers at least two key frames (GOP 50).
@@ -530,7 +530,7 @@ async fn retina_client_gets_key_frames_and_steady_timestamps() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_retina_clients() -> TestResult {
+async fn camsim_fifty_concurrent_retina_clients() -> TestResult {
     let s = Server::start(50, None).await;
     // A client that sets up and plays but never reads must not disturb the others.
     let mut stalled = TcpStream::connect(s.addr).await?;
@@ -575,7 +575,7 @@ const FFPROBE: &str = "/usr/bin/ffprobe";
 const FFMPEG: &str = "/usr/bin/ffmpeg";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ffprobe_sees_720p_h264() -> TestResult {
+async fn camsim_ffprobe_sees_720p_h264() -> TestResult {
     let s = Server::start(2, None).await;
     let out = tokio::time::timeout(
         Duration::from_secs(30),
@@ -611,7 +611,7 @@ async fn ffprobe_sees_720p_h264() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ffmpeg_decodes_five_seconds_without_errors() -> TestResult {
+async fn camsim_ffmpeg_decodes_five_seconds_without_errors() -> TestResult {
     let s = Server::start(1, None).await;
     let out = tokio::time::timeout(
         Duration::from_secs(40),
@@ -636,5 +636,60 @@ async fn ffmpeg_decodes_five_seconds_without_errors() -> TestResult {
     // 5 s at 25 fps; ffmpeg's -t cut may be off by a frame or two.
     assert!((120..=130).contains(&frames), "decoded {frames} frames");
     s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camsim_stalled_client_is_dropped_after_write_timeout() -> TestResult {
+    let mut sim = CamSim::bind(([127, 0, 0, 1], 0).into(), 1, Clip::embedded()).await?;
+    sim.set_write_timeout(Duration::from_secs(1));
+    let addr = sim.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(sim.run(async move {
+        let _ = rx.await;
+    }));
+    // A tiny receive buffer, so the server's writes block soon after the client stops reading.
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.set_recv_buffer_size(4096)?;
+    let mut c = sock.connect(addr).await?;
+    let base = format!("rtsp://{addr}/cam1");
+    c.write_all(
+        format!("SETUP {base}/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    let r = read_response(&mut c, &mut buf).await?;
+    let id = header(&r, "Session")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    c.write_all(format!("PLAY {base}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {id}\r\n\r\n").as_bytes())
+        .await?;
+    // Stall long enough for the buffers to fill and the 1 s write timeout to pass.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Draining now must reach the end of the stream quickly; a live session would keep sending.
+    let start = std::time::Instant::now();
+    let mut sink = vec![0u8; 65536];
+    let mut drained_bytes = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), c.read(&mut sink)).await {
+            Err(_) => return Err("no end of stream after stall".into()),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => drained_bytes += n,
+        }
+        if start.elapsed() > Duration::from_secs(3) {
+            return Err(
+                format!("still streaming after stall ({drained_bytes} bytes drained)").into(),
+            );
+        }
+    }
+    // Other clients are still served.
+    let frames = receive_frames(url::Url::parse(&base)?, 3).await?;
+    assert_eq!(frames.len(), 3);
+    let _ = tx.send(());
+    server.await??;
     Ok(())
 }

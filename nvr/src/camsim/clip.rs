@@ -92,13 +92,16 @@ pub struct Clip {
 }
 
 impl Clip {
-    /// The clip shipped in `nvr/assets/`, parsed once per call. It is checked by tests, so a failure here
-    /// means a broken build; the process aborts with a clear message rather than serving nothing.
+    /// The clip shipped in `nvr/assets/`, parsed and packetized on first use and shared afterwards. It is a
+    /// compile-time constant checked by tests, so a parse failure means a broken build: that panics with a
+    /// clear message rather than serving nothing.
     pub fn embedded() -> Arc<Clip> {
-        match Clip::parse(EMBEDDED_CLIP, EMBEDDED_FPS) {
+        static CLIP: std::sync::OnceLock<Arc<Clip>> = std::sync::OnceLock::new();
+        CLIP.get_or_init(|| match Clip::parse(EMBEDDED_CLIP, EMBEDDED_FPS) {
             Ok(c) => Arc::new(c),
             Err(e) => panic!("embedded camsim clip is invalid: {e}"),
-        }
+        })
+        .clone()
     }
 
     /// Parses an Annex-B H.264 byte stream (3- or 4-byte start codes) at `fps` frames per second.
@@ -554,5 +557,26 @@ mod tests {
         }
         assert_eq!(reassembled, big);
         assert_eq!(markers, vec![false, false, false, false, false, true]);
+    }
+
+    /// Corrupted clips parse or fail with an error, never panic.
+    #[test]
+    fn fuzz_no_panic() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6184);
+        let base = &EMBEDDED_CLIP[..60_000];
+        for _ in 0..200 {
+            let mut buf = base.to_vec();
+            for _ in 0..rng.random_range(1..50) {
+                let i = rng.random_range(0..buf.len());
+                buf[i] = if rng.random_bool(0.5) {
+                    0
+                } else {
+                    rng.random()
+                };
+            }
+            buf.truncate(rng.random_range(0..=buf.len()));
+            let _ = Clip::parse(&buf, 25);
+        }
     }
 }

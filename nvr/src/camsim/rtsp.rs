@@ -355,4 +355,36 @@ mod tests {
             "RTSP/1.0 200 OK\r\nCSeq: 7\r\nServer: nvr-camsim\r\nPublic: OPTIONS\r\n\r\n"
         );
     }
+
+    /// Mutated and random inputs never panic, and a parsed request never claims more bytes than given.
+    #[test]
+    fn fuzz_no_panic() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2326);
+        let valid = b"SETUP rtsp://h/cam1/track1 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\nContent-Length: 4\r\n\r\nbody$\x00\x00\x01x";
+        for _ in 0..20_000 {
+            let mut buf = valid.to_vec();
+            for _ in 0..rng.random_range(1..6) {
+                let i = rng.random_range(0..buf.len());
+                match rng.random_range(0..3) {
+                    0 => buf[i] = rng.random(),
+                    1 => {
+                        buf.remove(i);
+                    }
+                    _ => buf.insert(i, rng.random()),
+                }
+            }
+            buf.truncate(rng.random_range(0..=buf.len()));
+            let mut off = 0;
+            while off < buf.len() {
+                match parse(&buf[off..]) {
+                    Parsed::Request(_, n) | Parsed::Skip(n) => {
+                        assert!(n > 0 && off + n <= buf.len());
+                        off += n;
+                    }
+                    Parsed::Incomplete | Parsed::Malformed { .. } => break,
+                }
+            }
+        }
+    }
 }
