@@ -28,11 +28,13 @@ KINDS = ("h264", "h265", "h264+aac", "h264+pcma")
 
 
 def video_h264(a):
+    # scenecut=0: no extra key frames on the test pattern. sliced-threads=0: tune=zerolatency would
+    # split frames into slices, and ffmpeg's RTP demuxer then splits each IDR access unit in two.
     return (
         f"videotestsrc is-live=true pattern=ball "
         f"! video/x-raw,format=I420,width={a.width},height={a.height},framerate={a.fps}/1 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max={a.gop_frames} "
-        f"bitrate={a.bitrate} option-string=scenecut=0 "
+        f"bitrate={a.bitrate} option-string=scenecut=0:sliced-threads=0 "
         f"! rtph264pay name=pay0 pt=96 config-interval=-1"
     )
 
