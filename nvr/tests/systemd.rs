@@ -1,0 +1,124 @@
+//! The shipped systemd unit (`systemd/nvr.service`) and sysusers snippet (`systemd/nvr.sysusers`)
+//! are valid for the systemd on this machine and keep the settings the recorder relies on.
+//! `systemd-analyze` and `systemd-sysusers` come from the `systemd` package (tests/run installs it).
+
+mod common;
+
+use std::process::Command;
+
+use common::TestDir;
+
+const UNIT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../systemd/nvr.service"
+));
+const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/nvr.sysusers");
+const INSTALLED_EXEC: &str = "ExecStart=/usr/local/bin/nvr ";
+
+/// Lines of `output` that mention `needle`.
+fn lines_mentioning(output: &str, needle: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify_without_warnings() {
+    assert!(
+        UNIT.contains(INSTALLED_EXEC),
+        "unit must start /usr/local/bin/nvr"
+    );
+    let dir = TestDir::new();
+    let unit = UNIT.replace(INSTALLED_EXEC, &format!("ExecStart={} ", common::NVR_BIN));
+    let path = dir.write("nvr.service", unit);
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze (install the systemd package: tests/run does)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed ({}):\n{all}",
+        out.status
+    );
+    let mut complaints = lines_mentioning(&all, "nvr.service");
+    complaints.extend(lines_mentioning(&all, &dir.path().to_string_lossy()));
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify warns about the unit:\n{all}"
+    );
+}
+
+#[test]
+fn unit_keeps_required_settings() {
+    let settings: Vec<&str> = UNIT
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    for required in [
+        "Type=notify",
+        "WatchdogSec=30",
+        "Restart=on-failure",
+        "RestartSec=2",
+        "TimeoutStopSec=30",
+        "User=nvr",
+        "Group=nvr",
+        "StateDirectory=nvr",
+        "ExecStart=/usr/local/bin/nvr run --config /etc/nvr/config.toml",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "RestrictNamespaces=yes",
+        "LockPersonality=yes",
+        "MemoryDenyWriteExecute=yes",
+        "SystemCallFilter=@system-service",
+        "CapabilityBoundingSet=",
+        "LimitNOFILE=65536",
+    ] {
+        assert!(
+            settings.contains(&required),
+            "systemd/nvr.service lacks `{required}`"
+        );
+    }
+}
+
+#[test]
+fn sysusers_snippet_parses_and_declares_nvr() {
+    let text = std::fs::read_to_string(SYSUSERS).expect("read systemd/nvr.sysusers");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["u", "nvr"])),
+        "no `u nvr` line:\n{text}"
+    );
+    let out = Command::new("systemd-sysusers")
+        .arg("--dry-run")
+        .arg(SYSUSERS)
+        .output()
+        .expect("run systemd-sysusers (install the systemd package: tests/run does)");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "systemd-sysusers --dry-run failed ({}):\n{all}",
+        out.status
+    );
+    for bad in ["ignoring", "Failed", "rror"] {
+        assert!(!all.contains(bad), "systemd-sysusers complains:\n{all}");
+    }
+}

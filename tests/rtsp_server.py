@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+"""Real RTSP test camera: GStreamer's gst-rtsp-server on 127.0.0.1.
+
+Run with Debian's /usr/bin/python3 (it has `gi`). Example:
+
+    /usr/bin/python3 tests/rtsp_server.py --port 18554 \
+        --mount /cam1=h264 --mount /cam2=h265 --mount /cam3=h264+aac
+
+Prints exactly `READY <port>` on stdout once the server listens. Exit codes:
+0 after SIGTERM/SIGINT, 2 when the port is taken (or on bad arguments),
+1 on other start-up errors. The process also exits on its own when its parent
+goes away, so a crashed test run leaves no camera behind.
+"""
+
+import argparse
+import os
+import signal
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+KINDS = ("h264", "h265", "h264+aac", "h264+pcma")
+
+
+def video_h264(a):
+    # scenecut=0: no extra key frames on the test pattern. sliced-threads=0: tune=zerolatency would
+    # split frames into slices, and ffmpeg's RTP demuxer then splits each IDR access unit in two.
+    return (
+        f"videotestsrc is-live=true pattern=ball "
+        f"! video/x-raw,format=I420,width={a.width},height={a.height},framerate={a.fps}/1 "
+        f"! x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max={a.gop_frames} "
+        f"bitrate={a.bitrate} option-string=scenecut=0:sliced-threads=0 "
+        f"! rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
+def video_h265(a):
+    g = a.gop_frames
+    return (
+        f"videotestsrc is-live=true pattern=ball "
+        f"! video/x-raw,format=I420,width={a.width},height={a.height},framerate={a.fps}/1 "
+        f"! x265enc speed-preset=ultrafast tune=zerolatency key-int-max={g} bitrate={a.bitrate} "
+        f"option-string=scenecut=0:open-gop=0:keyint={g}:min-keyint={g}:bframes=0 "
+        f"! rtph265pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
+AUDIO_AAC = (
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 "
+    "! audioconvert ! audioresample ! audio/x-raw,rate=16000,channels=1 "
+    "! voaacenc ! rtpmp4gpay name=pay1 pt=97"
+)
+
+AUDIO_PCMA = (
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 "
+    "! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 "
+    "! alawenc ! rtppcmapay name=pay1 pt=8"
+)
+
+
+def launch_line(kind, a):
+    if kind == "h264":
+        parts = [video_h264(a)]
+    elif kind == "h265":
+        parts = [video_h265(a)]
+    elif kind == "h264+aac":
+        parts = [video_h264(a), AUDIO_AAC]
+    elif kind == "h264+pcma":
+        parts = [video_h264(a), AUDIO_PCMA]
+    else:  # argparse validated already
+        raise ValueError(kind)
+    return "( " + " ".join(parts) + " )"
+
+
+def parse_mount(text):
+    path, sep, kind = text.partition("=")
+    if not sep or not path or kind not in KINDS:
+        raise argparse.ArgumentTypeError(
+            f"expected PATH=KIND with KIND one of {', '.join(KINDS)}, got {text!r}"
+        )
+    if not path.startswith("/"):
+        path = "/" + path
+    return path, kind
+
+
+def parse_auth(text):
+    method, _, rest = text.partition(":")
+    user, sep, password = rest.partition(":")
+    if method not in ("basic", "digest") or not sep or not user:
+        raise argparse.ArgumentTypeError(
+            f"expected digest:USER:PASS or basic:USER:PASS, got {text!r}"
+        )
+    return method, user, password
+
+
+def positive(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def setup_auth(server, factories, method, user, password):
+    """One method per server. No default token: unauthenticated clients get 401."""
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string("media.factory.role", user)
+    if method == "basic":
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    else:
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        auth.add_digest(user, password, token)
+    server.set_auth(auth)
+    role = Gst.Structure.new_from_string(
+        f"{user}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+    )
+    for factory in factories:
+        factory.add_role_from_structure(role)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--mount", type=parse_mount, action="append", default=[],
+                   metavar="PATH=KIND", help=f"KIND: {', '.join(KINDS)}")
+    p.add_argument("--width", type=positive, default=320)
+    p.add_argument("--height", type=positive, default=240)
+    p.add_argument("--fps", type=positive, default=25)
+    p.add_argument("--gop-frames", type=positive, default=25)
+    p.add_argument("--bitrate", type=positive, default=512, help="kbit/s")
+    p.add_argument("--auth", type=parse_auth, metavar="digest:USER:PASS|basic:USER:PASS")
+    a = p.parse_args()
+    if not a.mount:
+        p.error("at least one --mount PATH=KIND is required")
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(a.port))
+    server.set_backlog(1024)
+    pool = GstRtspServer.RTSPThreadPool()
+    pool.set_max_threads(16)
+    server.set_thread_pool(pool)
+
+    mounts = server.get_mount_points()
+    factories = []
+    for path, kind in a.mount:
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(launch_line(kind, a))
+        factory.set_shared(True)
+        mounts.add_factory(path, factory)
+        factories.append(factory)
+    if a.auth:
+        setup_auth(server, factories, *a.auth)
+
+    if server.attach(None) == 0:
+        print(f"rtsp_server.py: cannot listen on 127.0.0.1:{a.port} (port taken?)",
+              file=sys.stderr, flush=True)
+        sys.exit(2)
+
+    loop = GLib.MainLoop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, lambda *_: loop.quit() or False)
+
+    parent = os.getppid()
+
+    def parent_alive():
+        if os.getppid() != parent:
+            print("rtsp_server.py: parent went away, exiting", file=sys.stderr, flush=True)
+            loop.quit()
+            return False
+        return True
+
+    GLib.timeout_add_seconds(1, parent_alive)
+
+    print(f"READY {a.port}", flush=True)
+    loop.run()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
