@@ -540,6 +540,10 @@ pub struct Recording {
     run: Option<(RunId, i64, i64)>,
     /// (wall ms, video timestamp) of the run's first frame, taken when it arrives.
     anchor: Option<(i64, i64)>,
+    /// Added to camera timestamps to keep the timeline continuous across discontinuities.
+    ts_offset: i64,
+    last_ts: Option<i64>,
+    discontinuities: u64,
     segment: Option<OpenSegment>,
     gop: Vec<PendingFrame>,
     gop_audio: Vec<PendingAudio>,
@@ -578,6 +582,9 @@ impl Recording {
             pending_video: None,
             run: None,
             anchor: None,
+            ts_offset: 0,
+            last_ts: None,
+            discontinuities: 0,
             segment: None,
             gop: Vec::new(),
             gop_audio: Vec::new(),
@@ -660,6 +667,7 @@ impl Recording {
             self.frames_dropped_before_key += 1;
             return Ok(());
         }
+        let ts = self.continuous_ts(ts);
         if let Some(last) = self.gop.last() {
             let span_ms = (ts - self.gop[0].ts) * 1000 / self.clock_rate();
             if ts <= last.ts && !key {
@@ -680,6 +688,43 @@ impl Recording {
         }
         self.gop.push(PendingFrame { ts, key, data });
         Ok(())
+    }
+
+    /// Maps a camera timestamp onto the run's continuous media timeline.
+    ///
+    /// Cameras restart their RTP clock (encoder restart, another client joining a shared pipeline) and
+    /// jump it; a jump backwards by more than 1 s or forwards by more than 5 s is a discontinuity: the
+    /// timeline continues one frame period after the previous frame and later frames are shifted alike.
+    fn continuous_ts(&mut self, raw_ts: i64) -> i64 {
+        let rate = self.clock_rate();
+        let adjusted = raw_ts.saturating_add(self.ts_offset);
+        if let Some(last) = self.last_ts {
+            let step = adjusted - last;
+            if step < -rate || step > MAX_FRAME_DURATION_MS * rate / 1000 {
+                let continued = last + i64::from(self.last_duration);
+                self.ts_offset = continued - raw_ts;
+                self.discontinuities += 1;
+                let jump_ms = step * 1000 / rate;
+                tracing::warn!(camera = %self.camera, jump_ms, "camera timestamp discontinuity; timeline continued");
+                self.store.log_event(
+                    Some(self.stream_id),
+                    "timestamp_discontinuity",
+                    &format!(
+                        "{}: camera timestamps jumped {jump_ms} ms; timeline continued",
+                        self.camera
+                    ),
+                );
+                self.last_ts = Some(continued);
+                return continued;
+            }
+        }
+        self.last_ts = Some(adjusted);
+        adjusted
+    }
+
+    /// Timestamp discontinuities bridged so far.
+    pub fn discontinuities(&self) -> u64 {
+        self.discontinuities
     }
 
     /// Adds an AAC frame; `ts` in the audio clock, `duration` in samples.

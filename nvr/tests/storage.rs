@@ -391,3 +391,53 @@ fn gaps_between_runs_are_explicit() {
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].end_reason.as_deref(), Some("camera error"));
 }
+
+#[test]
+fn camera_timestamp_resets_keep_the_timeline_continuous() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(2000),
+    );
+    push_frames(&mut rec, 0, 60, 25);
+    // The camera restarts its clock mid-GOP (as a shared GStreamer pipeline does when a client joins),
+    // then later jumps far ahead.
+    for i in 0..70i64 {
+        rec.push_video(i * 3600, i % 25 == 0, vec![3; 800], None)
+            .expect("push");
+    }
+    for i in 0..50i64 {
+        rec.push_video(900_000_000 + i * 3600, i % 25 == 0, vec![4; 800], None)
+            .expect("push");
+    }
+    assert_eq!(rec.discontinuities(), 2);
+    rec.finish("shutdown").expect("finish");
+    let segs = f
+        .store
+        .segments_in_range(f.stream, 0, i64::MAX)
+        .expect("segments");
+    assert_eq!(segs.iter().map(|s| s.frames).sum::<i64>(), 180);
+    for w in segs.windows(2) {
+        assert_eq!(w[0].end_ms, w[1].start_ms);
+    }
+    assert_eq!(
+        segs.last().map(|s| s.end_ms),
+        Some(T0_MS + 180 * 40),
+        "timeline has no holes or overlaps"
+    );
+    assert!(
+        segs.iter().all(|s| s.media_duration_ms <= 3000),
+        "segments still cut on time: {segs:#?}"
+    );
+    let events = f.store.catalog().events(0, 100).expect("events");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == "timestamp_discontinuity")
+            .count(),
+        2
+    );
+}

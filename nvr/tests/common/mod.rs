@@ -934,6 +934,15 @@ impl NvrProcess {
         fs::read_to_string(&self.stdout_log).unwrap_or_default()
     }
 
+    /// Waits for a short-lived command (`check`, `check-config`, `demo`) and returns its exit status
+    /// with stdout followed by stderr. Panics if it does not exit within `timeout`.
+    pub fn wait_output(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let status = self
+            .wait_exit(timeout)
+            .unwrap_or_else(|| panic!("{} did not exit within {timeout:?}", self.description));
+        (status, format!("{}{}", self.stdout(), self.stderr()))
+    }
+
     pub fn stderr_tail(&self, lines: usize) -> String {
         file_tail(&self.stderr_log, lines)
     }
