@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::tls::PinnedServerVerifier;
+use super::tls::{PinnedClientVerifier, PinnedServerVerifier};
 use super::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -438,4 +438,100 @@ proptest! {
         let parsed: PeerPins = toml::from_str(&pins.to_toml()).unwrap();
         prop_assert_eq!(parsed, pins);
     }
+}
+
+/// Presents one node's certificate with another node's private key (a copied `tls.crt`).
+#[derive(Debug)]
+struct CopiedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl CopiedCert {
+    fn new(victim: &NodeIdentity, thief: &NodeIdentity) -> Arc<Self> {
+        let provider = rustls::crypto::ring::default_provider();
+        let key = provider
+            .key_provider
+            .load_private_key(thief.tls_key_der())
+            .unwrap();
+        Arc::new(CopiedCert(Arc::new(rustls::sign::CertifiedKey::new(
+            vec![victim.cert_der().clone()],
+            key,
+        ))))
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CopiedCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CopiedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+// A pinned certificate is worthless without its private key: the handshake signature is checked,
+// in both directions.
+#[tokio::test]
+async fn pinned_certificate_without_its_key_is_refused() {
+    let (_ta, server) = new_identity("server");
+    let (_tb, victim) = new_identity("victim");
+    let (_tc, thief) = new_identity("thief");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+    // Thief as client, claiming to be the pinned "victim" client.
+    let sc = server_config(&server, &[victim.pins()]).unwrap();
+    let cc = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(
+            server.cert_sha256(),
+            &provider,
+        )))
+        .with_client_cert_resolver(CopiedCert::new(&victim, &thief));
+    let (s, c) = exchange(
+        sc,
+        vec![victim.pins()],
+        Arc::new(cc),
+        vec![server.pins()],
+        server_name(&server.pins()).unwrap(),
+    )
+    .await;
+    let s = s.unwrap_err();
+    assert!(s.starts_with("server handshake:"), "{s}");
+    assert!(c.is_err());
+
+    // Thief as server, claiming to be the pinned "victim" server.
+    let mut forged = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(Arc::new(PinnedClientVerifier::new(
+            &[server.pins()],
+            &provider,
+        )))
+        .with_cert_resolver(CopiedCert::new(&victim, &thief));
+    forged.send_tls13_tickets = 0;
+    let cc = client_config(&server, &victim.pins()).unwrap();
+    let (s, c) = exchange(
+        Arc::new(forged),
+        vec![server.pins()],
+        cc,
+        vec![victim.pins()],
+        server_name(&victim.pins()).unwrap(),
+    )
+    .await;
+    let c = c.unwrap_err();
+    assert!(c.starts_with("client handshake:"), "{c}");
+    assert!(s.is_err());
 }

@@ -38,10 +38,7 @@ pub fn server_config(
     allowed: &[PeerPins],
 ) -> Result<Arc<ServerConfig>, IdentityError> {
     let provider = provider();
-    let verifier = PinnedClientVerifier {
-        allowed: allowed.iter().map(|p| p.cert_sha256).collect(),
-        algorithms: provider.signature_verification_algorithms,
-    };
+    let verifier = PinnedClientVerifier::new(allowed, &provider);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
@@ -98,9 +95,18 @@ fn tls12_refused() -> rustls::Error {
 
 /// Accepts client certificates by pin only.
 #[derive(Debug)]
-struct PinnedClientVerifier {
+pub(super) struct PinnedClientVerifier {
     allowed: Vec<[u8; 32]>,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PinnedClientVerifier {
+    pub(super) fn new(allowed: &[PeerPins], provider: &CryptoProvider) -> Self {
+        PinnedClientVerifier {
+            allowed: allowed.iter().map(|p| p.cert_sha256).collect(),
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
 }
 
 impl ClientCertVerifier for PinnedClientVerifier {
