@@ -45,6 +45,8 @@ pub struct NodeStatus {
 struct RetentionJob {
     store: Arc<Store>,
     config: Config,
+    /// The floor was unmet at the previous pass (the event is logged once per episode, not every pass).
+    floor_unmet: bool,
 }
 
 impl Job for RetentionJob {
@@ -66,9 +68,19 @@ impl Job for RetentionJob {
                 std::io::Error::other(e.to_string()),
             )
         })??;
-        if report.bytes_freed > 0 || report.free_floor_unmet {
+        if report.bytes_freed > 0 {
             tracing::info!(?report, "retention pass");
         }
+        if report.free_floor_unmet && !self.floor_unmet {
+            let message = format!(
+                "free space {} bytes is below the floor of {} bytes with no sealed segment left to delete",
+                report.free_bytes_after.unwrap_or(0),
+                self.config.retention.min_free_bytes
+            );
+            tracing::error!("{message}");
+            self.store.log_event(None, "retention", &message);
+        }
+        self.floor_unmet = report.free_floor_unmet;
         Ok(())
     }
 }
@@ -172,6 +184,7 @@ pub async fn run(
         let job = RetentionJob {
             store: store.clone(),
             config: config.clone(),
+            floor_unmet: false,
         };
         let timing = JobTiming {
             interval: Duration::from_millis(config.retention.interval_ms),

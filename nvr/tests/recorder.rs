@@ -490,9 +490,10 @@ fn retention_keeps_the_free_space_floor_oldest_first_and_never_deletes_open_segm
     let dir = TestDir::new();
     let camera = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
     // A floor far above what the disk has: retention deletes every sealed segment it may.
+    // Segments of two GOPs, so each is open for about a second before it is sealed.
     let config = write_config(
         &dir,
-        1,
+        2,
         &[cam("c1", camera.url("/cam"))],
         "[retention]\nmin_free_bytes = \"1000000 TiB\"\ninterval_s = 1\n",
     );

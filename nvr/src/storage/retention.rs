@@ -31,6 +31,8 @@ pub struct RetentionReport {
     pub bytes_freed: u64,
     /// The floor could not be met with every sealed segment gone.
     pub free_floor_unmet: bool,
+    /// Free bytes after the pass (as estimated from what was deleted), when the floor was checked.
+    pub free_bytes_after: Option<u64>,
 }
 
 /// Free bytes available to unprivileged users on the file system holding `path`.
@@ -118,16 +120,7 @@ impl Store {
                 // The file system may report freed blocks late; count what was freed instead.
                 free = free.saturating_add(s.size_bytes.max(0) as u64);
             }
-            if report.free_floor_unmet {
-                self.log_event(
-                    None,
-                    "retention",
-                    &format!(
-                        "free space {free} bytes is below the floor of {} bytes with no sealed segment left to delete",
-                        policy.min_free_bytes
-                    ),
-                );
-            }
+            report.free_bytes_after = Some(free);
         }
         Ok(report)
     }
