@@ -46,6 +46,8 @@ mod hex;
 mod leaf;
 mod tree;
 
+#[cfg(test)]
+mod tests;
 
 pub use check::{check_leaves, check_new_head, HeadCheck, HeadRejection, LeafRejection};
 pub use head::{
