@@ -34,8 +34,9 @@
 //! consistency proof: the held tree is a prefix of the new tree, so no leaf the standby already
 //! trusts was changed, removed or reordered. [`check_leaves`] then confirms that the leaves the
 //! standby actually received, appended to its own copy of the tree, give exactly the signed root.
-//! Together: anything the standby has accepted can only ever be extended, never rewritten, without
-//! the primary's signing key *and* a visible break in the chain.
+//! Together: anything the standby has accepted can only ever be extended. A rewritten, truncated or
+//! forked history is refused even if it is signed with the primary's real key (passing the
+//! consistency check would take a SHA-256 collision); without that key no new head is accepted.
 //!
 //! The first head a standby sees is trusted on its signature alone (trust on first use).
 

@@ -107,6 +107,10 @@ fn flip(h: &Hash, byte: usize) -> Hash {
     h
 }
 
+fn uncached_ranges() -> usize {
+    super::tree::UNCACHED_RANGES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn hex(s: &str) -> Hash {
     let v = super::hex::decode(s).expect("hex");
     v.as_slice().try_into().expect("32 bytes")
@@ -239,6 +243,8 @@ fn inclusion_proofs_match_reference_and_verify() {
         }
         assert_eq!(t.inclusion_proof(n as u64, n as u64), None);
     }
+    // Every path node came from the level cache or a peak fold: O(log n) hashing per proof.
+    assert_eq!(uncached_ranges(), 0);
     assert_eq!(t.inclusion_proof(0, 131), None);
     assert!(!verify_inclusion(&l[0], 0, 0, &[], &empty_root()));
 }
@@ -299,6 +305,7 @@ fn consistency_proofs_match_reference_and_verify() {
         assert_eq!(t.consistency_proof(n as u64 + 1, n as u64), None);
     }
     assert_eq!(t.consistency_proof(0, 131), None);
+    assert_eq!(uncached_ranges(), 0);
     // The empty tree: only the real empty root is consistent with anything.
     assert!(verify_consistency(0, 5, &empty_root(), &roots[5], &[]));
     assert!(!verify_consistency(0, 5, &roots[1], &roots[5], &[]));

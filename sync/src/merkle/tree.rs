@@ -38,6 +38,11 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     to_hash(digest(&SHA256, &buf))
 }
 
+/// Counts `View::mth` calls that missed both caches; tests assert it stays zero.
+#[cfg(test)]
+pub(crate) static UNCACHED_RANGES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 /// Largest power of two strictly smaller than `n` (`n >= 2`).
 fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
@@ -89,6 +94,8 @@ impl View<'_> {
         }
         // Not reached by the proof algorithms (their ranges are always complete subtrees or
         // suffixes starting at a peak), but correct for any range.
+        #[cfg(test)]
+        UNCACHED_RANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let k = split_point(n);
         node_hash(&self.mth(start, start + k), &self.mth(start + k, end))
     }
