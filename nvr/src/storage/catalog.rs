@@ -588,6 +588,20 @@ impl Catalog {
         self.query_segments("state = 'open' AND node = ?1 ORDER BY id", params![node])
     }
 
+    /// Segments recorded by `node` with id greater than `after_id` in state open, sealed or deleted, by id,
+    /// at most `limit` (the sync agent walks them incrementally).
+    pub fn node_segments_after(
+        &self,
+        node: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<SegmentRow>, StorageError> {
+        self.query_segments(
+            "node = ?1 AND id > ?2 AND state IN ('open', 'sealed', 'deleted') ORDER BY id LIMIT ?3",
+            params![node, after_id, limit],
+        )
+    }
+
     /// Every segment of `stream` (any state), oldest first.
     pub fn stream_segments(&self, stream: StreamId) -> Result<Vec<SegmentRow>, StorageError> {
         self.query_segments("stream_id = ?1 ORDER BY start_ms, id", params![stream.0])

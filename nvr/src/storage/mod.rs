@@ -27,7 +27,7 @@ pub use check::{CheckProblem, CheckReport};
 pub use layout::{parse_media_path, MediaPathInfo};
 pub use recovery::RecoveryReport;
 pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};
-pub use segment::{NewSegment, SealedSegment, SegmentWriter};
+pub use segment::{hex, sha256_file, NewSegment, SealedSegment, SegmentWriter};
 
 use crate::clock::Clock;
 
