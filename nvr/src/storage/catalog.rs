@@ -614,6 +614,82 @@ impl Catalog {
             .next())
     }
 
+    /// The row of `path` in any state (paths are unique).
+    pub fn segment_by_path(&self, path: &str) -> Result<Option<SegmentRow>, StorageError> {
+        Ok(self
+            .query_segments("path = ?1", params![path])?
+            .into_iter()
+            .next())
+    }
+
+    /// Segments of `node` in `state`, oldest first.
+    pub fn node_segments_in_state(
+        &self,
+        node: &str,
+        state: SegmentState,
+    ) -> Result<Vec<SegmentRow>, StorageError> {
+        self.query_segments(
+            "node = ?1 AND state = ?2 ORDER BY start_ms, id",
+            params![node, state.as_str()],
+        )
+    }
+
+    /// Inserts a `sealed` row for a file that is already complete (mirrored or restored), or turns the
+    /// existing row of the same path (e.g. `deleted`, `missing`) into that sealed row.
+    pub fn put_sealed_segment(
+        &self,
+        s: &SegmentInsert<'_>,
+        p: &SegmentProgress,
+        sha256_hex: &str,
+        sealed_ms: i64,
+    ) -> Result<SegmentId, StorageError> {
+        self.conn
+            .execute(
+                "INSERT INTO segments (stream_id, run_id, node, path, state, start_ms, end_ms,
+                     media_duration_ms, frames, fragments, size_bytes, sha256, video_codec, width,
+                     height, audio_codec, created_ms, sealed_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'sealed', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     ?16, ?17)
+                 ON CONFLICT (path) DO UPDATE SET stream_id = excluded.stream_id,
+                     run_id = excluded.run_id, node = excluded.node, state = 'sealed',
+                     start_ms = excluded.start_ms, end_ms = excluded.end_ms,
+                     media_duration_ms = excluded.media_duration_ms, frames = excluded.frames,
+                     fragments = excluded.fragments, size_bytes = excluded.size_bytes,
+                     sha256 = excluded.sha256, video_codec = excluded.video_codec,
+                     width = excluded.width, height = excluded.height,
+                     audio_codec = excluded.audio_codec, sealed_ms = excluded.sealed_ms,
+                     deleted_ms = NULL",
+                params![
+                    s.stream_id.0,
+                    s.run_id.map(|r| r.0),
+                    s.node,
+                    s.path,
+                    s.start_ms,
+                    p.end_ms,
+                    p.media_duration_ms,
+                    p.frames,
+                    p.fragments,
+                    p.size_bytes,
+                    sha256_hex,
+                    s.video_codec,
+                    s.width,
+                    s.height,
+                    s.audio_codec,
+                    s.created_ms,
+                    sealed_ms
+                ],
+            )
+            .map_err(|e| self.e(e))?;
+        self.conn
+            .query_row(
+                "SELECT id FROM segments WHERE path = ?1",
+                params![s.path],
+                |r| r.get(0),
+            )
+            .map(SegmentId)
+            .map_err(|e| self.e(e))
+    }
+
     /// Every catalog path (any state), for matching files against rows.
     pub fn all_segment_paths(
         &self,

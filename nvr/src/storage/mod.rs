@@ -3,6 +3,9 @@
 //! Layout under the data directory (see `docs/storage.md`):
 //! - `catalog.db` (+ WAL): streams, recording runs, segments, events.
 //! - `media/<camera>/<stream>/<YYYY-MM-DD>/<start>_<node>.mp4`: one fragmented MP4 per segment.
+//! - `incoming/<origin>/media/...`: staging copies of segments being mirrored from another node.
+//! - `quarantine/`: refused mirrored bytes and displaced damaged files, kept for inspection.
+//! - `sync.db` (+ WAL): the sync agent's own database ([`SyncDb`]).
 //!
 //! Invariants:
 //! - A segment file is only ever appended to, one complete fragment per write, while its row is `open`.
@@ -13,9 +16,11 @@
 mod catalog;
 mod check;
 mod layout;
+mod mirror;
 mod recovery;
 mod retention;
 mod segment;
+mod syncdb;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,9 +30,11 @@ pub use catalog::{
 };
 pub use check::{CheckProblem, CheckReport};
 pub use layout::{parse_media_path, MediaPathInfo};
+pub use mirror::{MirrorError, MirrorHolding, MirrorInfo, INCOMING_DIR, QUARANTINE_DIR};
 pub use recovery::RecoveryReport;
 pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};
 pub use segment::{hex, sha256_file, NewSegment, SealedSegment, SegmentWriter};
+pub use syncdb::{AlarmRow, Leaf, StoredHead, SyncDb, SYNC_DB_FILE};
 
 use crate::clock::Clock;
 
@@ -65,6 +72,9 @@ pub enum StorageError {
     UnknownStream(i64),
     #[error("bad media file name {0}")]
     BadMediaPath(PathBuf),
+    /// A request the sync database refuses (a leaf out of order, an unknown head, ...).
+    #[error("sync.db: {0}")]
+    SyncDb(String),
 }
 
 impl StorageError {
@@ -84,6 +94,8 @@ pub struct Store {
     catalog_path: PathBuf,
     catalog: Mutex<Catalog>,
     clock: Arc<dyn Clock>,
+    /// Serializes the mirror and restore operations (see `mirror.rs`).
+    mirror_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -108,6 +120,7 @@ impl Store {
             catalog_path,
             catalog: Mutex::new(catalog),
             clock,
+            mirror_lock: Mutex::new(()),
         })
     }
 
@@ -121,6 +134,7 @@ impl Store {
             catalog_path,
             catalog: Mutex::new(catalog),
             clock,
+            mirror_lock: Mutex::new(()),
         })
     }
 

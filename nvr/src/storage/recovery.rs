@@ -48,7 +48,7 @@ impl RecoveryReport {
 }
 
 /// Frame count and media duration of the video track, from a scan.
-fn scanned_video_totals(report: &mp4::ScanReport) -> (i64, i64) {
+pub(super) fn scanned_video_totals(report: &mp4::ScanReport) -> (i64, i64) {
     let Some(video) = report
         .tracks
         .iter()

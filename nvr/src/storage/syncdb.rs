@@ -1,0 +1,370 @@
+//! The sync agent's own SQLite database, `<data_dir>/sync.db`.
+//!
+//! Separate from `catalog.db` so the agent's writes never contend with the recorder's. WAL mode,
+//! versioned migrations in `PRAGMA user_version` (as in the catalog). It holds:
+//!
+//! - `leaves`: the Merkle log of a node (on a primary its own; on a standby those of the primaries it
+//!   protects). Leaves are opaque bytes encoded by the sync crate, with their 32-byte hash, appended
+//!   strictly in index order.
+//! - `heads`: every accepted signed tree head (opaque JSON), keyed by (log node, tree size, head hash),
+//!   with the peer's countersignature once it arrives.
+//! - `alarms`: contradictions and other integrity alarms, for operators and status output.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::StorageError;
+
+/// File name of the sync database under the data directory.
+pub const SYNC_DB_FILE: &str = "sync.db";
+
+/// Schema migrations; entry `i` upgrades version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE leaves (
+    log_node      TEXT NOT NULL,
+    leaf_index    INTEGER NOT NULL,
+    leaf          BLOB NOT NULL,
+    leaf_hash     BLOB NOT NULL,
+    segment_path  TEXT NOT NULL,
+    PRIMARY KEY (log_node, leaf_index)
+);
+CREATE INDEX leaves_path ON leaves (log_node, segment_path);
+CREATE TABLE heads (
+    id                     INTEGER PRIMARY KEY,
+    log_node               TEXT NOT NULL,
+    tree_size              INTEGER NOT NULL,
+    head_hash              BLOB NOT NULL,
+    head_json              TEXT NOT NULL,
+    countersignature_json  TEXT,
+    received_ms            INTEGER NOT NULL,
+    UNIQUE (log_node, tree_size, head_hash)
+);
+CREATE INDEX heads_node_size ON heads (log_node, tree_size);
+CREATE TABLE alarms (
+    id            INTEGER PRIMARY KEY,
+    time_ms       INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    peer          TEXT,
+    segment_path  TEXT,
+    detail        TEXT NOT NULL
+);
+"#];
+
+/// The schema version this program writes.
+pub const SYNC_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// A leaf of a Merkle log: its encoded bytes and its hash.
+pub type Leaf = (Vec<u8>, [u8; 32]);
+
+/// One stored signed tree head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredHead {
+    pub tree_size: u64,
+    pub head_hash: [u8; 32],
+    pub head_json: String,
+    pub countersignature_json: Option<String>,
+    pub received_ms: i64,
+}
+
+/// One alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmRow {
+    pub id: i64,
+    pub time_ms: i64,
+    pub kind: String,
+    pub peer: Option<String>,
+    pub segment_path: Option<String>,
+    pub detail: String,
+}
+
+/// The sync agent's database. `Send + Sync`; calls are serialized on one connection.
+pub struct SyncDb {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SyncDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncDb").field("path", &self.path).finish()
+    }
+}
+
+fn to_i64(what: &str, v: u64) -> Result<i64, StorageError> {
+    i64::try_from(v).map_err(|_| StorageError::SyncDb(format!("{what} {v} out of range")))
+}
+
+fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            format!("hash of {} bytes, expected 32", v.len()).into(),
+        )
+    })
+}
+
+impl SyncDb {
+    /// Opens (creating if needed) `<data_dir>/sync.db` and migrates it.
+    pub fn open(data_dir: &Path) -> Result<SyncDb, StorageError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StorageError::io("create directory", data_dir, e))?;
+        let path = data_dir.join(SYNC_DB_FILE);
+        let e = |source| StorageError::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(e)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        // Heads and alarms must survive a power cut once acknowledged: FULL in WAL mode.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(e)?;
+        if version > SYNC_SCHEMA_VERSION {
+            return Err(StorageError::SchemaTooNew {
+                path,
+                found: version,
+                supported: SYNC_SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(e)?;
+            tx.execute_batch(sql).map_err(e)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(e)?;
+            tx.commit().map_err(e)?;
+            tracing::info!(db = %path.display(), version = i + 1, "sync.db schema migrated");
+        }
+        Ok(SyncDb {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        match self.conn.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn e(&self, source: rusqlite::Error) -> StorageError {
+        StorageError::Catalog {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Appends leaf `leaf_index` to `log_node`'s log; it must be the next one (== the number of leaves).
+    pub fn append_leaf(
+        &self,
+        log_node: &str,
+        leaf_index: u64,
+        leaf: &[u8],
+        leaf_hash: &[u8; 32],
+        segment_path: &str,
+    ) -> Result<(), StorageError> {
+        let index = to_i64("leaf index", leaf_index)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.e(e))?;
+        let next: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
+                params![log_node],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.e(e))?;
+        if index != next {
+            return Err(StorageError::SyncDb(format!(
+                "log {log_node}: leaf {leaf_index} appended, the next index is {next}"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO leaves (log_node, leaf_index, leaf, leaf_hash, segment_path)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![log_node, index, leaf, &leaf_hash[..], segment_path],
+        )
+        .map_err(|e| self.e(e))?;
+        tx.commit().map_err(|e| self.e(e))
+    }
+
+    /// Number of leaves of `log_node`'s log.
+    pub fn leaf_count(&self, log_node: &str) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
+                params![log_node],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The leaves of `log_node`'s log with their hashes, in index order.
+    pub fn leaves(&self, log_node: &str) -> Result<Vec<Leaf>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT leaf, leaf_hash FROM leaves WHERE log_node = ?1 ORDER BY leaf_index",
+            )
+            .map_err(|e| self.e(e))?;
+        let rows = stmt
+            .query_map(params![log_node], |r| Ok((r.get(0)?, hash32(r.get(1)?)?)))
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))
+    }
+
+    /// The index of the first leaf of `log_node`'s log for `segment_path`.
+    pub fn leaf_index_of(
+        &self,
+        log_node: &str,
+        segment_path: &str,
+    ) -> Result<Option<u64>, StorageError> {
+        let idx: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT MIN(leaf_index) FROM leaves WHERE log_node = ?1 AND segment_path = ?2",
+                params![log_node, segment_path],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(idx.map(|i| i.max(0) as u64))
+    }
+
+    /// Keeps a signed tree head. Every accepted head is kept; storing the same (node, size, hash)
+    /// again keeps the first one and succeeds.
+    pub fn store_head(
+        &self,
+        log_node: &str,
+        tree_size: u64,
+        head_hash: &[u8; 32],
+        head_json: &str,
+        received_ms: i64,
+    ) -> Result<(), StorageError> {
+        let size = to_i64("tree size", tree_size)?;
+        self.conn()
+            .execute(
+                "INSERT INTO heads (log_node, tree_size, head_hash, head_json, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (log_node, tree_size, head_hash) DO NOTHING",
+                params![log_node, size, &head_hash[..], head_json, received_ms],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Records the peer's countersignature of a stored head; an unknown head is an error.
+    pub fn set_countersignature(
+        &self,
+        log_node: &str,
+        head_hash: &[u8; 32],
+        countersignature_json: &str,
+    ) -> Result<(), StorageError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE heads SET countersignature_json = ?3 WHERE log_node = ?1 AND head_hash = ?2",
+                params![log_node, &head_hash[..], countersignature_json],
+            )
+            .map_err(|e| self.e(e))?;
+        if n == 0 {
+            return Err(StorageError::SyncDb(format!(
+                "log {log_node}: no stored head {}",
+                super::segment::hex(head_hash)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The JSON of the latest head of `log_node`: largest tree size, then the last received.
+    pub fn latest_head(&self, log_node: &str) -> Result<Option<String>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT head_json FROM heads WHERE log_node = ?1 ORDER BY tree_size DESC, id DESC
+                 LIMIT 1",
+                params![log_node],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// Every stored head of `log_node`, by tree size then received order.
+    pub fn heads(&self, log_node: &str) -> Result<Vec<StoredHead>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms
+                 FROM heads WHERE log_node = ?1 ORDER BY tree_size, id",
+            )
+            .map_err(|e| self.e(e))?;
+        let rows = stmt
+            .query_map(params![log_node], |r| {
+                Ok(StoredHead {
+                    tree_size: r.get::<_, i64>(0)?.max(0) as u64,
+                    head_hash: hash32(r.get(1)?)?,
+                    head_json: r.get(2)?,
+                    countersignature_json: r.get(3)?,
+                    received_ms: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))
+    }
+
+    /// Records an alarm and returns its id. (The caller also writes it to the log.)
+    pub fn raise_alarm(
+        &self,
+        time_ms: i64,
+        kind: &str,
+        peer: Option<&str>,
+        segment_path: Option<&str>,
+        detail: &str,
+    ) -> Result<i64, StorageError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO alarms (time_ms, kind, peer, segment_path, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![time_ms, kind, peer, segment_path, detail],
+        )
+        .map_err(|e| self.e(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Alarms with id greater than `since_id`, oldest first.
+    pub fn alarms(&self, since_id: i64) -> Result<Vec<AlarmRow>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, time_ms, kind, peer, segment_path, detail FROM alarms
+                 WHERE id > ?1 ORDER BY id",
+            )
+            .map_err(|e| self.e(e))?;
+        let rows = stmt
+            .query_map(params![since_id], |r| {
+                Ok(AlarmRow {
+                    id: r.get(0)?,
+                    time_ms: r.get(1)?,
+                    kind: r.get(2)?,
+                    peer: r.get(3)?,
+                    segment_path: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))
+    }
+}
