@@ -1,7 +1,12 @@
 //! The sync agent: mirrors a primary's segments, fragment by fragment while they are written, to a
 //! standby over mutual TLS, and keeps a signed, hash-chained Merkle log of sealed segments ("version
 //! snapshots") so the standby accepts nothing that contradicts history it already holds.
+//!
+//! Modules: [`identity`] (keys, pinned mutual TLS), [`proto`] (wire format), [`merkle`] (the log),
+//! [`config`], and [`agent`] (primary, standby, restore).
 
+pub mod agent;
+pub mod config;
 pub mod identity;
 pub mod merkle;
 pub mod proto;

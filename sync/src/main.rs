@@ -1,1 +1,162 @@
-fn main() {}
+//! The `nvr-sync` binary: node identity, the sync agent (primary or standby), status and restore.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use nvr_sync::agent::{self, restore::RestoreFilter, AgentStatus};
+use nvr_sync::config::{Role, SyncConfig};
+use nvr_sync::identity;
+
+#[derive(Parser)]
+#[command(
+    name = "nvr-sync",
+    version,
+    about = "NVR sync agent: mirrors segments to a standby with signed version snapshots"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this node's signing key, TLS key and certificate (private keys 0600) and print its pins.
+    Keygen {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        node: String,
+    },
+    /// Run the agent until SIGTERM/SIGINT.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the agent's status (peers, lag, last accepted head, alarms) as JSON.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Restore this node's segments from the standby, verified against the signed log.
+    Restore {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        camera: Option<String>,
+        #[arg(long)]
+        from_ms: Option<i64>,
+        #[arg(long)]
+        to_ms: Option<i64>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Keygen { dir, node } => {
+            let id = identity::generate(&dir, &node)?;
+            let (cert, key) = id.pins().to_hex_strings();
+            println!("node = \"{node}\"\ncert_sha256 = \"{cert}\"\nsigning_public_key = \"{key}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let cfg = SyncConfig::load(&config)?;
+            let id = identity::load(&cfg.identity_dir)?;
+            if id.node != cfg.node_name {
+                anyhow::bail!(
+                    "identity in {} is for node {:?}, config says {:?}",
+                    cfg.identity_dir.display(),
+                    id.node,
+                    cfg.node_name
+                );
+            }
+            let status = Arc::new(Mutex::new(AgentStatus::default()));
+            runtime()?.block_on(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    let _ = tx.send(true);
+                });
+                match cfg.role {
+                    Role::Primary => agent::primary::run(cfg, id, status, rx).await,
+                    Role::Standby => agent::standby::run(cfg, id, status, rx).await,
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config } => {
+            let cfg = SyncConfig::load(&config)?;
+            let path = cfg.data_dir.join(agent::STATUS_FILE);
+            let body = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {} (is the agent running?)", path.display()))?;
+            println!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            config,
+            camera,
+            from_ms,
+            to_ms,
+        } => {
+            let cfg = SyncConfig::load(&config)?;
+            let id = identity::load(&cfg.identity_dir)?;
+            let filter = RestoreFilter {
+                camera,
+                from_ms,
+                to_ms,
+            };
+            let report = runtime()?.block_on(agent::restore::run(&cfg, &id, &filter))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}

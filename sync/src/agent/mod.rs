@@ -1,0 +1,193 @@
+//! The running agent: the primary side ([`primary`]) mirrors this node's segments to its standby and
+//! keeps the signed log; the standby side ([`standby`]) accepts, verifies and stores them write-once;
+//! [`restore`] fetches verified copies back. Shared here: status, alarms, connection plumbing.
+
+pub mod primary;
+pub mod restore;
+pub mod standby;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nvr::storage::SyncDb;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadHalf, WriteHalf};
+
+use crate::proto::{self, Limits, Message, ProtoError};
+
+pub const STATUS_FILE: &str = "sync-status.json";
+/// Largest media chunk in one `SegmentData`/`FetchData`.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// A peer silent for this long is considered gone (pings go every second).
+pub const PEER_SILENCE: Duration = Duration::from_secs(15);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("storage: {0}")]
+    Storage(#[from] nvr::storage::StorageError),
+    #[error("protocol: {0}")]
+    Proto(#[from] ProtoError),
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("peer: {0}")]
+    Peer(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+pub fn io_err(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let op = op.into();
+    move |source| AgentError::Io { op, source }
+}
+
+/// Lag of one stream's mirroring (primary side).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamLag {
+    pub segment: String,
+    pub local_bytes: u64,
+    pub acked_bytes: u64,
+    pub lag_bytes: u64,
+    /// How long the oldest un-acknowledged byte has been waiting.
+    pub lag_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStatus {
+    pub node: String,
+    pub connected: bool,
+    pub last_connected_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub segments_sealed_on_peer: u64,
+    /// Last tree head accepted (primary: countersigned by the standby; standby: accepted from the primary).
+    pub last_head_size: Option<u64>,
+    pub last_head_ms: Option<i64>,
+    pub streams: BTreeMap<String, StreamLag>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentStatus {
+    pub node: String,
+    pub role: String,
+    pub time_ms: i64,
+    pub pid: u32,
+    pub log_size: u64,
+    pub peers: BTreeMap<String, PeerStatus>,
+    pub alarms_total: u64,
+    pub recent_alarms: Vec<nvr::storage::AlarmRow>,
+    pub scrub_passes: u64,
+    pub scrub_bytes: u64,
+}
+
+pub type SharedStatus = Arc<Mutex<AgentStatus>>;
+
+pub fn with_status<T>(status: &SharedStatus, f: impl FnOnce(&mut AgentStatus) -> T) -> T {
+    match status.lock() {
+        Ok(mut g) => f(&mut g),
+        Err(p) => f(&mut p.into_inner()),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Writes `sync-status.json` atomically.
+pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
+    let alarms = db.alarms(0).unwrap_or_default();
+    let snapshot = with_status(status, |s| {
+        s.time_ms = now_ms();
+        s.pid = std::process::id();
+        s.alarms_total = alarms.len() as u64;
+        s.recent_alarms = alarms.iter().rev().take(20).cloned().collect();
+        s.clone()
+    });
+    let path = data_dir.join(STATUS_FILE);
+    let tmp = path.with_extension("json.tmp");
+    let write = serde_json::to_vec_pretty(&snapshot)
+        .map_err(std::io::Error::other)
+        .and_then(|body| std::fs::write(&tmp, body))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = write {
+        tracing::warn!(error = %e, "cannot write sync status");
+    }
+}
+
+/// Records an alarm: in sync.db, the log, and the status.
+pub fn raise_alarm(db: &SyncDb, kind: &str, peer: Option<&str>, path: Option<&str>, detail: &str) {
+    tracing::error!(kind, peer, path, detail, "ALARM");
+    if let Err(e) = db.raise_alarm(now_ms(), kind, peer, path, detail) {
+        tracing::error!(error = %e, "cannot record alarm");
+    }
+}
+
+/// The reading and writing halves of a TLS connection.
+pub struct Conn<S> {
+    pub reader: ReadHalf<S>,
+    pub writer: BufWriter<WriteHalf<S>>,
+    pub limits: Limits,
+}
+
+impl<S: AsyncRead + AsyncWrite> Conn<S> {
+    pub fn new(stream: S) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        Conn {
+            reader,
+            writer: BufWriter::with_capacity(256 * 1024, writer),
+            limits: Limits::default(),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &Message) -> Result<(), AgentError> {
+        proto::write_message(&mut self.writer, msg).await?;
+        Ok(())
+    }
+
+    /// Reads one message within `timeout`; `Ok(None)` at a clean end of stream.
+    pub async fn recv(&mut self, timeout: Duration) -> Result<Option<Message>, AgentError> {
+        match tokio::time::timeout(timeout, proto::read_message(&mut self.reader, &self.limits))
+            .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(AgentError::Timeout("waiting for the peer".into())),
+        }
+    }
+}
+
+/// Converts a merkle type to the opaque JSON the protocol carries.
+pub fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    v: &serde_json::Value,
+    what: &str,
+) -> Result<T, AgentError> {
+    serde_json::from_value(v.clone()).map_err(|e| AgentError::Peer(format!("bad {what}: {e}")))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    nvr::storage::hex(bytes)
+}
+
+pub fn parse_hash(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let text = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}

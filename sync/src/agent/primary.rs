@@ -1,0 +1,880 @@
+//! Primary side: keep the signed log of this node's sealed segments and mirror every segment, fragment
+//! by fragment while it grows, to the standby.
+//!
+//! The agent only reads the recorder's catalog and files (and, to repair a damaged sealed file, replaces
+//! it through `Store::restore_sealed`); the recorder never waits for it. A connection resumes from what
+//! the standby says it holds, so nothing already received is sent again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nvr::storage::{SegmentRow, SegmentState, Store, SyncDb};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::{
+    from_json, io_err, now_ms, parse_hash, raise_alarm, to_json, with_status, write_status,
+    AgentError, Conn, SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+};
+use crate::config::{Peer, SyncConfig};
+use crate::identity::{self, NodeIdentity};
+use crate::merkle::{MerkleTree, SegmentLeaf, SignedTreeHead, TreeHead};
+use crate::proto::{Holding, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
+
+/// Leaves per signed head at most, so one message stays small after a long outage.
+const MAX_LEAVES_PER_HEAD: u64 = 500;
+
+/// The primary's signed log: Merkle tree of leaves plus the chain of signed heads.
+pub struct Log {
+    node: String,
+    pub tree: MerkleTree,
+    logged: HashMap<String, u64>,
+    pub heads: Vec<SignedTreeHead>,
+    scan_after_id: i64,
+    last_signed: Option<Instant>,
+}
+
+impl Log {
+    pub fn load(node: &str, db: &SyncDb) -> Result<Log, AgentError> {
+        let mut tree = MerkleTree::new();
+        let mut logged = HashMap::new();
+        for (bytes, hash) in db.leaves(node)? {
+            let index = tree.push(hash);
+            if let Ok(leaf) = SegmentLeaf::decode(&bytes) {
+                logged.insert(leaf.path, index);
+            }
+        }
+        let mut heads = Vec::new();
+        for h in db.heads(node)? {
+            match serde_json::from_str::<SignedTreeHead>(&h.head_json) {
+                Ok(sth) => heads.push(sth),
+                Err(e) => {
+                    return Err(AgentError::Peer(format!(
+                        "own head in sync.db unreadable: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(Log {
+            node: node.to_owned(),
+            tree,
+            logged,
+            heads,
+            scan_after_id: 0,
+            last_signed: None,
+        })
+    }
+
+    pub fn leaf_index(&self, path: &str) -> Option<u64> {
+        self.logged.get(path).copied()
+    }
+
+    /// Appends leaves for newly sealed segments and signs heads (one per `MAX_LEAVES_PER_HEAD`, and one
+    /// when `refresh` and the last is older than `head_interval`). Returns true if anything was signed.
+    pub fn update(
+        &mut self,
+        store: &Store,
+        db: &SyncDb,
+        id: &NodeIdentity,
+        head_interval: Duration,
+        refresh: bool,
+    ) -> Result<bool, AgentError> {
+        let streams: HashMap<i64, (String, String)> = store
+            .catalog()
+            .streams()?
+            .into_iter()
+            .map(|s| (s.id.0, (s.camera, s.kind)))
+            .collect();
+        let mut signed = false;
+        loop {
+            let rows = store
+                .catalog()
+                .node_segments_after(&self.node, self.scan_after_id, 1000)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut blocked = false;
+            for row in &rows {
+                if row.state == SegmentState::Open || row.sha256.is_none() {
+                    blocked = true;
+                    continue;
+                }
+                if !blocked {
+                    self.scan_after_id = row.id.0;
+                }
+                if self.logged.contains_key(&row.path) {
+                    continue;
+                }
+                let Some(sha) = row.sha256.as_deref().and_then(parse_hash) else {
+                    continue;
+                };
+                let (camera, stream) = streams.get(&row.stream_id.0).cloned().unwrap_or_default();
+                let leaf = SegmentLeaf {
+                    origin_node: self.node.clone(),
+                    camera,
+                    stream,
+                    path: row.path.clone(),
+                    start_ms: row.start_ms,
+                    end_ms: row.end_ms,
+                    size_bytes: row.size_bytes.max(0) as u64,
+                    sha256: sha,
+                };
+                let hash = leaf.leaf_hash();
+                let index = self.tree.len();
+                db.append_leaf(&self.node, index, &leaf.encode(), &hash, &row.path)?;
+                self.tree.push(hash);
+                self.logged.insert(row.path.clone(), index);
+                let head_size = self.heads.last().map_or(0, |h| h.head.tree_size);
+                if self.tree.len() - head_size >= MAX_LEAVES_PER_HEAD {
+                    self.sign(db, id)?;
+                    signed = true;
+                }
+            }
+            if blocked || rows.len() < 1000 {
+                break;
+            }
+        }
+        let head_size = self.heads.last().map_or(0, |h| h.head.tree_size);
+        let stale = self
+            .last_signed
+            .is_none_or(|t| t.elapsed() >= head_interval);
+        if self.tree.len() > head_size || (refresh && stale && !self.tree.is_empty()) {
+            self.sign(db, id)?;
+            signed = true;
+        }
+        Ok(signed)
+    }
+
+    fn sign(&mut self, db: &SyncDb, id: &NodeIdentity) -> Result<(), AgentError> {
+        let prev = self.heads.last().map_or([0u8; 32], |h| h.head.head_hash());
+        let head = TreeHead {
+            log_node: self.node.clone(),
+            tree_size: self.tree.len(),
+            root_hash: self.tree.root(),
+            timestamp_ms: now_ms().max(self.heads.last().map_or(0, |h| h.head.timestamp_ms)),
+            prev_head_hash: prev,
+        };
+        let signed = head.sign(&|m| id.sign(m));
+        let json = serde_json::to_string(&signed).map_err(|e| AgentError::Peer(e.to_string()))?;
+        db.store_head(
+            &self.node,
+            head.tree_size,
+            &head.head_hash(),
+            &json,
+            now_ms(),
+        )?;
+        self.heads.push(signed);
+        self.last_signed = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Leaves `[from, to)` as JSON for a `TreeHead` message.
+    fn leaves_json(
+        &self,
+        db_leaves: &[(Vec<u8>, [u8; 32])],
+        from: u64,
+        to: u64,
+    ) -> Vec<serde_json::Value> {
+        (from..to)
+            .filter_map(|i| db_leaves.get(i as usize))
+            .filter_map(|(bytes, _)| SegmentLeaf::decode(bytes).ok())
+            .map(|l| to_json(&l))
+            .collect()
+    }
+}
+
+/// Runs the primary side until `shutdown`.
+pub async fn run(
+    cfg: SyncConfig,
+    id: NodeIdentity,
+    status: SharedStatus,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let store = Arc::new(Store::open(
+        &cfg.data_dir,
+        &cfg.node_name,
+        Arc::new(nvr::clock::SystemClock),
+    )?);
+    let db = Arc::new(SyncDb::open(&cfg.data_dir)?);
+    let mut log = Log::load(&cfg.node_name, &db)?;
+    let standby = cfg.peers[0].clone();
+    with_status(&status, |s| {
+        s.node = cfg.node_name.clone();
+        s.role = "primary".into();
+        s.peers.entry(standby.pins.node.clone()).or_default().node = standby.pins.node.clone();
+    });
+
+    // File events wake the mirroring loop at once; the periodic pass catches anything missed.
+    let wake = Arc::new(Notify::new());
+    let _watcher = watch_media(&cfg.data_dir, wake.clone());
+
+    let (repair_tx, mut repair_rx) = mpsc::unbounded_channel::<SegmentRow>();
+    if cfg.scrub_interval_ms > 0 {
+        tokio::spawn(scrub_loop(
+            store.clone(),
+            db.clone(),
+            cfg.clone(),
+            status.clone(),
+            repair_tx,
+            shutdown.clone(),
+        ));
+    }
+
+    let mut backoff = nvr::job::Backoff::new(500, 5000);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let started = Instant::now();
+        let result = session(
+            &cfg,
+            &id,
+            &standby,
+            &store,
+            &db,
+            &mut log,
+            &status,
+            &wake,
+            &mut repair_rx,
+            &mut shutdown,
+        )
+        .await;
+        with_status(&status, |s| {
+            if let Some(p) = s.peers.get_mut(&standby.pins.node) {
+                p.connected = false;
+                if let Err(e) = &result {
+                    p.last_error = Some(e.to_string());
+                }
+            }
+        });
+        write_status(&cfg.data_dir, &status, &db);
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay_ms(nvr::job::random_jitter_unit());
+                tracing::warn!(peer = %standby.pins.node, error = %e, retry_in_ms = delay, "standby connection ended");
+                // Keep the log and heads current while disconnected.
+                if let Err(e) = tokio::task::block_in_place(|| {
+                    log.update(
+                        &store,
+                        &db,
+                        &id,
+                        Duration::from_millis(cfg.head_interval_ms),
+                        false,
+                    )
+                }) {
+                    tracing::error!(error = %e, "log update failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn watch_media(
+    data_dir: &std::path::Path,
+    wake: Arc<Notify>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let media = data_dir.join("media");
+    let _ = std::fs::create_dir_all(&media);
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            wake.notify_one();
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "file watcher unavailable; relying on periodic passes"))
+    .ok()?;
+    if let Err(e) = watcher.watch(&media, notify::RecursiveMode::Recursive) {
+        tracing::warn!(error = %e, "cannot watch media directory; relying on periodic passes");
+        return None;
+    }
+    Some(watcher)
+}
+
+pub async fn connect(
+    id: &NodeIdentity,
+    peer: &Peer,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, AgentError> {
+    let address = peer.address.clone().unwrap_or_default();
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::net::TcpStream::connect(&address))
+        .await
+        .map_err(|_| AgentError::Timeout(format!("connecting to {address}")))?
+        .map_err(io_err(format!("connect {address}")))?;
+    let _ = tcp.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(identity::client_config(id, &peer.pins)?);
+    let name = identity::server_name(&peer.pins)?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| AgentError::Timeout(format!("TLS handshake with {address}")))?
+        .map_err(io_err(format!("TLS handshake with {address}")))
+}
+
+/// Hello / HelloAck / StandbyState, as the primary.
+pub async fn handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    conn: &mut Conn<S>,
+    node: &str,
+    peer: &Peer,
+) -> Result<(Vec<Holding>, Option<SignedTreeHead>), AgentError> {
+    conn.send(&Message::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        node: node.to_owned(),
+        role: Role::Primary,
+        software: format!("nvr-sync {}", env!("CARGO_PKG_VERSION")),
+    })
+    .await?;
+    match conn.recv(HANDSHAKE_TIMEOUT).await? {
+        Some(Message::HelloAck { node: n, .. }) if n == peer.pins.node => {}
+        Some(Message::Error { message, .. }) => {
+            return Err(AgentError::Peer(format!("standby refused: {message}")))
+        }
+        other => {
+            return Err(AgentError::Peer(format!(
+                "expected HelloAck from {}, got {other:?}",
+                peer.pins.node
+            )))
+        }
+    }
+    match conn.recv(HANDSHAKE_TIMEOUT).await? {
+        Some(Message::StandbyState { holdings, head }) => {
+            let head = match head {
+                Some(v) => Some(from_json::<SignedTreeHead>(&v, "standby head")?),
+                None => None,
+            };
+            Ok((holdings, head))
+        }
+        other => Err(AgentError::Peer(format!(
+            "expected StandbyState, got {other:?}"
+        ))),
+    }
+}
+
+/// Per-connection mirroring state of one segment.
+#[derive(Default)]
+struct Mirror {
+    announced: bool,
+    sent: u64,
+    acked: u64,
+    data_in_flight: u32,
+    seal_sent: bool,
+    done: bool,
+    unacked_since_ms: Option<i64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    cfg: &SyncConfig,
+    id: &NodeIdentity,
+    standby: &Peer,
+    store: &Arc<Store>,
+    db: &Arc<SyncDb>,
+    log: &mut Log,
+    status: &SharedStatus,
+    wake: &Arc<Notify>,
+    repair_rx: &mut mpsc::UnboundedReceiver<SegmentRow>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let tls = connect(id, standby).await?;
+    let mut conn = Conn::new(tls);
+    let (holdings, standby_head) = handshake(&mut conn, &cfg.node_name, standby).await?;
+    let peer_name = standby.pins.node.clone();
+    tracing::info!(peer = %peer_name, holdings = holdings.len(), head = ?standby_head.as_ref().map(|h| h.head.tree_size), "connected to standby");
+    with_status(status, |s| {
+        if let Some(p) = s.peers.get_mut(&peer_name) {
+            p.connected = true;
+            p.last_connected_ms = Some(now_ms());
+            p.last_error = None;
+            p.last_head_size = standby_head.as_ref().map(|h| h.head.tree_size);
+        }
+    });
+
+    // Where the standby's log stands in ours.
+    let mut standby_size = 0u64;
+    let mut next_head = 0usize;
+    if let Some(h) = &standby_head {
+        let hash = h.head.head_hash();
+        match log
+            .heads
+            .iter()
+            .position(|mine| mine.head.head_hash() == hash)
+        {
+            Some(i) => {
+                standby_size = h.head.tree_size;
+                next_head = i + 1;
+            }
+            None => {
+                raise_alarm(db, "unknown_head", Some(&peer_name), None, &format!(
+                    "standby holds a head of size {} that this node never signed (was sync.db lost? run restore)",
+                    h.head.tree_size
+                ));
+                return Err(AgentError::Peer(
+                    "standby holds a head we never signed".into(),
+                ));
+            }
+        }
+    }
+
+    let mut mirrors: HashMap<String, Mirror> = HashMap::new();
+    for h in holdings {
+        if h.key.origin_node != cfg.node_name {
+            continue;
+        }
+        mirrors.insert(
+            h.key.path.clone(),
+            Mirror {
+                sent: h.bytes_held,
+                acked: h.bytes_held,
+                done: h.sealed_sha256.is_some(),
+                ..Mirror::default()
+            },
+        );
+    }
+
+    let (mut reader, mut writer) = (conn.reader, conn.writer);
+    let limits = conn.limits;
+    let (tx, mut rx) = mpsc::channel::<Result<Message, AgentError>>(256);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let r = crate::proto::read_message(&mut reader, &limits).await;
+            let stop = !matches!(r, Ok(Some(_)));
+            let item = match r {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(AgentError::Peer("standby closed the connection".into())),
+                Err(e) => Err(e.into()),
+            };
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    let _abort_reader = AbortOnDrop(reader_task);
+
+    let head_interval = Duration::from_millis(cfg.head_interval_ms);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_rx = Instant::now();
+    let mut last_ping = Instant::now();
+    let mut last_reconcile = Instant::now();
+    let mut mirror_after_id = 0i64;
+    let mut head_in_flight: Option<usize> = None;
+    let mut streams: HashMap<i64, (String, String)> = HashMap::new();
+    let mut repairs: HashMap<String, (SegmentRow, Vec<u8>)> = HashMap::new();
+    let mut budget = Budget::new(cfg.bandwidth_bytes_per_s);
+    let mut nonce = 0u64;
+
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer).await;
+                return Ok(());
+            }
+            _ = wake.notified() => {}
+            _ = tick.tick() => {}
+            Some(row) = repair_rx.recv() => {
+                let key = SegmentKey { origin_node: cfg.node_name.clone(), path: row.path.clone() };
+                let len = row.size_bytes.max(0) as u64;
+                tracing::warn!(path = %row.path, "fetching the good copy from the standby");
+                crate::proto::write_message(&mut writer, &Message::FetchRequest { key, offset: 0, len }).await?;
+                repairs.insert(row.path.clone(), (row, Vec::new()));
+            }
+            msg = rx.recv() => {
+                let msg = match msg {
+                    Some(m) => m?,
+                    None => return Err(AgentError::Peer("reader ended".into())),
+                };
+                last_rx = Instant::now();
+                match msg {
+                    Message::Ack { key, bytes_durable } => {
+                        let m = mirrors.entry(key.path.clone()).or_default();
+                        if m.data_in_flight > 0 {
+                            m.data_in_flight -= 1;
+                            m.acked = m.acked.max(bytes_durable);
+                            if bytes_durable < m.sent && m.data_in_flight == 0 {
+                                // The standby holds less than we sent (a gap): resend from there.
+                                m.sent = bytes_durable;
+                                m.acked = bytes_durable;
+                            }
+                        } else if m.seal_sent {
+                            m.done = true;
+                            with_status(status, |s| {
+                                if let Some(p) = s.peers.get_mut(&peer_name) {
+                                    p.segments_sealed_on_peer += 1;
+                                }
+                            });
+                        }
+                        if m.acked >= m.sent {
+                            m.unacked_since_ms = None;
+                        }
+                    }
+                    Message::HeadAccepted { countersignature } => {
+                        if let Some(i) = head_in_flight.take() {
+                            let head = &log.heads[i];
+                            let cs: crate::merkle::Countersignature = from_json(&countersignature, "countersignature")?;
+                            if !cs.verify_for(&head.head, &standby.pins.signing_public_key) {
+                                raise_alarm(db, "bad_countersignature", Some(&peer_name), None, "standby's countersignature does not verify");
+                            } else {
+                                let json = serde_json::to_string(&cs).unwrap_or_default();
+                                db.set_countersignature(&cfg.node_name, &head.head.head_hash(), &json)?;
+                            }
+                            standby_size = head.head.tree_size;
+                            next_head = i + 1;
+                            with_status(status, |s| {
+                                if let Some(p) = s.peers.get_mut(&peer_name) {
+                                    p.last_head_size = Some(standby_size);
+                                    p.last_head_ms = Some(now_ms());
+                                }
+                            });
+                        }
+                    }
+                    Message::Refused { key, reason } => {
+                        let path = key.as_ref().map(|k| k.path.clone());
+                        raise_alarm(db, "refused_by_standby", Some(&peer_name), path.as_deref(), &reason);
+                        match key {
+                            Some(k) => {
+                                let m = mirrors.entry(k.path).or_default();
+                                m.done = true;
+                                m.data_in_flight = m.data_in_flight.saturating_sub(1);
+                            }
+                            None => {
+                                return Err(AgentError::Peer(format!("standby refused our log: {reason}")));
+                            }
+                        }
+                    }
+                    Message::FetchData { key, offset, data, last } => {
+                        let complete = match repairs.get_mut(&key.path) {
+                            Some((_, buf)) => {
+                                if offset as usize == buf.len() {
+                                    buf.extend_from_slice(&data);
+                                }
+                                last
+                            }
+                            None => false,
+                        };
+                        if complete {
+                            if let Some((_, buf)) = repairs.remove(&key.path) {
+                                let path = key.path.clone();
+                                let result = tokio::task::block_in_place(|| store.restore_sealed(&path, &buf));
+                                match result {
+                                    Ok(()) => raise_alarm(db, "repaired", Some(&peer_name), Some(&path), "damaged local copy replaced by the standby's verified copy"),
+                                    Err(e) => raise_alarm(db, "repair_failed", Some(&peer_name), Some(&path), &e.to_string()),
+                                }
+                            }
+                        }
+                    }
+                    Message::Pong { .. } | Message::Ping { .. } => {}
+                    Message::Error { code, message } => {
+                        return Err(AgentError::Peer(format!("standby error {code:?}: {message}")));
+                    }
+                    other => tracing::debug!(?other, "unexpected message from standby"),
+                }
+            }
+        }
+
+        if last_rx.elapsed() > PEER_SILENCE {
+            return Err(AgentError::Timeout(format!(
+                "standby silent for {PEER_SILENCE:?}"
+            )));
+        }
+        if last_ping.elapsed() >= Duration::from_secs(1) {
+            nonce += 1;
+            crate::proto::write_message(
+                &mut writer,
+                &Message::Ping {
+                    nonce,
+                    sent_ms: now_ms(),
+                },
+            )
+            .await?;
+            last_ping = Instant::now();
+        }
+
+        // The log first, so a sealed segment has its leaf index when announced.
+        tokio::task::block_in_place(|| log.update(store, db, id, head_interval, true))?;
+        if last_reconcile.elapsed() >= Duration::from_millis(cfg.reconcile_interval_ms) {
+            mirror_after_id = 0;
+            last_reconcile = Instant::now();
+        }
+
+        // Mirror segments from the watermark on.
+        let rows = tokio::task::block_in_place(|| {
+            store
+                .catalog()
+                .node_segments_after(&cfg.node_name, mirror_after_id, 2000)
+        })?;
+        let mut contiguous_done = true;
+        let mut lags: HashMap<String, StreamLag> = HashMap::new();
+        for row in rows {
+            if row.state == SegmentState::Deleted {
+                if contiguous_done {
+                    mirror_after_id = row.id.0;
+                }
+                continue;
+            }
+            let m = mirrors.entry(row.path.clone()).or_default();
+            if m.done {
+                if contiguous_done {
+                    mirror_after_id = row.id.0;
+                }
+                continue;
+            }
+            contiguous_done = false;
+            if !streams.contains_key(&row.stream_id.0) {
+                streams = store
+                    .catalog()
+                    .streams()?
+                    .into_iter()
+                    .map(|s| (s.id.0, (s.camera, s.kind)))
+                    .collect();
+            }
+            let (camera, stream) = streams.get(&row.stream_id.0).cloned().unwrap_or_default();
+            let key = SegmentKey {
+                origin_node: cfg.node_name.clone(),
+                path: row.path.clone(),
+            };
+            let abs = store.absolute_path(&row.path);
+            let sealed = row.state == SegmentState::Sealed;
+            let local_len = if sealed {
+                row.size_bytes.max(0) as u64
+            } else {
+                match std::fs::metadata(&abs) {
+                    Ok(meta) => meta.len(),
+                    Err(_) => continue,
+                }
+            };
+            if !m.announced {
+                let info = SegmentInfo {
+                    camera: camera.clone(),
+                    stream: stream.clone(),
+                    start_ms: row.start_ms,
+                    video_codec: row.video_codec.clone(),
+                    width: row.width.max(0) as u32,
+                    height: row.height.max(0) as u32,
+                    audio_codec: row.audio_codec.clone(),
+                };
+                crate::proto::write_message(
+                    &mut writer,
+                    &Message::SegmentOpen {
+                        key: key.clone(),
+                        info,
+                    },
+                )
+                .await?;
+                m.announced = true;
+            }
+            if local_len > m.sent && m.data_in_flight < 64 {
+                let mut file = tokio::fs::File::open(&abs)
+                    .await
+                    .map_err(io_err(format!("open {}", abs.display())))?;
+                tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(m.sent))
+                    .await
+                    .map_err(io_err("seek"))?;
+                while m.sent < local_len && m.data_in_flight < 64 {
+                    let want = ((local_len - m.sent) as usize).min(CHUNK_BYTES);
+                    budget.take(want).await;
+                    let mut buf = vec![0u8; want];
+                    file.read_exact(&mut buf)
+                        .await
+                        .map_err(io_err(format!("read {}", abs.display())))?;
+                    crate::proto::write_message(
+                        &mut writer,
+                        &Message::SegmentData {
+                            key: key.clone(),
+                            offset: m.sent,
+                            data: buf.into(),
+                        },
+                    )
+                    .await?;
+                    m.sent += want as u64;
+                    m.data_in_flight += 1;
+                    m.unacked_since_ms.get_or_insert_with(now_ms);
+                    with_status(status, |s| {
+                        if let Some(p) = s.peers.get_mut(&peer_name) {
+                            p.bytes_sent += want as u64;
+                        }
+                    });
+                }
+            }
+            if sealed && m.sent == local_len && !m.seal_sent {
+                if let (Some(sha), Some(leaf_index)) =
+                    (row.sha256.clone(), log.leaf_index(&row.path))
+                {
+                    crate::proto::write_message(
+                        &mut writer,
+                        &Message::SegmentSealed {
+                            key: key.clone(),
+                            size_bytes: local_len,
+                            sha256: sha,
+                            end_ms: row.end_ms,
+                            frames: row.frames,
+                            leaf_index,
+                        },
+                    )
+                    .await?;
+                    m.seal_sent = true;
+                }
+            }
+            let lag = lags.entry(format!("{camera}/{stream}")).or_default();
+            if !sealed || lag.segment.is_empty() {
+                lag.segment = row.path.clone();
+                lag.local_bytes = local_len;
+                lag.acked_bytes = m.acked;
+                lag.lag_bytes = local_len.saturating_sub(m.acked);
+                lag.lag_ms = m.unacked_since_ms.map_or(0, |t| now_ms() - t);
+            }
+        }
+
+        // Tree heads, in the order they were signed, each with the leaves it adds.
+        if head_in_flight.is_none() && next_head < log.heads.len() {
+            let head = &log.heads[next_head];
+            let size = head.head.tree_size;
+            let proof = if standby_size == 0 {
+                Vec::new()
+            } else {
+                log.tree
+                    .consistency_proof(standby_size, size)
+                    .unwrap_or_default()
+            };
+            let all = db.leaves(&cfg.node_name)?;
+            let leaves = log.leaves_json(&all, standby_size, size);
+            crate::proto::write_message(
+                &mut writer,
+                &Message::TreeHead {
+                    head: to_json(head),
+                    consistency_proof: proof.iter().map(|h| super::hex(h)).collect(),
+                    leaves,
+                },
+            )
+            .await?;
+            head_in_flight = Some(next_head);
+        }
+
+        with_status(status, |s| {
+            s.log_size = log.tree.len();
+            if let Some(p) = s.peers.get_mut(&peer_name) {
+                for (k, v) in lags {
+                    p.streams.insert(k, v);
+                }
+            }
+        });
+        write_status(&cfg.data_dir, status, db);
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A token bucket for the optional bandwidth cap.
+struct Budget {
+    bytes_per_s: u64,
+    available: f64,
+    last: Instant,
+}
+
+impl Budget {
+    fn new(bytes_per_s: u64) -> Self {
+        Budget {
+            bytes_per_s,
+            available: bytes_per_s as f64,
+            last: Instant::now(),
+        }
+    }
+
+    async fn take(&mut self, bytes: usize) {
+        if self.bytes_per_s == 0 {
+            return;
+        }
+        let rate = self.bytes_per_s as f64;
+        self.available = (self.available + self.last.elapsed().as_secs_f64() * rate).min(rate);
+        self.last = Instant::now();
+        self.available -= bytes as f64;
+        if self.available < 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(-self.available / rate)).await;
+        }
+    }
+}
+
+/// Periodically re-hashes this node's sealed segments against the catalog (rate-limited); a mismatch is an
+/// alarm and a repair request (the good copy is fetched from the standby and verified before it replaces
+/// the damaged file).
+async fn scrub_loop(
+    store: Arc<Store>,
+    db: Arc<SyncDb>,
+    cfg: SyncConfig,
+    status: SharedStatus,
+    repair: mpsc::UnboundedSender<SegmentRow>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reported: HashSet<String> = HashSet::new();
+    loop {
+        let store2 = store.clone();
+        let node = cfg.node_name.clone();
+        let rate = cfg.scrub_bytes_per_s;
+        let pass = tokio::task::spawn_blocking(move || scrub_pass(&store2, &node, rate)).await;
+        match pass {
+            Ok(Ok((bytes, damaged))) => {
+                with_status(&status, |s| {
+                    s.scrub_passes += 1;
+                    s.scrub_bytes += bytes;
+                });
+                for (row, detail) in damaged {
+                    if reported.insert(format!("{}:{detail}", row.path)) {
+                        raise_alarm(&db, "scrub_mismatch", None, Some(&row.path), &detail);
+                    }
+                    let _ = repair.send(row);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "scrub pass failed"),
+            Err(e) => tracing::warn!(error = %e, "scrub task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(cfg.scrub_interval_ms)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One scrub pass: (bytes hashed, damaged segments with what is wrong).
+fn scrub_pass(
+    store: &Store,
+    node: &str,
+    bytes_per_s: u64,
+) -> Result<(u64, Vec<(SegmentRow, String)>), AgentError> {
+    let sealed = store.catalog().segments_in_state(SegmentState::Sealed)?;
+    let mut hashed = 0u64;
+    let mut damaged = Vec::new();
+    let started = Instant::now();
+    for row in sealed.into_iter().filter(|r| r.node == node) {
+        let path = store.absolute_path(&row.path);
+        let detail = match nvr::storage::sha256_file(&path) {
+            Ok(h) if Some(h.as_str()) == row.sha256.as_deref() => None,
+            Ok(h) => Some(format!(
+                "sha256 {h}, logged {}",
+                row.sha256.as_deref().unwrap_or("-")
+            )),
+            Err(e) => Some(format!("unreadable: {e}")),
+        };
+        hashed += row.size_bytes.max(0) as u64;
+        if let Some(d) = detail {
+            damaged.push((row, d));
+        }
+        // Rate limit: never faster than bytes_per_s on average.
+        let due = Duration::from_secs_f64(hashed as f64 / bytes_per_s.max(1) as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok((hashed, damaged))
+}

@@ -1,0 +1,664 @@
+//! Standby side: accept pinned primaries, store their segments write-once, verify every signed tree head
+//! against the history already held, countersign what is consistent, refuse and quarantine the rest.
+//!
+//! What a primary (honest, broken or compromised) can do here: add new segments and extend its own log.
+//! What it cannot do: change bytes already received, replace a sealed copy, rewrite or fork its logged
+//! history, delete anything (the standby deletes only by its own retention), or act for another primary.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nvr::storage::{MirrorError, MirrorInfo, SegmentState, Store, SyncDb};
+use tokio::sync::watch;
+
+use super::{
+    from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
+    SharedStatus, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+};
+use crate::config::SyncConfig;
+use crate::identity::{self, NodeIdentity, PeerPins};
+use crate::merkle::{
+    check_leaves, check_new_head, Countersignature, HeadCheck, MerkleTree, SegmentLeaf,
+    SignedTreeHead,
+};
+use crate::proto::{ErrorCode, Holding, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
+
+/// What the standby holds of one primary's log.
+#[derive(Default)]
+struct OriginLog {
+    loaded: bool,
+    tree: MerkleTree,
+    head: Option<SignedTreeHead>,
+    /// Logged sha256 per segment path.
+    logged: HashMap<String, [u8; 32]>,
+}
+
+type Origins = Arc<Mutex<HashMap<String, OriginLog>>>;
+
+struct Shared {
+    node: String,
+    id: NodeIdentity,
+    pins: Vec<PeerPins>,
+    store: Arc<Store>,
+    db: Arc<SyncDb>,
+    origins: Origins,
+    status: SharedStatus,
+}
+
+/// Runs the standby side until `shutdown`.
+pub async fn run(
+    cfg: SyncConfig,
+    id: NodeIdentity,
+    status: SharedStatus,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let store = Arc::new(Store::open(
+        &cfg.data_dir,
+        &cfg.node_name,
+        Arc::new(nvr::clock::SystemClock),
+    )?);
+    let db = Arc::new(SyncDb::open(&cfg.data_dir)?);
+    let pins: Vec<PeerPins> = cfg.peers.iter().map(|p| p.pins.clone()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity::server_config(&id, &pins)?);
+    let Some(listen) = cfg.listen else {
+        return Err(AgentError::Peer("standby without listen address".into()));
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(io_err(format!("listen on {listen}")))?;
+    tracing::info!(%listen, primaries = pins.len(), "standby listening");
+    with_status(&status, |s| {
+        s.node = cfg.node_name.clone();
+        s.role = "standby".into();
+        for p in &pins {
+            s.peers.entry(p.node.clone()).or_default().node = p.node.clone();
+        }
+    });
+    let shared = Arc::new(Shared {
+        node: cfg.node_name.clone(),
+        id,
+        pins,
+        store,
+        db,
+        origins: Arc::new(Mutex::new(HashMap::new())),
+        status: status.clone(),
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => write_status(&cfg.data_dir, &status, &shared.db),
+            accepted = listener.accept() => {
+                let (tcp, addr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::warn!(%addr, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(%addr, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let Some(peer) = identity::peer_of(tls.get_ref().1, &shared.pins) else {
+                        tracing::warn!(%addr, "connection without a pinned certificate");
+                        return;
+                    };
+                    let name = peer.node.clone();
+                    let result = serve(&shared, peer, Conn::new(tls), shutdown).await;
+                    with_status(&shared.status, |s| {
+                        if let Some(p) = s.peers.get_mut(&name) {
+                            p.connected = false;
+                            if let Err(e) = &result {
+                                p.last_error = Some(e.to_string());
+                            }
+                        }
+                    });
+                    if let Err(e) = result {
+                        tracing::warn!(peer = %name, error = %e, "primary connection ended");
+                    }
+                });
+            }
+        }
+    }
+    write_status(&cfg.data_dir, &status, &shared.db);
+    Ok(())
+}
+
+fn lock(origins: &Origins) -> std::sync::MutexGuard<'_, HashMap<String, OriginLog>> {
+    match origins.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn load_origin(shared: &Shared, origin: &str) -> Result<(), AgentError> {
+    let mut origins = lock(&shared.origins);
+    let log = origins.entry(origin.to_owned()).or_default();
+    if log.loaded {
+        return Ok(());
+    }
+    for (bytes, hash) in shared.db.leaves(origin)? {
+        log.tree.push(hash);
+        if let Ok(leaf) = SegmentLeaf::decode(&bytes) {
+            log.logged.insert(leaf.path, leaf.sha256);
+        }
+    }
+    if let Some(json) = shared.db.latest_head(origin)? {
+        log.head = serde_json::from_str(&json).ok();
+    }
+    log.loaded = true;
+    Ok(())
+}
+
+async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    peer: PeerPins,
+    mut conn: Conn<S>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let origin = peer.node.clone();
+    match conn.recv(HANDSHAKE_TIMEOUT).await? {
+        Some(Message::Hello {
+            protocol_version,
+            node,
+            role,
+            ..
+        }) => {
+            if protocol_version != PROTOCOL_VERSION {
+                conn.send(&Message::Error {
+                    code: ErrorCode::VersionMismatch,
+                    message: format!("protocol {protocol_version} not supported (this standby speaks {PROTOCOL_VERSION})"),
+                })
+                .await?;
+                return Err(AgentError::Peer("protocol version mismatch".into()));
+            }
+            if node != origin || role != Role::Primary {
+                raise_alarm(
+                    &shared.db,
+                    "impersonation",
+                    Some(&origin),
+                    None,
+                    &format!("certificate of {origin} said it is {node} ({role:?})"),
+                );
+                conn.send(&Message::Error {
+                    code: ErrorCode::Unauthorized,
+                    message: "certificate and Hello disagree".into(),
+                })
+                .await?;
+                return Err(AgentError::Peer("certificate and Hello disagree".into()));
+            }
+        }
+        other => return Err(AgentError::Peer(format!("expected Hello, got {other:?}"))),
+    }
+    conn.send(&Message::HelloAck {
+        protocol_version: PROTOCOL_VERSION,
+        node: shared.node.clone(),
+    })
+    .await?;
+    tokio::task::block_in_place(|| load_origin(shared, &origin))?;
+    let holdings: Vec<Holding> =
+        tokio::task::block_in_place(|| shared.store.mirror_holdings(&origin))?
+            .into_iter()
+            .map(|h| Holding {
+                key: SegmentKey {
+                    origin_node: origin.clone(),
+                    path: h.path,
+                },
+                bytes_held: h.bytes_held,
+                sealed_sha256: h.sealed_sha256,
+            })
+            .collect();
+    let head = lock(&shared.origins)
+        .get(&origin)
+        .and_then(|l| l.head.as_ref().map(to_json));
+    conn.send(&Message::StandbyState { holdings, head }).await?;
+    tracing::info!(peer = %origin, "primary connected");
+    with_status(&shared.status, |s| {
+        if let Some(p) = s.peers.get_mut(&origin) {
+            p.connected = true;
+            p.last_connected_ms = Some(now_ms());
+            p.last_error = None;
+        }
+    });
+
+    let mut infos: HashMap<String, SegmentInfo> = HashMap::new();
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            m = conn.recv(PEER_SILENCE) => m?,
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        match msg {
+            Message::SegmentOpen { key, info } => {
+                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
+                    continue;
+                }
+                infos.insert(key.path, info);
+            }
+            Message::SegmentData { key, offset, data } => {
+                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
+                    continue;
+                }
+                with_status(&shared.status, |s| {
+                    if let Some(p) = s.peers.get_mut(&origin) {
+                        p.bytes_received += data.len() as u64;
+                    }
+                });
+                let r = tokio::task::block_in_place(|| {
+                    shared
+                        .store
+                        .mirror_append(&origin, &key.path, offset, &data, true)
+                });
+                match r {
+                    Ok(held) => {
+                        conn.send(&Message::Ack {
+                            key,
+                            bytes_durable: held,
+                        })
+                        .await?
+                    }
+                    Err(MirrorError::OffsetGap { held, .. }) => {
+                        conn.send(&Message::Ack {
+                            key,
+                            bytes_durable: held,
+                        })
+                        .await?
+                    }
+                    Err(MirrorError::Storage(e)) => return Err(e.into()),
+                    Err(e) => {
+                        refuse(
+                            shared,
+                            &mut conn,
+                            &origin,
+                            Some(key),
+                            "refused_data",
+                            &e.to_string(),
+                        )
+                        .await?
+                    }
+                }
+            }
+            Message::SegmentSealed {
+                key,
+                size_bytes,
+                sha256,
+                end_ms,
+                frames,
+                leaf_index: _,
+            } => {
+                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
+                    continue;
+                }
+                let logged = lock(&shared.origins)
+                    .get(&origin)
+                    .and_then(|l| l.logged.get(&key.path).copied());
+                if let Some(logged) = logged {
+                    if super::hex(&logged) != sha256 {
+                        let reason = format!(
+                            "seal hash {sha256} contradicts the logged {}",
+                            super::hex(&logged)
+                        );
+                        refuse(
+                            shared,
+                            &mut conn,
+                            &origin,
+                            Some(key),
+                            "contradicts_log",
+                            &reason,
+                        )
+                        .await?;
+                        continue;
+                    }
+                }
+                let Some(info) = infos.get(&key.path) else {
+                    refuse(
+                        shared,
+                        &mut conn,
+                        &origin,
+                        Some(key),
+                        "protocol",
+                        "sealed before it was opened",
+                    )
+                    .await?;
+                    continue;
+                };
+                let info = MirrorInfo {
+                    camera: info.camera.clone(),
+                    stream: info.stream.clone(),
+                    start_ms: info.start_ms,
+                    video_codec: info.video_codec.clone(),
+                    width: info.width,
+                    height: info.height,
+                    audio_codec: info.audio_codec.clone(),
+                };
+                let r = tokio::task::block_in_place(|| {
+                    shared.store.mirror_seal(
+                        &origin, &key.path, &info, size_bytes, &sha256, end_ms, frames,
+                    )
+                });
+                match r {
+                    Ok(()) => {
+                        with_status(&shared.status, |s| {
+                            if let Some(p) = s.peers.get_mut(&origin) {
+                                p.segments_sealed_on_peer += 1;
+                            }
+                        });
+                        conn.send(&Message::Ack {
+                            key,
+                            bytes_durable: size_bytes,
+                        })
+                        .await?;
+                    }
+                    Err(MirrorError::Storage(e)) => return Err(e.into()),
+                    Err(e) => {
+                        refuse(
+                            shared,
+                            &mut conn,
+                            &origin,
+                            Some(key),
+                            "refused_seal",
+                            &e.to_string(),
+                        )
+                        .await?
+                    }
+                }
+            }
+            Message::TreeHead {
+                head,
+                consistency_proof,
+                leaves,
+            } => match accept_head(shared, &peer, &head, &consistency_proof, &leaves) {
+                Ok(cs) => {
+                    conn.send(&Message::HeadAccepted {
+                        countersignature: cs,
+                    })
+                    .await?
+                }
+                Err(reason) => {
+                    refuse(shared, &mut conn, &origin, None, "head_refused", &reason).await?
+                }
+            },
+            Message::FetchList {
+                camera,
+                start_ms,
+                end_ms,
+                ..
+            } => {
+                send_listing(
+                    shared,
+                    &mut conn,
+                    &origin,
+                    camera.as_deref(),
+                    start_ms,
+                    end_ms,
+                )
+                .await?;
+            }
+            Message::FetchRequest { key, offset, len } => {
+                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
+                    continue;
+                }
+                send_file(shared, &mut conn, key, offset, len).await?;
+            }
+            Message::Ping { nonce, sent_ms } => {
+                conn.send(&Message::Pong { nonce, sent_ms }).await?
+            }
+            Message::Pong { .. } => {}
+            Message::Error { code, message } => {
+                return Err(AgentError::Peer(format!(
+                    "primary error {code:?}: {message}"
+                )))
+            }
+            other => tracing::debug!(?other, "unexpected message from primary"),
+        }
+    }
+}
+
+/// A primary may only send its own segments.
+async fn refuse_foreign<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    conn: &mut Conn<S>,
+    origin: &str,
+    key: &SegmentKey,
+) -> Result<bool, AgentError> {
+    if key.origin_node == origin {
+        return Ok(false);
+    }
+    let reason = format!("{origin} sent a segment of {}", key.origin_node);
+    refuse(
+        shared,
+        conn,
+        origin,
+        Some(key.clone()),
+        "foreign_segment",
+        &reason,
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    conn: &mut Conn<S>,
+    origin: &str,
+    key: Option<SegmentKey>,
+    kind: &str,
+    reason: &str,
+) -> Result<(), AgentError> {
+    raise_alarm(
+        &shared.db,
+        kind,
+        Some(origin),
+        key.as_ref().map(|k| k.path.as_str()),
+        reason,
+    );
+    conn.send(&Message::Refused {
+        key,
+        reason: reason.to_owned(),
+    })
+    .await
+}
+
+/// Verifies a new head (signature, chain, consistency, leaves) and countersigns it.
+fn accept_head(
+    shared: &Shared,
+    peer: &PeerPins,
+    head: &serde_json::Value,
+    proof: &[String],
+    leaves: &[serde_json::Value],
+) -> Result<serde_json::Value, String> {
+    let origin = &peer.node;
+    let new: SignedTreeHead = from_json(head, "tree head").map_err(|e| e.to_string())?;
+    let proof: Vec<[u8; 32]> = proof
+        .iter()
+        .map(|h| super::parse_hash(h).ok_or_else(|| format!("bad proof hash {h:?}")))
+        .collect::<Result<_, _>>()?;
+    let leaves: Vec<SegmentLeaf> = leaves
+        .iter()
+        .map(|l| from_json(l, "leaf").map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    if new.head.log_node != *origin {
+        return Err(format!(
+            "head of log {:?} sent by {origin}",
+            new.head.log_node
+        ));
+    }
+    let mut origins = lock(&shared.origins);
+    let log = origins.entry(origin.clone()).or_default();
+    match check_new_head(log.head.as_ref(), &new, &proof, &peer.signing_public_key)
+        .map_err(|e| e.to_string())?
+    {
+        HeadCheck::AlreadyHeld => {
+            let hash = new.head.head_hash();
+            let stored = shared.db.heads(origin).map_err(|e| e.to_string())?;
+            let cs = stored
+                .iter()
+                .rev()
+                .find(|h| h.head_hash == hash)
+                .and_then(|h| h.countersignature_json.as_deref())
+                .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
+            return cs.ok_or_else(|| "head held without countersignature".to_owned());
+        }
+        HeadCheck::First | HeadCheck::Extends { .. } => {}
+    }
+    if leaves.iter().any(|l| l.origin_node != *origin) {
+        return Err("leaf of another node in this log".into());
+    }
+    let hashes: Vec<[u8; 32]> = leaves.iter().map(|l| l.leaf_hash()).collect();
+    check_leaves(&log.tree, &hashes, &new.head).map_err(|e| e.to_string())?;
+    // A leaf must not contradict a sealed copy held here.
+    for leaf in &leaves {
+        if let Ok(Some(row)) = shared.store.sealed_segment_by_path(&leaf.path) {
+            if row.node == *origin
+                && row.state == SegmentState::Sealed
+                && row.sha256.as_deref() != Some(super::hex(&leaf.sha256).as_str())
+            {
+                return Err(format!(
+                    "leaf for {} says sha256 {} but the held copy is {}",
+                    leaf.path,
+                    super::hex(&leaf.sha256),
+                    row.sha256.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+    }
+    let base = log.tree.len();
+    for (i, leaf) in leaves.iter().enumerate() {
+        shared
+            .db
+            .append_leaf(
+                origin,
+                base + i as u64,
+                &leaf.encode(),
+                &hashes[i],
+                &leaf.path,
+            )
+            .map_err(|e| e.to_string())?;
+        log.tree.push(hashes[i]);
+        log.logged.insert(leaf.path.clone(), leaf.sha256);
+    }
+    let json = serde_json::to_string(&new).map_err(|e| e.to_string())?;
+    let hash = new.head.head_hash();
+    shared
+        .db
+        .store_head(origin, new.head.tree_size, &hash, &json, now_ms())
+        .map_err(|e| e.to_string())?;
+    let cs = Countersignature::create(&shared.node, &new.head, &|m| shared.id.sign(m));
+    let cs_json = serde_json::to_string(&cs).map_err(|e| e.to_string())?;
+    shared
+        .db
+        .set_countersignature(origin, &hash, &cs_json)
+        .map_err(|e| e.to_string())?;
+    let size = new.head.tree_size;
+    log.head = Some(new);
+    drop(origins);
+    with_status(&shared.status, |s| {
+        if let Some(p) = s.peers.get_mut(origin) {
+            p.last_head_size = Some(size);
+            p.last_head_ms = Some(now_ms());
+        }
+    });
+    Ok(to_json(&cs))
+}
+
+/// For restore: the latest head with every leaf, then the sealed segments matching the filter.
+async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    conn: &mut Conn<S>,
+    origin: &str,
+    camera: Option<&str>,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+) -> Result<(), AgentError> {
+    let (head, leaves) = {
+        let origins = lock(&shared.origins);
+        let head = origins
+            .get(origin)
+            .and_then(|l| l.head.as_ref().map(to_json))
+            .unwrap_or(serde_json::Value::Null);
+        (head, shared.db.leaves(origin)?)
+    };
+    let leaves_json: Vec<serde_json::Value> = leaves
+        .iter()
+        .filter_map(|(b, _)| SegmentLeaf::decode(b).ok())
+        .map(|l| to_json(&l))
+        .collect();
+    conn.send(&Message::TreeHead {
+        head,
+        consistency_proof: Vec::new(),
+        leaves: leaves_json,
+    })
+    .await?;
+    let rows = shared
+        .store
+        .catalog()
+        .segments_in_state(SegmentState::Sealed)?;
+    let segments = rows
+        .into_iter()
+        .filter(|r| r.node == origin)
+        .filter(|r| start_ms.is_none_or(|s| r.end_ms > s) && end_ms.is_none_or(|e| r.start_ms < e))
+        .filter(|r| camera.is_none_or(|c| r.path.split('/').nth(1) == Some(c)))
+        .map(|r| {
+            serde_json::json!({
+                "path": r.path, "start_ms": r.start_ms, "end_ms": r.end_ms,
+                "size_bytes": r.size_bytes, "sha256": r.sha256, "frames": r.frames,
+            })
+        })
+        .collect();
+    conn.send(&Message::FetchListReply { segments }).await
+}
+
+async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    conn: &mut Conn<S>,
+    key: SegmentKey,
+    offset: u64,
+    len: u64,
+) -> Result<(), AgentError> {
+    let row = shared.store.sealed_segment_by_path(&key.path)?;
+    let Some(row) = row.filter(|r| r.node == key.origin_node && r.state == SegmentState::Sealed)
+    else {
+        return conn
+            .send(&Message::Refused {
+                key: Some(key),
+                reason: "no sealed copy here".into(),
+            })
+            .await;
+    };
+    let path = shared.store.absolute_path(&row.path);
+    let data = tokio::fs::read(&path)
+        .await
+        .map_err(io_err(format!("read {}", path.display())))?;
+    let start = (offset as usize).min(data.len());
+    let end = (offset.saturating_add(len) as usize).min(data.len());
+    let mut pos = start;
+    loop {
+        let next = (pos + CHUNK_BYTES).min(end);
+        let last = next == end;
+        conn.send(&Message::FetchData {
+            key: key.clone(),
+            offset: pos as u64,
+            data: bytes::Bytes::copy_from_slice(&data[pos..next]),
+            last,
+        })
+        .await?;
+        pos = next;
+        if last {
+            return Ok(());
+        }
+    }
+}
