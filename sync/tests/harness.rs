@@ -103,8 +103,10 @@ fn proxy_passes_bytes_both_ways_on_several_connections() {
     writer.join().expect("writer thread");
     assert!(got == big, "300 kB echo differs");
 
-    assert_eq!(proxy.bytes_to_target(), 300_005);
-    assert_eq!(proxy.bytes_to_client(), 300_005);
+    // Counters are bumped right after each write: the peer may see bytes a moment earlier.
+    assert!(wait_until(T, Duration::from_millis(10), || {
+        proxy.bytes_to_target() == 300_005 && proxy.bytes_to_client() == 300_005
+    }));
     assert_eq!(proxy.bytes_forwarded(), 600_010);
     assert_eq!(proxy.connections(), 2);
     assert_eq!(proxy.active_connections(), 2);
@@ -122,8 +124,10 @@ fn proxy_stall_holds_bytes_then_delivers_them_in_order() {
     let proxy = FaultProxy::start(echo_server());
     let mut a = connect(&proxy);
     roundtrip(&mut a, b"ping");
-    let before = proxy.bytes_forwarded();
-    assert_eq!(before, 8);
+    let before = 8;
+    assert!(wait_until(T, Duration::from_millis(10), || proxy
+        .bytes_forwarded()
+        == before));
 
     proxy.set_mode(Mode::Stall);
     let data = pattern(50_000, 7);
@@ -219,7 +223,10 @@ fn proxy_bandwidth_limit_bounds_bytes_per_second() {
     let proxy = FaultProxy::start(echo_server());
     let mut a = connect(&proxy);
     roundtrip(&mut a, b"x");
-    let base = proxy.bytes_to_target();
+    let base = 1;
+    assert!(wait_until(T, Duration::from_millis(10), || proxy
+        .bytes_forwarded()
+        == 2 * base));
 
     let start = Instant::now(); // before the limit, so `start` bounds the bucket's refills
     proxy.set_bandwidth_bytes_per_s(Some(RATE));

@@ -425,7 +425,9 @@ impl FaultProxy {
         self.shared.lock_state().limit = rate.map(|r| [Bucket::new(r), Bucket::new(r)]);
     }
 
-    /// Bytes written to either side so far (both directions, all connections).
+    /// Bytes written to either side so far (both directions, all connections). Counters are
+    /// bumped right after each write returns, so a peer may read bytes a moment before they are
+    /// counted: compare with [`wait_until`], not right after a read.
     pub fn bytes_forwarded(&self) -> u64 {
         self.bytes_to_target() + self.bytes_to_client()
     }
