@@ -1,4 +1,5 @@
-//! Test support shared by the integration tests in `nvr/tests/` (each file says `mod common;`).
+//! Test support shared by the integration tests in `nvr/tests/` (each file says `mod common;`),
+//! and included by `sync/tests/common/mod.rs` (`#[path]`): nothing here may assume the nvr crate.
 //!
 //! * [`GstCamera`]: a real RTSP camera (GStreamer's gst-rtsp-server driven by `tests/rtsp_server.py`).
 //! * [`HostileCamera`]: a misbehaving RTSP server (`tests/hostile_camera.py`).
