@@ -31,7 +31,10 @@ fn unit_passes_systemd_analyze_verify_without_warnings() {
         "unit must start /usr/local/bin/nvr"
     );
     let dir = TestDir::new();
-    let unit = UNIT.replace(INSTALLED_EXEC, &format!("ExecStart={} ", common::NVR_BIN));
+    let unit = UNIT.replace(
+        INSTALLED_EXEC,
+        &format!("ExecStart={} ", common::nvr_bin().display()),
+    );
     let path = dir.write("nvr.service", unit);
     let out = Command::new("systemd-analyze")
         .arg("verify")

@@ -1,4 +1,5 @@
-//! Test support shared by the integration tests in `nvr/tests/` (each file says `mod common;`).
+//! Test support shared by the integration tests in `nvr/tests/` (each file says `mod common;`),
+//! and included by `sync/tests/common/mod.rs` (`#[path]`): nothing here may assume the nvr crate.
 //!
 //! * [`GstCamera`]: a real RTSP camera (GStreamer's gst-rtsp-server driven by `tests/rtsp_server.py`).
 //! * [`HostileCamera`]: a misbehaving RTSP server (`tests/hostile_camera.py`).
@@ -848,8 +849,41 @@ pub fn ffprobe_url(url: &str, timeout: Duration) -> FfprobeReport {
 // NvrProcess
 // ---------------------------------------------------------------------------------------------
 
-/// Path of the `nvr` binary cargo built for these tests.
-pub const NVR_BIN: &str = env!("CARGO_BIN_EXE_nvr");
+/// Path of a workspace binary: `from_cargo` (cargo's `CARGO_BIN_EXE_<name>`, defined only for the
+/// integration tests of the crate that owns the binary), else `<target>/<profile>/<name>` next to
+/// the running test executable (`<target>/<profile>/deps/<test>-<hash>`). Panics with a hint when
+/// the binary is not there: binaries of *other* crates are not built by `cargo test -p <crate>`,
+/// which is why `tests/run` runs `cargo build --workspace --bins` first.
+fn workspace_bin(name: &str, from_cargo: Option<&str>) -> PathBuf {
+    if let Some(path) = from_cargo {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("path of the running test executable");
+    // deps/<test> -> deps -> <profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()));
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "binary `{name}` not found at {} (looked next to the test executable {}); \
+         build it first: `cargo build --workspace --bins` (tests/run does this)",
+        path.display(),
+        exe.display()
+    );
+    path
+}
+
+/// Path of the `nvr` binary (works from the tests of any workspace crate; see [`workspace_bin`]).
+pub fn nvr_bin() -> PathBuf {
+    workspace_bin("nvr", option_env!("CARGO_BIN_EXE_nvr"))
+}
+
+/// Path of the `nvr-sync` binary (works from the tests of any workspace crate).
+pub fn nvr_sync_bin() -> PathBuf {
+    workspace_bin("nvr-sync", option_env!("CARGO_BIN_EXE_nvr-sync"))
+}
 
 static SPAWN_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -877,7 +911,7 @@ impl NvrProcess {
             all_envs.push(("RUST_LOG", "info"));
         }
         all_envs.extend_from_slice(envs);
-        NvrProcess::spawn_program(dir, "nvr", NVR_BIN, args, &all_envs)
+        NvrProcess::spawn_program(dir, "nvr", nvr_bin(), args, &all_envs)
     }
 
     /// Spawns any program the same way (used by the rig's own tests).
