@@ -333,14 +333,14 @@ fn file_hashes_and_tree_comparison() {
     let a = media_files(dir.join("a"));
     let expected: BTreeMap<String, String> = [
         (
-            "cam1/main/1.mp4",
+            "media/cam1/main/1.mp4",
             file_sha256(dir.join("a/media/cam1/main/1.mp4")),
         ),
         (
-            "cam1/main/2.mp4",
+            "media/cam1/main/2.mp4",
             file_sha256(dir.join("a/media/cam1/main/2.mp4")),
         ),
-        ("cam2/x.mp4", file_sha256(&abc)),
+        ("media/cam2/x.mp4", file_sha256(&abc)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -350,14 +350,14 @@ fn file_hashes_and_tree_comparison() {
     assert!(media_files(dir.join("nothing-here")).is_empty());
     assert_eq!(
         diff_files(&a, &BTreeMap::new()),
-        vec!["cam1/main/1.mp4", "cam1/main/2.mp4", "cam2/x.mp4"]
+        vec!["media/cam1/main/1.mp4", "media/cam1/main/2.mp4", "media/cam2/x.mp4"]
     );
     dir.write("b/media/cam1/main/1.mp4", "one");
     dir.write("b/media/cam1/main/2.mp4", "TWO");
     dir.write("b/media/cam2/x.mp4", "abc");
     dir.write("b/media/extra.mp4", "more");
     let b = media_files(dir.join("b"));
-    assert_eq!(diff_files(&a, &b), vec!["cam1/main/2.mp4"]);
+    assert_eq!(diff_files(&a, &b), vec!["media/cam1/main/2.mp4"]);
     dir.write("b/media/cam1/main/2.mp4", "two");
     assert!(diff_files(&a, &media_files(dir.join("b"))).is_empty());
 }

@@ -299,24 +299,8 @@ impl Catalog {
     }
 
     fn migrate(&mut self) -> Result<(), StorageError> {
-        let version = self.schema_version()?;
-        if version > SCHEMA_VERSION {
-            return Err(StorageError::SchemaTooNew {
-                path: self.path.clone(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
         let path = self.path.clone();
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction().map_err(|e| err(&path, e))?;
-            tx.execute_batch(sql).map_err(|e| err(&path, e))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| err(&path, e))?;
-            tx.commit().map_err(|e| err(&path, e))?;
-            tracing::info!(catalog = %path.display(), version = i + 1, "catalog schema migrated");
-        }
-        Ok(())
+        migrate(&mut self.conn, MIGRATIONS, &path, "catalog")
     }
 
     pub fn ensure_stream(
@@ -749,6 +733,43 @@ impl Catalog {
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))
+    }
+}
+
+/// Applies the missing `migrations` (entry `i` upgrades version `i` to `i + 1`, in `PRAGMA user_version`).
+///
+/// Several processes open the same database (the recorder, the sync agent, checks): each step runs in an
+/// IMMEDIATE transaction that re-reads the version, so two processes starting together never apply a
+/// step twice. A database newer than `migrations` is refused.
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    migrations: &[&str],
+    path: &Path,
+    what: &str,
+) -> Result<(), StorageError> {
+    let supported = migrations.len() as i64;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| err(path, e))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| err(path, e))?;
+        if version > supported {
+            return Err(StorageError::SchemaTooNew {
+                path: path.to_owned(),
+                found: version,
+                supported,
+            });
+        }
+        let Some(sql) = migrations.get(version as usize) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql).map_err(|e| err(path, e))?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(|e| err(path, e))?;
+        tx.commit().map_err(|e| err(path, e))?;
+        tracing::info!(db = %path.display(), version = version + 1, "{what} schema migrated");
     }
 }
 

@@ -54,7 +54,6 @@ CREATE TABLE alarms (
 "#];
 
 /// The schema version this program writes.
-pub const SYNC_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// A leaf of a Merkle log: its encoded bytes and its hash.
 pub type Leaf = (Vec<u8>, [u8; 32]);
@@ -122,24 +121,7 @@ impl SyncDb {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
         // Heads and alarms must survive a power cut once acknowledged: FULL in WAL mode.
         conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(e)?;
-        if version > SYNC_SCHEMA_VERSION {
-            return Err(StorageError::SchemaTooNew {
-                path,
-                found: version,
-                supported: SYNC_SCHEMA_VERSION,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().map_err(e)?;
-            tx.execute_batch(sql).map_err(e)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(e)?;
-            tx.commit().map_err(e)?;
-            tracing::info!(db = %path.display(), version = i + 1, "sync.db schema migrated");
-        }
+        super::catalog::migrate(&mut conn, MIGRATIONS, &path, "sync.db")?;
         Ok(SyncDb {
             conn: Mutex::new(conn),
             path,

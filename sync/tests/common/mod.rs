@@ -539,9 +539,12 @@ pub fn dir_files(root: impl AsRef<Path>) -> BTreeMap<String, String> {
     out
 }
 
-/// [`dir_files`] of a node's `<data_dir>/media`.
+/// [`dir_files`] of a node's `<data_dir>/media`, keyed like catalog paths (`media/<camera>/...`).
 pub fn media_files(data_dir: impl AsRef<Path>) -> BTreeMap<String, String> {
     dir_files(data_dir.as_ref().join("media"))
+        .into_iter()
+        .map(|(k, v)| (format!("media/{k}"), v))
+        .collect()
 }
 
 /// Paths in `want` that `have` lacks or holds with other contents (empty: `have` ⊇ `want`).

@@ -1,0 +1,483 @@
+//! End-to-end tests of the sync agent: real recorder, real agents (primary and standby) as processes,
+//! real mutual TLS on loopback, real faults (kill -9, a proxy that stalls, refuses and cuts, files
+//! overwritten with random bytes, a forged primary).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CAMSIM_STREAMS: usize = 3;
+
+struct Pair {
+    dir: TestDir,
+    a: Identity,
+    s: Identity,
+    data_a: PathBuf,
+    data_s: PathBuf,
+    rec_cfg: PathBuf,
+    prim_cfg: PathBuf,
+    stby_cfg: PathBuf,
+    standby_listen: String,
+    _camsim: NvrProcess,
+    recorder: NvrProcess,
+    primary: NvrProcess,
+    standby: NvrProcess,
+}
+
+/// Camera simulator + recorder + standby agent + primary agent (optionally through `proxy_for`).
+fn start_pair(streams: usize, scrub_interval_ms: u64, via_proxy: bool) -> (Pair, Option<FaultProxy>) {
+    let dir = TestDir::new();
+    let cam_port = free_port();
+    let camsim = NvrProcess::spawn(
+        &dir,
+        &["camsim", "--listen", &format!("127.0.0.1:{cam_port}"), "--streams", &streams.to_string()],
+    );
+    let a = keygen(&dir, "node-a");
+    let s = keygen(&dir, "standby-1");
+    let data_a = dir.join("data-a");
+    let data_s = dir.join("data-s");
+    let cams: Vec<(String, String)> =
+        (1..=streams).map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:{cam_port}/cam{i}"))).collect();
+    let cam_refs: Vec<(&str, &str)> = cams.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
+    let rec_cfg = write_recorder_config(&dir, "node-a", &data_a, &cam_refs, 4);
+    let standby_listen = format!("127.0.0.1:{}", free_port());
+    let stby = SyncConfig::standby(&s, &data_s, &standby_listen, &a);
+    let stby_cfg = stby.write(&dir);
+    let standby = spawn_sync(&dir, &stby_cfg);
+    let proxy = via_proxy.then(|| FaultProxy::start(standby_listen.parse().expect("addr")));
+    let target = proxy.as_ref().map_or(standby_listen.clone(), |p| p.address());
+    let mut prim = SyncConfig::primary(&a, &data_a, &s, &target);
+    prim.scrub_interval_ms = scrub_interval_ms;
+    let prim_cfg = prim.write(&dir);
+    let recorder = spawn_recorder(&dir, &rec_cfg);
+    let primary = spawn_sync(&dir, &prim_cfg);
+    (
+        Pair {
+            dir,
+            a,
+            s,
+            data_a,
+            data_s,
+            rec_cfg,
+            prim_cfg,
+            stby_cfg,
+            standby_listen,
+            _camsim: camsim,
+            recorder,
+            primary,
+            standby,
+        },
+        proxy,
+    )
+}
+
+fn status_file(data_dir: &Path) -> serde_json::Value {
+    std::fs::read(data_dir.join("sync-status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Sealed segments of the recorder (path -> sha256 from the catalog).
+fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
+    if !data_dir.join("catalog.db").exists() {
+        return BTreeMap::new();
+    }
+    let store = nvr::storage::Store::open_read_only(data_dir, std::sync::Arc::new(nvr::clock::SystemClock))
+        .expect("catalog");
+    let rows = store.catalog().segments_in_state(nvr::storage::SegmentState::Sealed).expect("sealed");
+    rows.into_iter()
+        .filter(|r| r.node == node)
+        .map(|r| (r.path, r.sha256.unwrap_or_default()))
+        .collect()
+}
+
+fn standby_alarms(data_s: &Path) -> Vec<nvr::storage::AlarmRow> {
+    nvr::storage::SyncDb::open(data_s).and_then(|db| db.alarms(0)).unwrap_or_default()
+}
+
+fn primary_alarms(data_a: &Path) -> Vec<nvr::storage::AlarmRow> {
+    nvr::storage::SyncDb::open(data_a).and_then(|db| db.alarms(0)).unwrap_or_default()
+}
+
+/// Stops the recorder and waits until the standby holds every sealed segment, byte-identical.
+fn stop_and_converge(p: &mut Pair, timeout: Duration) {
+    p.recorder.sigterm();
+    p.recorder.expect_clean_exit(Duration::from_secs(30));
+    let want = sealed_on(&p.data_a, "node-a");
+    assert!(!want.is_empty());
+    let converged = wait_until(timeout, Duration::from_millis(300), || {
+        let have = media_files(&p.data_s);
+        want.iter().all(|(path, sha)| have.get(path) == Some(sha))
+    });
+    let have = media_files(&p.data_s);
+    let missing: Vec<&String> = want.iter().filter(|(k, v)| have.get(*k) != Some(*v)).map(|(k, _)| k).collect();
+    assert!(
+        converged,
+        "standby lacks {} of {} segments: {missing:?}\nprimary log:\n{}\nstandby log:\n{}",
+        missing.len(),
+        want.len(),
+        p.primary.stderr_tail(30),
+        p.standby.stderr_tail(30)
+    );
+    // Byte-identical to the primary's files, and to the hashes the recorder computed while writing.
+    let primary_files = media_files(&p.data_a);
+    for (path, sha) in &want {
+        assert_eq!(primary_files.get(path), Some(sha), "{path}: primary file vs catalog");
+    }
+    let standby_sealed = sealed_on(&p.data_s, "node-a");
+    assert_eq!(standby_sealed, want, "standby catalog: every mirrored segment sealed with the primary's hash");
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn mirrors_three_streams_byte_identical_lagging_at_most_a_fragment() {
+    let (mut p, _) = start_pair(CAMSIM_STREAMS, 0, false);
+    let mut lag_ms = Vec::new();
+    let mut lag_bytes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        let st = status_file(&p.data_a);
+        if let Some(streams) = st["peers"]["standby-1"]["streams"].as_object() {
+            for v in streams.values() {
+                lag_ms.push(v["lag_ms"].as_i64().unwrap_or(0));
+                lag_bytes.push(v["lag_bytes"].as_i64().unwrap_or(0));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(p.recorder.is_running() && p.primary.is_running() && p.standby.is_running());
+    assert!(lag_ms.len() > 100, "status samples: {}", lag_ms.len());
+    lag_ms.sort_unstable();
+    lag_bytes.sort_unstable();
+    // One fragment = one 2 s GOP of the simulator (about 0.5 MB at 2 Mbit/s).
+    let fragment_bytes = 700_000;
+    println!(
+        "lag ms p50 {} p99 {} max {}; lag bytes p50 {} p99 {} max {}",
+        percentile(&lag_ms, 0.5),
+        percentile(&lag_ms, 0.99),
+        lag_ms.last().copied().unwrap_or(0),
+        percentile(&lag_bytes, 0.5),
+        percentile(&lag_bytes, 0.99),
+        lag_bytes.last().copied().unwrap_or(0)
+    );
+    assert!(lag_ms.last().copied().unwrap_or(0) <= 3000, "lag beyond one fragment + 1 s: {:?}", lag_ms.last());
+    assert!(lag_bytes.last().copied().unwrap_or(0) <= fragment_bytes, "lag beyond one fragment: {:?}", lag_bytes.last());
+    stop_and_converge(&mut p, Duration::from_secs(30));
+    // The standby countersigned the whole log.
+    let st = status_file(&p.data_a);
+    let log_size = st["log_size"].as_u64().unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            status_file(&p.data_a)["peers"]["standby-1"]["last_head_size"].as_u64() >= Some(sealed_on(&p.data_a, "node-a").len() as u64)
+        }),
+        "log {log_size}, status {st}"
+    );
+    assert!(standby_alarms(&p.data_s).is_empty(), "{:?}", standby_alarms(&p.data_s));
+    let status = sync_status(&p.dir, &p.stby_cfg);
+    assert_eq!(status["role"], "standby");
+}
+
+#[test]
+fn killing_either_agent_resumes_without_resending_and_recording_never_stops() {
+    let (mut p, _) = start_pair(2, 0, false);
+    let mut sent_total = 0u64;
+    let sent_now = |data_a: &Path| status_file(data_a)["peers"]["standby-1"]["bytes_sent"].as_u64().unwrap_or(0);
+    for round in 0..2 {
+        assert!(
+            wait_until(Duration::from_secs(30), Duration::from_millis(200), || sent_now(&p.data_a) > 500_000),
+            "round {round}: nothing mirrored; {}",
+            p.primary.stderr_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        sent_total += sent_now(&p.data_a);
+        // Mid-transfer, the primary agent dies; a moment later the standby's too.
+        p.primary.kill9();
+        std::fs::remove_file(p.data_a.join("sync-status.json")).ok();
+        std::thread::sleep(Duration::from_secs(2));
+        p.standby.kill9();
+        std::thread::sleep(Duration::from_secs(2));
+        p.standby = spawn_sync(&p.dir, &p.stby_cfg);
+        p.primary = spawn_sync(&p.dir, &p.prim_cfg);
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(p.recorder.is_running(), "the recorder must not care about the agents");
+    stop_and_converge(&mut p, Duration::from_secs(40));
+    sent_total += sent_now(&p.data_a);
+    let total: u64 = media_files(&p.data_a)
+        .keys()
+        .map(|k| std::fs::metadata(p.data_a.join(k)).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    // Only data in flight at a kill (at most one 1 MiB chunk per stream, twice) may be sent again.
+    println!("bytes sent over all agent lifetimes {sent_total}, bytes of media {total}");
+    assert!(sent_total <= total + 4 * 1_048_576, "re-sent too much: {sent_total} for {total}");
+    // The recorder recorded every stream as one continuous run through all of it.
+    let store = nvr::storage::Store::open_read_only(&p.data_a, std::sync::Arc::new(nvr::clock::SystemClock)).expect("store");
+    for s in store.catalog().streams().expect("streams") {
+        assert_eq!(store.catalog().runs(s.id).expect("runs").len(), 1, "{}: recording was interrupted", s.camera);
+    }
+}
+
+#[test]
+fn link_stalls_refusals_and_cuts_are_caught_up_without_loss() {
+    let (mut p, proxy) = start_pair(2, 0, true);
+    let proxy = proxy.expect("proxy");
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || proxy.bytes_to_target() > 300_000),
+        "nothing crossed the proxy; {}",
+        p.primary.stderr_tail(20)
+    );
+    proxy.set_mode(Mode::Stall);
+    std::thread::sleep(Duration::from_secs(10));
+    proxy.set_mode(Mode::Refuse);
+    std::thread::sleep(Duration::from_secs(10));
+    proxy.set_mode(Mode::Pass);
+    std::thread::sleep(Duration::from_secs(5));
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(proxy.connections() >= 2, "the agent reconnected");
+    stop_and_converge(&mut p, Duration::from_secs(60));
+    assert!(p.primary.is_running() && p.standby.is_running());
+}
+
+#[test]
+fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
+    let (mut p, _) = start_pair(2, 1000, false);
+    assert!(
+        wait_until(Duration::from_secs(40), Duration::from_millis(300), || sealed_on(&p.data_s, "node-a").len() >= 4),
+        "nothing sealed on the standby; {}",
+        p.standby.stderr_tail(20)
+    );
+    let standby_before = media_files(&p.data_s);
+    // Encrypt every sealed segment on the primary; flip bytes in the open ones.
+    let store = nvr::storage::Store::open_read_only(&p.data_a, std::sync::Arc::new(nvr::clock::SystemClock)).expect("store");
+    let sealed = store.catalog().segments_in_state(nvr::storage::SegmentState::Sealed).expect("sealed");
+    let open = store.catalog().segments_in_state(nvr::storage::SegmentState::Open).expect("open");
+    let attack_ms = chrono::Utc::now().timestamp_millis();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for row in &sealed {
+        let path = p.data_a.join(&row.path);
+        let len = std::fs::metadata(&path).expect("meta").len() as usize;
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let mut perms = std::fs::metadata(&path).expect("meta").permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        std::fs::write(&path, junk).expect("encrypt");
+    }
+    for row in &open {
+        let path = p.data_a.join(&row.path);
+        if let Ok(mut bytes) = std::fs::read(&path) {
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0xff;
+            std::fs::write(&path, bytes).ok();
+        }
+    }
+    // Alarms within 10 s.
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            primary_alarms(&p.data_a).iter().any(|a| a.kind == "scrub_mismatch" && a.time_ms >= attack_ms)
+        }),
+        "no alarm within 10 s; primary log:\n{}",
+        p.primary.stderr_tail(30)
+    );
+    let alarm_ms = primary_alarms(&p.data_a).iter().filter(|a| a.kind == "scrub_mismatch").map(|a| a.time_ms).min().unwrap_or(0);
+    println!("first alarm {} ms after the attack", alarm_ms - attack_ms);
+    // The standby's verified copies are untouched.
+    let standby_now = media_files(&p.data_s);
+    for (path, sha) in &standby_before {
+        assert_eq!(standby_now.get(path), Some(sha), "{path} changed on the standby");
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(p.recorder.is_running(), "recording never stops");
+    stop_and_converge(&mut p, Duration::from_secs(40));
+    // Restore (on top of the automatic repair) leaves the primary bit-identical to what was recorded.
+    let out = sync_restore(&p.dir, &p.prim_cfg, None, None, Duration::from_secs(120));
+    assert!(out.status.success(), "restore failed:\n{}{}", out.stdout, out.stderr);
+    let want = sealed_on(&p.data_a, "node-a");
+    let files = media_files(&p.data_a);
+    for (path, sha) in &want {
+        assert_eq!(files.get(path), Some(sha), "{path} not restored");
+    }
+    let quarantined = std::fs::read_dir(p.data_a.join("quarantine")).map(|d| d.count()).unwrap_or(0);
+    assert!(quarantined >= sealed.len(), "damaged files kept aside: {quarantined}");
+    let check = run_nvr(&p.dir, &["check", "--config", &p.rec_cfg.to_string_lossy()], Duration::from_secs(60));
+    assert!(check.status.success(), "nvr check after restore:\n{}", check.stdout);
+}
+
+#[test]
+fn restore_rebuilds_a_wiped_primary_from_the_standby() {
+    let (mut p, _) = start_pair(1, 0, false);
+    assert!(
+        wait_until(Duration::from_secs(40), Duration::from_millis(300), || sealed_on(&p.data_s, "node-a").len() >= 3),
+        "nothing sealed on the standby"
+    );
+    stop_and_converge(&mut p, Duration::from_secs(30));
+    let want = sealed_on(&p.data_a, "node-a");
+    p.primary.sigterm();
+    p.primary.expect_clean_exit(Duration::from_secs(20));
+    std::fs::remove_dir_all(&p.data_a).expect("wipe");
+    let out = sync_restore(&p.dir, &p.prim_cfg, None, None, Duration::from_secs(120));
+    assert!(out.status.success(), "restore failed:\n{}{}", out.stdout, out.stderr);
+    assert_eq!(sealed_on(&p.data_a, "node-a"), want);
+    assert_eq!(media_files(&p.data_a), want);
+    let _ = (&p.a, &p.s, &p.standby_listen);
+}
+
+/// A compromised primary (it has the real keys) and strangers (no pinned key) talk to the standby
+/// directly with the protocol library.
+#[test]
+fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms() {
+    use nvr_sync::agent::{primary, Conn};
+    use nvr_sync::merkle::{MerkleTree, SegmentLeaf, SignedTreeHead, TreeHead};
+    use nvr_sync::proto::{Message, SegmentKey};
+
+    let (mut p, _) = start_pair(1, 0, false);
+    assert!(
+        wait_until(Duration::from_secs(40), Duration::from_millis(300), || sealed_on(&p.data_s, "node-a").len() >= 3),
+        "nothing sealed on the standby"
+    );
+    // Give the standby a moment to accept the head covering them, then stop the honest agent.
+    std::thread::sleep(Duration::from_secs(2));
+    p.primary.sigterm();
+    p.primary.expect_clean_exit(Duration::from_secs(20));
+    let before = media_files(&p.data_s);
+    let alarms_before = standby_alarms(&p.data_s).len();
+
+    let id = nvr_sync::identity::load(&p.a.dir).expect("primary identity");
+    let stranger_dir = p.dir.join("stranger");
+    let stranger = nvr_sync::identity::generate(&stranger_dir, "node-a").expect("stranger identity");
+    let cfg = nvr_sync::config::SyncConfig::load(&p.prim_cfg).expect("config");
+    let standby = cfg.peers[0].clone();
+    let own_heads: Vec<SignedTreeHead> = nvr::storage::SyncDb::open(&p.data_a)
+        .and_then(|db| db.heads("node-a"))
+        .expect("heads")
+        .iter()
+        .filter_map(|h| serde_json::from_str(&h.head_json).ok())
+        .collect();
+    let own_leaves: Vec<SegmentLeaf> = nvr::storage::SyncDb::open(&p.data_a)
+        .and_then(|db| db.leaves("node-a"))
+        .expect("leaves")
+        .iter()
+        .filter_map(|(b, _)| SegmentLeaf::decode(b).ok())
+        .collect();
+    assert!(own_heads.len() >= 2 && !own_leaves.is_empty());
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        // A stranger with an unpinned certificate never gets a session.
+        let refused = match primary::connect(&stranger, &standby).await {
+            Err(_) => true,
+            Ok(tls) => {
+                let mut conn = Conn::new(tls);
+                primary::handshake(&mut conn, "node-a", &standby).await.is_err()
+            }
+        };
+        assert!(refused, "unknown certificate accepted");
+
+        let tls = primary::connect(&id, &standby).await.expect("connect");
+        let mut conn = Conn::new(tls);
+        let (holdings, held_head) = primary::handshake(&mut conn, "node-a", &standby).await.expect("handshake");
+        let held_head = held_head.expect("standby holds a head");
+        let sealed = holdings.iter().find(|h| h.sealed_sha256.is_some()).expect("a sealed holding");
+        let expect_refused = |m: Option<Message>, what: &str| match m {
+            Some(Message::Refused { .. }) => {}
+            other => panic!("{what}: expected Refused, got {other:?}"),
+        };
+
+        // 1. Bytes contradicting a sealed copy.
+        let key = SegmentKey { origin_node: "node-a".into(), path: sealed.key.path.clone() };
+        conn.send(&Message::SegmentData { key: key.clone(), offset: 0, data: vec![0x42u8; 4096].into() }).await.expect("send");
+        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "contradicting bytes");
+
+        // 2. A head signed with another key.
+        let mut forged = held_head.head.clone();
+        forged.timestamp_ms += 1;
+        forged.prev_head_hash = held_head.head.head_hash();
+        let other_key = forged.sign(&|m| stranger.sign(m));
+        conn.send(&Message::TreeHead { head: serde_json::to_value(&other_key).expect("json"), consistency_proof: vec![], leaves: vec![] }).await.expect("send");
+        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "head signed by another key");
+
+        // 3. A replayed older head (genuinely signed).
+        let old = own_heads.iter().find(|h| h.head.tree_size < held_head.head.tree_size).cloned().unwrap_or_else(|| own_heads[0].clone());
+        conn.send(&Message::TreeHead { head: serde_json::to_value(&old).expect("json"), consistency_proof: vec![], leaves: vec![] }).await.expect("send");
+        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "replayed head");
+
+        // 4. History rewritten by the (compromised) primary itself: leaf 0 gets another hash.
+        let size = held_head.head.tree_size as usize;
+        let mut leaves: Vec<SegmentLeaf> = own_leaves[..size.min(own_leaves.len())].to_vec();
+        leaves[0].sha256 = [7u8; 32];
+        let mut extra = leaves[0].clone();
+        extra.path = "media/cam1/main/2030-01-01/20300101T000000000Z_node-a.mp4".into();
+        leaves.push(extra.clone());
+        let tree = MerkleTree::from_leaf_hashes(leaves.iter().map(|l| l.leaf_hash()).collect());
+        let rewritten = TreeHead {
+            log_node: "node-a".into(),
+            tree_size: tree.len(),
+            root_hash: tree.root(),
+            timestamp_ms: held_head.head.timestamp_ms + 10,
+            prev_head_hash: held_head.head.head_hash(),
+        }
+        .sign(&|m| id.sign(m));
+        let proof: Vec<String> = tree.consistency_proof(size as u64, tree.len()).unwrap_or_default().iter().map(|h| nvr::storage::hex(h)).collect();
+        conn.send(&Message::TreeHead {
+            head: serde_json::to_value(&rewritten).expect("json"),
+            consistency_proof: proof,
+            leaves: vec![serde_json::to_value(&extra).expect("json")],
+        })
+        .await
+        .expect("send");
+        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "rewritten leaf");
+
+        // 5. A new leaf that contradicts a sealed copy the standby holds (same path, other hash).
+        let honest = MerkleTree::from_leaf_hashes(own_leaves[..size].iter().map(|l| l.leaf_hash()).collect());
+        let mut lie = own_leaves[0].clone();
+        lie.sha256 = [9u8; 32];
+        let mut grown = honest.clone();
+        grown.push(lie.leaf_hash());
+        let lying = TreeHead {
+            log_node: "node-a".into(),
+            tree_size: grown.len(),
+            root_hash: grown.root(),
+            timestamp_ms: held_head.head.timestamp_ms + 20,
+            prev_head_hash: held_head.head.head_hash(),
+        }
+        .sign(&|m| id.sign(m));
+        let proof: Vec<String> = grown.consistency_proof(size as u64, grown.len()).unwrap_or_default().iter().map(|h| nvr::storage::hex(h)).collect();
+        conn.send(&Message::TreeHead {
+            head: serde_json::to_value(&lying).expect("json"),
+            consistency_proof: proof,
+            leaves: vec![serde_json::to_value(&lie).expect("json")],
+        })
+        .await
+        .expect("send");
+        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "leaf contradicting a held copy");
+    });
+
+    let alarms = standby_alarms(&p.data_s);
+    assert!(alarms.len() >= alarms_before + 5, "alarms: {alarms:?}");
+    assert_eq!(media_files(&p.data_s), before, "the standby's media did not change");
+    let quarantined = std::fs::read_dir(p.data_s.join("quarantine")).map(|d| d.count()).unwrap_or(0);
+    assert!(quarantined >= 1, "refused bytes kept aside");
+    assert!(p.standby.is_running());
+    // The honest primary reconnects and carries on.
+    p.primary = spawn_sync(&p.dir, &p.prim_cfg);
+    stop_and_converge(&mut p, Duration::from_secs(40));
+}
