@@ -256,7 +256,7 @@ fn append_in_pieces_then_seal_publishes_read_only_and_catalogs_with_origin() {
         .store
         .segments_in_range(stream, 0, i64::MAX)
         .expect("range");
-    assert_eq!(visible, [row.clone()]);
+    assert_eq!(visible, std::slice::from_ref(&row));
     assert_eq!(
         s.store.mirror_holdings(PRIMARY).expect("holdings"),
         [MirrorHolding {
@@ -876,7 +876,8 @@ fn syncdb_leaves_heads_and_alarms() {
         Some("{\"size\":3,\"b\":1}")
     );
     let heads = db.heads(PRIMARY).expect("heads");
-    let summary: Vec<(u64, [u8; 32], &str, Option<&str>, i64)> = heads
+    type HeadSummary<'a> = (u64, [u8; 32], &'a str, Option<&'a str>, i64);
+    let summary: Vec<HeadSummary<'_>> = heads
         .iter()
         .map(|x| {
             (
