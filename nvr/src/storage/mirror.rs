@@ -851,7 +851,9 @@ impl Store {
             ));
         }
         let _guard = self.mirror_guard();
-        if let Some(row) = self.catalog().segment_by_path(path)? {
+        // Bound first: the catalog guard must be released before restore_sealed_locked takes it.
+        let existing = self.catalog().segment_by_path(path)?;
+        if let Some(row) = existing {
             if row.state != SegmentState::Deleted && row.sha256.is_some() {
                 if row.sha256.as_deref() == Some(want.as_str()) {
                     return self.restore_sealed_locked(path, good);
