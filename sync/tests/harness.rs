@@ -350,7 +350,11 @@ fn file_hashes_and_tree_comparison() {
     assert!(media_files(dir.join("nothing-here")).is_empty());
     assert_eq!(
         diff_files(&a, &BTreeMap::new()),
-        vec!["media/cam1/main/1.mp4", "media/cam1/main/2.mp4", "media/cam2/x.mp4"]
+        vec![
+            "media/cam1/main/1.mp4",
+            "media/cam1/main/2.mp4",
+            "media/cam2/x.mp4"
+        ]
     );
     dir.write("b/media/cam1/main/1.mp4", "one");
     dir.write("b/media/cam1/main/2.mp4", "TWO");

@@ -29,19 +29,35 @@ struct Pair {
 }
 
 /// Camera simulator + recorder + standby agent + primary agent (optionally through `proxy_for`).
-fn start_pair(streams: usize, scrub_interval_ms: u64, via_proxy: bool) -> (Pair, Option<FaultProxy>) {
+fn start_pair(
+    streams: usize,
+    scrub_interval_ms: u64,
+    via_proxy: bool,
+) -> (Pair, Option<FaultProxy>) {
     let dir = TestDir::new();
     let cam_port = free_port();
     let camsim = NvrProcess::spawn(
         &dir,
-        &["camsim", "--listen", &format!("127.0.0.1:{cam_port}"), "--streams", &streams.to_string()],
+        &[
+            "camsim",
+            "--listen",
+            &format!("127.0.0.1:{cam_port}"),
+            "--streams",
+            &streams.to_string(),
+        ],
     );
     let a = keygen(&dir, "node-a");
     let s = keygen(&dir, "standby-1");
     let data_a = dir.join("data-a");
     let data_s = dir.join("data-s");
-    let cams: Vec<(String, String)> =
-        (1..=streams).map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:{cam_port}/cam{i}"))).collect();
+    let cams: Vec<(String, String)> = (1..=streams)
+        .map(|i| {
+            (
+                format!("cam{i}"),
+                format!("rtsp://127.0.0.1:{cam_port}/cam{i}"),
+            )
+        })
+        .collect();
     let cam_refs: Vec<(&str, &str)> = cams.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
     let rec_cfg = write_recorder_config(&dir, "node-a", &data_a, &cam_refs, 4);
     let standby_listen = format!("127.0.0.1:{}", free_port());
@@ -49,7 +65,9 @@ fn start_pair(streams: usize, scrub_interval_ms: u64, via_proxy: bool) -> (Pair,
     let stby_cfg = stby.write(&dir);
     let standby = spawn_sync(&dir, &stby_cfg);
     let proxy = via_proxy.then(|| FaultProxy::start(standby_listen.parse().expect("addr")));
-    let target = proxy.as_ref().map_or(standby_listen.clone(), |p| p.address());
+    let target = proxy
+        .as_ref()
+        .map_or(standby_listen.clone(), |p| p.address());
     let mut prim = SyncConfig::primary(&a, &data_a, &s, &target);
     prim.scrub_interval_ms = scrub_interval_ms;
     let prim_cfg = prim.write(&dir);
@@ -87,9 +105,13 @@ fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
     if !data_dir.join("catalog.db").exists() {
         return BTreeMap::new();
     }
-    let store = nvr::storage::Store::open_read_only(data_dir, std::sync::Arc::new(nvr::clock::SystemClock))
-        .expect("catalog");
-    let rows = store.catalog().segments_in_state(nvr::storage::SegmentState::Sealed).expect("sealed");
+    let store =
+        nvr::storage::Store::open_read_only(data_dir, std::sync::Arc::new(nvr::clock::SystemClock))
+            .expect("catalog");
+    let rows = store
+        .catalog()
+        .segments_in_state(nvr::storage::SegmentState::Sealed)
+        .expect("sealed");
     rows.into_iter()
         .filter(|r| r.node == node)
         .map(|r| (r.path, r.sha256.unwrap_or_default()))
@@ -97,11 +119,15 @@ fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
 }
 
 fn standby_alarms(data_s: &Path) -> Vec<nvr::storage::AlarmRow> {
-    nvr::storage::SyncDb::open(data_s).and_then(|db| db.alarms(0)).unwrap_or_default()
+    nvr::storage::SyncDb::open(data_s)
+        .and_then(|db| db.alarms(0))
+        .unwrap_or_default()
 }
 
 fn primary_alarms(data_a: &Path) -> Vec<nvr::storage::AlarmRow> {
-    nvr::storage::SyncDb::open(data_a).and_then(|db| db.alarms(0)).unwrap_or_default()
+    nvr::storage::SyncDb::open(data_a)
+        .and_then(|db| db.alarms(0))
+        .unwrap_or_default()
 }
 
 /// Stops the recorder and waits until the standby holds every sealed segment, byte-identical.
@@ -115,7 +141,11 @@ fn stop_and_converge(p: &mut Pair, timeout: Duration) {
         want.iter().all(|(path, sha)| have.get(path) == Some(sha))
     });
     let have = media_files(&p.data_s);
-    let missing: Vec<&String> = want.iter().filter(|(k, v)| have.get(*k) != Some(*v)).map(|(k, _)| k).collect();
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
     assert!(
         converged,
         "standby lacks {} of {} segments: {missing:?}\nprimary log:\n{}\nstandby log:\n{}",
@@ -127,10 +157,17 @@ fn stop_and_converge(p: &mut Pair, timeout: Duration) {
     // Byte-identical to the primary's files, and to the hashes the recorder computed while writing.
     let primary_files = media_files(&p.data_a);
     for (path, sha) in &want {
-        assert_eq!(primary_files.get(path), Some(sha), "{path}: primary file vs catalog");
+        assert_eq!(
+            primary_files.get(path),
+            Some(sha),
+            "{path}: primary file vs catalog"
+        );
     }
     let standby_sealed = sealed_on(&p.data_s, "node-a");
-    assert_eq!(standby_sealed, want, "standby catalog: every mirrored segment sealed with the primary's hash");
+    assert_eq!(
+        standby_sealed, want,
+        "standby catalog: every mirrored segment sealed with the primary's hash"
+    );
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -171,19 +208,32 @@ fn mirrors_three_streams_byte_identical_lagging_at_most_a_fragment() {
         percentile(&lag_bytes, 0.99),
         lag_bytes.last().copied().unwrap_or(0)
     );
-    assert!(lag_ms.last().copied().unwrap_or(0) <= 3000, "lag beyond one fragment + 1 s: {:?}", lag_ms.last());
-    assert!(lag_bytes.last().copied().unwrap_or(0) <= fragment_bytes, "lag beyond one fragment: {:?}", lag_bytes.last());
+    assert!(
+        lag_ms.last().copied().unwrap_or(0) <= 3000,
+        "lag beyond one fragment + 1 s: {:?}",
+        lag_ms.last()
+    );
+    assert!(
+        lag_bytes.last().copied().unwrap_or(0) <= fragment_bytes,
+        "lag beyond one fragment: {:?}",
+        lag_bytes.last()
+    );
     stop_and_converge(&mut p, Duration::from_secs(30));
     // The standby countersigned the whole log.
     let st = status_file(&p.data_a);
     let log_size = st["log_size"].as_u64().unwrap_or(0);
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-            status_file(&p.data_a)["peers"]["standby-1"]["last_head_size"].as_u64() >= Some(sealed_on(&p.data_a, "node-a").len() as u64)
+            status_file(&p.data_a)["peers"]["standby-1"]["last_head_size"].as_u64()
+                >= Some(sealed_on(&p.data_a, "node-a").len() as u64)
         }),
         "log {log_size}, status {st}"
     );
-    assert!(standby_alarms(&p.data_s).is_empty(), "{:?}", standby_alarms(&p.data_s));
+    assert!(
+        standby_alarms(&p.data_s).is_empty(),
+        "{:?}",
+        standby_alarms(&p.data_s)
+    );
     let status = sync_status(&p.dir, &p.stby_cfg);
     assert_eq!(status["role"], "standby");
 }
@@ -192,10 +242,18 @@ fn mirrors_three_streams_byte_identical_lagging_at_most_a_fragment() {
 fn killing_either_agent_resumes_without_resending_and_recording_never_stops() {
     let (mut p, _) = start_pair(2, 0, false);
     let mut sent_total = 0u64;
-    let sent_now = |data_a: &Path| status_file(data_a)["peers"]["standby-1"]["bytes_sent"].as_u64().unwrap_or(0);
+    let sent_now = |data_a: &Path| {
+        status_file(data_a)["peers"]["standby-1"]["bytes_sent"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     for round in 0..2 {
         assert!(
-            wait_until(Duration::from_secs(30), Duration::from_millis(200), || sent_now(&p.data_a) > 500_000),
+            wait_until(
+                Duration::from_secs(30),
+                Duration::from_millis(200),
+                || sent_now(&p.data_a) > 500_000
+            ),
             "round {round}: nothing mirrored; {}",
             p.primary.stderr_tail(20)
         );
@@ -211,20 +269,40 @@ fn killing_either_agent_resumes_without_resending_and_recording_never_stops() {
         p.primary = spawn_sync(&p.dir, &p.prim_cfg);
     }
     std::thread::sleep(Duration::from_secs(6));
-    assert!(p.recorder.is_running(), "the recorder must not care about the agents");
+    assert!(
+        p.recorder.is_running(),
+        "the recorder must not care about the agents"
+    );
     stop_and_converge(&mut p, Duration::from_secs(40));
     sent_total += sent_now(&p.data_a);
     let total: u64 = media_files(&p.data_a)
         .keys()
-        .map(|k| std::fs::metadata(p.data_a.join(k)).map(|m| m.len()).unwrap_or(0))
+        .map(|k| {
+            std::fs::metadata(p.data_a.join(k))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
         .sum();
     // Only data in flight at a kill (at most one 1 MiB chunk per stream, twice) may be sent again.
     println!("bytes sent over all agent lifetimes {sent_total}, bytes of media {total}");
-    assert!(sent_total <= total + 4 * 1_048_576, "re-sent too much: {sent_total} for {total}");
+    assert!(
+        sent_total <= total + 4 * 1_048_576,
+        "re-sent too much: {sent_total} for {total}"
+    );
     // The recorder recorded every stream as one continuous run through all of it.
-    let store = nvr::storage::Store::open_read_only(&p.data_a, std::sync::Arc::new(nvr::clock::SystemClock)).expect("store");
-    for s in store.catalog().streams().expect("streams") {
-        assert_eq!(store.catalog().runs(s.id).expect("runs").len(), 1, "{}: recording was interrupted", s.camera);
+    let store = nvr::storage::Store::open_read_only(
+        &p.data_a,
+        std::sync::Arc::new(nvr::clock::SystemClock),
+    )
+    .expect("store");
+    let streams = store.catalog().streams().expect("streams");
+    for s in streams {
+        assert_eq!(
+            store.catalog().runs(s.id).expect("runs").len(),
+            1,
+            "{}: recording was interrupted",
+            s.camera
+        );
     }
 }
 
@@ -233,7 +311,11 @@ fn link_stalls_refusals_and_cuts_are_caught_up_without_loss() {
     let (mut p, proxy) = start_pair(2, 0, true);
     let proxy = proxy.expect("proxy");
     assert!(
-        wait_until(Duration::from_secs(30), Duration::from_millis(200), || proxy.bytes_to_target() > 300_000),
+        wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || proxy.bytes_to_target() > 300_000
+        ),
         "nothing crossed the proxy; {}",
         p.primary.stderr_tail(20)
     );
@@ -254,15 +336,29 @@ fn link_stalls_refusals_and_cuts_are_caught_up_without_loss() {
 fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     let (mut p, _) = start_pair(2, 1000, false);
     assert!(
-        wait_until(Duration::from_secs(40), Duration::from_millis(300), || sealed_on(&p.data_s, "node-a").len() >= 4),
+        wait_until(
+            Duration::from_secs(40),
+            Duration::from_millis(300),
+            || sealed_on(&p.data_s, "node-a").len() >= 4
+        ),
         "nothing sealed on the standby; {}",
         p.standby.stderr_tail(20)
     );
     let standby_before = media_files(&p.data_s);
     // Encrypt every sealed segment on the primary; flip bytes in the open ones.
-    let store = nvr::storage::Store::open_read_only(&p.data_a, std::sync::Arc::new(nvr::clock::SystemClock)).expect("store");
-    let sealed = store.catalog().segments_in_state(nvr::storage::SegmentState::Sealed).expect("sealed");
-    let open = store.catalog().segments_in_state(nvr::storage::SegmentState::Open).expect("open");
+    let store = nvr::storage::Store::open_read_only(
+        &p.data_a,
+        std::sync::Arc::new(nvr::clock::SystemClock),
+    )
+    .expect("store");
+    let sealed = store
+        .catalog()
+        .segments_in_state(nvr::storage::SegmentState::Sealed)
+        .expect("sealed");
+    let open = store
+        .catalog()
+        .segments_in_state(nvr::storage::SegmentState::Open)
+        .expect("open");
     let attack_ms = chrono::Utc::now().timestamp_millis();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for row in &sealed {
@@ -293,40 +389,73 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     // Alarms within 10 s.
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-            primary_alarms(&p.data_a).iter().any(|a| a.kind == "scrub_mismatch" && a.time_ms >= attack_ms)
+            primary_alarms(&p.data_a)
+                .iter()
+                .any(|a| a.kind == "scrub_mismatch" && a.time_ms >= attack_ms)
         }),
         "no alarm within 10 s; primary log:\n{}",
         p.primary.stderr_tail(30)
     );
-    let alarm_ms = primary_alarms(&p.data_a).iter().filter(|a| a.kind == "scrub_mismatch").map(|a| a.time_ms).min().unwrap_or(0);
+    let alarm_ms = primary_alarms(&p.data_a)
+        .iter()
+        .filter(|a| a.kind == "scrub_mismatch")
+        .map(|a| a.time_ms)
+        .min()
+        .unwrap_or(0);
     println!("first alarm {} ms after the attack", alarm_ms - attack_ms);
     // The standby's verified copies are untouched.
     let standby_now = media_files(&p.data_s);
     for (path, sha) in &standby_before {
-        assert_eq!(standby_now.get(path), Some(sha), "{path} changed on the standby");
+        assert_eq!(
+            standby_now.get(path),
+            Some(sha),
+            "{path} changed on the standby"
+        );
     }
     std::thread::sleep(Duration::from_secs(4));
     assert!(p.recorder.is_running(), "recording never stops");
     stop_and_converge(&mut p, Duration::from_secs(40));
     // Restore (on top of the automatic repair) leaves the primary bit-identical to what was recorded.
     let out = sync_restore(&p.dir, &p.prim_cfg, None, None, Duration::from_secs(120));
-    assert!(out.status.success(), "restore failed:\n{}{}", out.stdout, out.stderr);
+    assert!(
+        out.status.success(),
+        "restore failed:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
     let want = sealed_on(&p.data_a, "node-a");
     let files = media_files(&p.data_a);
     for (path, sha) in &want {
         assert_eq!(files.get(path), Some(sha), "{path} not restored");
     }
-    let quarantined = std::fs::read_dir(p.data_a.join("quarantine")).map(|d| d.count()).unwrap_or(0);
-    assert!(quarantined >= sealed.len(), "damaged files kept aside: {quarantined}");
-    let check = run_nvr(&p.dir, &["check", "--config", &p.rec_cfg.to_string_lossy()], Duration::from_secs(60));
-    assert!(check.status.success(), "nvr check after restore:\n{}", check.stdout);
+    let quarantined = std::fs::read_dir(p.data_a.join("quarantine"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        quarantined >= sealed.len(),
+        "damaged files kept aside: {quarantined}"
+    );
+    let check = run_nvr(
+        &p.dir,
+        &["check", "--config", &p.rec_cfg.to_string_lossy()],
+        Duration::from_secs(60),
+    );
+    assert!(
+        check.status.success(),
+        "nvr check after restore:\n{}",
+        check.stdout
+    );
 }
 
 #[test]
 fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     let (mut p, _) = start_pair(1, 0, false);
     assert!(
-        wait_until(Duration::from_secs(40), Duration::from_millis(300), || sealed_on(&p.data_s, "node-a").len() >= 3),
+        wait_until(
+            Duration::from_secs(40),
+            Duration::from_millis(300),
+            || sealed_on(&p.data_s, "node-a").len() >= 3
+        ),
         "nothing sealed on the standby"
     );
     stop_and_converge(&mut p, Duration::from_secs(30));
@@ -335,7 +464,12 @@ fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     p.primary.expect_clean_exit(Duration::from_secs(20));
     std::fs::remove_dir_all(&p.data_a).expect("wipe");
     let out = sync_restore(&p.dir, &p.prim_cfg, None, None, Duration::from_secs(120));
-    assert!(out.status.success(), "restore failed:\n{}{}", out.stdout, out.stderr);
+    assert!(
+        out.status.success(),
+        "restore failed:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
     assert_eq!(sealed_on(&p.data_a, "node-a"), want);
     assert_eq!(media_files(&p.data_a), want);
     let _ = (&p.a, &p.s, &p.standby_listen);
@@ -351,7 +485,11 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
 
     let (mut p, _) = start_pair(1, 0, false);
     assert!(
-        wait_until(Duration::from_secs(40), Duration::from_millis(300), || sealed_on(&p.data_s, "node-a").len() >= 3),
+        wait_until(
+            Duration::from_secs(40),
+            Duration::from_millis(300),
+            || sealed_on(&p.data_s, "node-a").len() >= 3
+        ),
         "nothing sealed on the standby"
     );
     // Give the standby a moment to accept the head covering them, then stop the honest agent.
@@ -363,7 +501,8 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
 
     let id = nvr_sync::identity::load(&p.a.dir).expect("primary identity");
     let stranger_dir = p.dir.join("stranger");
-    let stranger = nvr_sync::identity::generate(&stranger_dir, "node-a").expect("stranger identity");
+    let stranger =
+        nvr_sync::identity::generate(&stranger_dir, "node-a").expect("stranger identity");
     let cfg = nvr_sync::config::SyncConfig::load(&p.prim_cfg).expect("config");
     let standby = cfg.peers[0].clone();
     let own_heads: Vec<SignedTreeHead> = nvr::storage::SyncDb::open(&p.data_a)
@@ -380,45 +519,89 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         .collect();
     assert!(own_heads.len() >= 2 && !own_leaves.is_empty());
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         // A stranger with an unpinned certificate never gets a session.
         let refused = match primary::connect(&stranger, &standby).await {
             Err(_) => true,
             Ok(tls) => {
                 let mut conn = Conn::new(tls);
-                primary::handshake(&mut conn, "node-a", &standby).await.is_err()
+                primary::handshake(&mut conn, "node-a", &standby)
+                    .await
+                    .is_err()
             }
         };
         assert!(refused, "unknown certificate accepted");
 
         let tls = primary::connect(&id, &standby).await.expect("connect");
         let mut conn = Conn::new(tls);
-        let (holdings, held_head) = primary::handshake(&mut conn, "node-a", &standby).await.expect("handshake");
+        let (holdings, held_head) = primary::handshake(&mut conn, "node-a", &standby)
+            .await
+            .expect("handshake");
         let held_head = held_head.expect("standby holds a head");
-        let sealed = holdings.iter().find(|h| h.sealed_sha256.is_some()).expect("a sealed holding");
+        let sealed = holdings
+            .iter()
+            .find(|h| h.sealed_sha256.is_some())
+            .expect("a sealed holding");
         let expect_refused = |m: Option<Message>, what: &str| match m {
             Some(Message::Refused { .. }) => {}
             other => panic!("{what}: expected Refused, got {other:?}"),
         };
 
         // 1. Bytes contradicting a sealed copy.
-        let key = SegmentKey { origin_node: "node-a".into(), path: sealed.key.path.clone() };
-        conn.send(&Message::SegmentData { key: key.clone(), offset: 0, data: vec![0x42u8; 4096].into() }).await.expect("send");
-        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "contradicting bytes");
+        let key = SegmentKey {
+            origin_node: "node-a".into(),
+            path: sealed.key.path.clone(),
+        };
+        conn.send(&Message::SegmentData {
+            key: key.clone(),
+            offset: 0,
+            data: vec![0x42u8; 4096].into(),
+        })
+        .await
+        .expect("send");
+        expect_refused(
+            conn.recv(Duration::from_secs(10)).await.expect("recv"),
+            "contradicting bytes",
+        );
 
         // 2. A head signed with another key.
         let mut forged = held_head.head.clone();
         forged.timestamp_ms += 1;
         forged.prev_head_hash = held_head.head.head_hash();
         let other_key = forged.sign(&|m| stranger.sign(m));
-        conn.send(&Message::TreeHead { head: serde_json::to_value(&other_key).expect("json"), consistency_proof: vec![], leaves: vec![] }).await.expect("send");
-        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "head signed by another key");
+        conn.send(&Message::TreeHead {
+            head: serde_json::to_value(&other_key).expect("json"),
+            consistency_proof: vec![],
+            leaves: vec![],
+        })
+        .await
+        .expect("send");
+        expect_refused(
+            conn.recv(Duration::from_secs(10)).await.expect("recv"),
+            "head signed by another key",
+        );
 
         // 3. A replayed older head (genuinely signed).
-        let old = own_heads.iter().find(|h| h.head.tree_size < held_head.head.tree_size).cloned().unwrap_or_else(|| own_heads[0].clone());
-        conn.send(&Message::TreeHead { head: serde_json::to_value(&old).expect("json"), consistency_proof: vec![], leaves: vec![] }).await.expect("send");
-        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "replayed head");
+        let old = own_heads
+            .iter()
+            .find(|h| h.head.tree_size < held_head.head.tree_size)
+            .cloned()
+            .unwrap_or_else(|| own_heads[0].clone());
+        conn.send(&Message::TreeHead {
+            head: serde_json::to_value(&old).expect("json"),
+            consistency_proof: vec![],
+            leaves: vec![],
+        })
+        .await
+        .expect("send");
+        expect_refused(
+            conn.recv(Duration::from_secs(10)).await.expect("recv"),
+            "replayed head",
+        );
 
         // 4. History rewritten by the (compromised) primary itself: leaf 0 gets another hash.
         let size = held_head.head.tree_size as usize;
@@ -436,7 +619,12 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
             prev_head_hash: held_head.head.head_hash(),
         }
         .sign(&|m| id.sign(m));
-        let proof: Vec<String> = tree.consistency_proof(size as u64, tree.len()).unwrap_or_default().iter().map(|h| nvr::storage::hex(h)).collect();
+        let proof: Vec<String> = tree
+            .consistency_proof(size as u64, tree.len())
+            .unwrap_or_default()
+            .iter()
+            .map(|h| nvr::storage::hex(h))
+            .collect();
         conn.send(&Message::TreeHead {
             head: serde_json::to_value(&rewritten).expect("json"),
             consistency_proof: proof,
@@ -444,10 +632,15 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         })
         .await
         .expect("send");
-        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "rewritten leaf");
+        expect_refused(
+            conn.recv(Duration::from_secs(10)).await.expect("recv"),
+            "rewritten leaf",
+        );
 
         // 5. A new leaf that contradicts a sealed copy the standby holds (same path, other hash).
-        let honest = MerkleTree::from_leaf_hashes(own_leaves[..size].iter().map(|l| l.leaf_hash()).collect());
+        let honest = MerkleTree::from_leaf_hashes(
+            own_leaves[..size].iter().map(|l| l.leaf_hash()).collect(),
+        );
         let mut lie = own_leaves[0].clone();
         lie.sha256 = [9u8; 32];
         let mut grown = honest.clone();
@@ -460,7 +653,12 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
             prev_head_hash: held_head.head.head_hash(),
         }
         .sign(&|m| id.sign(m));
-        let proof: Vec<String> = grown.consistency_proof(size as u64, grown.len()).unwrap_or_default().iter().map(|h| nvr::storage::hex(h)).collect();
+        let proof: Vec<String> = grown
+            .consistency_proof(size as u64, grown.len())
+            .unwrap_or_default()
+            .iter()
+            .map(|h| nvr::storage::hex(h))
+            .collect();
         conn.send(&Message::TreeHead {
             head: serde_json::to_value(&lying).expect("json"),
             consistency_proof: proof,
@@ -468,13 +666,22 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         })
         .await
         .expect("send");
-        expect_refused(conn.recv(Duration::from_secs(10)).await.expect("recv"), "leaf contradicting a held copy");
+        expect_refused(
+            conn.recv(Duration::from_secs(10)).await.expect("recv"),
+            "leaf contradicting a held copy",
+        );
     });
 
     let alarms = standby_alarms(&p.data_s);
     assert!(alarms.len() >= alarms_before + 5, "alarms: {alarms:?}");
-    assert_eq!(media_files(&p.data_s), before, "the standby's media did not change");
-    let quarantined = std::fs::read_dir(p.data_s.join("quarantine")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        media_files(&p.data_s),
+        before,
+        "the standby's media did not change"
+    );
+    let quarantined = std::fs::read_dir(p.data_s.join("quarantine"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert!(quarantined >= 1, "refused bytes kept aside");
     assert!(p.standby.is_running());
     // The honest primary reconnects and carries on.

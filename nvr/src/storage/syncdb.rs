@@ -53,8 +53,6 @@ CREATE TABLE alarms (
 );
 "#];
 
-/// The schema version this program writes.
-
 /// A leaf of a Merkle log: its encoded bytes and its hash.
 pub type Leaf = (Vec<u8>, [u8; 32]);
 
