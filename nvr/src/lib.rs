@@ -8,5 +8,6 @@ pub mod config;
 pub mod ingest;
 pub mod job;
 pub mod mp4;
+pub mod process;
 pub mod recorder;
 pub mod storage;

@@ -60,13 +60,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    nvr::process::init_logging();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,
@@ -84,28 +78,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let cfg = config::load(&config)?;
-            runtime()?.block_on(nvr::recorder::run(cfg, shutdown_signal(), |_| {}))?;
+            runtime()?.block_on(nvr::recorder::run(
+                cfg,
+                nvr::process::shutdown_signal(),
+                |_| {},
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {
@@ -154,7 +135,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     urls.first().map(|u| u.as_str()).unwrap_or("-"),
                     urls.last().map(|u| u.as_str()).unwrap_or("-")
                 );
-                sim.run(shutdown_signal()).await?;
+                sim.run(nvr::process::shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -193,10 +174,10 @@ async fn demo(
             Some(s) => {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(s)) => {}
-                    _ = shutdown_signal() => {}
+                    _ = nvr::process::shutdown_signal() => {}
                 }
             }
-            None => shutdown_signal().await,
+            None => nvr::process::shutdown_signal().await,
         }
     };
     let printer = std::sync::Mutex::new(None);

@@ -19,25 +19,7 @@ const STANDBY: &str = "nvr-b";
 
 /// An `avc1` sample entry with a plausible avcC (scanner and init writer treat it as opaque).
 fn fake_track() -> VideoTrack {
-    let avcc: &[u8] = &[
-        1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xee,
-    ];
-    let mut entry = Vec::new();
-    let body_len = 8 + 78 + 8 + avcc.len();
-    entry.extend_from_slice(&(body_len as u32).to_be_bytes());
-    entry.extend_from_slice(b"avc1");
-    entry.extend_from_slice(&[0; 6]);
-    entry.extend_from_slice(&1u16.to_be_bytes());
-    entry.extend_from_slice(&[0; 16]);
-    entry.extend_from_slice(&320u16.to_be_bytes());
-    entry.extend_from_slice(&240u16.to_be_bytes());
-    entry.extend_from_slice(&[0, 0x48, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 1]);
-    entry.extend_from_slice(&[0; 32]);
-    entry.extend_from_slice(&[0, 0x18, 0xff, 0xff]);
-    entry.extend_from_slice(&((8 + avcc.len()) as u32).to_be_bytes());
-    entry.extend_from_slice(b"avcC");
-    entry.extend_from_slice(avcc);
-    assert_eq!(entry.len(), body_len);
+    let entry = nvr::mp4::synthetic_avc1_sample_entry(320, 240);
     VideoTrack {
         codec: "avc1.64001f".into(),
         width: 320,

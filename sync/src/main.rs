@@ -47,6 +47,9 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         camera: Option<String>,
+        /// `main` or `sub`.
+        #[arg(long)]
+        stream: Option<String>,
         #[arg(long)]
         from_ms: Option<i64>,
         #[arg(long)]
@@ -55,13 +58,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    nvr::process::init_logging();
     match real_main(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -76,24 +73,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -119,7 +98,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    shutdown_signal().await;
+                    nvr::process::shutdown_signal().await;
                     let _ = tx.send(true);
                 });
                 match cfg.role {
@@ -140,6 +119,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore {
             config,
             camera,
+            stream,
             from_ms,
             to_ms,
         } => {
@@ -147,6 +127,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let id = identity::load(&cfg.identity_dir)?;
             let filter = RestoreFilter {
                 camera,
+                stream,
                 from_ms,
                 to_ms,
             };

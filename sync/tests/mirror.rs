@@ -61,7 +61,8 @@ fn start_pair(
     let cam_refs: Vec<(&str, &str)> = cams.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
     let rec_cfg = write_recorder_config(&dir, "node-a", &data_a, &cam_refs, 4);
     let standby_listen = format!("127.0.0.1:{}", free_port());
-    let stby = SyncConfig::standby(&s, &data_s, &standby_listen, &a);
+    let mut stby = SyncConfig::standby(&s, &data_s, &standby_listen, &a);
+    stby.scrub_interval_ms = scrub_interval_ms;
     let stby_cfg = stby.write(&dir);
     let standby = spawn_sync(&dir, &stby_cfg);
     let proxy = via_proxy.then(|| FaultProxy::start(standby_listen.parse().expect("addr")));
@@ -69,6 +70,7 @@ fn start_pair(
         .as_ref()
         .map_or(standby_listen.clone(), |p| p.address());
     let mut prim = SyncConfig::primary(&a, &data_a, &s, &target);
+    let _ = &stby;
     prim.scrub_interval_ms = scrub_interval_ms;
     let prim_cfg = prim.write(&dir);
     let recorder = spawn_recorder(&dir, &rec_cfg);

@@ -76,3 +76,27 @@ pub enum Mp4Error {
     #[error("reading segment file: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// An `avc1` sample entry with a minimal (not decodable) `avcC`, for tests and benchmarks that write
+/// segments without a camera: the writer and the scanner treat sample entries as opaque boxes.
+pub fn synthetic_avc1_sample_entry(width: u16, height: u16) -> Vec<u8> {
+    const AVCC: &[u8] = &[
+        1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xee,
+    ];
+    let body_len = 8 + 78 + 8 + AVCC.len();
+    let mut entry = Vec::with_capacity(body_len);
+    entry.extend_from_slice(&(body_len as u32).to_be_bytes());
+    entry.extend_from_slice(b"avc1");
+    entry.extend_from_slice(&[0; 6]);
+    entry.extend_from_slice(&1u16.to_be_bytes());
+    entry.extend_from_slice(&[0; 16]);
+    entry.extend_from_slice(&width.to_be_bytes());
+    entry.extend_from_slice(&height.to_be_bytes());
+    entry.extend_from_slice(&[0, 0x48, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 1]);
+    entry.extend_from_slice(&[0; 32]);
+    entry.extend_from_slice(&[0, 0x18, 0xff, 0xff]);
+    entry.extend_from_slice(&((8 + AVCC.len()) as u32).to_be_bytes());
+    entry.extend_from_slice(b"avcC");
+    entry.extend_from_slice(AVCC);
+    entry
+}

@@ -98,6 +98,18 @@ pub fn with_status<T>(status: &SharedStatus, f: impl FnOnce(&mut AgentStatus) ->
     }
 }
 
+/// Opens this node's store (catalog and media) and its `sync.db`.
+pub fn open_storage(
+    cfg: &crate::config::SyncConfig,
+) -> Result<(Arc<nvr::storage::Store>, Arc<SyncDb>), AgentError> {
+    let store = nvr::storage::Store::open(
+        &cfg.data_dir,
+        &cfg.node_name,
+        Arc::new(nvr::clock::SystemClock),
+    )?;
+    Ok((Arc::new(store), Arc::new(SyncDb::open(&cfg.data_dir)?)))
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

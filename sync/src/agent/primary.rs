@@ -191,12 +191,7 @@ pub async fn run(
     status: SharedStatus,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let store = Arc::new(Store::open(
-        &cfg.data_dir,
-        &cfg.node_name,
-        Arc::new(nvr::clock::SystemClock),
-    )?);
-    let db = Arc::new(SyncDb::open(&cfg.data_dir)?);
+    let (store, db) = super::open_storage(&cfg)?;
     let mut log = Log::load(&cfg.node_name, &db)?;
     let standby = cfg.peers[0].clone();
     with_status(&status, |s| {
@@ -822,7 +817,9 @@ async fn scrub_loop(
         let store2 = store.clone();
         let node = cfg.node_name.clone();
         let rate = cfg.scrub_bytes_per_s;
-        let pass = tokio::task::spawn_blocking(move || scrub_pass(&store2, &node, rate)).await;
+        let pass =
+            tokio::task::spawn_blocking(move || scrub_pass(&store2, Some(node.as_str()), rate))
+                .await;
         match pass {
             Ok(Ok((bytes, damaged))) => {
                 with_status(&status, |s| {
@@ -847,16 +844,19 @@ async fn scrub_loop(
 }
 
 /// One scrub pass: (bytes hashed, damaged segments with what is wrong).
-fn scrub_pass(
+pub(super) fn scrub_pass(
     store: &Store,
-    node: &str,
+    node: Option<&str>,
     bytes_per_s: u64,
 ) -> Result<(u64, Vec<(SegmentRow, String)>), AgentError> {
     let sealed = store.catalog().segments_in_state(SegmentState::Sealed)?;
     let mut hashed = 0u64;
     let mut damaged = Vec::new();
     let started = Instant::now();
-    for row in sealed.into_iter().filter(|r| r.node == node) {
+    for row in sealed
+        .into_iter()
+        .filter(|r| node.is_none_or(|n| r.node == n))
+    {
         let path = store.absolute_path(&row.path);
         let detail = match nvr::storage::sha256_file(&path) {
             Ok(h) if Some(h.as_str()) == row.sha256.as_deref() => None,

@@ -20,6 +20,8 @@ use crate::proto::{Message, SegmentKey};
 #[derive(Debug, Default, Clone)]
 pub struct RestoreFilter {
     pub camera: Option<String>,
+    /// `main` or `sub` (with or without `camera`).
+    pub stream: Option<String>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
 }
@@ -102,6 +104,14 @@ pub async fn run(
         let Some(path) = entry["path"].as_str().map(str::to_owned) else {
             continue;
         };
+        if filter
+            .stream
+            .as_deref()
+            .is_some_and(|s| path.split('/').nth(2) != Some(s))
+        {
+            report.listed -= 1;
+            continue;
+        }
         let Some(leaf) = logged.get(path.as_str()) else {
             report.failed.push((path, "not in the signed log".into()));
             continue;

@@ -53,12 +53,7 @@ pub async fn run(
     status: SharedStatus,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let store = Arc::new(Store::open(
-        &cfg.data_dir,
-        &cfg.node_name,
-        Arc::new(nvr::clock::SystemClock),
-    )?);
-    let db = Arc::new(SyncDb::open(&cfg.data_dir)?);
+    let (store, db) = super::open_storage(&cfg)?;
     let pins: Vec<PeerPins> = cfg.peers.iter().map(|p| p.pins.clone()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(identity::server_config(&id, &pins)?);
     let Some(listen) = cfg.listen else {
@@ -84,6 +79,14 @@ pub async fn run(
         origins: Arc::new(Mutex::new(HashMap::new())),
         status: status.clone(),
     });
+    if cfg.scrub_interval_ms > 0 {
+        tokio::spawn(scrub_loop(
+            shared.clone(),
+            cfg.scrub_interval_ms,
+            cfg.scrub_bytes_per_s,
+            shutdown.clone(),
+        ));
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -659,6 +662,50 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         pos = next;
         if last {
             return Ok(());
+        }
+    }
+}
+
+/// Re-hashes every sealed copy held here (mirrored and own) against the catalog, whose hashes were
+/// verified against the primaries' logs when the copies were sealed; a mismatch (bit rot, tampering on
+/// the standby itself) is an alarm, raised once per segment.
+async fn scrub_loop(
+    shared: Arc<Shared>,
+    interval_ms: u64,
+    bytes_per_s: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reported = std::collections::HashSet::new();
+    loop {
+        let store = shared.store.clone();
+        match tokio::task::spawn_blocking(move || {
+            super::primary::scrub_pass(&store, None, bytes_per_s)
+        })
+        .await
+        {
+            Ok(Ok((bytes, damaged))) => {
+                with_status(&shared.status, |s| {
+                    s.scrub_passes += 1;
+                    s.scrub_bytes += bytes;
+                });
+                for (row, detail) in damaged {
+                    if reported.insert(row.path.clone()) {
+                        raise_alarm(
+                            &shared.db,
+                            "scrub_mismatch",
+                            Some(&row.node),
+                            Some(&row.path),
+                            &detail,
+                        );
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "scrub pass failed"),
+            Err(e) => tracing::warn!(error = %e, "scrub task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(interval_ms)) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -1,0 +1,379 @@
+//! `nvr-sync-bench`: mirror throughput (against rsync of the same files and ring's SHA-256 speed, all
+//! measured in the same run) and mirroring lag with many live streams. Prints figures; asserts nothing.
+//!
+//!   nvr-sync-bench throughput [--total-mb 512] [--segment-mb 8]
+//!   nvr-sync-bench lag [--streams 100] [--seconds 60]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mirror a store of sealed segments to an empty standby; compare with rsync and SHA-256 speed.
+    Throughput {
+        #[arg(long, default_value_t = 512)]
+        total_mb: u64,
+        #[arg(long, default_value_t = 8)]
+        segment_mb: u64,
+    },
+    /// Record N simulated streams and mirror them; print lag percentiles from the agent's status.
+    Lag {
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me.parent().context("exe dir")?.join(name);
+    if !p.exists() {
+        bail!("{} not found: build the workspace binaries first (cargo build --release --workspace --bins)", p.display());
+    }
+    Ok(p)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Nodes {
+    prim_cfg: PathBuf,
+    stby_cfg: PathBuf,
+}
+
+fn write_configs(dir: &Path, data_a: &Path, data_s: &Path) -> Result<Nodes> {
+    let a = nvr_sync::identity::generate(&dir.join("id-a"), "node-a")?;
+    let s = nvr_sync::identity::generate(&dir.join("id-s"), "standby-1")?;
+    let port = free_port()?;
+    let (a_cert, a_key) = a.pins().to_hex_strings();
+    let (s_cert, s_key) = s.pins().to_hex_strings();
+    let prim = format!(
+        "node_name = \"node-a\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\nrole = \"primary\"\nscrub_interval_ms = 0\n\
+         [[peers]]\nnode = \"standby-1\"\naddress = \"127.0.0.1:{port}\"\ncert_sha256 = \"{s_cert}\"\nsigning_public_key = \"{s_key}\"\n",
+        data_a.display(),
+        dir.join("id-a").display()
+    );
+    let stby = format!(
+        "node_name = \"standby-1\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\nrole = \"standby\"\nlisten = \"127.0.0.1:{port}\"\nscrub_interval_ms = 0\n\
+         [[peers]]\nnode = \"node-a\"\ncert_sha256 = \"{a_cert}\"\nsigning_public_key = \"{a_key}\"\n",
+        data_s.display(),
+        dir.join("id-s").display()
+    );
+    let prim_cfg = dir.join("prim.toml");
+    let stby_cfg = dir.join("stby.toml");
+    std::fs::write(&prim_cfg, prim)?;
+    std::fs::write(&stby_cfg, stby)?;
+    Ok(Nodes { prim_cfg, stby_cfg })
+}
+
+fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
+    Ok(Command::new(program)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()?)
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+            Some(after.get(11)?.parse::<u64>().ok()? + after.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn throughput(total_mb: u64, segment_mb: u64) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let data_a = dir.join("a");
+    let data_s = dir.join("s");
+    let clock = Arc::new(nvr::clock::SystemClock);
+    let store = Arc::new(nvr::storage::Store::open(&data_a, "node-a", clock)?);
+    let stream = store.ensure_stream("bench", "main")?;
+    let run = store
+        .catalog()
+        .insert_run(stream, "node-a", 1_790_000_000_000)?;
+    let tracks = [nvr::mp4::TrackSpec {
+        track_id: 1,
+        kind: nvr::mp4::TrackKind::Video {
+            width: 1280,
+            height: 720,
+        },
+        timescale: 90_000,
+        sample_entry: nvr::mp4::synthetic_avc1_sample_entry(1280, 720),
+    }];
+    let segments = (total_mb / segment_mb).max(1);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut chunk = vec![0u8; 1 << 20];
+    for i in 0..segments {
+        let mut w = store.create_segment(&nvr::storage::NewSegment {
+            stream_id: stream,
+            run_id: run,
+            camera: "bench",
+            stream: "main",
+            start_ms: 1_790_000_000_000 + i as i64 * 60_000,
+            tracks: &tracks,
+            video_codec: "avc1.64001f",
+            width: 1280,
+            height: 720,
+            audio_codec: None,
+        })?;
+        for f in 0..segment_mb {
+            for b in chunk.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = seed as u8;
+            }
+            let mut fb = nvr::mp4::FragmentBuilder::new(f as u32 + 1, &[(1, f * 90_000)]);
+            fb.push_sample(
+                0,
+                nvr::mp4::SampleInfo {
+                    duration: 90_000,
+                    size: chunk.len() as u32,
+                    is_sync: true,
+                    composition_offset: 0,
+                },
+                &chunk,
+            );
+            w.append_fragment(&fb.finish(), 1, (f as i64 + 1) * 1000)?;
+        }
+        w.seal()?;
+    }
+    drop(store);
+    let bytes: u64 = walk(&data_a.join("media"))?
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let mb = bytes as f64 / 1e6;
+
+    // ring SHA-256 on this machine.
+    let buf = vec![0x5au8; 64 << 20];
+    let t = Instant::now();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for _ in 0..4 {
+        ctx.update(&buf);
+    }
+    let _ = ctx.finish();
+    let sha_mbps = (4.0 * buf.len() as f64 / 1e6) / t.elapsed().as_secs_f64();
+
+    // rsync of the same files (local copy, no network, no TLS, no hashing by us).
+    let dst = dir.join("rsync-dst");
+    let t = Instant::now();
+    let st = Command::new("rsync")
+        .args(["-a", "--whole-file"])
+        .arg(format!("{}/", data_a.join("media").display()))
+        .arg(&dst)
+        .status()
+        .context("rsync (apt-get install rsync)")?;
+    let rsync_s = t.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("rsync failed");
+    }
+    let _ = Command::new("sync").status();
+
+    // The agents over loopback mutual TLS.
+    let nodes = write_configs(dir, &data_a, &data_s)?;
+    let agent = bin("nvr-sync")?;
+    let mut standby = spawn(
+        &agent,
+        &["run", "--config", &nodes.stby_cfg.to_string_lossy()],
+        &dir.join("stby.log"),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let mut primary = spawn(
+        &agent,
+        &["run", "--config", &nodes.prim_cfg.to_string_lossy()],
+        &dir.join("prim.log"),
+    )?;
+    let (p0, s0) = (cpu_ticks(primary.id()), cpu_ticks(standby.id()));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = nvr::storage::Store::open_read_only(&data_s, Arc::new(nvr::clock::SystemClock))
+            .ok()
+            .and_then(|s| {
+                s.catalog()
+                    .segments_in_state(nvr::storage::SegmentState::Sealed)
+                    .ok()
+            })
+            .is_some_and(|rows| {
+                rows.iter().filter(|r| r.node == "node-a").count() as u64 == segments
+            });
+        if done {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("standby did not converge in 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let agent_s = t.elapsed().as_secs_f64();
+    let (p1, s1) = (cpu_ticks(primary.id()), cpu_ticks(standby.id()));
+    stop(&mut primary);
+    stop(&mut standby);
+    let agent_mbps = mb / agent_s;
+    println!("files: {segments} sealed segments, {mb:.0} MB");
+    println!("ring SHA-256 (one core):          {sha_mbps:8.1} MB/s");
+    println!(
+        "rsync -a (local copy):            {:8.1} MB/s ({rsync_s:.2} s)",
+        mb / rsync_s
+    );
+    println!("nvr-sync (mTLS, hashing, fsync):  {agent_mbps:8.1} MB/s ({agent_s:.2} s)");
+    println!(
+        "  ratio to rsync {:.2}, to SHA-256 {:.2}; CPU s primary {:.1}, standby {:.1}",
+        agent_mbps / (mb / rsync_s),
+        agent_mbps / sha_mbps,
+        (p1 - p0) as f64 / 100.0,
+        (s1 - s0) as f64 / 100.0
+    );
+    Ok(())
+}
+
+fn walk(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn lag(streams: usize, seconds: u64) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let data_a = dir.join("a");
+    let data_s = dir.join("s");
+    let nvr = bin("nvr")?;
+    let agent = bin("nvr-sync")?;
+    let cam_port = free_port()?;
+    let mut camsim = spawn(
+        &nvr,
+        &[
+            "camsim",
+            "--listen",
+            &format!("127.0.0.1:{cam_port}"),
+            "--streams",
+            &streams.to_string(),
+        ],
+        &dir.join("camsim.log"),
+    )?;
+    let mut rec = format!("node_name = \"node-a\"\ndata_dir = \"{}\"\n[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n", data_a.display());
+    for i in 1..=streams {
+        rec.push_str(&format!("[[cameras]]\nname = \"cam{i}\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{cam_port}/cam{i}\"\n"));
+    }
+    std::fs::write(dir.join("rec.toml"), rec)?;
+    let nodes = write_configs(dir, &data_a, &data_s)?;
+    let mut recorder = spawn(
+        &nvr,
+        &["run", "--config", &dir.join("rec.toml").to_string_lossy()],
+        &dir.join("rec.log"),
+    )?;
+    let mut standby = spawn(
+        &agent,
+        &["run", "--config", &nodes.stby_cfg.to_string_lossy()],
+        &dir.join("stby.log"),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let mut primary = spawn(
+        &agent,
+        &["run", "--config", &nodes.prim_cfg.to_string_lossy()],
+        &dir.join("prim.log"),
+    )?;
+    std::thread::sleep(Duration::from_secs(8));
+    let (p0, s0) = (cpu_ticks(primary.id()), cpu_ticks(standby.id()));
+    let t0 = Instant::now();
+    let (mut lag_ms, mut lag_bytes) = (Vec::new(), Vec::new());
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        if let Ok(body) = std::fs::read(data_a.join("sync-status.json")) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                if let Some(m) = v["peers"]["standby-1"]["streams"].as_object() {
+                    for s in m.values() {
+                        lag_ms.push(s["lag_ms"].as_i64().unwrap_or(0));
+                        lag_bytes.push(s["lag_bytes"].as_i64().unwrap_or(0));
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (p1, s1) = (cpu_ticks(primary.id()), cpu_ticks(standby.id()));
+    stop(&mut primary);
+    stop(&mut standby);
+    stop(&mut recorder);
+    stop(&mut camsim);
+    lag_ms.sort_unstable();
+    lag_bytes.sort_unstable();
+    let pct = |v: &[i64], p: f64| {
+        v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!("{streams} streams (camsim 720p25, ~2 Mbit/s, 2 s GOP = one fragment ≈ 0.5 MB), {seconds} s, {} samples", lag_ms.len());
+    println!(
+        "lag ms    p50 {:6} p99 {:6} max {:6}",
+        pct(&lag_ms, 0.5),
+        pct(&lag_ms, 0.99),
+        lag_ms.last().copied().unwrap_or(0)
+    );
+    println!(
+        "lag bytes p50 {:6} p99 {:6} max {:6}",
+        pct(&lag_bytes, 0.5),
+        pct(&lag_bytes, 0.99),
+        lag_bytes.last().copied().unwrap_or(0)
+    );
+    println!(
+        "agent CPU % of a core: primary {:.1}, standby {:.1}",
+        (p1 - p0) as f64 / wall,
+        (s1 - s0) as f64 / wall
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Args::parse().command {
+        Cmd::Throughput {
+            total_mb,
+            segment_mb,
+        } => throughput(total_mb, segment_mb),
+        Cmd::Lag { streams, seconds } => lag(streams, seconds),
+    }
+}
