@@ -202,6 +202,17 @@ pub struct SegmentProgress {
 const SEGMENT_COLUMNS: &str = "id, stream_id, run_id, node, path, state, start_ms, end_ms, \
      media_duration_ms, frames, fragments, size_bytes, sha256, video_codec, width, height, audio_codec";
 
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: RunId(r.get(0)?),
+        stream_id: StreamId(r.get(1)?),
+        node: r.get(2)?,
+        start_ms: r.get(3)?,
+        end_ms: r.get(4)?,
+        end_reason: r.get(5)?,
+    })
+}
+
 fn segment_from_row(row: &Row<'_>) -> rusqlite::Result<SegmentRow> {
     let state: String = row.get(5)?;
     Ok(SegmentRow {
@@ -391,16 +402,7 @@ impl Catalog {
             )
             .map_err(|e| self.e(e))?;
         let rows = stmt
-            .query_map(params![node], |r| {
-                Ok(RunRow {
-                    id: RunId(r.get(0)?),
-                    stream_id: StreamId(r.get(1)?),
-                    node: r.get(2)?,
-                    start_ms: r.get(3)?,
-                    end_ms: r.get(4)?,
-                    end_reason: r.get(5)?,
-                })
-            })
+            .query_map(params![node], run_from_row)
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))
@@ -416,16 +418,7 @@ impl Catalog {
             )
             .map_err(|e| self.e(e))?;
         let rows = stmt
-            .query_map(params![stream.0], |r| {
-                Ok(RunRow {
-                    id: RunId(r.get(0)?),
-                    stream_id: StreamId(r.get(1)?),
-                    node: r.get(2)?,
-                    start_ms: r.get(3)?,
-                    end_ms: r.get(4)?,
-                    end_reason: r.get(5)?,
-                })
-            })
+            .query_map(params![stream.0], run_from_row)
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))
