@@ -107,13 +107,17 @@ fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
     if !data_dir.join("catalog.db").exists() {
         return BTreeMap::new();
     }
-    let store =
-        nvr::storage::Store::open_read_only(data_dir, std::sync::Arc::new(nvr::clock::SystemClock))
-            .expect("catalog");
-    let rows = store
+    // The catalog may still be being created by another process: nothing sealed yet, then.
+    let clock = std::sync::Arc::new(nvr::clock::SystemClock);
+    let Ok(store) = nvr::storage::Store::open_read_only(data_dir, clock) else {
+        return BTreeMap::new();
+    };
+    let Ok(rows) = store
         .catalog()
         .segments_in_state(nvr::storage::SegmentState::Sealed)
-        .expect("sealed");
+    else {
+        return BTreeMap::new();
+    };
     rows.into_iter()
         .filter(|r| r.node == node)
         .map(|r| (r.path, r.sha256.unwrap_or_default()))

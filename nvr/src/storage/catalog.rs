@@ -271,6 +271,11 @@ impl Catalog {
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| err(path, e))?;
         let version = catalog.schema_version()?;
+        if version == 0 {
+            return Err(StorageError::NotInitialized {
+                path: path.to_owned(),
+            });
+        }
         if version > SCHEMA_VERSION {
             return Err(StorageError::SchemaTooNew {
                 path: path.to_owned(),

@@ -55,6 +55,8 @@ pub enum StorageError {
         found: i64,
         supported: i64,
     },
+    #[error("catalog {path} is not initialized yet (no recorder has opened it)")]
+    NotInitialized { path: PathBuf },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
