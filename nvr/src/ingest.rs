@@ -369,7 +369,12 @@ async fn session(
 
     let mut rec = Recording::new(store.clone(), stream_id, &spec.camera, spec.kind, settings);
     let frame_timeout = Duration::from_millis(settings.frame_timeout_ms);
-    let mut deadline = Instant::now() + frame_timeout;
+    // The no-frame watchdog: one timer, re-armed only when it fires early (frames only stamp
+    // `last_frame`, so the per-frame path touches no timer).
+    let mut last_frame = Instant::now();
+    let mut published_frames = 0u64;
+    let watchdog = tokio::time::sleep(frame_timeout);
+    tokio::pin!(watchdog);
     let mut tick = tokio::time::interval(Duration::from_millis(
         settings.flush_interval_ms.clamp(50, 1000),
     ));
@@ -378,9 +383,17 @@ async fn session(
         tokio::select! {
             biased;
             _ = shutdown.changed() => break Ok(SessionEnd::Shutdown),
-            _ = tokio::time::sleep_until(deadline) => break Err(IngestError::NoFrames(settings.frame_timeout_ms)),
+            _ = &mut watchdog => {
+                let due = last_frame + frame_timeout;
+                if Instant::now() >= due {
+                    break Err(IngestError::NoFrames(settings.frame_timeout_ms));
+                }
+                watchdog.as_mut().reset(due);
+            }
             _ = tick.tick() => {
-                update(status, |s| s.alive_ms = store.now_utc_ms());
+                let now_ms = store.now_utc_ms();
+                update(status, |s| s.alive_ms = now_ms);
+                publish(status, &rec, now_ms - last_frame.elapsed().as_millis() as i64);
                 if let Err(e) = blocking(|| rec.sync_if_due()) {
                     break Err(e.into());
                 }
@@ -393,7 +406,7 @@ async fn session(
                 };
                 let pushed = match item {
                     CodecItem::VideoFrame(frame) => {
-                        deadline = Instant::now() + frame_timeout;
+                        last_frame = Instant::now();
                         let params = if frame.has_new_parameters() || !rec.has_video_track() {
                             match demuxed.streams()[video_i].parameters() {
                                 Some(ParametersRef::Video(v)) => Some(video_track(v)?),
@@ -404,7 +417,14 @@ async fn session(
                         };
                         let ts = frame.timestamp();
                         let key = frame.is_random_access_point();
-                        blocking(|| rec.push_video(ts.elapsed(), key, frame.into_data(), params))
+                        let ts = ts.elapsed();
+                        // Only a frame that completes a fragment touches the disk; the others are
+                        // buffered without leaving the async worker.
+                        if rec.may_write(ts, key) {
+                            blocking(|| rec.push_video(ts, key, frame.into_data(), params))
+                        } else {
+                            rec.push_video(ts, key, frame.into_data(), params)
+                        }
                     }
                     CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == audio_i => {
                         if !rec.has_audio_track() {
@@ -422,22 +442,10 @@ async fn session(
                     break Err(e);
                 }
                 *recorded |= rec.frames_written() > 0;
-                update(status, |s| {
-                    s.last_frame_ms = Some(store.now_utc_ms());
-                    s.frames = s.frames_before_session + rec.frames_written();
-                    s.bytes = s.bytes_before_session + rec.bytes_written();
-                    s.segments_sealed = s.sealed_before_session + rec.segments_sealed();
-                    if s.current_segment.as_deref() != rec.current_segment() {
-                        s.current_segment = rec.current_segment().map(str::to_owned);
-                    }
-                    if let Some(v) = rec.video_track() {
-                        if s.video_codec.as_deref() != Some(v.codec.as_str()) {
-                            s.video_codec = Some(v.codec.clone());
-                        }
-                        s.width = Some(v.width);
-                        s.height = Some(v.height);
-                    }
-                });
+                if rec.frames_written() != published_frames {
+                    published_frames = rec.frames_written();
+                    publish(status, &rec, store.now_utc_ms());
+                }
             }
         }
     };
@@ -461,6 +469,29 @@ async fn session(
         (Ok(_), Err(e)) => Err(e.into()),
         (Ok(end), Ok(())) => Ok(end),
     }
+}
+
+/// Copies a recording's progress into the shared status (on fragment writes and on the loop's tick,
+/// not per frame).
+fn publish(status: &SharedStatus, rec: &Recording, last_frame_ms: i64) {
+    update(status, |s| {
+        if rec.frames_written() > 0 || s.last_frame_ms.is_some() {
+            s.last_frame_ms = Some(last_frame_ms);
+        }
+        s.frames = s.frames_before_session + rec.frames_written();
+        s.bytes = s.bytes_before_session + rec.bytes_written();
+        s.segments_sealed = s.sealed_before_session + rec.segments_sealed();
+        if s.current_segment.as_deref() != rec.current_segment() {
+            s.current_segment = rec.current_segment().map(str::to_owned);
+        }
+        if let Some(v) = rec.video_track() {
+            if s.video_codec.as_deref() != Some(v.codec.as_str()) {
+                s.video_codec = Some(v.codec.clone());
+            }
+            s.width = Some(v.width);
+            s.height = Some(v.height);
+        }
+    });
 }
 
 /// Camera-independent description of the video track.
@@ -643,6 +674,18 @@ impl Recording {
                         .div_euclid(self.clock_rate())
             }
             None => self.store.now_utc_ms(),
+        }
+    }
+
+    /// Whether [`push_video`](Self::push_video) of this frame may write to disk (it completes a
+    /// fragment). Conservative: a `false` is certain, a `true` may write nothing.
+    pub fn may_write(&self, ts: i64, key: bool) -> bool {
+        match self.gop.first() {
+            None => false,
+            Some(first) => {
+                key || (ts.saturating_add(self.ts_offset) - first.ts).unsigned_abs()
+                    >= (MAX_FRAGMENT_MS * self.clock_rate() / 1000) as u64
+            }
         }
     }
 

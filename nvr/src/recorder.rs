@@ -101,10 +101,42 @@ pub fn retention_policy(store: &Store, config: &Config) -> Result<RetentionPolic
             );
         }
     }
+    // Streams this node holds but does not record (segments mirrored from primaries, cameras removed
+    // from the configuration) get the default limits: nothing is kept forever by omission.
+    let defaults = StreamLimits {
+        max_age_ms: config
+            .retention
+            .max_age_days
+            .map(|d| (d as i64).saturating_mul(DAY_MS)),
+        max_bytes: config.retention.max_bytes_per_stream,
+    };
+    for s in store.catalog().streams()? {
+        streams.entry(s.id).or_insert(defaults);
+    }
     Ok(RetentionPolicy {
         streams,
         min_free_bytes: config.retention.min_free_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_not_in_the_configuration_get_the_default_limits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = url::Url::parse("rtsp://127.0.0.1:1/x").expect("url");
+        let mut config = Config::demo(dir.path(), &[url], 60_000);
+        config.retention.max_age_days = Some(7);
+        config.cameras[0].streams[0].max_age_days = Some(2);
+        let store = Store::open(dir.path(), "n", Arc::new(SystemClock)).expect("store");
+        let mirrored = store.ensure_stream("elsewhere", "main").expect("stream");
+        let policy = retention_policy(&store, &config).expect("policy");
+        let own = store.ensure_stream("sim1", "main").expect("stream");
+        assert_eq!(policy.streams[&own].max_age_ms, Some(2 * DAY_MS));
+        assert_eq!(policy.streams[&mirrored].max_age_ms, Some(7 * DAY_MS));
+    }
 }
 
 fn write_status(path: &Path, status: &NodeStatus) -> std::io::Result<()> {
