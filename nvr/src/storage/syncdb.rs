@@ -192,14 +192,31 @@ impl SyncDb {
 
     /// The leaves of `log_node`'s log with their hashes, in index order.
     pub fn leaves(&self, log_node: &str) -> Result<Vec<Leaf>, StorageError> {
+        self.leaves_range(log_node, 0, u64::MAX)
+    }
+
+    /// Leaves `[from, to)` of `log_node`'s log, in index order.
+    pub fn leaves_range(
+        &self,
+        log_node: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Leaf>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT leaf, leaf_hash FROM leaves WHERE log_node = ?1 ORDER BY leaf_index",
+                "SELECT leaf, leaf_hash FROM leaves WHERE log_node = ?1 AND leaf_index >= ?2
+                 AND leaf_index < ?3 ORDER BY leaf_index",
             )
             .map_err(|e| self.e(e))?;
+        let (from, to) = (
+            i64::try_from(from).unwrap_or(i64::MAX),
+            i64::try_from(to).unwrap_or(i64::MAX),
+        );
         let rows = stmt
-            .query_map(params![log_node], |r| Ok((r.get(0)?, hash32(r.get(1)?)?)))
+            .query_map(params![log_node, from, to], |r| {
+                Ok((r.get(0)?, hash32(r.get(1)?)?))
+            })
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))

@@ -172,15 +172,16 @@ impl Log {
     /// Leaves `[from, to)` as JSON for a `TreeHead` message.
     fn leaves_json(
         &self,
-        db_leaves: &[(Vec<u8>, [u8; 32])],
+        db: &SyncDb,
         from: u64,
         to: u64,
-    ) -> Vec<serde_json::Value> {
-        (from..to)
-            .filter_map(|i| db_leaves.get(i as usize))
+    ) -> Result<Vec<serde_json::Value>, AgentError> {
+        Ok(db
+            .leaves_range(&self.node, from, to)?
+            .iter()
             .filter_map(|(bytes, _)| SegmentLeaf::decode(bytes).ok())
             .map(|l| to_json(&l))
-            .collect()
+            .collect())
     }
 }
 
@@ -737,8 +738,7 @@ async fn session(
                     .consistency_proof(standby_size, size)
                     .unwrap_or_default()
             };
-            let all = db.leaves(&cfg.node_name)?;
-            let leaves = log.leaves_json(&all, standby_size, size);
+            let leaves = log.leaves_json(db, standby_size, size)?;
             crate::proto::write_message(
                 &mut writer,
                 &Message::TreeHead {
