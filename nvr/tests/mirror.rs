@@ -919,3 +919,96 @@ fn mirrored_bytes_hash_matches() {
     let p = primary();
     assert_eq!(sha256_hex(&p.bytes(0)), p.sha(0));
 }
+
+/// Sealing uses the hash kept while appending (no re-read); it must agree with the bytes whatever
+/// way they arrived: small pieces, identical re-sends, an early seal attempt, unsynced appends
+/// flushed by `mirror_sync`, and a restart half-way (the hash then comes from the file).
+#[test]
+fn running_hash_survives_pieces_resends_early_seals_and_restarts() {
+    let p = primary();
+    let s = standby();
+    let bytes = p.bytes(0);
+    let path = p.path(0);
+    let row = &p.segments[0];
+    let seal = |store: &Store, sha: &str| {
+        store.mirror_seal(
+            PRIMARY,
+            path,
+            &p.info(0),
+            bytes.len() as u64,
+            sha,
+            row.end_ms,
+            row.frames,
+        )
+    };
+    let half = bytes.len() / 2;
+    let mut off = 0;
+    while off < half {
+        let end = (off + 777).min(half);
+        s.store
+            .mirror_append(PRIMARY, path, off as u64, &bytes[off..end], false)
+            .expect("append piece");
+        // Every third piece is re-sent with the next bytes attached.
+        if off % 3 == 0 && end < half {
+            let more = (end + 100).min(half);
+            s.store
+                .mirror_append(PRIMARY, path, off as u64, &bytes[off..more], false)
+                .expect("re-send with a longer tail");
+            off = more;
+        } else {
+            off = end;
+        }
+    }
+    assert!(matches!(
+        seal(&s.store, p.sha(0)),
+        Err(MirrorError::OffsetGap { held, .. }) if held == half as u64
+    ));
+    s.store
+        .mirror_append(PRIMARY, path, half as u64, &bytes[half..], false)
+        .expect("rest");
+    s.store.mirror_sync(PRIMARY, path).expect("sync");
+    seal(&s.store, p.sha(0)).expect("seal from the running hash");
+    assert_eq!(
+        std::fs::read(s.store.absolute_path(path)).expect("published"),
+        bytes
+    );
+    // mirror_sync of a segment sealed meanwhile has nothing to do.
+    s.store.mirror_sync(PRIMARY, path).expect("sync after seal");
+
+    // Segment 1: half before a restart, the rest after; a wrong hash is still caught.
+    let bytes1 = p.bytes(1);
+    let path1 = p.path(1);
+    let row1 = &p.segments[1];
+    let half1 = bytes1.len() / 2;
+    s.store
+        .mirror_append(PRIMARY, path1, 0, &bytes1[..half1], true)
+        .expect("first half");
+    let reopened =
+        Store::open(s.dir.path(), STANDBY, s.clock.clone()).expect("reopen the standby store");
+    reopened
+        .mirror_append(PRIMARY, path1, half1 as u64, &bytes1[half1..], true)
+        .expect("second half after the restart");
+    let seal1 = |sha: &str| {
+        reopened.mirror_seal(
+            PRIMARY,
+            path1,
+            &p.info(1),
+            bytes1.len() as u64,
+            sha,
+            row1.end_ms,
+            row1.frames,
+        )
+    };
+    assert!(matches!(
+        seal1(p.sha(0)),
+        Err(MirrorError::Contradiction { .. })
+    ));
+    reopened
+        .mirror_append(PRIMARY, path1, 0, &bytes1, true)
+        .expect("sent again after the refusal");
+    seal1(p.sha(1)).expect("seal");
+    assert_eq!(
+        std::fs::read(reopened.absolute_path(path1)).expect("published"),
+        bytes1
+    );
+}

@@ -15,7 +15,7 @@
 //! recordings. Mirror operations of one store are serialized by a lock (the sync agent's calls may
 //! come from several tasks).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -36,6 +36,15 @@ pub const INCOMING_DIR: &str = "incoming";
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// Temporary files of restores, under [`INCOMING_DIR`] (node names never start with a dot).
 const RESTORE_TMP_DIR: &str = ".tmp";
+
+/// State kept under the mirror lock: a running SHA-256 of each staging copy appended to by this
+/// process, so sealing need not re-hash the file (after a restart, the first seal of a partial copy
+/// hashes it from disk).
+#[derive(Default)]
+pub(crate) struct MirrorState {
+    /// Staging path -> (bytes hashed, hash state over exactly those bytes).
+    hashes: HashMap<PathBuf, (u64, digest::Context)>,
+}
 
 /// What the primary says about a mirrored segment, for its catalog row on the standby.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -193,7 +202,7 @@ fn quarantine_name(now_ms: i64, origin: &str, path: &str) -> String {
 }
 
 impl Store {
-    fn mirror_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn mirror_guard(&self) -> std::sync::MutexGuard<'_, MirrorState> {
         match self.mirror_lock.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -306,7 +315,7 @@ impl Store {
         sync: bool,
     ) -> Result<u64, MirrorError> {
         self.check_mirror_path(origin, path)?;
-        let _guard = self.mirror_guard();
+        let mut guard = self.mirror_guard();
         if let Some(row) = self.sealed_segment_by_path(path)? {
             return self.append_to_sealed(origin, &row, offset, data);
         }
@@ -365,7 +374,23 @@ impl Store {
         if !tail.is_empty() {
             if let Err(e) = file.write_all_at(tail, held) {
                 let _ = file.set_len(held);
+                guard.hashes.remove(&staged);
                 return Err(StorageError::io("write", &staged, e).into());
+            }
+            if created {
+                guard
+                    .hashes
+                    .insert(staged.clone(), (0, digest::Context::new(&digest::SHA256)));
+            }
+            match guard.hashes.get_mut(&staged) {
+                Some((hashed, ctx)) if *hashed == held => {
+                    ctx.update(tail);
+                    *hashed += tail.len() as u64;
+                }
+                Some(_) => {
+                    guard.hashes.remove(&staged);
+                }
+                None => {}
             }
         }
         if sync {
@@ -378,6 +403,21 @@ impl Store {
             }
         }
         Ok(held + tail.len() as u64)
+    }
+
+    /// Flushes (`fdatasync`) the staging copy of `origin`'s segment `path`, after appends made
+    /// without `sync`; nothing to do if there is none (sealed meanwhile, or never started).
+    pub fn mirror_sync(&self, origin: &str, path: &str) -> Result<(), MirrorError> {
+        self.check_mirror_path(origin, path)?;
+        let _guard = self.mirror_guard();
+        let staged = self.staging_path(origin, path);
+        match File::open(&staged) {
+            Ok(f) => f
+                .sync_data()
+                .map_err(|e| StorageError::io("fdatasync", &staged, e).into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io("open", &staged, e).into()),
+        }
     }
 
     /// `mirror_append` for a segment sealed here: only bytes equal to the sealed file's are accepted.
@@ -457,9 +497,12 @@ impl Store {
             ));
         }
         let sha = normalize_sha256(path, sha256)?;
-        let _guard = self.mirror_guard();
+        let mut guard = self.mirror_guard();
         let staged = self.staging_path(origin, path);
         let target = self.data_dir.join(path);
+        // Whatever happens below the staging copy is published, removed or quarantined, except
+        // when it is still short (then the running hash goes back).
+        let cached_hash = guard.hashes.remove(&staged);
 
         if let Some(row) = self.sealed_segment_by_path(path)? {
             if row.sha256.as_deref() == Some(sha.as_str()) && row.size_bytes as u64 == size_bytes {
@@ -523,6 +566,9 @@ impl Store {
                 });
             }
             Some(held) if held < size_bytes => {
+                if let Some(cached) = cached_hash {
+                    guard.hashes.insert(staged, cached);
+                }
                 return Err(MirrorError::OffsetGap {
                     path: path.to_owned(),
                     held,
@@ -540,7 +586,12 @@ impl Store {
                 }
                 let data =
                     std::fs::read(&staged).map_err(|e| StorageError::io("read", &staged, e))?;
-                let have = sha256_hex(&data);
+                let have = match cached_hash {
+                    Some((hashed, ctx)) if hashed == data.len() as u64 => {
+                        hex(ctx.finish().as_ref())
+                    }
+                    _ => sha256_hex(&data),
+                };
                 if have != sha {
                     let q = self.quarantine_staging(origin, path, &staged)?;
                     tracing::error!(

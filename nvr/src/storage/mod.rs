@@ -97,7 +97,7 @@ pub struct Store {
     catalog: Mutex<Catalog>,
     clock: Arc<dyn Clock>,
     /// Serializes the mirror and restore operations (see `mirror.rs`).
-    mirror_lock: Mutex<()>,
+    mirror_lock: Mutex<mirror::MirrorState>,
 }
 
 impl std::fmt::Debug for Store {
@@ -122,7 +122,7 @@ impl Store {
             catalog_path,
             catalog: Mutex::new(catalog),
             clock,
-            mirror_lock: Mutex::new(()),
+            mirror_lock: Mutex::new(mirror::MirrorState::default()),
         })
     }
 
@@ -136,7 +136,7 @@ impl Store {
             catalog_path,
             catalog: Mutex::new(catalog),
             clock,
-            mirror_lock: Mutex::new(()),
+            mirror_lock: Mutex::new(mirror::MirrorState::default()),
         })
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nvr::storage::SyncDb;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, WriteHalf};
 
 use crate::proto::{self, Limits, Message, ProtoError};
 
@@ -143,36 +143,106 @@ pub fn raise_alarm(db: &SyncDb, kind: &str, peer: Option<&str>, path: Option<&st
     }
 }
 
-/// The reading and writing halves of a TLS connection.
+/// Messages read ahead of the one being handled: bounds a connection's read buffer to about this
+/// many frames (media frames are at most [`CHUNK_BYTES`] plus a header).
+const READ_AHEAD_FRAMES: usize = 4;
+
+/// One peer connection: a task reads and decodes frames ahead into a small bounded queue (so
+/// receiving is cancel-safe and a caller can ask whether a message is already waiting); writes go
+/// through a buffer and are flushed per message.
 pub struct Conn<S> {
-    pub reader: ReadHalf<S>,
+    pub incoming: Incoming,
     pub writer: BufWriter<WriteHalf<S>>,
-    pub limits: Limits,
 }
 
-impl<S: AsyncRead + AsyncWrite> Conn<S> {
-    pub fn new(stream: S) -> Self {
-        let (reader, writer) = tokio::io::split(stream);
-        Conn {
-            reader,
-            writer: BufWriter::with_capacity(256 * 1024, writer),
-            limits: Limits::default(),
+/// The receiving side of a [`Conn`].
+pub struct Incoming {
+    rx: tokio::sync::mpsc::Receiver<Result<Message, ProtoError>>,
+    _reader: AbortOnDrop,
+}
+
+impl Incoming {
+    /// Reads one message within `timeout`; `Ok(None)` at a clean end of stream. Cancel-safe.
+    pub async fn recv(&mut self, timeout: Duration) -> Result<Option<Message>, AgentError> {
+        match tokio::time::timeout(timeout, self.rx.recv()).await {
+            Ok(Some(r)) => Ok(Some(r?)),
+            Ok(None) => Ok(None),
+            Err(_) => Err(AgentError::Timeout("waiting for the peer".into())),
         }
     }
 
+    /// The next message, waiting as long as it takes; `Ok(None)` at a clean end of stream.
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> Result<Option<Message>, AgentError> {
+        match self.rx.recv().await {
+            Some(r) => Ok(Some(r?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A message that has already arrived, without waiting: `None` if none is waiting yet.
+    pub fn try_recv(&mut self) -> Option<Result<Option<Message>, AgentError>> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        match self.rx.try_recv() {
+            Ok(r) => Some(r.map(Some).map_err(AgentError::from)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Ok(None)),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
+    pub fn new(stream: S) -> Self {
+        let (mut reader, writer) = tokio::io::split(stream);
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_FRAMES);
+        let limits = Limits::default();
+        let task = tokio::spawn(async move {
+            loop {
+                let item = match proto::read_message(&mut reader, &limits).await {
+                    Ok(Some(m)) => Ok(m),
+                    // A clean end of stream closes the queue.
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Conn {
+            incoming: Incoming {
+                rx,
+                _reader: AbortOnDrop(task),
+            },
+            writer: BufWriter::with_capacity(256 * 1024, writer),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> Conn<S> {
     pub async fn send(&mut self, msg: &Message) -> Result<(), AgentError> {
         proto::write_message(&mut self.writer, msg).await?;
         Ok(())
     }
 
-    /// Reads one message within `timeout`; `Ok(None)` at a clean end of stream.
+    /// See [`Incoming::recv`].
     pub async fn recv(&mut self, timeout: Duration) -> Result<Option<Message>, AgentError> {
-        match tokio::time::timeout(timeout, proto::read_message(&mut self.reader, &self.limits))
-            .await
-        {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(AgentError::Timeout("waiting for the peer".into())),
-        }
+        self.incoming.recv(timeout).await
+    }
+
+    /// See [`Incoming::try_recv`].
+    pub fn try_recv(&mut self) -> Option<Result<Option<Message>, AgentError>> {
+        self.incoming.try_recv()
+    }
+}
+
+/// Aborts a background task when dropped (a connection's reader).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -24,6 +24,8 @@ use crate::proto::{Holding, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VER
 
 /// Leaves per signed head at most, so one message stays small after a long outage.
 const MAX_LEAVES_PER_HEAD: u64 = 500;
+/// The status file is rewritten at most this often (the loop runs once per message).
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The primary's signed log: Merkle tree of leaves plus the chain of signed heads.
 pub struct Log {
@@ -434,24 +436,10 @@ async fn session(
         );
     }
 
-    let (mut reader, mut writer) = (conn.reader, conn.writer);
-    let limits = conn.limits;
-    let (tx, mut rx) = mpsc::channel::<Result<Message, AgentError>>(256);
-    let reader_task = tokio::spawn(async move {
-        loop {
-            let r = crate::proto::read_message(&mut reader, &limits).await;
-            let stop = !matches!(r, Ok(Some(_)));
-            let item = match r {
-                Ok(Some(m)) => Ok(m),
-                Ok(None) => Err(AgentError::Peer("standby closed the connection".into())),
-                Err(e) => Err(e.into()),
-            };
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    let _abort_reader = AbortOnDrop(reader_task);
+    let Conn {
+        mut incoming,
+        mut writer,
+    } = conn;
 
     let head_interval = Duration::from_millis(cfg.head_interval_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -459,6 +447,9 @@ async fn session(
     let mut last_rx = Instant::now();
     let mut last_ping = Instant::now();
     let mut last_reconcile = Instant::now();
+    let mut last_status = Instant::now()
+        .checked_sub(STATUS_INTERVAL)
+        .unwrap_or_else(Instant::now);
     let mut mirror_after_id = 0i64;
     let mut head_in_flight: Option<usize> = None;
     let mut streams: HashMap<i64, (String, String)> = HashMap::new();
@@ -481,10 +472,9 @@ async fn session(
                 crate::proto::write_message(&mut writer, &Message::FetchRequest { key, offset: 0, len }).await?;
                 repairs.insert(row.path.clone(), (row, Vec::new()));
             }
-            msg = rx.recv() => {
-                let msg = match msg {
-                    Some(m) => m?,
-                    None => return Err(AgentError::Peer("reader ended".into())),
+            msg = incoming.next() => {
+                let Some(msg) = msg? else {
+                    return Err(AgentError::Peer("standby closed the connection".into()));
                 };
                 last_rx = Instant::now();
                 match msg {
@@ -759,15 +749,10 @@ async fn session(
                 }
             }
         });
-        write_status(&cfg.data_dir, status, db);
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+        if last_status.elapsed() >= STATUS_INTERVAL {
+            write_status(&cfg.data_dir, status, db);
+            last_status = Instant::now();
+        }
     }
 }
 

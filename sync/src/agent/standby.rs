@@ -239,12 +239,31 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     });
 
     let mut infos: HashMap<String, SegmentInfo> = HashMap::new();
+    // Appended but not yet flushed: their acks go out after one fdatasync per file, when no further
+    // message is waiting, before any other message is handled, or when enough bytes piled up.
+    let mut unsynced = Unsynced::default();
     loop {
-        let msg = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            m = conn.recv(PEER_SILENCE) => m?,
+        let msg = if unsynced.acks.is_empty() {
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                m = conn.recv(PEER_SILENCE) => m?,
+            }
+        } else {
+            match conn.try_recv() {
+                Some(m) => m?,
+                None => {
+                    unsynced.flush(shared, &mut conn, &origin).await?;
+                    continue;
+                }
+            }
         };
-        let Some(msg) = msg else { return Ok(()) };
+        let Some(msg) = msg else {
+            unsynced.flush(shared, &mut conn, &origin).await?;
+            return Ok(());
+        };
+        if !matches!(msg, Message::SegmentData { .. }) {
+            unsynced.flush(shared, &mut conn, &origin).await?;
+        }
         match msg {
             Message::SegmentOpen { key, info } => {
                 if refuse_foreign(shared, &mut conn, &origin, &key).await? {
@@ -264,25 +283,18 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 let r = tokio::task::block_in_place(|| {
                     shared
                         .store
-                        .mirror_append(&origin, &key.path, offset, &data, true)
+                        .mirror_append(&origin, &key.path, offset, &data, false)
                 });
                 match r {
-                    Ok(held) => {
-                        conn.send(&Message::Ack {
-                            key,
-                            bytes_durable: held,
-                        })
-                        .await?
-                    }
-                    Err(MirrorError::OffsetGap { held, .. }) => {
-                        conn.send(&Message::Ack {
-                            key,
-                            bytes_durable: held,
-                        })
-                        .await?
+                    Ok(held) | Err(MirrorError::OffsetGap { held, .. }) => {
+                        unsynced.push(key, held, data.len());
+                        if unsynced.bytes >= SYNC_BATCH_BYTES {
+                            unsynced.flush(shared, &mut conn, &origin).await?;
+                        }
                     }
                     Err(MirrorError::Storage(e)) => return Err(e.into()),
                     Err(e) => {
+                        unsynced.flush(shared, &mut conn, &origin).await?;
                         refuse(
                             shared,
                             &mut conn,
@@ -428,6 +440,57 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             }
             other => tracing::debug!(?other, "unexpected message from primary"),
         }
+    }
+}
+
+/// Appended bytes are made durable and acknowledged at least this often (in bytes received).
+const SYNC_BATCH_BYTES: usize = 16 << 20;
+
+/// Appends not yet flushed to disk, with the acknowledgements they are owed, in arrival order.
+#[derive(Default)]
+struct Unsynced {
+    acks: Vec<(SegmentKey, u64)>,
+    bytes: usize,
+}
+
+impl Unsynced {
+    fn push(&mut self, key: SegmentKey, held: u64, bytes: usize) {
+        self.acks.push((key, held));
+        self.bytes += bytes;
+    }
+
+    /// One `fdatasync` per staging file, then every owed `Ack` in order.
+    async fn flush<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+        &mut self,
+        shared: &Shared,
+        conn: &mut Conn<S>,
+        origin: &str,
+    ) -> Result<(), AgentError> {
+        if self.acks.is_empty() {
+            return Ok(());
+        }
+        let mut paths: Vec<&str> = self.acks.iter().map(|(k, _)| k.path.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        tokio::task::block_in_place(|| {
+            paths
+                .iter()
+                .try_for_each(|p| match shared.store.mirror_sync(origin, p) {
+                    Ok(()) => Ok(()),
+                    Err(MirrorError::Storage(e)) => Err(AgentError::from(e)),
+                    // Paths were checked when their bytes were appended.
+                    Err(e) => Err(AgentError::Peer(e.to_string())),
+                })
+        })?;
+        for (key, held) in self.acks.drain(..) {
+            conn.send(&Message::Ack {
+                key,
+                bytes_durable: held,
+            })
+            .await?;
+        }
+        self.bytes = 0;
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! `nvr-sync-bench`: mirror throughput (against rsync of the same files and ring's SHA-256 speed, all
 //! measured in the same run) and mirroring lag with many live streams. Prints figures; asserts nothing.
 //!
-//!   nvr-sync-bench throughput [--total-mb 512] [--segment-mb 8]
+//!   nvr-sync-bench throughput [--total-mb 512] [--segment-mb 8] [--dir /dev/shm]
 //!   nvr-sync-bench lag [--streams 100] [--seconds 60]
 
 use std::path::{Path, PathBuf};
@@ -26,6 +26,10 @@ enum Cmd {
         total_mb: u64,
         #[arg(long, default_value_t = 8)]
         segment_mb: u64,
+        /// Where both stores live (default: the system's temporary directory). A tmpfs such as
+        /// /dev/shm takes the disk out of the measurement.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Record N simulated streams and mirror them; print lag percentiles from the agent's status.
     Lag {
@@ -112,8 +116,11 @@ fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn throughput(total_mb: u64, segment_mb: u64) -> Result<()> {
-    let tmp = tempfile::tempdir()?;
+fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> {
+    let tmp = match dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
     let dir = tmp.path();
     let data_a = dir.join("a");
     let data_s = dir.join("s");
@@ -187,6 +194,24 @@ fn throughput(total_mb: u64, segment_mb: u64) -> Result<()> {
     let _ = ctx.finish();
     let sha_mbps = (4.0 * buf.len() as f64 / 1e6) / t.elapsed().as_secs_f64();
 
+    // Writing the same amount to this file system and making it durable (what the standby must do).
+    let disk_mbps = {
+        use std::io::Write;
+        let path = dir.join("disk-probe");
+        let mut f = std::fs::File::create(&path)?;
+        let t = Instant::now();
+        for _ in 0..(bytes >> 20).max(1) {
+            f.write_all(&chunk)?;
+        }
+        f.sync_data()?;
+        let mbps =
+            ((bytes >> 20).max(1) as f64 * chunk.len() as f64 / 1e6) / t.elapsed().as_secs_f64();
+        drop(f);
+        std::fs::remove_file(&path)?;
+        let _ = Command::new("sync").status();
+        mbps
+    };
+
     // rsync of the same files (local copy, no network, no TLS, no hashing by us).
     let dst = dir.join("rsync-dst");
     let t = Instant::now();
@@ -245,15 +270,17 @@ fn throughput(total_mb: u64, segment_mb: u64) -> Result<()> {
     let agent_mbps = mb / agent_s;
     println!("files: {segments} sealed segments, {mb:.0} MB");
     println!("ring SHA-256 (one core):          {sha_mbps:8.1} MB/s");
+    println!("write + fdatasync on this fs:     {disk_mbps:8.1} MB/s");
     println!(
         "rsync -a (local copy):            {:8.1} MB/s ({rsync_s:.2} s)",
         mb / rsync_s
     );
     println!("nvr-sync (mTLS, hashing, fsync):  {agent_mbps:8.1} MB/s ({agent_s:.2} s)");
     println!(
-        "  ratio to rsync {:.2}, to SHA-256 {:.2}; CPU s primary {:.1}, standby {:.1}",
+        "  ratio to rsync {:.2}, to SHA-256 {:.2}, to write + fdatasync {:.2}; CPU s primary {:.1}, standby {:.1}",
         agent_mbps / (mb / rsync_s),
         agent_mbps / sha_mbps,
+        agent_mbps / disk_mbps,
         (p1 - p0) as f64 / 100.0,
         (s1 - s0) as f64 / 100.0
     );
@@ -373,7 +400,8 @@ fn main() -> Result<()> {
         Cmd::Throughput {
             total_mb,
             segment_mb,
-        } => throughput(total_mb, segment_mb),
+            dir,
+        } => throughput(total_mb, segment_mb, dir.as_deref()),
         Cmd::Lag { streams, seconds } => lag(streams, seconds),
     }
 }
