@@ -907,7 +907,7 @@ impl Recording {
             };
             self.last_duration = duration;
             ticks += u64::from(duration);
-            fb.push_sample(
+            fb.push_sample_info(
                 0,
                 SampleInfo {
                     duration,
@@ -915,14 +915,13 @@ impl Recording {
                     is_sync: f.key,
                     composition_offset: 0,
                 },
-                &f.data,
             );
         }
         let mut audio_ticks = 0u64;
         if let Some(idx) = audio_index {
             for a in &audio {
                 audio_ticks += u64::from(a.duration);
-                fb.push_sample(
+                fb.push_sample_info(
                     idx,
                     SampleInfo {
                         duration: a.duration,
@@ -930,11 +929,18 @@ impl Recording {
                         is_sync: true,
                         composition_offset: 0,
                     },
-                    &a.data,
                 );
             }
         }
-        let buf = fb.finish();
+        // Header, then the samples' own buffers: the media is not copied before the write.
+        let header = fb.header();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + gop.len() + audio.len());
+        parts.push(&header);
+        parts.extend(gop.iter().map(|f| &f.data[..]));
+        if audio_index.is_some() {
+            parts.extend(audio.iter().map(|a| &a.data[..]));
+        }
+        let fragment_bytes: usize = parts.iter().map(|p| p.len()).sum();
         seg.video_ticks += ticks;
         if let Some(t) = seg.audio_ticks.as_mut() {
             *t += audio_ticks;
@@ -946,10 +952,13 @@ impl Recording {
             Some((_, w, t0)) => w + (end_ts - t0).saturating_mul(1000).div_euclid(video_rate),
             None => seg.writer.start_ms() + media_duration_ms,
         };
-        seg.writer
-            .append_fragment(&buf, gop.len() as u64, end_ms - seg.writer.start_ms())?;
+        seg.writer.append_fragment_parts(
+            &parts,
+            gop.len() as u64,
+            end_ms - seg.writer.start_ms(),
+        )?;
         self.frames_written += gop.len() as u64;
-        self.bytes_written += buf.len() as u64;
+        self.bytes_written += fragment_bytes as u64;
         if seg
             .writer
             .sync_due(Duration::from_millis(self.settings.flush_interval_ms))

@@ -48,7 +48,10 @@ struct TrackRun {
     track_id: u32,
     base_media_decode_time: u64,
     samples: Vec<SampleInfo>,
+    /// Sample data copied in by `push_sample` (empty with `push_sample_info`).
     data: Vec<u8>,
+    /// Sum of the samples' sizes.
+    payload_bytes: usize,
 }
 
 /// Builds one moof+mdat. Tracks appear in the moof in the order given.
@@ -70,6 +73,7 @@ impl FragmentBuilder {
                     base_media_decode_time,
                     samples: Vec::new(),
                     data: Vec::new(),
+                    payload_bytes: 0,
                 })
                 .collect(),
         }
@@ -90,6 +94,17 @@ impl FragmentBuilder {
         let run = &mut self.tracks[track_index];
         run.samples.push(SampleInfo { size, ..sample });
         run.data.extend_from_slice(data);
+        run.payload_bytes += data.len();
+    }
+
+    /// Records one sample of `track_index` without its data: the caller writes [`Self::header`]
+    /// followed by the sample data itself, track by track in the order of `new`'s `tracks`, each
+    /// track's samples in the order pushed (no copy of the media). `sample.size` is the data's size.
+    /// Do not mix with [`Self::push_sample`] in one fragment.
+    pub fn push_sample_info(&mut self, track_index: usize, sample: SampleInfo) {
+        let run = &mut self.tracks[track_index];
+        run.samples.push(sample);
+        run.payload_bytes += sample.size as usize;
     }
 
     /// Samples pushed so far, over all tracks.
@@ -99,7 +114,7 @@ impl FragmentBuilder {
 
     /// Sample data bytes pushed so far, over all tracks (the `mdat` payload).
     pub fn data_bytes(&self) -> usize {
-        self.tracks.iter().map(|t| t.data.len()).sum()
+        self.tracks.iter().map(|t| t.payload_bytes).sum()
     }
 
     /// moof (mfhd, traf per track: tfhd with default-base-is-moof, tfdt v1, trun with data offset,
@@ -111,9 +126,27 @@ impl FragmentBuilder {
     /// If a track's data would start 2 GiB or more after the `moof` (the `trun` data offset is a signed
     /// 32-bit value); fragments are meant to hold one GOP.
     pub fn finish(self) -> Vec<u8> {
+        let mut out = self.header_with_capacity(self.data_bytes());
+        for t in &self.tracks {
+            out.extend_from_slice(&t.data);
+        }
+        out
+    }
+
+    /// The `moof` and the `mdat` header: everything of the fragment but the sample data, which
+    /// follows it in the file (see [`Self::push_sample_info`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`Self::finish`].
+    pub fn header(&self) -> Vec<u8> {
+        self.header_with_capacity(0)
+    }
+
+    fn header_with_capacity(&self, extra_bytes: usize) -> Vec<u8> {
         let data_bytes = self.data_bytes();
         let moof_estimate_bytes = 8 + 16 + self.tracks.len() * 64 + self.sample_count() * 16;
-        let mut w = BoxWriter::with_capacity(moof_estimate_bytes + 16 + data_bytes);
+        let mut w = BoxWriter::with_capacity(moof_estimate_bytes + 16 + extra_bytes);
 
         let moof = w.start(b"moof");
         let mfhd = w.start_full(b"mfhd", 0, 0);
@@ -166,7 +199,7 @@ impl FragmentBuilder {
         for (t, at) in self.tracks.iter().zip(data_offset_fields) {
             let v = i32::try_from(offset).expect("track data starts below 2 GiB into the fragment");
             w.patch_i32(at, v);
-            offset += t.data.len();
+            offset += t.payload_bytes;
         }
 
         if mdat_header_bytes == 8 {
@@ -176,9 +209,6 @@ impl FragmentBuilder {
             w.u32(1);
             w.bytes(b"mdat");
             w.u64(16 + data_bytes as u64);
-        }
-        for t in &self.tracks {
-            w.bytes(&t.data);
         }
         w.into_inner()
     }
@@ -216,6 +246,26 @@ mod tests {
         let at = 8 + 16 + 8 + 16 + 20 + 16;
         let off = i32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]) as usize;
         assert_eq!(off, moof_len + 8);
+    }
+
+    #[test]
+    fn header_plus_data_equals_finish() {
+        let s = |size, is_sync| SampleInfo {
+            duration: 10,
+            size,
+            is_sync,
+            composition_offset: 0,
+        };
+        let mut copied = FragmentBuilder::new(3, &[(1, 5), (2, 9)]);
+        let mut by_info = FragmentBuilder::new(3, &[(1, 5), (2, 9)]);
+        for (track, data, sync) in [(0, &b"abc"[..], true), (1, b"xy", true), (0, b"d", false)] {
+            copied.push_sample(track, s(data.len() as u32, sync), data);
+            by_info.push_sample_info(track, s(data.len() as u32, sync));
+        }
+        assert_eq!(by_info.data_bytes(), 6);
+        let mut out = by_info.header();
+        out.extend_from_slice(b"abcdxy");
+        assert_eq!(out, copied.finish());
     }
 
     #[test]

@@ -177,13 +177,29 @@ impl SegmentWriter {
         frames: u64,
         media_duration_ms: i64,
     ) -> Result<(), StorageError> {
-        if let Err(e) = self.file.write_all(fragment) {
+        self.append_fragment_parts(&[fragment], frames, media_duration_ms)
+    }
+
+    /// [`Self::append_fragment`] for a fragment given as consecutive parts (e.g. a `moof` + `mdat`
+    /// header and then each sample's data), written with vectored writes so the media is not copied
+    /// into one buffer first.
+    pub fn append_fragment_parts(
+        &mut self,
+        parts: &[&[u8]],
+        frames: u64,
+        media_duration_ms: i64,
+    ) -> Result<(), StorageError> {
+        if let Err(e) = write_all_vectored(&mut self.file, parts) {
             let _ = self.file.set_len(self.progress.size_bytes as u64);
             return Err(StorageError::io("write", &self.path, e));
         }
-        self.hash.update(fragment);
+        let mut fragment_bytes = 0usize;
+        for part in parts {
+            self.hash.update(part);
+            fragment_bytes += part.len();
+        }
         self.dirty = true;
-        self.progress.size_bytes += fragment.len() as i64;
+        self.progress.size_bytes += fragment_bytes as i64;
         self.progress.frames += frames as i64;
         self.progress.fragments += 1;
         self.progress.media_duration_ms = media_duration_ms;
@@ -241,6 +257,25 @@ impl SegmentWriter {
             sha256_hex,
         }))
     }
+}
+
+/// Writes every part in order (the vectored counterpart of `write_all`).
+fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| std::io::IoSlice::new(p))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Makes a (synced) file read-only and fsyncs its directory so its name and size are durable.
