@@ -43,6 +43,13 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value_t = 4)]
         streams: usize,
+        /// Serve this Annex-B H.264 file instead of the embedded clip (must start with an IDR, carry
+        /// SPS/PPS and have no B-frames), looped.
+        #[arg(long)]
+        clip: Option<PathBuf>,
+        /// Frame rate of `--clip`.
+        #[arg(long, default_value_t = nvr::camsim::EMBEDDED_FPS, requires = "clip")]
+        fps: u32,
     },
     /// Demo without cameras: the camera simulator plus the recorder, recording into a local folder.
     Demo {
@@ -126,9 +133,25 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Camsim { listen, streams } => {
+        Command::Camsim {
+            listen,
+            streams,
+            clip,
+            fps,
+        } => {
+            let clip = match clip {
+                None => Clip::embedded(),
+                Some(path) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading clip {}", path.display()))?;
+                    std::sync::Arc::new(
+                        Clip::parse(&bytes, fps)
+                            .with_context(|| format!("clip {}", path.display()))?,
+                    )
+                }
+            };
             runtime()?.block_on(async move {
-                let sim = CamSim::bind(listen, streams, Clip::embedded()).await?;
+                let sim = CamSim::bind(listen, streams, clip).await?;
                 let urls = sim.urls();
                 println!(
                     "camsim serving {streams} streams: {} .. {}",

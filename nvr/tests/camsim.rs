@@ -693,3 +693,105 @@ async fn camsim_stalled_client_is_dropped_after_write_timeout() -> TestResult {
     server.await??;
     Ok(())
 }
+
+/// `nvr camsim --clip`: a missing or malformed file is refused at start naming it and the reason; an
+/// ffmpeg-encoded clip is served instead of the embedded one (ffprobe sees its size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camsim_cli_serves_a_clip_file_and_refuses_bad_ones() -> TestResult {
+    let nvr = env!("CARGO_BIN_EXE_nvr");
+    let dir = tempfile::tempdir()?;
+    let run_bad = |clip: std::path::PathBuf| async move {
+        let out = tokio::process::Command::new(nvr)
+            .args(["camsim", "--listen", "127.0.0.1:0", "--clip"])
+            .arg(&clip)
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        assert!(!out.status.success(), "a bad clip must not be served");
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let missing = dir.path().join("missing.h264");
+    let err = run_bad(missing.clone()).await?;
+    assert!(
+        err.contains(&format!("reading clip {}", missing.display())),
+        "{err}"
+    );
+    let garbage = dir.path().join("garbage.h264");
+    std::fs::write(&garbage, b"this is not H.264")?;
+    let err = run_bad(garbage.clone()).await?;
+    assert!(
+        err.contains(&garbage.display().to_string()) && err.contains("start code"),
+        "{err}"
+    );
+
+    let clip = dir.path().join("small.h264");
+    let st = tokio::process::Command::new(FFMPEG)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg("testsrc2=size=320x240:rate=25")
+        .args(["-t", "2", "-c:v", "libx264", "-bf", "0", "-g", "25"])
+        .args([
+            "-sc_threshold",
+            "0",
+            "-x264-params",
+            "repeat-headers=1",
+            "-f",
+            "h264",
+        ])
+        .arg(&clip)
+        .status()
+        .await?;
+    assert!(st.success(), "ffmpeg could not encode the test clip");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut sim = tokio::process::Command::new(nvr)
+        .args([
+            "camsim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--streams",
+            "1",
+        ])
+        .arg("--clip")
+        .arg(&clip)
+        .args(["--fps", "25"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = sim.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await??
+        .unwrap_or_default();
+    assert!(first.contains("camsim serving 1 streams"), "{first}");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(FFPROBE)
+            .args(["-v", "error", "-rtsp_transport", "tcp"])
+            .args(["-show_streams", "-of", "flat"])
+            .arg(format!("rtsp://127.0.0.1:{port}/cam1"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("width=320") && text.contains("height=240"),
+        "{text}"
+    );
+    sim.kill().await?;
+    Ok(())
+}

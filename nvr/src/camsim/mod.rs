@@ -9,7 +9,7 @@ mod clip;
 mod conn;
 mod rtsp;
 
-pub use clip::{AccessUnit, Clip, ClipError, MAX_RTP_PAYLOAD_BYTES, RTP_CLOCK_HZ};
+pub use clip::{AccessUnit, Clip, ClipError, EMBEDDED_FPS, MAX_RTP_PAYLOAD_BYTES, RTP_CLOCK_HZ};
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

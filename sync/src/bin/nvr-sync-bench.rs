@@ -2,7 +2,7 @@
 //! measured in the same run) and mirroring lag with many live streams. Prints figures; asserts nothing.
 //!
 //!   nvr-sync-bench throughput [--total-mb 512] [--segment-mb 8] [--dir /dev/shm]
-//!   nvr-sync-bench lag [--streams 100] [--seconds 60]
+//!   nvr-sync-bench lag [--streams 100] [--seconds 60] [--mbit 4]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +37,10 @@ enum Cmd {
         streams: usize,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Bit rate of each stream: a 720p25 clip with a 2 s GOP is encoded at this rate with
+        /// ffmpeg (libx264) for the camera simulator; 0 serves camsim's embedded ~2 Mbit/s clip.
+        #[arg(long, default_value_t = 4)]
+        mbit: u32,
     },
 }
 
@@ -303,7 +307,48 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn lag(streams: usize, seconds: u64) -> Result<()> {
+/// A 4 s 1280x720 25 fps H.264 clip (High profile, no B-frames, IDR every 50 frames) at `mbit`
+/// Mbit/s, encoded by ffmpeg from its test pattern, for `nvr camsim --clip`.
+fn encode_clip(dir: &Path, mbit: u32) -> Result<PathBuf> {
+    let out = dir.join(format!("clip-{mbit}mbit.h264"));
+    let rate = format!("{mbit}M");
+    let buf = format!("{}M", mbit * 2);
+    let st = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg("testsrc2=size=1280x720:rate=25")
+        .args([
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "high",
+            "-bf",
+            "0",
+        ])
+        .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
+        .args([
+            "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &buf,
+        ])
+        .args(["-x264-params", "nal-hrd=cbr:repeat-headers=1", "-f", "h264"])
+        .arg(&out)
+        .status()
+        .context("ffmpeg (apt-get install ffmpeg)")?;
+    if !st.success() {
+        bail!("ffmpeg could not encode the {mbit} Mbit/s clip");
+    }
+    Ok(out)
+}
+
+fn lag(streams: usize, seconds: u64, mbit: u32) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     let data_a = dir.join("a");
@@ -311,17 +356,19 @@ fn lag(streams: usize, seconds: u64) -> Result<()> {
     let nvr = bin("nvr")?;
     let agent = bin("nvr-sync")?;
     let cam_port = free_port()?;
-    let mut camsim = spawn(
-        &nvr,
-        &[
-            "camsim",
-            "--listen",
-            &format!("127.0.0.1:{cam_port}"),
-            "--streams",
-            &streams.to_string(),
-        ],
-        &dir.join("camsim.log"),
-    )?;
+    let mut cam_args = vec![
+        "camsim".to_owned(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{cam_port}"),
+        "--streams".to_owned(),
+        streams.to_string(),
+    ];
+    if mbit > 0 {
+        let clip = encode_clip(dir, mbit)?;
+        cam_args.extend(["--clip".to_owned(), clip.to_string_lossy().into_owned()]);
+    }
+    let cam_args: Vec<&str> = cam_args.iter().map(String::as_str).collect();
+    let mut camsim = spawn(&nvr, &cam_args, &dir.join("camsim.log"))?;
     let mut rec = format!("node_name = \"node-a\"\ndata_dir = \"{}\"\n[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n", data_a.display());
     for i in 1..=streams {
         rec.push_str(&format!("[[cameras]]\nname = \"cam{i}\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{cam_port}/cam{i}\"\n"));
@@ -367,6 +414,21 @@ fn lag(streams: usize, seconds: u64) -> Result<()> {
     stop(&mut standby);
     stop(&mut recorder);
     stop(&mut camsim);
+    // The largest fragment recorded (the recorder sealed everything on stop).
+    let mut max_fragment_bytes = 0u64;
+    let store = nvr::storage::Store::open_read_only(&data_a, Arc::new(nvr::clock::SystemClock))?;
+    for row in store
+        .catalog()
+        .segments_in_state(nvr::storage::SegmentState::Sealed)?
+        .iter()
+        .take(20)
+    {
+        if let Ok(scan) = nvr::mp4::scan_file(store.absolute_path(&row.path)) {
+            for f in &scan.fragments {
+                max_fragment_bytes = max_fragment_bytes.max(f.len);
+            }
+        }
+    }
     lag_ms.sort_unstable();
     lag_bytes.sort_unstable();
     let pct = |v: &[i64], p: f64| {
@@ -374,7 +436,15 @@ fn lag(streams: usize, seconds: u64) -> Result<()> {
             .copied()
             .unwrap_or(0)
     };
-    println!("{streams} streams (camsim 720p25, ~2 Mbit/s, 2 s GOP = one fragment ≈ 0.5 MB), {seconds} s, {} samples", lag_ms.len());
+    let rate = if mbit > 0 {
+        format!("{mbit} Mbit/s clip")
+    } else {
+        "embedded ~2 Mbit/s clip".to_owned()
+    };
+    println!(
+        "{streams} streams (camsim 720p25, {rate}, 2 s GOP = one fragment; largest fragment {max_fragment_bytes} bytes), {seconds} s, {} samples",
+        lag_ms.len()
+    );
     println!(
         "lag ms    p50 {:6} p99 {:6} max {:6}",
         pct(&lag_ms, 0.5),
@@ -402,6 +472,10 @@ fn main() -> Result<()> {
             segment_mb,
             dir,
         } => throughput(total_mb, segment_mb, dir.as_deref()),
-        Cmd::Lag { streams, seconds } => lag(streams, seconds),
+        Cmd::Lag {
+            streams,
+            seconds,
+            mbit,
+        } => lag(streams, seconds, mbit),
     }
 }
