@@ -406,18 +406,22 @@ impl Store {
     }
 
     /// Flushes (`fdatasync`) the staging copy of `origin`'s segment `path`, after appends made
-    /// without `sync`; nothing to do if there is none (sealed meanwhile, or never started).
+    /// without `sync`; nothing to do if there is none (sealed meanwhile, or never started). Covers
+    /// every byte appended before the call; may run while other appends go on.
     pub fn mirror_sync(&self, origin: &str, path: &str) -> Result<(), MirrorError> {
         self.check_mirror_path(origin, path)?;
-        let _guard = self.mirror_guard();
         let staged = self.staging_path(origin, path);
-        match File::open(&staged) {
-            Ok(f) => f
-                .sync_data()
-                .map_err(|e| StorageError::io("fdatasync", &staged, e).into()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io("open", &staged, e).into()),
-        }
+        // Opened under the lock; synced without it, so appends to other files (or this one) go on.
+        let file = {
+            let _guard = self.mirror_guard();
+            match File::open(&staged) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(StorageError::io("open", &staged, e).into()),
+            }
+        };
+        file.sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &staged, e).into())
     }
 
     /// `mirror_append` for a segment sealed here: only bytes equal to the sealed file's are accepted.
