@@ -394,8 +394,11 @@ async fn session(
                 let now_ms = store.now_utc_ms();
                 update(status, |s| s.alive_ms = now_ms);
                 publish(status, &rec, now_ms - last_frame.elapsed().as_millis() as i64);
-                if let Err(e) = blocking(|| rec.sync_if_due()) {
-                    break Err(e.into());
+                // Leave the async worker only when there is something to flush.
+                if rec.sync_due() {
+                    if let Err(e) = blocking(|| rec.sync_if_due()) {
+                        break Err(e.into());
+                    }
                 }
             }
             item = demuxed.next() => {
@@ -968,13 +971,18 @@ impl Recording {
         Ok(())
     }
 
+    /// Whether appended data has waited a flush interval for `fdatasync` (cheap: no system call).
+    pub fn sync_due(&self) -> bool {
+        self.segment.as_ref().is_some_and(|seg| {
+            seg.writer
+                .sync_due(Duration::from_millis(self.settings.flush_interval_ms))
+        })
+    }
+
     /// Flushes appended data if the flush interval has passed.
     pub fn sync_if_due(&mut self) -> Result<(), StorageError> {
-        if let Some(seg) = self.segment.as_mut() {
-            if seg
-                .writer
-                .sync_due(Duration::from_millis(self.settings.flush_interval_ms))
-            {
+        if self.sync_due() {
+            if let Some(seg) = self.segment.as_mut() {
                 seg.writer.sync()?;
             }
         }
