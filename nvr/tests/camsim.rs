@@ -725,29 +725,8 @@ async fn camsim_cli_serves_a_clip_file_and_refuses_bad_ones() -> TestResult {
     );
 
     let clip = dir.path().join("small.h264");
-    let st = tokio::process::Command::new(FFMPEG)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg("testsrc2=size=320x240:rate=25")
-        .args(["-t", "2", "-c:v", "libx264", "-bf", "0", "-g", "25"])
-        .args([
-            "-sc_threshold",
-            "0",
-            "-x264-params",
-            "repeat-headers=1",
-            "-f",
-            "h264",
-        ])
-        .arg(&clip)
-        .status()
-        .await?;
+    let encode = nvr::camsim::ffmpeg_clip_command(&clip, (320, 240), 2, 25, None);
+    let st = tokio::process::Command::from(encode).status().await?;
     assert!(st.success(), "ffmpeg could not encode the test clip");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

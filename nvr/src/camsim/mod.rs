@@ -11,6 +11,53 @@ mod rtsp;
 
 pub use clip::{AccessUnit, Clip, ClipError, EMBEDDED_FPS, MAX_RTP_PAYLOAD_BYTES, RTP_CLOCK_HZ};
 
+/// The ffmpeg command that encodes a clip `camsim` can serve (`--clip`): `seconds` of ffmpeg's
+/// `testsrc2` pattern at `width`x`height`, 25 fps, H.264 High profile without B-frames, an IDR every
+/// `gop_frames` frames with parameter sets before each, at a constant `mbit` Mbit/s (`None`: the
+/// encoder's default rate control), written as raw Annex-B to `out`. Run it and check its status.
+pub fn ffmpeg_clip_command(
+    out: &std::path::Path,
+    (width, height): (u32, u32),
+    seconds: u32,
+    gop_frames: u32,
+    mbit: Option<u32>,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+    ])
+    .arg(format!("testsrc2=size={width}x{height}:rate=25"))
+    .args(["-t", &seconds.to_string(), "-c:v", "libx264"])
+    .args([
+        "-profile:v",
+        "high",
+        "-bf",
+        "0",
+        "-g",
+        &gop_frames.to_string(),
+    ])
+    .args(["-keyint_min", &gop_frames.to_string(), "-sc_threshold", "0"]);
+    match mbit {
+        Some(m) => {
+            let rate = format!("{m}M");
+            cmd.args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate])
+                .args(["-bufsize", &format!("{}M", m * 2)])
+                .args(["-x264-params", "nal-hrd=cbr:repeat-headers=1"]);
+        }
+        None => {
+            cmd.args(["-x264-params", "repeat-headers=1"]);
+        }
+    }
+    cmd.args(["-f", "h264"]).arg(out);
+    cmd
+}
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

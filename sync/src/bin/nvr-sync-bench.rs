@@ -311,35 +311,7 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>> {
 /// Mbit/s, encoded by ffmpeg from its test pattern, for `nvr camsim --clip`.
 fn encode_clip(dir: &Path, mbit: u32) -> Result<PathBuf> {
     let out = dir.join(format!("clip-{mbit}mbit.h264"));
-    let rate = format!("{mbit}M");
-    let buf = format!("{}M", mbit * 2);
-    let st = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg("testsrc2=size=1280x720:rate=25")
-        .args([
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "high",
-            "-bf",
-            "0",
-        ])
-        .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
-        .args([
-            "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &buf,
-        ])
-        .args(["-x264-params", "nal-hrd=cbr:repeat-headers=1", "-f", "h264"])
-        .arg(&out)
+    let st = nvr::camsim::ffmpeg_clip_command(&out, (1280, 720), 4, 50, Some(mbit))
         .status()
         .context("ffmpeg (apt-get install ffmpeg)")?;
     if !st.success() {
