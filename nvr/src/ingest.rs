@@ -680,16 +680,20 @@ impl Recording {
         }
     }
 
-    /// Whether [`push_video`](Self::push_video) of this frame may write to disk (it completes a
-    /// fragment). Conservative: a `false` is certain, a `true` may write nothing.
-    pub fn may_write(&self, ts: i64, key: bool) -> bool {
-        match self.gop.first() {
-            None => false,
-            Some(first) => {
-                key || (ts.saturating_add(self.ts_offset) - first.ts).unsigned_abs()
-                    >= (MAX_FRAGMENT_MS * self.clock_rate() / 1000) as u64
-            }
-        }
+    /// Whether [`push_video`](Self::push_video) of this frame may touch the disk (it completes a
+    /// fragment, or bridges a timestamp discontinuity, which is logged in the catalog).
+    /// Conservative: a `false` is certain, a `true` may write nothing.
+    pub fn may_write(&self, raw_ts: i64, key: bool) -> bool {
+        let (ts, jump) = self.timeline_ts(raw_ts);
+        jump || self.completes_fragment(ts, key)
+    }
+
+    /// Whether a frame at `ts` (on the run's timeline) ends the buffered fragment: a key frame, or
+    /// [`MAX_FRAGMENT_MS`] after its first frame.
+    fn completes_fragment(&self, ts: i64, key: bool) -> bool {
+        self.gop.first().is_some_and(|first| {
+            key || (ts - first.ts) * 1000 / self.clock_rate() >= MAX_FRAGMENT_MS
+        })
     }
 
     /// Adds a video frame. `ts` is in the video clock (90 kHz). `params` are given with the first frame
@@ -715,15 +719,14 @@ impl Recording {
         }
         let ts = self.continuous_ts(ts);
         if let Some(last) = self.gop.last() {
-            let span_ms = (ts - self.gop[0].ts) * 1000 / self.clock_rate();
             if ts <= last.ts && !key {
                 tracing::debug!(camera = %self.camera, ts, last = last.ts, "non-increasing video timestamp");
             }
-            if key || span_ms >= MAX_FRAGMENT_MS {
-                self.write_fragment(Some(ts))?;
-                if key {
-                    self.maybe_cut_segment(ts)?;
-                }
+        }
+        if self.completes_fragment(ts, key) {
+            self.write_fragment(Some(ts))?;
+            if key {
+                self.maybe_cut_segment(ts)?;
             }
         }
         if self.anchor.is_none() {
@@ -742,30 +745,43 @@ impl Recording {
     /// jump it; a jump backwards by more than 1 s or forwards by more than 5 s is a discontinuity: the
     /// timeline continues one frame period after the previous frame and later frames are shifted alike.
     fn continuous_ts(&mut self, raw_ts: i64) -> i64 {
+        let (ts, jump) = self.timeline_ts(raw_ts);
+        if jump {
+            let rate = self.clock_rate();
+            let step = raw_ts.saturating_add(self.ts_offset) - self.last_ts.unwrap_or(ts);
+            self.ts_offset = ts - raw_ts;
+            self.discontinuities += 1;
+            let jump_ms = step * 1000 / rate;
+            tracing::warn!(camera = %self.camera, jump_ms, "camera timestamp discontinuity; timeline continued");
+            self.store.log_event(
+                Some(self.stream_id),
+                "timestamp_discontinuity",
+                &format!(
+                    "{}: camera timestamps jumped {jump_ms} ms; timeline continued",
+                    self.camera
+                ),
+            );
+        }
+        self.last_ts = Some(ts);
+        ts
+    }
+
+    /// Where `raw_ts` lands on the run's timeline, and whether it is a discontinuity there (see
+    /// [`Self::continuous_ts`]); changes nothing.
+    fn timeline_ts(&self, raw_ts: i64) -> (i64, bool) {
         let rate = self.clock_rate();
         let adjusted = raw_ts.saturating_add(self.ts_offset);
-        if let Some(last) = self.last_ts {
-            let step = adjusted - last;
-            if step < -rate || step > MAX_FRAME_DURATION_MS * rate / 1000 {
-                let continued = last + i64::from(self.last_duration);
-                self.ts_offset = continued - raw_ts;
-                self.discontinuities += 1;
-                let jump_ms = step * 1000 / rate;
-                tracing::warn!(camera = %self.camera, jump_ms, "camera timestamp discontinuity; timeline continued");
-                self.store.log_event(
-                    Some(self.stream_id),
-                    "timestamp_discontinuity",
-                    &format!(
-                        "{}: camera timestamps jumped {jump_ms} ms; timeline continued",
-                        self.camera
-                    ),
-                );
-                self.last_ts = Some(continued);
-                return continued;
+        match self.last_ts {
+            Some(last) => {
+                let step = adjusted - last;
+                if step < -rate || step > MAX_FRAME_DURATION_MS * rate / 1000 {
+                    (last + i64::from(self.last_duration), true)
+                } else {
+                    (adjusted, false)
+                }
             }
+            None => (adjusted, false),
         }
-        self.last_ts = Some(adjusted);
-        adjusted
     }
 
     /// Timestamp discontinuities bridged so far.
@@ -962,12 +978,7 @@ impl Recording {
         )?;
         self.frames_written += gop.len() as u64;
         self.bytes_written += fragment_bytes as u64;
-        if seg
-            .writer
-            .sync_due(Duration::from_millis(self.settings.flush_interval_ms))
-        {
-            seg.writer.sync()?;
-        }
+        self.sync_if_due()?;
         Ok(())
     }
 

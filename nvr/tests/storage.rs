@@ -423,3 +423,44 @@ fn camera_timestamp_resets_keep_the_timeline_continuous() {
         2
     );
 }
+
+/// `may_write` decides whether the ingest loop leaves the async worker for a frame: when it says
+/// `false`, pushing that frame must neither write a fragment nor log a discontinuity (both touch the
+/// disk). Driven through key frames, a 10 s fragment without key frames, and clock jumps both ways.
+#[test]
+fn may_write_false_means_the_frame_touches_no_disk() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(2000),
+    );
+    let mut frames: Vec<(i64, bool)> = (0..60).map(|i| (i * 3600, i % 25 == 0)).collect();
+    // 11 s without a key frame: the fragment is cut at 10 s.
+    frames.extend((60..340).map(|i| (i * 3600, i == 60)));
+    // A jump back to 0 mid-GOP, then far ahead, then back again right before a would-be cut.
+    frames.extend((0..30).map(|i| (i * 3600, false)));
+    frames.extend((0..30).map(|i| (900_000_000 + i * 3600, i == 10)));
+    frames.extend((0..5).map(|i| (5_000 + i * 3600, false)));
+    let (mut writes, mut jumps) = (0, 0);
+    for (n, (ts, key)) in frames.into_iter().enumerate() {
+        let may = rec.may_write(ts, key);
+        let before = (rec.frames_written(), rec.discontinuities());
+        rec.push_video(ts, key, vec![1; 500], (n == 0).then(fake_track))
+            .expect("push");
+        let after = (rec.frames_written(), rec.discontinuities());
+        if !may {
+            assert_eq!(
+                before, after,
+                "frame {n} (ts {ts}, key {key}) touched the disk"
+            );
+        }
+        writes += u32::from(after.0 != before.0);
+        jumps += u32::from(after.1 != before.1);
+    }
+    assert!(writes >= 5, "fragments were written: {writes}");
+    assert_eq!(jumps, 3, "discontinuities bridged");
+    rec.finish("shutdown").expect("finish");
+}
