@@ -507,6 +507,20 @@ pub struct VideoTrack {
     pub sample_entry: Vec<u8>,
 }
 
+impl VideoTrack {
+    /// An H.264 track with [`crate::mp4::synthetic_avc1_sample_entry`], for tests and benchmarks that
+    /// push frames without a camera.
+    pub fn synthetic_avc1(width: u16, height: u16) -> VideoTrack {
+        VideoTrack {
+            codec: "avc1.64001f".into(),
+            width: u32::from(width),
+            height: u32::from(height),
+            clock_rate: 90_000,
+            sample_entry: crate::mp4::synthetic_avc1_sample_entry(width, height),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioTrack {
     pub codec: String,

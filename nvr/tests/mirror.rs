@@ -17,18 +17,6 @@ const T0_MS: i64 = 1_790_000_000_000;
 const PRIMARY: &str = "nvr-a";
 const STANDBY: &str = "nvr-b";
 
-/// An `avc1` sample entry with a plausible avcC (scanner and init writer treat it as opaque).
-fn fake_track() -> VideoTrack {
-    let entry = nvr::mp4::synthetic_avc1_sample_entry(320, 240);
-    VideoTrack {
-        codec: "avc1.64001f".into(),
-        width: 320,
-        height: 240,
-        clock_rate: 90_000,
-        sample_entry: entry,
-    }
-}
-
 /// A primary that recorded 10 s of one stream in two sealed 5 s segments.
 struct Primary {
     _dir: tempfile::TempDir,
@@ -51,7 +39,7 @@ fn primary() -> Primary {
     };
     let mut rec = Recording::new(store.clone(), stream, "cam1", StreamKind::Main, settings);
     for i in 0..250i64 {
-        let params = (i == 0).then(fake_track);
+        let params = (i == 0).then(|| VideoTrack::synthetic_avc1(320, 240));
         let data = vec![(i % 251) as u8; 1000 + (i % 7) as usize];
         rec.push_video(i * 3600, i % 25 == 0, data, params)
             .expect("push");
@@ -97,24 +85,27 @@ impl Primary {
         }
     }
 
+    /// Seals segment `i` on `standby` with the primary's info, size and end, and hash `sha`.
+    fn seal_into(&self, standby: &Store, i: usize, sha: &str) -> Result<(), MirrorError> {
+        let s = &self.segments[i];
+        standby.mirror_seal(
+            PRIMARY,
+            self.path(i),
+            &self.info(i),
+            s.size_bytes as u64,
+            sha,
+            s.end_ms,
+            s.frames,
+        )
+    }
+
     /// Mirrors segment `i` completely into `standby`.
     fn mirror_to(&self, standby: &Store, i: usize) {
         let bytes = self.bytes(i);
         standby
             .mirror_append(PRIMARY, self.path(i), 0, &bytes, true)
             .expect("append");
-        let s = &self.segments[i];
-        standby
-            .mirror_seal(
-                PRIMARY,
-                self.path(i),
-                &self.info(i),
-                bytes.len() as u64,
-                self.sha(i),
-                s.end_ms,
-                s.frames,
-            )
-            .expect("seal");
+        self.seal_into(standby, i, self.sha(i)).expect("seal");
     }
 }
 
@@ -200,17 +191,7 @@ fn append_in_pieces_then_seal_publishes_read_only_and_catalogs_with_origin() {
     assert!(!s.store.absolute_path(path).exists(), "not published yet");
 
     let row0 = &p.segments[0];
-    s.store
-        .mirror_seal(
-            PRIMARY,
-            path,
-            &p.info(0),
-            bytes.len() as u64,
-            p.sha(0),
-            row0.end_ms,
-            row0.frames,
-        )
-        .expect("seal");
+    p.seal_into(&s.store, 0, p.sha(0)).expect("seal");
 
     let published = s.store.absolute_path(path);
     assert_eq!(std::fs::read(&published).expect("read"), bytes);
@@ -396,16 +377,7 @@ fn gaps_are_refused_without_writing() {
         100
     );
     // Sealing before everything arrived is a gap too (nothing quarantined).
-    let row = &p.segments[0];
-    match s.store.mirror_seal(
-        PRIMARY,
-        path,
-        &p.info(0),
-        bytes.len() as u64,
-        p.sha(0),
-        row.end_ms,
-        row.frames,
-    ) {
+    match p.seal_into(&s.store, 0, p.sha(0)) {
         Err(MirrorError::OffsetGap {
             held: 100, offset, ..
         }) => {
@@ -426,15 +398,7 @@ fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
     s.store
         .mirror_append(PRIMARY, path, 0, &bytes, true)
         .expect("append");
-    match s.store.mirror_seal(
-        PRIMARY,
-        path,
-        &p.info(0),
-        bytes.len() as u64,
-        p.sha(1),
-        row.end_ms,
-        row.frames,
-    ) {
+    match p.seal_into(&s.store, 0, p.sha(1)) {
         Err(MirrorError::Contradiction {
             quarantine_path: Some(q),
             ..
@@ -450,15 +414,7 @@ fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
         .mirror_append(PRIMARY, path, 0, &bytes, true)
         .expect("append again");
     assert!(matches!(
-        s.store.mirror_seal(
-            PRIMARY,
-            path,
-            &p.info(0),
-            bytes.len() as u64,
-            "xyz",
-            row.end_ms,
-            row.frames
-        ),
+        p.seal_into(&s.store, 0, "xyz"),
         Err(MirrorError::BadPath { .. })
     ));
     // Info that does not match the path is refused.
@@ -477,17 +433,7 @@ fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
         Err(MirrorError::BadPath { .. })
     ));
     // The right hash still seals.
-    s.store
-        .mirror_seal(
-            PRIMARY,
-            path,
-            &p.info(0),
-            bytes.len() as u64,
-            p.sha(0),
-            row.end_ms,
-            row.frames,
-        )
-        .expect("seal");
+    p.seal_into(&s.store, 0, p.sha(0)).expect("seal");
 }
 
 #[test]
@@ -496,22 +442,13 @@ fn seal_never_replaces_an_existing_different_file() {
     let s = standby();
     let bytes = p.bytes(0);
     let path = p.path(0);
-    let row = &p.segments[0];
     let target = s.store.absolute_path(path);
     std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
     std::fs::write(&target, b"something else").expect("write");
     s.store
         .mirror_append(PRIMARY, path, 0, &bytes, true)
         .expect("append");
-    let r = s.store.mirror_seal(
-        PRIMARY,
-        path,
-        &p.info(0),
-        bytes.len() as u64,
-        p.sha(0),
-        row.end_ms,
-        row.frames,
-    );
+    let r = p.seal_into(&s.store, 0, p.sha(0));
     assert!(matches!(r, Err(MirrorError::Contradiction { .. })), "{r:?}");
     assert_eq!(
         std::fs::read(&target).expect("read"),
@@ -554,16 +491,7 @@ fn data_for_a_sealed_segment_must_match_it() {
     assert_eq!(std::fs::read(&published).expect("read"), bytes);
     assert!(!s.staging(path).exists(), "no staging copy appeared");
     // A seal with another hash is refused; the sealed file stays.
-    let row = &p.segments[0];
-    let r = s.store.mirror_seal(
-        PRIMARY,
-        path,
-        &p.info(0),
-        bytes.len() as u64,
-        &"0".repeat(64),
-        row.end_ms,
-        row.frames,
-    );
+    let r = p.seal_into(&s.store, 0, &"0".repeat(64));
     assert!(matches!(r, Err(MirrorError::Contradiction { .. })), "{r:?}");
     assert_eq!(std::fs::read(&published).expect("read"), bytes);
     assert_eq!(
@@ -580,20 +508,9 @@ fn seal_is_idempotent() {
     let p = primary();
     let s = standby();
     p.mirror_to(&s.store, 0);
-    let row = &p.segments[0];
-    let size = p.bytes(0).len() as u64;
     s.clock.advance_ms(1000);
     for _ in 0..2 {
-        s.store
-            .mirror_seal(
-                PRIMARY,
-                p.path(0),
-                &p.info(0),
-                size,
-                &p.sha(0).to_uppercase(),
-                row.end_ms,
-                row.frames,
-            )
+        p.seal_into(&s.store, 0, &p.sha(0).to_uppercase())
             .expect("seal again");
     }
     let stream = s.store.ensure_stream("cam1", "main").expect("stream");
@@ -929,18 +846,7 @@ fn running_hash_survives_pieces_resends_early_seals_and_restarts() {
     let s = standby();
     let bytes = p.bytes(0);
     let path = p.path(0);
-    let row = &p.segments[0];
-    let seal = |store: &Store, sha: &str| {
-        store.mirror_seal(
-            PRIMARY,
-            path,
-            &p.info(0),
-            bytes.len() as u64,
-            sha,
-            row.end_ms,
-            row.frames,
-        )
-    };
+    let seal = |store: &Store, sha: &str| p.seal_into(store, 0, sha);
     let half = bytes.len() / 2;
     let mut off = 0;
     while off < half {
@@ -978,7 +884,6 @@ fn running_hash_survives_pieces_resends_early_seals_and_restarts() {
     // Segment 1: half before a restart, the rest after; a wrong hash is still caught.
     let bytes1 = p.bytes(1);
     let path1 = p.path(1);
-    let row1 = &p.segments[1];
     let half1 = bytes1.len() / 2;
     s.store
         .mirror_append(PRIMARY, path1, 0, &bytes1[..half1], true)
@@ -988,17 +893,7 @@ fn running_hash_survives_pieces_resends_early_seals_and_restarts() {
     reopened
         .mirror_append(PRIMARY, path1, half1 as u64, &bytes1[half1..], true)
         .expect("second half after the restart");
-    let seal1 = |sha: &str| {
-        reopened.mirror_seal(
-            PRIMARY,
-            path1,
-            &p.info(1),
-            bytes1.len() as u64,
-            sha,
-            row1.end_ms,
-            row1.frames,
-        )
-    };
+    let seal1 = |sha: &str| p.seal_into(&reopened, 1, sha);
     assert!(matches!(
         seal1(p.sha(0)),
         Err(MirrorError::Contradiction { .. })

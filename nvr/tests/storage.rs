@@ -23,18 +23,6 @@ fn settings(segment_duration_ms: u64) -> IngestSettings {
     }
 }
 
-/// An `avc1` sample entry with a plausible avcC (scanner and init writer treat it as opaque).
-fn fake_track() -> VideoTrack {
-    let entry = nvr::mp4::synthetic_avc1_sample_entry(320, 240);
-    VideoTrack {
-        codec: "avc1.64001f".into(),
-        width: 320,
-        height: 240,
-        clock_rate: 90_000,
-        sample_entry: entry,
-    }
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
@@ -58,7 +46,7 @@ fn fixture() -> Fixture {
 /// Pushes `frames` frames at 25 fps starting at `first_frame`, a key frame every `gop` frames.
 fn push_frames(rec: &mut Recording, first_frame: i64, frames: i64, gop: i64) {
     for i in first_frame..first_frame + frames {
-        let params = (i == first_frame).then(fake_track);
+        let params = (i == first_frame).then(|| VideoTrack::synthetic_avc1(320, 240));
         let data = vec![(i % 251) as u8; 1000 + (i % 7) as usize];
         rec.push_video(i * 3600, i % gop == 0, data, params)
             .expect("push");
@@ -126,7 +114,7 @@ fn parameter_change_starts_a_new_segment() {
         settings(60_000),
     );
     push_frames(&mut rec, 0, 50, 25);
-    let mut other = fake_track();
+    let mut other = VideoTrack::synthetic_avc1(320, 240);
     other.width = 640;
     other.codec = "avc1.640028".into();
     rec.push_video(50 * 3600, true, vec![1; 500], Some(other))
@@ -448,8 +436,13 @@ fn may_write_false_means_the_frame_touches_no_disk() {
     for (n, (ts, key)) in frames.into_iter().enumerate() {
         let may = rec.may_write(ts, key);
         let before = (rec.frames_written(), rec.discontinuities());
-        rec.push_video(ts, key, vec![1; 500], (n == 0).then(fake_track))
-            .expect("push");
+        rec.push_video(
+            ts,
+            key,
+            vec![1; 500],
+            (n == 0).then(|| VideoTrack::synthetic_avc1(320, 240)),
+        )
+        .expect("push");
         let after = (rec.frames_written(), rec.discontinuities());
         if !may {
             assert_eq!(

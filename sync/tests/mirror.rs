@@ -469,6 +469,17 @@ fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     p.primary.sigterm();
     p.primary.expect_clean_exit(Duration::from_secs(20));
     std::fs::remove_dir_all(&p.data_a).expect("wipe");
+    // Only the sub stream (never recorded here): nothing is listed or fetched.
+    let config = p.prim_cfg.to_string_lossy().into_owned();
+    let out = run_sync(
+        &p.dir,
+        &["restore", "--config", &config, "--stream", "sub"],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
+    assert_eq!(report["listed"], 0, "{report}");
+    assert!(media_files(&p.data_a).is_empty(), "nothing restored");
     let out = sync_restore(&p.dir, &p.prim_cfg, None, None, Duration::from_secs(120));
     assert!(
         out.status.success(),
@@ -552,9 +563,46 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
             .iter()
             .find(|h| h.sealed_sha256.is_some())
             .expect("a sealed holding");
-        let expect_refused = |m: Option<Message>, what: &str| match m {
-            Some(Message::Refused { .. }) => {}
-            other => panic!("{what}: expected Refused, got {other:?}"),
+        /// Sends `msg` and expects the standby to refuse it.
+        async fn expect_refused<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+            conn: &mut Conn<S>,
+            msg: Message,
+            what: &str,
+        ) {
+            conn.send(&msg).await.expect("send");
+            match conn.recv(Duration::from_secs(10)).await.expect("recv") {
+                Some(Message::Refused { .. }) => {}
+                other => panic!("{what}: expected Refused, got {other:?}"),
+            }
+        }
+        let head_msg = |head: &SignedTreeHead, proof: Vec<String>, leaves: &[&SegmentLeaf]| {
+            Message::TreeHead {
+                head: serde_json::to_value(head).expect("json"),
+                consistency_proof: proof,
+                leaves: leaves
+                    .iter()
+                    .map(|l| serde_json::to_value(l).expect("json"))
+                    .collect(),
+            }
+        };
+        let size = held_head.head.tree_size as usize;
+        // A head genuinely signed by the primary's key over `tree`, claiming to extend the held one.
+        let extension = |tree: &MerkleTree, timestamp_ms: i64, new_leaf: &SegmentLeaf| {
+            let head = TreeHead {
+                log_node: "node-a".into(),
+                tree_size: tree.len(),
+                root_hash: tree.root(),
+                timestamp_ms,
+                prev_head_hash: held_head.head.head_hash(),
+            }
+            .sign(&|m| id.sign(m));
+            let proof = tree
+                .consistency_proof(size as u64, tree.len())
+                .unwrap_or_default()
+                .iter()
+                .map(|h| nvr::storage::hex(h))
+                .collect();
+            head_msg(&head, proof, &[new_leaf])
         };
 
         // 1. Bytes contradicting a sealed copy.
@@ -562,120 +610,47 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
             origin_node: "node-a".into(),
             path: sealed.key.path.clone(),
         };
-        conn.send(&Message::SegmentData {
-            key: key.clone(),
+        let data = Message::SegmentData {
+            key,
             offset: 0,
             data: vec![0x42u8; 4096].into(),
-        })
-        .await
-        .expect("send");
-        expect_refused(
-            conn.recv(Duration::from_secs(10)).await.expect("recv"),
-            "contradicting bytes",
-        );
+        };
+        expect_refused(&mut conn, data, "contradicting bytes").await;
 
         // 2. A head signed with another key.
         let mut forged = held_head.head.clone();
         forged.timestamp_ms += 1;
         forged.prev_head_hash = held_head.head.head_hash();
         let other_key = forged.sign(&|m| stranger.sign(m));
-        conn.send(&Message::TreeHead {
-            head: serde_json::to_value(&other_key).expect("json"),
-            consistency_proof: vec![],
-            leaves: vec![],
-        })
-        .await
-        .expect("send");
-        expect_refused(
-            conn.recv(Duration::from_secs(10)).await.expect("recv"),
-            "head signed by another key",
-        );
+        let msg = head_msg(&other_key, vec![], &[]);
+        expect_refused(&mut conn, msg, "head signed by another key").await;
 
         // 3. A replayed older head (genuinely signed).
         let old = own_heads
             .iter()
             .find(|h| h.head.tree_size < held_head.head.tree_size)
-            .cloned()
-            .unwrap_or_else(|| own_heads[0].clone());
-        conn.send(&Message::TreeHead {
-            head: serde_json::to_value(&old).expect("json"),
-            consistency_proof: vec![],
-            leaves: vec![],
-        })
-        .await
-        .expect("send");
-        expect_refused(
-            conn.recv(Duration::from_secs(10)).await.expect("recv"),
-            "replayed head",
-        );
+            .unwrap_or(&own_heads[0]);
+        expect_refused(&mut conn, head_msg(old, vec![], &[]), "replayed head").await;
 
         // 4. History rewritten by the (compromised) primary itself: leaf 0 gets another hash.
-        let size = held_head.head.tree_size as usize;
         let mut leaves: Vec<SegmentLeaf> = own_leaves[..size.min(own_leaves.len())].to_vec();
         leaves[0].sha256 = [7u8; 32];
         let mut extra = leaves[0].clone();
         extra.path = "media/cam1/main/2030-01-01/20300101T000000000Z_node-a.mp4".into();
         leaves.push(extra.clone());
         let tree = MerkleTree::from_leaf_hashes(leaves.iter().map(|l| l.leaf_hash()).collect());
-        let rewritten = TreeHead {
-            log_node: "node-a".into(),
-            tree_size: tree.len(),
-            root_hash: tree.root(),
-            timestamp_ms: held_head.head.timestamp_ms + 10,
-            prev_head_hash: held_head.head.head_hash(),
-        }
-        .sign(&|m| id.sign(m));
-        let proof: Vec<String> = tree
-            .consistency_proof(size as u64, tree.len())
-            .unwrap_or_default()
-            .iter()
-            .map(|h| nvr::storage::hex(h))
-            .collect();
-        conn.send(&Message::TreeHead {
-            head: serde_json::to_value(&rewritten).expect("json"),
-            consistency_proof: proof,
-            leaves: vec![serde_json::to_value(&extra).expect("json")],
-        })
-        .await
-        .expect("send");
-        expect_refused(
-            conn.recv(Duration::from_secs(10)).await.expect("recv"),
-            "rewritten leaf",
-        );
+        let msg = extension(&tree, held_head.head.timestamp_ms + 10, &extra);
+        expect_refused(&mut conn, msg, "rewritten leaf").await;
 
         // 5. A new leaf that contradicts a sealed copy the standby holds (same path, other hash).
-        let honest = MerkleTree::from_leaf_hashes(
+        let mut grown = MerkleTree::from_leaf_hashes(
             own_leaves[..size].iter().map(|l| l.leaf_hash()).collect(),
         );
         let mut lie = own_leaves[0].clone();
         lie.sha256 = [9u8; 32];
-        let mut grown = honest.clone();
         grown.push(lie.leaf_hash());
-        let lying = TreeHead {
-            log_node: "node-a".into(),
-            tree_size: grown.len(),
-            root_hash: grown.root(),
-            timestamp_ms: held_head.head.timestamp_ms + 20,
-            prev_head_hash: held_head.head.head_hash(),
-        }
-        .sign(&|m| id.sign(m));
-        let proof: Vec<String> = grown
-            .consistency_proof(size as u64, grown.len())
-            .unwrap_or_default()
-            .iter()
-            .map(|h| nvr::storage::hex(h))
-            .collect();
-        conn.send(&Message::TreeHead {
-            head: serde_json::to_value(&lying).expect("json"),
-            consistency_proof: proof,
-            leaves: vec![serde_json::to_value(&lie).expect("json")],
-        })
-        .await
-        .expect("send");
-        expect_refused(
-            conn.recv(Duration::from_secs(10)).await.expect("recv"),
-            "leaf contradicting a held copy",
-        );
+        let msg = extension(&grown, held_head.head.timestamp_ms + 20, &lie);
+        expect_refused(&mut conn, msg, "leaf contradicting a held copy").await;
     });
 
     let alarms = standby_alarms(&p.data_s);

@@ -11,6 +11,14 @@ mod rtsp;
 
 pub use clip::{AccessUnit, Clip, ClipError, EMBEDDED_FPS, MAX_RTP_PAYLOAD_BYTES, RTP_CLOCK_HZ};
 
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
 /// The ffmpeg command that encodes a clip `camsim` can serve (`--clip`): `seconds` of ffmpeg's
 /// `testsrc2` pattern at `width`x`height`, 25 fps, H.264 High profile without B-frames, an IDR every
 /// `gop_frames` frames with parameter sets before each, at a constant `mbit` Mbit/s (`None`: the
@@ -57,14 +65,6 @@ pub fn ffmpeg_clip_command(
     cmd.args(["-f", "h264"]).arg(out);
     cmd
 }
-
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
 
 /// Default RTSP session timeout announced in `Session: ...;timeout=60`. Connections silent for longer are
 /// dropped.

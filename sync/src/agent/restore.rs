@@ -87,8 +87,19 @@ pub async fn run(
         ));
     }
     let logged: HashMap<&str, &SegmentLeaf> = leaves.iter().map(|l| (l.path.as_str(), l)).collect();
-    let segments = match conn.recv(HANDSHAKE_TIMEOUT * 6).await? {
-        Some(Message::FetchListReply { segments }) => segments,
+    // The standby filters by camera and time; the stream is filtered here, from the path.
+    let wanted_stream = |entry: &serde_json::Value| {
+        filter.stream.as_deref().is_none_or(|want| {
+            entry["path"]
+                .as_str()
+                .and_then(|p| nvr::storage::parse_media_path(std::path::Path::new(p)))
+                .is_some_and(|info| info.stream == want)
+        })
+    };
+    let segments: Vec<serde_json::Value> = match conn.recv(HANDSHAKE_TIMEOUT * 6).await? {
+        Some(Message::FetchListReply { segments }) => {
+            segments.into_iter().filter(wanted_stream).collect()
+        }
         other => {
             return Err(AgentError::Peer(format!(
                 "expected the segment list, got {other:?}"
@@ -104,14 +115,6 @@ pub async fn run(
         let Some(path) = entry["path"].as_str().map(str::to_owned) else {
             continue;
         };
-        if filter
-            .stream
-            .as_deref()
-            .is_some_and(|s| path.split('/').nth(2) != Some(s))
-        {
-            report.listed -= 1;
-            continue;
-        }
         let Some(leaf) = logged.get(path.as_str()) else {
             report.failed.push((path, "not in the signed log".into()));
             continue;

@@ -89,6 +89,28 @@ fn write_configs(dir: &Path, data_a: &Path, data_s: &Path) -> Result<Nodes> {
     Ok(Nodes { prim_cfg, stby_cfg })
 }
 
+impl Nodes {
+    /// Starts the standby agent (log in `dir/stby.log`) and gives it time to listen.
+    fn start_standby(&self, agent: &Path, dir: &Path) -> Result<Child> {
+        let child = spawn(
+            agent,
+            &["run", "--config", &self.stby_cfg.to_string_lossy()],
+            &dir.join("stby.log"),
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(child)
+    }
+
+    /// Starts the primary agent (log in `dir/prim.log`).
+    fn start_primary(&self, agent: &Path, dir: &Path) -> Result<Child> {
+        spawn(
+            agent,
+            &["run", "--config", &self.prim_cfg.to_string_lossy()],
+            &dir.join("prim.log"),
+        )
+    }
+}
+
 fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
     Ok(Command::new(program)
         .args(args)
@@ -181,11 +203,13 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
         }
         w.seal()?;
     }
-    drop(store);
-    let bytes: u64 = walk(&data_a.join("media"))?
+    let bytes: u64 = store
+        .catalog()
+        .segments_in_state(nvr::storage::SegmentState::Sealed)?
         .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .map(|r| r.size_bytes.max(0) as u64)
         .sum();
+    drop(store);
     let mb = bytes as f64 / 1e6;
 
     // ring SHA-256 on this machine.
@@ -234,18 +258,9 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
     // The agents over loopback mutual TLS.
     let nodes = write_configs(dir, &data_a, &data_s)?;
     let agent = bin("nvr-sync")?;
-    let mut standby = spawn(
-        &agent,
-        &["run", "--config", &nodes.stby_cfg.to_string_lossy()],
-        &dir.join("stby.log"),
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
+    let mut standby = nodes.start_standby(&agent, dir)?;
     let t = Instant::now();
-    let mut primary = spawn(
-        &agent,
-        &["run", "--config", &nodes.prim_cfg.to_string_lossy()],
-        &dir.join("prim.log"),
-    )?;
+    let mut primary = nodes.start_primary(&agent, dir)?;
     let (p0, s0) = (cpu_ticks(primary.id()), cpu_ticks(standby.id()));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -289,22 +304,6 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
         (s1 - s0) as f64 / 100.0
     );
     Ok(())
-}
-
-fn walk(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)? {
-            let p = e?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// A 4 s 1280x720 25 fps H.264 clip (High profile, no B-frames, IDR every 50 frames) at `mbit`
@@ -352,17 +351,8 @@ fn lag(streams: usize, seconds: u64, mbit: u32) -> Result<()> {
         &["run", "--config", &dir.join("rec.toml").to_string_lossy()],
         &dir.join("rec.log"),
     )?;
-    let mut standby = spawn(
-        &agent,
-        &["run", "--config", &nodes.stby_cfg.to_string_lossy()],
-        &dir.join("stby.log"),
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let mut primary = spawn(
-        &agent,
-        &["run", "--config", &nodes.prim_cfg.to_string_lossy()],
-        &dir.join("prim.log"),
-    )?;
+    let mut standby = nodes.start_standby(&agent, dir)?;
+    let mut primary = nodes.start_primary(&agent, dir)?;
     std::thread::sleep(Duration::from_secs(8));
     let (p0, s0) = (cpu_ticks(primary.id()), cpu_ticks(standby.id()));
     let t0 = Instant::now();
