@@ -17,9 +17,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Secret, StreamKind, Transport};
-use crate::job::{random_jitter_unit, Backoff};
-use crate::mp4::{FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
-use crate::storage::{RunId, SegmentWriter, StorageError, Store, StreamId};
+use base::job::{random_jitter_unit, Backoff};
+use store::mp4::{FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
+use store::{RunId, SegmentWriter, StorageError, Store, StreamId};
 
 /// Track ids in every segment file.
 const VIDEO_TRACK_ID: u32 = 1;
@@ -508,7 +508,7 @@ pub struct VideoTrack {
 }
 
 impl VideoTrack {
-    /// An H.264 track with [`crate::mp4::synthetic_avc1_sample_entry`], for tests and benchmarks that
+    /// An H.264 track with [`store::mp4::synthetic_avc1_sample_entry`], for tests and benchmarks that
     /// push frames without a camera.
     pub fn synthetic_avc1(width: u16, height: u16) -> VideoTrack {
         VideoTrack {
@@ -516,7 +516,7 @@ impl VideoTrack {
             width: u32::from(width),
             height: u32::from(height),
             clock_rate: 90_000,
-            sample_entry: crate::mp4::synthetic_avc1_sample_entry(width, height),
+            sample_entry: store::mp4::synthetic_avc1_sample_entry(width, height),
         }
     }
 }
@@ -874,7 +874,7 @@ impl Recording {
         }
         let start_ms = self.wall_ms(first_ts);
         let stream = self.kind.as_str();
-        let writer = self.store.create_segment(&crate::storage::NewSegment {
+        let writer = self.store.create_segment(&store::NewSegment {
             stream_id: self.stream_id,
             run_id,
             camera: &self.camera,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use nvr::camsim::{CamSim, Clip};
-use nvr::clock::SystemClock;
+use base::clock::SystemClock;
+use camsim::{CamSim, Clip};
 use nvr::config::{self, Config};
 
 #[derive(Parser)]
@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         clip: Option<PathBuf>,
         /// Frame rate of `--clip`.
-        #[arg(long, default_value_t = nvr::camsim::EMBEDDED_FPS, requires = "clip")]
+        #[arg(long, default_value_t = camsim::EMBEDDED_FPS, requires = "clip")]
         fps: u32,
     },
     /// Demo without cameras: the camera simulator plus the recorder, recording into a local folder.
@@ -67,7 +67,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    nvr::process::init_logging();
+    base::process::init_logging();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,
@@ -91,7 +91,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = config::load(&config)?;
             runtime()?.block_on(nvr::recorder::run(
                 cfg,
-                nvr::process::shutdown_signal(),
+                base::process::shutdown_signal(),
                 |_| {},
             ))?;
             Ok(ExitCode::SUCCESS)
@@ -115,7 +115,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config, no_rehash } => {
             let cfg = config::load(&config)?;
-            let store = nvr::storage::Store::open_read_only(&cfg.data_dir, Arc::new(SystemClock))?;
+            let store = store::Store::open_read_only(&cfg.data_dir, Arc::new(SystemClock))?;
             let report = store.check(!no_rehash)?;
             for p in &report.problems {
                 println!("PROBLEM {}: {}", p.path, p.problem);
@@ -158,7 +158,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     urls.first().map(|u| u.as_str()).unwrap_or("-"),
                     urls.last().map(|u| u.as_str()).unwrap_or("-")
                 );
-                sim.run(nvr::process::shutdown_signal()).await?;
+                sim.run(base::process::shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -197,10 +197,10 @@ async fn demo(
             Some(s) => {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(s)) => {}
-                    _ = nvr::process::shutdown_signal() => {}
+                    _ = base::process::shutdown_signal() => {}
                 }
             }
-            None => nvr::process::shutdown_signal().await,
+            None => base::process::shutdown_signal().await,
         }
     };
     let printer = std::sync::Mutex::new(None);
@@ -240,7 +240,7 @@ async fn demo(
     }
     let _ = sim_stop_tx.send(());
     let _ = sim_task.await;
-    let store = nvr::storage::Store::open_read_only(&data_dir, Arc::new(SystemClock))?;
+    let store = store::Store::open_read_only(&data_dir, Arc::new(SystemClock))?;
     let report = store.check(true)?;
     println!(
         "demo finished: {} sealed segments, all verified: {}; see {}",

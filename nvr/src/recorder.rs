@@ -12,15 +12,13 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::ingest::{run_stream, IngestSettings, SharedStatus, StreamSpec, StreamStatus};
-use crate::job::{run_job, Job, JobStatus, JobTiming};
-use crate::storage::{
-    free_bytes, RecoveryReport, RetentionPolicy, StorageError, Store, StreamLimits,
-};
+use base::clock::{Clock, SystemClock};
+use base::job::{run_job, Job, JobStatus, JobTiming};
+use store::{free_bytes, RecoveryReport, RetentionPolicy, StorageError, Store, StreamLimits};
 
-pub const STATUS_FILE: &str = "status.json";
+pub use store::layout::STATUS_FILE;
 const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +138,8 @@ mod tests {
 }
 
 fn write_status(path: &Path, status: &NodeStatus) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, path)
+    base::fs::replace_file(path, &body)
 }
 
 fn lock<T: Clone>(m: &Mutex<T>) -> T {

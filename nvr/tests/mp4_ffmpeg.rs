@@ -1,4 +1,4 @@
-//! End-to-end checks of `nvr::mp4` against the real `ffmpeg`/`ffprobe` (`/usr/bin`, required: these
+//! End-to-end checks of `store::mp4` against the real `ffmpeg`/`ffprobe` (`/usr/bin`, required: these
 //! tests fail if they are missing).
 //!
 //! Scaffolding: ffmpeg encodes a 3 s 320x240 25 fps H.264 Annex-B clip (GOP 25, no B-frames) and a
@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nvr::mp4::{init_segment, scan, FragmentBuilder, Handler, SampleInfo, TrackKind, TrackSpec};
+use store::mp4::{init_segment, scan, FragmentBuilder, Handler, SampleInfo, TrackKind, TrackSpec};
 
 const FFMPEG: &str = "/usr/bin/ffmpeg";
 const FFPROBE: &str = "/usr/bin/ffprobe";

@@ -1,9 +1,9 @@
-//! Scanner tests on synthetic segment files built with `nvr::mp4`'s own writer: a two-track file
+//! Scanner tests on synthetic segment files built with `store::mp4`'s own writer: a two-track file
 //! (fake `avc1` + `mp4a` sample entries, which the scanner reads only for their type and dimensions),
 //! then whole-file scans, truncation at every byte of the last fragment, appended garbage, random
 //! byte flips (fixed-seed xorshift) and hand-made hostile boxes.
 
-use nvr::mp4::{
+use store::mp4::{
     init_segment, scan, scan_file, FragmentBuilder, Handler, Mp4Error, SampleInfo, TrackKind,
     TrackSpec,
 };

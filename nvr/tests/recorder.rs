@@ -1,18 +1,18 @@
 //! End-to-end tests of the recorder process against real RTSP servers (GStreamer's gst-rtsp-server and
 //! a hostile camera) on loopback: the real `nvr` binary, real files, real signals.
 
-mod common;
+use testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base::clock::SystemClock;
 use common::{
     ffprobe, wait_until, CameraAuth, CameraOpts, GstCamera, HostileCamera, HostileMode, NvrProcess,
     TestDir,
 };
-use nvr::clock::SystemClock;
-use nvr::storage::{SegmentRow, SegmentState, Store, StreamId};
+use store::{SegmentRow, SegmentState, Store, StreamId};
 
 struct Cam {
     name: &'static str,

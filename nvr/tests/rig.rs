@@ -1,7 +1,7 @@
 //! Tests of the test rig itself (`tests/common`, `tests/rtsp_server.py`, `tests/hostile_camera.py`):
 //! if these fail, failures elsewhere say nothing about the recorder.
 
-mod common;
+use testkit as common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use nvr::clock::ManualClock;
+use base::clock::ManualClock;
 use nvr::config::StreamKind;
 use nvr::ingest::{IngestSettings, Recording, VideoTrack};
-use nvr::storage::{RetentionPolicy, SegmentState, Store, StreamId, StreamLimits};
+use store::{RetentionPolicy, SegmentState, Store, StreamId, StreamLimits};
 
 const T0_MS: i64 = 1_790_000_000_000;
 
@@ -94,7 +94,7 @@ fn segments_are_cut_on_key_frames_continuous_and_sealed() {
             0,
             "sealed file is read-only"
         );
-        let scan = nvr::mp4::scan_file(&path).expect("scan");
+        let scan = store::mp4::scan_file(&path).expect("scan");
         assert_eq!(scan.fragments.len(), 2, "one fragment per GOP");
         assert_eq!(scan.trailing_bytes, 0);
     }
@@ -352,7 +352,7 @@ fn gaps_between_runs_are_explicit() {
         .expect("gaps");
     assert_eq!(
         gaps,
-        [nvr::storage::Gap {
+        [store::Gap {
             start_ms: T0_MS + 4000,
             end_ms: T0_MS + 14_000
         }]

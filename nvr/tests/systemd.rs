@@ -2,7 +2,7 @@
 //! are valid for the systemd on this machine and keep the settings the recorder relies on.
 //! `systemd-analyze` and `systemd-sysusers` come from the `systemd` package (tests/run installs it).
 
-mod common;
+use testkit as common;
 
 use std::process::Command;
 

@@ -58,7 +58,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    nvr::process::init_logging();
+    base::process::init_logging();
     match real_main(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -98,7 +98,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    nvr::process::shutdown_signal().await;
+                    base::process::shutdown_signal().await;
                     let _ = tx.send(true);
                 });
                 match cfg.role {

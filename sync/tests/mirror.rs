@@ -108,13 +108,13 @@ fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
         return BTreeMap::new();
     }
     // The catalog may still be being created by another process: nothing sealed yet, then.
-    let clock = std::sync::Arc::new(nvr::clock::SystemClock);
-    let Ok(store) = nvr::storage::Store::open_read_only(data_dir, clock) else {
+    let clock = std::sync::Arc::new(base::clock::SystemClock);
+    let Ok(store) = store::Store::open_read_only(data_dir, clock) else {
         return BTreeMap::new();
     };
     let Ok(rows) = store
         .catalog()
-        .segments_in_state(nvr::storage::SegmentState::Sealed)
+        .segments_in_state(store::SegmentState::Sealed)
     else {
         return BTreeMap::new();
     };
@@ -124,14 +124,14 @@ fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn standby_alarms(data_s: &Path) -> Vec<nvr::storage::AlarmRow> {
-    nvr::storage::SyncDb::open(data_s)
+fn standby_alarms(data_s: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
+    nvr_sync::syncdb::SyncDb::open(data_s)
         .and_then(|db| db.alarms(0))
         .unwrap_or_default()
 }
 
-fn primary_alarms(data_a: &Path) -> Vec<nvr::storage::AlarmRow> {
-    nvr::storage::SyncDb::open(data_a)
+fn primary_alarms(data_a: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
+    nvr_sync::syncdb::SyncDb::open(data_a)
         .and_then(|db| db.alarms(0))
         .unwrap_or_default()
 }
@@ -296,11 +296,9 @@ fn killing_either_agent_resumes_without_resending_and_recording_never_stops() {
         "re-sent too much: {sent_total} for {total}"
     );
     // The recorder recorded every stream as one continuous run through all of it.
-    let store = nvr::storage::Store::open_read_only(
-        &p.data_a,
-        std::sync::Arc::new(nvr::clock::SystemClock),
-    )
-    .expect("store");
+    let store =
+        store::Store::open_read_only(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
+            .expect("store");
     let streams = store.catalog().streams().expect("streams");
     for s in streams {
         assert_eq!(
@@ -352,18 +350,16 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     );
     let standby_before = media_files(&p.data_s);
     // Encrypt every sealed segment on the primary; flip bytes in the open ones.
-    let store = nvr::storage::Store::open_read_only(
-        &p.data_a,
-        std::sync::Arc::new(nvr::clock::SystemClock),
-    )
-    .expect("store");
+    let store =
+        store::Store::open_read_only(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
+            .expect("store");
     let sealed = store
         .catalog()
-        .segments_in_state(nvr::storage::SegmentState::Sealed)
+        .segments_in_state(store::SegmentState::Sealed)
         .expect("sealed");
     let open = store
         .catalog()
-        .segments_in_state(nvr::storage::SegmentState::Open)
+        .segments_in_state(store::SegmentState::Open)
         .expect("open");
     let attack_ms = chrono::Utc::now().timestamp_millis();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -522,13 +518,13 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         nvr_sync::identity::generate(&stranger_dir, "node-a").expect("stranger identity");
     let cfg = nvr_sync::config::SyncConfig::load(&p.prim_cfg).expect("config");
     let standby = cfg.peers[0].clone();
-    let own_heads: Vec<SignedTreeHead> = nvr::storage::SyncDb::open(&p.data_a)
+    let own_heads: Vec<SignedTreeHead> = nvr_sync::syncdb::SyncDb::open(&p.data_a)
         .and_then(|db| db.heads("node-a"))
         .expect("heads")
         .iter()
         .filter_map(|h| serde_json::from_str(&h.head_json).ok())
         .collect();
-    let own_leaves: Vec<SegmentLeaf> = nvr::storage::SyncDb::open(&p.data_a)
+    let own_leaves: Vec<SegmentLeaf> = nvr_sync::syncdb::SyncDb::open(&p.data_a)
         .and_then(|db| db.leaves("node-a"))
         .expect("leaves")
         .iter()
@@ -600,7 +596,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
                 .consistency_proof(size as u64, tree.len())
                 .unwrap_or_default()
                 .iter()
-                .map(|h| nvr::storage::hex(h))
+                .map(|h| base::hex::encode(h))
                 .collect();
             head_msg(&head, proof, &[new_leaf])
         };

@@ -485,29 +485,12 @@ fn parse_stream(t: &Table<'_, '_>, kind: StreamKind) -> Result<StreamConfig, Con
     })
 }
 
-/// `[a-z0-9][a-z0-9_-]{0,62}`
+/// The one name rule of [`base::names`].
 fn check_name(ctx: &Ctx<'_>, v: &Spanned<String>, path: &str) -> Result<(), ConfigError> {
-    let s = v.get_ref();
-    if s.is_empty() {
-        return Err(ctx.invalid(v.span(), path, "must not be empty"));
-    }
-    let b = s.as_bytes();
-    let ok = b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..]
-            .iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
-    if !ok {
-        return Err(ctx.invalid(
-            v.span(),
-            path,
-            format!(
-                "invalid name {s:?}: must match [a-z0-9][a-z0-9_-]{{0,62}} (lower-case letters, digits, \
-                 '_' and '-', not starting with '_' or '-', at most 63 characters)"
-            ),
-        ));
-    }
-    Ok(())
+    base::names::check(v.get_ref()).map_err(|e| match e {
+        base::names::NameError::Empty => ctx.invalid(v.span(), path, "must not be empty"),
+        other => ctx.invalid(v.span(), path, other.to_string()),
+    })
 }
 
 /// Parses a byte size: a plain integer (bytes) or an integer followed by an optional space and a unit:

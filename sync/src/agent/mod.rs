@@ -11,13 +11,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nvr::storage::SyncDb;
+use crate::syncdb::SyncDb;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, BufWriter, WriteHalf};
 
 use crate::proto::{self, Limits, Message, ProtoError};
 
-pub const STATUS_FILE: &str = "sync-status.json";
+pub use store::layout::SYNC_STATUS_FILE as STATUS_FILE;
 /// Largest media chunk in one `SegmentData`/`FetchData`.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// A peer silent for this long is considered gone (pings go every second).
@@ -29,7 +29,7 @@ pub enum AgentError {
     #[error("identity: {0}")]
     Identity(#[from] crate::identity::IdentityError),
     #[error("storage: {0}")]
-    Storage(#[from] nvr::storage::StorageError),
+    Storage(#[from] store::StorageError),
     #[error("protocol: {0}")]
     Proto(#[from] ProtoError),
     #[error("{op}: {source}")]
@@ -84,7 +84,7 @@ pub struct AgentStatus {
     pub log_size: u64,
     pub peers: BTreeMap<String, PeerStatus>,
     pub alarms_total: u64,
-    pub recent_alarms: Vec<nvr::storage::AlarmRow>,
+    pub recent_alarms: Vec<crate::syncdb::AlarmRow>,
     pub scrub_passes: u64,
     pub scrub_bytes: u64,
 }
@@ -101,11 +101,11 @@ pub fn with_status<T>(status: &SharedStatus, f: impl FnOnce(&mut AgentStatus) ->
 /// Opens this node's store (catalog and media) and its `sync.db`.
 pub fn open_storage(
     cfg: &crate::config::SyncConfig,
-) -> Result<(Arc<nvr::storage::Store>, Arc<SyncDb>), AgentError> {
-    let store = nvr::storage::Store::open(
+) -> Result<(Arc<store::Store>, Arc<SyncDb>), AgentError> {
+    let store = store::Store::open(
         &cfg.data_dir,
         &cfg.node_name,
-        Arc::new(nvr::clock::SystemClock),
+        Arc::new(base::clock::SystemClock),
     )?;
     Ok((Arc::new(store), Arc::new(SyncDb::open(&cfg.data_dir)?)))
 }
@@ -125,11 +125,9 @@ pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
         s.clone()
     });
     let path = data_dir.join(STATUS_FILE);
-    let tmp = path.with_extension("json.tmp");
     let write = serde_json::to_vec_pretty(&snapshot)
         .map_err(std::io::Error::other)
-        .and_then(|body| std::fs::write(&tmp, body))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+        .and_then(|body| base::fs::replace_file(&path, &body));
     if let Err(e) = write {
         tracing::warn!(error = %e, "cannot write sync status");
     }
@@ -256,20 +254,4 @@ pub fn from_json<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<T, AgentError> {
     serde_json::from_value(v.clone()).map_err(|e| AgentError::Peer(format!("bad {what}: {e}")))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    nvr::storage::hex(bytes)
-}
-
-pub fn parse_hash(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        let text = std::str::from_utf8(chunk).ok()?;
-        out[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
 }

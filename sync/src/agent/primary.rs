@@ -9,13 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nvr::storage::{SegmentRow, SegmentState, Store, SyncDb};
+use crate::syncdb::SyncDb;
+use store::{SegmentRow, SegmentState, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::{
-    from_json, io_err, now_ms, parse_hash, raise_alarm, to_json, with_status, write_status,
-    AgentError, Conn, SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+    from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
+    SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
 };
 use crate::config::{Peer, SyncConfig};
 use crate::identity::{self, NodeIdentity};
@@ -108,7 +109,7 @@ impl Log {
                 if self.logged.contains_key(&row.path) {
                     continue;
                 }
-                let Some(sha) = row.sha256.as_deref().and_then(parse_hash) else {
+                let Some(sha) = row.sha256.as_deref().and_then(base::hex::decode_32) else {
                     continue;
                 };
                 let (camera, stream) = streams.get(&row.stream_id.0).cloned().unwrap_or_default();
@@ -219,7 +220,7 @@ pub async fn run(
         ));
     }
 
-    let mut backoff = nvr::job::Backoff::new(500, 5000);
+    let mut backoff = base::job::Backoff::new(500, 5000);
     loop {
         if *shutdown.borrow() {
             break;
@@ -253,7 +254,7 @@ pub async fn run(
                 if started.elapsed() > Duration::from_secs(10) {
                     backoff.reset();
                 }
-                let delay = backoff.next_delay_ms(nvr::job::random_jitter_unit());
+                let delay = backoff.next_delay_ms(base::job::random_jitter_unit());
                 tracing::warn!(peer = %standby.pins.node, error = %e, retry_in_ms = delay, "standby connection ended");
                 // Keep the log and heads current while disconnected.
                 if let Err(e) = tokio::task::block_in_place(|| {
@@ -282,7 +283,7 @@ fn watch_media(
     wake: Arc<Notify>,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let media = data_dir.join("media");
+    let media = data_dir.join(store::layout::MEDIA_DIR);
     let _ = std::fs::create_dir_all(&media);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok() {
@@ -733,7 +734,7 @@ async fn session(
                 &mut writer,
                 &Message::TreeHead {
                     head: to_json(head),
-                    consistency_proof: proof.iter().map(|h| super::hex(h)).collect(),
+                    consistency_proof: proof.iter().map(|h| base::hex::encode(h)).collect(),
                     leaves,
                 },
             )
@@ -803,8 +804,7 @@ async fn scrub_loop(
         let node = cfg.node_name.clone();
         let rate = cfg.scrub_bytes_per_s;
         let pass =
-            tokio::task::spawn_blocking(move || scrub_pass(&store2, Some(node.as_str()), rate))
-                .await;
+            tokio::task::spawn_blocking(move || store2.scrub_pass(Some(node.as_str()), rate)).await;
         match pass {
             Ok(Ok((bytes, damaged))) => {
                 with_status(&status, |s| {
@@ -826,40 +826,4 @@ async fn scrub_loop(
             _ = shutdown.changed() => return,
         }
     }
-}
-
-/// One scrub pass: (bytes hashed, damaged segments with what is wrong).
-pub(super) fn scrub_pass(
-    store: &Store,
-    node: Option<&str>,
-    bytes_per_s: u64,
-) -> Result<(u64, Vec<(SegmentRow, String)>), AgentError> {
-    let sealed = store.catalog().segments_in_state(SegmentState::Sealed)?;
-    let mut hashed = 0u64;
-    let mut damaged = Vec::new();
-    let started = Instant::now();
-    for row in sealed
-        .into_iter()
-        .filter(|r| node.is_none_or(|n| r.node == n))
-    {
-        let path = store.absolute_path(&row.path);
-        let detail = match nvr::storage::sha256_file(&path) {
-            Ok(h) if Some(h.as_str()) == row.sha256.as_deref() => None,
-            Ok(h) => Some(format!(
-                "sha256 {h}, logged {}",
-                row.sha256.as_deref().unwrap_or("-")
-            )),
-            Err(e) => Some(format!("unreadable: {e}")),
-        };
-        hashed += row.size_bytes.max(0) as u64;
-        if let Some(d) = detail {
-            damaged.push((row, d));
-        }
-        // Rate limit: never faster than bytes_per_s on average.
-        let due = Duration::from_secs_f64(hashed as f64 / bytes_per_s.max(1) as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    }
-    Ok((hashed, damaged))
 }

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use nvr::storage::Store;
 use serde::Serialize;
+use store::Store;
 
 use super::{from_json, now_ms, primary, AgentError, Conn, HANDSHAKE_TIMEOUT};
 use crate::config::SyncConfig;
@@ -45,7 +45,7 @@ pub async fn run(
     let store = Arc::new(Store::open(
         &cfg.data_dir,
         &cfg.node_name,
-        Arc::new(nvr::clock::SystemClock),
+        Arc::new(base::clock::SystemClock),
     )?);
     let standby = cfg
         .peers
@@ -92,7 +92,7 @@ pub async fn run(
         filter.stream.as_deref().is_none_or(|want| {
             entry["path"]
                 .as_str()
-                .and_then(|p| nvr::storage::parse_media_path(std::path::Path::new(p)))
+                .and_then(|p| store::parse_media_path(std::path::Path::new(p)))
                 .is_some_and(|info| info.stream == want)
         })
     };
@@ -119,10 +119,10 @@ pub async fn run(
             report.failed.push((path, "not in the signed log".into()));
             continue;
         };
-        let sha = super::hex(&leaf.sha256);
+        let sha = base::hex::encode(&leaf.sha256);
         let local = store.sealed_segment_by_path(&path)?;
         let local_ok = local.as_ref().is_some_and(|_| {
-            nvr::storage::sha256_file(&store.absolute_path(&path))
+            store::sha256_file(&store.absolute_path(&path))
                 .ok()
                 .as_deref()
                 == Some(sha.as_str())

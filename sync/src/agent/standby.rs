@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nvr::storage::{MirrorError, MirrorInfo, SegmentState, Store, SyncDb};
+use crate::syncdb::SyncDb;
+use store::{MirrorError, MirrorInfo, SegmentState, Store};
 use tokio::sync::watch;
 
 use super::{
@@ -322,10 +323,10 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                     .get(&origin)
                     .and_then(|l| l.logged.get(&key.path).copied());
                 if let Some(logged) = logged {
-                    if super::hex(&logged) != sha256 {
+                    if base::hex::encode(&logged) != sha256 {
                         let reason = format!(
                             "seal hash {sha256} contradicts the logged {}",
-                            super::hex(&logged)
+                            base::hex::encode(&logged)
                         );
                         refuse(
                             shared,
@@ -551,7 +552,7 @@ fn accept_head(
     let new: SignedTreeHead = from_json(head, "tree head").map_err(|e| e.to_string())?;
     let proof: Vec<[u8; 32]> = proof
         .iter()
-        .map(|h| super::parse_hash(h).ok_or_else(|| format!("bad proof hash {h:?}")))
+        .map(|h| base::hex::decode_32(h).ok_or_else(|| format!("bad proof hash {h:?}")))
         .collect::<Result<_, _>>()?;
     let leaves: Vec<SegmentLeaf> = leaves
         .iter()
@@ -591,12 +592,12 @@ fn accept_head(
         if let Ok(Some(row)) = shared.store.sealed_segment_by_path(&leaf.path) {
             if row.node == *origin
                 && row.state == SegmentState::Sealed
-                && row.sha256.as_deref() != Some(super::hex(&leaf.sha256).as_str())
+                && row.sha256.as_deref() != Some(base::hex::encode(&leaf.sha256).as_str())
             {
                 return Err(format!(
                     "leaf for {} says sha256 {} but the held copy is {}",
                     leaf.path,
-                    super::hex(&leaf.sha256),
+                    base::hex::encode(&leaf.sha256),
                     row.sha256.as_deref().unwrap_or("-")
                 ));
             }
@@ -741,11 +742,7 @@ async fn scrub_loop(
     let mut reported = std::collections::HashSet::new();
     loop {
         let store = shared.store.clone();
-        match tokio::task::spawn_blocking(move || {
-            super::primary::scrub_pass(&store, None, bytes_per_s)
-        })
-        .await
-        {
+        match tokio::task::spawn_blocking(move || store.scrub_pass(None, bytes_per_s)).await {
             Ok(Ok((bytes, damaged))) => {
                 with_status(&shared.status, |s| {
                     s.scrub_passes += 1;

@@ -150,26 +150,26 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
     let dir = tmp.path();
     let data_a = dir.join("a");
     let data_s = dir.join("s");
-    let clock = Arc::new(nvr::clock::SystemClock);
-    let store = Arc::new(nvr::storage::Store::open(&data_a, "node-a", clock)?);
+    let clock = Arc::new(base::clock::SystemClock);
+    let store = Arc::new(store::Store::open(&data_a, "node-a", clock)?);
     let stream = store.ensure_stream("bench", "main")?;
     let run = store
         .catalog()
         .insert_run(stream, "node-a", 1_790_000_000_000)?;
-    let tracks = [nvr::mp4::TrackSpec {
+    let tracks = [store::mp4::TrackSpec {
         track_id: 1,
-        kind: nvr::mp4::TrackKind::Video {
+        kind: store::mp4::TrackKind::Video {
             width: 1280,
             height: 720,
         },
         timescale: 90_000,
-        sample_entry: nvr::mp4::synthetic_avc1_sample_entry(1280, 720),
+        sample_entry: store::mp4::synthetic_avc1_sample_entry(1280, 720),
     }];
     let segments = (total_mb / segment_mb).max(1);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut chunk = vec![0u8; 1 << 20];
     for i in 0..segments {
-        let mut w = store.create_segment(&nvr::storage::NewSegment {
+        let mut w = store.create_segment(&store::NewSegment {
             stream_id: stream,
             run_id: run,
             camera: "bench",
@@ -188,10 +188,10 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
                 seed ^= seed << 17;
                 *b = seed as u8;
             }
-            let mut fb = nvr::mp4::FragmentBuilder::new(f as u32 + 1, &[(1, f * 90_000)]);
+            let mut fb = store::mp4::FragmentBuilder::new(f as u32 + 1, &[(1, f * 90_000)]);
             fb.push_sample(
                 0,
-                nvr::mp4::SampleInfo {
+                store::mp4::SampleInfo {
                     duration: 90_000,
                     size: chunk.len() as u32,
                     is_sync: true,
@@ -205,7 +205,7 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
     }
     let bytes: u64 = store
         .catalog()
-        .segments_in_state(nvr::storage::SegmentState::Sealed)?
+        .segments_in_state(store::SegmentState::Sealed)?
         .iter()
         .map(|r| r.size_bytes.max(0) as u64)
         .sum();
@@ -264,11 +264,11 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
     let (p0, s0) = (cpu_ticks(primary.id()), cpu_ticks(standby.id()));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let done = nvr::storage::Store::open_read_only(&data_s, Arc::new(nvr::clock::SystemClock))
+        let done = store::Store::open_read_only(&data_s, Arc::new(base::clock::SystemClock))
             .ok()
             .and_then(|s| {
                 s.catalog()
-                    .segments_in_state(nvr::storage::SegmentState::Sealed)
+                    .segments_in_state(store::SegmentState::Sealed)
                     .ok()
             })
             .is_some_and(|rows| {
@@ -310,7 +310,7 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
 /// Mbit/s, encoded by ffmpeg from its test pattern, for `nvr camsim --clip`.
 fn encode_clip(dir: &Path, mbit: u32) -> Result<PathBuf> {
     let out = dir.join(format!("clip-{mbit}mbit.h264"));
-    let st = nvr::camsim::ffmpeg_clip_command(&out, (1280, 720), 4, 50, Some(mbit))
+    let st = camsim::ffmpeg_clip_command(&out, (1280, 720), 4, 50, Some(mbit))
         .status()
         .context("ffmpeg (apt-get install ffmpeg)")?;
     if !st.success() {
@@ -378,14 +378,14 @@ fn lag(streams: usize, seconds: u64, mbit: u32) -> Result<()> {
     stop(&mut camsim);
     // The largest fragment recorded (the recorder sealed everything on stop).
     let mut max_fragment_bytes = 0u64;
-    let store = nvr::storage::Store::open_read_only(&data_a, Arc::new(nvr::clock::SystemClock))?;
+    let store = store::Store::open_read_only(&data_a, Arc::new(base::clock::SystemClock))?;
     for row in store
         .catalog()
-        .segments_in_state(nvr::storage::SegmentState::Sealed)?
+        .segments_in_state(store::SegmentState::Sealed)?
         .iter()
         .take(20)
     {
-        if let Ok(scan) = nvr::mp4::scan_file(store.absolute_path(&row.path)) {
+        if let Ok(scan) = store::mp4::scan_file(store.absolute_path(&row.path)) {
             for f in &scan.fragments {
                 max_fragment_bytes = max_fragment_bytes.max(f.len);
             }

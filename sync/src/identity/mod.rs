@@ -124,8 +124,8 @@ impl PeerPins {
     /// `(cert_sha256, signing_public_key)` as lowercase hex.
     pub fn to_hex_strings(&self) -> (String, String) {
         (
-            hex_encode(&self.cert_sha256),
-            hex_encode(&self.signing_public_key),
+            base::hex::encode(&self.cert_sha256),
+            base::hex::encode(&self.signing_public_key),
         )
     }
 
@@ -456,16 +456,14 @@ fn validate_node_name(node: &str) -> Result<(), IdentityError> {
         node: node.to_owned(),
         reason,
     };
-    if node.is_empty() {
-        return Err(invalid("empty"));
-    }
-    if !node
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return Err(invalid(
-            "only ASCII letters, digits, '-' and '.' are allowed",
-        ));
+    if let Err(e) = base::names::check(node) {
+        return Err(invalid(match e {
+            base::names::NameError::Empty => "empty",
+            base::names::NameError::TooLong(_) => "longer than 63 bytes",
+            base::names::NameError::Invalid(_) => {
+                "must match [a-z0-9][a-z0-9_-]{0,62} (the one name rule of the cluster)"
+            }
+        }));
     }
     match ServerName::try_from(node) {
         Ok(ServerName::DnsName(_)) => Ok(()),
@@ -524,16 +522,6 @@ fn read_private(path: &Path) -> Result<Vec<u8>, IdentityError> {
     Ok(buf)
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
-
 fn hex_decode_32(field: &'static str, s: &str) -> Result<[u8; 32], IdentityError> {
     let s = s.trim();
     if s.len() != 64 {
@@ -545,20 +533,14 @@ fn hex_decode_32(field: &'static str, s: &str) -> Result<[u8; 32], IdentityError
             ),
         });
     }
-    let nibble = |c: u8| -> Result<u8, IdentityError> {
-        match c {
-            b'0'..=b'9' => Ok(c - b'0'),
-            b'a'..=b'f' => Ok(c - b'a' + 10),
-            b'A'..=b'F' => Ok(c - b'A' + 10),
-            _ => Err(IdentityError::BadHex {
-                field,
-                reason: format!("{:?} is not a hex digit", char::from(c)),
-            }),
-        }
-    };
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
-        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    match s.bytes().find(|c| !c.is_ascii_hexdigit()) {
+        Some(c) => Err(IdentityError::BadHex {
+            field,
+            reason: format!("{:?} is not a hex digit", char::from(c)),
+        }),
+        None => base::hex::decode_32(s).ok_or(IdentityError::BadHex {
+            field,
+            reason: "not 32 bytes".to_owned(),
+        }),
     }
-    Ok(out)
 }

@@ -255,12 +255,12 @@ async fn tls12_client_is_refused() {
 fn generate_writes_files_with_modes_and_load_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nested/id");
-    let id = generate(&dir, "nvr-1.example").unwrap();
+    let id = generate(&dir, "nvr_1").unwrap();
     assert_eq!(mode_of(&dir), 0o700);
     assert_eq!(mode_of(&dir.join(SIGNING_KEY_FILE)), 0o600);
     assert_eq!(mode_of(&dir.join(TLS_KEY_FILE)), 0o600);
     let loaded = load(&dir).unwrap();
-    assert_eq!(loaded.node, "nvr-1.example");
+    assert_eq!(loaded.node, "nvr_1");
     assert_eq!(loaded.pins(), id.pins());
     assert_eq!(loaded.cert_der(), id.cert_der());
     assert_ne!(id.cert_sha256(), [0; 32]);
@@ -406,7 +406,16 @@ fn load_detects_tls_key_not_matching_certificate() {
 #[test]
 fn bad_node_names_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    for bad in ["", "has space", "127.0.0.1", "x/y", "ünï"] {
+    for bad in [
+        "",
+        "has space",
+        "127.0.0.1",
+        "x/y",
+        "ünï",
+        "nvr-1.example",
+        "Upper",
+        "-a",
+    ] {
         let err = generate(tmp.path(), bad).unwrap_err();
         assert!(
             matches!(err, IdentityError::InvalidNodeName { .. }),
@@ -432,9 +441,9 @@ fn from_hex_names_the_bad_field() {
 proptest! {
     #[test]
     fn pins_hex_and_toml_round_trip(cert in any::<[u8; 32]>(), key in any::<[u8; 32]>()) {
-        let pins = PeerPins { node: "peer.example".into(), cert_sha256: cert, signing_public_key: key };
+        let pins = PeerPins { node: "peer-1".into(), cert_sha256: cert, signing_public_key: key };
         let (c, k) = pins.to_hex_strings();
-        prop_assert_eq!(&PeerPins::from_hex("peer.example", &c, &k).unwrap(), &pins);
+        prop_assert_eq!(&PeerPins::from_hex("peer-1", &c, &k).unwrap(), &pins);
         let parsed: PeerPins = toml::from_str(&pins.to_toml()).unwrap();
         prop_assert_eq!(parsed, pins);
     }

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use codec::{decode_frame, encode, media_header_len, read_message, write_message};
 pub use validate::{
-    validate_hex, validate_node_name, validate_segment_path, MAX_NODE_NAME_BYTES, MAX_PATH_BYTES,
+    validate_hex, validate_node_name, validate_segment_path, MAX_PATH_BYTES,
     MAX_PATH_COMPONENT_BYTES,
 };
 

@@ -2,8 +2,6 @@
 
 use super::ProtoError;
 
-/// Longest node name: `[a-z0-9][a-z0-9_-]{0,62}`.
-pub const MAX_NODE_NAME_BYTES: usize = 63;
 /// Longest segment path, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
 /// Longest component of a segment path, in bytes.
@@ -16,28 +14,9 @@ fn invalid(field: &str, reason: impl Into<String>) -> ProtoError {
     }
 }
 
-/// Checks a node name against `[a-z0-9][a-z0-9_-]{0,62}`; `field` names it in the error.
+/// Checks a node name against the one name rule ([`base::names`]); `field` names it in the error.
 pub fn validate_node_name(name: &str, field: &str) -> Result<(), ProtoError> {
-    let b = name.as_bytes();
-    let Some(&first) = b.first() else {
-        return Err(invalid(field, "empty node name"));
-    };
-    if b.len() > MAX_NODE_NAME_BYTES {
-        return Err(invalid(
-            field,
-            format!("node name longer than {MAX_NODE_NAME_BYTES} bytes"),
-        ));
-    }
-    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err(invalid(field, "node name must start with [a-z0-9]"));
-    }
-    if !b
-        .iter()
-        .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
-    {
-        return Err(invalid(field, "node name may contain only [a-z0-9_-]"));
-    }
-    Ok(())
+    base::names::check(name).map_err(|e| invalid(field, format!("node name: {e}")))
 }
 
 /// Checks a segment path: relative, `/`-separated, non-empty components other than `.` and `..`,

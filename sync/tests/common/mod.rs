@@ -1,7 +1,7 @@
 //! Test support for the integration tests in `sync/tests/` (each file says `mod common;` and
 //! `use common::*;`).
 //!
-//! * [`rig`]: the recorder's test rig (`nvr/tests/common/mod.rs`, shared, not copied), re-exported
+//! * [`rig`]: the workspace's test rig (the `testkit` crate), re-exported
 //!   here: [`TestDir`], [`NvrProcess`], [`GstCamera`], [`wait_until`], [`free_port`], [`ffprobe`],
 //!   [`nvr_bin`], [`nvr_sync_bin`], ...
 //! * [`FaultProxy`]: a loopback TCP proxy that can pass, stall, refuse, cut and throttle traffic;
@@ -18,8 +18,7 @@
 //! Not every test file uses every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
-#[path = "../../../nvr/tests/common/mod.rs"]
-pub mod rig;
+pub use testkit as rig;
 
 pub use rig::*;
 
@@ -478,14 +477,6 @@ impl Drop for FaultProxy {
 // Hashing and store comparison
 // ---------------------------------------------------------------------------------------------
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 /// SHA-256 of a file's contents, lowercase hex. Panics if the file cannot be read.
 pub fn file_sha256(path: impl AsRef<Path>) -> String {
     let path = path.as_ref();
@@ -500,7 +491,7 @@ pub fn file_sha256(path: impl AsRef<Path>) -> String {
             Err(e) => panic!("read {}: {e}", path.display()),
         }
     }
-    hex(ctx.finish().as_ref())
+    base::hex::encode(ctx.finish().as_ref())
 }
 
 /// Every regular file under `root`, as relative path (`/`-separated) -> SHA-256. Symlinks and

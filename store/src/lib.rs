@@ -1,11 +1,8 @@
-//! Storage: the SQLite catalog and the media files, owned by this module alone.
-//!
-//! Layout under the data directory (see `docs/storage.md`):
-//! - `catalog.db` (+ WAL): streams, recording runs, segments, events.
-//! - `media/<camera>/<stream>/<YYYY-MM-DD>/<start>_<node>.mp4`: one fragmented MP4 per segment.
-//! - `incoming/<origin>/media/...`: staging copies of segments being mirrored from another node.
-//! - `quarantine/`: refused mirrored bytes and displaced damaged files, kept for inspection.
-//! - `sync.db` (+ WAL): the sync agent's own database ([`SyncDb`]).
+//! The storage layer: the SQLite catalog, the segment files and their fragmented MP4 format ([`mp4`]).
+//! This crate is the one owner of the data directory: every entry of it is named in [`layout`], and
+//! other processes (sync agent, viewer, arbiter) open it with [`Store::open_read_only`]; catalog
+//! writes happen only in the process that owns the store (the recorder, or the sync agent for
+//! mirrored segments). See `docs/storage.md`.
 //!
 //! Invariants:
 //! - A segment file is only ever appended to, one complete fragment per write, while its row is `open`.
@@ -15,28 +12,29 @@
 
 mod catalog;
 mod check;
-mod layout;
+pub mod layout;
 mod mirror;
+pub mod mp4;
 mod recovery;
 mod retention;
 mod segment;
-mod syncdb;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use catalog::migrate;
 pub use catalog::{
     Catalog, EventRow, Gap, RunId, SegmentId, SegmentRow, SegmentState, StreamId, StreamRow,
 };
 pub use check::{CheckProblem, CheckReport};
 pub use layout::{parse_media_path, MediaPathInfo};
-pub use mirror::{MirrorError, MirrorHolding, MirrorInfo, INCOMING_DIR, QUARANTINE_DIR};
+pub use layout::{INCOMING_DIR, QUARANTINE_DIR};
+pub use mirror::{MirrorError, MirrorHolding, MirrorInfo};
 pub use recovery::RecoveryReport;
 pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};
-pub use segment::{hex, sha256_file, NewSegment, SealedSegment, SegmentWriter};
-pub use syncdb::{AlarmRow, Leaf, StoredHead, SyncDb, SYNC_DB_FILE};
+pub use segment::{sha256_file, NewSegment, SealedSegment, SegmentWriter};
 
-use crate::clock::Clock;
+use base::clock::Clock;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +78,7 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+    pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
         StorageError::Io {
             op,
             path: path.to_owned(),

@@ -739,7 +739,7 @@ impl Catalog {
 /// Several processes open the same database (the recorder, the sync agent, checks): each step runs in an
 /// IMMEDIATE transaction that re-reads the version, so two processes starting together never apply a
 /// step twice. A database newer than `migrations` is refused.
-pub(crate) fn migrate(
+pub fn migrate(
     conn: &mut Connection,
     migrations: &[&str],
     path: &Path,

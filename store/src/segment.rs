@@ -241,7 +241,7 @@ impl SegmentWriter {
         self.file
             .sync_all()
             .map_err(|e| StorageError::io("fsync", &self.path, e))?;
-        let sha256_hex = hex(self.hash.finish().as_ref());
+        let sha256_hex = base::hex::encode(self.hash.finish().as_ref());
         seal_file(&self.path)?;
         let sealed_ms = self.store.now_utc_ms();
         self.store
@@ -293,17 +293,6 @@ pub(crate) fn seal_file(path: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// SHA-256 of a whole file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String, StorageError> {
     use std::io::Read;
@@ -319,5 +308,5 @@ pub fn sha256_file(path: &Path) -> Result<String, StorageError> {
         }
         ctx.update(&buf[..n]);
     }
-    Ok(hex(ctx.finish().as_ref()))
+    Ok(base::hex::encode(ctx.finish().as_ref()))
 }

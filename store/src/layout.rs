@@ -1,4 +1,15 @@
-//! File and directory naming under the data directory.
+//! File and directory naming under the data directory: every entry of it is named here, and nowhere else.
+//!
+//! ```text
+//! <data_dir>/catalog.db (+ -wal, -shm)   the catalog (recorder writes, everyone else reads)
+//! <data_dir>/media/…                      segment files (see below)
+//! <data_dir>/incoming/<origin>/media/…    staging copies of segments mirrored from another node
+//! <data_dir>/quarantine/…                 refused mirrored bytes, displaced damaged files
+//! <data_dir>/.tmp/                        restore's temporary files
+//! <data_dir>/status.json                  the recorder's status, rewritten every second
+//! <data_dir>/sync.db (+ -wal, -shm)       the sync agent's own database
+//! <data_dir>/sync-status.json             the sync agent's status
+//! ```
 //!
 //! `media/<camera>/<stream>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSSmmmZ>_<node>.mp4`, times in UTC. The node name in
 //! the file name lets copies of the same stream recorded by several nodes live side by side.
@@ -9,6 +20,18 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 pub const CATALOG_FILE: &str = "catalog.db";
 pub const MEDIA_DIR: &str = "media";
+/// Staging copies of segments being mirrored from another node (`incoming/<origin>/media/...`).
+pub const INCOMING_DIR: &str = "incoming";
+/// Refused mirrored bytes and displaced damaged files, kept for inspection.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Temporary files of restore, renamed into `media/` when complete.
+pub const RESTORE_TMP_DIR: &str = ".tmp";
+/// The recorder's status document.
+pub const STATUS_FILE: &str = "status.json";
+/// The sync agent's database.
+pub const SYNC_DB_FILE: &str = "sync.db";
+/// The sync agent's status document.
+pub const SYNC_STATUS_FILE: &str = "sync-status.json";
 const NAME_TIME_FORMAT: &str = "%Y%m%dT%H%M%S%3fZ";
 
 /// The relative path (to the data directory) of a segment.

@@ -1,9 +1,9 @@
-//! End-to-end tests of `nvr::camsim` with real peers on loopback: ffprobe/ffmpeg, the `retina` client (one
+//! End-to-end tests of `camsim` with real peers on loopback: ffprobe/ffmpeg, the `retina` client (one
 //! and 50 at once), and raw sockets for protocol corner cases (pipelining, malformed input, 404/461/454,
 //! session timeout).
 
+use camsim::{CamSim, Clip};
 use futures::StreamExt as _;
-use nvr::camsim::{CamSim, Clip};
 use retina::client::{PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
 use retina::codec::{CodecItem, ParametersRef};
 use std::net::SocketAddr;
@@ -698,7 +698,8 @@ async fn camsim_stalled_client_is_dropped_after_write_timeout() -> TestResult {
 /// ffmpeg-encoded clip is served instead of the embedded one (ffprobe sees its size).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camsim_cli_serves_a_clip_file_and_refuses_bad_ones() -> TestResult {
-    let nvr = env!("CARGO_BIN_EXE_nvr");
+    let nvr_path = testkit::nvr_bin();
+    let nvr = nvr_path.as_path();
     let dir = tempfile::tempdir()?;
     let run_bad = |clip: std::path::PathBuf| async move {
         let out = tokio::process::Command::new(nvr)
@@ -725,7 +726,7 @@ async fn camsim_cli_serves_a_clip_file_and_refuses_bad_ones() -> TestResult {
     );
 
     let clip = dir.path().join("small.h264");
-    let encode = nvr::camsim::ffmpeg_clip_command(&clip, (320, 240), 2, 25, None);
+    let encode = camsim::ffmpeg_clip_command(&clip, (320, 240), 2, 25, None);
     let st = tokio::process::Command::from(encode).status().await?;
     assert!(st.success(), "ffmpeg could not encode the test clip");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

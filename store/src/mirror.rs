@@ -25,17 +25,11 @@ use ring::digest;
 use serde::Serialize;
 
 use super::catalog::{SegmentInsert, SegmentProgress};
+use super::layout::{INCOMING_DIR, QUARANTINE_DIR, RESTORE_TMP_DIR};
 use super::recovery::scanned_video_totals;
-use super::segment::{hex, sha256_file};
+use super::segment::sha256_file;
 use super::{layout, MediaPathInfo, SegmentRow, SegmentState, StorageError, Store};
 use crate::mp4;
-
-/// Staging copies of mirrored segments: `incoming/<origin>/<path>`.
-pub const INCOMING_DIR: &str = "incoming";
-/// Refused bytes and displaced damaged files: `quarantine/<time>_<origin>_<path with ~>`.
-pub const QUARANTINE_DIR: &str = "quarantine";
-/// Temporary files of restores, under [`INCOMING_DIR`] (node names never start with a dot).
-const RESTORE_TMP_DIR: &str = ".tmp";
 
 /// State kept under the mirror lock: a running SHA-256 of each staging copy appended to by this
 /// process, so sealing need not re-hash the file (after a restart, the first seal of a partial copy
@@ -114,12 +108,9 @@ fn contradiction(path: &str, reason: impl Into<String>, q: Option<PathBuf>) -> M
     }
 }
 
-/// A node name usable as a path component and in file names.
+/// A node name usable as a path component and in file names (the one rule, [`base::names`]).
 fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\', '\0'])
+    base::names::check(name).is_ok()
 }
 
 /// Parses `path` as a canonical media path (exactly as [`layout::segment_relative_path`] writes it).
@@ -155,7 +146,7 @@ fn normalize_sha256(path: &str, sha256: &str) -> Result<String, MirrorError> {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    hex(digest::digest(&digest::SHA256, data).as_ref())
+    base::hex::encode(digest::digest(&digest::SHA256, data).as_ref())
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -592,7 +583,7 @@ impl Store {
                     std::fs::read(&staged).map_err(|e| StorageError::io("read", &staged, e))?;
                 let have = match cached_hash {
                     Some((hashed, ctx)) if hashed == data.len() as u64 => {
-                        hex(ctx.finish().as_ref())
+                        base::hex::encode(ctx.finish().as_ref())
                     }
                     _ => sha256_hex(&data),
                 };

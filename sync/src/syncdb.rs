@@ -16,10 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::StorageError;
-
-/// File name of the sync database under the data directory.
-pub const SYNC_DB_FILE: &str = "sync.db";
+pub use store::layout::SYNC_DB_FILE;
+use store::StorageError;
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -119,7 +117,7 @@ impl SyncDb {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
         // Heads and alarms must survive a power cut once acknowledged: FULL in WAL mode.
         conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
-        super::catalog::migrate(&mut conn, MIGRATIONS, &path, "sync.db")?;
+        store::migrate(&mut conn, MIGRATIONS, &path, "sync.db")?;
         Ok(SyncDb {
             conn: Mutex::new(conn),
             path,
@@ -278,7 +276,7 @@ impl SyncDb {
         if n == 0 {
             return Err(StorageError::SyncDb(format!(
                 "log {log_node}: no stored head {}",
-                super::segment::hex(head_hash)
+                base::hex::encode(head_hash)
             )));
         }
         Ok(())
@@ -363,5 +361,114 @@ impl SyncDb {
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRIMARY: &str = "nvr-a";
+
+    #[test]
+    fn syncdb_leaves_heads_and_alarms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = SyncDb::open(dir.path()).expect("open");
+        let h = |i: u8| [i; 32];
+        for i in 0..3u8 {
+            db.append_leaf(PRIMARY, u64::from(i), &[i, i], &h(i), &format!("seg{i}"))
+                .expect("append");
+        }
+        db.append_leaf("nvr-c", 0, b"c0", &h(9), "seg0")
+            .expect("other log");
+        assert!(
+            db.append_leaf(PRIMARY, 5, b"x", &h(5), "seg5").is_err(),
+            "gap"
+        );
+        assert!(
+            db.append_leaf(PRIMARY, 1, b"x", &h(5), "seg5").is_err(),
+            "rewrite"
+        );
+        assert_eq!(
+            db.leaves(PRIMARY).expect("leaves"),
+            [(vec![0, 0], h(0)), (vec![1, 1], h(1)), (vec![2, 2], h(2))]
+        );
+        assert_eq!(db.leaf_count(PRIMARY).expect("count"), 3);
+        assert_eq!(db.leaf_index_of(PRIMARY, "seg2").expect("index"), Some(2));
+        assert_eq!(db.leaf_index_of(PRIMARY, "nope").expect("index"), None);
+        assert_eq!(db.leaf_index_of("nvr-c", "seg0").expect("index"), Some(0));
+
+        assert_eq!(db.latest_head(PRIMARY).expect("latest"), None);
+        db.store_head(PRIMARY, 2, &h(20), "{\"size\":2}", 100)
+            .expect("head 2");
+        db.store_head(PRIMARY, 3, &h(30), "{\"size\":3}", 200)
+            .expect("head 3");
+        db.store_head(PRIMARY, 3, &h(31), "{\"size\":3,\"b\":1}", 300)
+            .expect("head 3b");
+        db.store_head(PRIMARY, 1, &h(10), "{\"size\":1}", 400)
+            .expect("late head 1");
+        db.store_head(PRIMARY, 2, &h(20), "{\"dup\":1}", 500)
+            .expect("duplicate kept once");
+        db.set_countersignature(PRIMARY, &h(30), "{\"cs\":3}")
+            .expect("countersign");
+        assert!(db.set_countersignature(PRIMARY, &h(99), "{}").is_err());
+        assert_eq!(
+            db.latest_head(PRIMARY).expect("latest").as_deref(),
+            Some("{\"size\":3,\"b\":1}")
+        );
+        let heads = db.heads(PRIMARY).expect("heads");
+        type HeadSummary<'a> = (u64, [u8; 32], &'a str, Option<&'a str>, i64);
+        let summary: Vec<HeadSummary<'_>> = heads
+            .iter()
+            .map(|x| {
+                (
+                    x.tree_size,
+                    x.head_hash,
+                    x.head_json.as_str(),
+                    x.countersignature_json.as_deref(),
+                    x.received_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, h(10), "{\"size\":1}", None, 400),
+                (2, h(20), "{\"size\":2}", None, 100),
+                (3, h(30), "{\"size\":3}", Some("{\"cs\":3}"), 200),
+                (3, h(31), "{\"size\":3,\"b\":1}", None, 300),
+            ]
+        );
+        assert_eq!(db.heads("nvr-c").expect("heads"), []);
+
+        let a1 = db
+            .raise_alarm(
+                1000,
+                "contradiction",
+                Some(PRIMARY),
+                Some("seg1"),
+                "bytes differ",
+            )
+            .expect("alarm");
+        let a2 = db
+            .raise_alarm(2000, "head_fork", None, None, "two heads of size 3")
+            .expect("alarm");
+        assert!(a2 > a1);
+        let all = db.alarms(0).expect("alarms");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].kind, "contradiction");
+        assert_eq!(all[0].peer.as_deref(), Some(PRIMARY));
+        assert_eq!(all[0].segment_path.as_deref(), Some("seg1"));
+        assert_eq!(all[1].time_ms, 2000);
+        assert_eq!(db.alarms(a1).expect("since").len(), 1);
+
+        // Everything survives a reopen; sync.db is separate from the catalog.
+        drop(db);
+        let db = SyncDb::open(dir.path()).expect("reopen");
+        assert_eq!(db.leaves(PRIMARY).expect("leaves").len(), 3);
+        assert_eq!(db.heads(PRIMARY).expect("heads").len(), 4);
+        assert_eq!(db.alarms(0).expect("alarms").len(), 2);
+        assert!(dir.path().join("sync.db").exists());
+        assert!(!dir.path().join("catalog.db").exists());
     }
 }

@@ -1,4 +1,4 @@
-//! Load-test helper for `nvr::camsim` until the `nvr camsim` subcommand is wired up.
+//! Load-test helper for `camsim` until the `nvr camsim` subcommand is wired up.
 //!
 //! ```text
 //! cargo run --example camsim_load -- serve 127.0.0.1:8554 100     # server only
@@ -9,7 +9,7 @@
 //! count frames (RTP marker bits) and bytes; they do not depacketize, so their own CPU cost stays small and
 //! the server's cost can be read from `/proc/PID/stat` separately.
 
-use nvr::camsim::{CamSim, Clip};
+use camsim::{CamSim, Clip};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! Test support shared by the integration tests in `nvr/tests/` (each file says `mod common;`),
-//! and included by `sync/tests/common/mod.rs` (`#[path]`): nothing here may assume the nvr crate.
+//! The workspace's test rig, a dev-dependency of every crate's integration tests (`use testkit as
+//! common;` in `nvr/tests/`, re-exported by `sync/tests/common/mod.rs`). It depends on no crate of the
+//! workspace: programs under test are run as processes.
 //!
 //! * [`GstCamera`]: a real RTSP camera (GStreamer's gst-rtsp-server driven by `tests/rtsp_server.py`).
 //! * [`HostileCamera`]: a misbehaving RTSP server (`tests/hostile_camera.py`).
@@ -11,9 +12,6 @@
 //! Everything listens on 127.0.0.1 and on ports picked at run time: other processes on the machine
 //! may hold any fixed port. Child processes are started in their own process group and the whole
 //! group is killed on drop; the Python cameras also exit when their parent process goes away.
-//!
-//! Not every test file uses every helper, hence the `dead_code` allowance.
-#![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -849,15 +847,10 @@ pub fn ffprobe_url(url: &str, timeout: Duration) -> FfprobeReport {
 // NvrProcess
 // ---------------------------------------------------------------------------------------------
 
-/// Path of a workspace binary: `from_cargo` (cargo's `CARGO_BIN_EXE_<name>`, defined only for the
-/// integration tests of the crate that owns the binary), else `<target>/<profile>/<name>` next to
-/// the running test executable (`<target>/<profile>/deps/<test>-<hash>`). Panics with a hint when
+/// Path of a workspace binary: `<target>/<profile>/<name>` next to the running test executable (`<target>/<profile>/deps/<test>-<hash>`). Panics with a hint when
 /// the binary is not there: binaries of *other* crates are not built by `cargo test -p <crate>`,
 /// which is why `tests/run` runs `cargo build --workspace --bins` first.
-fn workspace_bin(name: &str, from_cargo: Option<&str>) -> PathBuf {
-    if let Some(path) = from_cargo {
-        return PathBuf::from(path);
-    }
+fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("path of the running test executable");
     // deps/<test> -> deps -> <profile>
     let profile_dir = exe
@@ -877,12 +870,12 @@ fn workspace_bin(name: &str, from_cargo: Option<&str>) -> PathBuf {
 
 /// Path of the `nvr` binary (works from the tests of any workspace crate; see [`workspace_bin`]).
 pub fn nvr_bin() -> PathBuf {
-    workspace_bin("nvr", option_env!("CARGO_BIN_EXE_nvr"))
+    workspace_bin("nvr")
 }
 
 /// Path of the `nvr-sync` binary (works from the tests of any workspace crate).
 pub fn nvr_sync_bin() -> PathBuf {
-    workspace_bin("nvr-sync", option_env!("CARGO_BIN_EXE_nvr-sync"))
+    workspace_bin("nvr-sync")
 }
 
 static SPAWN_COUNTER: AtomicUsize = AtomicUsize::new(0);

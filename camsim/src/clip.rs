@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 /// The clip shipped with the project: 1280x720, 25 fps, 4 s (100 frames), IDR every 50 frames, no B-frames,
 /// ~2 Mbit/s, SPS/PPS before every IDR. Generated once with ffmpeg (see `docs/camsim.md`).
-static EMBEDDED_CLIP: &[u8] = include_bytes!("../../assets/clip-720p25.h264");
+static EMBEDDED_CLIP: &[u8] = include_bytes!("../assets/clip-720p25.h264");
 
 /// Frame rate of [`EMBEDDED_CLIP`].
 pub const EMBEDDED_FPS: u32 = 25;
@@ -92,7 +92,7 @@ pub struct Clip {
 }
 
 impl Clip {
-    /// The clip shipped in `nvr/assets/`, parsed and packetized on first use and shared afterwards. It is a
+    /// The clip shipped in `camsim/assets/`, parsed and packetized on first use and shared afterwards. It is a
     /// compile-time constant checked by tests, so a parse failure means a broken build: that panics with a
     /// clear message rather than serving nothing.
     pub fn embedded() -> Arc<Clip> {
