@@ -1,0 +1,159 @@
+//! Ingest: one RTSP session per stream (retina), frames grouped into fMP4 fragments and segments.
+//!
+//! [`run_stream`] (in `session.rs`) is the stream's background job: connect (each step under a
+//! timeout), record until the session fails or the no-frame watchdog fires, close the recording
+//! cleanly, back off (exponential with jitter; capped at once after a wrong password), reconnect. A
+//! failure of one stream never touches another. [`Recording`] (in `recording.rs`) is the
+//! camera-independent part: it turns timestamped frames into fragments and segments and is tested with
+//! synthetic frames. This file holds what both share: the stream's description, settings, status and
+//! errors.
+
+mod recording;
+mod session;
+
+pub use recording::{AudioTrack, Recording, VideoTrack};
+pub use session::run_stream;
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::config::{Secret, StreamKind, Transport};
+use store::StorageError;
+
+/// What to record: one camera stream.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub camera: String,
+    pub kind: StreamKind,
+    pub url: url::Url,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub transport: Transport,
+}
+
+/// Timing of ingest and segmenting.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestSettings {
+    pub segment_duration_ms: u64,
+    pub flush_interval_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub frame_timeout_ms: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    Starting,
+    Connecting,
+    Recording,
+    Backoff,
+    Stopped,
+}
+
+/// Per-stream status, shared with status output.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub camera: String,
+    pub stream: String,
+    pub state: StreamState,
+    pub video_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Audio as recorded (`aac`) or why not (`pcma: not recorded (only AAC is)`).
+    pub audio: Option<String>,
+    pub last_frame_ms: Option<i64>,
+    pub frames: u64,
+    pub bytes: u64,
+    pub segments_sealed: u64,
+    pub current_segment: Option<String>,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<i64>,
+    pub next_retry_ms: Option<u64>,
+    /// Last time the stream's loop ran (for the systemd watchdog), ms UTC.
+    pub alive_ms: i64,
+    #[serde(skip)]
+    frames_before_session: u64,
+    #[serde(skip)]
+    bytes_before_session: u64,
+    #[serde(skip)]
+    sealed_before_session: u64,
+}
+
+impl StreamStatus {
+    pub fn new(camera: &str, kind: StreamKind) -> Self {
+        StreamStatus {
+            camera: camera.to_owned(),
+            stream: kind.as_str().to_owned(),
+            state: StreamState::Starting,
+            video_codec: None,
+            width: None,
+            height: None,
+            audio: None,
+            last_frame_ms: None,
+            frames: 0,
+            bytes: 0,
+            segments_sealed: 0,
+            current_segment: None,
+            connects: 0,
+            reconnects: 0,
+            last_error: None,
+            last_error_ms: None,
+            next_retry_ms: None,
+            alive_ms: 0,
+            frames_before_session: 0,
+            bytes_before_session: 0,
+            sealed_before_session: 0,
+        }
+    }
+}
+
+pub type SharedStatus = Arc<Mutex<StreamStatus>>;
+
+fn update(status: &SharedStatus, f: impl FnOnce(&mut StreamStatus)) {
+    match status.lock() {
+        Ok(mut s) => f(&mut s),
+        Err(p) => f(&mut p.into_inner()),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{step} timed out after {timeout_ms} ms")]
+    Timeout { step: &'static str, timeout_ms: u64 },
+    #[error("authentication failed (check username and password): {0}")]
+    Auth(String),
+    #[error("RTSP {step}: {message}")]
+    Rtsp { step: &'static str, message: String },
+    #[error("camera offers no H.264 or H.265 video stream (it offers: {0})")]
+    NoVideo(String),
+    #[error("no frame received for {0} ms")]
+    NoFrames(u64),
+    #[error("camera ended the stream")]
+    Ended,
+    #[error("bad camera data: {0}")]
+    BadData(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl IngestError {
+    fn rtsp(step: &'static str, e: retina::Error) -> Self {
+        if e.status_code() == Some(401) {
+            IngestError::Auth(first_line(&e.to_string()))
+        } else {
+            IngestError::Rtsp {
+                step,
+                message: first_line(&e.to_string()),
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
