@@ -23,6 +23,9 @@ pub struct RecordingConfig {
     pub segment_duration_ms: u64,
     /// Appended data is flushed to disk (fdatasync) at most this long after it was written. Default 1 000.
     pub flush_interval_ms: u64,
+    /// A fragment is closed at a key frame or once it holds this much media, whichever comes first: the
+    /// bound on frames held in memory, on the mirroring lag and on the loss at a crash. Default 1 000.
+    pub fragment_max_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +127,7 @@ impl Default for RecordingConfig {
         RecordingConfig {
             segment_duration_ms: 60_000,
             flush_interval_ms: 1_000,
+            fragment_max_ms: 1_000,
         }
     }
 }
@@ -176,8 +180,10 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "recording: segment {} ms, flush {} ms",
-            self.recording.segment_duration_ms, self.recording.flush_interval_ms
+            "recording: segment {} ms, fragment at most {} ms, flush {} ms",
+            self.recording.segment_duration_ms,
+            self.recording.fragment_max_ms,
+            self.recording.flush_interval_ms
         );
         let _ = writeln!(
             s,

@@ -178,6 +178,7 @@ pub async fn run(
     let settings = IngestSettings {
         segment_duration_ms: config.recording.segment_duration_ms,
         flush_interval_ms: config.recording.flush_interval_ms,
+        fragment_max_ms: config.recording.fragment_max_ms,
         connect_timeout_ms: config.ingest.connect_timeout_ms,
         frame_timeout_ms: config.ingest.frame_timeout_ms,
         backoff_initial_ms: config.ingest.backoff_initial_ms,
@@ -247,6 +248,7 @@ pub async fn run(
     };
     let status_task = {
         let snapshot = snapshot.clone();
+        let store = store.clone();
         let status_path = status_path.clone();
         let mut stop = stop_rx.clone();
         let watchdog = watchdog_enabled();
@@ -256,6 +258,15 @@ pub async fn run(
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop.changed() => break,
+                }
+                // The catalog learns of appended fragments once a second, in one transaction.
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.flush_progress()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot write segment progress to the catalog")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "segment progress task failed"),
                 }
                 let st = snapshot();
                 if let Err(e) = write_status(&status_path, &st) {

@@ -31,6 +31,7 @@ fn primary() -> Primary {
     let settings = IngestSettings {
         segment_duration_ms: 5000,
         flush_interval_ms: 1000,
+        fragment_max_ms: 1000,
         connect_timeout_ms: 1000,
         frame_timeout_ms: 1000,
         backoff_initial_ms: 100,

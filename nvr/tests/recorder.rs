@@ -320,6 +320,95 @@ fn kill_9_mid_segment_loses_at_most_the_fragment_being_written() {
     );
 }
 
+/// Smart-codec cameras with 4 s and 10 s GOPs: no fragment holds more than 1 s of media, the files
+/// decode cleanly, and kill -9 loses at most the fragment being received (about 1 s), not a GOP.
+#[test]
+fn long_gop_cameras_get_one_second_fragments_and_kill_9_loses_at_most_one() {
+    let dir = TestDir::new();
+    let opts = |gop_frames| CameraOpts {
+        gop_frames,
+        ..CameraOpts::default()
+    };
+    let cam4 = GstCamera::start(&[("/cam", "h264")], opts(100));
+    let cam10 = GstCamera::start(&[("/cam", "h264")], opts(250));
+    let config = write_config(
+        &dir,
+        60,
+        &[
+            cam("gop4", cam4.url("/cam")),
+            cam("gop10", cam10.url("/cam")),
+        ],
+        "",
+    );
+    let mut nvr = start_nvr(&dir, &config);
+    let recorded = |n: u64| {
+        ["gop4", "gop10"]
+            .iter()
+            .all(|c| stream_status(&dir, c)["frames"].as_u64().unwrap_or(0) >= n)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            recorded(200)
+        }),
+        "no recording; log:\n{}",
+        nvr.stderr_tail(40)
+    );
+    // Kill in the middle of a GOP of both cameras (a 10 s GOP has 8 s of frames in memory with
+    // one fragment per GOP).
+    std::thread::sleep(Duration::from_millis(700));
+    let kill_ms = now_ms();
+    nvr.kill9();
+    let mut nvr = start_nvr(&dir, &config);
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            ["gop4", "gop10"]
+                .iter()
+                .all(|c| segments(&dir, c).len() >= 2)
+        }),
+        "no recording after restart; log:\n{}",
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(30));
+    for camera in ["gop4", "gop10"] {
+        let segs = assert_segments_sound(&dir, camera, "h264");
+        assert!(
+            segs.len() >= 2,
+            "{camera}: the recovered segment and a new one"
+        );
+        let lost_ms = kill_ms - segs[0].end_ms;
+        assert!(
+            lost_ms >= 0,
+            "{camera}: the recovered segment ends before the kill"
+        );
+        assert!(
+            lost_ms <= 2000,
+            "{camera}: lost {lost_ms} ms of media at kill -9"
+        );
+        for s in &segs {
+            let scan = store::mp4::scan_file(dir.join("data").join(&s.path)).expect("scan");
+            assert_eq!(scan.trailing_bytes, 0, "{camera} {}", s.path);
+            for frag in &scan.fragments {
+                let video = &frag.tracks[0];
+                assert!(
+                    video.duration_sum <= 90_000,
+                    "{camera} {}: fragment {} holds {} ticks of 90 kHz (> 1 s)",
+                    s.path,
+                    frag.sequence_number,
+                    video.duration_sum
+                );
+            }
+            assert!(
+                scan.fragments
+                    .first()
+                    .is_some_and(|f| f.tracks[0].first_sample_is_sync),
+                "{camera} {}: a segment starts with a key frame",
+                s.path
+            );
+        }
+    }
+}
+
 #[test]
 fn sigterm_loses_nothing_and_check_detects_tampering() {
     let dir = TestDir::new();

@@ -16,6 +16,7 @@ fn settings(segment_duration_ms: u64) -> IngestSettings {
     IngestSettings {
         segment_duration_ms,
         flush_interval_ms: 1000,
+        fragment_max_ms: 1000,
         connect_timeout_ms: 1000,
         frame_timeout_ms: 1000,
         backoff_initial_ms: 100,
@@ -101,6 +102,87 @@ fn segments_are_cut_on_key_frames_continuous_and_sealed() {
     let check = f.store.check(true).expect("check");
     assert!(check.ok(), "{:?}", check.problems);
     assert_eq!(check.sealed_checked, 5);
+}
+
+/// Long-GOP cameras (4 s and 10 s): every fragment holds at most `fragment_max_ms` (1 s) of media, the
+/// fragment after a key frame starts with it, and segments still start on key frames.
+#[test]
+fn long_gops_are_cut_into_fragments_of_at_most_one_second() {
+    for gop_frames in [100, 250] {
+        let f = fixture();
+        let mut rec = Recording::new(
+            f.store.clone(),
+            f.stream,
+            "cam1",
+            StreamKind::Main,
+            settings(60_000),
+        );
+        push_frames(&mut rec, 0, 2 * gop_frames + 13, gop_frames);
+        rec.finish("shutdown").expect("finish");
+        let segs = f
+            .store
+            .segments_in_range(f.stream, 0, i64::MAX)
+            .expect("segments");
+        assert_eq!(segs.len(), 1, "{segs:#?}");
+        assert_eq!(segs[0].frames, 2 * gop_frames + 13, "every frame recorded");
+        let scan = store::mp4::scan_file(f.store.absolute_path(&segs[0].path)).expect("scan");
+        assert_eq!(scan.trailing_bytes, 0);
+        let mut frames = 0i64;
+        for frag in &scan.fragments {
+            let video = &frag.tracks[0];
+            assert!(
+                video.duration_sum <= 90_000,
+                "GOP {gop_frames}: fragment {} holds {} ticks (> 1 s)",
+                frag.sequence_number,
+                video.duration_sum
+            );
+            assert_eq!(
+                video.first_sample_is_sync,
+                frames % gop_frames == 0,
+                "GOP {gop_frames}: fragment at frame {frames}"
+            );
+            frames += i64::from(video.sample_count);
+        }
+        assert_eq!(frames, 2 * gop_frames + 13);
+        // 25 frames per full second of a GOP; the GOP's remainder and the tail in smaller ones.
+        assert!(scan.fragments.len() as i64 >= (2 * gop_frames + 13) / 25);
+    }
+}
+
+/// Open segments' catalog rows learn of appended fragments in batches ([`Store::flush_progress`], one
+/// transaction for every open segment), not with one write per fragment.
+#[test]
+fn open_segment_progress_reaches_the_catalog_in_batches() {
+    let f = fixture();
+    let mut rec = Recording::new(
+        f.store.clone(),
+        f.stream,
+        "cam1",
+        StreamKind::Main,
+        settings(60_000),
+    );
+    push_frames(&mut rec, 0, 60, 25);
+    assert_eq!(rec.frames_written(), 50, "two fragments written");
+    let row = |store: &Store| {
+        store
+            .segments_in_range(f.stream, 0, i64::MAX)
+            .expect("segments")
+            .remove(0)
+    };
+    assert_eq!(row(&f.store).frames, 0, "no catalog write per fragment");
+    assert_eq!(f.store.flush_progress().expect("flush"), 1);
+    let flushed = row(&f.store);
+    assert_eq!((flushed.frames, flushed.fragments), (50, 2));
+    assert_eq!(flushed.end_ms, T0_MS + 2000);
+    assert_eq!(f.store.flush_progress().expect("flush"), 0, "nothing new");
+    rec.finish("shutdown").expect("finish");
+    let sealed = row(&f.store);
+    assert_eq!((sealed.state, sealed.frames), (SegmentState::Sealed, 60));
+    assert_eq!(
+        f.store.flush_progress().expect("flush"),
+        0,
+        "sealing forgets the queue"
+    );
 }
 
 #[test]

@@ -465,13 +465,14 @@ impl Catalog {
         Ok(SegmentId(self.conn.last_insert_rowid()))
     }
 
-    pub fn update_open_segment(
+    /// Writes the progress of open segments, all in one transaction (sealed rows are left alone).
+    pub fn update_open_segments(
         &self,
-        id: SegmentId,
-        p: &SegmentProgress,
+        progress: &[(SegmentId, SegmentProgress)],
     ) -> Result<(), StorageError> {
-        self.conn
-            .prepare_cached(
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.e(e))?;
+        for (id, p) in progress {
+            tx.prepare_cached(
                 "UPDATE segments SET end_ms = ?2, media_duration_ms = ?3, frames = ?4, fragments = ?5,
                      size_bytes = ?6 WHERE id = ?1 AND state = 'open'",
             )
@@ -479,7 +480,8 @@ impl Catalog {
                 s.execute(params![id.0, p.end_ms, p.media_duration_ms, p.frames, p.fragments, p.size_bytes])
             })
             .map_err(|e| self.e(e))?;
-        Ok(())
+        }
+        tx.commit().map_err(|e| self.e(e))
     }
 
     pub fn seal_segment(

@@ -19,6 +19,7 @@ mod recovery;
 mod retention;
 mod segment;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -96,6 +97,8 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     /// Serializes the mirror and restore operations (see `mirror.rs`).
     mirror_lock: Mutex<mirror::MirrorState>,
+    /// Progress of open segments not yet written to the catalog ([`Store::flush_progress`]).
+    pending_progress: Mutex<HashMap<SegmentId, catalog::SegmentProgress>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,6 +124,7 @@ impl Store {
             catalog: Mutex::new(catalog),
             clock,
             mirror_lock: Mutex::new(mirror::MirrorState::default()),
+            pending_progress: Mutex::new(HashMap::new()),
         })
     }
 
@@ -135,6 +139,7 @@ impl Store {
             catalog: Mutex::new(catalog),
             clock,
             mirror_lock: Mutex::new(mirror::MirrorState::default()),
+            pending_progress: Mutex::new(HashMap::new()),
         })
     }
 
@@ -165,6 +170,29 @@ impl Store {
 
     pub fn catalog_path(&self) -> &Path {
         &self.catalog_path
+    }
+
+    /// Notes an open segment's progress after an append; written by the next [`Self::flush_progress`].
+    pub(crate) fn queue_progress(&self, id: SegmentId, progress: catalog::SegmentProgress) {
+        lock_map(&self.pending_progress).insert(id, progress);
+    }
+
+    /// Drops queued progress of a segment that was sealed or removed (its row has the final values).
+    pub(crate) fn forget_progress(&self, id: SegmentId) {
+        lock_map(&self.pending_progress).remove(&id);
+    }
+
+    /// Writes the queued progress of every open segment in one transaction: the catalog learns of
+    /// appended fragments in batches (the recorder flushes every second), not with one write per
+    /// fragment and stream. Open rows may lag their files by that much; the files are the truth for
+    /// open segments (recovery scans them, the sync agent reads their length). Returns the rows written.
+    pub fn flush_progress(&self) -> Result<usize, StorageError> {
+        let batch: Vec<_> = lock_map(&self.pending_progress).drain().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        self.catalog().update_open_segments(&batch)?;
+        Ok(batch.len())
     }
 
     /// Finds or creates the stream row for `camera`/`kind`.
@@ -200,5 +228,12 @@ impl Store {
     ) -> Result<Vec<Gap>, StorageError> {
         let segments = self.segments_in_range(stream, start_ms, end_ms)?;
         Ok(catalog::gaps_between(&segments, start_ms, end_ms))
+    }
+}
+
+fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> MutexGuard<'_, HashMap<K, V>> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }

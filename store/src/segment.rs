@@ -204,9 +204,8 @@ impl SegmentWriter {
         self.progress.fragments += 1;
         self.progress.media_duration_ms = media_duration_ms;
         self.progress.end_ms = self.start_ms + media_duration_ms;
-        self.store
-            .catalog()
-            .update_open_segment(self.id, &self.progress)
+        self.store.queue_progress(self.id, self.progress);
+        Ok(())
     }
 
     /// True when data was appended and not yet flushed to disk for at least `interval`.
@@ -235,6 +234,7 @@ impl SegmentWriter {
             drop(self.file);
             std::fs::remove_file(&self.path)
                 .map_err(|e| StorageError::io("remove", &self.path, e))?;
+            self.store.forget_progress(self.id);
             self.store.catalog().delete_segment_row(self.id)?;
             return Ok(None);
         }
@@ -247,6 +247,7 @@ impl SegmentWriter {
         self.store
             .catalog()
             .seal_segment(self.id, &self.progress, &sha256_hex, sealed_ms)?;
+        self.store.forget_progress(self.id);
         Ok(Some(SealedSegment {
             id: self.id,
             path: self.relative_path,

@@ -231,6 +231,9 @@ fn parse_recording(t: &Table<'_, '_>) -> Result<RecordingConfig, ConfigError> {
         flush_interval_ms: t
             .int_in("flush_interval_ms", 1, 60_000)?
             .unwrap_or(d.flush_interval_ms),
+        fragment_max_ms: t
+            .int_in("fragment_max_ms", 100, 10_000)?
+            .unwrap_or(d.fragment_max_ms),
     })
 }
 
@@ -662,7 +665,7 @@ impl<'a, 'i> Table<'a, 'i> {
             return Err(self.wrong_type(key, v, "a table"));
         };
         let allowed: &[&str] = match key {
-            "recording" => &["segment_duration_s", "flush_interval_ms"],
+            "recording" => &["segment_duration_s", "flush_interval_ms", "fragment_max_ms"],
             "ingest" => &[
                 "connect_timeout_ms",
                 "frame_timeout_ms",

@@ -37,6 +37,8 @@ pub struct StreamSpec {
 pub struct IngestSettings {
     pub segment_duration_ms: u64,
     pub flush_interval_ms: u64,
+    /// A fragment closes at a key frame or once it holds this much media.
+    pub fragment_max_ms: u64,
     pub connect_timeout_ms: u64,
     pub frame_timeout_ms: u64,
     pub backoff_initial_ms: u64,

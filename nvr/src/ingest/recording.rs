@@ -12,9 +12,6 @@ use store::{RunId, SegmentWriter, StorageError, Store, StreamId};
 /// Track ids in every segment file.
 const VIDEO_TRACK_ID: u32 = 1;
 const AUDIO_TRACK_ID: u32 = 2;
-/// A fragment is written at the latest after this much media even without a key frame (long-GOP cameras),
-/// so the crash-loss bound holds.
-const MAX_FRAGMENT_MS: i64 = 10_000;
 /// Frame durations outside (0, this] are camera timestamp errors; the previous duration is used instead.
 const MAX_FRAME_DURATION_MS: i64 = 5_000;
 
@@ -64,7 +61,8 @@ struct PendingAudio {
 
 /// Turns frames of one session into fragments and segments.
 ///
-/// Frames are buffered until the next key frame, then written as one fragment (one GOP). A segment is cut
+/// Frames are buffered until the next key frame or until they hold `fragment_max_ms` of media, then written
+/// as one fragment (a fragment starts on a key frame only when a key frame closed the previous one). A segment is cut
 /// at the first key frame at or after `segment_duration_ms`, or when the video parameters change. Wall
 /// times come from the local clock at the first frame plus media time, so consecutive segments of a run
 /// meet exactly (`end_ms` of one = `start_ms` of the next).
@@ -195,11 +193,13 @@ impl Recording {
         jump || self.completes_fragment(ts, key)
     }
 
-    /// Whether a frame at `ts` (on the run's timeline) ends the buffered fragment: a key frame, or
-    /// [`MAX_FRAGMENT_MS`] after its first frame.
+    /// Whether a frame at `ts` (on the run's timeline) ends the buffered fragment: a key frame, or a
+    /// frame `fragment_max_ms` or more after the fragment's first frame (so a fragment never holds more
+    /// than `fragment_max_ms` of media, whatever the camera's GOP).
     fn completes_fragment(&self, ts: i64, key: bool) -> bool {
         self.gop.first().is_some_and(|first| {
-            key || (ts - first.ts) * 1000 / self.clock_rate() >= MAX_FRAGMENT_MS
+            key || (ts - first.ts).saturating_mul(1000) / self.clock_rate()
+                >= self.settings.fragment_max_ms as i64
         })
     }
 
