@@ -26,6 +26,10 @@ pub struct RecordingConfig {
     /// A fragment is closed at a key frame or once it holds this much media, whichever comes first: the
     /// bound on frames held in memory, on the mirroring lag and on the loss at a crash. Default 1 000.
     pub fragment_max_ms: u64,
+    /// Shadow mode keeps the last this-many ms of a stream (but at least two GOPs). Default 5 000.
+    pub shadow_ring_ms: u64,
+    /// Cap of a shadow ring, bytes (wins over the two GOPs). Default 16 MiB.
+    pub shadow_ring_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +132,8 @@ impl Default for RecordingConfig {
             segment_duration_ms: 60_000,
             flush_interval_ms: 1_000,
             fragment_max_ms: 1_000,
+            shadow_ring_ms: 5_000,
+            shadow_ring_max_bytes: 16 << 20,
         }
     }
 }

@@ -5,5 +5,9 @@
 //! status, systemd).
 
 pub mod config;
+pub mod control;
+pub mod frame;
 pub mod ingest;
+pub mod live;
 pub mod recorder;
+pub mod supervisor;

@@ -1,4 +1,5 @@
-//! The `nvr` binary: recorder, configuration check, store check, camera simulator and demo.
+//! The `nvr` binary: recorder, control client, configuration check, store check, camera simulator
+//! and demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,22 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Control a running recorder through its control socket (docs/control.md).
+    Ctl {
+        /// The recorder's configuration (its socket is `<data_dir>/control.sock`).
+        #[arg(
+            long,
+            short,
+            conflicts_with = "socket",
+            required_unless_present = "socket"
+        )]
+        config: Option<PathBuf>,
+        /// The control socket, instead of `--config`.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CtlCommand,
     },
     /// Validate a configuration file without running.
     CheckConfig { file: PathBuf },
@@ -66,6 +83,41 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Every stream's mode, state, last frame, rates, last key frame and errors (JSON).
+    Status,
+    /// Set a stream's mode to record (default) or shadow.
+    Start {
+        /// `camera/stream`, e.g. `front-door/main`.
+        stream: String,
+        #[arg(long)]
+        shadow: bool,
+    },
+    /// Set a stream's mode to off (its segment is sealed, its session closed).
+    Stop { stream: String },
+    /// Shadow -> record, writing from the shadow ring exactly after a frame (JSON `{"hash","wall_ms"}`,
+    /// as printed by `release` or `status`); without `--after`, from the ring's newest key frame.
+    Promote {
+        stream: String,
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Record -> shadow (or off) at the next key frame; prints that key frame.
+    Release {
+        stream: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Write the stream's live video as fragmented MP4 to stdout.
+    Live {
+        stream: String,
+        /// Stop after this many seconds (default: until interrupted).
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
+}
+
 fn main() -> ExitCode {
     base::process::init_logging();
     let cli = Cli::parse();
@@ -89,12 +141,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let cfg = config::load(&config)?;
-            runtime()?.block_on(nvr::recorder::run(
-                cfg,
-                base::process::shutdown_signal(),
-                |_| {},
-            ))?;
+            runtime()?.block_on(async move {
+                let reloads = reload_on_sighup(config)?;
+                nvr::recorder::run(cfg, base::process::shutdown_signal(), reloads, |_| {}).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ctl {
+            config,
+            socket,
+            command,
+        } => {
+            let socket = match (socket, config) {
+                (Some(s), _) => s,
+                (None, Some(c)) => config::load(&c)?
+                    .data_dir
+                    .join(store::layout::CONTROL_SOCKET_FILE),
+                (None, None) => anyhow::bail!("give --config or --socket"),
+            };
+            runtime()?.block_on(ctl(&socket, command))
         }
         Command::CheckConfig { file } => {
             let cfg = config::load(&file)?;
@@ -204,17 +270,14 @@ async fn demo(
         }
     };
     let printer = std::sync::Mutex::new(None);
-    nvr::recorder::run(cfg, stop, |handle| {
+    let (_reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    nvr::recorder::run(cfg, stop, reloads, |handle| {
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                for s in &handle.streams {
-                    let s = match s.lock() {
-                        Ok(g) => g.clone(),
-                        Err(p) => p.into_inner().clone(),
-                    };
+                for s in handle.supervisor.statuses() {
                     println!(
                         "{}/{}: {:?}, {} frames, {} bytes, {} segments sealed, writing {}",
                         s.camera,
@@ -249,4 +312,78 @@ async fn demo(
         data_dir.display()
     );
     Ok(())
+}
+
+/// Re-reads the configuration on every SIGHUP; a file that does not load is reported and ignored (the
+/// running configuration stays).
+fn reload_on_sighup(path: PathBuf) -> anyhow::Result<tokio::sync::mpsc::Receiver<Config>> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match config::load(&path) {
+                Ok(cfg) => {
+                    tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                    if tx.send(cfg).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "SIGHUP: configuration not reloaded, the running one stays: {e}"
+                    )
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+async fn ctl(socket: &std::path::Path, command: CtlCommand) -> anyhow::Result<ExitCode> {
+    use nvr::control::client;
+    use nvr::control::protocol::Request;
+    use nvr::ingest::Mode;
+    let request = match command {
+        CtlCommand::Live { stream, duration_s } => {
+            let stop = async move {
+                match duration_s {
+                    Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                    None => base::process::shutdown_signal().await,
+                }
+            };
+            let mut out = tokio::io::stdout();
+            let bytes = client::live(socket, &stream, &mut out, stop).await?;
+            eprintln!("live {stream}: {bytes} bytes");
+            return Ok(ExitCode::SUCCESS);
+        }
+        CtlCommand::Status => Request::Status {},
+        CtlCommand::Start { stream, shadow } => Request::Start {
+            stream,
+            mode: if shadow { Mode::Shadow } else { Mode::Record },
+        },
+        CtlCommand::Stop { stream } => Request::Stop { stream },
+        CtlCommand::Promote { stream, after } => Request::Promote {
+            stream,
+            after: after
+                .map(|a| serde_json::from_str(&a))
+                .transpose()
+                .context("--after must be JSON like {\"hash\":\"…\",\"wall_ms\":…}")?,
+        },
+        CtlCommand::Release { stream, off } => Request::Release {
+            stream,
+            to: if off { Mode::Off } else { Mode::Shadow },
+        },
+    };
+    match client::request(socket, &request).await {
+        Ok(result) => {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(client::ClientError::Refused(message)) => {
+            eprintln!("refused: {message}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -13,7 +13,9 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
-use crate::ingest::{run_stream, IngestSettings, SharedStatus, StreamSpec, StreamStatus};
+use crate::control;
+use crate::ingest::{IngestSettings, RingLimits, StreamState, StreamStatus};
+use crate::supervisor::{desired_streams, Supervisor};
 use base::clock::{Clock, SystemClock};
 use base::job::{run_job, Job, JobStatus, JobTiming};
 use store::{free_bytes, RecoveryReport, RetentionPolicy, StorageError, Store, StreamLimits};
@@ -149,17 +151,54 @@ fn lock<T: Clone>(m: &Mutex<T>) -> T {
     }
 }
 
-/// Handles for observing a running recorder (status of every stream).
+/// Handles for observing and steering a running recorder.
 #[derive(Clone)]
 pub struct RecorderHandle {
     pub store: Arc<Store>,
-    pub streams: Vec<SharedStatus>,
+    pub supervisor: Arc<Supervisor>,
 }
 
-/// Runs the recorder until `shutdown` resolves. `on_started` is called once streams are running.
+/// Ingest settings from the configuration.
+pub fn ingest_settings(config: &Config) -> IngestSettings {
+    IngestSettings {
+        segment_duration_ms: config.recording.segment_duration_ms,
+        flush_interval_ms: config.recording.flush_interval_ms,
+        fragment_max_ms: config.recording.fragment_max_ms,
+        connect_timeout_ms: config.ingest.connect_timeout_ms,
+        frame_timeout_ms: config.ingest.frame_timeout_ms,
+        backoff_initial_ms: config.ingest.backoff_initial_ms,
+        backoff_max_ms: config.ingest.backoff_max_ms,
+        ring: RingLimits {
+            max_ms: config.recording.shadow_ring_ms as i64,
+            max_bytes: usize::try_from(config.recording.shadow_ring_max_bytes)
+                .unwrap_or(usize::MAX),
+        },
+    }
+}
+
+/// Applies a reloaded configuration's cameras; what cannot change while running is reported.
+async fn reload(supervisor: &Supervisor, current: &mut Config, new: Config) {
+    if new.data_dir != current.data_dir || new.node_name != current.node_name {
+        tracing::error!(
+            "reload: node_name and data_dir cannot change while running; restart the recorder"
+        );
+        return;
+    }
+    if new.recording != current.recording || new.ingest != current.ingest {
+        tracing::warn!("reload: [recording] and [ingest] settings apply after a restart");
+    }
+    let report = supervisor.apply(desired_streams(&new)).await;
+    tracing::info!(?report, "configuration reloaded");
+    current.cameras = new.cameras;
+    current.retention = new.retention;
+}
+
+/// Runs the recorder until `shutdown` resolves. `on_started` is called once streams are running;
+/// each configuration received on `reloads` (SIGHUP) is applied to the running streams.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::Receiver<Config>,
     on_started: impl FnOnce(RecorderHandle),
 ) -> Result<(), RecorderError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -175,38 +214,15 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let settings = IngestSettings {
-        segment_duration_ms: config.recording.segment_duration_ms,
-        flush_interval_ms: config.recording.flush_interval_ms,
-        fragment_max_ms: config.recording.fragment_max_ms,
-        connect_timeout_ms: config.ingest.connect_timeout_ms,
-        frame_timeout_ms: config.ingest.frame_timeout_ms,
-        backoff_initial_ms: config.ingest.backoff_initial_ms,
-        backoff_max_ms: config.ingest.backoff_max_ms,
-    };
-    let mut tasks = Vec::new();
-    let mut statuses = Vec::new();
-    for cam in &config.cameras {
-        for s in cam.streams.iter().filter(|s| s.record) {
-            let status: SharedStatus = Arc::new(Mutex::new(StreamStatus::new(&cam.name, s.kind)));
-            statuses.push(status.clone());
-            let spec = StreamSpec {
-                camera: cam.name.clone(),
-                kind: s.kind,
-                url: s.url.clone(),
-                username: cam.username.clone(),
-                password: cam.password.clone(),
-                transport: cam.transport,
-            };
-            tasks.push(tokio::spawn(run_stream(
-                store.clone(),
-                spec,
-                settings,
-                status,
-                stop_rx.clone(),
-            )));
-        }
-    }
+    let supervisor = Supervisor::new(store.clone(), ingest_settings(&config));
+    let started = supervisor.apply(desired_streams(&config)).await;
+    tracing::info!(streams = started.added.len(), "streams started");
+    let control = control::server::start(
+        &config.data_dir.join(store::layout::CONTROL_SOCKET_FILE),
+        supervisor.clone(),
+        stop_rx.clone(),
+    )
+    .map_err(|e| RecorderError::Task(format!("control socket: {e}")))?;
 
     let retention_status = Arc::new(Mutex::new(JobStatus::new("retention")));
     let retention_task = {
@@ -234,14 +250,14 @@ pub async fn run(
     let status_path: PathBuf = config.data_dir.join(STATUS_FILE);
     let snapshot = {
         let store = store.clone();
-        let statuses = statuses.clone();
+        let supervisor = supervisor.clone();
         let retention_status = retention_status.clone();
         let node = config.node_name.clone();
         move || NodeStatus {
             node: node.clone(),
             time_ms: store.now_utc_ms(),
             pid: std::process::id(),
-            streams: statuses.iter().map(|s| lock(s)).collect(),
+            streams: supervisor.statuses(),
             retention: lock(&retention_status),
             recovery: recovery.clone(),
         }
@@ -275,7 +291,7 @@ pub async fn run(
                 // Ping the watchdog only while every stream loop is alive (a stuck stream task
                 // gets the process restarted; streams waiting to reconnect still tick).
                 let stale = st.streams.iter().any(|s| {
-                    s.state != crate::ingest::StreamState::Stopped
+                    !matches!(s.state, StreamState::Stopped | StreamState::Idle)
                         && st.time_ms - s.alive_ms > 15_000
                         && s.alive_ms > 0
                 });
@@ -287,20 +303,33 @@ pub async fn run(
     };
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(node = %config.node_name, streams = statuses.len(), data_dir = %config.data_dir.display(), "recorder started");
+    tracing::info!(node = %config.node_name, streams = supervisor.keys().len(), data_dir = %config.data_dir.display(), "recorder started");
     on_started(RecorderHandle {
         store: store.clone(),
-        streams: statuses.clone(),
+        supervisor: supervisor.clone(),
     });
 
-    shutdown.await;
+    tokio::pin!(shutdown);
+    let mut config = config;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            new = reloads.recv() => {
+                let Some(new) = new else {
+                    shutdown.as_mut().await;
+                    break;
+                };
+                reload(&supervisor, &mut config, new).await;
+            }
+        }
+    }
     tracing::info!("stopping: sealing open segments");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
-    for t in tasks {
-        if let Err(e) = t.await {
-            tracing::error!(error = %e, "stream task failed");
-        }
+    supervisor.shutdown().await;
+    let _ = control.await;
+    if let Err(e) = store.flush_progress() {
+        tracing::warn!(error = %e, "cannot write segment progress to the catalog");
     }
     let _ = retention_task.await;
     let _ = status_task.await;

@@ -32,6 +32,10 @@ fn primary() -> Primary {
         segment_duration_ms: 5000,
         flush_interval_ms: 1000,
         fragment_max_ms: 1000,
+        ring: nvr::ingest::RingLimits {
+            max_ms: 5000,
+            max_bytes: 16 << 20,
+        },
         connect_timeout_ms: 1000,
         frame_timeout_ms: 1000,
         backoff_initial_ms: 100,

@@ -17,6 +17,10 @@ fn settings(segment_duration_ms: u64) -> IngestSettings {
         segment_duration_ms,
         flush_interval_ms: 1000,
         fragment_max_ms: 1000,
+        ring: nvr::ingest::RingLimits {
+            max_ms: 5000,
+            max_bytes: 16 << 20,
+        },
         connect_timeout_ms: 1000,
         frame_timeout_ms: 1000,
         backoff_initial_ms: 100,

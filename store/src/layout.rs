@@ -7,6 +7,7 @@
 //! <data_dir>/quarantine/…                 refused mirrored bytes, displaced damaged files
 //! <data_dir>/.tmp/                        restore's temporary files
 //! <data_dir>/status.json                  the recorder's status, rewritten every second
+//! <data_dir>/control.sock                 the recorder's control socket
 //! <data_dir>/sync.db (+ -wal, -shm)       the sync agent's own database
 //! <data_dir>/sync-status.json             the sync agent's status
 //! ```
@@ -30,6 +31,8 @@ pub const RESTORE_TMP_DIR: &str = ".tmp";
 pub const STATUS_FILE: &str = "status.json";
 /// The sync agent's database.
 pub const SYNC_DB_FILE: &str = "sync.db";
+/// The recorder's control socket (`docs/control.md`).
+pub const CONTROL_SOCKET_FILE: &str = "control.sock";
 /// The sync agent's status document.
 pub const SYNC_STATUS_FILE: &str = "sync-status.json";
 const NAME_TIME_FORMAT: &str = "%Y%m%dT%H%M%S%3fZ";

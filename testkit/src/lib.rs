@@ -994,6 +994,11 @@ impl NvrProcess {
         self.signal(libc::SIGTERM);
     }
 
+    /// SIGHUP: the recorder reloads its configuration.
+    pub fn sighup(&mut self) {
+        self.signal(libc::SIGHUP);
+    }
+
     /// Sends SIGINT to the process itself.
     pub fn sigint(&mut self) {
         self.signal(libc::SIGINT);

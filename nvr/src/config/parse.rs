@@ -234,6 +234,12 @@ fn parse_recording(t: &Table<'_, '_>) -> Result<RecordingConfig, ConfigError> {
         fragment_max_ms: t
             .int_in("fragment_max_ms", 100, 10_000)?
             .unwrap_or(d.fragment_max_ms),
+        shadow_ring_ms: t
+            .int_in("shadow_ring_ms", 1_000, 60_000)?
+            .unwrap_or(d.shadow_ring_ms),
+        shadow_ring_max_bytes: t
+            .byte_size("shadow_ring_max_bytes", false)?
+            .unwrap_or(d.shadow_ring_max_bytes),
     })
 }
 
@@ -665,7 +671,13 @@ impl<'a, 'i> Table<'a, 'i> {
             return Err(self.wrong_type(key, v, "a table"));
         };
         let allowed: &[&str] = match key {
-            "recording" => &["segment_duration_s", "flush_interval_ms", "fragment_max_ms"],
+            "recording" => &[
+                "segment_duration_s",
+                "flush_interval_ms",
+                "fragment_max_ms",
+                "shadow_ring_ms",
+                "shadow_ring_max_bytes",
+            ],
             "ingest" => &[
                 "connect_timeout_ms",
                 "frame_timeout_ms",

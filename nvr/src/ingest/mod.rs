@@ -8,11 +8,16 @@
 //! synthetic frames. This file holds what both share: the stream's description, settings, status and
 //! errors.
 
+mod command;
 mod recording;
+pub mod ring;
 mod session;
+mod task;
 
+pub use command::{Command, CommandError, Mode, PromoteReport, ReleaseReport};
 pub use recording::{AudioTrack, Recording, VideoTrack};
-pub use session::run_stream;
+pub use ring::RingLimits;
+pub use task::{StreamChannels, StreamTask, COMMAND_QUEUE, LIVE_QUEUE};
 
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +44,8 @@ pub struct IngestSettings {
     pub flush_interval_ms: u64,
     /// A fragment closes at a key frame or once it holds this much media.
     pub fragment_max_ms: u64,
+    /// Bounds of the shadow ring.
+    pub ring: RingLimits,
     pub connect_timeout_ms: u64,
     pub frame_timeout_ms: u64,
     pub backoff_initial_ms: u64,
@@ -49,8 +56,15 @@ pub struct IngestSettings {
 #[serde(rename_all = "snake_case")]
 pub enum StreamState {
     Starting,
+    /// Mode `off` and no live subscriber: no session.
+    Idle,
     Connecting,
+    /// Session up, mode `record`.
     Recording,
+    /// Session up, mode `shadow` (frames kept in the ring, nothing written).
+    Shadowing,
+    /// Session up for live subscribers only (mode `off`).
+    Live,
     Backoff,
     Stopped,
 }
@@ -60,6 +74,7 @@ pub enum StreamState {
 pub struct StreamStatus {
     pub camera: String,
     pub stream: String,
+    pub mode: Mode,
     pub state: StreamState,
     pub video_codec: Option<String>,
     pub width: Option<u32>,
@@ -78,6 +93,17 @@ pub struct StreamStatus {
     pub next_retry_ms: Option<u64>,
     /// Last time the stream's loop ran (for the systemd watchdog), ms UTC.
     pub alive_ms: i64,
+    /// Video frames received in this process (recorded or not).
+    pub frames_received: u64,
+    /// Received video frames per second and bits per second over the last status interval.
+    pub fps: f64,
+    pub bitrate_bps: u64,
+    /// The last key frame received.
+    pub last_key_frame: Option<crate::frame::FrameId>,
+    /// Shadow ring occupancy.
+    pub ring_frames: usize,
+    pub ring_bytes: usize,
+    pub live_subscribers: usize,
     #[serde(skip)]
     frames_before_session: u64,
     #[serde(skip)]
@@ -91,6 +117,7 @@ impl StreamStatus {
         StreamStatus {
             camera: camera.to_owned(),
             stream: kind.as_str().to_owned(),
+            mode: Mode::Off,
             state: StreamState::Starting,
             video_codec: None,
             width: None,
@@ -107,6 +134,13 @@ impl StreamStatus {
             last_error_ms: None,
             next_retry_ms: None,
             alive_ms: 0,
+            frames_received: 0,
+            fps: 0.0,
+            bitrate_bps: 0,
+            last_key_frame: None,
+            ring_frames: 0,
+            ring_bytes: 0,
+            live_subscribers: 0,
             frames_before_session: 0,
             bytes_before_session: 0,
             sealed_before_session: 0,

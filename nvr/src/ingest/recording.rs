@@ -2,6 +2,8 @@
 //! knowledge of RTSP (tests and benchmarks push synthetic frames).
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use super::{IngestError, IngestSettings};
@@ -50,13 +52,13 @@ pub struct AudioTrack {
 struct PendingFrame {
     ts: i64,
     key: bool,
-    data: Vec<u8>,
+    data: Bytes,
 }
 
 struct PendingAudio {
     ts: i64,
     duration: u32,
-    data: Vec<u8>,
+    data: Bytes,
 }
 
 /// Turns frames of one session into fragments and segments.
@@ -91,6 +93,11 @@ pub struct Recording {
     bytes_written: u64,
     frames_dropped_before_key: u64,
     segments_sealed: u64,
+    /// The next frame may start the recording although it is not a key frame (a takeover that must
+    /// continue exactly after another node's last frame).
+    start_anywhere: bool,
+    /// Wall time to anchor the run at instead of "now" (frames replayed from the shadow ring).
+    next_anchor_wall_ms: Option<i64>,
 }
 
 struct OpenSegment {
@@ -131,8 +138,24 @@ impl Recording {
             frames_written: 0,
             bytes_written: 0,
             frames_dropped_before_key: 0,
+            start_anywhere: false,
+            next_anchor_wall_ms: None,
             segments_sealed: 0,
         }
+    }
+
+    /// Lets the next frame start the recording even if it is not a key frame, and anchors the run's
+    /// wall time at `wall_ms` (when that frame was received). A takeover continues exactly after the
+    /// previous holder's last frame: its first fragment decodes only after that holder's part (same
+    /// camera stream, same references) or from the next key frame on.
+    pub fn start_at(&mut self, wall_ms: i64, anywhere: bool) {
+        self.start_anywhere = anywhere;
+        self.next_anchor_wall_ms = Some(wall_ms);
+    }
+
+    /// Whether a run is open (frames have been accepted since the last [`Self::finish`]).
+    pub fn is_recording(&self) -> bool {
+        self.anchor.is_some()
     }
 
     pub fn has_video_track(&self) -> bool {
@@ -209,9 +232,10 @@ impl Recording {
         &mut self,
         ts: i64,
         key: bool,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
         params: Option<VideoTrack>,
     ) -> Result<(), IngestError> {
+        let data = data.into();
         if let Some(p) = params {
             if self.video.is_none() {
                 self.video = Some(p);
@@ -219,7 +243,7 @@ impl Recording {
                 self.pending_video = Some(p);
             }
         }
-        if self.video.is_none() || (self.gop.is_empty() && !key) {
+        if self.video.is_none() || (self.gop.is_empty() && !key && !self.start_anywhere) {
             // Nothing can be written before the first key frame with known parameters.
             self.frames_dropped_before_key += 1;
             return Ok(());
@@ -240,7 +264,12 @@ impl Recording {
             if self.frames_dropped_before_key > 0 {
                 tracing::info!(camera = %self.camera, frames = self.frames_dropped_before_key, "frames before the first key frame dropped");
             }
-            self.anchor = Some((self.store.now_utc_ms(), ts));
+            let wall_ms = self
+                .next_anchor_wall_ms
+                .take()
+                .unwrap_or_else(|| self.store.now_utc_ms());
+            self.anchor = Some((wall_ms, ts));
+            self.start_anywhere = false;
         }
         self.gop.push(PendingFrame { ts, key, data });
         Ok(())
@@ -297,7 +326,8 @@ impl Recording {
     }
 
     /// Adds an AAC frame; `ts` in the audio clock, `duration` in samples.
-    pub fn push_audio(&mut self, ts: i64, duration: u32, data: Vec<u8>) {
+    pub fn push_audio(&mut self, ts: i64, duration: u32, data: impl Into<Bytes>) {
+        let data = data.into();
         if self.audio.is_some() && !self.gop.is_empty() {
             self.gop_audio.push(PendingAudio { ts, duration, data });
         }

@@ -1,0 +1,301 @@
+//! The stream supervisor: one [`StreamTask`] per configured stream, each with its own channel, added,
+//! removed and switched at runtime without touching the others.
+//!
+//! Callers (the control socket, a configuration reload, the recorder's shutdown) never wait on a
+//! stream's ingest: commands go through a bounded queue with `try_send` (a full queue is an error, not
+//! a wait), and answers come back on a oneshot channel with a timeout.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::frame::MediaFrame;
+use crate::ingest::{
+    Command, CommandError, IngestSettings, Mode, SharedStatus, StreamChannels, StreamSpec,
+    StreamStatus, StreamTask,
+};
+use store::Store;
+
+/// How long a command's answer is awaited (a release waits for the next key frame: long GOPs).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A stream's key: `camera/stream`.
+pub fn stream_key(spec: &StreamSpec) -> String {
+    format!("{}/{}", spec.camera, spec.kind.as_str())
+}
+
+struct Entry {
+    spec: StreamSpec,
+    mode: Mode,
+    channels: StreamChannels,
+    status: SharedStatus,
+    task: JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Streams whose camera settings changed (restarted).
+    pub restarted: Vec<String>,
+    /// Streams whose mode changed (no reconnect).
+    pub mode_changed: Vec<String>,
+    pub unchanged: usize,
+}
+
+/// See the module documentation.
+pub struct Supervisor {
+    store: Arc<Store>,
+    settings: IngestSettings,
+    streams: Mutex<BTreeMap<String, Entry>>,
+}
+
+/// The mode a configured stream starts in.
+pub fn configured_mode(record: bool) -> Mode {
+    if record {
+        Mode::Record
+    } else {
+        Mode::Off
+    }
+}
+
+/// Every stream of `config`, with its configured mode.
+pub fn desired_streams(config: &Config) -> Vec<(StreamSpec, Mode)> {
+    config
+        .cameras
+        .iter()
+        .flat_map(|cam| {
+            cam.streams.iter().map(move |s| {
+                (
+                    StreamSpec {
+                        camera: cam.name.clone(),
+                        kind: s.kind,
+                        url: s.url.clone(),
+                        username: cam.username.clone(),
+                        password: cam.password.clone(),
+                        transport: cam.transport,
+                    },
+                    configured_mode(s.record),
+                )
+            })
+        })
+        .collect()
+}
+
+fn same_camera_settings(a: &StreamSpec, b: &StreamSpec) -> bool {
+    a.url == b.url
+        && a.username == b.username
+        && a.password == b.password
+        && a.transport == b.transport
+}
+
+impl Supervisor {
+    pub fn new(store: Arc<Store>, settings: IngestSettings) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
+            store,
+            settings,
+            streams: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn streams(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        match self.streams.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Starts a task for `spec` in `mode`.
+    pub fn add(&self, spec: StreamSpec, mode: Mode) -> Result<(), CommandError> {
+        let key = stream_key(&spec);
+        if self.streams().contains_key(&key) {
+            return Err(CommandError::Exists(key));
+        }
+        let stream_id = self
+            .store
+            .ensure_stream(&spec.camera, spec.kind.as_str())
+            .map_err(|e| CommandError::Storage(format!("{key}: {e}")))?;
+        let status: SharedStatus = Arc::new(Mutex::new(StreamStatus::new(&spec.camera, spec.kind)));
+        let (task, channels) = StreamTask::new(
+            self.store.clone(),
+            stream_id,
+            spec.clone(),
+            self.settings,
+            status.clone(),
+            mode,
+        );
+        let task = tokio::spawn(task.run());
+        self.streams().insert(
+            key,
+            Entry {
+                spec,
+                mode,
+                channels,
+                status,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops a stream's task (its recording is finished and sealed) and forgets the stream.
+    pub async fn remove(&self, key: &str) -> Result<(), CommandError> {
+        let entry = self
+            .streams()
+            .remove(key)
+            .ok_or_else(|| CommandError::UnknownStream(key.to_owned()))?;
+        stop_entry(entry).await;
+        Ok(())
+    }
+
+    /// Sends a command built around a reply channel and awaits the answer.
+    pub async fn command<T>(
+        &self,
+        key: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, CommandError>>) -> Command,
+    ) -> Result<T, CommandError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(key, make(tx))?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(CommandError::Gone(key.to_owned())),
+            Err(_) => Err(CommandError::Busy(key.to_owned())),
+        }
+    }
+
+    /// Queues a command without waiting (a full queue is [`CommandError::Busy`]).
+    fn send(&self, key: &str, cmd: Command) -> Result<(), CommandError> {
+        let sender = self
+            .streams()
+            .get(key)
+            .map(|e| e.channels.commands.clone())
+            .ok_or_else(|| CommandError::UnknownStream(key.to_owned()))?;
+        sender.try_send(cmd).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => CommandError::Busy(key.to_owned()),
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => CommandError::Gone(key.to_owned()),
+        })
+    }
+
+    /// Sets a stream's mode now.
+    pub async fn set_mode(&self, key: &str, mode: Mode) -> Result<(), CommandError> {
+        self.command(key, |r| Command::SetMode(mode, r)).await?;
+        if let Some(e) = self.streams().get_mut(key) {
+            e.mode = mode;
+        }
+        Ok(())
+    }
+
+    /// Subscribes to a stream's frames (opening a live-only session for a stream that is off).
+    pub fn subscribe(&self, key: &str) -> Result<broadcast::Receiver<MediaFrame>, CommandError> {
+        let rx = self
+            .streams()
+            .get(key)
+            .map(|e| e.channels.live.subscribe())
+            .ok_or_else(|| CommandError::UnknownStream(key.to_owned()))?;
+        // A full queue is fine: the task sees the subscriber at its next tick.
+        let _ = self.send(key, Command::Wake);
+        Ok(rx)
+    }
+
+    /// Tells a stream that a live subscriber went away (an idle live-only session may close).
+    pub fn unsubscribed(&self, key: &str) {
+        let _ = self.send(key, Command::Wake);
+    }
+
+    /// Every stream's status, in key order.
+    pub fn statuses(&self) -> Vec<StreamStatus> {
+        self.streams()
+            .values()
+            .map(|e| match e.status.lock() {
+                Ok(g) => g.clone(),
+                Err(p) => p.into_inner().clone(),
+            })
+            .collect()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.streams().keys().cloned().collect()
+    }
+
+    /// Makes the running streams those of `desired`: new ones are added, missing ones removed, ones
+    /// whose camera settings changed restarted, ones whose configured mode changed switched; the rest
+    /// are not touched.
+    pub async fn apply(&self, desired: Vec<(StreamSpec, Mode)>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let wanted: BTreeMap<String, (StreamSpec, Mode)> = desired
+            .into_iter()
+            .map(|(spec, mode)| (stream_key(&spec), (spec, mode)))
+            .collect();
+        let current: Vec<(String, StreamSpec, Mode)> = self
+            .streams()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.spec.clone(), e.mode))
+            .collect();
+        for (key, spec, mode) in current {
+            match wanted.get(&key) {
+                None => {
+                    if self.remove(&key).await.is_ok() {
+                        report.removed.push(key);
+                    }
+                }
+                Some((new_spec, _)) if !same_camera_settings(&spec, new_spec) => {
+                    let _ = self.remove(&key).await;
+                    report.restarted.push(key);
+                }
+                Some((_, new_mode)) if *new_mode != mode => {
+                    match self.set_mode(&key, *new_mode).await {
+                        Ok(()) => report.mode_changed.push(key),
+                        Err(e) => {
+                            tracing::warn!(stream = %key, error = %e, "reload: mode change failed")
+                        }
+                    }
+                }
+                Some(_) => report.unchanged += 1,
+            }
+        }
+        for (key, (spec, mode)) in wanted {
+            if self.streams().contains_key(&key) {
+                continue;
+            }
+            match self.add(spec, mode) {
+                Ok(()) => {
+                    if !report.restarted.contains(&key) {
+                        report.added.push(key);
+                    }
+                }
+                Err(e) => tracing::error!(stream = %key, error = %e, "cannot start stream"),
+            }
+        }
+        report
+    }
+
+    /// Stops every stream (each seals its segment) and waits for them.
+    pub async fn shutdown(&self) {
+        let entries: Vec<Entry> = std::mem::take(&mut *self.streams()).into_values().collect();
+        for e in &entries {
+            let _ = e.channels.commands.try_send(Command::Exit);
+        }
+        for e in entries {
+            stop_entry(e).await;
+        }
+    }
+}
+
+async fn stop_entry(entry: Entry) {
+    // The queue may be full of commands; the task drains it and then sees the exit. Dropping the
+    // last sender ends the task too.
+    let Entry { channels, task, .. } = entry;
+    if channels.commands.send(Command::Exit).await.is_err() {
+        tracing::debug!("stream task already gone");
+    }
+    drop(channels);
+    if let Err(e) = task.await {
+        tracing::error!(error = %e, "stream task failed");
+    }
+}
