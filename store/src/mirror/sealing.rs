@@ -1,0 +1,222 @@
+//! Sealing a mirrored segment: size and SHA-256 checked, published write-once at its path, cataloged.
+
+use super::*;
+
+impl Store {
+    /// Seals `origin`'s mirrored segment `path`.
+    ///
+    /// The staging copy must be exactly `size_bytes` long and hash to `sha256`: if it is shorter,
+    /// `OffsetGap { held, offset: size_bytes }` (send the rest first, nothing is quarantined); if it is
+    /// longer or hashes differently it is moved to quarantine and `Contradiction`. Then: fsync,
+    /// read-only, publish at `path` with a hard link (never replaces: an existing file with the same hash
+    /// is an idempotent success, a different one is `Contradiction` and left untouched), fsync the
+    /// directory, catalog row (`node` = origin, `sealed`, no run), remove the staging copy.
+    /// Sealing again with the same hash succeeds without doing anything.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mirror_seal(
+        &self,
+        origin: &str,
+        path: &str,
+        info: &MirrorInfo,
+        size_bytes: u64,
+        sha256: &str,
+        end_ms: i64,
+        frames: i64,
+    ) -> Result<(), MirrorError> {
+        let pinfo = self.check_mirror_path(origin, path)?;
+        if info.camera != pinfo.camera
+            || info.stream != pinfo.stream
+            || info.start_ms != pinfo.start_ms
+        {
+            return Err(bad_path(
+                path,
+                format!(
+                    "info says {}/{} starting {}, the path {}/{} starting {}",
+                    info.camera,
+                    info.stream,
+                    info.start_ms,
+                    pinfo.camera,
+                    pinfo.stream,
+                    pinfo.start_ms
+                ),
+            ));
+        }
+        let sha = normalize_sha256(path, sha256)?;
+        let mut guard = self.mirror_guard();
+        let staged = self.staging_path(origin, path);
+        let target = self.data_dir.join(path);
+        // Whatever happens below the staging copy is published, removed or quarantined, except
+        // when it is still short (then the running hash goes back).
+        let cached_hash = guard.hashes.remove(&staged);
+
+        if let Some(row) = self.sealed_segment_by_path(path)? {
+            if row.sha256.as_deref() == Some(sha.as_str()) && row.size_bytes as u64 == size_bytes {
+                self.remove_staging(&staged)?;
+                return Ok(());
+            }
+            let q = self.quarantine_staging(origin, path, &staged)?;
+            return Err(contradiction(
+                path,
+                format!(
+                    "already sealed here with sha256 {} ({} bytes); seal says {sha} ({size_bytes} bytes)",
+                    row.sha256.as_deref().unwrap_or("-"),
+                    row.size_bytes
+                ),
+                q,
+            ));
+        }
+
+        let held = match std::fs::metadata(&staged) {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StorageError::io("stat", &staged, e).into()),
+        };
+        let data = match held {
+            None if target.exists() => {
+                // Published before a crash that came before the catalog row: index it if it matches.
+                let have = sha256_file(&target)?;
+                if have != sha {
+                    return Err(contradiction(
+                        path,
+                        format!("a different file (sha256 {have}) is already at this path; left untouched"),
+                        None,
+                    ));
+                }
+                let data =
+                    std::fs::read(&target).map_err(|e| StorageError::io("read", &target, e))?;
+                if data.len() as u64 != size_bytes {
+                    return Err(contradiction(
+                        path,
+                        format!(
+                            "the file here has {} bytes, seal says {size_bytes}",
+                            data.len()
+                        ),
+                        None,
+                    ));
+                }
+                data
+            }
+            None if size_bytes == 0 => {
+                return Err(contradiction(
+                    path,
+                    "an empty segment cannot be sealed",
+                    None,
+                ));
+            }
+            None => {
+                return Err(MirrorError::OffsetGap {
+                    path: path.to_owned(),
+                    held: 0,
+                    offset: size_bytes,
+                });
+            }
+            Some(held) if held < size_bytes => {
+                if let Some(cached) = cached_hash {
+                    guard.hashes.insert(staged, cached);
+                }
+                return Err(MirrorError::OffsetGap {
+                    path: path.to_owned(),
+                    held,
+                    offset: size_bytes,
+                });
+            }
+            Some(held) => {
+                if held > size_bytes {
+                    let q = self.quarantine_staging(origin, path, &staged)?;
+                    return Err(contradiction(
+                        path,
+                        format!("{held} bytes held, seal says {size_bytes}"),
+                        q,
+                    ));
+                }
+                let data =
+                    std::fs::read(&staged).map_err(|e| StorageError::io("read", &staged, e))?;
+                let have = match cached_hash {
+                    Some((hashed, ctx)) if hashed == data.len() as u64 => {
+                        base::hex::encode(ctx.finish().as_ref())
+                    }
+                    _ => sha256_hex(&data),
+                };
+                if have != sha {
+                    let q = self.quarantine_staging(origin, path, &staged)?;
+                    tracing::error!(
+                        path,
+                        origin,
+                        have,
+                        want = sha,
+                        "mirrored segment hash mismatch"
+                    );
+                    return Err(contradiction(
+                        path,
+                        format!("the {held} bytes held hash to {have}, seal says {sha}"),
+                        q,
+                    ));
+                }
+                File::open(&staged)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StorageError::io("fsync", &staged, e))?;
+                set_read_only(&staged)?;
+                if let Some(parent) = Path::new(path).parent() {
+                    create_dirs(&self.data_dir, parent)?;
+                }
+                match std::fs::hard_link(&staged, &target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let existing = sha256_file(&target)?;
+                        if existing != sha {
+                            let q = self.quarantine_staging(origin, path, &staged)?;
+                            return Err(contradiction(
+                                path,
+                                format!("a different file (sha256 {existing}) is already at this path; left untouched"),
+                                q,
+                            ));
+                        }
+                    }
+                    Err(e) => return Err(StorageError::io("link", &target, e).into()),
+                }
+                if let Some(dir) = target.parent() {
+                    fsync_dir(dir)?;
+                }
+                data
+            }
+        };
+
+        let fragments = mp4::scan(&data).map_or(0, |r| r.fragments.len() as i64);
+        let stream_id = self.ensure_stream(&info.camera, &info.stream)?;
+        let now_ms = self.now_utc_ms();
+        self.catalog().put_sealed_segment(
+            &SegmentInsert {
+                stream_id,
+                run_id: None,
+                node: origin,
+                path,
+                state: SegmentState::Sealed,
+                start_ms: info.start_ms,
+                video_codec: &info.video_codec,
+                width: i64::from(info.width),
+                height: i64::from(info.height),
+                audio_codec: info.audio_codec.as_deref(),
+                created_ms: now_ms,
+            },
+            &SegmentProgress {
+                end_ms,
+                media_duration_ms: end_ms - info.start_ms,
+                frames,
+                fragments,
+                size_bytes: data.len() as i64,
+            },
+            &sha,
+            now_ms,
+        )?;
+        self.remove_staging(&staged)?;
+        self.log_event(
+            Some(stream_id),
+            "mirrored",
+            &format!(
+                "{path}: mirrored from {origin} ({} bytes, sha256 {sha})",
+                data.len()
+            ),
+        );
+        Ok(())
+    }
+}
