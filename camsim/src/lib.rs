@@ -8,13 +8,14 @@
 mod clip;
 mod conn;
 mod rtsp;
+pub mod stamp;
 
 pub use clip::{AccessUnit, Clip, ClipError, EMBEDDED_FPS, MAX_RTP_PAYLOAD_BYTES, RTP_CLOCK_HZ};
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -180,6 +181,9 @@ impl CamSim {
             clip: self.clip,
             streams: self.streams,
             started: Instant::now(),
+            started_wall_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             session_timeout: self.session_timeout,
             write_timeout: self.write_timeout,
         });
