@@ -2,8 +2,9 @@
 //! transcoding, into crash-safe fragmented MP4 segments through the [`store`] crate. This crate holds the
 //! recorder's own parts: [`config`] (the configuration file), [`ingest`] (one RTSP session per stream
 //! turned into fragments and segments) and [`recorder`] (the process: recovery, streams, retention,
-//! status, systemd).
+//! status, systemd), plus [`frames`] (`nvr frames`: camsim frame stamps in recorded segments).
 
 pub mod config;
+pub mod frames;
 pub mod ingest;
 pub mod recorder;
