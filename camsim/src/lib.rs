@@ -2,8 +2,10 @@
 //! H.264 streams at `/cam1` .. `/camN` over TCP-interleaved RTP (RFC 6184), with RTCP sender reports
 //! (RFC 3550). Used for demos, installers' burn-in tests and load tests of hundreds of streams.
 //!
-//! The clip is parsed and packetized once ([`Clip`]) and shared by all sessions; each session only patches
-//! RTP headers and writes one buffer per access unit, paced at the clip's frame rate. See `docs/camsim.md`.
+//! The clip is parsed and packetized once ([`Clip`]) and shared by all sessions. Each stream is one live
+//! source with a frame clock: every session of a stream gets frame `k` at the same moment, stamped with
+//! an SEI ([`stamp`]) holding `k` and its send time; a session inserts that small packet, patches RTP
+//! headers and writes one buffer per access unit. See `docs/camsim.md`.
 
 mod clip;
 mod conn;
