@@ -32,6 +32,10 @@ const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 /// send key frames at the same instant.
 const CAM_CLIP_OFFSET_FRAMES: u64 = 7;
 
+/// Distinct frame-clock phases among the streams (see [`Shared::phase_us`]). Spreading the streams over
+/// 40 per-millisecond phases instead cost more than twice the CPU (many more runtime wake-ups).
+const PHASE_SLOTS: u64 = 4;
+
 /// A session further behind its stream's live frame than this many seconds (a client reading slower
 /// than the stream's bit rate) skips ahead to the live frame, as a camera whose send queue overflows
 /// does; the skipped sequence numbers show as a gap in the stamps.
@@ -51,23 +55,38 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The stream frame due at `now`: frames since `started` at the clip's frame rate (the same for every
-    /// stream and session).
-    pub(crate) fn frame_at(&self, now: Instant) -> u64 {
-        let ns = now.saturating_duration_since(self.started).as_nanos();
+    /// Offset of stream `cam`'s frame clock from `started`, in microseconds: one of [`PHASE_SLOTS`] evenly
+    /// spaced slots of a frame period (`cam` modulo the slot count), so hundreds of streams do not all send
+    /// in the same instant, while a few slots keep the server's wake-ups per second low (each wake-up
+    /// serves every session due in its slot).
+    fn phase_us(&self, cam: usize) -> u64 {
+        let period_us = 1_000_000 / u64::from(self.clip.fps());
+        (cam as u64 % PHASE_SLOTS) * period_us / PHASE_SLOTS
+    }
+
+    /// Stream `cam`'s frame due at `now`: frames since its clock's origin at the clip's frame rate (the
+    /// same for every session of the stream).
+    pub(crate) fn frame_at(&self, cam: usize, now: Instant) -> u64 {
+        let origin = self.started + Duration::from_micros(self.phase_us(cam));
+        let ns = now.saturating_duration_since(origin).as_nanos();
         (ns * u128::from(self.clip.fps()) / 1_000_000_000) as u64
     }
 
-    /// When stream frame `k` is due (the first instant at which [`Shared::frame_at`] returns `k`).
-    pub(crate) fn frame_instant(&self, k: u64) -> Instant {
+    /// When frame `k` of stream `cam` is due (the first instant at which [`Shared::frame_at`] returns
+    /// `k`).
+    pub(crate) fn frame_instant(&self, cam: usize, k: u64) -> Instant {
         let ns = (u128::from(k) * 1_000_000_000).div_ceil(u128::from(self.clip.fps()));
-        self.started + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+        self.started
+            + Duration::from_micros(self.phase_us(cam))
+            + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 
-    /// Wall-clock time frame `k` is scheduled to be sent, in microseconds since the Unix epoch.
-    pub(crate) fn send_time_us(&self, k: u64) -> u64 {
+    /// Wall-clock time frame `k` of stream `cam` is scheduled to be sent, in microseconds since the
+    /// Unix epoch.
+    pub(crate) fn send_time_us(&self, cam: usize, k: u64) -> u64 {
         let us = u128::from(k) * 1_000_000 / u128::from(self.clip.fps());
         self.started_wall_us
+            .saturating_add(self.phase_us(cam))
             .saturating_add(u64::try_from(us).unwrap_or(u64::MAX))
     }
 }
@@ -157,7 +176,7 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<
                             if let Some(s) = &conn.session {
                                 pacer
                                     .as_mut()
-                                    .reset(shared.frame_instant(s.next_frame).into());
+                                    .reset(shared.frame_instant(s.cam, s.next_frame).into());
                                 playing = true;
                             }
                         }
@@ -177,7 +196,7 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<
             () = &mut pacer, if playing => {
                 if let Some(s) = conn.session.as_mut() {
                     // Every frame due by now, in order (several after a slow write), from one buffer.
-                    let live = shared.frame_at(Instant::now());
+                    let live = shared.frame_at(s.cam, Instant::now());
                     let max_lag = MAX_LAG_SECS * u64::from(shared.clip.fps());
                     if live > s.next_frame + max_lag {
                         debug!(session = %s.id, from = s.next_frame, to = live, "camsim: client too slow; skipping to the live frame");
@@ -188,7 +207,7 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<
                         s.append_frame(&shared, &mut out);
                     }
                     write_all(&mut stream, &out, shared.write_timeout).await?;
-                    pacer.as_mut().reset(shared.frame_instant(s.next_frame).into());
+                    pacer.as_mut().reset(shared.frame_instant(s.cam, s.next_frame).into());
                 } else {
                     playing = false;
                 }
@@ -432,7 +451,7 @@ impl Conn<'_> {
         if !was_playing {
             // Each stream is one live source: a new viewer starts at the frame due now, key frame or
             // not, like a real camera.
-            s.next_frame = shared.frame_at(Instant::now());
+            s.next_frame = shared.frame_at(s.cam, Instant::now());
             s.playing = true;
             debug!(session = %s.id, cam = s.cam, start_frame = s.next_frame, "camsim: play");
         }
@@ -509,7 +528,7 @@ impl Session {
             % clip.frame_count() as u64) as usize;
         let t = clip.template(clip_index);
         let ts = self.rtp_timestamp(k, clip);
-        let send_time_us = shared.send_time_us(k);
+        let send_time_us = shared.send_time_us(self.cam, k);
         let start = out.len();
         out.extend_from_slice(&t.bytes[..t.sei_offset]);
         // The stamp: a single NAL unit packet, no marker (a slice follows); header patched below.
@@ -672,7 +691,7 @@ mod tests {
                     assert_eq!(p[1], 200, "SR first in compound");
                     assert_eq!(&p[4..8], &0x1234_5678u32.to_be_bytes());
                     // NTP time of the SR is the frame's scheduled send time, RTP time its timestamp.
-                    let wall_us = 1_700_000_000_000_000 + k * 40_000;
+                    let wall_us = shared.send_time_us(1, k);
                     let ntp_secs = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
                     assert_eq!(
                         u64::from(ntp_secs),
@@ -708,7 +727,7 @@ mod tests {
                 stamp,
                 Some(FrameStamp {
                     seq: k,
-                    send_time_us: 1_700_000_000_000_000 + k * 40_000
+                    send_time_us: 1_700_000_000_000_000 + 10_000 + k * 40_000
                 }),
                 "frame {k}"
             );
@@ -740,17 +759,32 @@ mod tests {
             session_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(5),
         };
-        assert_eq!(shared.frame_at(started), 0);
-        assert_eq!(shared.frame_at(started + Duration::from_millis(39)), 0);
-        assert_eq!(shared.frame_at(started + Duration::from_millis(40)), 1);
-        for k in [0u64, 1, 2, 99, 100, 12_345_678] {
-            let at = shared.frame_instant(k);
-            assert_eq!(shared.frame_at(at), k);
-            assert_eq!(
-                shared.frame_at(at - Duration::from_nanos(1)),
-                k.saturating_sub(1)
-            );
-            assert_eq!(shared.send_time_us(k), 5_000_000 + k * 40_000);
+        // Stream 0 (and 4, 8, ...) has no phase; stream 1's clock starts a quarter period (10 ms) later.
+        assert_eq!(shared.frame_at(0, started), 0);
+        assert_eq!(shared.frame_at(0, started + Duration::from_millis(39)), 0);
+        assert_eq!(shared.frame_at(0, started + Duration::from_millis(40)), 1);
+        assert_eq!(shared.frame_at(1, started + Duration::from_millis(49)), 0);
+        assert_eq!(shared.frame_at(1, started + Duration::from_millis(50)), 1);
+        for cam in [0, 1, 2, 400] {
+            let phase_us = shared.phase_us(cam);
+            assert!(phase_us < 40_000);
+            for k in [0u64, 1, 2, 99, 100, 12_345_678] {
+                let at = shared.frame_instant(cam, k);
+                assert_eq!(shared.frame_at(cam, at), k);
+                assert_eq!(
+                    shared.frame_at(cam, at - Duration::from_nanos(1)),
+                    k.saturating_sub(1)
+                );
+                assert_eq!(
+                    shared.send_time_us(cam, k),
+                    5_000_000 + phase_us + k * 40_000
+                );
+            }
         }
+        // Streams' clocks are spread over the frame period in four slots.
+        let mut phases: Vec<u64> = (1..=400).map(|c| shared.phase_us(c)).collect();
+        phases.sort_unstable();
+        phases.dedup();
+        assert_eq!(phases, vec![0, 10_000, 20_000, 30_000]);
     }
 }
