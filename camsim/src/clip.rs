@@ -76,6 +76,9 @@ pub struct AccessUnit {
 #[derive(Debug)]
 pub(crate) struct AuTemplate {
     pub(crate) bytes: Box<[u8]>,
+    /// Byte offset in `bytes` of the first packet of the first slice NAL: where a session inserts the
+    /// frame's stamp SEI packet (after any SPS, PPS and SEI of the clip, before the picture).
+    pub(crate) sei_offset: usize,
     pub(crate) packet_count: u32,
     /// Sum of RTP payload sizes, for RTCP sender report octet counts.
     pub(crate) payload_bytes: u32,
@@ -360,7 +363,12 @@ impl BitReader<'_> {
 /// [`MAX_RTP_PAYLOAD_BYTES`], marker on the last packet.
 fn packetize(au: &AccessUnit) -> AuTemplate {
     let mut payloads: Vec<(Option<[u8; 2]>, &[u8])> = Vec::new();
+    let mut first_vcl_payload = None;
     for nal in &au.nals {
+        let t = nal[0] & 0x1f;
+        if first_vcl_payload.is_none() && (t == NAL_SLICE || t == NAL_IDR) {
+            first_vcl_payload = Some(payloads.len());
+        }
         if nal.len() <= MAX_RTP_PAYLOAD_BYTES {
             payloads.push((None, nal));
             continue;
@@ -383,8 +391,12 @@ fn packetize(au: &AccessUnit) -> AuTemplate {
     }
     let mut bytes = Vec::new();
     let mut payload_bytes = 0u32;
+    let mut sei_offset = None;
     let last = payloads.len().saturating_sub(1);
     for (k, (prefix, data)) in payloads.iter().enumerate() {
+        if first_vcl_payload == Some(k) {
+            sei_offset = Some(bytes.len());
+        }
         let payload_len = data.len() + prefix.map_or(0, |p| p.len());
         payload_bytes += payload_len as u32;
         let frame_len = (RTP_HEADER_BYTES + payload_len) as u16;
@@ -399,6 +411,8 @@ fn packetize(au: &AccessUnit) -> AuTemplate {
         bytes.extend_from_slice(data);
     }
     AuTemplate {
+        // Every access unit of a parsed clip has a slice; the end is a safe fallback.
+        sei_offset: sei_offset.unwrap_or(bytes.len()),
         bytes: bytes.into_boxed_slice(),
         packet_count: payloads.len() as u32,
         payload_bytes,
@@ -537,6 +551,8 @@ mod tests {
         let t = c.template(0);
         // SPS, PPS single packets, then ceil(5001 / 1398) = 4 FU-A fragments.
         assert_eq!(t.packet_count, 6);
+        // The stamp SEI goes after the SPS and PPS packets, before the slice's first fragment.
+        assert_eq!(t.sei_offset, (4 + 12 + SPS.len()) + (4 + 12 + PPS.len()));
         let mut off = 0;
         let mut reassembled = Vec::new();
         let mut markers = Vec::new();

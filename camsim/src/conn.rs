@@ -2,18 +2,21 @@
 //! the single TCP-interleaved RTP session it may carry, real-time pacing, and RTCP sender reports.
 //!
 //! Everything for a connection runs in one task: requests and media share the socket and never interleave
-//! mid-message. Each paced tick copies one pre-packetized access unit, patches sequence numbers, timestamps,
-//! SSRC and channel, and writes it with one `write_all`.
+//! mid-message. Each simulated stream is one live source with a frame clock shared by all its sessions
+//! ([`Shared::frame_at`]): frame `k` of a stream is due at the same instant for every session, carries the
+//! same stamp (sequence number `k`, scheduled send time) and the same RTP timestamp offset. When a frame is
+//! due, the session copies its pre-packetized access unit, inserts the stamp SEI packet before the first
+//! slice, patches sequence numbers, timestamps, SSRC and channel, and writes it with one `write_all`.
 
-use super::clip::{Clip, INTERLEAVED_PREFIX_BYTES};
+use super::clip::{Clip, INTERLEAVED_PREFIX_BYTES, RTP_HEADER_BYTES, RTP_PAYLOAD_TYPE};
 use super::rtsp::{self, Parsed, Request, Response};
+use super::stamp::{encode_sei_into, FrameStamp};
 use bytes::{Buf as _, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::time::{Interval, MissedTickBehavior};
 use tracing::debug;
 
 const PUBLIC_METHODS: &str =
@@ -25,14 +28,67 @@ const TRACK_CONTROL: &str = "track1";
 /// Seconds between 1900-01-01 (NTP epoch) and 1970-01-01.
 const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 
+/// Clip frames by which stream `/camN` is shifted (N * 7), so streams do not show the same picture or
+/// send key frames at the same instant.
+const CAM_CLIP_OFFSET_FRAMES: u64 = 7;
+
+/// Distinct frame-clock phases among the streams (see [`Shared::phase_us`]). Spreading the streams over
+/// 40 per-millisecond phases instead cost more than twice the CPU (many more runtime wake-ups).
+const PHASE_SLOTS: u64 = 4;
+
+/// A session further behind its stream's live frame than this many seconds (a client reading slower
+/// than the stream's bit rate) skips ahead to the live frame, as a camera whose send queue overflows
+/// does; the skipped sequence numbers show as a gap in the stamps.
+const MAX_LAG_SECS: u64 = 2;
+
 /// Server-wide settings shared by all connections.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) clip: Arc<Clip>,
     pub(crate) streams: usize,
+    /// When every stream's frame 0 was due (monotonic clock).
     pub(crate) started: Instant,
+    /// The same moment on the wall clock: microseconds since the Unix epoch.
+    pub(crate) started_wall_us: u64,
     pub(crate) session_timeout: Duration,
     pub(crate) write_timeout: Duration,
+}
+
+impl Shared {
+    /// Offset of stream `cam`'s frame clock from `started`, in microseconds: one of [`PHASE_SLOTS`] evenly
+    /// spaced slots of a frame period (`cam` modulo the slot count), so hundreds of streams do not all send
+    /// in the same instant, while a few slots keep the server's wake-ups per second low (each wake-up
+    /// serves every session due in its slot).
+    fn phase_us(&self, cam: usize) -> u64 {
+        let period_us = 1_000_000 / u64::from(self.clip.fps());
+        (cam as u64 % PHASE_SLOTS) * period_us / PHASE_SLOTS
+    }
+
+    /// Stream `cam`'s frame due at `now`: frames since its clock's origin at the clip's frame rate (the
+    /// same for every session of the stream).
+    pub(crate) fn frame_at(&self, cam: usize, now: Instant) -> u64 {
+        let origin = self.started + Duration::from_micros(self.phase_us(cam));
+        let ns = now.saturating_duration_since(origin).as_nanos();
+        (ns * u128::from(self.clip.fps()) / 1_000_000_000) as u64
+    }
+
+    /// When frame `k` of stream `cam` is due (the first instant at which [`Shared::frame_at`] returns
+    /// `k`).
+    pub(crate) fn frame_instant(&self, cam: usize, k: u64) -> Instant {
+        let ns = (u128::from(k) * 1_000_000_000).div_ceil(u128::from(self.clip.fps()));
+        self.started
+            + Duration::from_micros(self.phase_us(cam))
+            + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// Wall-clock time frame `k` of stream `cam` is scheduled to be sent, in microseconds since the
+    /// Unix epoch.
+    pub(crate) fn send_time_us(&self, cam: usize, k: u64) -> u64 {
+        let us = u128::from(k) * 1_000_000 / u128::from(self.clip.fps());
+        self.started_wall_us
+            .saturating_add(self.phase_us(cam))
+            .saturating_add(u64::try_from(us).unwrap_or(u64::MAX))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +109,12 @@ struct Session {
     ssrc: u32,
     /// Sequence number of the next RTP packet.
     next_seq: u16,
-    /// RTP timestamp of the first frame; frame `k` of the session has `ts_base + k * frame_duration`.
+    /// RTP timestamp of the stream's frame 0 for this session (random); stream frame `k` has
+    /// `ts_base + k * frame_duration`, so all sessions see the same timestamp deltas.
     ts_base: u32,
     frames_sent: u64,
-    /// Clip index of the next access unit to send.
-    next_frame: usize,
+    /// Stream frame index (= stamp sequence number) of the next access unit to send.
+    next_frame: u64,
     packets_sent: u32,
     octets_sent: u32,
     playing: bool,
@@ -86,7 +143,10 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<
     };
     let mut read_buf = BytesMut::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut pacer: Option<Interval> = None;
+    // Fires when the session's next frame is due; only polled while playing.
+    let pacer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(pacer);
+    let mut playing = false;
     let timeout = shared.session_timeout;
     let mut last_activity = Instant::now();
     let idle = tokio::time::sleep(timeout);
@@ -113,13 +173,14 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<
                     match after {
                         After::Continue => {}
                         After::StartPlaying => {
-                            let mut iv = tokio::time::interval(Duration::from_nanos(
-                                1_000_000_000 / u64::from(shared.clip.fps()),
-                            ));
-                            iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
-                            pacer = Some(iv);
+                            if let Some(s) = &conn.session {
+                                pacer
+                                    .as_mut()
+                                    .reset(shared.frame_instant(s.cam, s.next_frame).into());
+                                playing = true;
+                            }
                         }
-                        After::StopPlaying => pacer = None,
+                        After::StopPlaying => playing = false,
                     }
                 }
             }
@@ -132,10 +193,23 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<
                 }
                 last_activity = Instant::now();
             }
-            () = tick(&mut pacer) => {
+            () = &mut pacer, if playing => {
                 if let Some(s) = conn.session.as_mut() {
-                    s.fill_frame(&shared.clip, &mut out);
+                    // Every frame due by now, in order (several after a slow write), from one buffer.
+                    let live = shared.frame_at(s.cam, Instant::now());
+                    let max_lag = MAX_LAG_SECS * u64::from(shared.clip.fps());
+                    if live > s.next_frame + max_lag {
+                        debug!(session = %s.id, from = s.next_frame, to = live, "camsim: client too slow; skipping to the live frame");
+                        s.next_frame = live;
+                    }
+                    out.clear();
+                    while s.next_frame <= live {
+                        s.append_frame(&shared, &mut out);
+                    }
                     write_all(&mut stream, &out, shared.write_timeout).await?;
+                    pacer.as_mut().reset(shared.frame_instant(s.cam, s.next_frame).into());
+                } else {
+                    playing = false;
                 }
             }
             () = &mut idle => {
@@ -147,15 +221,6 @@ pub(crate) async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<
                 idle.as_mut().reset(deadline.into());
             }
         }
-    }
-}
-
-async fn tick(pacer: &mut Option<Interval>) {
-    match pacer {
-        Some(iv) => {
-            iv.tick().await;
-        }
-        None => std::future::pending().await,
     }
 }
 
@@ -384,19 +449,13 @@ impl Conn<'_> {
         };
         let was_playing = s.playing;
         if !was_playing {
-            // Each stream is "live": its position follows wall time since the server started, offset per
-            // camera so streams differ; a new viewer starts at the last key frame before that position.
-            let clip = &shared.clip;
-            let live_frame = shared.started.elapsed().as_millis() as usize * clip.fps() as usize
-                / 1000
-                + s.cam * 7;
-            s.next_frame = clip.idr_at_or_before(live_frame);
+            // Each stream is one live source: a new viewer starts at the frame due now, key frame or
+            // not, like a real camera.
+            s.next_frame = shared.frame_at(s.cam, Instant::now());
             s.playing = true;
             debug!(session = %s.id, cam = s.cam, start_frame = s.next_frame, "camsim: play");
         }
-        let rtptime = s
-            .ts_base
-            .wrapping_add((s.frames_sent as u32).wrapping_mul(shared.clip.frame_duration_ticks()));
+        let rtptime = s.rtp_timestamp(s.next_frame, &shared.clip);
         let rtp_info = format!(
             "url=rtsp://{authority}/cam{}/{TRACK_CONTROL};seq={};rtptime={rtptime}",
             s.cam, s.next_seq
@@ -453,19 +512,45 @@ fn choose_transport(header: &str) -> Option<(u8, u8)> {
 }
 
 impl Session {
-    /// Fills `out` with the next access unit as interleaved RTP frames (plus an RTCP sender report about
-    /// once per second) and advances the session.
-    fn fill_frame(&mut self, clip: &Clip, out: &mut Vec<u8>) {
-        let t = clip.template(self.next_frame);
-        let ts = self
-            .ts_base
-            .wrapping_add((self.frames_sent as u32).wrapping_mul(clip.frame_duration_ticks()));
-        out.clear();
-        out.extend_from_slice(&t.bytes);
+    /// RTP timestamp of stream frame `k` in this session.
+    fn rtp_timestamp(&self, k: u64, clip: &Clip) -> u32 {
+        self.ts_base
+            .wrapping_add((k as u32).wrapping_mul(clip.frame_duration_ticks()))
+    }
+
+    /// Appends the session's next access unit (stream frame `next_frame`) to `out` as interleaved RTP
+    /// packets: the clip's pre-packetized packets with the stamp SEI packet inserted before the first
+    /// slice, plus an RTCP sender report about once per second; then advances the session.
+    fn append_frame(&mut self, shared: &Shared, out: &mut Vec<u8>) {
+        let clip = &shared.clip;
+        let k = self.next_frame;
+        let clip_index = (k.wrapping_add(self.cam as u64 * CAM_CLIP_OFFSET_FRAMES)
+            % clip.frame_count() as u64) as usize;
+        let t = clip.template(clip_index);
+        let ts = self.rtp_timestamp(k, clip);
+        let send_time_us = shared.send_time_us(self.cam, k);
+        let start = out.len();
+        out.extend_from_slice(&t.bytes[..t.sei_offset]);
+        // The stamp: a single NAL unit packet, no marker (a slice follows); header patched below.
+        let sei_packet = out.len();
+        out.extend_from_slice(&[b'$', 0, 0, 0, 0x80, RTP_PAYLOAD_TYPE]);
+        out.extend_from_slice(&[0; RTP_HEADER_BYTES - 2]);
+        encode_sei_into(
+            FrameStamp {
+                seq: k,
+                send_time_us,
+            },
+            out,
+        );
+        let sei_payload_bytes =
+            out.len() - sei_packet - INTERLEAVED_PREFIX_BYTES - RTP_HEADER_BYTES;
+        let frame_len = (RTP_HEADER_BYTES + sei_payload_bytes) as u16;
+        out[sei_packet + 2..sei_packet + 4].copy_from_slice(&frame_len.to_be_bytes());
+        out.extend_from_slice(&t.bytes[t.sei_offset..]);
         let ssrc = self.ssrc.to_be_bytes();
         let ts_bytes = ts.to_be_bytes();
-        let mut off = 0;
-        while off + INTERLEAVED_PREFIX_BYTES + 12 <= out.len() {
+        let mut off = start;
+        while off + INTERLEAVED_PREFIX_BYTES + RTP_HEADER_BYTES <= out.len() {
             let len = usize::from(u16::from_be_bytes([out[off + 2], out[off + 3]]));
             out[off + 1] = self.rtp_channel;
             let h = off + INTERLEAVED_PREFIX_BYTES;
@@ -475,23 +560,24 @@ impl Session {
             self.next_seq = self.next_seq.wrapping_add(1);
             off = h + len;
         }
-        self.packets_sent = self.packets_sent.wrapping_add(t.packet_count);
-        self.octets_sent = self.octets_sent.wrapping_add(t.payload_bytes);
+        self.packets_sent = self.packets_sent.wrapping_add(t.packet_count + 1);
+        self.octets_sent = self
+            .octets_sent
+            .wrapping_add(t.payload_bytes + sei_payload_bytes as u32);
         if self.frames_sent % u64::from(clip.fps()) == 0 {
-            self.append_sender_report(ts, out);
+            self.append_sender_report(send_time_us, ts, out);
         }
         self.frames_sent += 1;
-        self.next_frame = (self.next_frame + 1) % clip.frame_count();
+        self.next_frame = k + 1;
     }
 
-    /// Appends an interleaved RTCP compound packet: sender report (RFC 3550 section 6.4.1) for "now" ↔ `ts`
-    /// (the frame just queued is due now), then SDES with a CNAME (section 6.5).
-    fn append_sender_report(&self, ts: u32, out: &mut Vec<u8>) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let ntp_secs = (now.as_secs() + NTP_UNIX_OFFSET_SECS) as u32;
-        let ntp_frac = ((u64::from(now.subsec_nanos()) << 32) / 1_000_000_000) as u32;
+    /// Appends an interleaved RTCP compound packet: sender report (RFC 3550 section 6.4.1) mapping the
+    /// frame just queued, scheduled at `wall_us` (microseconds since the Unix epoch), to its RTP
+    /// timestamp `ts`, then SDES with a CNAME (section 6.5). Every session of a stream maps a frame to the
+    /// same wall time, the one in the frame's stamp.
+    fn append_sender_report(&self, wall_us: u64, ts: u32, out: &mut Vec<u8>) {
+        let ntp_secs = (wall_us / 1_000_000 + NTP_UNIX_OFFSET_SECS) as u32;
+        let ntp_frac = (((wall_us % 1_000_000) << 32) / 1_000_000) as u32;
         let cname = b"nvr-camsim";
         // SDES chunk: SSRC, CNAME item (type, length, text), then a zero end byte, padded to 32 bits.
         let sdes_chunk_bytes = (4 + 2 + cname.len() + 1).div_ceil(4) * 4;
@@ -560,8 +646,17 @@ mod tests {
     }
 
     #[test]
-    fn frame_patching_and_sender_report() {
+    fn frame_patching_stamps_and_sender_report() {
         let clip = Clip::embedded();
+        let shared = Shared {
+            clip: clip.clone(),
+            streams: 2,
+            started: Instant::now(),
+            started_wall_us: 1_700_000_000_000_000,
+            session_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(5),
+        };
+        let start_frame = 1_000u64;
         let mut s = Session {
             id: "X".into(),
             cam: 1,
@@ -571,18 +666,23 @@ mod tests {
             next_seq: 65_535,
             ts_base: u32::MAX - 100,
             frames_sent: 0,
-            next_frame: 0,
+            next_frame: start_frame,
             packets_sent: 0,
             octets_sent: 0,
             playing: true,
         };
         let mut out = Vec::new();
         let mut expected_seq = 65_535u16;
-        for k in 0..(clip.frame_count() + 30) {
-            s.fill_frame(&clip, &mut out);
+        for n in 0..(clip.frame_count() as u64 + 30) {
+            let k = start_frame + n;
+            out.clear();
+            s.append_frame(&shared, &mut out);
+            let want_ts = (u32::MAX - 100).wrapping_add(k as u32 * 3600);
             let mut off = 0;
             let mut saw_sr = false;
             let mut last_marker = false;
+            let mut nal_types = Vec::new();
+            let mut stamp = None;
             while off < out.len() {
                 assert_eq!(out[off], b'$');
                 let len = usize::from(u16::from_be_bytes([out[off + 2], out[off + 3]]));
@@ -590,21 +690,101 @@ mod tests {
                 if out[off + 1] == 3 {
                     assert_eq!(p[1], 200, "SR first in compound");
                     assert_eq!(&p[4..8], &0x1234_5678u32.to_be_bytes());
+                    // NTP time of the SR is the frame's scheduled send time, RTP time its timestamp.
+                    let wall_us = shared.send_time_us(1, k);
+                    let ntp_secs = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+                    assert_eq!(
+                        u64::from(ntp_secs),
+                        wall_us / 1_000_000 + NTP_UNIX_OFFSET_SECS
+                    );
+                    assert_eq!(u32::from_be_bytes([p[16], p[17], p[18], p[19]]), want_ts);
                     saw_sr = true;
                 } else {
                     assert_eq!(out[off + 1], 2);
                     assert_eq!(p[0], 0x80);
+                    assert!(!last_marker, "frame {k}: marker only on the last packet");
                     assert_eq!(u16::from_be_bytes([p[2], p[3]]), expected_seq);
                     expected_seq = expected_seq.wrapping_add(1);
                     let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-                    assert_eq!(ts, (u32::MAX - 100).wrapping_add(k as u32 * 3600));
+                    assert_eq!(ts, want_ts);
                     assert_eq!(&p[8..12], &0x1234_5678u32.to_be_bytes());
                     last_marker = p[1] & 0x80 != 0;
+                    let payload = &p[12..];
+                    let t = payload[0] & 0x1f;
+                    if t != 28 || payload[1] & 0x80 != 0 {
+                        nal_types.push(if t == 28 { payload[1] & 0x1f } else { t });
+                    }
+                    if let Some(st) = crate::stamp::parse_sei(payload) {
+                        assert!(stamp.is_none(), "one stamp per frame");
+                        stamp = Some(st);
+                    }
                 }
                 off += 4 + len;
             }
             assert!(last_marker, "frame {k}: marker on last RTP packet");
-            assert_eq!(saw_sr, k % 25 == 0, "frame {k}");
+            assert_eq!(saw_sr, n % 25 == 0, "frame {k}");
+            assert_eq!(
+                stamp,
+                Some(FrameStamp {
+                    seq: k,
+                    send_time_us: 1_700_000_000_000_000 + 10_000 + k * 40_000
+                }),
+                "frame {k}"
+            );
+            // The stamp SEI directly precedes the first slice, after any parameter sets.
+            let first_slice = nal_types
+                .iter()
+                .position(|&t| t == 1 || t == 5)
+                .expect("a slice");
+            assert!(first_slice >= 1, "{nal_types:?}");
+            assert_eq!(nal_types[first_slice - 1], 6, "{nal_types:?}");
+            assert!(
+                nal_types[first_slice..].iter().all(|&t| t == 1 || t == 5),
+                "{nal_types:?}"
+            );
+            // Clip frame shown: k shifted by the camera's offset.
+            let clip_index = ((k + 7) % 100) as usize;
+            assert_eq!(nal_types.contains(&5), clip.access_units()[clip_index].idr);
         }
+    }
+
+    #[test]
+    fn stream_clock() {
+        let started = Instant::now();
+        let shared = Shared {
+            clip: Clip::embedded(),
+            streams: 1,
+            started,
+            started_wall_us: 5_000_000,
+            session_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(5),
+        };
+        // Stream 0 (and 4, 8, ...) has no phase; stream 1's clock starts a quarter period (10 ms) later.
+        assert_eq!(shared.frame_at(0, started), 0);
+        assert_eq!(shared.frame_at(0, started + Duration::from_millis(39)), 0);
+        assert_eq!(shared.frame_at(0, started + Duration::from_millis(40)), 1);
+        assert_eq!(shared.frame_at(1, started + Duration::from_millis(49)), 0);
+        assert_eq!(shared.frame_at(1, started + Duration::from_millis(50)), 1);
+        for cam in [0, 1, 2, 400] {
+            let phase_us = shared.phase_us(cam);
+            assert!(phase_us < 40_000);
+            for k in [0u64, 1, 2, 99, 100, 12_345_678] {
+                let at = shared.frame_instant(cam, k);
+                assert_eq!(shared.frame_at(cam, at), k);
+                assert_eq!(
+                    shared.frame_at(cam, at - Duration::from_nanos(1)),
+                    k.saturating_sub(1)
+                );
+                assert_eq!(
+                    shared.send_time_us(cam, k),
+                    5_000_000 + phase_us + k * 40_000
+                );
+            }
+        }
+        // Streams' clocks are spread over the frame period in four slots.
+        let mut phases: Vec<u64> = (1..=400).map(|c| shared.phase_us(c)).collect();
+        phases.sort_unstable();
+        phases.dedup();
+        assert_eq!(phases, vec![0, 10_000, 20_000, 30_000]);
     }
 }

@@ -2,19 +2,22 @@
 //! H.264 streams at `/cam1` .. `/camN` over TCP-interleaved RTP (RFC 6184), with RTCP sender reports
 //! (RFC 3550). Used for demos, installers' burn-in tests and load tests of hundreds of streams.
 //!
-//! The clip is parsed and packetized once ([`Clip`]) and shared by all sessions; each session only patches
-//! RTP headers and writes one buffer per access unit, paced at the clip's frame rate. See `docs/camsim.md`.
+//! The clip is parsed and packetized once ([`Clip`]) and shared by all sessions. Each stream is one live
+//! source with a frame clock: every session of a stream gets frame `k` at the same moment, stamped with
+//! an SEI ([`stamp`]) holding `k` and its send time; a session inserts that small packet, patches RTP
+//! headers and writes one buffer per access unit. See `docs/camsim.md`.
 
 mod clip;
 mod conn;
 mod rtsp;
+pub mod stamp;
 
 pub use clip::{AccessUnit, Clip, ClipError, EMBEDDED_FPS, MAX_RTP_PAYLOAD_BYTES, RTP_CLOCK_HZ};
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -180,6 +183,9 @@ impl CamSim {
             clip: self.clip,
             streams: self.streams,
             started: Instant::now(),
+            started_wall_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             session_timeout: self.session_timeout,
             write_timeout: self.write_timeout,
         });

@@ -2,11 +2,13 @@
 //! transcoding, into crash-safe fragmented MP4 segments through the [`store`] crate. This crate holds the
 //! recorder's own parts: [`config`] (the configuration file), [`ingest`] (one RTSP session per stream
 //! turned into fragments and segments) and [`recorder`] (the process: recovery, streams, retention,
-//! status, systemd).
+//! status, systemd), the [`supervisor`] of stream tasks with its [`control`] socket and [`live`]
+//! fan-out, [`frame`] identity, and [`frames`] (`nvr frames`: camsim frame stamps in recorded segments).
 
 pub mod config;
 pub mod control;
 pub mod frame;
+pub mod frames;
 pub mod ingest;
 pub mod live;
 pub mod recorder;

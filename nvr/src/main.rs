@@ -1,5 +1,5 @@
-//! The `nvr` binary: recorder, control client, configuration check, store check, camera simulator
-//! and demo.
+//! The `nvr` binary: recorder, control client, configuration check, store check, camera simulator,
+//! frame stamps and demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +67,16 @@ enum Command {
         /// Frame rate of `--clip`.
         #[arg(long, default_value_t = camsim::EMBEDDED_FPS, requires = "clip")]
         fps: u32,
+    },
+    /// List the camsim frame stamps in recorded segment files: one line per video sample
+    /// `SEQ SEND_TIME_US KEY FILE`, then a `# FILE: ...` summary per file and `# all: ...` over all files
+    /// (sequence range, missing, duplicated, unstamped frames).
+    Frames {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print only the summary lines.
+        #[arg(long)]
+        summary: bool,
     },
     /// Demo without cameras: the camera simulator plus the recorder, recording into a local folder.
     Demo {
@@ -227,6 +237,30 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 sim.run(base::process::shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Frames { files, summary } => {
+            let mut all = Vec::new();
+            for path in &files {
+                let frames = nvr::frames::list(path)?;
+                let name = path.display().to_string();
+                if !summary {
+                    for f in &frames {
+                        println!("{}", nvr::frames::frame_line(f, &name));
+                    }
+                }
+                println!(
+                    "{}",
+                    nvr::frames::summary_line(&nvr::frames::summarize(&frames), &name)
+                );
+                all.extend(frames);
+            }
+            if files.len() > 1 {
+                println!(
+                    "{}",
+                    nvr::frames::summary_line(&nvr::frames::summarize(&all), "all")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

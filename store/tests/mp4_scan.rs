@@ -4,8 +4,8 @@
 //! byte flips (fixed-seed xorshift) and hand-made hostile boxes.
 
 use store::mp4::{
-    init_segment, scan, scan_file, FragmentBuilder, Handler, Mp4Error, SampleInfo, TrackKind,
-    TrackSpec,
+    init_segment, scan, scan_file, scan_samples, FragmentBuilder, Handler, Mp4Error, SampleInfo,
+    TrackKind, TrackSpec,
 };
 
 const VIDEO_TICKS_PER_FRAME: u32 = 3600;
@@ -145,6 +145,38 @@ fn full_file() {
     }
     assert_eq!(r.valid_len, file.len() as u64);
     assert_eq!(r.trailing_bytes, 0);
+}
+
+/// `scan_samples` lists every sample of the complete fragments with its data, time and sync flag, and
+/// drops a cut-off last fragment's samples.
+#[test]
+fn samples_are_listed_with_their_data() {
+    let (file, ends) = build_file(3);
+    let (report, samples) = scan_samples(&file).expect("scan");
+    assert_eq!(report.fragments.len(), 3);
+    assert_eq!(
+        samples.len(),
+        3 * (FRAMES_PER_GOP + AUDIO_FRAMES_PER_GOP),
+        "{samples:?}"
+    );
+    let video: Vec<_> = samples.iter().filter(|s| s.track_id == 1).collect();
+    assert_eq!(video.len(), 3 * FRAMES_PER_GOP);
+    for (n, s) in video.iter().enumerate() {
+        let (g, i) = (n / FRAMES_PER_GOP, n % FRAMES_PER_GOP);
+        assert_eq!(s.fragment_index, g);
+        assert_eq!(s.decode_time, n as u64 * u64::from(VIDEO_TICKS_PER_FRAME));
+        assert_eq!(s.is_sync, i == 0, "{s:?}");
+        let data = &file[s.offset as usize..s.offset as usize + s.size as usize];
+        assert_eq!(data, vec![i as u8; 50 + i * 7 + g].as_slice());
+    }
+    for s in samples.iter().filter(|s| s.track_id == 2) {
+        assert_eq!(s.size, 20);
+        assert!(file[s.offset as usize] & 0xf0 == 0xa0);
+    }
+    let (report, cut) = scan_samples(&file[..ends[2] - 1]).expect("scan");
+    assert_eq!(report.fragments.len(), 2);
+    assert_eq!(cut, samples[..cut.len()].to_vec());
+    assert_eq!(cut.len(), 2 * (FRAMES_PER_GOP + AUDIO_FRAMES_PER_GOP));
 }
 
 #[test]
@@ -382,6 +414,14 @@ fn random_byte_flips_never_panic() {
                 }
             }
             Err(_) => assert_eq!(lo, 0, "fragment damage must not be an error"),
+        }
+        // Listed samples lie inside their complete fragment.
+        if let Ok((r, samples)) = scan_samples(&f) {
+            for smp in &samples {
+                let frag = &r.fragments[smp.fragment_index];
+                assert!(smp.offset >= frag.offset, "{smp:?}");
+                assert!(smp.offset + u64::from(smp.size) <= frag.offset + frag.len);
+            }
         }
     }
     // The flips must actually have exercised the damage paths.

@@ -87,6 +87,20 @@ pub struct ScanReport {
     pub trailing_bytes: u64,
 }
 
+/// One sample of a complete fragment, as listed by [`scan_samples`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScannedSample {
+    pub track_id: u32,
+    /// Index into [`ScanReport::fragments`] of the fragment holding the sample.
+    pub fragment_index: usize,
+    /// Absolute file offset of the sample's data.
+    pub offset: u64,
+    pub size: u32,
+    /// Decode time in the track's timescale.
+    pub decode_time: u64,
+    pub is_sync: bool,
+}
+
 /// Reads the whole file at `path` into memory and [`scan`]s it.
 pub fn scan_file(path: impl AsRef<Path>) -> Result<ScanReport, Mp4Error> {
     let data = std::fs::read(path)?;
@@ -98,6 +112,22 @@ pub fn scan_file(path: impl AsRef<Path>) -> Result<ScanReport, Mp4Error> {
 /// Errors only if the init (`ftyp` + `moov`) is absent, truncated or malformed; anything wrong after
 /// it ends the valid region and is reported as [`ScanReport::trailing_bytes`].
 pub fn scan(data: &[u8]) -> Result<ScanReport, Mp4Error> {
+    scan_into(data, None)
+}
+
+/// [`scan`], plus every sample of the complete fragments, in file order. The list is proportional to
+/// the file's size: a sample needs at least 4 bytes of `trun` table or 1 byte of `mdat` (runs without a
+/// table and with a default size of 0 end the valid region).
+pub fn scan_samples(data: &[u8]) -> Result<(ScanReport, Vec<ScannedSample>), Mp4Error> {
+    let mut samples = Vec::new();
+    let report = scan_into(data, Some(&mut samples))?;
+    Ok((report, samples))
+}
+
+fn scan_into(
+    data: &[u8],
+    mut samples: Option<&mut Vec<ScannedSample>>,
+) -> Result<ScanReport, Mp4Error> {
     let (init_len, tracks, trex) = scan_init(data)?;
     let mut fragments = Vec::new();
     let mut pos = init_len;
@@ -111,7 +141,13 @@ pub fn scan(data: &[u8]) -> Result<ScanReport, Mp4Error> {
                 pos += h.total_len as usize;
             }
             Ok(Some(h)) if &h.box_type == b"moof" => {
-                let Some(frag) = scan_fragment(data, pos, &h, &trex) else {
+                let listed = samples.as_ref().map_or(0, |s| s.len());
+                let sink = samples.as_deref_mut().map(|s| (fragments.len(), s));
+                let Some(frag) = scan_fragment(data, pos, &h, &trex, sink) else {
+                    // Samples of a damaged fragment are not listed.
+                    if let Some(s) = samples.as_deref_mut() {
+                        s.truncate(listed);
+                    }
                     break;
                 };
                 pos += frag.len as usize;
@@ -526,7 +562,14 @@ const TRUN_CTO: u32 = 0x800;
 const SAMPLE_IS_NON_SYNC: u32 = 0x0001_0000;
 
 /// Parses the fragment whose `moof` header `h` is at `pos`; `None` if it is incomplete or damaged.
-fn scan_fragment(data: &[u8], pos: usize, h: &Header, trex: &[Trex]) -> Option<ScannedFragment> {
+/// `samples`: where to list the fragment's samples (with the fragment's index), if wanted.
+fn scan_fragment(
+    data: &[u8],
+    pos: usize,
+    h: &Header,
+    trex: &[Trex],
+    samples: Option<(usize, &mut Vec<ScannedSample>)>,
+) -> Option<ScannedFragment> {
     if h.size_field == 0 || h.total_len > (data.len() - pos) as u64 {
         return None;
     }
@@ -546,7 +589,7 @@ fn scan_fragment(data: &[u8], pos: usize, h: &Header, trex: &[Trex]) -> Option<S
         body: &data[pos + h.header_len..mdat_pos],
     };
     let mdat_payload = (mdat_pos + mh.header_len) as u64..(mdat_pos as u64 + mh.total_len);
-    let (sequence_number, tracks) = parse_moof(&moof, mdat_payload, trex).ok()?;
+    let (sequence_number, tracks) = parse_moof(&moof, mdat_payload, trex, samples).ok()?;
     Some(ScannedFragment {
         offset: pos as u64,
         len: moof_len as u64 + mh.total_len,
@@ -560,6 +603,7 @@ fn parse_moof(
     moof: &Bx<'_>,
     mdat_payload: std::ops::Range<u64>,
     trex: &[Trex],
+    mut samples: Option<(usize, &mut Vec<ScannedSample>)>,
 ) -> Result<(u32, Vec<ScannedTrackRun>), Mp4Error> {
     let bad = |offset: u64, reason: &str| malformed(b"moof", offset, reason);
     let mut sequence_number = None;
@@ -583,6 +627,7 @@ fn parse_moof(
                     prev_traf_data_end,
                     &mdat_payload,
                     trex,
+                    samples.as_mut().map(|(i, s)| (*i, &mut **s)),
                 )?;
                 prev_traf_data_end = data_end;
                 runs.push(run);
@@ -602,6 +647,7 @@ fn parse_traf(
     prev_traf_data_end: u64,
     mdat_payload: &std::ops::Range<u64>,
     trex: &[Trex],
+    mut samples: Option<(usize, &mut Vec<ScannedSample>)>,
 ) -> Result<(ScannedTrackRun, u64), Mp4Error> {
     let bad = |reason: &str| malformed(b"traf", traf.offset, reason);
     let tfhd = require(traf, 0, b"tfhd", "tfhd")?;
@@ -683,7 +729,44 @@ fn parse_traf(
         if u64::from(count) * per_sample_bytes > r.remaining() as u64 {
             return Err(bad("trun sample count exceeds its box"));
         }
+        // A damaged fragment's samples are dropped by `scan_into`.
+        let want_samples = samples.is_some();
+        let mut sample_at = data_start;
+        let mut time_at = base_decode_time + run.duration_sum;
+        let mut list = |size: u32, duration: u32, flags: u32| {
+            if let Some((fragment_index, s)) = samples.as_mut() {
+                s.push(ScannedSample {
+                    track_id,
+                    fragment_index: *fragment_index,
+                    offset: sample_at,
+                    size,
+                    decode_time: time_at,
+                    is_sync: flags & SAMPLE_IS_NON_SYNC == 0,
+                });
+            }
+            sample_at = sample_at.saturating_add(u64::from(size));
+            time_at = time_at.saturating_add(u64::from(duration));
+        };
         let (duration_sum, size_sum, first_sample_flags) = if per_sample_fields == 0 {
+            if want_samples {
+                if default_size == 0 {
+                    return Err(bad("samples of size 0 without a sample table"));
+                }
+                // Bounded by the mdat: count * default_size is checked against it below, before
+                // anything is kept.
+                if u64::from(count) * u64::from(default_size)
+                    <= mdat_payload.end - mdat_payload.start
+                {
+                    for i in 0..count {
+                        let f = if i == 0 {
+                            first_flags.unwrap_or(default_flags)
+                        } else {
+                            default_flags
+                        };
+                        list(default_size, default_duration, f);
+                    }
+                }
+            }
             // No per-sample table: sum arithmetically rather than looping `count` times.
             (
                 u64::from(count) * u64::from(default_duration),
@@ -695,16 +778,18 @@ fn parse_traf(
             let mut sizes = 0u64;
             let mut first_sample_flags = default_flags;
             for i in 0..count {
-                durations += u64::from(if flags & TRUN_DURATION != 0 {
+                let duration = if flags & TRUN_DURATION != 0 {
                     r.u32()?
                 } else {
                     default_duration
-                });
-                sizes += u64::from(if flags & TRUN_SIZE != 0 {
+                };
+                durations += u64::from(duration);
+                let size = if flags & TRUN_SIZE != 0 {
                     r.u32()?
                 } else {
                     default_size
-                });
+                };
+                sizes += u64::from(size);
                 let sample_flags = if flags & TRUN_FLAGS != 0 {
                     r.u32()?
                 } else {
@@ -713,6 +798,15 @@ fn parse_traf(
                 if i == 0 {
                     first_sample_flags = first_flags.unwrap_or(sample_flags);
                 }
+                list(
+                    size,
+                    duration,
+                    if i == 0 {
+                        first_sample_flags
+                    } else {
+                        sample_flags
+                    },
+                );
                 if flags & TRUN_CTO != 0 {
                     r.skip(4)?;
                 }
