@@ -121,6 +121,30 @@ fn runs(dir: &TestDir, data: &str, camera: &str) -> usize {
     runs.len()
 }
 
+/// The camsim sequence numbers of every recorded frame of `camera`, in file order.
+fn stamps(dir: &TestDir, data: &str, camera: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    for s in segments(dir, data, camera) {
+        let frames = nvr::frames::list(&dir.join(data).join(&s.path)).expect("frames");
+        out.extend(frames.iter().map(|f| f.stamp.expect("stamped frame").seq));
+    }
+    out
+}
+
+/// (missing, duplicated) frames between the first and the last of `seqs`.
+fn gaps_and_duplicates(seqs: &[u64]) -> (u64, u64) {
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    let before = sorted.len() as u64;
+    sorted.dedup();
+    let duplicated = before - sorted.len() as u64;
+    let span = match (sorted.first(), sorted.last()) {
+        (Some(a), Some(b)) => b - a + 1,
+        _ => 0,
+    };
+    (span - sorted.len() as u64, duplicated)
+}
+
 fn wait_frames(dir: &TestDir, config: &Path, camera: &str, field: &str, n: u64) -> bool {
     wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
         stream_status(dir, config, camera)[field]
@@ -158,7 +182,8 @@ fn runtime_control_of_one_stream_leaves_the_others_untouched() {
         Duration::from_millis(200),
         || {
             let s = stream_status(&dir, &config, "c1");
-            s["state"] == "shadowing" && s["ring_frames"].as_u64().unwrap_or(0) > 25
+            // Beyond one GOP of the simulator's clip: the ring holds a key frame.
+            s["state"] == "shadowing" && s["ring_frames"].as_u64().unwrap_or(0) > 60
         }
     ));
     let promoted = ctl_ok(&dir, &config, &["promote", "c1/main"]);
@@ -191,6 +216,13 @@ fn runtime_control_of_one_stream_leaves_the_others_untouched() {
     nvr.expect_clean_exit(Duration::from_secs(30));
 
     for c in ["c3", "c4"] {
+        let seqs = stamps(&dir, "data", c);
+        assert!(seqs.len() > 100, "{c}: {} frames", seqs.len());
+        assert_eq!(
+            gaps_and_duplicates(&seqs),
+            (0, 0),
+            "{c}: every frame exactly once"
+        );
         assert_eq!(runs(&dir, "data", c), 1, "{c}: one run, never interrupted");
         let segs = segments(&dir, "data", c);
         assert_eq!(segs.len(), 1, "{c}: {segs:?}");
@@ -210,8 +242,10 @@ fn runtime_control_of_one_stream_leaves_the_others_untouched() {
         );
         assert_eq!(probe.frames as i64, s.frames);
     }
-    // c2 was released at a key frame and started again: its recording is two runs.
+    // c2 was released at a key frame and started again: its recording is two runs, no frame twice.
     assert_eq!(runs(&dir, "data", "c2"), 2);
+    assert_eq!(gaps_and_duplicates(&stamps(&dir, "data", "c2")).1, 0);
+    assert_eq!(gaps_and_duplicates(&stamps(&dir, "data", "c1")).1, 0);
 }
 
 /// Tests 2 and 3 on the GStreamer camera (a shared media factory, two RTSP sessions): node A
@@ -317,6 +351,133 @@ fn release_and_promote_hand_a_stream_over_at_a_named_frame() {
     );
     let probe = ffprobe(dir.join("data-b").join(&segs_b[0].path));
     assert!(probe.stderr_errors.is_empty(), "{}", probe.stderr_errors);
+}
+
+/// Tests 2 and 3 counted exactly on the camera simulator's frame stamps: A → B → A by release and
+/// promote; the two nodes' recordings together hold every frame once.
+#[test]
+fn handover_both_ways_misses_and_duplicates_no_frame() {
+    let dir = TestDir::new();
+    let (_sim, port) = start_camsim(&dir, 1);
+    let url = format!("rtsp://127.0.0.1:{port}/cam1");
+    let config_a = write_config(&dir, "node-a", "data-a", &[("cam", url.clone(), true)]);
+    let config_b = write_config(&dir, "node-b", "data-b", &[("cam", url, false)]);
+    let mut a = start_nvr(&dir, &config_a);
+    let mut b = start_nvr(&dir, &config_b);
+    assert!(
+        wait_frames(&dir, &config_a, "cam", "frames", 50),
+        "{}",
+        a.stderr_tail(30)
+    );
+    let handover = |from: &Path, to: &Path| {
+        ctl_ok(&dir, to, &["start", "cam/main", "--shadow"]);
+        assert!(wait_until(
+            Duration::from_secs(15),
+            Duration::from_millis(200),
+            || {
+                stream_status(&dir, to, "cam")["ring_frames"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    > 30
+            }
+        ));
+        let released = ctl_ok(&dir, from, &["release", "cam/main"]);
+        let promoted = ctl_ok(
+            &dir,
+            to,
+            &[
+                "promote",
+                "cam/main",
+                "--after",
+                &released["last_written"].to_string(),
+            ],
+        );
+        assert_eq!(
+            promoted["first_frame"]["hash"], released["key_frame"]["hash"],
+            "{promoted} {released}"
+        );
+        assert_eq!(promoted["gap_ms"], Value::Null);
+    };
+    handover(&config_a, &config_b);
+    assert!(wait_frames(&dir, &config_b, "cam", "frames", 60));
+    handover(&config_b, &config_a);
+    std::thread::sleep(Duration::from_secs(2));
+    a.sigterm();
+    b.sigterm();
+    a.expect_clean_exit(Duration::from_secs(30));
+    b.expect_clean_exit(Duration::from_secs(30));
+    let seq_a = stamps(&dir, "data-a", "cam");
+    let seq_b = stamps(&dir, "data-b", "cam");
+    assert!(seq_b.len() >= 60, "B recorded {}", seq_b.len());
+    let all: Vec<u64> = seq_a.iter().chain(&seq_b).copied().collect();
+    assert_eq!(
+        gaps_and_duplicates(&all),
+        (0, 0),
+        "A {} + B {} frames",
+        seq_a.len(),
+        seq_b.len()
+    );
+    // B's part lies strictly inside A's two parts.
+    let (b_first, b_last) = (seq_b[0], seq_b[seq_b.len() - 1]);
+    assert!(seq_a.contains(&(b_first - 1)) && seq_a.contains(&(b_last + 1)));
+}
+
+/// Test 6: live frames arrive within 500 ms of their send time (the camera simulator's stamp), with
+/// no frame missing while the subscriber keeps up.
+#[test]
+fn live_frames_arrive_within_half_a_second_of_their_send_time() {
+    let dir = TestDir::new();
+    let (_sim, port) = start_camsim(&dir, 1);
+    let config = write_config(
+        &dir,
+        "node-a",
+        "data",
+        &[("cam", format!("rtsp://127.0.0.1:{port}/cam1"), true)],
+    );
+    let mut nvr = start_nvr(&dir, &config);
+    assert!(
+        wait_frames(&dir, &config, "cam", "frames", 25),
+        "{}",
+        nvr.stderr_tail(30)
+    );
+    let mut s = UnixStream::connect(dir.join("data/control.sock")).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(&framed(br#"{"op":"live","stream":"cam/main"}"#))
+        .expect("write");
+    let ok: Value = serde_json::from_slice(&read_raw(&mut s).expect("answer")).expect("json");
+    assert_eq!(ok["ok"], true, "{ok}");
+    let mut latencies_ms = Vec::new();
+    let mut seqs = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let chunk = read_raw(&mut s).expect("live frame");
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as i64;
+        if &chunk[4..8] != b"moof" {
+            continue;
+        }
+        let moof_len = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
+        let sample = &chunk[moof_len + 8..];
+        let stamp = camsim::stamp::find_in_length_prefixed(sample).expect("stamped frame");
+        latencies_ms.push((now_us - stamp.send_time_us as i64) as f64 / 1000.0);
+        seqs.push(stamp.seq);
+    }
+    drop(s);
+    assert!(seqs.len() >= 125, "{} frames in 6 s", seqs.len());
+    assert_eq!(gaps_and_duplicates(&seqs), (0, 0));
+    latencies_ms.sort_by(f64::total_cmp);
+    let max = latencies_ms[latencies_ms.len() - 1];
+    let p50 = latencies_ms[latencies_ms.len() / 2];
+    eprintln!(
+        "live latency over {} frames: p50 {p50:.1} ms, max {max:.1} ms",
+        latencies_ms.len()
+    );
+    assert!(max < 500.0, "a frame arrived {max:.1} ms after it was sent");
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(30));
 }
 
 /// Test 4: SIGHUP with a changed camera list adds and removes streams only; an unchanged stream
@@ -555,10 +716,13 @@ fn control_socket_refuses_bad_requests_and_live_never_slows_recording() {
     nvr.expect_clean_exit(Duration::from_secs(30));
     let segs = segments(&dir, "data", "c1");
     assert_eq!(segs.len(), 1);
-    // Every received frame recorded (the session never broke; frames before the first key frame
-    // of the session are not recordable).
+    // Every frame from the session's first key frame on is recorded, once.
+    let seqs = stamps(&dir, "data", "c1");
+    assert_eq!(gaps_and_duplicates(&seqs), (0, 0));
+    let received = after["frames_received"].as_u64().unwrap_or(0);
     assert!(
-        segs[0].frames as u64 + 25 >= after["frames_received"].as_u64().unwrap_or(0),
-        "{segs:?} vs {after}"
+        seqs.len() as u64 + 50 >= received,
+        "{} recorded vs {after}",
+        seqs.len()
     );
 }
