@@ -135,11 +135,7 @@ pub(crate) fn cluster(
                 return Err(err(
                     l.node,
                     path,
-                    format!(
-                        "unknown node {:?} (nodes: {})",
-                        c.node,
-                        known.join(", ")
-                    ),
+                    format!("unknown node {:?} (nodes: {})", c.node, known.join(", ")),
                 ));
             }
             Some((n, _)) if n.role != Role::Primary => {

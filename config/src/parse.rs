@@ -12,8 +12,9 @@ use toml::Spanned;
 use std::net::SocketAddr;
 
 use super::{
-    check, CameraConfig, ClusterConfig, IngestConfig, NodeConfig, PasswordFile, Pins, RecordingConfig,
-    RetentionConfig, Role, Secret, StreamConfig, StreamKind, SyncSettings, Transport,
+    check, CameraConfig, ClusterConfig, IngestConfig, NodeConfig, PasswordFile, Pins,
+    RecordingConfig, RetentionConfig, Role, Secret, StreamConfig, StreamKind, SyncSettings,
+    Transport,
 };
 
 /// Why a configuration file was refused.
@@ -177,7 +178,11 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
     }
 
     let mut cameras: Vec<(CameraConfig, CameraLines)> = Vec::new();
-    for (i, table) in root.array_of_tables("cameras", CAMERA_KEYS)?.iter().enumerate() {
+    for (i, table) in root
+        .array_of_tables("cameras", CAMERA_KEYS)?
+        .iter()
+        .enumerate()
+    {
         let (cam, lines) = parse_camera(table, i)?;
         if let Some((_, first)) = cameras.iter().find(|(c, _)| c.name == cam.name) {
             return Err(ConfigError::Invalid {
@@ -452,7 +457,9 @@ fn parse_node(
                 ));
             }
             if protects.is_empty() {
-                let span = t.get("protects").map_or_else(|| t.span.clone(), |v| v.span());
+                let span = t
+                    .get("protects")
+                    .map_or_else(|| t.span.clone(), |v| v.span());
                 return Err(ctx.invalid(
                     span,
                     t.key_path("protects"),
@@ -566,7 +573,10 @@ fn parse_retention(t: &Table<'_, '_>) -> Result<RetentionConfig, ConfigError> {
 }
 
 /// Returns the camera and the lines of its keys.
-fn parse_camera(t: &Table<'_, '_>, index: usize) -> Result<(CameraConfig, CameraLines), ConfigError> {
+fn parse_camera(
+    t: &Table<'_, '_>,
+    index: usize,
+) -> Result<(CameraConfig, CameraLines), ConfigError> {
     let ctx = t.ctx;
     let name = t.string("name")?.ok_or_else(|| t.missing("name"))?;
     check_name(ctx, &name, &t.key_path("name"))?;

@@ -56,8 +56,8 @@ impl ClusterConfig {
         }
         let mut found: Vec<(&NodeConfig, &PathBuf)> = Vec::new();
         for dir in &dirs {
-            let named = identity_node(dir)
-                .map_err(|e| err(format!("reading the node identity: {e}")))?;
+            let named =
+                identity_node(dir).map_err(|e| err(format!("reading the node identity: {e}")))?;
             let Some(named) = named else { continue };
             let Some(node) = self.node(&named) else {
                 return Err(err(format!(

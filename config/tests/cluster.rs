@@ -171,13 +171,22 @@ fn one_nodes_view() {
     assert_eq!(sa.identity_dir, Path::new("/id/a"));
     assert_eq!(sa.peers.len(), 1);
     assert_eq!(sa.peers[0].node, "s");
-    assert_eq!(sa.peers[0].address, Some("127.0.0.1:7001".parse().expect("addr")));
+    assert_eq!(
+        sa.peers[0].address,
+        Some("127.0.0.1:7001".parse().expect("addr"))
+    );
     assert_eq!(sa.peers[0].cert_sha256, pin('c'));
-    assert_eq!(sa.peers[0].signing_public_key, pin('C').to_ascii_lowercase());
+    assert_eq!(
+        sa.peers[0].signing_public_key,
+        pin('C').to_ascii_lowercase()
+    );
     // Cluster settings with the node's own override.
     assert_eq!(sa.settings.scrub_interval_ms, 1000);
     assert_eq!(sa.settings.bandwidth_bytes_per_s, 1_000_000);
-    assert_eq!(c.sync_node("b").expect("b").settings.bandwidth_bytes_per_s, 7);
+    assert_eq!(
+        c.sync_node("b").expect("b").settings.bandwidth_bytes_per_s,
+        7
+    );
 
     // A standby binds `listen` and trusts the primaries it protects (no address).
     let ss = c.sync_node("s").expect("s");
@@ -225,7 +234,10 @@ fn node_is_picked_by_identity_or_by_name() {
 
     // No identity on this machine.
     let e = node_error(c.select_node(None));
-    assert!(e.starts_with("cluster.toml: no node identity on this machine"), "{e}");
+    assert!(
+        e.starts_with("cluster.toml: no node identity on this machine"),
+        "{e}"
+    );
     assert!(e.contains("--node"), "{e}");
 
     // The identity in b's identity_dir names b.
@@ -234,12 +246,18 @@ fn node_is_picked_by_identity_or_by_name() {
     // --node wins over the identity.
     assert_eq!(c.select_node(Some("s")).expect("s").name, "s");
     let e = node_error(c.select_node(Some("zz")));
-    assert_eq!(e, "cluster.toml: --node \"zz\": no such node (nodes: a, b, s)");
+    assert_eq!(
+        e,
+        "cluster.toml: --node \"zz\": no such node (nodes: a, b, s)"
+    );
 
     // Two identities on one machine: ambiguous without --node.
     write_identity(&tmp.path().join("s"), "s");
     let e = node_error(c.select_node(None));
-    assert!(e.contains("identities of several nodes are on this machine"), "{e}");
+    assert!(
+        e.contains("identities of several nodes are on this machine"),
+        "{e}"
+    );
     assert!(e.contains("pass --node NAME"), "{e}");
     assert_eq!(c.select_node(Some("b")).expect("b").name, "b");
     std::fs::remove_file(tmp.path().join("s").join(IDENTITY_FILE)).expect("rm");
@@ -247,11 +265,17 @@ fn node_is_picked_by_identity_or_by_name() {
     // An identity naming another node than the one whose directory it is in.
     write_identity(&tmp.path().join("a"), "b");
     let e = node_error(c.select_node(None));
-    assert!(e.contains("names node \"b\", but that node's identity_dir is"), "{e}");
+    assert!(
+        e.contains("names node \"b\", but that node's identity_dir is"),
+        "{e}"
+    );
     // An identity naming a node the file does not have.
     write_identity(&tmp.path().join("a"), "elsewhere");
     let e = node_error(c.select_node(None));
-    assert!(e.contains("names node \"elsewhere\", which is not in the configuration"), "{e}");
+    assert!(
+        e.contains("names node \"elsewhere\", which is not in the configuration"),
+        "{e}"
+    );
     // A broken identity file.
     std::fs::write(tmp.path().join("a").join(IDENTITY_FILE), "node = ").expect("write");
     let e = node_error(c.select_node(None));

@@ -126,9 +126,15 @@ fn example_parses_with_documented_values() {
     assert_eq!(c.nodes[1].sync, c.sync);
     let s = &c.nodes[2];
     assert_eq!(s.address, Some("192.0.2.20:7443".parse().expect("addr")));
-    assert_eq!(s.listen_address(), Some("0.0.0.0:7443".parse().expect("addr")));
+    assert_eq!(
+        s.listen_address(),
+        Some("0.0.0.0:7443".parse().expect("addr"))
+    );
     assert_eq!(s.protects, ["nvr-a", "nvr-b"]);
-    assert_eq!(c.standby_of("nvr-b").map(|n| n.name.as_str()), Some("standby-1"));
+    assert_eq!(
+        c.standby_of("nvr-b").map(|n| n.name.as_str()),
+        Some("standby-1")
+    );
     assert!(c.summary().contains("node standby-1 (standby)"));
 
     // Every node's views derive from the example.
@@ -217,7 +223,10 @@ fn minimal_config_gets_defaults() {
     assert!(c.cameras.is_empty());
     // A lone primary that no standby protects records, but has no sync agent.
     let e = c.sync_node("a").expect_err("nothing to sync");
-    assert!(e.to_string().contains("no standby protects this primary"), "{e}");
+    assert!(
+        e.to_string().contains("no standby protects this primary"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -226,10 +235,22 @@ fn bad_configs() {
     const PIN_NOT_HEX: &str =
         "cert_sha256 = \"g111111111111111111111111111111111111111111111111111111111111111\"";
     let cases: &[(usize, &str, usize, &str, &str)] = &[
-        (1, "identity_dir = \"etc\"", 1, "identity_dir", "must be an absolute path"),
+        (
+            1,
+            "identity_dir = \"etc\"",
+            1,
+            "identity_dir",
+            "must be an absolute path",
+        ),
         (43, "", 42, "nodes[0].name", "missing (required)"),
         (43, r#"name = """#, 43, "nodes[0].name", "must not be empty"),
-        (43, r#"name = "NVR A""#, 43, "nodes[0].name", "must match [a-z0-9][a-z0-9_-]{0,62}"),
+        (
+            43,
+            r#"name = "NVR A""#,
+            43,
+            "nodes[0].name",
+            "must match [a-z0-9][a-z0-9_-]{0,62}",
+        ),
         (
             43,
             r#"name = "standby-1""#,
@@ -237,12 +258,36 @@ fn bad_configs() {
             "nodes[1].name",
             "duplicate node name \"standby-1\" (first defined at line 43)",
         ),
-        (44, r#"role = "arbiter""#, 44, "nodes[0].role", "must be \"primary\" or \"standby\", got \"arbiter\""),
+        (
+            44,
+            r#"role = "arbiter""#,
+            44,
+            "nodes[0].role",
+            "must be \"primary\" or \"standby\", got \"arbiter\"",
+        ),
         (44, "", 42, "nodes[0].role", "missing (required)"),
-        (45, r#"data_dir = "var/lib/nvr""#, 45, "nodes[0].data_dir", "must be an absolute path"),
+        (
+            45,
+            r#"data_dir = "var/lib/nvr""#,
+            45,
+            "nodes[0].data_dir",
+            "must be an absolute path",
+        ),
         (45, "", 42, "nodes[0].data_dir", "missing (required)"),
-        (45, r#"dta_dir = "/x""#, 45, "[nodes[0]]", "unknown key \"dta_dir\" in [nodes[0]]"),
-        (46, r#"cert_sha256 = "1234""#, 46, "nodes[0].cert_sha256", "must be 64 hex digits"),
+        (
+            45,
+            r#"dta_dir = "/x""#,
+            45,
+            "[nodes[0]]",
+            "unknown key \"dta_dir\" in [nodes[0]]",
+        ),
+        (
+            46,
+            r#"cert_sha256 = "1234""#,
+            46,
+            "nodes[0].cert_sha256",
+            "must be 64 hex digits",
+        ),
         (
             46,
             PIN_NOT_HEX,
@@ -251,7 +296,13 @@ fn bad_configs() {
             "with a non-hex digit",
         ),
         (46, "", 42, "nodes[0].cert_sha256", "missing (required)"),
-        (47, "", 42, "nodes[0].signing_public_key", "missing (required)"),
+        (
+            47,
+            "",
+            42,
+            "nodes[0].signing_public_key",
+            "missing (required)",
+        ),
         (
             55,
             &format!("cert_sha256 = \"{}\"", "1".repeat(64)),
@@ -266,12 +317,48 @@ fn bad_configs() {
             "nodes[1].signing_public_key",
             "duplicate pin: node \"nvr-a\" (line 47)",
         ),
-        (53, r#"address = "192.0.2.20""#, 53, "nodes[1].address", "is not an IP address and port"),
-        (53, r#"address = "standby.example:7443""#, 53, "nodes[1].address", "is not an IP address and port"),
-        (53, r#"address = "192.0.2.20:0""#, 53, "nodes[1].address", "port must not be 0"),
-        (53, "", 49, "nodes[1].address", "missing (required on a standby"),
-        (53, r#"listen = "0.0.0.0:7443""#, 49, "nodes[1].address", "missing (required on a standby"),
-        (54, r#"protects = ["nvr-x"]"#, 54, "nodes[1].protects[0]", "unknown node \"nvr-x\""),
+        (
+            53,
+            r#"address = "192.0.2.20""#,
+            53,
+            "nodes[1].address",
+            "is not an IP address and port",
+        ),
+        (
+            53,
+            r#"address = "standby.example:7443""#,
+            53,
+            "nodes[1].address",
+            "is not an IP address and port",
+        ),
+        (
+            53,
+            r#"address = "192.0.2.20:0""#,
+            53,
+            "nodes[1].address",
+            "port must not be 0",
+        ),
+        (
+            53,
+            "",
+            49,
+            "nodes[1].address",
+            "missing (required on a standby",
+        ),
+        (
+            53,
+            r#"listen = "0.0.0.0:7443""#,
+            49,
+            "nodes[1].address",
+            "missing (required on a standby",
+        ),
+        (
+            54,
+            r#"protects = ["nvr-x"]"#,
+            54,
+            "nodes[1].protects[0]",
+            "unknown node \"nvr-x\"",
+        ),
         (
             54,
             r#"protects = ["standby-1"]"#,
@@ -279,13 +366,55 @@ fn bad_configs() {
             "nodes[1].protects[0]",
             "node \"standby-1\" is a standby, not a primary",
         ),
-        (54, "protects = []", 54, "nodes[1].protects", "a standby must protect at least one primary"),
-        (54, "", 49, "nodes[1].protects", "a standby must protect at least one primary"),
-        (54, r#"protects = ["nvr-a", "nvr-a"]"#, 54, "nodes[1].protects[1]", "\"nvr-a\" is listed twice"),
-        (54, r#"protects = "nvr-a""#, 54, "nodes[1].protects", "expected an array of node names"),
-        (62, r#"address = "192.0.2.30:7443""#, 62, "nodes[2].address", "only a standby has address (this node is a primary)"),
-        (62, r#"protects = ["nvr-a"]"#, 62, "nodes[2].protects", "only a standby has protects"),
-        (25, r#"node = "nvr-x""#, 25, "cameras[0].node", "unknown node \"nvr-x\" (nodes: nvr-a, standby-1, nvr-b)"),
+        (
+            54,
+            "protects = []",
+            54,
+            "nodes[1].protects",
+            "a standby must protect at least one primary",
+        ),
+        (
+            54,
+            "",
+            49,
+            "nodes[1].protects",
+            "a standby must protect at least one primary",
+        ),
+        (
+            54,
+            r#"protects = ["nvr-a", "nvr-a"]"#,
+            54,
+            "nodes[1].protects[1]",
+            "\"nvr-a\" is listed twice",
+        ),
+        (
+            54,
+            r#"protects = "nvr-a""#,
+            54,
+            "nodes[1].protects",
+            "expected an array of node names",
+        ),
+        (
+            62,
+            r#"address = "192.0.2.30:7443""#,
+            62,
+            "nodes[2].address",
+            "only a standby has address (this node is a primary)",
+        ),
+        (
+            62,
+            r#"protects = ["nvr-a"]"#,
+            62,
+            "nodes[2].protects",
+            "only a standby has protects",
+        ),
+        (
+            25,
+            r#"node = "nvr-x""#,
+            25,
+            "cameras[0].node",
+            "unknown node \"nvr-x\" (nodes: nvr-a, standby-1, nvr-b)",
+        ),
         (
             25,
             r#"node = "standby-1""#,
@@ -295,12 +424,48 @@ fn bad_configs() {
         ),
         (25, r#"node = "Nvr A""#, 25, "cameras[0].node", "must match"),
         (25, "", 20, "cameras[0].node", "missing (required)"),
-        (64, "head_interval_ms = 0", 64, "sync.head_interval_ms", "must be between 1 and 604800000, got 0"),
-        (64, "reconcile_interval_ms = -1", 64, "sync.reconcile_interval_ms", "must be between 1 and 604800000, got -1"),
-        (65, "scrub_intervall_ms = 0", 65, "[sync]", "unknown key \"scrub_intervall_ms\" in [sync]"),
-        (65, "scrub_bytes_per_s = 0", 65, "sync.scrub_bytes_per_s", "must be greater than zero"),
-        (66, r#"bandwidth_bytes_per_s = "fast""#, 66, "sync.bandwidth_bytes_per_s", "invalid byte size"),
-        (63, "[arbiter]", 63, "\"arbiter\"", "unknown key \"arbiter\" in the top-level table"),
+        (
+            64,
+            "head_interval_ms = 0",
+            64,
+            "sync.head_interval_ms",
+            "must be between 1 and 604800000, got 0",
+        ),
+        (
+            64,
+            "reconcile_interval_ms = -1",
+            64,
+            "sync.reconcile_interval_ms",
+            "must be between 1 and 604800000, got -1",
+        ),
+        (
+            65,
+            "scrub_intervall_ms = 0",
+            65,
+            "[sync]",
+            "unknown key \"scrub_intervall_ms\" in [sync]",
+        ),
+        (
+            65,
+            "scrub_bytes_per_s = 0",
+            65,
+            "sync.scrub_bytes_per_s",
+            "must be greater than zero",
+        ),
+        (
+            66,
+            r#"bandwidth_bytes_per_s = "fast""#,
+            66,
+            "sync.bandwidth_bytes_per_s",
+            "invalid byte size",
+        ),
+        (
+            63,
+            "[arbiter]",
+            63,
+            "\"arbiter\"",
+            "unknown key \"arbiter\" in the top-level table",
+        ),
         (
             3,
             r#"nod_name = "x""#,
@@ -690,7 +855,10 @@ fn password_file_is_read_and_trimmed() {
     // The cluster keeps the path; the owner node's recorder view reads the file.
     assert_eq!(cluster.cameras[0].password, None);
     assert_eq!(
-        cluster.cameras[0].password_file.as_ref().map(|f| f.path.clone()),
+        cluster.cameras[0]
+            .password_file
+            .as_ref()
+            .map(|f| f.path.clone()),
         Some(pw.clone())
     );
     let c = cluster.recorder("nvr-a").expect("reads the password file");
@@ -703,7 +871,11 @@ fn password_file_is_read_and_trimmed() {
     std::fs::remove_file(&pw).expect("remove");
     cluster.recorder("nvr-b").expect("nvr-b owns no camera");
     let e = cluster.recorder("nvr-a").expect_err("gone");
-    assert!(e.to_string().starts_with("test.toml:23: cameras[0].password_file: cannot read"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("test.toml:23: cameras[0].password_file: cannot read"),
+        "{e}"
+    );
 
     std::fs::write(&pw, "\n").expect("write");
     let e = cluster.recorder("nvr-a").expect_err("empty");
@@ -713,10 +885,7 @@ fn password_file_is_read_and_trimmed() {
     let cfg = dir.path().join("nvr.toml");
     std::fs::write(&cfg, replace_line(5, "segment_duration_s = 0")).expect("write");
     let e = config::load(&cfg).expect_err("bad");
-    assert!(
-        matches!(e, ConfigError::Invalid { .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
     assert!(
         e.to_string().starts_with(&format!("{}:5: ", cfg.display())),
         "{e}"

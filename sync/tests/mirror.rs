@@ -411,7 +411,14 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     assert!(p.recorder.is_running(), "recording never stops");
     stop_and_converge(&mut p, Duration::from_secs(40));
     // Restore (on top of the automatic repair) leaves the primary bit-identical to what was recorded.
-    let out = sync_restore(&p.dir, &p.cfg, "node-a", None, None, Duration::from_secs(120));
+    let out = sync_restore(
+        &p.dir,
+        &p.cfg,
+        "node-a",
+        None,
+        None,
+        Duration::from_secs(120),
+    );
     assert!(
         out.status.success(),
         "restore failed:\n{}{}",
@@ -477,7 +484,14 @@ fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
     assert_eq!(report["listed"], 0, "{report}");
     assert!(media_files(&p.data_a).is_empty(), "nothing restored");
-    let out = sync_restore(&p.dir, &p.cfg, "node-a", None, None, Duration::from_secs(120));
+    let out = sync_restore(
+        &p.dir,
+        &p.cfg,
+        "node-a",
+        None,
+        None,
+        Duration::from_secs(120),
+    );
     assert!(
         out.status.success(),
         "restore failed:\n{}{}",

@@ -65,7 +65,10 @@ fn sync_unit_passes_systemd_analyze_verify_without_warnings() {
 
 #[test]
 fn example_config_parses_for_every_node() {
-    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.example.toml"));
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config.example.toml"
+    ));
     let cluster = cluster_config::load(path).expect("config.example.toml parses");
     let cfg = SyncConfig::from_cluster(&cluster, "nvr-a").expect("nvr-a");
     assert_eq!(cfg.node_name, "nvr-a");
@@ -98,7 +101,10 @@ fn bad_sync_settings_name_file_line_and_key() {
         pin('4')
     );
     let cases = [
-        ("[sync]\nbogus = 1\n", "sync.toml:2: unknown key \"bogus\" in [sync]"),
+        (
+            "[sync]\nbogus = 1\n",
+            "sync.toml:2: unknown key \"bogus\" in [sync]",
+        ),
         (
             "[sync]\nhead_interval_ms = 0\n",
             "sync.toml:2: sync.head_interval_ms: must be between 1",
