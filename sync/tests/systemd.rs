@@ -103,20 +103,20 @@ fn bad_sync_settings_name_file_line_and_key() {
     let cases = [
         (
             "[sync]\nbogus = 1\n",
-            "sync.toml:2: unknown key \"bogus\" in [sync]",
+            "cluster.toml:2: unknown key \"bogus\" in [sync]",
         ),
         (
             "[sync]\nhead_interval_ms = 0\n",
-            "sync.toml:2: sync.head_interval_ms: must be between 1",
+            "cluster.toml:2: sync.head_interval_ms: must be between 1",
         ),
         (
             "[sync]\nscrub_bytes_per_s = \"lots\"\n",
-            "sync.toml:2: sync.scrub_bytes_per_s: invalid byte size",
+            "cluster.toml:2: sync.scrub_bytes_per_s: invalid byte size",
         ),
     ];
     for (sync, want) in cases {
         let text = format!("{sync}{nodes}");
-        let e = cluster_config::parse(&text, "sync.toml")
+        let e = cluster_config::parse(&text, "cluster.toml")
             .err()
             .unwrap_or_else(|| panic!("accepted:\n{text}"));
         assert!(e.to_string().starts_with(want), "{want}: {e}");
@@ -124,13 +124,13 @@ fn bad_sync_settings_name_file_line_and_key() {
     // A primary that no standby protects has no agent configuration.
     let lone = cluster_config::parse(
         "[[nodes]]\nname = \"a\"\nrole = \"primary\"\ndata_dir = \"/d\"\n",
-        "sync.toml",
+        "cluster.toml",
     )
     .expect("parses");
     let e = SyncConfig::from_cluster(&lone, "a").expect_err("no standby");
     assert!(
         e.to_string()
-            .starts_with("sync.toml:2: node \"a\": no standby protects this primary"),
+            .starts_with("cluster.toml:2: node \"a\": no standby protects this primary"),
         "{e}"
     );
 }
