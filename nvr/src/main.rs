@@ -23,10 +23,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Record the configured cameras until SIGTERM/SIGINT.
+    /// Record this node's cameras until SIGTERM/SIGINT.
     Run {
+        /// The cluster configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Run as this node instead of the one named by its identity (`identity.toml` in the node's
+        /// identity_dir); for tests and several nodes on one machine.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Validate a cluster configuration file for every node at once and print a per-node summary.
+    CheckConfig {
+        file: PathBuf,
+        /// Also derive this node's recorder configuration (reads its cameras' password files).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Control a running recorder through its control socket (docs/control.md).
     Ctl {
@@ -41,15 +53,20 @@ enum Command {
         /// The control socket, instead of `--config`.
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// With `--config`: the node whose recorder to control (default: from its identity).
+        #[arg(long)]
+        node: Option<String>,
         #[command(subcommand)]
         command: CtlCommand,
     },
-    /// Validate a configuration file without running.
-    CheckConfig { file: PathBuf },
     /// Compare catalog and media files, re-hash sealed segments; exit 0 if all is well, 1 if not.
     Check {
+        /// The cluster configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Check this node's data instead of the one named by its identity.
+        #[arg(long)]
+        node: Option<String>,
         /// Skip re-hashing sealed segments (sizes and presence only).
         #[arg(long)]
         no_rehash: bool,
@@ -149,10 +166,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
-            let cfg = config::load(&config)?;
+        Command::Run { config, node } => {
+            let cfg = config::load_node(&config, node.as_deref())?;
             runtime()?.block_on(async move {
-                let reloads = reload_on_sighup(config)?;
+                let reloads = reload_on_sighup(config, node)?;
                 nvr::recorder::run(cfg, base::process::shutdown_signal(), reloads, |_| {}).await?;
                 anyhow::Ok(())
             })?;
@@ -161,36 +178,39 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctl {
             config,
             socket,
+            node,
             command,
         } => {
             let socket = match (socket, config) {
                 (Some(s), _) => s,
-                (None, Some(c)) => config::load(&c)?
+                (None, Some(c)) => config::load_node(&c, node.as_deref())?
                     .data_dir
                     .join(store::layout::CONTROL_SOCKET_FILE),
                 (None, None) => anyhow::bail!("give --config or --socket"),
             };
             runtime()?.block_on(ctl(&socket, command))
         }
-        Command::CheckConfig { file } => {
-            let cfg = config::load(&file)?;
-            let streams: usize = cfg.cameras.iter().map(|c| c.streams.len()).sum();
-            let recorded: usize = cfg
-                .cameras
-                .iter()
-                .flat_map(|c| &c.streams)
-                .filter(|s| s.record)
-                .count();
+        Command::CheckConfig { file, node } => {
+            let cluster = config::load(&file)?;
+            if let Some(node) = &node {
+                let name = cluster.select_node(Some(node))?.name.clone();
+                cluster.recorder(&name)?;
+            }
             println!(
-                "ok: node {}, data_dir {}, {} cameras, {streams} streams ({recorded} recorded)",
-                cfg.node_name,
-                cfg.data_dir.display(),
-                cfg.cameras.len()
+                "ok: {} node(s), {} camera(s) in {}",
+                cluster.nodes.len(),
+                cluster.cameras.len(),
+                file.display()
             );
+            print!("{}", cluster.summary());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config, no_rehash } => {
-            let cfg = config::load(&config)?;
+        Command::Check {
+            config,
+            node,
+            no_rehash,
+        } => {
+            let cfg = config::load_node(&config, node.as_deref())?;
             let store = store::Store::open_read_only(&cfg.data_dir, Arc::new(SystemClock))?;
             let report = store.check(!no_rehash)?;
             for p in &report.problems {
@@ -283,7 +303,7 @@ async fn demo(
 ) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&data_dir).context("resolving the demo data directory")?;
     let sim = CamSim::bind("127.0.0.1:0".parse()?, streams, Clip::embedded()).await?;
-    let cfg = Config::demo(&data_dir, &sim.urls(), segment_s * 1000);
+    let cfg = config::demo(&data_dir, &sim.urls(), segment_s * 1000);
     let (sim_stop_tx, sim_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sim_task = tokio::spawn(sim.run(async move {
         let _ = sim_stop_rx.await;
@@ -350,13 +370,16 @@ async fn demo(
 
 /// Re-reads the configuration on every SIGHUP; a file that does not load is reported and ignored (the
 /// running configuration stays).
-fn reload_on_sighup(path: PathBuf) -> anyhow::Result<tokio::sync::mpsc::Receiver<Config>> {
+fn reload_on_sighup(
+    path: PathBuf,
+    node: Option<String>,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<Config>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match config::load(&path) {
+            match config::load_node(&path, node.as_deref()) {
                 Ok(cfg) => {
                     tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
                     if tx.send(cfg).await.is_err() {

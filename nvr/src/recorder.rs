@@ -127,7 +127,7 @@ mod tests {
     fn streams_not_in_the_configuration_get_the_default_limits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = url::Url::parse("rtsp://127.0.0.1:1/x").expect("url");
-        let mut config = Config::demo(dir.path(), &[url], 60_000);
+        let mut config = crate::config::demo(dir.path(), &[url], 60_000);
         config.retention.max_age_days = Some(7);
         config.cameras[0].streams[0].max_age_days = Some(2);
         let store = Store::open(dir.path(), "n", Arc::new(SystemClock)).expect("store");

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use nvr::config::{self, ConfigError, Secret, StreamKind, Transport};
+use nvr::config::{self, ConfigError, Role, Secret, StreamKind, Transport};
 
 const EXAMPLE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -12,8 +12,8 @@ const EXAMPLE: &str = include_str!(concat!(
 const PASSWORD: &str = "hunter2-secret";
 
 /// A valid configuration; the bad cases below replace one of its lines (line numbers matter).
-const BASE: &str = r#"node_name = "nvr-a"
-data_dir = "/var/lib/nvr"
+const BASE: &str = r#"identity_dir = "/etc/nvr/identity"
+# Nodes and [sync] are at the end of the file.
 
 [recording]
 segment_duration_s = 60
@@ -36,7 +36,7 @@ name = "front-door"
 username = "admin"
 password = "hunter2-secret"
 transport = "tcp"
-
+node = "nvr-a"
 [cameras.streams.main]
 url = "rtsp://192.0.2.10:554/main"
 record = true
@@ -49,9 +49,35 @@ record = false
 
 [[cameras]]
 name = "garage"
-
+node = "nvr-a"
 [cameras.streams.main]
 url = "rtsp://192.0.2.11/main"
+
+[[nodes]]
+name = "nvr-a"
+role = "primary"
+data_dir = "/var/lib/nvr"
+cert_sha256 = "1111111111111111111111111111111111111111111111111111111111111111"
+signing_public_key = "2222222222222222222222222222222222222222222222222222222222222222"
+
+[[nodes]]
+name = "standby-1"
+role = "standby"
+data_dir = "/srv/standby"
+address = "192.0.2.20:7443"
+protects = ["nvr-a"]
+cert_sha256 = "3333333333333333333333333333333333333333333333333333333333333333"
+signing_public_key = "4444444444444444444444444444444444444444444444444444444444444444"
+
+[[nodes]]
+name = "nvr-b"
+role = "primary"
+data_dir = "/var/lib/nvr"
+
+[sync]
+head_interval_ms = 5000
+scrub_interval_ms = 0
+bandwidth_bytes_per_s = "10 MB"
 "#;
 
 /// `BASE` with line `line` (1-based) replaced by `with`.
@@ -66,8 +92,6 @@ fn replace_line(line: usize, with: &str) -> String {
 #[test]
 fn example_parses_with_documented_values() {
     let c = config::parse(EXAMPLE, "config.example.toml").expect("example must parse");
-    assert_eq!(c.node_name, "nvr-a");
-    assert_eq!(c.data_dir, Path::new("/var/lib/nvr"));
     assert_eq!(c.recording.segment_duration_ms, 60_000);
     assert_eq!(c.recording.flush_interval_ms, 1_000);
     assert_eq!(c.ingest.connect_timeout_ms, 10_000);
@@ -78,6 +102,52 @@ fn example_parses_with_documented_values() {
     assert_eq!(c.retention.max_bytes_per_stream, Some(500 << 30));
     assert_eq!(c.retention.min_free_bytes, 1 << 30);
     assert_eq!(c.retention.interval_ms, 60_000);
+    assert_eq!(c.sync.head_interval_ms, 5_000);
+    assert_eq!(c.sync.reconcile_interval_ms, 10_000);
+    assert_eq!(c.sync.scrub_interval_ms, 3_600_000);
+    assert_eq!(c.sync.scrub_bytes_per_s, 50_000_000);
+    assert_eq!(c.sync.bandwidth_bytes_per_s, 0);
+
+    let names: Vec<(&str, Role)> = c.nodes.iter().map(|n| (n.name.as_str(), n.role)).collect();
+    assert_eq!(
+        names,
+        [
+            ("nvr-a", Role::Primary),
+            ("nvr-b", Role::Primary),
+            ("standby-1", Role::Standby)
+        ]
+    );
+    let a = &c.nodes[0];
+    assert_eq!(a.data_dir, Path::new("/var/lib/nvr"));
+    assert_eq!(a.identity_dir, Path::new("/etc/nvr/identity"));
+    // nvr-a overrides bandwidth_bytes_per_s only.
+    assert_eq!(a.sync.bandwidth_bytes_per_s, 2_000_000);
+    assert_eq!(a.sync.scrub_interval_ms, 3_600_000);
+    assert_eq!(c.nodes[1].sync, c.sync);
+    let s = &c.nodes[2];
+    assert_eq!(s.address, Some("192.0.2.20:7443".parse().expect("addr")));
+    assert_eq!(
+        s.listen_address(),
+        Some("0.0.0.0:7443".parse().expect("addr"))
+    );
+    assert_eq!(s.protects, ["nvr-a", "nvr-b"]);
+    assert_eq!(
+        c.standby_of("nvr-b").map(|n| n.name.as_str()),
+        Some("standby-1")
+    );
+    assert!(c.summary().contains("node standby-1 (standby)"));
+
+    // Every node's views derive from the example.
+    for n in &c.nodes {
+        c.recorder(&n.name).expect("recorder view");
+        c.sync_node(&n.name).expect("sync view");
+    }
+    let c_b = c.recorder("nvr-b").expect("nvr-b");
+    assert_eq!(c_b.cameras.len(), 1);
+    assert_eq!(c_b.cameras[0].name, "gate");
+    assert!(c.recorder("standby-1").expect("standby").cameras.is_empty());
+    let c = c.recorder("nvr-a").expect("nvr-a");
+    assert_eq!(c.node_name, "nvr-a");
 
     assert_eq!(c.cameras.len(), 2);
     let cam = &c.cameras[0];
@@ -122,12 +192,15 @@ fn base_parses() {
     assert_eq!(c.cameras[0].password, Some(Secret(PASSWORD.to_owned())));
 }
 
+const MINIMAL: &str = "[[nodes]]\nname = \"a\"\nrole = \"primary\"\ndata_dir = \"/d\"\n";
+
 #[test]
 fn minimal_config_gets_defaults() {
-    let c = config::parse("node_name = \"a\"\ndata_dir = \"/d\"\n", "min.toml").expect("parses");
+    let c = config::parse(MINIMAL, "min.toml").expect("parses");
     assert_eq!(c.recording, config::RecordingConfig::default());
     assert_eq!(c.ingest, config::IngestConfig::default());
     assert_eq!(c.retention, config::RetentionConfig::default());
+    assert_eq!(c.sync, cluster_config::SyncSettings::default());
     assert_eq!(c.recording.segment_duration_ms, 60_000);
     assert_eq!(c.recording.flush_interval_ms, 1_000);
     assert_eq!(c.ingest.connect_timeout_ms, 10_000);
@@ -138,37 +211,261 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.retention.max_bytes_per_stream, None);
     assert_eq!(c.retention.min_free_bytes, 1 << 30);
     assert_eq!(c.retention.interval_ms, 60_000);
+    assert_eq!(c.sync.head_interval_ms, 5_000);
+    assert_eq!(c.sync.reconcile_interval_ms, 10_000);
+    assert_eq!(c.sync.scrub_interval_ms, 3_600_000);
+    assert_eq!(c.sync.scrub_bytes_per_s, 50_000_000);
+    assert_eq!(c.sync.bandwidth_bytes_per_s, 0);
+    assert_eq!(c.nodes[0].identity_dir, Path::new("/etc/nvr/identity"));
     assert!(c.cameras.is_empty());
 
-    let c = config::parse(
-        "node_name = \"a\"\ndata_dir = \"/d\"\ncameras = []\n",
-        "min.toml",
-    )
-    .expect("parses");
+    let c = config::parse(&format!("cameras = []\n{MINIMAL}"), "min.toml").expect("parses");
     assert!(c.cameras.is_empty());
+    // A lone primary that no standby protects records, but has no sync agent.
+    let e = c.sync_node("a").expect_err("nothing to sync");
+    assert!(
+        e.to_string().contains("no standby protects this primary"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_configs() {
     // (line replaced in BASE, replacement, expected line, key path (or table) in the message, what is wrong)
+    const PIN_NOT_HEX: &str =
+        "cert_sha256 = \"g111111111111111111111111111111111111111111111111111111111111111\"";
     let cases: &[(usize, &str, usize, &str, &str)] = &[
-        (1, "", 1, "node_name", "missing (required)"),
-        (1, r#"node_name = """#, 1, "node_name", "must not be empty"),
         (
             1,
-            r#"node_name = "NVR A""#,
+            "identity_dir = \"etc\"",
             1,
-            "node_name",
+            "identity_dir",
+            "must be an absolute path",
+        ),
+        (43, "", 42, "nodes[0].name", "missing (required)"),
+        (43, r#"name = """#, 43, "nodes[0].name", "must not be empty"),
+        (
+            43,
+            r#"name = "NVR A""#,
+            43,
+            "nodes[0].name",
             "must match [a-z0-9][a-z0-9_-]{0,62}",
         ),
         (
-            2,
+            43,
+            r#"name = "standby-1""#,
+            50,
+            "nodes[1].name",
+            "duplicate node name \"standby-1\" (first defined at line 43)",
+        ),
+        (
+            44,
+            r#"role = "arbiter""#,
+            44,
+            "nodes[0].role",
+            "must be \"primary\" or \"standby\", got \"arbiter\"",
+        ),
+        (44, "", 42, "nodes[0].role", "missing (required)"),
+        (
+            45,
             r#"data_dir = "var/lib/nvr""#,
-            2,
-            "data_dir",
+            45,
+            "nodes[0].data_dir",
             "must be an absolute path",
         ),
-        (2, "", 1, "data_dir", "missing (required)"),
+        (45, "", 42, "nodes[0].data_dir", "missing (required)"),
+        (
+            45,
+            r#"dta_dir = "/x""#,
+            45,
+            "[nodes[0]]",
+            "unknown key \"dta_dir\" in [nodes[0]]",
+        ),
+        (
+            46,
+            r#"cert_sha256 = "1234""#,
+            46,
+            "nodes[0].cert_sha256",
+            "must be 64 hex digits",
+        ),
+        (
+            46,
+            PIN_NOT_HEX,
+            46,
+            "nodes[0].cert_sha256",
+            "with a non-hex digit",
+        ),
+        (46, "", 42, "nodes[0].cert_sha256", "missing (required)"),
+        (
+            47,
+            "",
+            42,
+            "nodes[0].signing_public_key",
+            "missing (required)",
+        ),
+        (
+            55,
+            &format!("cert_sha256 = \"{}\"", "1".repeat(64)),
+            55,
+            "nodes[1].cert_sha256",
+            "duplicate pin: node \"nvr-a\" (line 46)",
+        ),
+        (
+            56,
+            &format!("signing_public_key = \"{}\"", "2".repeat(64)),
+            56,
+            "nodes[1].signing_public_key",
+            "duplicate pin: node \"nvr-a\" (line 47)",
+        ),
+        (
+            53,
+            r#"address = "192.0.2.20""#,
+            53,
+            "nodes[1].address",
+            "is not an IP address and port",
+        ),
+        (
+            53,
+            r#"address = "standby.example:7443""#,
+            53,
+            "nodes[1].address",
+            "is not an IP address and port",
+        ),
+        (
+            53,
+            r#"address = "192.0.2.20:0""#,
+            53,
+            "nodes[1].address",
+            "port must not be 0",
+        ),
+        (
+            53,
+            "",
+            49,
+            "nodes[1].address",
+            "missing (required on a standby",
+        ),
+        (
+            53,
+            r#"listen = "0.0.0.0:7443""#,
+            49,
+            "nodes[1].address",
+            "missing (required on a standby",
+        ),
+        (
+            54,
+            r#"protects = ["nvr-x"]"#,
+            54,
+            "nodes[1].protects[0]",
+            "unknown node \"nvr-x\"",
+        ),
+        (
+            54,
+            r#"protects = ["standby-1"]"#,
+            54,
+            "nodes[1].protects[0]",
+            "node \"standby-1\" is a standby, not a primary",
+        ),
+        (
+            54,
+            "protects = []",
+            54,
+            "nodes[1].protects",
+            "a standby must protect at least one primary",
+        ),
+        (
+            54,
+            "",
+            49,
+            "nodes[1].protects",
+            "a standby must protect at least one primary",
+        ),
+        (
+            54,
+            r#"protects = ["nvr-a", "nvr-a"]"#,
+            54,
+            "nodes[1].protects[1]",
+            "\"nvr-a\" is listed twice",
+        ),
+        (
+            54,
+            r#"protects = "nvr-a""#,
+            54,
+            "nodes[1].protects",
+            "expected an array of node names",
+        ),
+        (
+            62,
+            r#"address = "192.0.2.30:7443""#,
+            62,
+            "nodes[2].address",
+            "only a standby has address (this node is a primary)",
+        ),
+        (
+            62,
+            r#"protects = ["nvr-a"]"#,
+            62,
+            "nodes[2].protects",
+            "only a standby has protects",
+        ),
+        (
+            25,
+            r#"node = "nvr-x""#,
+            25,
+            "cameras[0].node",
+            "unknown node \"nvr-x\" (nodes: nvr-a, standby-1, nvr-b)",
+        ),
+        (
+            25,
+            r#"node = "standby-1""#,
+            25,
+            "cameras[0].node",
+            "node \"standby-1\" is a standby; cameras are recorded by primaries",
+        ),
+        (25, r#"node = "Nvr A""#, 25, "cameras[0].node", "must match"),
+        (25, "", 20, "cameras[0].node", "missing (required)"),
+        (
+            64,
+            "head_interval_ms = 0",
+            64,
+            "sync.head_interval_ms",
+            "must be between 1 and 604800000, got 0",
+        ),
+        (
+            64,
+            "reconcile_interval_ms = -1",
+            64,
+            "sync.reconcile_interval_ms",
+            "must be between 1 and 604800000, got -1",
+        ),
+        (
+            65,
+            "scrub_intervall_ms = 0",
+            65,
+            "[sync]",
+            "unknown key \"scrub_intervall_ms\" in [sync]",
+        ),
+        (
+            65,
+            "scrub_bytes_per_s = 0",
+            65,
+            "sync.scrub_bytes_per_s",
+            "must be greater than zero",
+        ),
+        (
+            66,
+            r#"bandwidth_bytes_per_s = "fast""#,
+            66,
+            "sync.bandwidth_bytes_per_s",
+            "invalid byte size",
+        ),
+        (
+            63,
+            "[arbiter]",
+            63,
+            "\"arbiter\"",
+            "unknown key \"arbiter\" in the top-level table",
+        ),
         (
             3,
             r#"nod_name = "x""#,
@@ -450,7 +747,8 @@ fn bad_configs() {
         } else {
             text
         };
-        match config::parse(&text, "test.toml") {
+        // Password files are read when the owner node's recorder configuration is derived.
+        match config::parse(&text, "test.toml").and_then(|c| c.recorder("nvr-a")) {
             Ok(_) => failures.push(format!("line {line} {with:?}: accepted")),
             Err(e) => {
                 let msg = e.to_string();
@@ -553,21 +851,41 @@ fn password_file_is_read_and_trimmed() {
         23,
         &format!("password_file = {:?}", pw.to_str().expect("utf-8 path")),
     );
-    let c = config::parse(&text, "test.toml").expect("parses");
+    let cluster = config::parse(&text, "test.toml").expect("parses");
+    // The cluster keeps the path; the owner node's recorder view reads the file.
+    assert_eq!(cluster.cameras[0].password, None);
+    assert_eq!(
+        cluster.cameras[0]
+            .password_file
+            .as_ref()
+            .map(|f| f.path.clone()),
+        Some(pw.clone())
+    );
+    let c = cluster.recorder("nvr-a").expect("reads the password file");
     assert_eq!(
         c.cameras[0].password,
         Some(Secret("file-secret".to_owned()))
     );
     assert!(!format!("{c:?}").contains("file-secret"));
+    // Other nodes never read it.
+    std::fs::remove_file(&pw).expect("remove");
+    cluster.recorder("nvr-b").expect("nvr-b owns no camera");
+    let e = cluster.recorder("nvr-a").expect_err("gone");
+    assert!(
+        e.to_string()
+            .starts_with("test.toml:23: cameras[0].password_file: cannot read"),
+        "{e}"
+    );
 
     std::fs::write(&pw, "\n").expect("write");
-    let e = config::parse(&text, "test.toml").expect_err("empty");
+    let e = cluster.recorder("nvr-a").expect_err("empty");
     assert!(e.to_string().contains("is empty"), "{e}");
 
     // load() reads the file and names it in errors.
     let cfg = dir.path().join("nvr.toml");
     std::fs::write(&cfg, replace_line(5, "segment_duration_s = 0")).expect("write");
     let e = config::load(&cfg).expect_err("bad");
+    assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
     assert!(
         e.to_string().starts_with(&format!("{}:5: ", cfg.display())),
         "{e}"

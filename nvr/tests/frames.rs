@@ -16,8 +16,13 @@ use nvr::frames::{list, summarize, FrameInfo};
 use store::{SegmentRow, SegmentState, Store};
 
 fn write_config(dir: &TestDir, sim_port: u16) -> PathBuf {
+    dir.write("identity/identity.toml", "node = \"test-a\"\n");
     let mut cfg = format!(
-        r#"node_name = "test-a"
+        r#"identity_dir = "{}"
+
+[[nodes]]
+name = "test-a"
+role = "primary"
 data_dir = "{}"
 
 [recording]
@@ -30,11 +35,12 @@ frame_timeout_ms = 3000
 backoff_initial_ms = 300
 backoff_max_ms = 2000
 "#,
+        dir.join("identity").display(),
         dir.join("data").display()
     );
     for name in ["a", "b"] {
         cfg.push_str(&format!(
-            "\n[[cameras]]\nname = \"{name}\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{sim_port}/cam2\"\n"
+            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{sim_port}/cam2\"\n"
         ));
     }
     dir.write("nvr.toml", cfg)

@@ -30,11 +30,14 @@ fn cam(name: &'static str, url: String) -> Cam {
     }
 }
 
-/// Writes a recorder configuration and returns its path. `sections` is extra TOML (e.g. `[retention]`).
+/// Writes a cluster configuration with one primary node `test-a` owning `cams`, and that node's identity
+/// file (`<dir>/identity/identity.toml`, naming it), so that `nvr` picks the node by its identity as on
+/// an installed node. Returns the path of the configuration. `sections` is extra TOML (e.g. `[retention]`).
 fn write_config(dir: &TestDir, segment_s: u64, cams: &[Cam], sections: &str) -> PathBuf {
+    let identity_dir = dir.join("identity");
+    dir.write("identity/identity.toml", "node = \"test-a\"\n");
     let mut cfg = format!(
-        r#"node_name = "test-a"
-data_dir = "{}"
+        r#"identity_dir = "{}"
 
 [recording]
 segment_duration_s = {segment_s}
@@ -47,11 +50,32 @@ backoff_initial_ms = 300
 backoff_max_ms = 2000
 
 {sections}
+
+[[nodes]]
+name = "test-a"
+role = "primary"
+data_dir = "{}"
+
+# Another node's camera: never recorded here.
+[[nodes]]
+name = "test-b"
+role = "primary"
+data_dir = "/nonexistent/test-b"
+
+[[cameras]]
+name = "other-node-cam"
+node = "test-b"
+[cameras.streams.main]
+url = "rtsp://127.0.0.1:9/other"
 "#,
+        identity_dir.display(),
         dir.join("data").display()
     );
     for c in cams {
-        cfg.push_str(&format!("\n[[cameras]]\nname = \"{}\"\n", c.name));
+        cfg.push_str(&format!(
+            "\n[[cameras]]\nname = \"{}\"\nnode = \"test-a\"\n",
+            c.name
+        ));
         if let Some(u) = c.user {
             cfg.push_str(&format!("username = \"{u}\"\n"));
         }
@@ -256,6 +280,10 @@ fn records_h264_h265_and_aac_into_decodable_continuous_segments() {
         audio_note.contains("not recorded"),
         "status of cpcma says: {st}"
     );
+
+    // The node (picked by its identity) records only its own cameras, not test-b's.
+    assert_eq!(stream_id(&open_store(&dir), "other-node-cam"), None);
+    assert!(stream_status(&dir, "other-node-cam").is_null());
 
     let check = NvrProcess::spawn(&dir, &["check", "--config", &config.to_string_lossy()])
         .wait_output(Duration::from_secs(60));
@@ -653,12 +681,12 @@ fn bad_configuration_is_refused_with_file_line_and_key() {
     let dir = TestDir::new();
     let bad = dir.write(
         "bad.toml",
-        "node_name = \"a\"\ndata_dir = \"/tmp/x\"\n[recording]\nsegment_duration_s = 0\n",
+        "[[nodes]]\nname = \"a\"\n[recording]\nsegment_duration_s = 0\n",
     );
     let bad_s = bad.to_string_lossy().into_owned();
     for args in [
         vec!["check-config", bad_s.as_str()],
-        vec!["run", "--config", bad_s.as_str()],
+        vec!["run", "--config", bad_s.as_str(), "--node", "a"],
     ] {
         let (code, out) = NvrProcess::spawn(&dir, &args).wait_output(Duration::from_secs(30));
         assert_eq!(code.code(), Some(2), "{args:?}: {out}");
@@ -668,10 +696,21 @@ fn bad_configuration_is_refused_with_file_line_and_key() {
         );
     }
     let good = write_config(&dir, 60, &[cam("c1", "rtsp://127.0.0.1:9/x".into())], "");
-    let (code, out) = NvrProcess::spawn(&dir, &["check-config", &good.to_string_lossy()])
-        .wait_output(Duration::from_secs(30));
+    let good_s = good.to_string_lossy().into_owned();
+    let (code, out) =
+        NvrProcess::spawn(&dir, &["check-config", &good_s]).wait_output(Duration::from_secs(30));
     assert!(code.success(), "{out}");
-    assert!(out.starts_with("ok"), "{out}");
+    assert!(out.starts_with("ok: 2 node(s), 2 camera(s)"), "{out}");
+    assert!(out.contains("node test-a (primary)"), "{out}");
+    assert!(out.contains("node test-b (primary)"), "{out}");
+    // An unknown --node is refused, naming the nodes there are.
+    let (code, out) = NvrProcess::spawn(&dir, &["run", "--config", &good_s, "--node", "nope"])
+        .wait_output(Duration::from_secs(30));
+    assert_eq!(code.code(), Some(2), "{out}");
+    assert!(
+        out.contains("--node \"nope\": no such node (nodes: test-a, test-b)"),
+        "{out}"
+    );
 }
 
 #[test]

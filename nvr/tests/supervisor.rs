@@ -39,11 +39,15 @@ fn start_camsim(dir: &TestDir, streams: usize) -> (NvrProcess, u16) {
     panic!("camsim did not start");
 }
 
-/// A recorder configuration: `cams` are (name, url, record).
+/// A one-node cluster file for node `name` (its identity in `identity-<name>/`): `cams` are (name,
+/// url, record).
 fn write_config(dir: &TestDir, name: &str, data: &str, cams: &[(&str, String, bool)]) -> PathBuf {
+    dir.write(
+        format!("identity-{name}/identity.toml"),
+        format!("node = \"{name}\"\n"),
+    );
     let mut cfg = format!(
-        r#"node_name = "{name}"
-data_dir = "{}"
+        r#"identity_dir = "{}"
 
 [recording]
 segment_duration_s = 60
@@ -54,12 +58,18 @@ connect_timeout_ms = 3000
 frame_timeout_ms = 3000
 backoff_initial_ms = 300
 backoff_max_ms = 2000
+
+[[nodes]]
+name = "{name}"
+role = "primary"
+data_dir = "{}"
 "#,
+        dir.join(format!("identity-{name}")).display(),
         dir.join(data).display()
     );
     for (cam, url, record) in cams {
         cfg.push_str(&format!(
-            "\n[[cameras]]\nname = \"{cam}\"\n[cameras.streams.main]\nurl = \"{url}\"\nrecord = {record}\n"
+            "\n[[cameras]]\nname = \"{cam}\"\nnode = \"{name}\"\n[cameras.streams.main]\nurl = \"{url}\"\nrecord = {record}\n"
         ));
     }
     dir.write(format!("{name}.toml"), cfg)
@@ -501,7 +511,7 @@ fn sighup_applies_a_changed_camera_list_to_changed_streams_only() {
     );
     let before = stream_status(&dir, &config, "c2");
 
-    std::fs::write(&config, "node_name = \"node-a\"\ndata_dir = 12\n").expect("write");
+    std::fs::write(&config, "[[nodes]]\nname = \"node-a\"\ndata_dir = 12\n").expect("write");
     nvr.sighup();
     assert!(wait_until(
         Duration::from_secs(10),

@@ -33,18 +33,33 @@ enum Command {
     },
     /// Run the agent until SIGTERM/SIGINT.
     Run {
+        /// The cluster configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Act as this node instead of the one named by its identity (`identity.toml` in the node's
+        /// identity_dir); for tests and several nodes on one machine.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Print the agent's status (peers, lag, last accepted head, alarms) as JSON.
     Status {
+        /// The cluster configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Act as this node instead of the one named by its identity (`identity.toml` in the node's
+        /// identity_dir); for tests and several nodes on one machine.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Restore this node's segments from the standby, verified against the signed log.
     Restore {
+        /// The cluster configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Act as this node instead of the one named by its identity (`identity.toml` in the node's
+        /// identity_dir); for tests and several nodes on one machine.
+        #[arg(long)]
+        node: Option<String>,
         #[arg(long)]
         camera: Option<String>,
         /// `main` or `sub`.
@@ -83,8 +98,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("node = \"{node}\"\ncert_sha256 = \"{cert}\"\nsigning_public_key = \"{key}\"");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config } => {
-            let cfg = SyncConfig::load(&config)?;
+        Command::Run { config, node } => {
+            let cfg = SyncConfig::load(&config, node.as_deref())?;
             let id = identity::load(&cfg.identity_dir)?;
             if id.node != cfg.node_name {
                 anyhow::bail!(
@@ -108,8 +123,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { config } => {
-            let cfg = SyncConfig::load(&config)?;
+        Command::Status { config, node } => {
+            let cfg = SyncConfig::load(&config, node.as_deref())?;
             let path = cfg.data_dir.join(agent::STATUS_FILE);
             let body = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {} (is the agent running?)", path.display()))?;
@@ -118,12 +133,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Restore {
             config,
+            node,
             camera,
             stream,
             from_ms,
             to_ms,
         } => {
-            let cfg = SyncConfig::load(&config)?;
+            let cfg = SyncConfig::load(&config, node.as_deref())?;
             let id = identity::load(&cfg.identity_dir)?;
             let filter = RestoreFilter {
                 camera,

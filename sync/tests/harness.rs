@@ -391,48 +391,65 @@ fn identity_files_and_sync_configs() {
     let data_a = dir.join("data-a");
     let data_s = dir.join("data-s");
     let listen = format!("127.0.0.1:{}", free_port());
-    let pcfg = write_primary_sync_config(&dir, &a, &data_a, &s, "127.0.0.1:9");
-    let scfg = write_standby_sync_config(&dir, &s, &data_s, &listen, &a);
-    assert_eq!(pcfg, dir.join("sync-node-a.toml"));
-
-    let p: toml::Table = toml::from_str(&std::fs::read_to_string(&pcfg).expect("read"))
-        .expect("primary config is TOML");
-    assert_eq!(p["node_name"].as_str(), Some("node-a"));
-    assert_eq!(p["role"].as_str(), Some("primary"));
-    assert_eq!(p["data_dir"].as_str(), data_a.to_str());
-    assert_eq!(p["identity_dir"].as_str(), a.dir.to_str());
-    assert!(p.get("listen").is_none());
-    assert_eq!(p["head_interval_ms"].as_integer(), Some(1000));
-    assert_eq!(p["reconcile_interval_ms"].as_integer(), Some(2000));
-    assert_eq!(p["scrub_interval_ms"].as_integer(), Some(0));
-    let peers = p["peers"].as_array().expect("peers");
-    assert_eq!(peers.len(), 1);
-    assert_eq!(peers[0]["node"].as_str(), Some("standby-1"));
-    assert_eq!(peers[0]["address"].as_str(), Some("127.0.0.1:9"));
-    assert_eq!(
-        peers[0]["cert_sha256"].as_str(),
-        Some(s.cert_sha256.as_str())
+    let path = write_cluster_config(
+        &dir,
+        &a,
+        &data_a,
+        &s,
+        &data_s,
+        &listen,
+        &[("cam1", "rtsp://127.0.0.1:9/cam1")],
     );
+    assert_eq!(path, dir.join("cluster.toml"));
+
+    // Both nodes read the same file; each agent's view comes out of it.
+    let p = nvr_sync::config::SyncConfig::load(&path, Some("node-a")).expect("primary view");
+    assert_eq!(p.node_name, "node-a");
+    assert_eq!(p.role, nvr_sync::config::Role::Primary);
+    assert_eq!(p.data_dir, data_a);
+    assert_eq!(p.identity_dir, a.dir);
+    assert_eq!(p.listen, None);
+    assert_eq!(p.head_interval_ms, 1000);
+    assert_eq!(p.reconcile_interval_ms, 2000);
+    assert_eq!(p.scrub_interval_ms, 0);
+    assert_eq!(p.peers.len(), 1);
+    assert_eq!(p.peers[0].pins.node, "standby-1");
+    assert_eq!(p.peers[0].address.as_deref(), Some(listen.as_str()));
     assert_eq!(
-        peers[0]["signing_public_key"].as_str(),
-        Some(s.signing_public_key.as_str())
+        p.peers[0].pins.to_hex_strings(),
+        (s.cert_sha256.clone(), s.signing_public_key.clone())
     );
 
-    let st: toml::Table = toml::from_str(&std::fs::read_to_string(&scfg).expect("read"))
-        .expect("standby config is TOML");
-    assert_eq!(st["role"].as_str(), Some("standby"));
-    assert_eq!(st["listen"].as_str(), Some(listen.as_str()));
-    let peers = st["peers"].as_array().expect("peers");
-    assert_eq!(peers[0]["node"].as_str(), Some("node-a"));
-    assert!(peers[0].get("address").is_none());
+    let st = nvr_sync::config::SyncConfig::load(&path, Some("standby-1")).expect("standby view");
+    assert_eq!(st.role, nvr_sync::config::Role::Standby);
+    assert_eq!(st.data_dir, data_s);
+    assert_eq!(st.listen.map(|l| l.to_string()), Some(listen.clone()));
+    assert_eq!(st.peers.len(), 1);
+    assert_eq!(st.peers[0].pins.node, "node-a");
+    assert!(st.peers[0].address.is_none());
+    assert_eq!(
+        st.peers[0].pins.to_hex_strings(),
+        (a.cert_sha256.clone(), a.signing_public_key.clone())
+    );
 
-    // Adjusted copies: extra keys land at the top level, before [[peers]].
-    let mut cfg = SyncConfig::primary(&a, &data_a, &s, "127.0.0.1:9");
+    // Both identities are on this machine: the node must be named.
+    let e = nvr_sync::config::SyncConfig::load(&path, None).expect_err("ambiguous");
+    assert!(e.to_string().contains("pass --node NAME"), "{e}");
+
+    // Adjusted copies: extra keys land in [sync]; a proxy address is where the primary connects.
+    let mut cfg = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
     cfg.scrub_interval_ms = 5000;
-    cfg.extra = "future_key = true".into();
+    cfg.standby_address = "127.0.0.1:9".into();
+    cfg.extra = "bandwidth_bytes_per_s = 1000".into();
     let t: toml::Table = toml::from_str(&cfg.to_toml()).expect("TOML");
-    assert_eq!(t["scrub_interval_ms"].as_integer(), Some(5000));
-    assert_eq!(t["future_key"].as_bool(), Some(true));
+    assert_eq!(t["sync"]["scrub_interval_ms"].as_integer(), Some(5000));
+    assert_eq!(t["sync"]["bandwidth_bytes_per_s"].as_integer(), Some(1000));
+    let c = cluster_config::parse(&cfg.to_toml(), "t.toml").expect("parses");
+    let view = nvr_sync::config::SyncConfig::from_cluster(&c, "node-a").expect("view");
+    assert_eq!(view.peers[0].address.as_deref(), Some("127.0.0.1:9"));
+    assert_eq!(view.bandwidth_bytes_per_s, 1000);
+    let view = nvr_sync::config::SyncConfig::from_cluster(&c, "standby-1").expect("view");
+    assert_eq!(view.listen.map(|l| l.to_string()), Some(listen));
 }
 
 #[test]
@@ -469,7 +486,7 @@ fn recorder_from_this_crate_records_media_files() {
     let cam = GstCamera::start(&[("/cam1", "h264")], CameraOpts::default());
     let data = dir.join("data");
     let cfg = write_recorder_config(&dir, "node-a", &data, &[("cam1", &cam.url("/cam1"))], 1);
-    let mut nvr = spawn_recorder(&dir, &cfg);
+    let mut nvr = spawn_recorder(&dir, &cfg, "node-a");
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
             media_files(&data).len() >= 2

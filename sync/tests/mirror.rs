@@ -18,9 +18,8 @@ struct Pair {
     s: Identity,
     data_a: PathBuf,
     data_s: PathBuf,
-    rec_cfg: PathBuf,
-    prim_cfg: PathBuf,
-    stby_cfg: PathBuf,
+    /// The one cluster file both nodes read (node-a: recorder and primary agent; standby-1).
+    cfg: PathBuf,
     standby_listen: String,
     _camsim: NvrProcess,
     recorder: NvrProcess,
@@ -58,23 +57,19 @@ fn start_pair(
             )
         })
         .collect();
-    let cam_refs: Vec<(&str, &str)> = cams.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
-    let rec_cfg = write_recorder_config(&dir, "node-a", &data_a, &cam_refs, 4);
     let standby_listen = format!("127.0.0.1:{}", free_port());
-    let mut stby = SyncConfig::standby(&s, &data_s, &standby_listen, &a);
-    stby.scrub_interval_ms = scrub_interval_ms;
-    let stby_cfg = stby.write(&dir);
-    let standby = spawn_sync(&dir, &stby_cfg);
     let proxy = via_proxy.then(|| FaultProxy::start(standby_listen.parse().expect("addr")));
-    let target = proxy
-        .as_ref()
-        .map_or(standby_listen.clone(), |p| p.address());
-    let mut prim = SyncConfig::primary(&a, &data_a, &s, &target);
-    let _ = &stby;
-    prim.scrub_interval_ms = scrub_interval_ms;
-    let prim_cfg = prim.write(&dir);
-    let recorder = spawn_recorder(&dir, &rec_cfg);
-    let primary = spawn_sync(&dir, &prim_cfg);
+    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &standby_listen);
+    if let Some(p) = &proxy {
+        cluster.standby_address = p.address();
+    }
+    cluster.cameras = cams;
+    cluster.segment_s = 4;
+    cluster.scrub_interval_ms = scrub_interval_ms;
+    let cfg = cluster.write(&dir);
+    let standby = spawn_sync(&dir, &cfg, "standby-1");
+    let recorder = spawn_recorder(&dir, &cfg, "node-a");
+    let primary = spawn_sync(&dir, &cfg, "node-a");
     (
         Pair {
             dir,
@@ -82,9 +77,7 @@ fn start_pair(
             s,
             data_a,
             data_s,
-            rec_cfg,
-            prim_cfg,
-            stby_cfg,
+            cfg,
             standby_listen,
             _camsim: camsim,
             recorder,
@@ -240,7 +233,7 @@ fn mirrors_three_streams_byte_identical_lagging_at_most_a_fragment() {
         "{:?}",
         standby_alarms(&p.data_s)
     );
-    let status = sync_status(&p.dir, &p.stby_cfg);
+    let status = sync_status(&p.dir, &p.cfg, "standby-1");
     assert_eq!(status["role"], "standby");
 }
 
@@ -271,8 +264,8 @@ fn killing_either_agent_resumes_without_resending_and_recording_never_stops() {
         std::thread::sleep(Duration::from_secs(2));
         p.standby.kill9();
         std::thread::sleep(Duration::from_secs(2));
-        p.standby = spawn_sync(&p.dir, &p.stby_cfg);
-        p.primary = spawn_sync(&p.dir, &p.prim_cfg);
+        p.standby = spawn_sync(&p.dir, &p.cfg, "standby-1");
+        p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
     }
     std::thread::sleep(Duration::from_secs(6));
     assert!(
@@ -418,7 +411,14 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     assert!(p.recorder.is_running(), "recording never stops");
     stop_and_converge(&mut p, Duration::from_secs(40));
     // Restore (on top of the automatic repair) leaves the primary bit-identical to what was recorded.
-    let out = sync_restore(&p.dir, &p.prim_cfg, None, None, Duration::from_secs(120));
+    let out = sync_restore(
+        &p.dir,
+        &p.cfg,
+        "node-a",
+        None,
+        None,
+        Duration::from_secs(120),
+    );
     assert!(
         out.status.success(),
         "restore failed:\n{}{}",
@@ -439,7 +439,13 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     );
     let check = run_nvr(
         &p.dir,
-        &["check", "--config", &p.rec_cfg.to_string_lossy()],
+        &[
+            "check",
+            "--config",
+            &p.cfg.to_string_lossy(),
+            "--node",
+            "node-a",
+        ],
         Duration::from_secs(60),
     );
     assert!(
@@ -466,17 +472,26 @@ fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     p.primary.expect_clean_exit(Duration::from_secs(20));
     std::fs::remove_dir_all(&p.data_a).expect("wipe");
     // Only the sub stream (never recorded here): nothing is listed or fetched.
-    let config = p.prim_cfg.to_string_lossy().into_owned();
+    let config = p.cfg.to_string_lossy().into_owned();
     let out = run_sync(
         &p.dir,
-        &["restore", "--config", &config, "--stream", "sub"],
+        &[
+            "restore", "--config", &config, "--node", "node-a", "--stream", "sub",
+        ],
         Duration::from_secs(120),
     );
     assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
     assert_eq!(report["listed"], 0, "{report}");
     assert!(media_files(&p.data_a).is_empty(), "nothing restored");
-    let out = sync_restore(&p.dir, &p.prim_cfg, None, None, Duration::from_secs(120));
+    let out = sync_restore(
+        &p.dir,
+        &p.cfg,
+        "node-a",
+        None,
+        None,
+        Duration::from_secs(120),
+    );
     assert!(
         out.status.success(),
         "restore failed:\n{}{}",
@@ -516,7 +531,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
     let stranger_dir = p.dir.join("stranger");
     let stranger =
         nvr_sync::identity::generate(&stranger_dir, "node-a").expect("stranger identity");
-    let cfg = nvr_sync::config::SyncConfig::load(&p.prim_cfg).expect("config");
+    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
     let standby = cfg.peers[0].clone();
     let own_heads: Vec<SignedTreeHead> = nvr_sync::syncdb::SyncDb::open(&p.data_a)
         .and_then(|db| db.heads("node-a"))
@@ -662,6 +677,6 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
     assert!(quarantined >= 1, "refused bytes kept aside");
     assert!(p.standby.is_running());
     // The honest primary reconnects and carries on.
-    p.primary = spawn_sync(&p.dir, &p.prim_cfg);
+    p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
     stop_and_converge(&mut p, Duration::from_secs(40));
 }

@@ -1,8 +1,10 @@
 //! The shipped `systemd/nvr-sync.service` is valid for the systemd on this machine and keeps the agent
 //! independent of the recorder (it may restart on its own; the recorder never waits for it); the example
-//! configuration parses and bad configurations name the key.
+//! cluster configuration gives every node an agent configuration and bad sync settings name the key.
 
 use std::process::Command;
+
+use nvr_sync::config::{Role, SyncConfig};
 
 const UNIT: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -62,52 +64,73 @@ fn sync_unit_passes_systemd_analyze_verify_without_warnings() {
 }
 
 #[test]
-fn example_config_parses() {
-    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../sync.example.toml"));
-    let cfg = nvr_sync::config::SyncConfig::load(path).expect("sync.example.toml parses");
+fn example_config_parses_for_every_node() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config.example.toml"
+    ));
+    let cluster = cluster_config::load(path).expect("config.example.toml parses");
+    let cfg = SyncConfig::from_cluster(&cluster, "nvr-a").expect("nvr-a");
     assert_eq!(cfg.node_name, "nvr-a");
-    assert_eq!(cfg.role, nvr_sync::config::Role::Primary);
+    assert_eq!(cfg.role, Role::Primary);
     assert_eq!(cfg.head_interval_ms, 5000);
+    assert_eq!(cfg.bandwidth_bytes_per_s, 2_000_000);
     assert_eq!(cfg.peers.len(), 1);
+    assert_eq!(cfg.peers[0].pins.node, "standby-1");
     assert_eq!(cfg.peers[0].address.as_deref(), Some("192.0.2.20:7443"));
+    let cfg = SyncConfig::from_cluster(&cluster, "standby-1").expect("standby-1");
+    assert_eq!(cfg.role, Role::Standby);
+    assert_eq!(cfg.listen, Some("0.0.0.0:7443".parse().expect("addr")));
+    let peers: Vec<&str> = cfg.peers.iter().map(|p| p.pins.node.as_str()).collect();
+    assert_eq!(peers, ["nvr-a", "nvr-b"]);
+    SyncConfig::from_cluster(&cluster, "nvr-b").expect("nvr-b");
+    // The shipped unit reads the same file as the recorder's.
+    assert!(UNIT.contains("--config /etc/nvr/config.toml"));
 }
 
 #[test]
-fn bad_sync_configs_name_the_key() {
-    let base = "node_name = \"a\"\ndata_dir = \"/d\"\nidentity_dir = \"/i\"\nrole = \"primary\"\n";
-    let peer = "[[peers]]\nnode = \"s\"\naddress = \"127.0.0.1:1\"\ncert_sha256 = \"00000000000000000000000000000000000000000000000000000000000000ff\"\nsigning_public_key = \"00000000000000000000000000000000000000000000000000000000000000ff\"\n";
+fn bad_sync_settings_name_file_line_and_key() {
+    let pin = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+    let nodes = format!(
+        "[[nodes]]\nname = \"a\"\nrole = \"primary\"\ndata_dir = \"/d\"\ncert_sha256 = \"{}\"\nsigning_public_key = \"{}\"\n\
+         [[nodes]]\nname = \"s\"\nrole = \"standby\"\ndata_dir = \"/s\"\naddress = \"127.0.0.1:1\"\nprotects = [\"a\"]\n\
+         cert_sha256 = \"{}\"\nsigning_public_key = \"{}\"\n",
+        pin('1'),
+        pin('2'),
+        pin('3'),
+        pin('4')
+    );
     let cases = [
-        (format!("{base}{peer}bogus = 1\n"), "bogus"),
-        (base.to_string(), "peers"),
-        (format!("{}{peer}", base.replace("/d", "d")), "data_dir"),
         (
-            format!(
-                "{base}{}",
-                peer.replace("00ff\"\nsigning", "0ff\"\nsigning")
-            ),
-            "peers[0]",
+            "[sync]\nbogus = 1\n",
+            "cluster.toml:2: unknown key \"bogus\" in [sync]",
         ),
         (
-            format!("{}{peer}", base.replace("primary", "standby")),
-            "listen",
+            "[sync]\nhead_interval_ms = 0\n",
+            "cluster.toml:2: sync.head_interval_ms: must be between 1",
         ),
         (
-            format!("{base}head_interval_ms = 0\n{peer}"),
-            "head_interval_ms",
-        ),
-        (
-            format!("{}{peer}", base.replace("\"a\"", "\"A b\"")),
-            "node_name",
+            "[sync]\nscrub_bytes_per_s = \"lots\"\n",
+            "cluster.toml:2: sync.scrub_bytes_per_s: invalid byte size",
         ),
     ];
-    for (text, key) in cases {
-        let err = nvr_sync::config::SyncConfig::parse(&text, std::path::Path::new("sync.toml"))
+    for (sync, want) in cases {
+        let text = format!("{sync}{nodes}");
+        let e = cluster_config::parse(&text, "cluster.toml")
             .err()
             .unwrap_or_else(|| panic!("accepted:\n{text}"));
-        let msg = err.to_string();
-        assert!(
-            msg.starts_with("sync.toml") && msg.contains(key),
-            "{key}: {msg}"
-        );
+        assert!(e.to_string().starts_with(want), "{want}: {e}");
     }
+    // A primary that no standby protects has no agent configuration.
+    let lone = cluster_config::parse(
+        "[[nodes]]\nname = \"a\"\nrole = \"primary\"\ndata_dir = \"/d\"\n",
+        "cluster.toml",
+    )
+    .expect("parses");
+    let e = SyncConfig::from_cluster(&lone, "a").expect_err("no standby");
+    assert!(
+        e.to_string()
+            .starts_with("cluster.toml:2: node \"a\": no standby protects this primary"),
+        "{e}"
+    );
 }

@@ -115,12 +115,13 @@ fn run_recorder(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Res
     let data = dir.join("nvr-data");
     std::fs::create_dir_all(&data)?;
     let mut cfg = format!(
-        "node_name = \"bench\"\ndata_dir = \"{}\"\n[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n",
+        "[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n\
+         [[nodes]]\nname = \"bench\"\nrole = \"primary\"\ndata_dir = \"{}\"\n",
         data.display()
     );
     for i in 1..=n {
         cfg.push_str(&format!(
-            "[[cameras]]\nname = \"cam{i}\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{port}/cam{i}\"\n"
+            "[[cameras]]\nname = \"cam{i}\"\nnode = \"bench\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{port}/cam{i}\"\n"
         ));
     }
     let cfg_path = dir.join("nvr.toml");
@@ -129,6 +130,7 @@ fn run_recorder(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Res
     let mut child = Command::new(nvr)
         .args(["run", "--config"])
         .arg(&cfg_path)
+        .args(["--node", "bench"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)

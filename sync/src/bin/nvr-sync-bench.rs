@@ -59,34 +59,34 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
+/// The one cluster file of the benchmark's two nodes (primary `node-a`, standby `standby-1`).
 struct Nodes {
-    prim_cfg: PathBuf,
-    stby_cfg: PathBuf,
+    cluster: PathBuf,
 }
 
-fn write_configs(dir: &Path, data_a: &Path, data_s: &Path) -> Result<Nodes> {
+/// Writes `dir/cluster.toml`: node-a (recording into `data_a`, owning `cameras`, extra TOML of
+/// `[[cameras]]` tables) protected by standby-1 (into `data_s`), scrubbing off.
+fn write_configs(dir: &Path, data_a: &Path, data_s: &Path, cameras: &str) -> Result<Nodes> {
     let a = nvr_sync::identity::generate(&dir.join("id-a"), "node-a")?;
     let s = nvr_sync::identity::generate(&dir.join("id-s"), "standby-1")?;
     let port = free_port()?;
     let (a_cert, a_key) = a.pins().to_hex_strings();
     let (s_cert, s_key) = s.pins().to_hex_strings();
-    let prim = format!(
-        "node_name = \"node-a\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\nrole = \"primary\"\nscrub_interval_ms = 0\n\
-         [[peers]]\nnode = \"standby-1\"\naddress = \"127.0.0.1:{port}\"\ncert_sha256 = \"{s_cert}\"\nsigning_public_key = \"{s_key}\"\n",
+    let text = format!(
+        "[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n[sync]\nscrub_interval_ms = 0\n\
+         [[nodes]]\nname = \"node-a\"\nrole = \"primary\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\n\
+         cert_sha256 = \"{a_cert}\"\nsigning_public_key = \"{a_key}\"\n\
+         [[nodes]]\nname = \"standby-1\"\nrole = \"standby\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\n\
+         address = \"127.0.0.1:{port}\"\nprotects = [\"node-a\"]\n\
+         cert_sha256 = \"{s_cert}\"\nsigning_public_key = \"{s_key}\"\n{cameras}",
         data_a.display(),
-        dir.join("id-a").display()
-    );
-    let stby = format!(
-        "node_name = \"standby-1\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\nrole = \"standby\"\nlisten = \"127.0.0.1:{port}\"\nscrub_interval_ms = 0\n\
-         [[peers]]\nnode = \"node-a\"\ncert_sha256 = \"{a_cert}\"\nsigning_public_key = \"{a_key}\"\n",
+        dir.join("id-a").display(),
         data_s.display(),
         dir.join("id-s").display()
     );
-    let prim_cfg = dir.join("prim.toml");
-    let stby_cfg = dir.join("stby.toml");
-    std::fs::write(&prim_cfg, prim)?;
-    std::fs::write(&stby_cfg, stby)?;
-    Ok(Nodes { prim_cfg, stby_cfg })
+    let cluster = dir.join("cluster.toml");
+    std::fs::write(&cluster, text)?;
+    Ok(Nodes { cluster })
 }
 
 impl Nodes {
@@ -94,7 +94,13 @@ impl Nodes {
     fn start_standby(&self, agent: &Path, dir: &Path) -> Result<Child> {
         let child = spawn(
             agent,
-            &["run", "--config", &self.stby_cfg.to_string_lossy()],
+            &[
+                "run",
+                "--config",
+                &self.cluster.to_string_lossy(),
+                "--node",
+                "standby-1",
+            ],
             &dir.join("stby.log"),
         )?;
         std::thread::sleep(Duration::from_millis(300));
@@ -105,7 +111,13 @@ impl Nodes {
     fn start_primary(&self, agent: &Path, dir: &Path) -> Result<Child> {
         spawn(
             agent,
-            &["run", "--config", &self.prim_cfg.to_string_lossy()],
+            &[
+                "run",
+                "--config",
+                &self.cluster.to_string_lossy(),
+                "--node",
+                "node-a",
+            ],
             &dir.join("prim.log"),
         )
     }
@@ -256,7 +268,7 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
     let _ = Command::new("sync").status();
 
     // The agents over loopback mutual TLS.
-    let nodes = write_configs(dir, &data_a, &data_s)?;
+    let nodes = write_configs(dir, &data_a, &data_s, "")?;
     let agent = bin("nvr-sync")?;
     let mut standby = nodes.start_standby(&agent, dir)?;
     let t = Instant::now();
@@ -340,15 +352,20 @@ fn lag(streams: usize, seconds: u64, mbit: u32) -> Result<()> {
     }
     let cam_args: Vec<&str> = cam_args.iter().map(String::as_str).collect();
     let mut camsim = spawn(&nvr, &cam_args, &dir.join("camsim.log"))?;
-    let mut rec = format!("node_name = \"node-a\"\ndata_dir = \"{}\"\n[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n", data_a.display());
+    let mut rec = String::new();
     for i in 1..=streams {
-        rec.push_str(&format!("[[cameras]]\nname = \"cam{i}\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{cam_port}/cam{i}\"\n"));
+        rec.push_str(&format!("[[cameras]]\nname = \"cam{i}\"\nnode = \"node-a\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{cam_port}/cam{i}\"\n"));
     }
-    std::fs::write(dir.join("rec.toml"), rec)?;
-    let nodes = write_configs(dir, &data_a, &data_s)?;
+    let nodes = write_configs(dir, &data_a, &data_s, &rec)?;
     let mut recorder = spawn(
         &nvr,
-        &["run", "--config", &dir.join("rec.toml").to_string_lossy()],
+        &[
+            "run",
+            "--config",
+            &nodes.cluster.to_string_lossy(),
+            "--node",
+            "node-a",
+        ],
         &dir.join("rec.log"),
     )?;
     let mut standby = nodes.start_standby(&agent, dir)?;

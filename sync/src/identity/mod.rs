@@ -56,7 +56,7 @@ pub const TLS_KEY_FILE: &str = "tls.key";
 /// Self-signed TLS certificate, PEM. Public.
 pub const TLS_CERT_FILE: &str = "tls.crt";
 /// Node name and public pins, TOML. Public: hand it to peers.
-pub const IDENTITY_FILE: &str = "identity.toml";
+pub use cluster_config::IDENTITY_FILE;
 
 const PRIVATE_MODE: u32 = 0o600;
 const PUBLIC_MODE: u32 = 0o644;

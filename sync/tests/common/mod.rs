@@ -6,9 +6,9 @@
 //!   [`nvr_bin`], [`nvr_sync_bin`], ...
 //! * [`FaultProxy`]: a loopback TCP proxy that can pass, stall, refuse, cut and throttle traffic;
 //!   put it between a primary and its standby to simulate a bad link.
-//! * Sync nodes: [`keygen`] / [`read_identity`], [`SyncConfig`] / [`write_primary_sync_config`] /
-//!   [`write_standby_sync_config`], [`spawn_sync`], [`run_sync`], [`sync_status`],
-//!   [`sync_restore`]; recorders: [`write_recorder_config`], [`spawn_recorder`].
+//! * Sync nodes: [`keygen`] / [`read_identity`], the one cluster file of both nodes
+//!   ([`ClusterFile`] / [`write_cluster_config`]), [`spawn_sync`], [`run_sync`], [`sync_status`],
+//!   [`sync_restore`]; recorders: [`write_recorder_config`] (a one-node cluster), [`spawn_recorder`].
 //! * Store comparison: [`file_sha256`], [`dir_files`], [`media_files`], [`diff_files`].
 //!
 //! The `nvr` binary is another crate's: `cargo test -p nvr-sync` does not build it. `tests/run`
@@ -573,22 +573,12 @@ fn path_str(p: &Path) -> String {
         .to_string()
 }
 
-/// Writes `<dir>/nvr-<node>.toml`, a recorder configuration for `node` recording into `data_dir`
-/// with `cameras` as `(name, rtsp url)` (main stream only), segments of `segment_s` seconds, fast
-/// reconnects and flushes, and the free-space floor off (`min_free_bytes = 0`, so retention never
-/// deletes segments on a full test machine behind a test's back).
-pub fn write_recorder_config(
-    dir: &TestDir,
-    node: &str,
-    data_dir: &Path,
-    cameras: &[(&str, &str)],
-    segment_s: u64,
-) -> PathBuf {
-    let mut cfg = format!(
-        "node_name = {}\n\
-         data_dir = {}\n\
-         \n\
-         [recording]\n\
+/// Test timings of the recorder: segments of `segment_s` seconds, fast reconnects and flushes, and the
+/// free-space floor off (`min_free_bytes = 0`, so retention never deletes segments on a full test
+/// machine behind a test's back).
+fn recorder_sections(segment_s: u64) -> String {
+    format!(
+        "[recording]\n\
          segment_duration_s = {segment_s}\n\
          flush_interval_ms = 500\n\
          \n\
@@ -599,25 +589,49 @@ pub fn write_recorder_config(
          backoff_max_ms = 2000\n\
          \n\
          [retention]\n\
-         min_free_bytes = 0\n",
-        toml_string(node),
-        toml_string(&path_str(data_dir)),
-    );
+         min_free_bytes = 0\n"
+    )
+}
+
+/// `[[cameras]]` tables owned by `node`: `(name, rtsp url)`, main stream only.
+fn camera_tables(node: &str, cameras: &[(&str, &str)]) -> String {
+    let mut s = String::new();
     for (name, url) in cameras {
         let _ = write!(
-            cfg,
-            "\n[[cameras]]\nname = {}\n[cameras.streams.main]\nurl = {}\n",
+            s,
+            "\n[[cameras]]\nname = {}\nnode = {}\n[cameras.streams.main]\nurl = {}\n",
             toml_string(name),
+            toml_string(node),
             toml_string(url)
         );
     }
+    s
+}
+
+/// Writes `<dir>/nvr-<node>.toml`, a cluster configuration of the one primary `node` (no sync) recording
+/// into `data_dir` with `cameras` as `(name, rtsp url)` (main stream only) and the test timings of
+/// [`ClusterFile`]. Run it with `--node NODE` ([`spawn_recorder`]).
+pub fn write_recorder_config(
+    dir: &TestDir,
+    node: &str,
+    data_dir: &Path,
+    cameras: &[(&str, &str)],
+    segment_s: u64,
+) -> PathBuf {
+    let cfg = format!(
+        "{}\n[[nodes]]\nname = {}\nrole = \"primary\"\ndata_dir = {}\n{}",
+        recorder_sections(segment_s),
+        toml_string(node),
+        toml_string(&path_str(data_dir)),
+        camera_tables(node, cameras)
+    );
     dir.write(format!("nvr-{node}.toml"), cfg)
 }
 
-/// Runs `nvr run --config CONFIG` (logs in the test dir; see [`NvrProcess`]).
-pub fn spawn_recorder(dir: &TestDir, config: &Path) -> NvrProcess {
+/// Runs `nvr run --config CONFIG --node NODE` (logs in the test dir; see [`NvrProcess`]).
+pub fn spawn_recorder(dir: &TestDir, config: &Path, node: &str) -> NvrProcess {
     let config = path_str(config);
-    NvrProcess::spawn(dir, &["run", "--config", &config])
+    NvrProcess::spawn(dir, &["run", "--config", &config, "--node", node])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,171 +704,124 @@ pub fn keygen_in_process(dir: &TestDir, node: &str) -> Identity {
     read_identity(&id_dir)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Standby,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Standby => "standby",
-        }
-    }
-}
-
-/// One `[[peers]]` entry.
+/// The one cluster file of a primary (recording `cameras`) and the standby that protects it; both nodes'
+/// processes read the same file, each with `--node`. Build one with [`ClusterFile::pair`], adjust
+/// fields, then [`ClusterFile::write`]. `extra` is appended verbatim to the `[sync]` table.
 #[derive(Clone, Debug)]
-pub struct SyncPeer {
-    pub node: String,
-    /// The peer's listen address (a primary's entry for its standby); `None` on a standby.
-    pub address: Option<String>,
-    pub cert_sha256: String,
-    pub signing_public_key: String,
-}
-
-impl SyncPeer {
-    /// A peer entry pinning `identity`, reachable at `address` (if given).
-    pub fn of(identity: &Identity, address: Option<&str>) -> SyncPeer {
-        SyncPeer {
-            node: identity.node.clone(),
-            address: address.map(str::to_string),
-            cert_sha256: identity.cert_sha256.clone(),
-            signing_public_key: identity.signing_public_key.clone(),
-        }
-    }
-}
-
-/// An `nvr-sync` agent configuration. Build one with [`SyncConfig::primary`] or
-/// [`SyncConfig::standby`], adjust fields, then [`SyncConfig::write`]. `extra` is appended verbatim
-/// before the `[[peers]]` tables (top-level keys the agent may grow).
-#[derive(Clone, Debug)]
-pub struct SyncConfig {
-    pub node_name: String,
-    pub data_dir: PathBuf,
-    pub identity_dir: PathBuf,
-    pub role: Role,
-    /// The standby's listen address; `None` on a primary.
-    pub listen: Option<String>,
+pub struct ClusterFile {
+    pub primary: Identity,
+    pub primary_data: PathBuf,
+    pub standby: Identity,
+    pub standby_data: PathBuf,
+    /// Where the standby's agent binds.
+    pub standby_listen: String,
+    /// Where the primary reaches the standby: its listen address, or a [`FaultProxy::address`] in front
+    /// of it.
+    pub standby_address: String,
+    /// The primary's cameras, `(name, rtsp url)`.
+    pub cameras: Vec<(String, String)>,
+    pub segment_s: u64,
     pub head_interval_ms: u64,
     pub reconcile_interval_ms: u64,
     /// 0 = scrubbing off.
     pub scrub_interval_ms: u64,
-    pub peers: Vec<SyncPeer>,
     pub extra: String,
 }
 
-impl SyncConfig {
-    /// A primary: `me` (named like its recorder) mirroring `data_dir` to `standby` at
-    /// `standby_address` (the standby's listen address, or a [`FaultProxy::address`] in front of
-    /// it). Fast intervals (head 1 s, reconcile 2 s), scrub off.
-    pub fn primary(
-        me: &Identity,
-        data_dir: &Path,
+impl ClusterFile {
+    /// `primary` (recording into `primary_data`, no cameras yet) protected by `standby` (storing into
+    /// `standby_data`, listening and reached on `standby_listen`). Segments of 4 s, fast sync
+    /// intervals (head 1 s, reconcile 2 s), scrub off.
+    pub fn pair(
+        primary: &Identity,
+        primary_data: &Path,
         standby: &Identity,
-        standby_address: &str,
-    ) -> SyncConfig {
-        SyncConfig {
-            node_name: me.node.clone(),
-            data_dir: data_dir.to_path_buf(),
-            identity_dir: me.dir.clone(),
-            role: Role::Primary,
-            listen: None,
+        standby_data: &Path,
+        standby_listen: &str,
+    ) -> ClusterFile {
+        ClusterFile {
+            primary: primary.clone(),
+            primary_data: primary_data.to_path_buf(),
+            standby: standby.clone(),
+            standby_data: standby_data.to_path_buf(),
+            standby_listen: standby_listen.to_string(),
+            standby_address: standby_listen.to_string(),
+            cameras: Vec::new(),
+            segment_s: 4,
             head_interval_ms: 1000,
             reconcile_interval_ms: 2000,
             scrub_interval_ms: 0,
-            peers: vec![SyncPeer::of(standby, Some(standby_address))],
-            extra: String::new(),
-        }
-    }
-
-    /// A standby: `me` storing into its own `data_dir`, listening on `listen`, accepting
-    /// `primary`.
-    pub fn standby(me: &Identity, data_dir: &Path, listen: &str, primary: &Identity) -> SyncConfig {
-        SyncConfig {
-            node_name: me.node.clone(),
-            data_dir: data_dir.to_path_buf(),
-            identity_dir: me.dir.clone(),
-            role: Role::Standby,
-            listen: Some(listen.to_string()),
-            head_interval_ms: 1000,
-            reconcile_interval_ms: 2000,
-            scrub_interval_ms: 0,
-            peers: vec![SyncPeer::of(primary, None)],
             extra: String::new(),
         }
     }
 
     pub fn to_toml(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "node_name = {}", toml_string(&self.node_name));
-        let _ = writeln!(s, "data_dir = {}", toml_string(&path_str(&self.data_dir)));
+        let mut s = recorder_sections(self.segment_s);
         let _ = writeln!(
             s,
-            "identity_dir = {}",
-            toml_string(&path_str(&self.identity_dir))
+            "\n[sync]\nhead_interval_ms = {}\nreconcile_interval_ms = {}\nscrub_interval_ms = {}",
+            self.head_interval_ms, self.reconcile_interval_ms, self.scrub_interval_ms
         );
-        let _ = writeln!(s, "role = {}", toml_string(self.role.as_str()));
-        if let Some(listen) = &self.listen {
-            let _ = writeln!(s, "listen = {}", toml_string(listen));
-        }
-        let _ = writeln!(s, "head_interval_ms = {}", self.head_interval_ms);
-        let _ = writeln!(s, "reconcile_interval_ms = {}", self.reconcile_interval_ms);
-        let _ = writeln!(s, "scrub_interval_ms = {}", self.scrub_interval_ms);
         if !self.extra.is_empty() {
             s.push_str(&self.extra);
             if !self.extra.ends_with('\n') {
                 s.push('\n');
             }
         }
-        for p in &self.peers {
-            let _ = writeln!(s, "\n[[peers]]\nnode = {}", toml_string(&p.node));
-            if let Some(address) = &p.address {
-                let _ = writeln!(s, "address = {}", toml_string(address));
-            }
-            let _ = writeln!(s, "cert_sha256 = {}", toml_string(&p.cert_sha256));
+        let node = |s: &mut String, id: &Identity, role: &str, data: &Path| {
             let _ = writeln!(
                 s,
-                "signing_public_key = {}",
-                toml_string(&p.signing_public_key)
+                "\n[[nodes]]\nname = {}\nrole = {}\ndata_dir = {}\nidentity_dir = {}\ncert_sha256 = {}\nsigning_public_key = {}",
+                toml_string(&id.node),
+                toml_string(role),
+                toml_string(&path_str(data)),
+                toml_string(&path_str(&id.dir)),
+                toml_string(&id.cert_sha256),
+                toml_string(&id.signing_public_key)
             );
+        };
+        node(&mut s, &self.primary, "primary", &self.primary_data);
+        node(&mut s, &self.standby, "standby", &self.standby_data);
+        let _ = writeln!(
+            s,
+            "address = {}\nprotects = [{}]",
+            toml_string(&self.standby_address),
+            toml_string(&self.primary.node)
+        );
+        if self.standby_listen != self.standby_address {
+            let _ = writeln!(s, "listen = {}", toml_string(&self.standby_listen));
         }
+        let cams: Vec<(&str, &str)> = self
+            .cameras
+            .iter()
+            .map(|(n, u)| (n.as_str(), u.as_str()))
+            .collect();
+        s.push_str(&camera_tables(&self.primary.node, &cams));
         s
     }
 
-    /// Writes `<dir>/sync-<node_name>.toml` and returns its path.
+    /// Writes `<dir>/cluster.toml` and returns its path.
     pub fn write(&self, dir: &TestDir) -> PathBuf {
-        dir.write(format!("sync-{}.toml", self.node_name), self.to_toml())
+        dir.write("cluster.toml", self.to_toml())
     }
 }
 
-/// Writes `cfg` (see [`SyncConfig::write`]).
-pub fn write_sync_config(dir: &TestDir, cfg: &SyncConfig) -> PathBuf {
-    cfg.write(dir)
-}
-
-/// Writes a primary's configuration with the defaults of [`SyncConfig::primary`].
-pub fn write_primary_sync_config(
+/// Writes the cluster file of [`ClusterFile::pair`] with `cameras` on the primary.
+pub fn write_cluster_config(
     dir: &TestDir,
-    me: &Identity,
-    data_dir: &Path,
-    standby: &Identity,
-    standby_address: &str,
-) -> PathBuf {
-    SyncConfig::primary(me, data_dir, standby, standby_address).write(dir)
-}
-
-/// Writes a standby's configuration with the defaults of [`SyncConfig::standby`].
-pub fn write_standby_sync_config(
-    dir: &TestDir,
-    me: &Identity,
-    data_dir: &Path,
-    listen: &str,
     primary: &Identity,
+    primary_data: &Path,
+    standby: &Identity,
+    standby_data: &Path,
+    standby_listen: &str,
+    cameras: &[(&str, &str)],
 ) -> PathBuf {
-    SyncConfig::standby(me, data_dir, listen, primary).write(dir)
+    let mut c = ClusterFile::pair(primary, primary_data, standby, standby_data, standby_listen);
+    c.cameras = cameras
+        .iter()
+        .map(|(n, u)| (n.to_string(), u.to_string()))
+        .collect();
+    c.write(dir)
 }
 
 fn sync_envs() -> Vec<(&'static str, &'static str)> {
@@ -872,9 +839,9 @@ pub fn spawn_sync_args(dir: &TestDir, args: &[&str]) -> NvrProcess {
     NvrProcess::spawn_program(dir, "nvr-sync", nvr_sync_bin(), args, &sync_envs())
 }
 
-/// Runs the agent: `nvr-sync run --config CONFIG`.
-pub fn spawn_sync(dir: &TestDir, config: &Path) -> NvrProcess {
-    spawn_sync_args(dir, &["run", "--config", &path_str(config)])
+/// Runs node `node`'s agent: `nvr-sync run --config CONFIG --node NODE`.
+pub fn spawn_sync(dir: &TestDir, config: &Path, node: &str) -> NvrProcess {
+    spawn_sync_args(dir, &["run", "--config", &path_str(config), "--node", node])
 }
 
 /// Runs a short `nvr-sync` command to completion; panics if it takes longer than `timeout`.
@@ -893,11 +860,11 @@ pub fn run_sync(dir: &TestDir, args: &[&str], timeout: Duration) -> NvrOutput {
     }
 }
 
-/// `nvr-sync status --config CONFIG`, parsed as JSON. Panics on failure or non-JSON output.
-pub fn sync_status(dir: &TestDir, config: &Path) -> serde_json::Value {
+/// `nvr-sync status --config CONFIG --node NODE`, parsed as JSON. Panics on failure or non-JSON output.
+pub fn sync_status(dir: &TestDir, config: &Path, node: &str) -> serde_json::Value {
     let out = run_sync(
         dir,
-        &["status", "--config", &path_str(config)],
+        &["status", "--config", &path_str(config), "--node", node],
         Duration::from_secs(30),
     );
     assert!(
@@ -915,17 +882,24 @@ pub fn sync_status(dir: &TestDir, config: &Path) -> serde_json::Value {
     })
 }
 
-/// `nvr-sync restore --config CONFIG [--camera C] [--from-ms A --to-ms B]`; the caller checks
-/// the exit status.
+/// `nvr-sync restore --config CONFIG --node NODE [--camera C] [--from-ms A --to-ms B]`; the caller
+/// checks the exit status.
 pub fn sync_restore(
     dir: &TestDir,
     config: &Path,
+    node: &str,
     camera: Option<&str>,
     range_ms: Option<(i64, i64)>,
     timeout: Duration,
 ) -> NvrOutput {
     let config = path_str(config);
-    let mut args: Vec<String> = vec!["restore".into(), "--config".into(), config];
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        "--config".into(),
+        config,
+        "--node".into(),
+        node.into(),
+    ];
     if let Some(c) = camera {
         args.extend(["--camera".into(), c.to_string()]);
     }

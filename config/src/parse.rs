@@ -1,5 +1,5 @@
-//! TOML → [`Config`]: walks the span-preserving document tree of `toml` so that every error can name the
-//! file, the 1-based line, and the key path (`cameras[1].streams.main.url`).
+//! TOML → [`ClusterConfig`]: walks the span-preserving document tree of `toml` so that every error can name the
+//! file, the 1-based line, and the key path (`cameras[1].streams.main.url`, `nodes[0].address`).
 //!
 //! Values of `password` (and the contents of `password_file`) are never copied into an error message.
 
@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use std::net::SocketAddr;
+
 use super::{
-    CameraConfig, Config, IngestConfig, RecordingConfig, RetentionConfig, Secret, StreamConfig,
-    StreamKind, Transport,
+    check, CameraConfig, ClusterConfig, IngestConfig, NodeConfig, PasswordFile, Pins,
+    RecordingConfig, RetentionConfig, Role, Secret, StreamConfig, StreamKind, SyncSettings,
+    Transport,
 };
 
 /// Why a configuration file was refused.
@@ -52,13 +55,17 @@ pub enum ConfigError {
         path: String,
         message: String,
     },
+    /// Which node this machine is could not be decided (see [`ClusterConfig::select_node`]), or the
+    /// node cannot do what was asked of it.
+    #[error("{origin}: {message}")]
+    Node { origin: String, message: String },
 }
 
 impl ConfigError {
     /// 1-based line of the offending key or value, if the error has one.
     pub fn line(&self) -> Option<usize> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Node { .. } => None,
             ConfigError::Syntax { line, .. }
             | ConfigError::UnknownKey { line, .. }
             | ConfigError::Invalid { line, .. } => Some(*line),
@@ -68,7 +75,9 @@ impl ConfigError {
     /// Key path of the offending value (for an unknown key: the path of that key).
     pub fn path(&self) -> Option<String> {
         match self {
-            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } | ConfigError::Node { .. } => {
+                None
+            }
             ConfigError::UnknownKey { key, table, .. } => {
                 let t = table.trim_start_matches('[').trim_end_matches(']');
                 if table.starts_with('[') {
@@ -82,8 +91,9 @@ impl ConfigError {
     }
 }
 
-/// Reads and validates the configuration file at `path` (see `config.example.toml`).
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads and validates the cluster configuration file at `path` (see `config.example.toml`): every node,
+/// every camera, every cross-node rule (what `nvr check-config` checks).
+pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         origin: origin.clone(),
@@ -92,10 +102,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &origin)
 }
 
-/// Parses and validates configuration text. `origin` (usually the file name) prefixes every error message.
+/// Parses and validates cluster configuration text. `origin` (usually the file name) prefixes every error
+/// message.
 ///
-/// `password_file` is read here; it must be an absolute path.
-pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+/// `password_file`s are not read here (they live on their camera's node): see
+/// [`ClusterConfig::recorder`].
+pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
     let ctx = Ctx { origin, text };
     let doc = DeTable::parse(text).map_err(|e| ConfigError::Syntax {
         origin: origin.to_owned(),
@@ -110,38 +122,20 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         doc.span(),
         String::new(),
         &[
-            "node_name",
-            "data_dir",
+            "identity_dir",
             "recording",
             "ingest",
             "retention",
+            "sync",
+            "nodes",
             "cameras",
         ],
     )?;
 
-    let node_name = match root.string("node_name")? {
-        Some(v) => {
-            check_name(&ctx, &v, &root.key_path("node_name"))?;
-            v.into_inner()
-        }
-        None => return Err(root.missing("node_name")),
+    let identity_dir = match root.string("identity_dir")? {
+        Some(v) => absolute_path(&ctx, &v, "identity_dir")?,
+        None => PathBuf::from(DEFAULT_IDENTITY_DIR),
     };
-
-    let data_dir = match root.string("data_dir")? {
-        Some(v) => {
-            let p = PathBuf::from(v.get_ref());
-            if v.get_ref().is_empty() || !p.is_absolute() {
-                return Err(ctx.invalid(
-                    v.span(),
-                    "data_dir",
-                    format!("must be an absolute path, got {:?}", v.get_ref()),
-                ));
-            }
-            p
-        }
-        None => return Err(root.missing("data_dir")),
-    };
-
     let recording = match root.table("recording")? {
         Some(t) => parse_recording(&t)?,
         None => RecordingConfig::default(),
@@ -154,72 +148,360 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         Some(t) => parse_retention(&t)?,
         None => RetentionConfig::default(),
     };
+    let sync = match root.table("sync")? {
+        Some(t) => parse_sync(&t, &SyncSettings::default())?,
+        None => SyncSettings::default(),
+    };
 
-    let mut cameras: Vec<CameraConfig> = Vec::new();
-    // Name → line of its definition, for the duplicate message.
-    let mut seen: Vec<(String, usize)> = Vec::new();
-    if let Some(v) = root.get("cameras") {
-        let arr = match v.get_ref() {
-            DeValue::Array(a) => a,
-            other => {
-                return Err(ctx.invalid(
-                    v.span(),
-                    "cameras",
-                    format!(
-                        "expected an array of tables ([[cameras]]), got {}",
-                        other.type_str()
-                    ),
-                ))
-            }
-        };
-        for (i, item) in arr.iter().enumerate() {
-            let path = format!("cameras[{i}]");
-            let DeValue::Table(t) = item.get_ref() else {
-                return Err(ctx.invalid(
-                    item.span(),
-                    path,
-                    format!("expected a table, got {}", item.get_ref().type_str()),
-                ));
-            };
-            let table = Table::new(
-                &ctx,
-                t,
-                item.span(),
-                path,
-                &[
-                    "name",
-                    "username",
-                    "password",
-                    "password_file",
-                    "transport",
-                    "streams",
-                ],
-            )?;
-            let (cam, name_line) = parse_camera(&table)?;
-            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == cam.name) {
-                return Err(ConfigError::Invalid {
-                    origin: origin.to_owned(),
-                    line: name_line,
-                    path: table.key_path("name"),
-                    message: format!(
-                        "duplicate camera name {:?} (first defined at line {first})",
-                        cam.name
-                    ),
-                });
-            }
-            seen.push((cam.name.clone(), name_line));
-            cameras.push(cam);
+    let mut nodes: Vec<(NodeConfig, NodeLines)> = Vec::new();
+    for (i, table) in root.array_of_tables("nodes", NODE_KEYS)?.iter().enumerate() {
+        let (node, lines) = parse_node(table, i, &identity_dir, &sync)?;
+        if let Some((first, _)) = nodes.iter().find(|(n, _)| n.name == node.name) {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                line: node.line,
+                path: table.key_path("name"),
+                message: format!(
+                    "duplicate node name {:?} (first defined at line {})",
+                    node.name, first.line
+                ),
+            });
         }
+        nodes.push((node, lines));
+    }
+    if nodes.is_empty() {
+        return Err(ctx.invalid(
+            root.span.clone(),
+            "nodes",
+            "no nodes: add one [[nodes]] table per node of the cluster",
+        ));
     }
 
-    Ok(Config {
-        node_name,
-        data_dir,
+    let mut cameras: Vec<(CameraConfig, CameraLines)> = Vec::new();
+    for (i, table) in root
+        .array_of_tables("cameras", CAMERA_KEYS)?
+        .iter()
+        .enumerate()
+    {
+        let (cam, lines) = parse_camera(table, i)?;
+        if let Some((_, first)) = cameras.iter().find(|(c, _)| c.name == cam.name) {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                line: lines.name,
+                path: table.key_path("name"),
+                message: format!(
+                    "duplicate camera name {:?} (first defined at line {})",
+                    cam.name, first.name
+                ),
+            });
+        }
+        cameras.push((cam, lines));
+    }
+
+    check::cluster(origin, &nodes, &cameras)?;
+
+    Ok(ClusterConfig {
+        origin: origin.to_owned(),
         recording,
         ingest,
         retention,
-        cameras,
+        sync,
+        nodes: nodes.into_iter().map(|(n, _)| n).collect(),
+        cameras: cameras.into_iter().map(|(c, _)| c).collect(),
     })
+}
+
+/// Where `nvr-sync keygen` is told to write a node's identity unless the file says otherwise.
+const DEFAULT_IDENTITY_DIR: &str = "/etc/nvr/identity";
+
+const SYNC_KEYS: &[&str] = &[
+    "head_interval_ms",
+    "reconcile_interval_ms",
+    "scrub_interval_ms",
+    "scrub_bytes_per_s",
+    "bandwidth_bytes_per_s",
+];
+
+/// The `[sync]` keys a node may override in `[nodes.sync]`: those that depend on its disk and link.
+const NODE_SYNC_KEYS: &[&str] = &[
+    "scrub_interval_ms",
+    "scrub_bytes_per_s",
+    "bandwidth_bytes_per_s",
+];
+
+const NODE_KEYS: &[&str] = &[
+    "name",
+    "role",
+    "data_dir",
+    "identity_dir",
+    "address",
+    "listen",
+    "cert_sha256",
+    "signing_public_key",
+    "protects",
+    "sync",
+];
+
+const CAMERA_KEYS: &[&str] = &[
+    "name",
+    "node",
+    "username",
+    "password",
+    "password_file",
+    "transport",
+    "streams",
+];
+
+/// Upper bound of the sync intervals: one week.
+const MAX_SYNC_MS: u64 = 7 * 86_400_000;
+
+/// `[sync]`, or a node's `[nodes.sync]` over the cluster's `base`.
+fn parse_sync(t: &Table<'_, '_>, base: &SyncSettings) -> Result<SyncSettings, ConfigError> {
+    Ok(SyncSettings {
+        head_interval_ms: t
+            .int_in("head_interval_ms", 1, MAX_SYNC_MS)?
+            .unwrap_or(base.head_interval_ms),
+        reconcile_interval_ms: t
+            .int_in("reconcile_interval_ms", 1, MAX_SYNC_MS)?
+            .unwrap_or(base.reconcile_interval_ms),
+        scrub_interval_ms: t
+            .int_in("scrub_interval_ms", 0, MAX_SYNC_MS)?
+            .unwrap_or(base.scrub_interval_ms),
+        scrub_bytes_per_s: t
+            .byte_size("scrub_bytes_per_s", false)?
+            .unwrap_or(base.scrub_bytes_per_s),
+        bandwidth_bytes_per_s: t
+            .byte_size("bandwidth_bytes_per_s", true)?
+            .unwrap_or(base.bandwidth_bytes_per_s),
+    })
+}
+
+fn absolute_path(ctx: &Ctx<'_>, v: &Spanned<String>, path: &str) -> Result<PathBuf, ConfigError> {
+    let p = PathBuf::from(v.get_ref());
+    if v.get_ref().is_empty() || !p.is_absolute() {
+        return Err(ctx.invalid(
+            v.span(),
+            path,
+            format!("must be an absolute path, got {:?}", v.get_ref()),
+        ));
+    }
+    Ok(p)
+}
+
+/// A socket address `IP:PORT` with a non-zero port.
+fn socket_address(
+    t: &Table<'_, '_>,
+    key: &str,
+) -> Result<Option<(SocketAddr, usize)>, ConfigError> {
+    let Some(v) = t.string(key)? else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = v.get_ref().parse().map_err(|_| {
+        t.ctx.invalid(
+            v.span(),
+            t.key_path(key),
+            format!(
+                "{:?} is not an IP address and port (e.g. \"192.0.2.20:7443\" or \"[2001:db8::20]:7443\")",
+                v.get_ref()
+            ),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(t.ctx.invalid(
+            v.span(),
+            t.key_path(key),
+            format!("{:?}: port must not be 0", v.get_ref()),
+        ));
+    }
+    Ok(Some((addr, t.ctx.line(&v.span()))))
+}
+
+/// A pin: 64 hex digits (stored lower-case).
+fn pin(t: &Table<'_, '_>, key: &str) -> Result<Option<(String, usize)>, ConfigError> {
+    let Some(v) = t.string(key)? else {
+        return Ok(None);
+    };
+    let s = v.get_ref();
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(t.ctx.invalid(
+            v.span(),
+            t.key_path(key),
+            format!(
+                "must be 64 hex digits (as printed by `nvr-sync keygen`), got {} characters{}",
+                s.len(),
+                if s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    ""
+                } else {
+                    " with a non-hex digit"
+                }
+            ),
+        ));
+    }
+    Ok(Some((s.to_ascii_lowercase(), t.ctx.line(&v.span()))))
+}
+
+/// Lines of a node's keys, for the cross-node checks.
+pub(crate) struct NodeLines {
+    /// `nodes[i]`.
+    pub path: String,
+    pub address: usize,
+    pub listen: usize,
+    pub cert_sha256: usize,
+    pub signing_public_key: usize,
+    /// Line of each `protects` entry.
+    pub protects: Vec<usize>,
+}
+
+/// Lines of a camera's keys, for the cross-node checks.
+pub(crate) struct CameraLines {
+    /// `cameras[i]`.
+    pub path: String,
+    pub name: usize,
+    pub node: usize,
+}
+
+fn parse_node(
+    t: &Table<'_, '_>,
+    index: usize,
+    cluster_identity_dir: &Path,
+    cluster_sync: &SyncSettings,
+) -> Result<(NodeConfig, NodeLines), ConfigError> {
+    let ctx = t.ctx;
+    let name = t.string("name")?.ok_or_else(|| t.missing("name"))?;
+    check_name(ctx, &name, &t.key_path("name"))?;
+    let line = ctx.line(&name.span());
+
+    let role_v = t.string("role")?.ok_or_else(|| t.missing("role"))?;
+    let role = match role_v.get_ref().as_str() {
+        "primary" => Role::Primary,
+        "standby" => Role::Standby,
+        other => {
+            return Err(ctx.invalid(
+                role_v.span(),
+                t.key_path("role"),
+                format!("must be \"primary\" or \"standby\", got {other:?}"),
+            ))
+        }
+    };
+    let data_dir = match t.string("data_dir")? {
+        Some(v) => absolute_path(ctx, &v, &t.key_path("data_dir"))?,
+        None => return Err(t.missing("data_dir")),
+    };
+    let identity_dir = match t.string("identity_dir")? {
+        Some(v) => absolute_path(ctx, &v, &t.key_path("identity_dir"))?,
+        None => cluster_identity_dir.to_owned(),
+    };
+    let address = socket_address(t, "address")?;
+    let listen = socket_address(t, "listen")?;
+    let cert = pin(t, "cert_sha256")?;
+    let key = pin(t, "signing_public_key")?;
+    let pins = match (cert.clone(), key.clone()) {
+        (Some((cert_sha256, _)), Some((signing_public_key, _))) => Some(Pins {
+            cert_sha256,
+            signing_public_key,
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(t.missing("signing_public_key")),
+        (None, Some(_)) => return Err(t.missing("cert_sha256")),
+    };
+
+    let mut protects = Vec::new();
+    let mut protects_lines = Vec::new();
+    if let Some(v) = t.get("protects") {
+        let path = t.key_path("protects");
+        let DeValue::Array(items) = v.get_ref() else {
+            return Err(t.wrong_type("protects", v, "an array of node names"));
+        };
+        for (j, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{j}]");
+            let DeValue::String(s) = item.get_ref() else {
+                return Err(ctx.invalid(
+                    item.span(),
+                    item_path,
+                    format!("expected a node name, got {}", item.get_ref().type_str()),
+                ));
+            };
+            let s = Spanned::new(item.span(), s.to_string());
+            check_name(ctx, &s, &item_path)?;
+            if protects.contains(s.get_ref()) {
+                return Err(ctx.invalid(
+                    item.span(),
+                    item_path,
+                    format!("{:?} is listed twice", s.get_ref()),
+                ));
+            }
+            protects_lines.push(ctx.line(&item.span()));
+            protects.push(s.into_inner());
+        }
+    }
+
+    // Keys that only one role uses are refused on the other: no key is silently ignored.
+    let standby_only: &[&str] = &["address", "listen", "protects"];
+    match role {
+        Role::Primary => {
+            if let Some(k) = standby_only.iter().find(|k| t.get(k).is_some()) {
+                let span = t.get(k).map_or_else(|| t.span.clone(), |v| v.span());
+                return Err(ctx.invalid(
+                    span,
+                    t.key_path(k),
+                    format!("only a standby has {k} (this node is a primary)"),
+                ));
+            }
+        }
+        Role::Standby => {
+            if address.is_none() {
+                return Err(ctx.invalid(
+                    t.span.clone(),
+                    t.key_path("address"),
+                    "missing (required on a standby: where primaries reach its sync agent)",
+                ));
+            }
+            if protects.is_empty() {
+                let span = t
+                    .get("protects")
+                    .map_or_else(|| t.span.clone(), |v| v.span());
+                return Err(ctx.invalid(
+                    span,
+                    t.key_path("protects"),
+                    "a standby must protect at least one primary (protects = [\"nvr-a\"])",
+                ));
+            }
+        }
+    }
+
+    let sync = match t.get("sync") {
+        None => *cluster_sync,
+        Some(v) => {
+            let DeValue::Table(st) = v.get_ref() else {
+                return Err(t.wrong_type("sync", v, "a table"));
+            };
+            let st = Table::new(ctx, st, v.span(), t.key_path("sync"), NODE_SYNC_KEYS)?;
+            parse_sync(&st, cluster_sync)?
+        }
+    };
+
+    Ok((
+        NodeConfig {
+            name: name.into_inner(),
+            role,
+            data_dir,
+            identity_dir,
+            address: address.map(|(a, _)| a),
+            listen: listen.map(|(a, _)| a),
+            pins,
+            protects,
+            sync,
+            line,
+        },
+        NodeLines {
+            path: format!("nodes[{index}]"),
+            address: address.map_or(line, |(_, l)| l),
+            listen: listen.or(address).map_or(line, |(_, l)| l),
+            cert_sha256: cert.map_or(line, |(_, l)| l),
+            signing_public_key: key.map_or(line, |(_, l)| l),
+            protects: protects_lines,
+        },
+    ))
 }
 
 fn parse_recording(t: &Table<'_, '_>) -> Result<RecordingConfig, ConfigError> {
@@ -299,12 +581,19 @@ fn parse_retention(t: &Table<'_, '_>) -> Result<RetentionConfig, ConfigError> {
     })
 }
 
-/// Returns the camera and the line of its `name`.
-fn parse_camera(t: &Table<'_, '_>) -> Result<(CameraConfig, usize), ConfigError> {
+/// Returns the camera and the lines of its keys.
+fn parse_camera(
+    t: &Table<'_, '_>,
+    index: usize,
+) -> Result<(CameraConfig, CameraLines), ConfigError> {
     let ctx = t.ctx;
     let name = t.string("name")?.ok_or_else(|| t.missing("name"))?;
     check_name(ctx, &name, &t.key_path("name"))?;
     let name_line = ctx.line(&name.span());
+
+    let node = t.string("node")?.ok_or_else(|| t.missing("node"))?;
+    check_name(ctx, &node, &t.key_path("node"))?;
+    let node_line = ctx.line(&node.span());
 
     let username = match t.string("username")? {
         Some(u) if u.get_ref().is_empty() => {
@@ -314,7 +603,7 @@ fn parse_camera(t: &Table<'_, '_>) -> Result<(CameraConfig, usize), ConfigError>
         None => None,
     };
 
-    let password = match (t.get("password"), t.get("password_file")) {
+    let (password, password_file) = match (t.get("password"), t.get("password_file")) {
         (Some(_), Some(f)) => {
             return Err(ctx.invalid(
                 f.span(),
@@ -322,14 +611,14 @@ fn parse_camera(t: &Table<'_, '_>) -> Result<(CameraConfig, usize), ConfigError>
                 "password and password_file are both set; use one",
             ))
         }
-        (Some(_), None) => t.string("password")?.map(|p| Secret(p.into_inner())),
+        (Some(_), None) => (t.string("password")?.map(|p| Secret(p.into_inner())), None),
         (None, Some(_)) => match t.string("password_file")? {
-            Some(f) => Some(read_password_file(t, &f)?),
-            None => None,
+            Some(f) => (None, Some(password_file_of(t, &f)?)),
+            None => (None, None),
         },
-        (None, None) => None,
+        (None, None) => (None, None),
     };
-    if password.is_some() && username.is_none() {
+    if (password.is_some() || password_file.is_some()) && username.is_none() {
         let key = if t.get("password").is_some() {
             "password"
         } else {
@@ -425,37 +714,44 @@ fn parse_camera(t: &Table<'_, '_>) -> Result<(CameraConfig, usize), ConfigError>
     Ok((
         CameraConfig {
             name: name.into_inner(),
+            node: node.into_inner(),
             username,
             password,
+            password_file,
             transport,
             streams,
         },
-        name_line,
+        CameraLines {
+            path: format!("cameras[{index}]"),
+            name: name_line,
+            node: node_line,
+        },
     ))
 }
 
-fn read_password_file(t: &Table<'_, '_>, f: &Spanned<String>) -> Result<Secret, ConfigError> {
-    let path_key = t.key_path("password_file");
-    let p = Path::new(f.get_ref());
-    if !p.is_absolute() {
-        return Err(t.ctx.invalid(
-            f.span(),
-            path_key,
-            format!("must be an absolute path, got {:?}", f.get_ref()),
-        ));
-    }
-    let contents = std::fs::read_to_string(p).map_err(|e| {
-        t.ctx.invalid(
-            f.span(),
-            path_key.clone(),
-            format!("cannot read {:?}: {e}", f.get_ref()),
-        )
-    })?;
+fn password_file_of(t: &Table<'_, '_>, f: &Spanned<String>) -> Result<PasswordFile, ConfigError> {
+    let key = t.key_path("password_file");
+    let path = absolute_path(t.ctx, f, &key)?;
+    Ok(PasswordFile {
+        path,
+        line: t.ctx.line(&f.span()),
+        key,
+    })
+}
+
+/// Reads a camera's `password_file` (a trailing newline is trimmed; an empty password is refused).
+pub(crate) fn read_password_file(origin: &str, f: &PasswordFile) -> Result<Secret, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        line: f.line,
+        path: f.key.clone(),
+        message,
+    };
+    let contents = std::fs::read_to_string(&f.path)
+        .map_err(|e| invalid(format!("cannot read {:?}: {e}", f.path)))?;
     let pw = contents.trim_end_matches(['\n', '\r']);
     if pw.is_empty() {
-        return Err(t
-            .ctx
-            .invalid(f.span(), path_key, format!("{:?} is empty", f.get_ref())));
+        return Err(invalid(format!("{:?} is empty", f.path)));
     }
     Ok(Secret(pw.to_owned()))
 }
@@ -506,8 +802,8 @@ fn check_name(ctx: &Ctx<'_>, v: &Spanned<String>, path: &str) -> Result<(), Conf
 /// `B`, `KB`/`kB`, `MB`, `GB`, `TB` (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024).
 ///
 /// ```
-/// assert_eq!(nvr::config::parse_byte_size("1 GiB"), Ok(1 << 30));
-/// assert_eq!(nvr::config::parse_byte_size("5MB"), Ok(5_000_000));
+/// assert_eq!(cluster_config::parse_byte_size("1 GiB"), Ok(1 << 30));
+/// assert_eq!(cluster_config::parse_byte_size("5MB"), Ok(5_000_000));
 /// ```
 pub fn parse_byte_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -690,9 +986,44 @@ impl<'a, 'i> Table<'a, 'i> {
                 "min_free_bytes",
                 "interval_s",
             ],
+            "sync" => SYNC_KEYS,
             _ => &[],
         };
         Table::new(self.ctx, t, v.span(), self.key_path(key), allowed).map(Some)
+    }
+
+    /// The tables of an array of tables (`[[nodes]]`), each checked for unknown keys; none if absent.
+    fn array_of_tables(
+        &self,
+        key: &str,
+        allowed: &[&str],
+    ) -> Result<Vec<Table<'a, 'i>>, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let DeValue::Array(arr) = v.get_ref() else {
+            return Err(self.ctx.invalid(
+                v.span(),
+                self.key_path(key),
+                format!(
+                    "expected an array of tables ([[{key}]]), got {}",
+                    v.get_ref().type_str()
+                ),
+            ));
+        };
+        let mut out = Vec::new();
+        for (i, item) in arr.iter().enumerate() {
+            let path = format!("{}[{i}]", self.key_path(key));
+            let DeValue::Table(t) = item.get_ref() else {
+                return Err(self.ctx.invalid(
+                    item.span(),
+                    path,
+                    format!("expected a table, got {}", item.get_ref().type_str()),
+                ));
+            };
+            out.push(Table::new(self.ctx, t, item.span(), path, allowed)?);
+        }
+        Ok(out)
     }
 
     /// An integer in `min..=max`.

@@ -1,0 +1,179 @@
+//! The rules between nodes and cameras, checked once every table has parsed on its own: addresses, pins,
+//! who protects whom, who owns which camera. Every message names the file, the line and the key of the
+//! later of two clashing entries and the line of the earlier one.
+
+use super::parse::{CameraLines, ConfigError, NodeLines};
+use super::{CameraConfig, NodeConfig, Role};
+
+pub(crate) fn cluster(
+    origin: &str,
+    nodes: &[(NodeConfig, NodeLines)],
+    cameras: &[(CameraConfig, CameraLines)],
+) -> Result<(), ConfigError> {
+    let err = |line: usize, path: String, message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        line,
+        path,
+        message,
+    };
+
+    for (i, (n, l)) in nodes.iter().enumerate() {
+        let earlier = &nodes[..i];
+        if let Some(a) = n.address {
+            if let Some((m, ml)) = earlier.iter().find(|(m, _)| m.address == Some(a)) {
+                return Err(err(
+                    l.address,
+                    format!("{}.address", l.path),
+                    format!(
+                        "duplicate address {a} (also node {:?}, line {})",
+                        m.name, ml.address
+                    ),
+                ));
+            }
+        }
+        if let Some(la) = n.listen_address() {
+            if let Some((m, ml)) = earlier.iter().find(|(m, _)| same_listener(n, m)) {
+                return Err(err(
+                    l.listen,
+                    format!(
+                        "{}.{}",
+                        l.path,
+                        if n.listen.is_some() {
+                            "listen"
+                        } else {
+                            "address"
+                        }
+                    ),
+                    format!(
+                        "listen address {la} clashes with node {:?} (line {}) on the same host",
+                        m.name, ml.listen
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = &n.pins {
+            for (m, ml) in earlier {
+                let Some(q) = &m.pins else { continue };
+                if p.cert_sha256 == q.cert_sha256 {
+                    return Err(err(
+                        l.cert_sha256,
+                        format!("{}.cert_sha256", l.path),
+                        format!(
+                            "duplicate pin: node {:?} (line {}) has the same cert_sha256; each node needs its own `nvr-sync keygen`",
+                            m.name, ml.cert_sha256
+                        ),
+                    ));
+                }
+                if p.signing_public_key == q.signing_public_key {
+                    return Err(err(
+                        l.signing_public_key,
+                        format!("{}.signing_public_key", l.path),
+                        format!(
+                            "duplicate pin: node {:?} (line {}) has the same signing_public_key; each node needs its own `nvr-sync keygen`",
+                            m.name, ml.signing_public_key
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    // Who protects whom: known primaries, each protected by at most one standby.
+    for (n, l) in nodes.iter().filter(|(n, _)| n.role == Role::Standby) {
+        for (j, (p, line)) in n.protects.iter().zip(&l.protects).enumerate() {
+            let path = format!("{}.protects[{j}]", l.path);
+            let Some((target, _)) = nodes.iter().find(|(m, _)| m.name == *p) else {
+                return Err(err(*line, path, format!("unknown node {p:?}")));
+            };
+            if target.role != Role::Primary {
+                return Err(err(
+                    *line,
+                    path,
+                    format!("node {p:?} is a {}, not a primary", target.role.as_str()),
+                ));
+            }
+            let other = nodes
+                .iter()
+                .take_while(|(m, _)| m.name != n.name)
+                .find(|(m, _)| m.protects.contains(p));
+            if let Some((m, _)) = other {
+                return Err(err(
+                    *line,
+                    path,
+                    format!(
+                        "primary {p:?} is already protected by standby {:?}; a primary mirrors to one standby",
+                        m.name
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Nodes that take part in sync need their pins.
+    for (n, l) in nodes {
+        let in_sync = match n.role {
+            Role::Standby => true,
+            Role::Primary => nodes.iter().any(|(m, _)| m.protects.contains(&n.name)),
+        };
+        if in_sync && n.pins.is_none() {
+            return Err(err(
+                n.line,
+                format!("{}.cert_sha256", l.path),
+                format!(
+                    "missing (node {:?} takes part in sync: set cert_sha256 and signing_public_key as printed by `nvr-sync keygen --node {}`)",
+                    n.name, n.name
+                ),
+            ));
+        }
+    }
+
+    for (c, l) in cameras {
+        let path = format!("{}.node", l.path);
+        match nodes.iter().find(|(n, _)| n.name == c.node) {
+            None => {
+                let known: Vec<&str> = nodes.iter().map(|(n, _)| n.name.as_str()).collect();
+                return Err(err(
+                    l.node,
+                    path,
+                    format!("unknown node {:?} (nodes: {})", c.node, known.join(", ")),
+                ));
+            }
+            Some((n, _)) if n.role != Role::Primary => {
+                return Err(err(
+                    l.node,
+                    path,
+                    format!(
+                        "node {:?} is a standby; cameras are recorded by primaries",
+                        c.node
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether two standbys' agents would bind the same port on the same host. A node's host is the IP of its
+/// `address` (or of its `listen`, unless that is a wildcard such as `0.0.0.0`).
+fn same_listener(a: &NodeConfig, b: &NodeConfig) -> bool {
+    let (Some(la), Some(lb)) = (a.listen_address(), b.listen_address()) else {
+        return false;
+    };
+    if la.port() != lb.port() {
+        return false;
+    }
+    let hosts = |n: &NodeConfig, l: std::net::SocketAddr| {
+        let mut h = Vec::new();
+        if let Some(a) = n.address {
+            h.push(a.ip());
+        }
+        if !l.ip().is_unspecified() {
+            h.push(l.ip());
+        }
+        h
+    };
+    let (ha, hb) = (hosts(a, la), hosts(b, lb));
+    let same_host = ha.iter().any(|x| hb.contains(x));
+    same_host && (la.ip() == lb.ip() || la.ip().is_unspecified() || lb.ip().is_unspecified())
+}

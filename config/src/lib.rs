@@ -1,0 +1,314 @@
+//! The cluster configuration: ONE TOML file, edited once and copied to every node, that holds the nodes
+//! (name, role, data directory, sync address, pins), every camera with its owner node, and the recording,
+//! ingest, retention and sync settings. Every key is documented in `config.example.toml` at the
+//! repository root and in `docs/configuration.md`.
+//!
+//! Both the recorder (`nvr`) and the sync agent (`nvr-sync`) read the file through this crate, which
+//! depends only on `base`: [`load`] parses and validates the whole file (every node at once, the checks of
+//! `nvr check-config`), [`ClusterConfig::select_node`] finds the node this machine is (from its
+//! `identity.toml`, or an explicit `--node`), and [`ClusterConfig::recorder`] /
+//! [`ClusterConfig::sync_node`] derive one node's view.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+mod check;
+mod parse;
+mod select;
+mod view;
+
+pub use parse::{load, parse, parse_byte_size, ConfigError};
+pub use select::{identity_node, IDENTITY_FILE};
+pub use view::{RecorderConfig, SyncNode, SyncPeer};
+
+/// The whole cluster: what every node reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Where the text came from (usually the file name); prefixes every error message.
+    pub origin: String,
+    pub recording: RecordingConfig,
+    pub ingest: IngestConfig,
+    pub retention: RetentionConfig,
+    /// Cluster-wide sync settings (nodes may override some, see [`NodeConfig::sync`]).
+    pub sync: SyncSettings,
+    /// In file order; names unique.
+    pub nodes: Vec<NodeConfig>,
+    /// In file order; names unique across the cluster; each owned by a primary of `nodes`.
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// What a node does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Records its cameras; its sync agent mirrors them to the standby that protects it.
+    Primary,
+    /// Records nothing; its sync agent listens for the primaries it protects and keeps their copies.
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+/// One `[[nodes]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// The node's name (`base::names`); recorded with every segment, the TLS name of its agent.
+    pub name: String,
+    pub role: Role,
+    /// Root of the node's media and catalog (a primary's recordings; a standby's copies).
+    pub data_dir: PathBuf,
+    /// Where `nvr-sync keygen` wrote the node's keys and `identity.toml` (the node's own or the
+    /// cluster's `identity_dir`).
+    pub identity_dir: PathBuf,
+    /// Standby: where primaries reach its sync agent (IP and port).
+    pub address: Option<SocketAddr>,
+    /// Standby: what its agent binds; defaults to `address`.
+    pub listen: Option<SocketAddr>,
+    /// The public pins printed by `nvr-sync keygen`; required on nodes that take part in sync.
+    pub pins: Option<Pins>,
+    /// Standby: the primaries it protects (names of primary nodes, at least one).
+    pub protects: Vec<String>,
+    /// Sync settings in effect on this node: the cluster's `[sync]` with this node's overrides.
+    pub sync: SyncSettings,
+    /// 1-based line of the node's `name` (for messages about the node).
+    pub line: usize,
+}
+
+impl NodeConfig {
+    /// The address its agent binds: `listen`, or else `address` (standbys only).
+    pub fn listen_address(&self) -> Option<SocketAddr> {
+        self.listen.or(self.address)
+    }
+}
+
+/// A node's public pins, as lower-case hex (64 digits each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pins {
+    /// SHA-256 of the node's TLS certificate (DER).
+    pub cert_sha256: String,
+    /// The node's Ed25519 public key that signs its log heads.
+    pub signing_public_key: String,
+}
+
+/// Settings of the sync agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// Primary: a signed tree head at least this often while connected (and on every seal batch).
+    /// Default 5 000.
+    pub head_interval_ms: u64,
+    /// Primary: full pass over the catalog this often (file events can be missed). Default 10 000.
+    pub reconcile_interval_ms: u64,
+    /// Re-hash of sealed segments against the log: one pass this often; 0 = off. Default 3 600 000.
+    /// Per-node override.
+    pub scrub_interval_ms: u64,
+    /// Re-hash rate limit of the scrub. Default 50 000 000. Per-node override.
+    pub scrub_bytes_per_s: u64,
+    /// Primary: cap of the media bytes sent per second; 0 = no cap. Default 0. Per-node override.
+    pub bandwidth_bytes_per_s: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            head_interval_ms: 5_000,
+            reconcile_interval_ms: 10_000,
+            scrub_interval_ms: 3_600_000,
+            scrub_bytes_per_s: 50_000_000,
+            bandwidth_bytes_per_s: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingConfig {
+    /// Target segment length; a segment is cut on the first key frame at or after it. Default 60 000.
+    pub segment_duration_ms: u64,
+    /// Appended data is flushed to disk (fdatasync) at most this long after it was written. Default 1 000.
+    pub flush_interval_ms: u64,
+    /// A fragment is closed at a key frame or once it holds this much media, whichever comes first: the
+    /// bound on frames held in memory, on the mirroring lag and on the loss at a crash. Default 1 000.
+    pub fragment_max_ms: u64,
+    /// Shadow mode keeps the last this-many ms of a stream (but at least two GOPs). Default 5 000.
+    pub shadow_ring_ms: u64,
+    /// Cap of a shadow ring, bytes (wins over the two GOPs). Default 16 MiB.
+    pub shadow_ring_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestConfig {
+    /// Timeout of each of connect+DESCRIBE, SETUP and PLAY. Default 10 000.
+    pub connect_timeout_ms: u64,
+    /// No-frame watchdog: a session that delivers no frame for this long is dropped and reconnected. Default 10 000.
+    pub frame_timeout_ms: u64,
+    /// First reconnect delay; doubled on each failure (plus jitter) up to `backoff_max_ms`. Default 1 000.
+    pub backoff_initial_ms: u64,
+    /// Cap of the reconnect delay, also used after an authentication failure. Default 30 000.
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    /// Default per-stream maximum age of sealed segments, in days. `None`: no age limit.
+    pub max_age_days: Option<u64>,
+    /// Default per-stream maximum bytes of sealed segments. `None`: no byte limit.
+    pub max_bytes_per_stream: Option<u64>,
+    /// Global floor of free bytes on the data directory's file system. Default 1 GiB.
+    pub min_free_bytes: u64,
+    /// How often the retention pass runs. Default 60 000.
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamKind {
+    Main,
+    Sub,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Main => "main",
+            StreamKind::Sub => "sub",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraConfig {
+    /// Unique name in the cluster: `[a-z0-9][a-z0-9_-]{0,62}` (used in paths).
+    pub name: String,
+    /// The primary node that records it.
+    pub node: String,
+    pub username: Option<String>,
+    /// Never logged or printed (its `Debug` is redacted). In a [`ClusterConfig`] only an inline
+    /// `password`; in a [`RecorderConfig`] also one read from `password_file`.
+    pub password: Option<Secret>,
+    /// `password_file`, read when the owner node's [`RecorderConfig`] is derived (the file is on that
+    /// node, not necessarily on the machine that checks the cluster file).
+    pub password_file: Option<PasswordFile>,
+    pub transport: Transport,
+    /// At least one stream; at most one `main` and one `sub`.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// Where a camera's password is read from, and where that was configured (for error messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// 1-based line of the `password_file` key.
+    pub line: usize,
+    /// Key path, e.g. `cameras[0].password_file`.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub kind: StreamKind,
+    /// `rtsp://` URL without credentials (credentials in the URL are refused: they would end up in logs).
+    pub url: url::Url,
+    /// Default true.
+    pub record: bool,
+    /// Overrides `retention.max_age_days` for this stream.
+    pub max_age_days: Option<u64>,
+    /// Overrides `retention.max_bytes_per_stream` for this stream.
+    pub max_bytes: Option<u64>,
+}
+
+/// A password; `Debug` and `Display` print `"***"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Secret {
+    /// The password itself, for the RTSP client only. Never log the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            segment_duration_ms: 60_000,
+            flush_interval_ms: 1_000,
+            fragment_max_ms: 1_000,
+            shadow_ring_ms: 5_000,
+            shadow_ring_max_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            connect_timeout_ms: 10_000,
+            frame_timeout_ms: 10_000,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age_days: None,
+            max_bytes_per_stream: None,
+            min_free_bytes: 1 << 30,
+            interval_ms: 60_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The node named `name`, if any.
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The standby that protects primary `name`, if any.
+    pub fn standby_of(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes
+            .iter()
+            .find(|n| n.role == Role::Standby && n.protects.iter().any(|p| p == name))
+    }
+
+    /// The cameras owned by node `name`, in file order.
+    pub fn cameras_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a CameraConfig> + 'a {
+        self.cameras.iter().filter(move |c| c.node == name)
+    }
+}

@@ -1,0 +1,304 @@
+//! The cluster file as a whole: cross-node checks that need more than one line changed, one node's view,
+//! and which node a machine is (identity or `--node`).
+
+use std::path::Path;
+
+use cluster_config::{parse, ClusterConfig, ConfigError, Role, IDENTITY_FILE};
+
+fn pin(c: char) -> String {
+    std::iter::repeat_n(c, 64).collect()
+}
+
+/// A primary with `identity_dir` and pins from `p`.
+fn primary(name: &str, p: char, extra: &str) -> String {
+    format!(
+        "[[nodes]]\nname = \"{name}\"\nrole = \"primary\"\ndata_dir = \"/data/{name}\"\n\
+         identity_dir = \"/id/{name}\"\ncert_sha256 = \"{}\"\nsigning_public_key = \"{}\"\n{extra}\n",
+        pin(p),
+        pin(p.to_ascii_uppercase())
+    )
+}
+
+fn standby(name: &str, p: char, address: &str, protects: &str, extra: &str) -> String {
+    format!(
+        "[[nodes]]\nname = \"{name}\"\nrole = \"standby\"\ndata_dir = \"/data/{name}\"\n\
+         identity_dir = \"/id/{name}\"\naddress = \"{address}\"\nprotects = {protects}\n\
+         cert_sha256 = \"{}\"\nsigning_public_key = \"{}\"\n{extra}\n",
+        pin(p),
+        pin(p.to_ascii_uppercase())
+    )
+}
+
+fn camera(name: &str, node: &str) -> String {
+    format!(
+        "[[cameras]]\nname = \"{name}\"\nnode = \"{node}\"\n[cameras.streams.main]\nurl = \"rtsp://192.0.2.1/{name}\"\n"
+    )
+}
+
+/// Two primaries (a: cameras c1, c2; b: camera c3) protected by standby s.
+fn two_primaries() -> String {
+    [
+        "[sync]\nscrub_interval_ms = 1000\nbandwidth_bytes_per_s = 7\n".to_owned(),
+        primary("a", 'a', "[nodes.sync]\nbandwidth_bytes_per_s = \"1 MB\"\n"),
+        primary("b", 'b', ""),
+        standby(
+            "s",
+            'c',
+            "127.0.0.1:7001",
+            "[\"a\", \"b\"]",
+            "listen = \"127.0.0.1:7002\"\n[nodes.sync]\nscrub_interval_ms = 0\n",
+        ),
+        camera("c1", "a"),
+        camera("c2", "a"),
+        camera("c3", "b"),
+    ]
+    .concat()
+}
+
+fn refused(text: &str) -> String {
+    match parse(text, "cluster.toml") {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn cross_node_rules() {
+    let two = |a: &str, b: &str| format!("{}{}{}", primary("p", 'a', ""), a, b);
+    // (text, expected message start, expected part)
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            two(
+                &standby("s1", 'b', "127.0.0.1:7001", "[\"p\"]", ""),
+                &standby("s2", 'c', "127.0.0.1:7001", "[\"q\"]", ""),
+            ),
+            "cluster.toml:24: nodes[2].address: ",
+            "duplicate address 127.0.0.1:7001 (also node \"s1\", line 14)",
+        ),
+        (
+            two(
+                &standby("s1", 'b', "127.0.0.1:7001", "[\"p\"]", "listen = \"0.0.0.0:7443\""),
+                &standby("s2", 'c', "127.0.0.1:7002", "[\"q\"]", "listen = \"127.0.0.1:7443\""),
+            ),
+            "cluster.toml:28: nodes[2].listen: ",
+            "listen address 127.0.0.1:7443 clashes with node \"s1\" (line 18) on the same host",
+        ),
+        (
+            two(
+                &standby("s1", 'b', "127.0.0.1:7443", "[\"p\"]", ""),
+                &standby("s2", 'c', "127.0.0.1:7002", "[\"q\"]", "listen = \"0.0.0.0:7443\""),
+            ),
+            "cluster.toml:28: nodes[2].listen: ",
+            "listen address 0.0.0.0:7443 clashes with node \"s1\" (line 14)",
+        ),
+        (
+            two(
+                &primary("q", 'd', ""),
+                &standby("s1", 'b', "127.0.0.1:7001", "[\"p\", \"q\"]", ""),
+            ),
+            "cluster.toml:",
+            "",
+        ),
+        (
+            format!(
+                "{}{}{}",
+                primary("p", 'a', ""),
+                standby("s1", 'b', "127.0.0.1:7001", "[\"p\"]", ""),
+                standby("s2", 'c', "127.0.0.1:7002", "[\"p\"]", "")
+            ),
+            "cluster.toml:25: nodes[2].protects[0]: ",
+            "primary \"p\" is already protected by standby \"s1\"; a primary mirrors to one standby",
+        ),
+        (
+            format!(
+                "[[nodes]]\nname = \"p\"\nrole = \"primary\"\ndata_dir = \"/d\"\n{}",
+                standby("s1", 'b', "127.0.0.1:7001", "[\"p\"]", "")
+            ),
+            "cluster.toml:2: nodes[0].cert_sha256: ",
+            "missing (node \"p\" takes part in sync",
+        ),
+        (
+            "[recording]\nsegment_duration_s = 10\n".to_owned(),
+            "cluster.toml:1: nodes: ",
+            "no nodes",
+        ),
+        (
+            format!("{}{}", primary("p", 'a', ""), primary("q", 'b', "address = \"127.0.0.1:1\"")),
+            "cluster.toml:16: nodes[1].address: ",
+            "only a standby has address",
+        ),
+        (
+            format!("{}[nodes.sync]\nhead_interval_ms = 1\n", primary("p", 'a', "")),
+            "cluster.toml:10: ",
+            "unknown key \"head_interval_ms\" in [nodes[0].sync]",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (text, start, part)) in cases.iter().enumerate() {
+        if i == 3 {
+            // Two primaries in one standby's protects list is fine.
+            if let Err(e) = parse(text, "cluster.toml") {
+                failures.push(format!("case {i}: refused: {e}"));
+            }
+            continue;
+        }
+        let msg = refused(text);
+        if !msg.starts_with(start) || !msg.contains(part) {
+            failures.push(format!("case {i}: got {msg:?}, want {start:?} + {part:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn one_nodes_view() {
+    let c = parse(&two_primaries(), "cluster.toml").expect("parses");
+    assert!(c.summary().contains("node s (standby)"));
+
+    let a = c.recorder("a").expect("a");
+    assert_eq!(a.node_name, "a");
+    assert_eq!(a.data_dir, Path::new("/data/a"));
+    let names: Vec<&str> = a.cameras.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["c1", "c2"]);
+    let b = c.recorder("b").expect("b");
+    assert_eq!(b.cameras.len(), 1);
+    assert_eq!(b.cameras[0].name, "c3");
+    assert!(c.recorder("s").expect("s").cameras.is_empty());
+
+    // A primary talks to its standby, at the standby's address.
+    let sa = c.sync_node("a").expect("a");
+    assert_eq!(sa.role, Role::Primary);
+    assert_eq!(sa.identity_dir, Path::new("/id/a"));
+    assert_eq!(sa.peers.len(), 1);
+    assert_eq!(sa.peers[0].node, "s");
+    assert_eq!(
+        sa.peers[0].address,
+        Some("127.0.0.1:7001".parse().expect("addr"))
+    );
+    assert_eq!(sa.peers[0].cert_sha256, pin('c'));
+    assert_eq!(
+        sa.peers[0].signing_public_key,
+        pin('C').to_ascii_lowercase()
+    );
+    // Cluster settings with the node's own override.
+    assert_eq!(sa.settings.scrub_interval_ms, 1000);
+    assert_eq!(sa.settings.bandwidth_bytes_per_s, 1_000_000);
+    assert_eq!(
+        c.sync_node("b").expect("b").settings.bandwidth_bytes_per_s,
+        7
+    );
+
+    // A standby binds `listen` and trusts the primaries it protects (no address).
+    let ss = c.sync_node("s").expect("s");
+    assert_eq!(ss.role, Role::Standby);
+    assert_eq!(ss.listen, Some("127.0.0.1:7002".parse().expect("addr")));
+    let peers: Vec<(&str, bool)> = ss
+        .peers
+        .iter()
+        .map(|p| (p.node.as_str(), p.address.is_none()))
+        .collect();
+    assert_eq!(peers, [("a", true), ("b", true)]);
+    assert_eq!(ss.settings.scrub_interval_ms, 0);
+    assert_eq!(ss.settings.bandwidth_bytes_per_s, 7);
+}
+
+/// `two_primaries` with every identity_dir under `root`.
+fn cluster_in(root: &Path) -> ClusterConfig {
+    let text = two_primaries().replace("\"/id/", &format!("\"{}/", root.display()));
+    parse(&text, "cluster.toml").expect("parses")
+}
+
+fn write_identity(dir: &Path, node: &str) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::write(
+        dir.join(IDENTITY_FILE),
+        format!("node = \"{node}\"\ncert_sha256 = \"{}\"\n", pin('0')),
+    )
+    .expect("write identity");
+}
+
+fn node_error(r: Result<&cluster_config::NodeConfig, ConfigError>) -> String {
+    match r {
+        Ok(n) => panic!("selected {}", n.name),
+        Err(e) => {
+            assert!(matches!(e, ConfigError::Node { .. }), "{e:?}");
+            e.to_string()
+        }
+    }
+}
+
+#[test]
+fn node_is_picked_by_identity_or_by_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = cluster_in(tmp.path());
+
+    // No identity on this machine.
+    let e = node_error(c.select_node(None));
+    assert!(
+        e.starts_with("cluster.toml: no node identity on this machine"),
+        "{e}"
+    );
+    assert!(e.contains("--node"), "{e}");
+
+    // The identity in b's identity_dir names b.
+    write_identity(&tmp.path().join("b"), "b");
+    assert_eq!(c.select_node(None).expect("b").name, "b");
+    // --node wins over the identity.
+    assert_eq!(c.select_node(Some("s")).expect("s").name, "s");
+    let e = node_error(c.select_node(Some("zz")));
+    assert_eq!(
+        e,
+        "cluster.toml: --node \"zz\": no such node (nodes: a, b, s)"
+    );
+
+    // Two identities on one machine: ambiguous without --node.
+    write_identity(&tmp.path().join("s"), "s");
+    let e = node_error(c.select_node(None));
+    assert!(
+        e.contains("identities of several nodes are on this machine"),
+        "{e}"
+    );
+    assert!(e.contains("pass --node NAME"), "{e}");
+    assert_eq!(c.select_node(Some("b")).expect("b").name, "b");
+    std::fs::remove_file(tmp.path().join("s").join(IDENTITY_FILE)).expect("rm");
+
+    // An identity naming another node than the one whose directory it is in.
+    write_identity(&tmp.path().join("a"), "b");
+    let e = node_error(c.select_node(None));
+    assert!(
+        e.contains("names node \"b\", but that node's identity_dir is"),
+        "{e}"
+    );
+    // An identity naming a node the file does not have.
+    write_identity(&tmp.path().join("a"), "elsewhere");
+    let e = node_error(c.select_node(None));
+    assert!(
+        e.contains("names node \"elsewhere\", which is not in the configuration"),
+        "{e}"
+    );
+    // A broken identity file.
+    std::fs::write(tmp.path().join("a").join(IDENTITY_FILE), "node = ").expect("write");
+    let e = node_error(c.select_node(None));
+    assert!(e.contains("not an identity file"), "{e}");
+}
+
+#[test]
+fn shared_identity_dir_names_the_node() {
+    // The usual installation: every node uses the cluster's identity_dir; the file there says which.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "identity_dir = \"{}\"\n{}",
+        tmp.path().display(),
+        two_primaries()
+            .lines()
+            .filter(|l| !l.starts_with("identity_dir"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    );
+    let c = parse(&text, "cluster.toml").expect("parses");
+    assert!(c.nodes.iter().all(|n| n.identity_dir == tmp.path()));
+    write_identity(tmp.path(), "s");
+    assert_eq!(c.select_node(None).expect("s").name, "s");
+    write_identity(tmp.path(), "a");
+    assert_eq!(c.select_node(None).expect("a").name, "a");
+}
