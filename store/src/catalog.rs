@@ -294,9 +294,7 @@ impl Catalog {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| self.e(e))?;
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| self.e(e))?;
+        self.enable_wal()?;
         // Media durability comes from fsync of the files; the catalog can be rebuilt from them, so
         // NORMAL (durable at checkpoints, never corrupt) is the right trade-off in WAL mode.
         self.conn
@@ -306,6 +304,33 @@ impl Catalog {
             .pragma_update(None, "foreign_keys", true)
             .map_err(|e| self.e(e))?;
         Ok(())
+    }
+
+    /// Switches to WAL mode unless it already is. Switching needs an exclusive lock, and SQLite answers
+    /// `SQLITE_BUSY` at once (without the busy handler) while another process opens the same new
+    /// database: the switch is retried for up to the busy timeout.
+    fn enable_wal(&self) -> Result<(), StorageError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mode: Result<String, _> =
+                self.conn
+                    .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+            match mode {
+                Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
+                Ok(m) => {
+                    return Err(self.e(rusqlite::Error::InvalidParameterName(format!(
+                        "journal_mode stays {m}, WAL is required"
+                    ))))
+                }
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(self.e(e)),
+            }
+        }
     }
 
     pub fn schema_version(&self) -> Result<i64, StorageError> {
@@ -859,6 +884,29 @@ mod tests {
                 end_ms: 10
             }]
         );
+    }
+
+    /// The recorder and the sync agent open a new catalog at the same moment: both must succeed (the
+    /// switch to WAL mode answers "busy" without waiting while the other holds the database).
+    #[test]
+    fn processes_opening_a_new_catalog_together_all_succeed() {
+        for round in 0..30 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("catalog.db");
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || Catalog::open(&path).map(|c| c.schema_version()))
+                })
+                .collect();
+            for o in openers {
+                let opened = o.join().expect("thread");
+                assert!(
+                    matches!(opened, Ok(Ok(v)) if v == SCHEMA_VERSION),
+                    "round {round}: {opened:?}"
+                );
+            }
+        }
     }
 
     #[test]
