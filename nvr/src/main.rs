@@ -211,7 +211,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             no_rehash,
         } => {
             let cfg = config::load_node(&config, node.as_deref())?;
-            let store = store::Store::open_read_only(&cfg.data_dir, Arc::new(SystemClock))?;
+            let store = store::Reader::open(&cfg.data_dir, Arc::new(SystemClock))?;
             let report = store.check(!no_rehash)?;
             for p in &report.problems {
                 println!("PROBLEM {}: {}", p.path, p.problem);
@@ -357,7 +357,7 @@ async fn demo(
     }
     let _ = sim_stop_tx.send(());
     let _ = sim_task.await;
-    let store = store::Store::open_read_only(&data_dir, Arc::new(SystemClock))?;
+    let store = store::Reader::open(&data_dir, Arc::new(SystemClock))?;
     let report = store.check(true)?;
     println!(
         "demo finished: {} sealed segments, all verified: {}; see {}",

@@ -44,7 +44,8 @@ pub struct NodeStatus {
 
 struct RetentionJob {
     store: Arc<Store>,
-    config: Config,
+    /// The running configuration (replaced by reloads).
+    config: watch::Receiver<Config>,
     /// The floor was unmet at the previous pass (the event is logged once per episode, not every pass).
     floor_unmet: bool,
 }
@@ -54,7 +55,8 @@ impl Job for RetentionJob {
 
     async fn run_once(&mut self) -> Result<(), StorageError> {
         let store = self.store.clone();
-        let config = self.config.clone();
+        let config = self.config.borrow().clone();
+        let min_free_bytes = config.retention.min_free_bytes;
         let report = tokio::task::spawn_blocking(move || {
             let policy = retention_policy(&store, &config)?;
             let dir = store.data_dir().to_owned();
@@ -75,7 +77,7 @@ impl Job for RetentionJob {
             let message = format!(
                 "free space {} bytes is below the floor of {} bytes with no sealed segment left to delete",
                 report.free_bytes_after.unwrap_or(0),
-                self.config.retention.min_free_bytes
+                min_free_bytes
             );
             tracing::error!("{message}");
             self.store.log_event(None, "retention", &message);
@@ -176,8 +178,10 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
     }
 }
 
-/// Applies a reloaded configuration's cameras; what cannot change while running is reported.
-async fn reload(supervisor: &Supervisor, current: &mut Config, new: Config) {
+/// Applies a reloaded configuration's cameras and retention; what cannot change while running is
+/// reported.
+async fn reload(supervisor: &Supervisor, running: &watch::Sender<Config>, new: Config) {
+    let current = running.borrow().clone();
     if new.data_dir != current.data_dir || new.node_name != current.node_name {
         tracing::error!(
             "reload: node_name and data_dir cannot change while running; restart the recorder"
@@ -189,8 +193,10 @@ async fn reload(supervisor: &Supervisor, current: &mut Config, new: Config) {
     }
     let report = supervisor.apply(desired_streams(&new)).await;
     tracing::info!(?report, "configuration reloaded");
-    current.cameras = new.cameras;
-    current.retention = new.retention;
+    running.send_modify(|c| {
+        c.cameras = new.cameras;
+        c.retention = new.retention;
+    });
 }
 
 /// Runs the recorder until `shutdown` resolves. `on_started` is called once streams are running;
@@ -224,11 +230,12 @@ pub async fn run(
     )
     .map_err(|e| RecorderError::Task(format!("control socket: {e}")))?;
 
+    let (running, running_rx) = watch::channel(config.clone());
     let retention_status = Arc::new(Mutex::new(JobStatus::new("retention")));
     let retention_task = {
         let job = RetentionJob {
             store: store.clone(),
-            config: config.clone(),
+            config: running_rx,
             floor_unmet: false,
         };
         let timing = JobTiming {
@@ -310,7 +317,6 @@ pub async fn run(
     });
 
     tokio::pin!(shutdown);
-    let mut config = config;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -319,7 +325,7 @@ pub async fn run(
                     shutdown.as_mut().await;
                     break;
                 };
-                reload(&supervisor, &mut config, new).await;
+                reload(&supervisor, &running, new).await;
             }
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base::clock::SystemClock;
 use common::{ffprobe, wait_until, NvrProcess, TestDir};
 use nvr::frames::{list, summarize, FrameInfo};
-use store::{SegmentRow, SegmentState, Store};
+use store::{SegmentRow, SegmentState};
 
 fn write_config(dir: &TestDir, sim_port: u16) -> PathBuf {
     dir.write("identity/identity.toml", "node = \"test-a\"\n");
@@ -51,10 +51,10 @@ fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
         return Vec::new();
     }
     let store =
-        Store::open_read_only(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
-    let id = store.catalog().find_stream(camera, "main").expect("find");
+        store::Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
+    let id = store.find_stream(camera, "main").expect("find");
     match id {
-        Some(id) => store.catalog().stream_segments(id).expect("segments"),
+        Some(id) => store.stream_segments(id).expect("segments"),
         None => Vec::new(),
     }
 }

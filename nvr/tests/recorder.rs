@@ -12,7 +12,7 @@ use common::{
     ffprobe, wait_until, CameraAuth, CameraOpts, GstCamera, HostileCamera, HostileMode, NvrProcess,
     TestDir,
 };
-use store::{SegmentRow, SegmentState, Store, StreamId};
+use store::{Reader, SegmentRow, SegmentState, StreamId};
 
 struct Cam {
     name: &'static str,
@@ -92,21 +92,18 @@ fn start_nvr(dir: &TestDir, config: &Path) -> NvrProcess {
     NvrProcess::spawn(dir, &["run", "--config", &config])
 }
 
-fn open_store(dir: &TestDir) -> Store {
-    Store::open_read_only(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog read-only")
+fn open_store(dir: &TestDir) -> Reader {
+    Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog read-only")
 }
 
-fn stream_id(store: &Store, camera: &str) -> Option<StreamId> {
-    store
-        .catalog()
-        .find_stream(camera, "main")
-        .expect("find stream")
+fn stream_id(store: &Reader, camera: &str) -> Option<StreamId> {
+    store.find_stream(camera, "main").expect("find stream")
 }
 
 fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
     let store = open_store(dir);
     match stream_id(&store, camera) {
-        Some(id) => store.catalog().stream_segments(id).expect("segments"),
+        Some(id) => store.stream_segments(id).expect("segments"),
         None => Vec::new(),
     }
 }
@@ -335,11 +332,11 @@ fn kill_9_mid_segment_loses_at_most_the_fragment_being_written() {
     assert!(lost_ms <= 2000, "lost {lost_ms} ms of media at kill -9");
     let store = open_store(&dir);
     let id = stream_id(&store, "c1").expect("stream");
-    let runs = store.catalog().runs(id).expect("runs");
+    let runs = store.runs(id).expect("runs");
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].end_reason.as_deref(), Some("crash"));
     assert_eq!(runs[0].end_ms, Some(recovered.end_ms));
-    let events = store.catalog().events(0, 1000).expect("events");
+    let events = store.events(0, 1000).expect("events");
     assert!(
         events
             .iter()
@@ -464,7 +461,6 @@ fn sigterm_loses_nothing_and_check_detects_tampering() {
         stop_ms - last_frame_end_ms
     );
     let open_left = open_store(&dir)
-        .catalog()
         .segments_in_state(SegmentState::Open)
         .expect("open");
     assert!(open_left.is_empty());
@@ -539,8 +535,8 @@ fn camera_outage_reconnects_and_records_the_gap() {
         "gap {gap:?}, camera up at {up_ms}"
     );
     assert!(reconnects >= 1);
-    assert_eq!(store.catalog().runs(id).expect("runs").len(), 2);
-    let events = store.catalog().events(0, 1000).expect("events");
+    assert_eq!(store.runs(id).expect("runs").len(), 2);
+    let events = store.events(0, 1000).expect("events");
     assert!(
         events.iter().any(|e| e.kind == "stream_error"),
         "{events:?}"
@@ -661,7 +657,7 @@ fn retention_keeps_the_free_space_floor_oldest_first_and_never_deletes_open_segm
         assert!(!dir.join("data").join(&d.path).exists());
     }
     let store = open_store(&dir);
-    let events = store.catalog().events(0, 10_000).expect("events");
+    let events = store.events(0, 10_000).expect("events");
     let deletion_order: Vec<&str> = events
         .iter()
         .filter(|e| e.kind == "retention" && e.message.starts_with("deleted "))
@@ -831,9 +827,8 @@ fn demo_records_the_simulator_and_verifies() {
     .wait_output(Duration::from_secs(90));
     assert!(code.success(), "{out}");
     assert!(out.contains("all verified: true"), "{out}");
-    let store = Store::open_read_only(&data, Arc::new(SystemClock)).expect("store");
+    let store = Reader::open(&data, Arc::new(SystemClock)).expect("store");
     let sealed = store
-        .catalog()
         .segments_in_state(SegmentState::Sealed)
         .expect("sealed");
     assert!(sealed.len() >= 4, "{sealed:?}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base::clock::SystemClock;
 use common::{ffprobe, run_nvr, wait_until, CameraOpts, GstCamera, NvrProcess, TestDir};
 use serde_json::{json, Value};
-use store::{SegmentRow, SegmentState, Store};
+use store::{SegmentRow, SegmentState};
 
 /// Starts `nvr camsim` with `streams` streams on a free port; returns it and the port.
 fn start_camsim(dir: &TestDir, streams: usize) -> (NvrProcess, u16) {
@@ -113,21 +113,20 @@ fn stream_status(dir: &TestDir, config: &Path, camera: &str) -> Value {
 }
 
 fn segments(dir: &TestDir, data: &str, camera: &str) -> Vec<SegmentRow> {
-    let store = Store::open_read_only(&dir.join(data), Arc::new(SystemClock)).expect("store");
-    let Some(id) = store.catalog().find_stream(camera, "main").expect("stream") else {
+    let store = store::Reader::open(&dir.join(data), Arc::new(SystemClock)).expect("store");
+    let Some(id) = store.find_stream(camera, "main").expect("stream") else {
         return Vec::new();
     };
     store.segments_in_range(id, 0, i64::MAX).expect("segments")
 }
 
 fn runs(dir: &TestDir, data: &str, camera: &str) -> usize {
-    let store = Store::open_read_only(&dir.join(data), Arc::new(SystemClock)).expect("store");
+    let store = store::Reader::open(&dir.join(data), Arc::new(SystemClock)).expect("store");
     let id = store
-        .catalog()
         .find_stream(camera, "main")
         .expect("stream")
         .expect("known stream");
-    let runs = store.catalog().runs(id).expect("runs");
+    let runs = store.runs(id).expect("runs");
     runs.len()
 }
 
@@ -153,6 +152,22 @@ fn gaps_and_duplicates(seqs: &[u64]) -> (u64, u64) {
         _ => 0,
     };
     (span - sorted.len() as u64, duplicated)
+}
+
+/// Switches `stream` of `camera` to shadow mode and waits until its ring holds more than `frames`.
+fn shadow(dir: &TestDir, config: &Path, camera: &str, frames: u64) {
+    ctl_ok(
+        dir,
+        config,
+        &["start", &format!("{camera}/main"), "--shadow"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+            let s = stream_status(dir, config, camera);
+            s["state"] == "shadowing" && s["ring_frames"].as_u64().unwrap_or(0) > frames
+        }),
+        "{camera}: no shadow ring"
+    );
 }
 
 fn wait_frames(dir: &TestDir, config: &Path, camera: &str, field: &str, n: u64) -> bool {
@@ -186,16 +201,8 @@ fn runtime_control_of_one_stream_leaves_the_others_untouched() {
     }
     ctl_ok(&dir, &config, &["stop", "c1/main"]);
     assert_eq!(stream_status(&dir, &config, "c1")["state"], "idle");
-    ctl_ok(&dir, &config, &["start", "c1/main", "--shadow"]);
-    assert!(wait_until(
-        Duration::from_secs(15),
-        Duration::from_millis(200),
-        || {
-            let s = stream_status(&dir, &config, "c1");
-            // Beyond one GOP of the simulator's clip: the ring holds a key frame.
-            s["state"] == "shadowing" && s["ring_frames"].as_u64().unwrap_or(0) > 60
-        }
-    ));
+    // Beyond one GOP of the simulator's clip: the ring holds a key frame.
+    shadow(&dir, &config, "c1", 60);
     let promoted = ctl_ok(&dir, &config, &["promote", "c1/main"]);
     assert!(
         promoted["from_ring"].as_u64().unwrap_or(0) > 0,
@@ -275,17 +282,7 @@ fn release_and_promote_hand_a_stream_over_at_a_named_frame() {
         "{}",
         a.stderr_tail(30)
     );
-    ctl_ok(&dir, &config_b, &["start", "cam/main", "--shadow"]);
-    assert!(
-        wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
-            stream_status(&dir, &config_b, "cam")["ring_frames"]
-                .as_u64()
-                .unwrap_or(0)
-                > 30
-        }),
-        "{}",
-        b.stderr_tail(30)
-    );
+    shadow(&dir, &config_b, "cam", 30);
 
     let released = ctl_ok(&dir, &config_a, &["release", "cam/main"]);
     let key = released["key_frame"].clone();
@@ -311,17 +308,7 @@ fn release_and_promote_hand_a_stream_over_at_a_named_frame() {
 
     // Now back to A, in the middle of a GOP: A goes to shadow, then A promotes after a frame B
     // reports as its last key frame (a non-key successor follows it).
-    ctl_ok(&dir, &config_a, &["start", "cam/main", "--shadow"]);
-    assert!(wait_until(
-        Duration::from_secs(15),
-        Duration::from_millis(200),
-        || {
-            stream_status(&dir, &config_a, "cam")["ring_frames"]
-                .as_u64()
-                .unwrap_or(0)
-                > 30
-        }
-    ));
+    shadow(&dir, &config_a, "cam", 30);
     let b_key = stream_status(&dir, &config_b, "cam")["last_key_frame"].clone();
     let promoted_a = ctl_ok(
         &dir,
@@ -380,17 +367,7 @@ fn handover_both_ways_misses_and_duplicates_no_frame() {
         a.stderr_tail(30)
     );
     let handover = |from: &Path, to: &Path| {
-        ctl_ok(&dir, to, &["start", "cam/main", "--shadow"]);
-        assert!(wait_until(
-            Duration::from_secs(15),
-            Duration::from_millis(200),
-            || {
-                stream_status(&dir, to, "cam")["ring_frames"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    > 30
-            }
-        ));
+        shadow(&dir, to, "cam", 30);
         let released = ctl_ok(&dir, from, &["release", "cam/main"]);
         let promoted = ctl_ok(
             &dir,

@@ -5,7 +5,7 @@
 //! <data_dir>/media/…                      segment files (see below)
 //! <data_dir>/incoming/<origin>/media/…    staging copies of segments mirrored from another node
 //! <data_dir>/quarantine/…                 refused mirrored bytes, displaced damaged files
-//! <data_dir>/.tmp/                        restore's temporary files
+//! <data_dir>/incoming/.tmp/               restore's temporary files
 //! <data_dir>/status.json                  the recorder's status, rewritten every second
 //! <data_dir>/control.sock                 the recorder's control socket
 //! <data_dir>/sync.db (+ -wal, -shm)       the sync agent's own database
@@ -25,7 +25,7 @@ pub const MEDIA_DIR: &str = "media";
 pub const INCOMING_DIR: &str = "incoming";
 /// Refused mirrored bytes and displaced damaged files, kept for inspection.
 pub const QUARANTINE_DIR: &str = "quarantine";
-/// Temporary files of restore, renamed into `media/` when complete.
+/// Temporary files of restore (under `incoming/`), linked into `media/` when complete.
 pub const RESTORE_TMP_DIR: &str = ".tmp";
 /// The recorder's status document.
 pub const STATUS_FILE: &str = "status.json";

@@ -1,8 +1,8 @@
 //! The storage layer: the SQLite catalog, the segment files and their fragmented MP4 format ([`mp4`]).
 //! This crate is the one owner of the data directory: every entry of it is named in [`layout`], and
-//! other processes (sync agent, viewer, arbiter) open it with [`Store::open_read_only`]; catalog
-//! writes happen only in the process that owns the store (the recorder, or the sync agent for
-//! mirrored segments). See `docs/storage.md`.
+//! other processes (viewer, arbiter, checks) read it through [`Reader`], which can only query;
+//! catalog writes happen only through [`Store`] in the process that owns the directory (the recorder,
+//! and the sync agent for mirrored segments and repairs). See `docs/storage.md`.
 //!
 //! Invariants:
 //! - A segment file is only ever appended to, one complete fragment per write, while its row is `open`.
@@ -15,6 +15,7 @@ mod check;
 pub mod layout;
 mod mirror;
 pub mod mp4;
+mod reader;
 mod recovery;
 mod retention;
 mod segment;
@@ -25,12 +26,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use catalog::migrate;
 pub use catalog::{
-    Catalog, EventRow, Gap, RunId, SegmentId, SegmentRow, SegmentState, StreamId, StreamRow,
+    Catalog, EventRow, Gap, RunId, RunRow, SegmentId, SegmentRow, SegmentState, StreamId, StreamRow,
 };
 pub use check::{CheckProblem, CheckReport};
 pub use layout::{parse_media_path, MediaPathInfo};
 pub use layout::{INCOMING_DIR, QUARANTINE_DIR};
 pub use mirror::{MirrorError, MirrorHolding, MirrorInfo};
+pub use reader::Reader;
 pub use recovery::RecoveryReport;
 pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};
 pub use segment::{sha256_file, NewSegment, SealedSegment, SegmentWriter};
@@ -128,8 +130,11 @@ impl Store {
         })
     }
 
-    /// Opens an existing store for reading (other processes: checks, viewers).
-    pub fn open_read_only(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<Store, StorageError> {
+    /// Opens an existing store for reading; other processes use [`Reader`], which offers queries only.
+    pub(crate) fn open_read_only(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, StorageError> {
         let catalog_path = data_dir.join(layout::CATALOG_FILE);
         let catalog = Catalog::open_read_only(&catalog_path)?;
         Ok(Store {

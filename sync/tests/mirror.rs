@@ -102,13 +102,10 @@ fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
     }
     // The catalog may still be being created by another process: nothing sealed yet, then.
     let clock = std::sync::Arc::new(base::clock::SystemClock);
-    let Ok(store) = store::Store::open_read_only(data_dir, clock) else {
+    let Ok(store) = store::Reader::open(data_dir, clock) else {
         return BTreeMap::new();
     };
-    let Ok(rows) = store
-        .catalog()
-        .segments_in_state(store::SegmentState::Sealed)
-    else {
+    let Ok(rows) = store.segments_in_state(store::SegmentState::Sealed) else {
         return BTreeMap::new();
     };
     rows.into_iter()
@@ -289,13 +286,12 @@ fn killing_either_agent_resumes_without_resending_and_recording_never_stops() {
         "re-sent too much: {sent_total} for {total}"
     );
     // The recorder recorded every stream as one continuous run through all of it.
-    let store =
-        store::Store::open_read_only(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
-            .expect("store");
-    let streams = store.catalog().streams().expect("streams");
+    let store = store::Reader::open(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
+        .expect("store");
+    let streams = store.streams().expect("streams");
     for s in streams {
         assert_eq!(
-            store.catalog().runs(s.id).expect("runs").len(),
+            store.runs(s.id).expect("runs").len(),
             1,
             "{}: recording was interrupted",
             s.camera
@@ -343,15 +339,12 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     );
     let standby_before = media_files(&p.data_s);
     // Encrypt every sealed segment on the primary; flip bytes in the open ones.
-    let store =
-        store::Store::open_read_only(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
-            .expect("store");
+    let store = store::Reader::open(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
+        .expect("store");
     let sealed = store
-        .catalog()
         .segments_in_state(store::SegmentState::Sealed)
         .expect("sealed");
     let open = store
-        .catalog()
         .segments_in_state(store::SegmentState::Open)
         .expect("open");
     let attack_ms = chrono::Utc::now().timestamp_millis();

@@ -149,9 +149,9 @@ fn run_recorder(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Res
         bail!("recorder did not stop within 60 s of SIGTERM");
     }
     // Frames from the catalog: per stream, frames recorded vs frames sent over the recorded span.
-    let store = store::Store::open_read_only(&data, std::sync::Arc::new(base::clock::SystemClock))?;
+    let store = store::Reader::open(&data, std::sync::Arc::new(base::clock::SystemClock))?;
     let (mut expected, mut lost) = (0u64, 0u64);
-    let streams = store.catalog().streams()?;
+    let streams = store.streams()?;
     if streams.len() != n {
         bail!("recorder registered {} of {n} streams", streams.len());
     }

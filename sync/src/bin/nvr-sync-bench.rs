@@ -276,13 +276,9 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
     let (p0, s0) = (cpu_ticks(primary.id()), cpu_ticks(standby.id()));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let done = store::Store::open_read_only(&data_s, Arc::new(base::clock::SystemClock))
+        let done = store::Reader::open(&data_s, Arc::new(base::clock::SystemClock))
             .ok()
-            .and_then(|s| {
-                s.catalog()
-                    .segments_in_state(store::SegmentState::Sealed)
-                    .ok()
-            })
+            .and_then(|s| s.segments_in_state(store::SegmentState::Sealed).ok())
             .is_some_and(|rows| {
                 rows.iter().filter(|r| r.node == "node-a").count() as u64 == segments
             });
@@ -395,9 +391,8 @@ fn lag(streams: usize, seconds: u64, mbit: u32) -> Result<()> {
     stop(&mut camsim);
     // The largest fragment recorded (the recorder sealed everything on stop).
     let mut max_fragment_bytes = 0u64;
-    let store = store::Store::open_read_only(&data_a, Arc::new(base::clock::SystemClock))?;
+    let store = store::Reader::open(&data_a, Arc::new(base::clock::SystemClock))?;
     for row in store
-        .catalog()
         .segments_in_state(store::SegmentState::Sealed)?
         .iter()
         .take(20)

@@ -1,0 +1,118 @@
+//! [`Reader`]: read-only access to a data directory, for every process but the one that owns it (the
+//! `nvr check` command, the web viewer, the arbiter, benchmarks and tests). It opens the catalog with
+//! SQLite's read-only flag and offers queries only: nothing written through it can exist.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base::clock::Clock;
+
+use crate::catalog::RunRow;
+use crate::{
+    CheckReport, EventRow, Gap, SegmentRow, SegmentState, StorageError, Store, StreamId, StreamRow,
+};
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Reader {
+    store: Store,
+}
+
+impl Reader {
+    /// Opens the catalog of `data_dir` read-only; an uninitialized catalog (no recorder has opened it
+    /// yet) is [`StorageError::NotInitialized`].
+    pub fn open(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<Reader, StorageError> {
+        Ok(Reader {
+            store: Store::open_read_only(data_dir, clock)?,
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.store.data_dir()
+    }
+
+    /// Absolute path of a segment given its catalog (relative) path.
+    pub fn absolute_path(&self, relative: &str) -> PathBuf {
+        self.store.absolute_path(relative)
+    }
+
+    pub fn streams(&self) -> Result<Vec<StreamRow>, StorageError> {
+        self.store.catalog().streams()
+    }
+
+    pub fn find_stream(&self, camera: &str, kind: &str) -> Result<Option<StreamId>, StorageError> {
+        self.store.catalog().find_stream(camera, kind)
+    }
+
+    /// Recording runs of a stream, oldest first.
+    pub fn runs(&self, stream: StreamId) -> Result<Vec<RunRow>, StorageError> {
+        self.store.catalog().runs(stream)
+    }
+
+    /// Segments of `stream` overlapping `[start_ms, end_ms)`, oldest first (open and sealed only).
+    pub fn segments_in_range(
+        &self,
+        stream: StreamId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SegmentRow>, StorageError> {
+        self.store.segments_in_range(stream, start_ms, end_ms)
+    }
+
+    /// Spans of `[start_ms, end_ms)` in which `stream` has no recording.
+    pub fn gaps_in_range(
+        &self,
+        stream: StreamId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Gap>, StorageError> {
+        self.store.gaps_in_range(stream, start_ms, end_ms)
+    }
+
+    /// Every segment row of a stream, whatever its state.
+    pub fn stream_segments(&self, stream: StreamId) -> Result<Vec<SegmentRow>, StorageError> {
+        self.store.catalog().stream_segments(stream)
+    }
+
+    pub fn segments_in_state(&self, state: SegmentState) -> Result<Vec<SegmentRow>, StorageError> {
+        self.store.catalog().segments_in_state(state)
+    }
+
+    pub fn segment_by_path(&self, path: &str) -> Result<Option<SegmentRow>, StorageError> {
+        self.store.catalog().segment_by_path(path)
+    }
+
+    /// Events after `after_id`, oldest first, at most `limit`.
+    pub fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRow>, StorageError> {
+        self.store.catalog().events(after_id, limit)
+    }
+
+    /// Compares catalog and files (see [`Store::check`]).
+    pub fn check(&self, rehash: bool) -> Result<CheckReport, StorageError> {
+        self.store.check(rehash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_the_owner_wrote_and_refuses_an_uninitialized_catalog() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock: Arc<dyn Clock> = Arc::new(base::clock::ManualClock::new(1_000));
+        assert!(matches!(
+            Reader::open(dir.path(), clock.clone()),
+            Err(StorageError::NotInitialized { .. }) | Err(StorageError::Catalog { .. })
+        ));
+        let owner = Store::open(dir.path(), "node-a", clock.clone()).expect("store");
+        let id = owner.ensure_stream("cam", "main").expect("stream");
+        owner.log_event(Some(id), "test", "hello");
+        let reader = Reader::open(dir.path(), clock).expect("reader");
+        assert_eq!(reader.find_stream("cam", "main").expect("find"), Some(id));
+        assert_eq!(reader.streams().expect("streams").len(), 1);
+        assert_eq!(reader.events(0, 10).expect("events")[0].message, "hello");
+        assert!(reader.runs(id).expect("runs").is_empty());
+        assert!(reader.check(true).expect("check").ok());
+    }
+}
