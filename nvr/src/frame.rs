@@ -25,9 +25,41 @@ pub struct VideoFrame {
     pub key: bool,
     /// 4-byte length-prefixed NAL units, as stored in MP4.
     pub data: Bytes,
-    pub id: FrameId,
+    /// When this node received the frame, ms UTC.
+    pub wall_ms: i64,
+    pub h265: bool,
     /// The parameters in effect for this frame.
     pub track: Arc<VideoTrack>,
+    /// Computed on first use: recording needs no per-frame hash, only promotions, releases and
+    /// status do.
+    id: std::sync::OnceLock<FrameId>,
+}
+
+impl VideoFrame {
+    pub fn new(
+        ts: i64,
+        key: bool,
+        data: Bytes,
+        wall_ms: i64,
+        h265: bool,
+        track: Arc<VideoTrack>,
+    ) -> VideoFrame {
+        VideoFrame {
+            ts,
+            key,
+            data,
+            wall_ms,
+            h265,
+            track,
+            id: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The frame's identity (hashed once, on first use).
+    pub fn id(&self) -> &FrameId {
+        self.id
+            .get_or_init(|| FrameId::of(&self.data, self.h265, self.wall_ms))
+    }
 }
 
 /// A received audio frame.

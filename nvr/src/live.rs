@@ -123,19 +123,16 @@ pub async fn next_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameId;
 
     fn frame(i: i64, key: bool, track: &Arc<VideoTrack>) -> VideoFrame {
-        VideoFrame {
-            ts: 1000 + i * 3600,
+        VideoFrame::new(
+            1000 + i * 3600,
             key,
-            data: bytes::Bytes::from(vec![0, 0, 0, 2, 0x65, i as u8]),
-            id: FrameId {
-                hash: String::new(),
-                wall_ms: i,
-            },
-            track: track.clone(),
-        }
+            bytes::Bytes::from(vec![0, 0, 0, 2, 0x65, i as u8]),
+            i,
+            false,
+            track.clone(),
+        )
     }
 
     #[test]

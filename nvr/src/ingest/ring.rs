@@ -83,14 +83,14 @@ impl ShadowRing {
         let (Some(_), Some((_, second))) = (keys.next(), keys.next()) else {
             return 0;
         };
-        let newest = self.videos().next_back().map_or(0, |(_, v)| v.id.wall_ms);
-        newest - second.id.wall_ms
+        let newest = self.videos().next_back().map_or(0, |(_, v)| v.wall_ms);
+        newest - second.wall_ms
     }
 
     /// Wall time from the oldest to the newest video frame.
     pub fn span_ms(&self) -> i64 {
         match (self.videos().next(), self.videos().next_back()) {
-            (Some((_, a)), Some((_, b))) => b.id.wall_ms - a.id.wall_ms,
+            (Some((_, a)), Some((_, b))) => b.wall_ms - a.wall_ms,
             _ => 0,
         }
     }
@@ -111,7 +111,7 @@ impl ShadowRing {
     pub fn position(&self, id: &FrameId) -> Option<usize> {
         self.videos()
             .rev()
-            .find(|(_, v)| v.id.matches(id))
+            .find(|(_, v)| v.id().matches(id))
             .map(|(i, _)| i)
     }
 
@@ -160,17 +160,26 @@ mod tests {
     use crate::ingest::VideoTrack;
     use std::sync::Arc;
 
+    /// Frame `i` (its data differs from every other frame's).
+    fn data(i: i64, bytes: usize) -> bytes::Bytes {
+        let mut d = vec![0u8; bytes];
+        d[..8].copy_from_slice(&i.to_be_bytes());
+        bytes::Bytes::from(d)
+    }
+
+    fn wall(i: i64) -> i64 {
+        1_000_000 + i * 40
+    }
+
     fn frame(i: i64, gop: i64, bytes: usize) -> MediaFrame {
-        MediaFrame::Video(Arc::new(VideoFrame {
-            ts: i * 3600,
-            key: i % gop == 0,
-            data: bytes::Bytes::from(vec![0u8; bytes]),
-            id: FrameId {
-                hash: format!("{i:032x}"),
-                wall_ms: 1_000_000 + i * 40,
-            },
-            track: Arc::new(VideoTrack::synthetic_avc1(64, 64)),
-        }))
+        MediaFrame::Video(Arc::new(VideoFrame::new(
+            i * 3600,
+            i % gop == 0,
+            data(i, bytes),
+            wall(i),
+            false,
+            Arc::new(VideoTrack::synthetic_avc1(64, 64)),
+        )))
     }
 
     #[test]
@@ -210,13 +219,16 @@ mod tests {
         }
         assert!(ring.bytes() <= 10_000);
         assert!(ring.video_at(0).is_some_and(|v| v.key));
-        let newest = ring.newest_video().expect("frame").id.clone();
+        let newest = ring.newest_video().expect("frame").id().clone();
         assert_eq!(ring.position(&newest), Some(ring.len() - 1));
-        let gone = FrameId {
-            hash: format!("{:032x}", 3),
-            wall_ms: 1_000_000 + 3 * 40,
-        };
+        let gone = FrameId::of(&data(3, 100), false, wall(3));
         assert_eq!(ring.position(&gone), None);
+        let kept = FrameId::of(&data(199, 100), false, wall(199) + 500);
+        assert_eq!(
+            ring.position(&kept),
+            Some(ring.len() - 1),
+            "wall times 0.5 s apart match"
+        );
         let key = ring.newest_key().expect("key");
         assert!(ring.video_at(key).is_some_and(|v| v.key));
         let taken = ring.take_from(key);

@@ -29,8 +29,9 @@ use store::{Store, StreamId};
 
 /// Commands waiting for a stream's task; more are refused as busy (never waited for).
 pub const COMMAND_QUEUE: usize = 16;
-/// Frames a live subscriber may fall behind before it skips to the next key frame.
-pub const LIVE_QUEUE: usize = 256;
+/// Frames a live subscriber may fall behind before it skips to the next key frame. The channel keeps
+/// the last this-many frames sent (only while subscribers exist), so it is kept small.
+pub const LIVE_QUEUE: usize = 64;
 /// How long a promotion waits for a requested frame that this node has not received yet.
 const PROMOTE_WAIT: Duration = Duration::from_secs(3);
 
@@ -81,7 +82,7 @@ pub struct StreamTask {
     audio_track: Option<Arc<AudioTrack>>,
     /// The track last handed to the recording (parameters are passed only when they change).
     pushed_track: Option<Arc<VideoTrack>>,
-    last_video_id: Option<FrameId>,
+    last_video: Option<Arc<VideoFrame>>,
     pending_promote: Option<PendingPromote>,
     /// A promotion answered once its first frame is written.
     promote_reply: Option<(Reply<PromoteReport>, PromoteReport)>,
@@ -121,7 +122,7 @@ impl StreamTask {
             video_track: None,
             audio_track: None,
             pushed_track: None,
-            last_video_id: None,
+            last_video: None,
             pending_promote: None,
             promote_reply: None,
             pending_release: None,
@@ -406,8 +407,8 @@ impl StreamTask {
                             let ts = frame.timestamp().elapsed();
                             let key = frame.is_random_access_point();
                             let data = bytes::Bytes::from(frame.into_data());
-                            let id = FrameId::of(&data, self.h265, self.store.now_utc_ms());
-                            self.on_video(Arc::new(VideoFrame { ts, key, data, id, track }))?;
+                            let wall_ms = self.store.now_utc_ms();
+                            self.on_video(Arc::new(VideoFrame::new(ts, key, data, wall_ms, self.h265, track)))?;
                         }
                         CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == c.audio_i => {
                             if self.audio_track.is_none() {
@@ -511,7 +512,7 @@ impl StreamTask {
         let not_seen_yet = self
             .ring
             .newest_video()
-            .is_none_or(|n| n.id.wall_ms <= after.wall_ms + MATCH_TOLERANCE_MS);
+            .is_none_or(|n| n.wall_ms <= after.wall_ms + MATCH_TOLERANCE_MS);
         if not_seen_yet {
             self.pending_promote = Some(PendingPromote {
                 after,
@@ -527,7 +528,7 @@ impl StreamTask {
     /// The requested frame is not in the ring: start at its oldest key frame and report the gap.
     fn start_after_gap(&mut self, after: &FrameId) -> Result<PromoteReport, IngestError> {
         let start = self.ring.oldest_key().unwrap_or(self.ring.len());
-        let start_wall = self.ring.video_at(start).map(|v| v.id.wall_ms);
+        let start_wall = self.ring.video_at(start).map(|v| v.wall_ms);
         let mut report = self.start_recording(start, false)?;
         report.gap_ms = Some(start_wall.unwrap_or_else(|| self.store.now_utc_ms()) - after.wall_ms);
         tracing::warn!(stream = %self.label, after = %after, gap_ms = ?report.gap_ms, "promotion: requested frame not in the ring");
@@ -561,7 +562,7 @@ impl StreamTask {
     fn start_recording(&mut self, start: usize, mid: bool) -> Result<PromoteReport, IngestError> {
         let items = self.ring.take_from(start);
         let first_video = items.iter().find_map(|f| match f {
-            MediaFrame::Video(v) => Some(v.id.clone()),
+            MediaFrame::Video(v) => Some(v.id().clone()),
             MediaFrame::Audio(_) => None,
         });
         let mut rec = Recording::new(
@@ -601,7 +602,7 @@ impl StreamTask {
         self.received += 1;
         self.window_bytes += frame.data.len() as u64;
         if frame.key {
-            let id = frame.id.clone();
+            let id = frame.id().clone();
             update(&self.status, |s| s.last_key_frame = Some(id));
             if self.pending_release.is_some() {
                 self.release_at(&frame);
@@ -614,7 +615,7 @@ impl StreamTask {
                 if self
                     .pending_promote
                     .as_ref()
-                    .is_some_and(|p| p.after.matches(&frame.id))
+                    .is_some_and(|p| p.after.matches(frame.id()))
                 {
                     if let Some(p) = self.pending_promote.take() {
                         let report = self.start_recording(self.ring.len(), true)?;
@@ -627,7 +628,7 @@ impl StreamTask {
         if self.live.receiver_count() > 0 {
             let _ = self.live.send(MediaFrame::Video(frame.clone()));
         }
-        self.last_video_id = Some(frame.id.clone());
+        self.last_video = Some(frame.clone());
         Ok(())
     }
 
@@ -651,8 +652,8 @@ impl StreamTask {
         self.mode = to;
         self.set_state(self.connected_state());
         let report = ReleaseReport {
-            key_frame: key.id.clone(),
-            last_written: self.last_video_id.clone(),
+            key_frame: key.id().clone(),
+            last_written: self.last_video.as_ref().map(|v| v.id().clone()),
         };
         tracing::info!(stream = %self.label, key_frame = %report.key_frame, to = to.as_str(), "released at key frame");
         let _ = reply.send(Ok(report));
@@ -686,7 +687,7 @@ impl StreamTask {
         }
         if !was_recording && rec.is_recording() {
             if let Some((reply, mut report)) = self.promote_reply.take() {
-                report.first_frame = Some(frame.id.clone());
+                report.first_frame = Some(frame.id().clone());
                 let _ = reply.send(Ok(report));
             }
         }
