@@ -312,6 +312,10 @@ async fn demo(
         "demo: camera simulator with {streams} streams; recording into {} (segments of {segment_s} s). Ctrl-C stops.",
         data_dir.display()
     );
+    println!(
+        "demo: steer it from another terminal: nvr ctl --socket {} status (or live sim1/main > live.mp4)",
+        data_dir.join(store::layout::CONTROL_SOCKET_FILE).display()
+    );
     let stop = async move {
         match duration_s {
             Some(s) => {
