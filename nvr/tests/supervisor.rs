@@ -15,6 +15,12 @@ use common::{ffprobe, run_nvr, wait_until, CameraOpts, GstCamera, NvrProcess, Te
 use serde_json::{json, Value};
 use store::{SegmentRow, SegmentState};
 
+fn common_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Starts `nvr camsim` with `streams` streams on a free port; returns it and the port.
 fn start_camsim(dir: &TestDir, streams: usize) -> (NvrProcess, u16) {
     for _ in 0..5 {
@@ -203,12 +209,21 @@ fn runtime_control_of_one_stream_leaves_the_others_untouched() {
     assert_eq!(stream_status(&dir, &config, "c1")["state"], "idle");
     // Beyond one GOP of the simulator's clip: the ring holds a key frame.
     shadow(&dir, &config, "c1", 60);
-    let promoted = ctl_ok(&dir, &config, &["promote", "c1/main"]);
+    // Promote after a frame the ring no longer holds (a minute old): recording starts at the ring's
+    // oldest key frame and the gap is reported.
+    let minute_ago = json!({"hash": "00".repeat(16), "wall_ms": common_now_ms() - 60_000});
+    let promoted = ctl_ok(
+        &dir,
+        &config,
+        &["promote", "c1/main", "--after", &minute_ago.to_string()],
+    );
     assert!(
         promoted["from_ring"].as_u64().unwrap_or(0) > 0,
         "{promoted}"
     );
     assert_eq!(promoted["starts_mid_gop"], false);
+    let gap_ms = promoted["gap_ms"].as_i64().unwrap_or(0);
+    assert!((50_000..=60_000).contains(&gap_ms), "{promoted}");
     assert!(wait_frames(&dir, &config, "c1", "frames", 120));
     let released = ctl_ok(&dir, &config, &["release", "c1/main", "--off"]);
     assert!(released["key_frame"]["hash"].is_string(), "{released}");
