@@ -393,41 +393,8 @@ impl StreamTask {
                         Some(Err(e)) => return Err(IngestError::rtsp("stream", e)),
                         Some(Ok(item)) => item,
                     };
-                    match item {
-                        CodecItem::VideoFrame(frame) => {
-                            last_frame = Instant::now();
-                            if frame.has_new_parameters() || self.video_track.is_none() {
-                                if let Some(ParametersRef::Video(v)) = c.demuxed.streams()[c.video_i].parameters() {
-                                    self.video_track = Some(Arc::new(video_track(v)?));
-                                }
-                            }
-                            let Some(track) = self.video_track.clone() else {
-                                continue;
-                            };
-                            let ts = frame.timestamp().elapsed();
-                            let key = frame.is_random_access_point();
-                            let data = bytes::Bytes::from(frame.into_data());
-                            let wall_ms = self.store.now_utc_ms();
-                            self.on_video(Arc::new(VideoFrame::new(ts, key, data, wall_ms, self.h265, track)))?;
-                        }
-                        CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == c.audio_i => {
-                            if self.audio_track.is_none() {
-                                if let Some(ParametersRef::Audio(a)) = c.demuxed.streams()[frame.stream_id()].parameters() {
-                                    self.audio_track = Some(Arc::new(audio_track(a)?));
-                                }
-                            }
-                            let Some(track) = self.audio_track.clone() else {
-                                continue;
-                            };
-                            let audio = AudioFrame {
-                                ts: frame.timestamp().elapsed(),
-                                duration: frame.frame_length().get(),
-                                data: bytes::Bytes::copy_from_slice(frame.data()),
-                                track,
-                            };
-                            self.on_audio(Arc::new(audio));
-                        }
-                        _ => {}
+                    if self.on_item(c, item)? {
+                        last_frame = Instant::now();
                     }
                     let written = self.frames_written();
                     *delivered |= written > 0 || self.mode != Mode::Record;
@@ -437,6 +404,51 @@ impl StreamTask {
                     }
                 }
             }
+        }
+    }
+
+    /// Handles one item of the session: a video or (recorded) audio frame. Returns whether it was a
+    /// video frame (the no-frame watchdog counts those).
+    fn on_item(&mut self, c: &Connected, item: CodecItem) -> Result<bool, IngestError> {
+        match item {
+            CodecItem::VideoFrame(frame) => {
+                if frame.has_new_parameters() || self.video_track.is_none() {
+                    if let Some(ParametersRef::Video(v)) =
+                        c.demuxed.streams()[c.video_i].parameters()
+                    {
+                        self.video_track = Some(Arc::new(video_track(v)?));
+                    }
+                }
+                let Some(track) = self.video_track.clone() else {
+                    return Ok(true);
+                };
+                let ts = frame.timestamp().elapsed();
+                let key = frame.is_random_access_point();
+                let data = bytes::Bytes::from(frame.into_data());
+                let wall_ms = self.store.now_utc_ms();
+                let frame = VideoFrame::new(ts, key, data, wall_ms, self.h265, track);
+                self.on_video(Arc::new(frame))?;
+                Ok(true)
+            }
+            CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == c.audio_i => {
+                if self.audio_track.is_none() {
+                    if let Some(ParametersRef::Audio(a)) =
+                        c.demuxed.streams()[frame.stream_id()].parameters()
+                    {
+                        self.audio_track = Some(Arc::new(audio_track(a)?));
+                    }
+                }
+                if let Some(track) = self.audio_track.clone() {
+                    self.on_audio(Arc::new(AudioFrame {
+                        ts: frame.timestamp().elapsed(),
+                        duration: frame.frame_length().get(),
+                        data: bytes::Bytes::copy_from_slice(frame.data()),
+                        track,
+                    }));
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
         }
     }
 
