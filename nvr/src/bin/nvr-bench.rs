@@ -51,6 +51,10 @@ struct Args {
     /// Also measure live fan-out: 16 subscribers on one stream, then one on each of 16 streams.
     #[arg(long)]
     live: bool,
+    /// glibc malloc arenas of the recorder (`MALLOC_ARENA_MAX`, as `systemd/nvr.service` sets it); 0
+    /// leaves glibc's default (8 per core).
+    #[arg(long, default_value_t = 2)]
+    malloc_arena_max: u32,
     /// Skip the ffmpeg peer (recorder figures only).
     #[arg(long)]
     no_ffmpeg: bool,
@@ -249,12 +253,21 @@ impl Recorder {
         port: u16,
         n: usize,
         record: bool,
+        arena_max: u32,
     ) -> Result<Self> {
         let data = dir.join(format!("{name}-data"));
+        if data.exists() {
+            // A reused work directory: start from an empty store (camsim's sequence numbers restart).
+            std::fs::remove_dir_all(&data)?;
+        }
         std::fs::create_dir_all(&data)?;
         let cfg = write_config(dir, &data, port, n, record)?;
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let child = Command::new(nvr)
+        let mut cmd = Command::new(nvr);
+        if arena_max > 0 {
+            cmd.env("MALLOC_ARENA_MAX", arena_max.to_string());
+        }
+        let child = cmd
             .args(["run", "--config"])
             .arg(&cfg)
             .args(["--node", "bench"])
@@ -581,7 +594,7 @@ fn run_count(nvr: &Path, work: &Path, clip: Option<&Path>, n: usize, args: &Args
 fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Result<()> {
     println!("N = {n} streams:");
     // Record mode, then live fan-out on the same recorder.
-    let rec = Recorder::start(nvr, dir, "nvr", port, n, true)?;
+    let rec = Recorder::start(nvr, dir, "nvr", port, n, true, args.malloc_arena_max)?;
     std::thread::sleep(Duration::from_secs(args.warmup_seconds));
     let record = measure(&[rec.pid()], args.seconds, n);
     let mut live = Vec::new();
@@ -620,7 +633,15 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
     }
 
     let shadow = if args.shadow {
-        let rec = Recorder::start(nvr, dir, "nvr-shadow", port, n, false)?;
+        let rec = Recorder::start(
+            nvr,
+            dir,
+            "nvr-shadow",
+            port,
+            n,
+            false,
+            args.malloc_arena_max,
+        )?;
         rec.wait_socket()?;
         for i in 1..=n {
             control(
@@ -687,13 +708,17 @@ fn main() -> Result<()> {
         None => None,
     };
     println!(
-        "nvr-bench: {} s windows after {} s warm-ups; clip {}; CPU in % of one core; PSS sampled every second \
+        "nvr-bench: {} s windows after {} s warm-ups; clip {}; recorder MALLOC_ARENA_MAX {}; CPU in % of one core; PSS sampled every second \
          (summed over processes for ffmpeg); RSS = peak (summed for ffmpeg)",
         args.seconds,
         args.warmup_seconds,
         match args.gop_s {
             Some(g) => format!("720p25 2 Mbit/s, {g} s GOP"),
             None => "embedded".to_owned(),
+        },
+        match args.malloc_arena_max {
+            0 => "unset".to_owned(),
+            a => a.to_string(),
         }
     );
     for &n in &args.streams {
