@@ -1,19 +1,36 @@
-//! `nvr-bench`: recorder against `ffmpeg -c copy -f segment` on the same looped RTSP streams.
+//! `nvr-bench`: the recorder against `ffmpeg -c copy -f segment` on the same looped RTSP streams, and the
+//! recorder's shadow mode and live fan-out.
 //!
-//! For each stream count N: start `nvr camsim` with N streams (its own process, not measured), then run
-//! the recorder for the measurement window and, after it, N `ffmpeg` processes for the same window. Prints
-//! per system: CPU % of one core per stream (from /proc utime+stime over the window), peak RSS, and frames
-//! lost (frames the simulator sent at 25 fps over each stream's recorded span that are not in the output).
+//! For each stream count N: start `nvr camsim` with N streams (its own process, not measured; the
+//! embedded clip, or with `--gop-s S` an ffmpeg-encoded 720p25 2 Mbit/s clip with an S-second GOP), then
+//! in turn, each after a warm-up and for the same window:
+//!
+//! - **record**: the recorder records all N streams. CPU % of one core per stream (/proc utime+stime),
+//!   memory per stream as PSS (`/proc/PID/smaps_rollup`, sampled every second: mean and peak) and peak
+//!   RSS, frames lost counted exactly from camsim's frame stamps in the recorded segments.
+//! - **live** (`--live`): the same recorder with 16 subscribers on `cam1/main` through the control
+//!   socket, then one subscriber on each of `cam1`..`cam16`: latency of every received fragment (arrival
+//!   wall time − the frame's stamped send time, p50/p99/max) and the recorder's CPU with subscribers.
+//! - **shadow** (`--shadow`): a fresh recorder with every stream `record = false`, switched to shadow
+//!   through the control socket: CPU and PSS per stream.
+//! - **ffmpeg**: N `ffmpeg -c copy -f segment` processes: CPU, PSS (summed) and peak RSS (summed), frames
+//!   lost by packet count (ffprobe).
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Benchmark: nvr recorder vs ffmpeg segmenter on N looped RTSP streams")]
+#[command(
+    about = "Benchmark: nvr recorder vs ffmpeg segmenter on N looped RTSP streams; shadow mode; live fan-out"
+)]
 struct Args {
     /// Stream counts to run, comma-separated.
     #[arg(long, default_value = "10,50,100,200", value_delimiter = ',')]
@@ -24,6 +41,20 @@ struct Args {
     /// Warm-up before the window (connections, first key frames).
     #[arg(long, default_value_t = 8)]
     warmup_seconds: u64,
+    /// Serve an ffmpeg-encoded 720p25 clip (2 Mbit/s) with a GOP of this many seconds instead of the
+    /// embedded clip.
+    #[arg(long)]
+    gop_s: Option<u32>,
+    /// Also measure shadow mode: every stream `record = false`, switched to shadow over the control socket.
+    #[arg(long)]
+    shadow: bool,
+    /// Also measure live fan-out: 16 subscribers on one stream, then one on each of 16 streams.
+    #[arg(long)]
+    live: bool,
+    /// glibc malloc arenas of the recorder (`MALLOC_ARENA_MAX`, as `systemd/nvr.service` sets it); 0
+    /// leaves glibc's default (8 per core).
+    #[arg(long, default_value_t = 2)]
+    malloc_arena_max: u32,
     /// Skip the ffmpeg peer (recorder figures only).
     #[arg(long)]
     no_ffmpeg: bool,
@@ -32,7 +63,9 @@ struct Args {
     work_dir: Option<PathBuf>,
 }
 
-const FPS: f64 = 25.0;
+const FPS: u32 = 25;
+/// Live subscribers per fan-out case.
+const LIVE_SUBSCRIBERS: usize = 16;
 
 fn clk_tck() -> f64 {
     Command::new("getconf")
@@ -80,13 +113,6 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-struct Figures {
-    cpu_pct_per_stream: f64,
-    rss_mib: f64,
-    frames_expected: u64,
-    frames_lost: u64,
-}
-
 fn nvr_bin() -> Result<PathBuf> {
     let me = std::env::current_exe()?;
     let dir = me.parent().context("exe dir")?;
@@ -111,70 +137,6 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
     false
 }
 
-fn run_recorder(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Result<Figures> {
-    let data = dir.join("nvr-data");
-    std::fs::create_dir_all(&data)?;
-    let mut cfg = format!(
-        "[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n\
-         [[nodes]]\nname = \"bench\"\nrole = \"primary\"\ndata_dir = \"{}\"\n",
-        data.display()
-    );
-    for i in 1..=n {
-        cfg.push_str(&format!(
-            "[[cameras]]\nname = \"cam{i}\"\nnode = \"bench\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{port}/cam{i}\"\n"
-        ));
-    }
-    let cfg_path = dir.join("nvr.toml");
-    std::fs::write(&cfg_path, cfg)?;
-    let log = std::fs::File::create(dir.join("nvr.log"))?;
-    let mut child = Command::new(nvr)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .args(["--node", "bench"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let pid = child.id();
-    std::thread::sleep(Duration::from_secs(args.warmup_seconds));
-    let c0 = cpu_ticks(pid)?;
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(args.seconds));
-    let c1 = cpu_ticks(pid)?;
-    let wall_s = t0.elapsed().as_secs_f64();
-    let rss_kib = peak_rss_kib(pid)?;
-    signal(pid, "-TERM");
-    if !wait_exit(&mut child, Duration::from_secs(60)) {
-        let _ = child.kill();
-        bail!("recorder did not stop within 60 s of SIGTERM");
-    }
-    // Frames from the catalog: per stream, frames recorded vs frames sent over the recorded span.
-    let store = store::Reader::open(&data, std::sync::Arc::new(base::clock::SystemClock))?;
-    let (mut expected, mut lost) = (0u64, 0u64);
-    let streams = store.streams()?;
-    if streams.len() != n {
-        bail!("recorder registered {} of {n} streams", streams.len());
-    }
-    for s in streams {
-        let segs = store.segments_in_range(s.id, 0, i64::MAX)?;
-        let (Some(first), Some(last)) = (segs.first(), segs.last()) else {
-            expected += ((args.seconds + args.warmup_seconds) as f64 * FPS) as u64;
-            lost += ((args.seconds + args.warmup_seconds) as f64 * FPS) as u64;
-            continue;
-        };
-        let span_frames = ((last.end_ms - first.start_ms) as f64 / 1000.0 * FPS).round() as u64;
-        let got: u64 = segs.iter().map(|s| s.frames.max(0) as u64).sum();
-        expected += span_frames;
-        lost += span_frames.saturating_sub(got);
-    }
-    Ok(Figures {
-        cpu_pct_per_stream: (c1 - c0) as f64 / clk_tck() / wall_s * 100.0 / n as f64,
-        rss_mib: rss_kib as f64 / 1024.0,
-        frames_expected: expected,
-        frames_lost: lost,
-    })
-}
-
 fn count_packets(path: &Path) -> u64 {
     Command::new("ffprobe")
         .args([
@@ -196,7 +158,323 @@ fn count_packets(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn run_ffmpeg(dir: &Path, port: u16, n: usize, args: &Args) -> Result<Figures> {
+/// Proportional set size (`Pss:` of /proc/PID/smaps_rollup) in KiB; 0 if the process is gone.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Pss:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// What one window measured over a set of processes.
+struct Window {
+    cpu_pct_per_stream: f64,
+    /// Total CPU of the processes, % of one core.
+    cpu_pct: f64,
+    pss_mean_kib: f64,
+    pss_peak_kib: u64,
+    rss_peak_kib: u64,
+}
+
+/// Measures `pids` for `seconds`: CPU from utime+stime, PSS summed over the processes once a second.
+fn measure(pids: &[u32], seconds: u64, n: usize) -> Window {
+    let ticks = |pids: &[u32]| -> u64 { pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).sum() };
+    let c0 = ticks(pids);
+    let t0 = Instant::now();
+    let (mut sum, mut peak, mut samples) = (0u64, 0u64, 0u64);
+    let end = t0 + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        std::thread::sleep(
+            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
+        );
+        let pss: u64 = pids.iter().map(|p| pss_kib(*p)).sum();
+        sum += pss;
+        peak = peak.max(pss);
+        samples += 1;
+    }
+    let c1 = ticks(pids);
+    let wall_s = t0.elapsed().as_secs_f64();
+    let cpu_pct = (c1.saturating_sub(c0)) as f64 / clk_tck() / wall_s * 100.0;
+    Window {
+        cpu_pct_per_stream: cpu_pct / n as f64,
+        cpu_pct,
+        pss_mean_kib: sum as f64 / samples.max(1) as f64,
+        pss_peak_kib: peak,
+        rss_peak_kib: pids.iter().map(|p| peak_rss_kib(*p).unwrap_or(0)).sum(),
+    }
+}
+
+/// Frames of the recorded streams, from camsim's stamps in every segment.
+#[derive(Default)]
+struct Frames {
+    /// Frames in the recorded sequence ranges (recorded + missing).
+    expected: u64,
+    missing: u64,
+    duplicated: u64,
+    unstamped: u64,
+}
+
+fn write_config(dir: &Path, data: &Path, port: u16, n: usize, record: bool) -> Result<PathBuf> {
+    let mut cfg = format!(
+        "[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n\
+         [[nodes]]\nname = \"bench\"\nrole = \"primary\"\ndata_dir = \"{}\"\n",
+        data.display()
+    );
+    for i in 1..=n {
+        cfg.push_str(&format!(
+            "[[cameras]]\nname = \"cam{i}\"\nnode = \"bench\"\n[cameras.streams.main]\n\
+             url = \"rtsp://127.0.0.1:{port}/cam{i}\"\nrecord = {record}\n"
+        ));
+    }
+    let path = dir.join(if record {
+        "nvr.toml"
+    } else {
+        "nvr-shadow.toml"
+    });
+    std::fs::write(&path, cfg)?;
+    Ok(path)
+}
+
+struct Recorder {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Recorder {
+    fn start(
+        nvr: &Path,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        n: usize,
+        record: bool,
+        arena_max: u32,
+    ) -> Result<Self> {
+        let data = dir.join(format!("{name}-data"));
+        if data.exists() {
+            // A reused work directory: start from an empty store (camsim's sequence numbers restart).
+            std::fs::remove_dir_all(&data)?;
+        }
+        std::fs::create_dir_all(&data)?;
+        let cfg = write_config(dir, &data, port, n, record)?;
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let mut cmd = Command::new(nvr);
+        if arena_max > 0 {
+            cmd.env("MALLOC_ARENA_MAX", arena_max.to_string());
+        }
+        let child = cmd
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--node", "bench"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Recorder { child, data })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.data.join("control.sock")
+    }
+
+    fn wait_socket(&self) -> Result<()> {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if UnixStream::connect(self.socket()).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "no control socket at {} after 30 s",
+            self.socket().display()
+        )
+    }
+
+    fn stop(mut self) -> Result<PathBuf> {
+        signal(self.pid(), "-TERM");
+        if !wait_exit(&mut self.child, Duration::from_secs(60)) {
+            let _ = self.child.kill();
+            bail!("recorder did not stop within 60 s of SIGTERM");
+        }
+        Ok(self.data)
+    }
+}
+
+/// Counts frames exactly: per stream, the stamps of every recorded sample (`nvr::frames::list`).
+fn recorded_frames(data: &Path, n: usize) -> Result<Frames> {
+    let store = store::Reader::open(data, Arc::new(base::clock::SystemClock))?;
+    let streams = store.streams()?;
+    if streams.len() != n {
+        bail!("recorder registered {} of {n} streams", streams.len());
+    }
+    let mut f = Frames::default();
+    for s in streams {
+        let mut frames = Vec::new();
+        for seg in store.segments_in_range(s.id, 0, i64::MAX)? {
+            frames.extend(nvr::frames::list(&data.join(&seg.path))?);
+        }
+        let sum = nvr::frames::summarize(&frames);
+        f.expected += sum.count - sum.unstamped + sum.missing;
+        f.missing += sum.missing;
+        f.duplicated += sum.duplicated;
+        f.unstamped += sum.unstamped;
+    }
+    Ok(f)
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Sends one request over the control socket and returns the `result` (an error if refused).
+fn control(socket: &Path, request: &serde_json::Value) -> Result<serde_json::Value> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(35)))?;
+    s.write_all(&framed(&serde_json::to_vec(request)?))?;
+    let answer: serde_json::Value = serde_json::from_slice(&read_frame(&mut s)?)?;
+    if answer["ok"] != true {
+        bail!("{request} refused: {answer}");
+    }
+    Ok(answer["result"].clone())
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// What one live subscriber saw while `recording` was set.
+#[derive(Default)]
+struct LiveSeen {
+    latencies_us: Vec<i64>,
+    /// Sequence numbers skipped between consecutive fragments.
+    skipped: u64,
+}
+
+/// A live subscriber on `stream`: reads fragments until `stop`; records the latency of each fragment
+/// received while `recording` is set.
+fn subscriber(
+    socket: PathBuf,
+    stream: String,
+    recording: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Result<LiveSeen> {
+    let mut s = UnixStream::connect(&socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(&framed(
+        serde_json::json!({"op": "live", "stream": stream})
+            .to_string()
+            .as_bytes(),
+    ))?;
+    let answer: serde_json::Value = serde_json::from_slice(&read_frame(&mut s)?)?;
+    if answer["ok"] != true {
+        bail!("live {stream} refused: {answer}");
+    }
+    let mut seen = LiveSeen::default();
+    let mut last_seq = None;
+    while !stop.load(Ordering::Relaxed) {
+        let chunk = read_frame(&mut s).with_context(|| format!("live {stream}"))?;
+        let arrival_us = now_us();
+        if chunk.get(4..8) != Some(b"moof") {
+            continue;
+        }
+        let moof_bytes = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
+        let Some(stamp) = chunk
+            .get(moof_bytes + 8..)
+            .and_then(camsim::stamp::find_in_length_prefixed)
+        else {
+            continue;
+        };
+        if recording.load(Ordering::Relaxed) {
+            seen.latencies_us
+                .push(arrival_us - stamp.send_time_us as i64);
+            if let Some(prev) = last_seq {
+                seen.skipped += stamp.seq.saturating_sub(prev + 1);
+            }
+        }
+        last_seq = Some(stamp.seq);
+    }
+    Ok(seen)
+}
+
+/// Live latencies and the recorder's CPU over one window with `streams` subscribed.
+struct LiveFigures {
+    window: Window,
+    fragments: usize,
+    skipped: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn run_live(rec: &Recorder, streams: &[String], n: usize, args: &Args) -> Result<LiveFigures> {
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = streams
+        .iter()
+        .map(|st| {
+            let (sock, st, r, s) = (rec.socket(), st.clone(), recording.clone(), stop.clone());
+            std::thread::spawn(move || subscriber(sock, st, r, s))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(args.warmup_seconds));
+    recording.store(true, Ordering::Relaxed);
+    let window = measure(&[rec.pid()], args.seconds, n);
+    recording.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut skipped = 0;
+    for h in handles {
+        let seen = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("subscriber panicked"))??;
+        all.extend(seen.latencies_us);
+        skipped += seen.skipped;
+    }
+    if all.is_empty() {
+        bail!("no live fragment received");
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+    Ok(LiveFigures {
+        window,
+        fragments: all.len(),
+        skipped,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+    })
+}
+
+struct FfmpegFigures {
+    window: Window,
+    expected: u64,
+    lost: u64,
+}
+
+fn run_ffmpeg(dir: &Path, port: u16, n: usize, args: &Args) -> Result<FfmpegFigures> {
     let out = dir.join("ffmpeg-out");
     std::fs::create_dir_all(&out)?;
     let mut children = Vec::new();
@@ -212,16 +490,8 @@ fn run_ffmpeg(dir: &Path, port: u16, n: usize, args: &Args) -> Result<Figures> {
                 "-i",
             ])
             .arg(format!("rtsp://127.0.0.1:{port}/cam{i}"))
-            .args([
-                "-c",
-                "copy",
-                "-f",
-                "segment",
-                "-segment_time",
-                "60",
-                "-reset_timestamps",
-                "1",
-            ])
+            .args(["-c", "copy", "-f", "segment", "-segment_time", "60"])
+            .args(["-reset_timestamps", "1"])
             .arg(out.join(format!("cam{i}_%03d.mp4")))
             .stdout(Stdio::null())
             .stderr(log)
@@ -232,12 +502,7 @@ fn run_ffmpeg(dir: &Path, port: u16, n: usize, args: &Args) -> Result<Figures> {
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(args.warmup_seconds));
     let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
-    let c0: u64 = pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).sum();
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(args.seconds));
-    let c1: u64 = pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).sum();
-    let wall_s = t0.elapsed().as_secs_f64();
-    let rss_kib: u64 = pids.iter().map(|p| peak_rss_kib(*p).unwrap_or(0)).sum();
+    let window = measure(&pids, args.seconds, n);
     let total_s = started.elapsed().as_secs_f64();
     for p in &pids {
         signal(*p, "-INT");
@@ -259,16 +524,171 @@ fn run_ffmpeg(dir: &Path, port: u16, n: usize, args: &Args) -> Result<Figures> {
         }
         // ffmpeg ran for total_s; it can only have recorded frames sent while it was connected, and
         // connecting takes under a second on loopback.
-        let exp = ((total_s - 1.0).max(0.0) * FPS) as u64;
+        let exp = ((total_s - 1.0).max(0.0) * f64::from(FPS)) as u64;
         expected += exp;
         lost += exp.saturating_sub(got);
     }
-    Ok(Figures {
-        cpu_pct_per_stream: (c1 - c0) as f64 / clk_tck() / wall_s * 100.0 / n as f64,
-        rss_mib: rss_kib as f64 / 1024.0,
-        frames_expected: expected,
-        frames_lost: lost,
+    Ok(FfmpegFigures {
+        window,
+        expected,
+        lost,
     })
+}
+
+fn mib(kib: f64) -> f64 {
+    kib / 1024.0
+}
+
+fn print_window(label: &str, n: usize, w: &Window, extra: &str) {
+    println!(
+        "  {label:<16} cpu {:>6.3} %/stream ({:>6.1} % total)  PSS/stream mean {:>6.3} MiB, peak {:>6.3} MiB  \
+         (total mean {:>7.1} MiB)  peak RSS {:>8.1} MiB{extra}",
+        w.cpu_pct_per_stream,
+        w.cpu_pct,
+        mib(w.pss_mean_kib) / n as f64,
+        mib(w.pss_peak_kib as f64) / n as f64,
+        mib(w.pss_mean_kib),
+        mib(w.rss_peak_kib as f64),
+    );
+}
+
+/// Encodes the `--gop-s` clip (720p25, 2 Mbit/s) into `work`, once.
+fn encode_clip(work: &Path, gop_s: u32) -> Result<PathBuf> {
+    let out = work.join(format!("clip-gop{gop_s}s.h264"));
+    if !out.exists() {
+        let seconds = (5 * gop_s).max(10);
+        let status = camsim::ffmpeg_clip_command(&out, (1280, 720), seconds, gop_s * FPS, Some(2))
+            .status()
+            .context("running ffmpeg to encode the clip")?;
+        if !status.success() {
+            bail!("ffmpeg could not encode the clip: {status}");
+        }
+    }
+    Ok(out)
+}
+
+fn run_count(nvr: &Path, work: &Path, clip: Option<&Path>, n: usize, args: &Args) -> Result<()> {
+    let dir = work.join(format!("n{n}"));
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let mut cmd = Command::new(nvr);
+    cmd.args(["camsim", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--streams", &n.to_string()]);
+    if let Some(clip) = clip {
+        cmd.arg("--clip")
+            .arg(clip)
+            .args(["--fps", &FPS.to_string()]);
+    }
+    let mut sim = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("camsim.log"))?)
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let result = run_systems(nvr, &dir, port, n, args);
+    signal(sim.id(), "-TERM");
+    wait_exit(&mut sim, Duration::from_secs(10));
+    result
+}
+
+fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Result<()> {
+    println!("N = {n} streams:");
+    // Record mode, then live fan-out on the same recorder.
+    let rec = Recorder::start(nvr, dir, "nvr", port, n, true, args.malloc_arena_max)?;
+    std::thread::sleep(Duration::from_secs(args.warmup_seconds));
+    let record = measure(&[rec.pid()], args.seconds, n);
+    let mut live = Vec::new();
+    if args.live {
+        let one = vec!["cam1/main".to_owned(); LIVE_SUBSCRIBERS];
+        live.push(("16 on cam1", run_live(&rec, &one, n, args)));
+        if n >= LIVE_SUBSCRIBERS {
+            let spread: Vec<String> = (1..=LIVE_SUBSCRIBERS)
+                .map(|i| format!("cam{i}/main"))
+                .collect();
+            live.push(("1 on each of 16", run_live(&rec, &spread, n, args)));
+        }
+    }
+    let data = rec.stop()?;
+    let frames = recorded_frames(&data, n)?;
+    print_window(
+        "nvr record",
+        n,
+        &record,
+        &format!(
+            "  frames lost {} / {} (duplicated {}, unstamped {})",
+            frames.missing, frames.expected, frames.duplicated, frames.unstamped
+        ),
+    );
+    for (label, l) in live {
+        let l = l?;
+        print_window(
+            &format!("nvr live {label}"),
+            n,
+            &l.window,
+            &format!(
+                "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} fragments ({} skipped)",
+                l.p50_ms, l.p99_ms, l.max_ms, l.fragments, l.skipped
+            ),
+        );
+    }
+
+    let shadow = if args.shadow {
+        let rec = Recorder::start(
+            nvr,
+            dir,
+            "nvr-shadow",
+            port,
+            n,
+            false,
+            args.malloc_arena_max,
+        )?;
+        rec.wait_socket()?;
+        for i in 1..=n {
+            control(
+                &rec.socket(),
+                &serde_json::json!({"op": "start", "stream": format!("cam{i}/main"), "mode": "shadow"}),
+            )?;
+        }
+        std::thread::sleep(Duration::from_secs(args.warmup_seconds));
+        let status = control(&rec.socket(), &serde_json::json!({"op": "status"}))?;
+        let shadowing = status
+            .as_array()
+            .map(|a| a.iter().filter(|s| s["state"] == "shadowing").count())
+            .unwrap_or(0);
+        let w = measure(&[rec.pid()], args.seconds, n);
+        rec.stop()?;
+        print_window(
+            "nvr shadow",
+            n,
+            &w,
+            &format!("  {shadowing} of {n} streams shadowing at the window's start"),
+        );
+        Some(w)
+    } else {
+        None
+    };
+
+    if !args.no_ffmpeg {
+        let ff = run_ffmpeg(dir, port, n, args)?;
+        print_window(
+            "ffmpeg",
+            n,
+            &ff.window,
+            &format!("  frames lost {} / {} (packet count)", ff.lost, ff.expected),
+        );
+        let cpu = |w: &Window| w.cpu_pct_per_stream / ff.window.cpu_pct_per_stream.max(1e-9);
+        let pss = |w: &Window| w.pss_mean_kib / ff.window.pss_mean_kib.max(1e-9);
+        print!(
+            "  ratios to ffmpeg (same run): record cpu {:.2}, PSS {:.3}",
+            cpu(&record),
+            pss(&record)
+        );
+        if let Some(s) = &shadow {
+            print!("; shadow cpu {:.2}, PSS {:.3}", cpu(s), pss(s));
+        }
+        println!();
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -282,68 +702,27 @@ fn main() -> Result<()> {
             tmp.path().to_owned()
         }
     };
+    std::fs::create_dir_all(&work)?;
+    let clip = match args.gop_s {
+        Some(g) => Some(encode_clip(&work, g)?),
+        None => None,
+    };
     println!(
-        "nvr-bench: {} s window after {} s warm-up; CPU in % of one core per stream; RSS = peak (sum over processes for ffmpeg)",
-        args.seconds, args.warmup_seconds
-    );
-    println!(
-        "{:>7}  {:>10} {:>9} {:>12}  {:>10} {:>9} {:>12}  {:>9}",
-        "streams",
-        "nvr cpu%",
-        "nvr MiB",
-        "nvr lost",
-        "ffm cpu%",
-        "ffm MiB",
-        "ffm lost",
-        "cpu ratio"
+        "nvr-bench: {} s windows after {} s warm-ups; clip {}; recorder MALLOC_ARENA_MAX {}; CPU in % of one core; PSS sampled every second \
+         (summed over processes for ffmpeg); RSS = peak (summed for ffmpeg)",
+        args.seconds,
+        args.warmup_seconds,
+        match args.gop_s {
+            Some(g) => format!("720p25 2 Mbit/s, {g} s GOP"),
+            None => "embedded".to_owned(),
+        },
+        match args.malloc_arena_max {
+            0 => "unset".to_owned(),
+            a => a.to_string(),
+        }
     );
     for &n in &args.streams {
-        let dir = work.join(format!("n{n}"));
-        std::fs::create_dir_all(&dir)?;
-        let port = free_port()?;
-        let mut sim = Command::new(&nvr)
-            .args([
-                "camsim",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--streams",
-                &n.to_string(),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("camsim.log"))?)
-            .spawn()?;
-        std::thread::sleep(Duration::from_millis(500));
-        let rec = run_recorder(&nvr, &dir, port, n, &args);
-        let ff = if args.no_ffmpeg {
-            None
-        } else {
-            Some(run_ffmpeg(&dir, port, n, &args))
-        };
-        signal(sim.id(), "-TERM");
-        wait_exit(&mut sim, Duration::from_secs(10));
-        let rec = rec?;
-        match ff {
-            Some(ff) => {
-                let ff = ff?;
-                println!(
-                    "{n:>7}  {:>10.3} {:>9.1} {:>5}/{:<6}  {:>10.3} {:>9.1} {:>5}/{:<6}  {:>9.2}",
-                    rec.cpu_pct_per_stream,
-                    rec.rss_mib,
-                    rec.frames_lost,
-                    rec.frames_expected,
-                    ff.cpu_pct_per_stream,
-                    ff.rss_mib,
-                    ff.frames_lost,
-                    ff.frames_expected,
-                    rec.cpu_pct_per_stream / ff.cpu_pct_per_stream.max(1e-9)
-                );
-            }
-            None => println!(
-                "{n:>7}  {:>10.3} {:>9.1} {:>5}/{:<6}",
-                rec.cpu_pct_per_stream, rec.rss_mib, rec.frames_lost, rec.frames_expected
-            ),
-        }
+        run_count(&nvr, &work, clip.as_deref(), n, &args)?;
     }
     Ok(())
 }
