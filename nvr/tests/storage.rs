@@ -35,6 +35,19 @@ struct Fixture {
     stream: StreamId,
 }
 
+impl Fixture {
+    /// A recording of the fixture's stream (`cam1`/main) with segments of `segment_duration_ms`.
+    fn recording(&self, segment_duration_ms: u64) -> Recording {
+        Recording::new(
+            self.store.clone(),
+            self.stream,
+            "cam1",
+            StreamKind::Main,
+            settings(segment_duration_ms),
+        )
+    }
+}
+
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(ManualClock::new(T0_MS));
@@ -61,13 +74,7 @@ fn push_frames(rec: &mut Recording, first_frame: i64, frames: i64, gop: i64) {
 #[test]
 fn segments_are_cut_on_key_frames_continuous_and_sealed() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(2000),
-    );
+    let mut rec = f.recording(2000);
     push_frames(&mut rec, 0, 250, 25);
     rec.finish("shutdown").expect("finish");
 
@@ -114,13 +121,7 @@ fn segments_are_cut_on_key_frames_continuous_and_sealed() {
 fn long_gops_are_cut_into_fragments_of_at_most_one_second() {
     for gop_frames in [100, 250] {
         let f = fixture();
-        let mut rec = Recording::new(
-            f.store.clone(),
-            f.stream,
-            "cam1",
-            StreamKind::Main,
-            settings(60_000),
-        );
+        let mut rec = f.recording(60_000);
         push_frames(&mut rec, 0, 2 * gop_frames + 13, gop_frames);
         rec.finish("shutdown").expect("finish");
         let segs = f
@@ -158,13 +159,7 @@ fn long_gops_are_cut_into_fragments_of_at_most_one_second() {
 #[test]
 fn open_segment_progress_reaches_the_catalog_in_batches() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(60_000),
-    );
+    let mut rec = f.recording(60_000);
     push_frames(&mut rec, 0, 60, 25);
     assert_eq!(rec.frames_written(), 50, "two fragments written");
     let row = |store: &Store| {
@@ -192,13 +187,7 @@ fn open_segment_progress_reaches_the_catalog_in_batches() {
 #[test]
 fn parameter_change_starts_a_new_segment() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(60_000),
-    );
+    let mut rec = f.recording(60_000);
     push_frames(&mut rec, 0, 50, 25);
     let mut other = VideoTrack::synthetic_avc1(320, 240);
     other.width = 640;
@@ -225,13 +214,7 @@ fn parameter_change_starts_a_new_segment() {
 #[test]
 fn crash_recovery_keeps_every_complete_fragment() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(60_000),
-    );
+    let mut rec = f.recording(60_000);
     // Three GOPs complete (written), the fourth still buffered when the process "dies".
     push_frames(&mut rec, 0, 90, 25);
     let open = f.store.catalog().open_segments("node-a").expect("open");
@@ -274,13 +257,7 @@ fn crash_recovery_keeps_every_complete_fragment() {
 #[test]
 fn orphan_files_are_indexed_and_missing_files_marked() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(2000),
-    );
+    let mut rec = f.recording(2000);
     push_frames(&mut rec, 0, 150, 25);
     rec.finish("shutdown").expect("finish");
     let segs = f
@@ -321,13 +298,7 @@ fn orphan_files_are_indexed_and_missing_files_marked() {
 #[test]
 fn retention_deletes_oldest_first_and_never_open_segments() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(2000),
-    );
+    let mut rec = f.recording(2000);
     // Five sealed 2 s segments, a sixth open with one fragment, one GOP buffered.
     push_frames(&mut rec, 0, 300, 25);
     let sealed = f
@@ -413,23 +384,11 @@ fn retention_deletes_oldest_first_and_never_open_segments() {
 #[test]
 fn gaps_between_runs_are_explicit() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(60_000),
-    );
+    let mut rec = f.recording(60_000);
     push_frames(&mut rec, 0, 100, 25);
     rec.finish("camera error").expect("finish");
     f.clock.set_ms(T0_MS + 14_000);
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(60_000),
-    );
+    let mut rec = f.recording(60_000);
     push_frames(&mut rec, 0, 50, 25);
     rec.finish("shutdown").expect("finish");
     let gaps = f
@@ -451,13 +410,7 @@ fn gaps_between_runs_are_explicit() {
 #[test]
 fn camera_timestamp_resets_keep_the_timeline_continuous() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(2000),
-    );
+    let mut rec = f.recording(2000);
     push_frames(&mut rec, 0, 60, 25);
     // The camera restarts its clock mid-GOP (as a shared GStreamer pipeline does when a client joins),
     // then later jumps far ahead.
@@ -504,13 +457,7 @@ fn camera_timestamp_resets_keep_the_timeline_continuous() {
 #[test]
 fn may_write_false_means_the_frame_touches_no_disk() {
     let f = fixture();
-    let mut rec = Recording::new(
-        f.store.clone(),
-        f.stream,
-        "cam1",
-        StreamKind::Main,
-        settings(2000),
-    );
+    let mut rec = f.recording(2000);
     let mut frames: Vec<(i64, bool)> = (0..60).map(|i| (i * 3600, i % 25 == 0)).collect();
     // 11 s without a key frame: the fragment is cut at 10 s.
     frames.extend((60..340).map(|i| (i * 3600, i == 60)));

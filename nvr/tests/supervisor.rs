@@ -176,6 +176,16 @@ fn shadow(dir: &TestDir, config: &Path, camera: &str, frames: u64) {
     );
 }
 
+/// SIGTERM to every node, then each must exit cleanly (segments sealed).
+fn stop_nodes(nodes: &mut [&mut NvrProcess]) {
+    for n in nodes.iter_mut() {
+        n.sigterm();
+    }
+    for n in nodes.iter_mut() {
+        n.expect_clean_exit(Duration::from_secs(30));
+    }
+}
+
 fn wait_frames(dir: &TestDir, config: &Path, camera: &str, field: &str, n: u64) -> bool {
     wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
         stream_status(dir, config, camera)[field]
@@ -343,10 +353,7 @@ fn release_and_promote_hand_a_stream_over_at_a_named_frame() {
     );
     ctl_ok(&dir, &config_b, &["stop", "cam/main"]);
     std::thread::sleep(Duration::from_millis(1500));
-    a.sigterm();
-    b.sigterm();
-    a.expect_clean_exit(Duration::from_secs(30));
-    b.expect_clean_exit(Duration::from_secs(30));
+    stop_nodes(&mut [&mut a, &mut b]);
 
     // A: the first recording ends before the key frame; B's recording starts with it.
     let segs_a = segments(&dir, "data-a", "cam");
@@ -404,10 +411,7 @@ fn handover_both_ways_misses_and_duplicates_no_frame() {
     assert!(wait_frames(&dir, &config_b, "cam", "frames", 60));
     handover(&config_b, &config_a);
     std::thread::sleep(Duration::from_secs(2));
-    a.sigterm();
-    b.sigterm();
-    a.expect_clean_exit(Duration::from_secs(30));
-    b.expect_clean_exit(Duration::from_secs(30));
+    stop_nodes(&mut [&mut a, &mut b]);
     let seq_a = stamps(&dir, "data-a", "cam");
     let seq_b = stamps(&dir, "data-b", "cam");
     assert!(seq_b.len() >= 60, "B recorded {}", seq_b.len());
