@@ -655,10 +655,26 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         grown.push(lie.leaf_hash());
         let msg = extension(&grown, held_head.head.timestamp_ms + 20, &lie);
         expect_refused(&mut conn, msg, "leaf contradicting a held copy").await;
+
+        // 6. A second leaf for a path the log already holds, even with the same hash (after the
+        // standby's retention deleted the copy, it would otherwise become restore's answer).
+        let mut again = MerkleTree::from_leaf_hashes(
+            own_leaves[..size].iter().map(|l| l.leaf_hash()).collect(),
+        );
+        let dup = own_leaves[0].clone();
+        again.push(dup.leaf_hash());
+        let msg = extension(&again, held_head.head.timestamp_ms + 30, &dup);
+        expect_refused(&mut conn, msg, "second leaf for a logged path").await;
     });
 
     let alarms = standby_alarms(&p.data_s);
-    assert!(alarms.len() >= alarms_before + 5, "alarms: {alarms:?}");
+    assert!(alarms.len() >= alarms_before + 6, "alarms: {alarms:?}");
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.detail.contains("already holds a leaf")),
+        "alarms: {alarms:?}"
+    );
     assert_eq!(
         media_files(&p.data_s),
         before,

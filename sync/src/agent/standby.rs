@@ -585,6 +585,17 @@ fn accept_head(
     if leaves.iter().any(|l| l.origin_node != *origin) {
         return Err("leaf of another node in this log".into());
     }
+    // One leaf per path, ever: a second one (even with the same hash) would become restore's answer
+    // once retention deleted the first copy.
+    let mut new_paths = std::collections::HashSet::new();
+    for leaf in &leaves {
+        if log.logged.contains_key(&leaf.path) || !new_paths.insert(leaf.path.as_str()) {
+            return Err(format!(
+                "leaf for {}: the log already holds a leaf for this path",
+                leaf.path
+            ));
+        }
+    }
     let hashes: Vec<[u8; 32]> = leaves.iter().map(|l| l.leaf_hash()).collect();
     check_leaves(&log.tree, &hashes, &new.head).map_err(|e| e.to_string())?;
     // A leaf must not contradict a sealed copy held here.
