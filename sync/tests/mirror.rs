@@ -665,10 +665,28 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         again.push(dup.leaf_hash());
         let msg = extension(&again, held_head.head.timestamp_ms + 30, &dup);
         expect_refused(&mut conn, msg, "second leaf for a logged path").await;
+
+        // 7. A head from the far future (genuinely signed, a valid new leaf): accepting it would
+        // block every honest head after it (their timestamps would regress).
+        let mut future = MerkleTree::from_leaf_hashes(
+            own_leaves[..size].iter().map(|l| l.leaf_hash()).collect(),
+        );
+        let mut fresh_leaf = own_leaves[0].clone();
+        fresh_leaf.path = "media/cam1/main/2030-01-02/20300102T000000000Z_node-a.mp4".into();
+        future.push(fresh_leaf.leaf_hash());
+        let year_ms = 365 * 86_400_000;
+        let msg = extension(&future, held_head.head.timestamp_ms + year_ms, &fresh_leaf);
+        expect_refused(&mut conn, msg, "head from the future").await;
     });
 
     let alarms = standby_alarms(&p.data_s);
-    assert!(alarms.len() >= alarms_before + 6, "alarms: {alarms:?}");
+    assert!(alarms.len() >= alarms_before + 7, "alarms: {alarms:?}");
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.detail.contains("ahead of this node's clock")),
+        "alarms: {alarms:?}"
+    );
     assert!(
         alarms
             .iter()

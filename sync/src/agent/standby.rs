@@ -540,6 +540,11 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     .await
 }
 
+/// How far ahead of the standby's clock a head's timestamp may be. Heads must not go back in time, so
+/// one from the far future would block every honest head after it. Nodes keep their clocks within
+/// this (NTP) of each other.
+pub const MAX_HEAD_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
+
 /// Verifies a new head (signature, chain, consistency, leaves) and countersigns it.
 fn accept_head(
     shared: &Shared,
@@ -550,6 +555,13 @@ fn accept_head(
 ) -> Result<serde_json::Value, String> {
     let origin = &peer.node;
     let new: SignedTreeHead = from_json(head, "tree head").map_err(|e| e.to_string())?;
+    let ahead_ms = new.head.timestamp_ms - now_ms();
+    if ahead_ms > MAX_HEAD_CLOCK_AHEAD_MS {
+        return Err(format!(
+            "head timestamp {} is {ahead_ms} ms ahead of this node's clock (at most {MAX_HEAD_CLOCK_AHEAD_MS} ms)",
+            new.head.timestamp_ms
+        ));
+    }
     let proof: Vec<[u8; 32]> = proof
         .iter()
         .map(|h| base::hex::decode_32(h).ok_or_else(|| format!("bad proof hash {h:?}")))
