@@ -292,9 +292,15 @@ impl StreamTask {
         let spec = self.spec.clone();
         let connecting = connect(&spec, self.settings);
         tokio::pin!(connecting);
+        // The loop stays alive for the watchdog while a slow camera answers.
+        let mut alive = tokio::time::interval(Duration::from_secs(1));
         let mut c: Connected = loop {
             tokio::select! {
                 biased;
+                _ = alive.tick() => {
+                    let now_ms = self.store.now_utc_ms();
+                    update(&self.status, |s| s.alive_ms = now_ms);
+                }
                 cmd = self.commands.recv() => {
                     let Some(cmd) = cmd else { return Ok(End::Exit) };
                     if self.handle_idle(cmd) == Flow::Exit {
