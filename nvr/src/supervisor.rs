@@ -278,24 +278,28 @@ impl Supervisor {
     /// Stops every stream (each seals its segment) and waits for them.
     pub async fn shutdown(&self) {
         let entries: Vec<Entry> = std::mem::take(&mut *self.streams()).into_values().collect();
-        for e in &entries {
-            let _ = e.channels.commands.try_send(Command::Exit);
-        }
-        for e in entries {
-            stop_entry(e).await;
+        // Tell every task first, so they finish their recordings side by side.
+        let tasks: Vec<JoinHandle<()>> = entries.into_iter().map(tell_exit).collect();
+        for task in tasks {
+            wait_task(task).await;
         }
     }
 }
 
-async fn stop_entry(entry: Entry) {
-    // The queue may be full of commands; the task drains it and then sees the exit. Dropping the
-    // last sender ends the task too.
+/// Asks a stream's task to finish and drops the supervisor's channel ends. If the command queue is
+/// full the task still ends: it drains the queue, then finds every sender gone.
+fn tell_exit(entry: Entry) -> JoinHandle<()> {
     let Entry { channels, task, .. } = entry;
-    if channels.commands.send(Command::Exit).await.is_err() {
-        tracing::debug!("stream task already gone");
-    }
-    drop(channels);
+    let _ = channels.commands.try_send(Command::Exit);
+    task
+}
+
+async fn wait_task(task: JoinHandle<()>) {
     if let Err(e) = task.await {
         tracing::error!(error = %e, "stream task failed");
     }
+}
+
+async fn stop_entry(entry: Entry) {
+    wait_task(tell_exit(entry)).await;
 }

@@ -186,6 +186,45 @@ fn stop_nodes(nodes: &mut [&mut NvrProcess]) {
     }
 }
 
+/// Node A records `url` as camera `cam`, node B has it configured but not recorded; both started,
+/// A recording. Returns (config A, config B, A, B).
+fn start_two_nodes(dir: &TestDir, url: &str) -> (PathBuf, PathBuf, NvrProcess, NvrProcess) {
+    let config_a = write_config(dir, "node-a", "data-a", &[("cam", url.to_owned(), true)]);
+    let config_b = write_config(dir, "node-b", "data-b", &[("cam", url.to_owned(), false)]);
+    let a = start_nvr(dir, &config_a);
+    let b = start_nvr(dir, &config_b);
+    assert!(
+        wait_frames(dir, &config_a, "cam", "frames", 50),
+        "{}",
+        a.stderr_tail(30)
+    );
+    (config_a, config_b, a, b)
+}
+
+/// Make-before-break: `to` shadows, `from` releases at a key frame, `to` promotes after `from`'s last
+/// written frame and must start exactly at that key frame. Returns (release answer, promote answer).
+fn handover(dir: &TestDir, from: &Path, to: &Path) -> (Value, Value) {
+    shadow(dir, to, "cam", 30);
+    let released = ctl_ok(dir, from, &["release", "cam/main"]);
+    assert!(released["last_written"]["hash"].is_string(), "{released}");
+    let promoted = ctl_ok(
+        dir,
+        to,
+        &[
+            "promote",
+            "cam/main",
+            "--after",
+            &released["last_written"].to_string(),
+        ],
+    );
+    assert_eq!(promoted["gap_ms"], Value::Null, "{promoted}");
+    assert_eq!(
+        promoted["first_frame"]["hash"], released["key_frame"]["hash"],
+        "the new holder starts exactly at the release key frame: {promoted} vs {released}"
+    );
+    (released, promoted)
+}
+
 fn wait_frames(dir: &TestDir, config: &Path, camera: &str, field: &str, n: u64) -> bool {
     wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
         stream_status(dir, config, camera)[field]
@@ -297,32 +336,9 @@ fn runtime_control_of_one_stream_leaves_the_others_untouched() {
 fn release_and_promote_hand_a_stream_over_at_a_named_frame() {
     let dir = TestDir::new();
     let camera = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
-    let url = camera.url("/cam");
-    let config_a = write_config(&dir, "node-a", "data-a", &[("cam", url.clone(), true)]);
-    let config_b = write_config(&dir, "node-b", "data-b", &[("cam", url, false)]);
-    let mut a = start_nvr(&dir, &config_a);
-    let mut b = start_nvr(&dir, &config_b);
-    assert!(
-        wait_frames(&dir, &config_a, "cam", "frames", 50),
-        "{}",
-        a.stderr_tail(30)
-    );
-    shadow(&dir, &config_b, "cam", 30);
-
-    let released = ctl_ok(&dir, &config_a, &["release", "cam/main"]);
-    let key = released["key_frame"].clone();
-    let last = released["last_written"].clone();
-    assert!(last["hash"].is_string(), "{released}");
-    let promoted = ctl_ok(
-        &dir,
-        &config_b,
-        &["promote", "cam/main", "--after", &last.to_string()],
-    );
-    assert_eq!(promoted["gap_ms"], Value::Null, "{promoted}");
-    assert_eq!(
-        promoted["first_frame"]["hash"], key["hash"],
-        "B starts exactly at A's release key frame: {promoted} vs {released}"
-    );
+    let (config_a, config_b, mut a, mut b) = start_two_nodes(&dir, &camera.url("/cam"));
+    let (released, promoted) = handover(&dir, &config_a, &config_b);
+    let key = &released["key_frame"];
     assert!(
         (promoted["first_frame"]["wall_ms"].as_i64().unwrap_or(0)
             - key["wall_ms"].as_i64().unwrap_or(0))
@@ -379,37 +395,10 @@ fn handover_both_ways_misses_and_duplicates_no_frame() {
     let dir = TestDir::new();
     let (_sim, port) = start_camsim(&dir, 1);
     let url = format!("rtsp://127.0.0.1:{port}/cam1");
-    let config_a = write_config(&dir, "node-a", "data-a", &[("cam", url.clone(), true)]);
-    let config_b = write_config(&dir, "node-b", "data-b", &[("cam", url, false)]);
-    let mut a = start_nvr(&dir, &config_a);
-    let mut b = start_nvr(&dir, &config_b);
-    assert!(
-        wait_frames(&dir, &config_a, "cam", "frames", 50),
-        "{}",
-        a.stderr_tail(30)
-    );
-    let handover = |from: &Path, to: &Path| {
-        shadow(&dir, to, "cam", 30);
-        let released = ctl_ok(&dir, from, &["release", "cam/main"]);
-        let promoted = ctl_ok(
-            &dir,
-            to,
-            &[
-                "promote",
-                "cam/main",
-                "--after",
-                &released["last_written"].to_string(),
-            ],
-        );
-        assert_eq!(
-            promoted["first_frame"]["hash"], released["key_frame"]["hash"],
-            "{promoted} {released}"
-        );
-        assert_eq!(promoted["gap_ms"], Value::Null);
-    };
-    handover(&config_a, &config_b);
+    let (config_a, config_b, mut a, mut b) = start_two_nodes(&dir, &url);
+    handover(&dir, &config_a, &config_b);
     assert!(wait_frames(&dir, &config_b, "cam", "frames", 60));
-    handover(&config_b, &config_a);
+    handover(&dir, &config_b, &config_a);
     std::thread::sleep(Duration::from_secs(2));
     stop_nodes(&mut [&mut a, &mut b]);
     let seq_a = stamps(&dir, "data-a", "cam");
