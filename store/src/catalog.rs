@@ -551,6 +551,22 @@ impl Catalog {
         Ok(())
     }
 
+    /// Sets a sealed segment's SHA-256 and size (a repair puts a rewritten row back to the signed log).
+    pub fn set_segment_hash(
+        &self,
+        id: SegmentId,
+        sha256_hex: &str,
+        size_bytes: i64,
+    ) -> Result<(), StorageError> {
+        self.conn
+            .execute(
+                "UPDATE segments SET sha256 = ?2, size_bytes = ?3 WHERE id = ?1",
+                params![id.0, sha256_hex, size_bytes],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
     /// Removes a segment row that never held a complete fragment.
     pub fn delete_segment_row(&self, id: SegmentId) -> Result<(), StorageError> {
         self.conn

@@ -1,4 +1,6 @@
-//! `nvr check`: compare the catalog with the media files and re-hash sealed segments.
+//! `nvr check`: compare the catalog with the media files and re-hash sealed segments; the one rule for
+//! what is wrong with a sealed segment ([`Store::verify_sealed`]), optionally against a reference such as
+//! the sync agent's signed log.
 
 use std::collections::HashSet;
 
@@ -11,6 +13,15 @@ use super::{layout, SegmentRow, SegmentState, StorageError, Store};
 pub struct CheckProblem {
     pub path: String,
     pub problem: String,
+}
+
+/// What a sealed segment is, according to an authority other than the catalog: the sync agent's signed
+/// log (its leaf for the path). See [`Store::verify_sealed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SealedReference {
+    pub size_bytes: u64,
+    /// Lower-case hex.
+    pub sha256: String,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -82,15 +93,62 @@ impl Store {
     /// What is wrong with a sealed segment's file next to its catalog row, without reading it: the file
     /// is missing, has another size or is writable.
     pub fn verify_sealed_file(&self, row: &SegmentRow) -> Result<(), String> {
-        let path = self.data_dir.join(&row.path);
+        self.file_problem(&row.path, row.size_bytes.max(0) as u64, "catalog")
+    }
+
+    /// Re-hashes a sealed segment's file against the SHA-256 in its catalog row (`nvr check`).
+    pub fn verify_sealed_hash(&self, row: &SegmentRow) -> Result<(), String> {
+        self.hash_problem(&row.path, row.sha256.as_deref(), "catalog")
+    }
+
+    /// The one scrubbing rule, used by `nvr check`, the sync agent's scrub on both nodes and the
+    /// primary's tamper watch: what is wrong with a sealed segment.
+    ///
+    /// With a `reference` (the signed log's leaf for this path), the catalog row itself must agree with
+    /// it (hash and size), and the file is compared with the reference, so a rewritten catalog row
+    /// cannot hide an altered file. Without one, the file is compared with the catalog row. The file
+    /// must exist, be read-only and have the expected size; with `rehash`, its contents must hash to
+    /// the expected SHA-256.
+    pub fn verify_sealed(
+        &self,
+        row: &SegmentRow,
+        reference: Option<&SealedReference>,
+        rehash: bool,
+    ) -> Result<(), String> {
+        let (size_bytes, sha256, by) = match reference {
+            Some(r) => {
+                if row.sha256.as_deref() != Some(r.sha256.as_str())
+                    || row.size_bytes.max(0) as u64 != r.size_bytes
+                {
+                    return Err(format!(
+                        "catalog row says sha256 {} and {} bytes, the signed log says sha256 {} and {} bytes",
+                        row.sha256.as_deref().unwrap_or("nothing"),
+                        row.size_bytes,
+                        r.sha256,
+                        r.size_bytes
+                    ));
+                }
+                (r.size_bytes, Some(r.sha256.as_str()), "signed log")
+            }
+            None => (
+                row.size_bytes.max(0) as u64,
+                row.sha256.as_deref(),
+                "catalog",
+            ),
+        };
+        self.file_problem(&row.path, size_bytes, by)?;
+        if rehash {
+            self.hash_problem(&row.path, sha256, by)?;
+        }
+        Ok(())
+    }
+
+    fn file_problem(&self, path: &str, size_bytes: u64, by: &str) -> Result<(), String> {
+        let path = self.data_dir.join(path);
         let meta =
             std::fs::metadata(&path).map_err(|e| format!("sealed segment file unreadable: {e}"))?;
-        if meta.len() != row.size_bytes as u64 {
-            return Err(format!(
-                "size {} bytes, catalog says {}",
-                meta.len(),
-                row.size_bytes
-            ));
+        if meta.len() != size_bytes {
+            return Err(format!("size {} bytes, {by} says {size_bytes}", meta.len()));
         }
         if !meta.permissions().readonly() {
             return Err("sealed segment is writable".to_owned());
@@ -98,26 +156,35 @@ impl Store {
         Ok(())
     }
 
-    /// Re-hashes a sealed segment's file against the SHA-256 in its catalog row: the one scrubbing
-    /// rule, used by `nvr check` and the sync agent's scrub on both nodes.
-    pub fn verify_sealed_hash(&self, row: &SegmentRow) -> Result<(), String> {
-        match sha256_file(&self.data_dir.join(&row.path)) {
-            Ok(h) if Some(h.as_str()) == row.sha256.as_deref() => Ok(()),
+    fn hash_problem(&self, path: &str, sha256: Option<&str>, by: &str) -> Result<(), String> {
+        match sha256_file(&self.data_dir.join(path)) {
+            Ok(h) if Some(h.as_str()) == sha256 => Ok(()),
             Ok(h) => Err(format!(
-                "sha256 {h}, catalog says {}",
-                row.sha256.as_deref().unwrap_or("nothing")
+                "sha256 {h}, {by} says {}",
+                sha256.unwrap_or("nothing")
             )),
             Err(e) => Err(format!("cannot hash: {e}")),
         }
     }
 
-    /// One scrub pass: re-hashes every sealed segment (only those recorded by `node`, if given) at no
-    /// more than `bytes_per_s` on average. Returns the bytes hashed and the damaged segments with what
-    /// is wrong with each.
+    /// One scrub pass against the catalog: [`Store::scrub_pass_against`] without a reference.
     pub fn scrub_pass(
         &self,
         node: Option<&str>,
         bytes_per_s: u64,
+    ) -> Result<(u64, Vec<(SegmentRow, String)>), StorageError> {
+        self.scrub_pass_against(node, bytes_per_s, &|_| None)
+    }
+
+    /// One scrub pass: checks every sealed segment (only those recorded by `node`, if given) by
+    /// [`Store::verify_sealed`] with the reference `reference` gives for it (re-hashing the file) at no
+    /// more than `bytes_per_s` on average. Returns the bytes hashed and the damaged segments with what
+    /// is wrong with each.
+    pub fn scrub_pass_against(
+        &self,
+        node: Option<&str>,
+        bytes_per_s: u64,
+        reference: &dyn Fn(&SegmentRow) -> Option<SealedReference>,
     ) -> Result<(u64, Vec<(SegmentRow, String)>), StorageError> {
         let sealed = self.catalog().segments_in_state(SegmentState::Sealed)?;
         let mut hashed = 0u64;
@@ -127,7 +194,7 @@ impl Store {
             .into_iter()
             .filter(|r| node.is_none_or(|n| r.node == n))
         {
-            let result = self.verify_sealed_hash(&row);
+            let result = self.verify_sealed(&row, reference(&row).as_ref(), true);
             hashed += row.size_bytes.max(0) as u64;
             if let Err(detail) = result {
                 damaged.push((row, detail));

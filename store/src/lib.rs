@@ -17,6 +17,7 @@ mod mirror;
 pub mod mp4;
 mod reader;
 mod recovery;
+mod repair;
 mod retention;
 mod segment;
 
@@ -28,7 +29,7 @@ pub use catalog::migrate;
 pub use catalog::{
     Catalog, EventRow, Gap, RunId, RunRow, SegmentId, SegmentRow, SegmentState, StreamId, StreamRow,
 };
-pub use check::{CheckProblem, CheckReport};
+pub use check::{CheckProblem, CheckReport, SealedReference};
 pub use layout::{parse_media_path, MediaPathInfo};
 pub use layout::{INCOMING_DIR, QUARANTINE_DIR};
 pub use mirror::{MirrorError, MirrorHolding, MirrorInfo};

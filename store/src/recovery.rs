@@ -86,13 +86,21 @@ impl Store {
 
         let known = self.catalog().all_segment_paths()?;
         let known_paths: HashSet<&str> = known.iter().map(|(_, p, _)| p.as_str()).collect();
+        let deleted_paths: HashSet<&str> = known
+            .iter()
+            .filter(|(_, _, st)| *st == SegmentState::Deleted)
+            .map(|(_, p, _)| p.as_str())
+            .collect();
         let files = layout::list_media_files(&self.data_dir)
             .map_err(|e| StorageError::io("list", &self.data_dir, e))?;
         for rel in &files {
             let Some(rel_str) = rel.to_str() else {
                 continue;
             };
-            if !known_paths.contains(rel_str) {
+            if deleted_paths.contains(rel_str) {
+                // Retention marks the row before unlinking: a stop in between left the file.
+                self.finish_deletion(rel_str)?;
+            } else if !known_paths.contains(rel_str) {
                 self.index_orphan_file(rel, rel_str, &mut report)?;
             }
         }

@@ -125,14 +125,15 @@ impl Store {
         Ok(report)
     }
 
-    /// Deletes one sealed segment's file and marks its row `deleted`. Returns false if it was already gone.
+    /// Marks one sealed segment's row `deleted` and logs the event, then deletes its file. Returns false
+    /// if the file was already gone.
+    ///
+    /// The row is marked before the file is unlinked, so whoever sees the file disappear (the sync
+    /// agent's tamper watch) already finds the row `deleted`: a deletion with the row still `sealed` was
+    /// not made by retention. If the unlink fails the row is set back to `sealed`; after a crash between
+    /// the two, start-up recovery finishes the deletion ((`finish_deletion`)).
     fn delete_segment(&self, s: &SegmentRow, reason: Reason) -> Result<bool, StorageError> {
         let path = self.data_dir.join(&s.path);
-        let existed = match std::fs::remove_file(&path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(StorageError::io("remove", &path, e)),
-        };
         let now_ms = self.now_utc_ms();
         let cat = self.catalog();
         cat.set_segment_state(s.id, SegmentState::Deleted, now_ms)?;
@@ -151,7 +152,35 @@ impl Store {
             ),
         )?;
         drop(cat);
+        let existed = match std::fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                self.catalog()
+                    .set_segment_state(s.id, SegmentState::Sealed, now_ms)?;
+                return Err(StorageError::io("remove", &path, e));
+            }
+        };
         tracing::info!(path = %s.path, bytes = s.size_bytes, reason = reason.as_str(), "retention deleted segment");
         Ok(existed)
+    }
+
+    /// Deletes the file of a row retention marked `deleted` whose unlink did not happen (a crash between
+    /// marking the row and unlinking the file); called by start-up recovery.
+    pub(crate) fn finish_deletion(&self, rel: &str) -> Result<(), StorageError> {
+        let path = self.data_dir.join(rel);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                self.log_event(
+                    None,
+                    "retention",
+                    &format!("{rel}: deletion cut short by a stop finished"),
+                );
+                tracing::info!(path = %rel, "finished a retention deletion cut short by a stop");
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io("remove", &path, e)),
+        }
     }
 }
