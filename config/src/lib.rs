@@ -111,6 +111,14 @@ pub struct SyncSettings {
     pub scrub_bytes_per_s: u64,
     /// Primary: cap of the media bytes sent per second; 0 = no cap. Default 0. Per-node override.
     pub bandwidth_bytes_per_s: u64,
+    /// Primary: this many tampered sealed files within `tamper_window_ms` raise the one critical
+    /// `tampering` alarm (per-file alarms stop until the attack is over). Default 5.
+    pub tamper_threshold_files: u32,
+    /// Primary: the tamper watch's counting window. Default 10 000.
+    pub tamper_window_ms: u64,
+    /// Primary: file events the tamper watch queues at most; past that (or on an inotify overflow) it
+    /// falls back to a size/mtime pass over the sealed segments. Default 4 096.
+    pub tamper_queue_events: u32,
 }
 
 impl Default for SyncSettings {
@@ -121,6 +129,9 @@ impl Default for SyncSettings {
             scrub_interval_ms: 3_600_000,
             scrub_bytes_per_s: 50_000_000,
             bandwidth_bytes_per_s: 0,
+            tamper_threshold_files: 5,
+            tamper_window_ms: 10_000,
+            tamper_queue_events: 4_096,
         }
     }
 }

@@ -220,6 +220,9 @@ const SYNC_KEYS: &[&str] = &[
     "scrub_interval_ms",
     "scrub_bytes_per_s",
     "bandwidth_bytes_per_s",
+    "tamper_threshold_files",
+    "tamper_window_ms",
+    "tamper_queue_events",
 ];
 
 /// The `[sync]` keys a node may override in `[nodes.sync]`: those that depend on its disk and link.
@@ -273,6 +276,15 @@ fn parse_sync(t: &Table<'_, '_>, base: &SyncSettings) -> Result<SyncSettings, Co
         bandwidth_bytes_per_s: t
             .byte_size("bandwidth_bytes_per_s", true)?
             .unwrap_or(base.bandwidth_bytes_per_s),
+        tamper_threshold_files: t
+            .int_in("tamper_threshold_files", 1, 1_000_000)?
+            .map_or(base.tamper_threshold_files, |v| v as u32),
+        tamper_window_ms: t
+            .int_in("tamper_window_ms", 1, MAX_SYNC_MS)?
+            .unwrap_or(base.tamper_window_ms),
+        tamper_queue_events: t
+            .int_in("tamper_queue_events", 1, 1_000_000)?
+            .map_or(base.tamper_queue_events, |v| v as u32),
     })
 }
 

@@ -302,3 +302,44 @@ fn shared_identity_dir_names_the_node() {
     write_identity(tmp.path(), "a");
     assert_eq!(c.select_node(None).expect("a").name, "a");
 }
+
+#[test]
+fn tamper_watch_settings_have_defaults_values_and_ranges() {
+    let c = parse(&two_primaries(), "cluster.toml").expect("parses");
+    let d = c.sync_node("a").expect("a").settings;
+    assert_eq!(
+        (
+            d.tamper_threshold_files,
+            d.tamper_window_ms,
+            d.tamper_queue_events
+        ),
+        (5, 10_000, 4_096)
+    );
+    let text = two_primaries().replacen(
+        "[sync]\n",
+        "[sync]\ntamper_threshold_files = 3\ntamper_window_ms = 2000\ntamper_queue_events = 8\n",
+        1,
+    );
+    let s = parse(&text, "cluster.toml")
+        .expect("parses")
+        .sync_node("a")
+        .expect("a")
+        .settings;
+    assert_eq!(
+        (
+            s.tamper_threshold_files,
+            s.tamper_window_ms,
+            s.tamper_queue_events
+        ),
+        (3, 2000, 8)
+    );
+    for (key, value) in [
+        ("tamper_threshold_files", "0"),
+        ("tamper_window_ms", "0"),
+        ("tamper_queue_events", "1000001"),
+    ] {
+        let text = two_primaries().replacen("[sync]\n", &format!("[sync]\n{key} = {value}\n"), 1);
+        let e = refused(&text);
+        assert!(e.contains(&format!("sync.{key}")), "{key}: {e}");
+    }
+}
