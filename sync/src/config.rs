@@ -33,6 +33,12 @@ pub struct SyncConfig {
     pub scrub_bytes_per_s: u64,
     /// Primary: cap of the media bytes sent per second; 0 = no cap.
     pub bandwidth_bytes_per_s: u64,
+    /// Primary: tampered sealed files within `tamper_window_ms` that raise the one `tampering` alarm.
+    pub tamper_threshold_files: u32,
+    /// Primary: the tamper watch's counting window.
+    pub tamper_window_ms: u64,
+    /// Primary: file events the tamper watch queues at most before it falls back to a pass.
+    pub tamper_queue_events: u32,
     /// Primary: its standby; standby: the primaries it protects.
     pub peers: Vec<Peer>,
 }
@@ -89,6 +95,9 @@ impl SyncConfig {
             scrub_interval_ms: view.settings.scrub_interval_ms,
             scrub_bytes_per_s: view.settings.scrub_bytes_per_s,
             bandwidth_bytes_per_s: view.settings.bandwidth_bytes_per_s,
+            tamper_threshold_files: view.settings.tamper_threshold_files,
+            tamper_window_ms: view.settings.tamper_window_ms,
+            tamper_queue_events: view.settings.tamper_queue_events,
             peers,
         })
     }

@@ -3,8 +3,11 @@
 //! [`restore`] fetches verified copies back. Shared here: status, alarms, connection plumbing.
 
 pub mod primary;
+pub mod repair;
 pub mod restore;
 pub mod standby;
+pub mod tamper;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -87,6 +90,8 @@ pub struct AgentStatus {
     pub recent_alarms: Vec<crate::syncdb::AlarmRow>,
     pub scrub_passes: u64,
     pub scrub_bytes: u64,
+    /// Primary: the tamper watch (files changed outside retention, the tampering alarm, repairs).
+    pub tamper: Option<tamper::TamperStatus>,
 }
 
 pub type SharedStatus = Arc<Mutex<AgentStatus>>;

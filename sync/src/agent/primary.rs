@@ -10,10 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::syncdb::SyncDb;
-use store::{SegmentRow, SegmentState, Store};
+use store::{SegmentState, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::repair::{
+    finish_repair, log_reference, repair_reference, RepairCause, RepairRequest, Repairs,
+};
 use super::{
     from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
     SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
@@ -204,11 +207,31 @@ pub async fn run(
         s.peers.entry(standby.pins.node.clone()).or_default().node = standby.pins.node.clone();
     });
 
-    // File events wake the mirroring loop at once; the periodic pass catches anything missed.
+    // File events wake the mirroring loop at once (the periodic pass catches anything missed) and feed
+    // the tamper watch.
     let wake = Arc::new(Notify::new());
-    let _watcher = watch_media(&cfg.data_dir, wake.clone());
+    let (watcher, events) = super::watch::watch_media(
+        &cfg.data_dir,
+        wake.clone(),
+        cfg.tamper_queue_events as usize,
+    );
+    with_status(&status, |s| {
+        s.tamper = Some(super::tamper::TamperStatus {
+            watching: watcher.is_some(),
+            ..Default::default()
+        });
+    });
 
-    let (repair_tx, mut repair_rx) = mpsc::unbounded_channel::<SegmentRow>();
+    let (repair_tx, mut repair_rx) = mpsc::unbounded_channel::<RepairRequest>();
+    tokio::spawn(super::tamper::tamper_loop(
+        store.clone(),
+        db.clone(),
+        cfg.clone(),
+        status.clone(),
+        events,
+        repair_tx.clone(),
+        shutdown.clone(),
+    ));
     if cfg.scrub_interval_ms > 0 {
         tokio::spawn(scrub_loop(
             store.clone(),
@@ -276,27 +299,6 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-fn watch_media(
-    data_dir: &std::path::Path,
-    wake: Arc<Notify>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let media = data_dir.join(store::layout::MEDIA_DIR);
-    let _ = std::fs::create_dir_all(&media);
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            wake.notify_one();
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "file watcher unavailable; relying on periodic passes"))
-    .ok()?;
-    if let Err(e) = watcher.watch(&media, notify::RecursiveMode::Recursive) {
-        tracing::warn!(error = %e, "cannot watch media directory; relying on periodic passes");
-        return None;
-    }
-    Some(watcher)
 }
 
 pub async fn connect(
@@ -378,7 +380,7 @@ async fn session(
     log: &mut Log,
     status: &SharedStatus,
     wake: &Arc<Notify>,
-    repair_rx: &mut mpsc::UnboundedReceiver<SegmentRow>,
+    repair_rx: &mut mpsc::UnboundedReceiver<RepairRequest>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let tls = connect(id, standby).await?;
@@ -454,7 +456,7 @@ async fn session(
     let mut mirror_after_id = 0i64;
     let mut head_in_flight: Option<usize> = None;
     let mut streams: HashMap<i64, (String, String)> = HashMap::new();
-    let mut repairs: HashMap<String, (SegmentRow, Vec<u8>)> = HashMap::new();
+    let mut repairs = Repairs::default();
     let mut budget = Budget::new(cfg.bandwidth_bytes_per_s);
     let mut nonce = 0u64;
 
@@ -466,12 +468,13 @@ async fn session(
             }
             _ = wake.notified() => {}
             _ = tick.tick() => {}
-            Some(row) = repair_rx.recv() => {
-                let key = SegmentKey { origin_node: cfg.node_name.clone(), path: row.path.clone() };
-                let len = row.size_bytes.max(0) as u64;
-                tracing::warn!(path = %row.path, "fetching the good copy from the standby");
-                crate::proto::write_message(&mut writer, &Message::FetchRequest { key, offset: 0, len }).await?;
-                repairs.insert(row.path.clone(), (row, Vec::new()));
+            Some(req) = repair_rx.recv() => {
+                let key = SegmentKey { origin_node: cfg.node_name.clone(), path: req.path.clone() };
+                let len = req.reference.size_bytes;
+                if repairs.start(req) {
+                    tracing::warn!(path = %key.path, "fetching the good copy from the standby");
+                    crate::proto::write_message(&mut writer, &Message::FetchRequest { key, offset: 0, len }).await?;
+                }
             }
             msg = incoming.next() => {
                 let Some(msg) = msg? else {
@@ -536,24 +539,8 @@ async fn session(
                         }
                     }
                     Message::FetchData { key, offset, data, last } => {
-                        let complete = match repairs.get_mut(&key.path) {
-                            Some((_, buf)) => {
-                                if offset as usize == buf.len() {
-                                    buf.extend_from_slice(&data);
-                                }
-                                last
-                            }
-                            None => false,
-                        };
-                        if complete {
-                            if let Some((_, buf)) = repairs.remove(&key.path) {
-                                let path = key.path.clone();
-                                let result = tokio::task::block_in_place(|| store.restore_sealed(&path, &buf));
-                                match result {
-                                    Ok(()) => raise_alarm(db, "repaired", Some(&peer_name), Some(&path), "damaged local copy replaced by the standby's verified copy"),
-                                    Err(e) => raise_alarm(db, "repair_failed", Some(&peer_name), Some(&path), &e.to_string()),
-                                }
-                            }
+                        if let Some((req, buf)) = repairs.data(&key.path, offset, &data, last) {
+                            tokio::task::block_in_place(|| finish_repair(store, db, status, &peer_name, &req, &buf));
                         }
                     }
                     Message::Pong { .. } | Message::Ping { .. } => {}
@@ -787,15 +774,15 @@ impl Budget {
     }
 }
 
-/// Periodically re-hashes this node's sealed segments against the catalog (rate-limited); a mismatch is an
-/// alarm and a repair request (the good copy is fetched from the standby and verified before it replaces
-/// the damaged file).
+/// Periodically re-hashes this node's sealed segments against the signed log's leaves (the catalog rows
+/// too; rate-limited); a mismatch is an alarm and a repair request (the good copy is fetched from the
+/// standby and verified against the leaf before it replaces the damaged file).
 async fn scrub_loop(
     store: Arc<Store>,
     db: Arc<SyncDb>,
     cfg: SyncConfig,
     status: SharedStatus,
-    repair: mpsc::UnboundedSender<SegmentRow>,
+    repair: mpsc::UnboundedSender<RepairRequest>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut reported: HashSet<String> = HashSet::new();
@@ -803,8 +790,13 @@ async fn scrub_loop(
         let store2 = store.clone();
         let node = cfg.node_name.clone();
         let rate = cfg.scrub_bytes_per_s;
-        let pass =
-            tokio::task::spawn_blocking(move || store2.scrub_pass(Some(node.as_str()), rate)).await;
+        let db2 = db.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            store2.scrub_pass_against(Some(node.as_str()), rate, &|row| {
+                log_reference(&db2, &node, &row.path)
+            })
+        })
+        .await;
         match pass {
             Ok(Ok((bytes, damaged))) => {
                 with_status(&status, |s| {
@@ -815,7 +807,13 @@ async fn scrub_loop(
                     if reported.insert(format!("{}:{detail}", row.path)) {
                         raise_alarm(&db, "scrub_mismatch", None, Some(&row.path), &detail);
                     }
-                    let _ = repair.send(row);
+                    if let Some(reference) = repair_reference(&db, &row) {
+                        let _ = repair.send(RepairRequest {
+                            path: row.path.clone(),
+                            reference,
+                            cause: RepairCause::Scrub,
+                        });
+                    }
                 }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "scrub pass failed"),

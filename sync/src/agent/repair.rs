@@ -1,0 +1,139 @@
+//! Repairs of this node's damaged sealed files from the standby's verified copies (primary side): what
+//! a file is checked against (its leaf in the signed log), the request the scrub and the tamper watch
+//! queue, and what is done with the bytes that come back.
+
+use std::collections::HashMap;
+
+use store::{SealedReference, SegmentRow, Store};
+
+use super::{raise_alarm, with_status, SharedStatus};
+use crate::merkle::SegmentLeaf;
+use crate::syncdb::SyncDb;
+
+/// Who asked for a repair (decides whether success is an alarm of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairCause {
+    Scrub,
+    Watch,
+}
+
+/// A damaged or missing sealed file to fetch back from the standby.
+#[derive(Debug, Clone)]
+pub struct RepairRequest {
+    pub path: String,
+    /// What the good copy must be: the signed log's leaf (or the catalog row if not logged yet).
+    pub reference: SealedReference,
+    pub cause: RepairCause,
+}
+
+/// The signed log's leaf for `path` in `node`'s log as a reference, if the path is logged.
+pub fn log_reference(db: &SyncDb, node: &str, path: &str) -> Option<SealedReference> {
+    let index = match db.leaf_index_of(node, path) {
+        Ok(i) => i?,
+        Err(e) => {
+            tracing::warn!(error = %e, path, "cannot read the log's leaf");
+            return None;
+        }
+    };
+    let (bytes, _) = db
+        .leaves_range(node, index, index + 1)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let leaf = SegmentLeaf::decode(&bytes).ok()?;
+    Some(SealedReference {
+        size_bytes: leaf.size_bytes,
+        sha256: base::hex::encode(&leaf.sha256),
+    })
+}
+
+/// What a repair of `row` must bring back: its leaf, else (not logged yet) its catalog row.
+pub fn repair_reference(db: &SyncDb, row: &SegmentRow) -> Option<SealedReference> {
+    log_reference(db, &row.node, &row.path).or_else(|| {
+        row.sha256.as_ref().map(|sha| SealedReference {
+            size_bytes: row.size_bytes.max(0) as u64,
+            sha256: sha.clone(),
+        })
+    })
+}
+
+/// Repairs in flight on one connection: the request and the bytes received so far.
+#[derive(Default)]
+pub struct Repairs {
+    pending: HashMap<String, (RepairRequest, Vec<u8>)>,
+}
+
+impl Repairs {
+    /// Records `req`; false if a repair of that path is already in flight (nothing to send).
+    pub fn start(&mut self, req: RepairRequest) -> bool {
+        if self.pending.contains_key(&req.path) {
+            return false;
+        }
+        self.pending.insert(req.path.clone(), (req, Vec::new()));
+        true
+    }
+
+    /// Adds fetched bytes; returns the request and the whole file once the last chunk arrived.
+    pub fn data(
+        &mut self,
+        path: &str,
+        offset: u64,
+        data: &[u8],
+        last: bool,
+    ) -> Option<(RepairRequest, Vec<u8>)> {
+        let (_, buf) = self.pending.get_mut(path)?;
+        if offset == buf.len() as u64 {
+            buf.extend_from_slice(data);
+        }
+        if last {
+            self.pending.remove(path)
+        } else {
+            None
+        }
+    }
+}
+
+/// Replaces the damaged file with the standby's copy (checked against the reference, the catalog row
+/// set back to it) and reports the outcome: an alarm, except for the watch's repairs while a tampering
+/// alarm is up (they are counted in the status instead, so an attack raises one alarm, not a flood).
+pub fn finish_repair(
+    store: &Store,
+    db: &SyncDb,
+    status: &SharedStatus,
+    peer: &str,
+    req: &RepairRequest,
+    good: &[u8],
+) {
+    let result = store.repair_sealed(&req.path, good, &req.reference);
+    let quiet = with_status(status, |s| {
+        let attack = s.tamper.as_ref().is_some_and(|t| t.attack.is_some());
+        if let Some(t) = s.tamper.as_mut() {
+            match &result {
+                Ok(()) => t.files_repaired += 1,
+                Err(_) => t.repairs_failed += 1,
+            }
+            t.last_repaired_ms = Some(super::now_ms());
+        }
+        attack && req.cause == RepairCause::Watch
+    });
+    match result {
+        Ok(()) if quiet => {
+            tracing::warn!(path = %req.path, "repaired from the standby's verified copy")
+        }
+        Ok(()) => raise_alarm(
+            db,
+            "repaired",
+            Some(peer),
+            Some(&req.path),
+            "damaged local copy replaced by the standby's verified copy",
+        ),
+        Err(e) if quiet => tracing::error!(path = %req.path, error = %e, "repair failed"),
+        Err(e) => raise_alarm(
+            db,
+            "repair_failed",
+            Some(peer),
+            Some(&req.path),
+            &e.to_string(),
+        ),
+    }
+}
