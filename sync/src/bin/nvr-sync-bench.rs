@@ -3,6 +3,7 @@
 //!
 //!   nvr-sync-bench throughput [--total-mb 512] [--segment-mb 8] [--dir /dev/shm]
 //!   nvr-sync-bench lag [--streams 100] [--seconds 60] [--mbit 4]
+//!   nvr-sync-bench tamper [--runs 20] [--files 20] [--streams 4]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,6 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+#[path = "nvr-sync-bench/tamper.rs"]
+mod tamper;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -42,6 +46,17 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         mbit: u32,
     },
+    /// Encrypt sealed files on a recording primary, run after run; print the time from the first change
+    /// to the first alarm and to the last file repaired from the standby.
+    Tamper {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Sealed files encrypted in each run.
+        #[arg(long, default_value_t = 20)]
+        files: usize,
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+    },
 }
 
 fn bin(name: &str) -> Result<PathBuf> {
@@ -67,13 +82,25 @@ struct Nodes {
 /// Writes `dir/cluster.toml`: node-a (recording into `data_a`, owning `cameras`, extra TOML of
 /// `[[cameras]]` tables) protected by standby-1 (into `data_s`), scrubbing off.
 fn write_configs(dir: &Path, data_a: &Path, data_s: &Path, cameras: &str) -> Result<Nodes> {
+    write_configs_with(dir, data_a, data_s, cameras, 60, "")
+}
+
+/// [`write_configs`] with segments of `segment_s` seconds and `sync_extra` appended to `[sync]`.
+fn write_configs_with(
+    dir: &Path,
+    data_a: &Path,
+    data_s: &Path,
+    cameras: &str,
+    segment_s: u64,
+    sync_extra: &str,
+) -> Result<Nodes> {
     let a = nvr_sync::identity::generate(&dir.join("id-a"), "node-a")?;
     let s = nvr_sync::identity::generate(&dir.join("id-s"), "standby-1")?;
     let port = free_port()?;
     let (a_cert, a_key) = a.pins().to_hex_strings();
     let (s_cert, s_key) = s.pins().to_hex_strings();
     let text = format!(
-        "[recording]\nsegment_duration_s = 60\n[retention]\nmin_free_bytes = 0\n[sync]\nscrub_interval_ms = 0\n\
+        "[recording]\nsegment_duration_s = {segment_s}\n[retention]\nmin_free_bytes = 0\n[sync]\nscrub_interval_ms = 0\n{sync_extra}\
          [[nodes]]\nname = \"node-a\"\nrole = \"primary\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\n\
          cert_sha256 = \"{a_cert}\"\nsigning_public_key = \"{a_key}\"\n\
          [[nodes]]\nname = \"standby-1\"\nrole = \"standby\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\n\
@@ -451,5 +478,10 @@ fn main() -> Result<()> {
             seconds,
             mbit,
         } => lag(streams, seconds, mbit),
+        Cmd::Tamper {
+            runs,
+            files,
+            streams,
+        } => tamper::run(runs, files, streams),
     }
 }
