@@ -382,6 +382,31 @@ fn retention_deletes_oldest_first_and_never_open_segments() {
 }
 
 #[test]
+fn a_retention_deletion_cut_short_by_a_stop_is_finished_by_recovery() {
+    let f = fixture();
+    let mut rec = f.recording(2000);
+    push_frames(&mut rec, 0, 150, 25);
+    rec.finish("shutdown").expect("finish");
+    let sealed = f
+        .store
+        .catalog()
+        .segments_in_state(SegmentState::Sealed)
+        .expect("sealed");
+    // Retention marks the row `deleted` (and logs it) before it unlinks the file: a stop in between.
+    let victim = &sealed[0];
+    f.store
+        .catalog()
+        .set_segment_state(victim.id, SegmentState::Deleted, T0_MS + 9000)
+        .expect("mark deleted");
+    assert!(f.store.absolute_path(&victim.path).exists());
+    let report = f.store.recover().expect("recover");
+    assert!(report.indexed.is_empty(), "{report:?}");
+    assert!(!f.store.absolute_path(&victim.path).exists());
+    assert!(f.store.absolute_path(&sealed[1].path).exists());
+    assert!(f.store.check(true).expect("check").ok());
+}
+
+#[test]
 fn gaps_between_runs_are_explicit() {
     let f = fixture();
     let mut rec = f.recording(60_000);
