@@ -23,7 +23,7 @@ struct Rig {
     _camsim: NvrProcess,
     recorder: NvrProcess,
     primary: NvrProcess,
-    _standby: NvrProcess,
+    standby: NvrProcess,
 }
 
 /// Camera simulator with `streams` streams, recorder and primary agent of node-a, standby-1; segments of
@@ -83,7 +83,7 @@ fn start(
         _camsim: camsim,
         recorder,
         primary,
-        _standby: standby,
+        standby,
     }
 }
 
@@ -388,6 +388,35 @@ fn chmod_and_a_one_byte_change_of_a_sealed_file_is_an_alarm_and_repaired() {
     println!("alarm {} ms after the change", alarm_ms - changed_ms);
     rig.wait_repaired(&[&row]);
     rig.assert_still_mirroring(changed_ms);
+}
+
+#[test]
+fn a_file_tampered_with_before_the_standby_holds_it_is_a_failed_repair_and_mirroring_goes_on() {
+    let mut rig = start(1, 2, 0, "", None);
+    rig.mirrored(2, Duration::from_secs(60));
+    rig.standby.sigterm();
+    rig.standby.expect_clean_exit(Duration::from_secs(30));
+    let stopped_ms = now_ms();
+    // A segment recorded entirely while the standby was away.
+    let mut row = None;
+    wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        row = sealed_rows(&rig.data_a)
+            .into_iter()
+            .find(|r| r.start_ms > stopped_ms + 500);
+        row.is_some()
+    });
+    let row = row.expect("a segment sealed while the standby was stopped");
+    let path = rig.data_a.join(&row.path);
+    let t0 = now_ms();
+    make_writable(&path);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[100] ^= 0x01;
+    std::fs::write(&path, bytes).expect("write");
+    rig.wait_alarm("tamper", Some(&row.path), t0);
+    rig.standby = spawn_sync(&rig.dir, &rig.cfg, "standby-1");
+    let restarted_ms = now_ms();
+    rig.wait_alarm("repair_failed", Some(&row.path), t0);
+    rig.assert_still_mirroring(restarted_ms);
 }
 
 /// Changes a file and rewrites its catalog row to the changed file's hash and size.

@@ -15,7 +15,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::repair::{
-    finish_repair, log_reference, repair_reference, RepairCause, RepairRequest, Repairs,
+    finish_repair, log_reference, repair_reference, repair_refused, RepairCause, RepairRequest,
+    Repairs,
 };
 use super::{
     from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
@@ -522,6 +523,12 @@ async fn session(
                                     p.last_head_ms = Some(now_ms());
                                 }
                             });
+                        }
+                    }
+                    Message::Refused { key: Some(key), reason } if repairs.is_pending(&key.path) => {
+                        // The standby has no sealed copy to repair from (not mirrored yet).
+                        if let Some(req) = repairs.refused(&key.path) {
+                            repair_refused(db, status, &peer_name, &req, &reason);
                         }
                     }
                     Message::Refused { key, reason } => {

@@ -73,6 +73,15 @@ impl Repairs {
         true
     }
 
+    pub fn is_pending(&self, path: &str) -> bool {
+        self.pending.contains_key(path)
+    }
+
+    /// The standby refused the fetch: forgets the repair (a later check may ask again).
+    pub fn refused(&mut self, path: &str) -> Option<RepairRequest> {
+        self.pending.remove(path).map(|(req, _)| req)
+    }
+
     /// Adds fetched bytes; returns the request and the whole file once the last chunk arrived.
     pub fn data(
         &mut self,
@@ -135,5 +144,30 @@ pub fn finish_repair(
             Some(&req.path),
             &e.to_string(),
         ),
+    }
+}
+
+/// The standby could not serve a repair (it holds no sealed copy of the file): counted, and an alarm
+/// unless the tampering alarm is up.
+pub fn repair_refused(
+    db: &SyncDb,
+    status: &SharedStatus,
+    peer: &str,
+    req: &RepairRequest,
+    reason: &str,
+) {
+    let quiet = with_status(status, |s| {
+        let t = s.tamper.as_mut();
+        let attack = t.as_ref().is_some_and(|t| t.attack.is_some());
+        if let Some(t) = t {
+            t.repairs_failed += 1;
+        }
+        attack && req.cause == RepairCause::Watch
+    });
+    let detail = format!("the standby cannot provide a good copy: {reason}");
+    if quiet {
+        tracing::error!(path = %req.path, detail, "repair failed");
+    } else {
+        raise_alarm(db, "repair_failed", Some(peer), Some(&req.path), &detail);
     }
 }
