@@ -91,6 +91,19 @@ impl Reader {
     pub fn check(&self, rehash: bool) -> Result<CheckReport, StorageError> {
         self.store.check(rehash)
     }
+
+    /// Checks every sealed segment of `node` against the reference `reference` gives for it, re-hashing
+    /// each file (see [`Store::scrub_pass_against`]); the damaged ones with what is wrong.
+    pub fn check_against(
+        &self,
+        node: &str,
+        reference: &dyn Fn(&SegmentRow) -> Option<crate::SealedReference>,
+    ) -> Result<Vec<(SegmentRow, String)>, StorageError> {
+        Ok(self
+            .store
+            .scrub_pass_against(Some(node), u64::MAX, reference)?
+            .1)
+    }
 }
 
 #[cfg(test)]

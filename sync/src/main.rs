@@ -51,6 +51,16 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Check this node's sealed segments against its signed log (files and catalog rows); prints the
+    /// problems as JSON and exits 1 if there are any.
+    Check {
+        /// The cluster configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Act as this node instead of the one named by its identity.
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Restore this node's segments from the standby, verified against the signed log.
     Restore {
         /// The cluster configuration file.
@@ -130,6 +140,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {} (is the agent running?)", path.display()))?;
             println!("{body}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config, node } => {
+            let cfg = SyncConfig::load(&config, node.as_deref())?;
+            let problems = agent::repair::check_against_log(&cfg)?;
+            println!("{}", serde_json::to_string_pretty(&problems)?);
+            Ok(if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Restore {
             config,

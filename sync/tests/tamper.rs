@@ -459,9 +459,35 @@ fn a_rewritten_catalog_row_does_not_hide_an_altered_file_from_the_watch_or_the_s
     rig.primary.expect_clean_exit(Duration::from_secs(30));
     let t1 = now_ms();
     alter_file_and_row(&rig.data_a, &rows[1]);
+    // `nvr check` compares with the catalog and sees nothing; `nvr-sync check` compares with the log.
+    let cfg = rig.cfg.to_string_lossy().into_owned();
+    let nvr_check = run_nvr(
+        &rig.dir,
+        &["check", "--config", &cfg, "--node", "node-a"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        !nvr_check.stdout.contains(&rows[1].path),
+        "{}",
+        nvr_check.stdout
+    );
+    let check_args = ["check", "--config", cfg.as_str(), "--node", "node-a"];
+    let log_check = run_sync(&rig.dir, &check_args, Duration::from_secs(60));
+    assert_eq!(log_check.status.code(), Some(1), "{}", log_check.stderr);
+    assert!(
+        log_check.stdout.contains(&rows[1].path) && log_check.stdout.contains("signed log"),
+        "{}",
+        log_check.stdout
+    );
     rig.primary = spawn_sync(&rig.dir, &rig.cfg, "node-a");
     rig.wait_alarm("scrub_mismatch", Some(&rows[1].path), t1);
     rig.wait_repaired(&[&rows[1]]);
+    let log_check = run_sync(&rig.dir, &check_args, Duration::from_secs(60));
+    assert!(
+        !log_check.stdout.contains(&rows[1].path),
+        "{}",
+        log_check.stdout
+    );
     let events = open_reader(&rig.data_a)
         .expect("catalog")
         .events(0, 10_000)

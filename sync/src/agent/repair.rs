@@ -171,3 +171,22 @@ pub fn repair_refused(
         raise_alarm(db, "repair_failed", Some(peer), Some(&req.path), &detail);
     }
 }
+
+/// `nvr-sync check`: every sealed segment of this node checked against its leaf in the signed log (the
+/// scrub's rule, re-hashing every file) through a read-only store; the problems, path and what is wrong.
+pub fn check_against_log(
+    cfg: &crate::config::SyncConfig,
+) -> Result<Vec<store::CheckProblem>, super::AgentError> {
+    let reader = store::Reader::open(&cfg.data_dir, std::sync::Arc::new(base::clock::SystemClock))?;
+    let db = SyncDb::open(&cfg.data_dir)?;
+    let damaged = reader.check_against(&cfg.node_name, &|row| {
+        log_reference(&db, &cfg.node_name, &row.path)
+    })?;
+    Ok(damaged
+        .into_iter()
+        .map(|(row, problem)| store::CheckProblem {
+            path: row.path,
+            problem,
+        })
+        .collect())
+}
