@@ -24,17 +24,20 @@ struct Rig {
     recorder: NvrProcess,
     primary: NvrProcess,
     standby: NvrProcess,
+    /// Between the primary and the standby, if asked for.
+    proxy: Option<FaultProxy>,
 }
 
 /// Camera simulator with `streams` streams, recorder and primary agent of node-a, standby-1; segments of
 /// `segment_s` s; `sync_extra` appended to `[sync]`; `retention` replaces the `[retention]` table's
-/// body.
+/// body; `via_proxy` puts a [`FaultProxy`] between the primary and the standby.
 fn start(
     streams: usize,
     segment_s: u64,
     scrub_interval_ms: u64,
     sync_extra: &str,
     retention: Option<&str>,
+    via_proxy: bool,
 ) -> Rig {
     let dir = TestDir::new();
     let cam_port = free_port();
@@ -54,6 +57,10 @@ fn start(
     let data_s = dir.join("data-s");
     let standby_listen = format!("127.0.0.1:{}", free_port());
     let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &standby_listen);
+    let proxy = via_proxy.then(|| FaultProxy::start(standby_listen.parse().expect("addr")));
+    if let Some(p) = &proxy {
+        cluster.standby_address = p.address();
+    }
     cluster.cameras = (1..=streams)
         .map(|i| {
             (
@@ -84,6 +91,7 @@ fn start(
         recorder,
         primary,
         standby,
+        proxy,
     }
 }
 
@@ -243,7 +251,7 @@ fn encrypt_in_place(path: &Path, seed: &mut u64) {
 
 #[test]
 fn encrypting_twenty_sealed_files_raises_one_tampering_alarm_and_every_file_is_repaired() {
-    let mut rig = start(4, 2, 0, "", None);
+    let mut rig = start(4, 2, 0, "", None, false);
     let mirrored = rig.mirrored(20, Duration::from_secs(90));
     let targets: Vec<&store::SegmentRow> = mirrored.values().take(20).collect();
     let attack_ms = now_ms();
@@ -312,6 +320,7 @@ fn a_sealed_file_deleted_by_hand_is_an_alarm_and_restored_but_retention_deletion
         0,
         "",
         Some("max_bytes_per_stream = \"3MB\"\ninterval_s = 1"),
+        false,
     );
     let mirrored = rig.mirrored(3, Duration::from_secs(60));
     let newest = mirrored
@@ -374,7 +383,7 @@ fn a_sealed_file_deleted_by_hand_is_an_alarm_and_restored_but_retention_deletion
 
 #[test]
 fn chmod_and_a_one_byte_change_of_a_sealed_file_is_an_alarm_and_repaired() {
-    let mut rig = start(1, 2, 0, "", None);
+    let mut rig = start(1, 2, 0, "", None, false);
     let mirrored = rig.mirrored(2, Duration::from_secs(60));
     let row = mirrored.values().next().expect("a segment").clone();
     let path = rig.data_a.join(&row.path);
@@ -392,7 +401,7 @@ fn chmod_and_a_one_byte_change_of_a_sealed_file_is_an_alarm_and_repaired() {
 
 #[test]
 fn a_file_tampered_with_before_the_standby_holds_it_is_a_failed_repair_and_mirroring_goes_on() {
-    let mut rig = start(1, 2, 0, "", None);
+    let mut rig = start(1, 2, 0, "", None, false);
     rig.mirrored(2, Duration::from_secs(60));
     rig.standby.sigterm();
     rig.standby.expect_clean_exit(Duration::from_secs(30));
@@ -417,6 +426,29 @@ fn a_file_tampered_with_before_the_standby_holds_it_is_a_failed_repair_and_mirro
     let restarted_ms = now_ms();
     rig.wait_alarm("repair_failed", Some(&row.path), t0);
     rig.assert_still_mirroring(restarted_ms);
+}
+
+#[test]
+fn a_repair_lost_with_the_connection_is_asked_for_again() {
+    let mut rig = start(1, 2, 0, "", None, true);
+    let mirrored = rig.mirrored(2, Duration::from_secs(60));
+    let row = mirrored.values().next().expect("a segment").clone();
+    let proxy = rig.proxy.take().expect("proxy");
+    // The link goes silent: the repair's fetch goes out and is never answered.
+    proxy.set_mode(Mode::Stall);
+    let t0 = now_ms();
+    let path = rig.data_a.join(&row.path);
+    make_writable(&path);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[200] ^= 0x01;
+    std::fs::write(&path, bytes).expect("write");
+    rig.wait_alarm("tamper", Some(&row.path), t0);
+    std::thread::sleep(Duration::from_secs(1));
+    // The connection (and the fetch with it) is dropped; the agents reconnect.
+    proxy.cut();
+    proxy.set_mode(Mode::Pass);
+    rig.wait_repaired(&[&row]);
+    rig.assert_still_mirroring(t0);
 }
 
 /// Changes a file and rewrites its catalog row to the changed file's hash and size.
@@ -446,7 +478,7 @@ fn alter_file_and_row(data_a: &Path, row: &store::SegmentRow) {
 
 #[test]
 fn a_rewritten_catalog_row_does_not_hide_an_altered_file_from_the_watch_or_the_scrub() {
-    let mut rig = start(1, 2, 1000, "", None);
+    let mut rig = start(1, 2, 1000, "", None, false);
     let mirrored = rig.mirrored(3, Duration::from_secs(60));
     let rows: Vec<store::SegmentRow> = mirrored.values().take(2).cloned().collect();
     // While the agent runs: the watch.
@@ -504,7 +536,7 @@ fn a_rewritten_catalog_row_does_not_hide_an_altered_file_from_the_watch_or_the_s
 #[test]
 fn lost_file_events_fall_back_to_a_pass_that_finds_the_changed_files() {
     // A queue of two events: a burst of changes overflows it, as a full inotify queue would.
-    let mut rig = start(4, 2, 0, "tamper_queue_events = 2\n", None);
+    let mut rig = start(4, 2, 0, "tamper_queue_events = 2\n", None, false);
     let mirrored = rig.mirrored(12, Duration::from_secs(90));
     let rows: Vec<&store::SegmentRow> = mirrored.values().collect();
     let t0 = now_ms();

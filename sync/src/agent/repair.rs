@@ -10,11 +10,26 @@ use super::{raise_alarm, with_status, SharedStatus};
 use crate::merkle::SegmentLeaf;
 use crate::syncdb::SyncDb;
 
-/// Who asked for a repair (decides whether success is an alarm of its own).
+/// Who asked for a repair (decides which outcomes are alarms of their own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepairCause {
     Scrub,
     Watch,
+    /// The tamper watch asking again for a file still damaged (the first request was lost with a
+    /// connection, or refused): its failures were already raised once.
+    Retry,
+}
+
+impl RepairCause {
+    /// Whether an outcome is only logged and counted, not raised as an alarm: while the tampering
+    /// alarm is up, the watch's repairs are counted under it; a retry's failure was raised before.
+    fn quiet(self, attack: bool, failed: bool) -> bool {
+        match self {
+            RepairCause::Scrub => false,
+            RepairCause::Watch => attack,
+            RepairCause::Retry => attack || failed,
+        }
+    }
 }
 
 /// A damaged or missing sealed file to fetch back from the standby.
@@ -103,8 +118,8 @@ impl Repairs {
 }
 
 /// Replaces the damaged file with the standby's copy (checked against the reference, the catalog row
-/// set back to it) and reports the outcome: an alarm, except for the watch's repairs while a tampering
-/// alarm is up (they are counted in the status instead, so an attack raises one alarm, not a flood).
+/// set back to it) and reports the outcome: an alarm unless [`RepairCause`] says it is only counted
+/// (the watch's repairs while the tampering alarm is up: an attack raises one alarm, not a flood).
 pub fn finish_repair(
     store: &Store,
     db: &SyncDb,
@@ -118,12 +133,14 @@ pub fn finish_repair(
         let attack = s.tamper.as_ref().is_some_and(|t| t.attack.is_some());
         if let Some(t) = s.tamper.as_mut() {
             match &result {
-                Ok(()) => t.files_repaired += 1,
+                Ok(()) => {
+                    t.files_repaired += 1;
+                    t.last_repaired_ms = Some(super::now_ms());
+                }
                 Err(_) => t.repairs_failed += 1,
             }
-            t.last_repaired_ms = Some(super::now_ms());
         }
-        attack && req.cause == RepairCause::Watch
+        req.cause.quiet(attack, result.is_err())
     });
     match result {
         Ok(()) if quiet => {
@@ -162,7 +179,7 @@ pub fn repair_refused(
         if let Some(t) = t {
             t.repairs_failed += 1;
         }
-        attack && req.cause == RepairCause::Watch
+        req.cause.quiet(attack, true)
     });
     let detail = format!("the standby cannot provide a good copy: {reason}");
     if quiet {

@@ -35,6 +35,10 @@ use crate::syncdb::SyncDb;
 
 /// Events of one file within this long are checked once.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// A damaged file is checked again this long after its repair was asked for, then at doubling intervals
+/// up to [`RETRY_MAX`]; while still damaged its repair is asked for again.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 /// A sealed file never checked by the watch is suspect in a fallback pass if it changed later than its
 /// segment's end plus this.
 const SEAL_SLACK_MS: i64 = 60_000;
@@ -188,6 +192,53 @@ impl Checker {
     }
 }
 
+/// Files whose repair was asked for, checked again until they are good: a repair lost with a connection,
+/// or refused, is asked for again (quietly: the file was raised once).
+#[derive(Default)]
+struct Unrepaired {
+    files: HashMap<String, (Instant, Duration)>,
+}
+
+impl Unrepaired {
+    fn asked(&mut self, path: &str) {
+        self.files
+            .insert(path.to_owned(), (Instant::now() + RETRY_FIRST, RETRY_FIRST));
+    }
+
+    fn retry_due(&mut self, checker: &mut Checker, repair: &mpsc::UnboundedSender<RepairRequest>) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in due {
+            match tokio::task::block_in_place(|| checker.check(&path)) {
+                Verdict::Tampered { row, detail } => {
+                    let Some(reference) = repair_reference(&checker.db, &row) else {
+                        self.files.remove(&path);
+                        continue;
+                    };
+                    tracing::warn!(path, detail, "still damaged; asking the standby again");
+                    let _ = repair.send(RepairRequest {
+                        path: path.clone(),
+                        reference,
+                        cause: RepairCause::Retry,
+                    });
+                    if let Some((at, wait)) = self.files.get_mut(&path) {
+                        *wait = (*wait * 2).min(RETRY_MAX);
+                        *at = now + *wait;
+                    }
+                }
+                Verdict::Good | Verdict::Retention | Verdict::Skip => {
+                    self.files.remove(&path);
+                }
+            }
+        }
+    }
+}
+
 /// The rate rule: per-file alarms until `threshold` files within `window`, then one critical alarm.
 struct Rate {
     threshold: usize,
@@ -241,6 +292,7 @@ pub async fn tamper_loop(
         last: None,
     };
     let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut unrepaired = Unrepaired::default();
     loop {
         let next = pending
             .values()
@@ -260,6 +312,7 @@ pub async fn tamper_loop(
             for (row, detail) in
                 fallback_pass(&mut checker, &mut events, &mut pending, &status).await
             {
+                unrepaired.asked(&row.path);
                 detected(&db, &status, &mut rate, &repair, *row, &detail);
             }
         }
@@ -273,6 +326,7 @@ pub async fn tamper_loop(
             pending.remove(&path);
             match tokio::task::block_in_place(|| checker.check(&path)) {
                 Verdict::Tampered { row, detail } => {
+                    unrepaired.asked(&row.path);
                     detected(&db, &status, &mut rate, &repair, *row, &detail)
                 }
                 Verdict::Retention => with_status(&status, |s| {
@@ -283,6 +337,7 @@ pub async fn tamper_loop(
                 Verdict::Good | Verdict::Skip => {}
             }
         }
+        unrepaired.retry_due(&mut checker, &repair);
         end_attack_if_quiet(&db, &status, &rate);
         let (seen, overflows) = events.counts();
         with_status(&status, |s| {
