@@ -332,6 +332,18 @@ fn a_sealed_file_deleted_by_hand_is_an_alarm_and_restored_but_retention_deletion
     std::fs::remove_file(rig.data_a.join(&newest.path)).expect("rm");
     rig.wait_alarm("tamper", Some(&newest.path), deleted_ms);
     rig.wait_repaired(&[&newest]);
+    // Renamed away (as ransomware renames what it encrypted): the same.
+    let renamed = mirrored
+        .values()
+        .filter(|r| r.path != newest.path)
+        .max_by_key(|r| r.start_ms)
+        .expect("another segment")
+        .clone();
+    let renamed_ms = now_ms();
+    let from = rig.data_a.join(&renamed.path);
+    std::fs::rename(&from, from.with_extension("mp4.locked")).expect("mv");
+    rig.wait_alarm("tamper", Some(&renamed.path), renamed_ms);
+    rig.wait_repaired(&[&renamed]);
     // Retention goes on deleting the oldest segments: none of those is an alarm.
     let reader = open_reader(&rig.data_a).expect("catalog");
     let mut retention_deleted: Vec<String> = Vec::new();
@@ -356,9 +368,9 @@ fn a_sealed_file_deleted_by_hand_is_an_alarm_and_restored_but_retention_deletion
         .iter()
         .filter(|a| {
             matches!(a.kind.as_str(), "tamper" | "tampering")
-                && a.segment_path
-                    .as_ref()
-                    .is_some_and(|p| *p != newest.path && retention_deleted.contains(p))
+                && a.segment_path.as_ref().is_some_and(|p| {
+                    *p != newest.path && *p != renamed.path && retention_deleted.contains(p)
+                })
         })
         .collect();
     assert!(
