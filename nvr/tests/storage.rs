@@ -1,5 +1,5 @@
 //! Storage and segmenting with synthetic frames: cuts, continuity, sealing, crash recovery, orphan and
-//! missing files, retention and gaps. Real files and a real SQLite catalog in a temporary directory.
+//! missing files, retention, gaps, and the scrub rule against a reference with its repair. Real files and a real SQLite catalog in a temporary directory.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -404,6 +404,71 @@ fn a_retention_deletion_cut_short_by_a_stop_is_finished_by_recovery() {
     assert!(!f.store.absolute_path(&victim.path).exists());
     assert!(f.store.absolute_path(&sealed[1].path).exists());
     assert!(f.store.check(true).expect("check").ok());
+}
+
+#[test]
+fn the_scrub_rule_against_a_reference_sees_a_rewritten_row_and_repair_puts_both_back() {
+    let f = fixture();
+    let mut rec = f.recording(2000);
+    push_frames(&mut rec, 0, 100, 25);
+    rec.finish("shutdown").expect("finish");
+    let row = f
+        .store
+        .catalog()
+        .segments_in_state(SegmentState::Sealed)
+        .expect("sealed")
+        .remove(0);
+    let path = f.store.absolute_path(&row.path);
+    let good = std::fs::read(&path).expect("read");
+    let reference = store::SealedReference {
+        size_bytes: good.len() as u64,
+        sha256: row.sha256.clone().expect("hash"),
+    };
+    assert_eq!(f.store.verify_sealed(&row, Some(&reference), true), Ok(()));
+    // Alter the file (left read-only) and rewrite its row to match: the catalog alone sees nothing.
+    let mut bad = good.clone();
+    bad.push(0);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(&path, &bad).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    let bad_sha = store::sha256_file(&path).expect("hash");
+    f.store
+        .catalog()
+        .set_segment_hash(row.id, &bad_sha, bad.len() as i64)
+        .expect("rewrite row");
+    let rewritten = f
+        .store
+        .catalog()
+        .segment_by_path(&row.path)
+        .expect("row")
+        .expect("row");
+    assert_eq!(f.store.verify_sealed(&rewritten, None, true), Ok(()));
+    let problem = f
+        .store
+        .verify_sealed(&rewritten, Some(&reference), true)
+        .expect_err("the reference disagrees");
+    assert!(problem.contains("signed log"), "{problem}");
+    // Bytes that do not match the reference change nothing.
+    assert!(f.store.repair_sealed(&row.path, &bad, &reference).is_err());
+    assert_eq!(store::sha256_file(&path).expect("hash"), bad_sha);
+    // The good bytes: the row is set back, the file replaced (the altered one kept in quarantine).
+    f.store
+        .repair_sealed(&row.path, &good, &reference)
+        .expect("repair");
+    let repaired = f
+        .store
+        .catalog()
+        .segment_by_path(&row.path)
+        .expect("row")
+        .expect("row");
+    assert_eq!(repaired.sha256, row.sha256);
+    assert_eq!(repaired.size_bytes, row.size_bytes);
+    assert_eq!(
+        f.store.verify_sealed(&repaired, Some(&reference), true),
+        Ok(())
+    );
+    let events = f.store.catalog().events(0, 100).expect("events");
+    assert!(events.iter().any(|e| e.kind == "catalog_repaired"));
 }
 
 #[test]
