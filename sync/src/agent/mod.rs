@@ -2,9 +2,11 @@
 //! keeps the signed log; the standby side ([`standby`]) accepts, verifies and stores them write-once;
 //! [`restore`] fetches verified copies back. Shared here: status, alarms, connection plumbing.
 
+mod history;
 pub mod primary;
 pub mod restore;
 pub mod standby;
+mod standby_log;
 
 use std::collections::BTreeMap;
 use std::path::Path;

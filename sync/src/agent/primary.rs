@@ -317,12 +317,21 @@ pub async fn connect(
         .map_err(io_err(format!("TLS handshake with {address}")))
 }
 
-/// Hello / HelloAck / StandbyState, as the primary.
+/// What the standby said it holds after the handshake (every `StandbyState` page gathered).
+pub struct StandbyView {
+    /// Open segments, and sealed ones not summed up by `sealed_below_leaf`.
+    pub holdings: Vec<Holding>,
+    pub head: Option<SignedTreeHead>,
+    /// Segments logged below this leaf index need nothing more (at most the standby's head size).
+    pub sealed_below_leaf: u64,
+}
+
+/// Hello / HelloAck / StandbyState (all its pages), as the primary.
 pub async fn handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     conn: &mut Conn<S>,
     node: &str,
     peer: &Peer,
-) -> Result<(Vec<Holding>, Option<SignedTreeHead>), AgentError> {
+) -> Result<StandbyView, AgentError> {
     conn.send(&Message::Hello {
         protocol_version: PROTOCOL_VERSION,
         node: node.to_owned(),
@@ -342,18 +351,7 @@ pub async fn handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             )))
         }
     }
-    match conn.recv(HANDSHAKE_TIMEOUT).await? {
-        Some(Message::StandbyState { holdings, head }) => {
-            let head = match head {
-                Some(v) => Some(from_json::<SignedTreeHead>(&v, "standby head")?),
-                None => None,
-            };
-            Ok((holdings, head))
-        }
-        other => Err(AgentError::Peer(format!(
-            "expected StandbyState, got {other:?}"
-        ))),
-    }
+    super::history::receive_standby_state(conn).await
 }
 
 /// Per-connection mirroring state of one segment.
@@ -383,7 +381,11 @@ async fn session(
 ) -> Result<(), AgentError> {
     let tls = connect(id, standby).await?;
     let mut conn = Conn::new(tls);
-    let (holdings, standby_head) = handshake(&mut conn, &cfg.node_name, standby).await?;
+    let StandbyView {
+        holdings,
+        head: standby_head,
+        sealed_below_leaf,
+    } = handshake(&mut conn, &cfg.node_name, standby).await?;
     let peer_name = standby.pins.node.clone();
     tracing::info!(peer = %peer_name, holdings = holdings.len(), head = ?standby_head.as_ref().map(|h| h.head.tree_size), "connected to standby");
     with_status(status, |s| {
@@ -451,7 +453,15 @@ async fn session(
     let mut last_status = Instant::now()
         .checked_sub(STATUS_INTERVAL)
         .unwrap_or_else(Instant::now);
-    let mut mirror_after_id = 0i64;
+    // Segments the standby summed up as held (logged below `sealed_below`) are never looked at again.
+    let sealed_below = sealed_below_leaf.min(standby_size);
+    let logged_below =
+        |log: &Log, row: &SegmentRow| log.leaf_index(&row.path).is_some_and(|i| i < sealed_below);
+    let mut mirror_after_id = tokio::task::block_in_place(|| {
+        skip_done(store, &cfg.node_name, 0, |row| {
+            row.state == SegmentState::Deleted || logged_below(log, row)
+        })
+    })?;
     let mut head_in_flight: Option<usize> = None;
     let mut streams: HashMap<i64, (String, String)> = HashMap::new();
     let mut repairs: HashMap<String, (SegmentRow, Vec<u8>)> = HashMap::new();
@@ -586,7 +596,13 @@ async fn session(
         // The log first, so a sealed segment has its leaf index when announced.
         tokio::task::block_in_place(|| log.update(store, db, id, head_interval, true))?;
         if last_reconcile.elapsed() >= Duration::from_millis(cfg.reconcile_interval_ms) {
-            mirror_after_id = 0;
+            mirror_after_id = tokio::task::block_in_place(|| {
+                skip_done(store, &cfg.node_name, 0, |row| {
+                    row.state == SegmentState::Deleted
+                        || logged_below(log, row)
+                        || mirrors.get(&row.path).is_some_and(|m| m.done)
+                })
+            })?;
             last_reconcile = Instant::now();
         }
 
@@ -599,7 +615,7 @@ async fn session(
         let mut contiguous_done = true;
         let mut lags: HashMap<String, StreamLag> = HashMap::new();
         for row in rows {
-            if row.state == SegmentState::Deleted {
+            if row.state == SegmentState::Deleted || logged_below(log, &row) {
                 if contiguous_done {
                     mirror_after_id = row.id.0;
                 }
@@ -734,6 +750,7 @@ async fn session(
                 &mut writer,
                 &Message::TreeHead {
                     head: to_json(head),
+                    first_leaf: standby_size,
                     consistency_proof: proof.iter().map(|h| base::hex::encode(h)).collect(),
                     leaves,
                 },
@@ -753,6 +770,29 @@ async fn session(
         if last_status.elapsed() >= STATUS_INTERVAL {
             write_status(&cfg.data_dir, status, db);
             last_status = Instant::now();
+        }
+    }
+}
+
+/// The id of the last of `node`'s catalog rows after `after_id` up to which every row is `done`: where
+/// mirroring resumes, found by reading the catalog in batches (not one batch per mirroring pass).
+fn skip_done(
+    store: &Store,
+    node: &str,
+    mut after_id: i64,
+    done: impl Fn(&SegmentRow) -> bool,
+) -> Result<i64, AgentError> {
+    const BATCH: u32 = 5000;
+    loop {
+        let rows = store.catalog().node_segments_after(node, after_id, BATCH)?;
+        for row in &rows {
+            if !done(row) {
+                return Ok(after_id);
+            }
+            after_id = row.id.0;
+        }
+        if rows.len() < BATCH as usize {
+            return Ok(after_id);
         }
     }
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use store::Store;
 
-use super::{from_json, now_ms, primary, AgentError, Conn, HANDSHAKE_TIMEOUT};
+use super::{from_json, history, now_ms, primary, AgentError, Conn, HANDSHAKE_TIMEOUT};
 use crate::config::SyncConfig;
 use crate::identity::NodeIdentity;
-use crate::merkle::{MerkleTree, SegmentLeaf, SignedTreeHead};
+use crate::merkle::{MerkleTree, SegmentLeaf};
 use crate::proto::{Message, SegmentKey};
 
 #[derive(Debug, Default, Clone)]
@@ -63,14 +63,12 @@ pub async fn run(
     .await?;
 
     // The signed log, verified with this node's own key.
-    let (head, leaves) = loop {
-        match conn.recv(HANDSHAKE_TIMEOUT * 6).await? {
-            Some(Message::TreeHead { head, leaves, .. }) => break (head, leaves),
-            Some(Message::Pong { .. }) => continue,
-            other => return Err(AgentError::Peer(format!("expected the log, got {other:?}"))),
-        }
+    let Some((head, leaves)) = history::receive_log(&mut conn).await? else {
+        return Err(AgentError::Peer(format!(
+            "the standby holds no log of {}",
+            cfg.node_name
+        )));
     };
-    let head: SignedTreeHead = from_json(&head, "tree head")?;
     if head.head.log_node != cfg.node_name || !head.verify_signature(&id.signing_public_key()) {
         return Err(AgentError::Peer(
             "the standby's log head is not signed by this node's key".into(),
@@ -96,16 +94,11 @@ pub async fn run(
                 .is_some_and(|info| info.stream == want)
         })
     };
-    let segments: Vec<serde_json::Value> = match conn.recv(HANDSHAKE_TIMEOUT * 6).await? {
-        Some(Message::FetchListReply { segments }) => {
-            segments.into_iter().filter(wanted_stream).collect()
-        }
-        other => {
-            return Err(AgentError::Peer(format!(
-                "expected the segment list, got {other:?}"
-            )))
-        }
-    };
+    let segments: Vec<serde_json::Value> = history::receive_listing(&mut conn)
+        .await?
+        .into_iter()
+        .filter(wanted_stream)
+        .collect();
     let mut report = RestoreReport {
         log_size: tree.len(),
         listed: segments.len(),

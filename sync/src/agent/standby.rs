@@ -13,38 +13,30 @@ use crate::syncdb::SyncDb;
 use store::{MirrorError, MirrorInfo, SegmentState, Store};
 use tokio::sync::watch;
 
+pub use super::standby_log::MAX_HEAD_CLOCK_AHEAD_MS;
+use super::standby_log::{
+    accept_head, load_origin, lock, send_listing, send_standby_state, HeadMessage, ListFilter,
+    Origins,
+};
 use super::{
-    from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
-    SharedStatus, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+    io_err, now_ms, raise_alarm, with_status, write_status, AgentError, Conn, SharedStatus,
+    CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
 };
 use crate::config::SyncConfig;
 use crate::identity::{self, NodeIdentity, PeerPins};
-use crate::merkle::{
-    check_leaves, check_new_head, Countersignature, HeadCheck, MerkleTree, SegmentLeaf,
-    SignedTreeHead,
-};
-use crate::proto::{ErrorCode, Holding, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
+use crate::proto::{ErrorCode, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
 
-/// What the standby holds of one primary's log.
-#[derive(Default)]
-struct OriginLog {
-    loaded: bool,
-    tree: MerkleTree,
-    head: Option<SignedTreeHead>,
-    /// Logged sha256 per segment path.
-    logged: HashMap<String, [u8; 32]>,
-}
-
-type Origins = Arc<Mutex<HashMap<String, OriginLog>>>;
-
-struct Shared {
-    node: String,
-    id: NodeIdentity,
+/// State shared by the standby's connections.
+pub(super) struct Shared {
+    pub(super) node: String,
+    pub(super) id: NodeIdentity,
     pins: Vec<PeerPins>,
-    store: Arc<Store>,
-    db: Arc<SyncDb>,
-    origins: Origins,
-    status: SharedStatus,
+    pub(super) store: Arc<Store>,
+    pub(super) db: Arc<SyncDb>,
+    pub(super) origins: Origins,
+    /// Heads are accepted one at a time (their `sync.db` write runs outside `origins`' lock).
+    pub(super) accept_lock: tokio::sync::Mutex<()>,
+    pub(super) status: SharedStatus,
 }
 
 /// Runs the standby side until `shutdown`.
@@ -77,7 +69,8 @@ pub async fn run(
         pins,
         store,
         db,
-        origins: Arc::new(Mutex::new(HashMap::new())),
+        origins: Mutex::new(HashMap::new()),
+        accept_lock: tokio::sync::Mutex::new(()),
         status: status.clone(),
     });
     if cfg.scrub_interval_ms > 0 {
@@ -142,32 +135,6 @@ pub async fn run(
     Ok(())
 }
 
-fn lock(origins: &Origins) -> std::sync::MutexGuard<'_, HashMap<String, OriginLog>> {
-    match origins.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn load_origin(shared: &Shared, origin: &str) -> Result<(), AgentError> {
-    let mut origins = lock(&shared.origins);
-    let log = origins.entry(origin.to_owned()).or_default();
-    if log.loaded {
-        return Ok(());
-    }
-    for (bytes, hash) in shared.db.leaves(origin)? {
-        log.tree.push(hash);
-        if let Ok(leaf) = SegmentLeaf::decode(&bytes) {
-            log.logged.insert(leaf.path, leaf.sha256);
-        }
-    }
-    if let Some(json) = shared.db.latest_head(origin)? {
-        log.head = serde_json::from_str(&json).ok();
-    }
-    log.loaded = true;
-    Ok(())
-}
-
 async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     shared: &Shared,
     peer: PeerPins,
@@ -214,22 +181,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     })
     .await?;
     tokio::task::block_in_place(|| load_origin(shared, &origin))?;
-    let holdings: Vec<Holding> =
-        tokio::task::block_in_place(|| shared.store.mirror_holdings(&origin))?
-            .into_iter()
-            .map(|h| Holding {
-                key: SegmentKey {
-                    origin_node: origin.clone(),
-                    path: h.path,
-                },
-                bytes_held: h.bytes_held,
-                sealed_sha256: h.sealed_sha256,
-            })
-            .collect();
-    let head = lock(&shared.origins)
-        .get(&origin)
-        .and_then(|l| l.head.as_ref().map(to_json));
-    conn.send(&Message::StandbyState { holdings, head }).await?;
+    send_standby_state(shared, &mut conn, &origin).await?;
     tracing::info!(peer = %origin, "primary connected");
     with_status(&shared.status, |s| {
         if let Some(p) = s.peers.get_mut(&origin) {
@@ -395,9 +347,21 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             }
             Message::TreeHead {
                 head,
+                first_leaf,
                 consistency_proof,
                 leaves,
-            } => match accept_head(shared, &peer, &head, &consistency_proof, &leaves) {
+            } => match accept_head(
+                shared,
+                &peer,
+                HeadMessage {
+                    head: &head,
+                    first_leaf,
+                    proof: &consistency_proof,
+                    leaves: &leaves,
+                },
+            )
+            .await
+            {
                 Ok(cs) => {
                     conn.send(&Message::HeadAccepted {
                         countersignature: cs,
@@ -414,15 +378,12 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 end_ms,
                 ..
             } => {
-                send_listing(
-                    shared,
-                    &mut conn,
-                    &origin,
-                    camera.as_deref(),
+                let filter = ListFilter {
+                    camera: camera.as_deref(),
                     start_ms,
                     end_ms,
-                )
-                .await?;
+                };
+                send_listing(shared, &mut conn, &origin, &filter).await?;
             }
             Message::FetchRequest { key, offset, len } => {
                 if refuse_foreign(shared, &mut conn, &origin, &key).await? {
@@ -538,178 +499,6 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         reason: reason.to_owned(),
     })
     .await
-}
-
-/// How far ahead of the standby's clock a head's timestamp may be. Heads must not go back in time, so
-/// one from the far future would block every honest head after it. Nodes keep their clocks within
-/// this (NTP) of each other.
-pub const MAX_HEAD_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
-
-/// Verifies a new head (signature, chain, consistency, leaves) and countersigns it.
-fn accept_head(
-    shared: &Shared,
-    peer: &PeerPins,
-    head: &serde_json::Value,
-    proof: &[String],
-    leaves: &[serde_json::Value],
-) -> Result<serde_json::Value, String> {
-    let origin = &peer.node;
-    let new: SignedTreeHead = from_json(head, "tree head").map_err(|e| e.to_string())?;
-    let ahead_ms = new.head.timestamp_ms - now_ms();
-    if ahead_ms > MAX_HEAD_CLOCK_AHEAD_MS {
-        return Err(format!(
-            "head timestamp {} is {ahead_ms} ms ahead of this node's clock (at most {MAX_HEAD_CLOCK_AHEAD_MS} ms)",
-            new.head.timestamp_ms
-        ));
-    }
-    let proof: Vec<[u8; 32]> = proof
-        .iter()
-        .map(|h| base::hex::decode_32(h).ok_or_else(|| format!("bad proof hash {h:?}")))
-        .collect::<Result<_, _>>()?;
-    let leaves: Vec<SegmentLeaf> = leaves
-        .iter()
-        .map(|l| from_json(l, "leaf").map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    if new.head.log_node != *origin {
-        return Err(format!(
-            "head of log {:?} sent by {origin}",
-            new.head.log_node
-        ));
-    }
-    let mut origins = lock(&shared.origins);
-    let log = origins.entry(origin.clone()).or_default();
-    match check_new_head(log.head.as_ref(), &new, &proof, &peer.signing_public_key)
-        .map_err(|e| e.to_string())?
-    {
-        HeadCheck::AlreadyHeld => {
-            let hash = new.head.head_hash();
-            let stored = shared.db.heads(origin).map_err(|e| e.to_string())?;
-            let cs = stored
-                .iter()
-                .rev()
-                .find(|h| h.head_hash == hash)
-                .and_then(|h| h.countersignature_json.as_deref())
-                .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
-            return cs.ok_or_else(|| "head held without countersignature".to_owned());
-        }
-        HeadCheck::First | HeadCheck::Extends { .. } => {}
-    }
-    if leaves.iter().any(|l| l.origin_node != *origin) {
-        return Err("leaf of another node in this log".into());
-    }
-    // One leaf per path, ever: a second one (even with the same hash) would become restore's answer
-    // once retention deleted the first copy.
-    let mut new_paths = std::collections::HashSet::new();
-    for leaf in &leaves {
-        if log.logged.contains_key(&leaf.path) || !new_paths.insert(leaf.path.as_str()) {
-            return Err(format!(
-                "leaf for {}: the log already holds a leaf for this path",
-                leaf.path
-            ));
-        }
-    }
-    let hashes: Vec<[u8; 32]> = leaves.iter().map(|l| l.leaf_hash()).collect();
-    check_leaves(&log.tree, &hashes, &new.head).map_err(|e| e.to_string())?;
-    // A leaf must not contradict a sealed copy held here.
-    for leaf in &leaves {
-        if let Ok(Some(row)) = shared.store.sealed_segment_by_path(&leaf.path) {
-            if row.node == *origin
-                && row.state == SegmentState::Sealed
-                && row.sha256.as_deref() != Some(base::hex::encode(&leaf.sha256).as_str())
-            {
-                return Err(format!(
-                    "leaf for {} says sha256 {} but the held copy is {}",
-                    leaf.path,
-                    base::hex::encode(&leaf.sha256),
-                    row.sha256.as_deref().unwrap_or("-")
-                ));
-            }
-        }
-    }
-    let base = log.tree.len();
-    for (i, leaf) in leaves.iter().enumerate() {
-        shared
-            .db
-            .append_leaf(
-                origin,
-                base + i as u64,
-                &leaf.encode(),
-                &hashes[i],
-                &leaf.path,
-            )
-            .map_err(|e| e.to_string())?;
-        log.tree.push(hashes[i]);
-        log.logged.insert(leaf.path.clone(), leaf.sha256);
-    }
-    let json = serde_json::to_string(&new).map_err(|e| e.to_string())?;
-    let hash = new.head.head_hash();
-    shared
-        .db
-        .store_head(origin, new.head.tree_size, &hash, &json, now_ms())
-        .map_err(|e| e.to_string())?;
-    let cs = Countersignature::create(&shared.node, &new.head, &|m| shared.id.sign(m));
-    let cs_json = serde_json::to_string(&cs).map_err(|e| e.to_string())?;
-    shared
-        .db
-        .set_countersignature(origin, &hash, &cs_json)
-        .map_err(|e| e.to_string())?;
-    let size = new.head.tree_size;
-    log.head = Some(new);
-    drop(origins);
-    with_status(&shared.status, |s| {
-        if let Some(p) = s.peers.get_mut(origin) {
-            p.last_head_size = Some(size);
-            p.last_head_ms = Some(now_ms());
-        }
-    });
-    Ok(to_json(&cs))
-}
-
-/// For restore: the latest head with every leaf, then the sealed segments matching the filter.
-async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
-    shared: &Shared,
-    conn: &mut Conn<S>,
-    origin: &str,
-    camera: Option<&str>,
-    start_ms: Option<i64>,
-    end_ms: Option<i64>,
-) -> Result<(), AgentError> {
-    let (head, leaves) = {
-        let origins = lock(&shared.origins);
-        let head = origins
-            .get(origin)
-            .and_then(|l| l.head.as_ref().map(to_json))
-            .unwrap_or(serde_json::Value::Null);
-        (head, shared.db.leaves(origin)?)
-    };
-    let leaves_json: Vec<serde_json::Value> = leaves
-        .iter()
-        .filter_map(|(b, _)| SegmentLeaf::decode(b).ok())
-        .map(|l| to_json(&l))
-        .collect();
-    conn.send(&Message::TreeHead {
-        head,
-        consistency_proof: Vec::new(),
-        leaves: leaves_json,
-    })
-    .await?;
-    let rows = shared
-        .store
-        .catalog()
-        .segments_in_state(SegmentState::Sealed)?;
-    let segments = rows
-        .into_iter()
-        .filter(|r| r.node == origin)
-        .filter(|r| start_ms.is_none_or(|s| r.end_ms > s) && end_ms.is_none_or(|e| r.start_ms < e))
-        .filter(|r| camera.is_none_or(|c| r.path.split('/').nth(1) == Some(c)))
-        .map(|r| {
-            serde_json::json!({
-                "path": r.path, "start_ms": r.start_ms, "end_ms": r.end_ms,
-                "size_bytes": r.size_bytes, "sha256": r.sha256, "frames": r.frames,
-            })
-        })
-        .collect();
-    conn.send(&Message::FetchListReply { segments }).await
 }
 
 async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
