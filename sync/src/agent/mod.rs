@@ -74,6 +74,10 @@ pub struct PeerStatus {
     /// Last tree head accepted (primary: countersigned by the standby; standby: accepted from the primary).
     pub last_head_size: Option<u64>,
     pub last_head_ms: Option<i64>,
+    /// Standby: sealed copies of this primary that no accepted head covers yet (verified once one does).
+    pub unverified_segments: u64,
+    /// Standby: the oldest of them by path, if any.
+    pub oldest_unverified: Option<String>,
     pub streams: BTreeMap<String, StreamLag>,
 }
 

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 
 pub use super::standby_log::MAX_HEAD_CLOCK_AHEAD_MS;
 use super::standby_log::{
-    accept_head, load_origin, lock, send_listing, send_standby_state, HeadMessage, ListFilter,
-    Origins,
+    accept_head, load_origin, lock, note_sealed, send_listing, send_standby_state, HeadMessage,
+    ListFilter, Origins,
 };
 use super::{
     io_err, now_ms, raise_alarm, with_status, write_status, AgentError, Conn, SharedStatus,
@@ -325,6 +325,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                                 p.segments_sealed_on_peer += 1;
                             }
                         });
+                        note_sealed(shared, &origin, &key.path);
                         conn.send(&Message::Ack {
                             key,
                             bytes_durable: size_bytes,

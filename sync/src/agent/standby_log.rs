@@ -3,7 +3,7 @@
 //! what grows with history sent in pages: the `StandbyState` after a handshake and the listing for
 //! restore.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use store::SegmentState;
@@ -26,6 +26,31 @@ pub(super) struct OriginLog {
     pub(super) head: Option<SignedTreeHead>,
     /// Logged sha256 per segment path.
     pub(super) logged: HashMap<String, [u8; 32]>,
+    /// Sealed copies held here that no accepted head covers yet.
+    unverified: BTreeSet<String>,
+}
+
+impl OriginLog {
+    fn publish_unverified(&self, shared: &Shared, origin: &str) {
+        let count = self.unverified.len() as u64;
+        let oldest = self.unverified.iter().next().cloned();
+        with_status(&shared.status, |s| {
+            if let Some(p) = s.peers.get_mut(origin) {
+                p.unverified_segments = count;
+                p.oldest_unverified = oldest;
+            }
+        });
+    }
+}
+
+/// A copy of `origin`'s segment at `path` was sealed here: unverified until a head covers it.
+pub(super) fn note_sealed(shared: &Shared, origin: &str, path: &str) {
+    let mut origins = lock(&shared.origins);
+    let log = origins.entry(origin.to_owned()).or_default();
+    if !log.logged.contains_key(path) {
+        log.unverified.insert(path.to_owned());
+        log.publish_unverified(shared, origin);
+    }
 }
 
 pub(super) type Origins = Mutex<HashMap<String, OriginLog>>;
@@ -111,6 +136,16 @@ fn standby_holdings(shared: &Shared, origin: &str) -> Result<(Vec<Holding>, u64)
         } else {
             partial.push(h);
         }
+    }
+    {
+        let mut origins = lock(&shared.origins);
+        let log = origins.entry(origin.to_owned()).or_default();
+        log.unverified = sealed
+            .keys()
+            .filter(|p| !log.logged.contains_key(*p))
+            .cloned()
+            .collect();
+        log.publish_unverified(shared, origin);
     }
     let deleted: HashSet<String> = shared
         .store
@@ -228,8 +263,10 @@ pub(super) async fn accept_head(
         for (leaf, hash) in checked.leaves.iter().zip(&checked.hashes) {
             log.tree.push(*hash);
             log.logged.insert(leaf.path.clone(), leaf.sha256);
+            log.unverified.remove(&leaf.path);
         }
         log.head = Some(checked.new);
+        log.publish_unverified(shared, origin);
     }
     with_status(&shared.status, |s| {
         if let Some(p) = s.peers.get_mut(origin) {
@@ -341,7 +378,8 @@ fn check_head(
 }
 
 /// For restore: the latest head with every leaf (the head repeated with each page of leaves), then the
-/// sealed segments matching the filter, in pages.
+/// sealed segments matching the filter (and those this standby's retention deleted, `deleted: true`), in
+/// pages.
 pub(super) async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     shared: &Shared,
     conn: &mut Conn<S>,
@@ -393,11 +431,15 @@ pub(super) async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite
         after_id = rows.last().map_or(after_id, |r| r.id.0);
         pending.extend(
             rows.into_iter()
-                .filter(|r| r.state == SegmentState::Sealed && filter.matches(r))
+                .filter(|r| {
+                    matches!(r.state, SegmentState::Sealed | SegmentState::Deleted)
+                        && filter.matches(r)
+                })
                 .map(|r| {
                     serde_json::json!({
                         "path": r.path, "start_ms": r.start_ms, "end_ms": r.end_ms,
                         "size_bytes": r.size_bytes, "sha256": r.sha256, "frames": r.frames,
+                        "deleted": r.state == SegmentState::Deleted,
                     })
                 }),
         );
