@@ -243,3 +243,103 @@ fn a_head_that_cannot_be_written_leaves_no_leaves_behind() {
         "{leaves} leaves beyond the last head"
     );
 }
+
+/// Peak resident memory of a process in bytes (`VmHWM`).
+fn peak_rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A `FetchRequest` reads only the bytes it asks for: 4 KiB at the end of a 4 GiB sealed copy cost the
+/// standby a few MiB of memory, not the whole file.
+#[test]
+fn a_fetch_reads_only_the_requested_bytes() {
+    use nvr_sync::agent::{primary, Conn};
+    use nvr_sync::proto::{Message, SegmentKey};
+
+    const BIG: u64 = 4 << 30;
+    let dir = TestDir::new();
+    let a = keygen(&dir, "node-a");
+    let s = keygen(&dir, "standby-1");
+    let data_a = dir.join("data-a");
+    let data_s = dir.join("data-s");
+    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
+    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let history = nvr_sync::fixture::History {
+        count: 3,
+        camera: "old".into(),
+        first_start_ms: chrono::Utc::now().timestamp_millis() - 3_600_000,
+        segment_ms: 10_000,
+        payload: vec![1; PAYLOAD_BYTES],
+    };
+    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
+    // The standby's copy of the first segment becomes a sparse 4 GiB file ending in known bytes.
+    let path = nvr_sync::syncdb::SyncDb::open(&data_s)
+        .and_then(|db| db.leaf_paths("node-a", 0, 1))
+        .expect("leaf paths")
+        .remove(0);
+    let file = data_s.join(&path);
+    std::fs::remove_file(&file).expect("unlink the copy");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&file).expect("create big copy");
+        f.seek(SeekFrom::Start(BIG - 4096)).expect("seek");
+        f.write_all(&[0x5a; 4096]).expect("write the tail");
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen).write(&dir);
+    let standby = spawn_sync(&dir, &cfg, "standby-1");
+    assert!(wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || standby.stderr_tail(50).contains("standby listening")
+    ));
+    let peer = nvr_sync::config::SyncConfig::load(&cfg, Some("node-a"))
+        .expect("config")
+        .peers[0]
+        .clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let got = rt.block_on(async {
+        let tls = primary::connect(&id_a, &peer).await.expect("connect");
+        let mut conn = Conn::new(tls);
+        primary::handshake(&mut conn, "node-a", &peer)
+            .await
+            .expect("handshake");
+        conn.send(&Message::FetchRequest {
+            key: SegmentKey {
+                origin_node: "node-a".into(),
+                path: path.clone(),
+            },
+            offset: BIG - 4096,
+            len: 4096,
+        })
+        .await
+        .expect("send");
+        let mut got = Vec::new();
+        loop {
+            match conn.recv(Duration::from_secs(120)).await.expect("recv") {
+                Some(Message::FetchData { data, last, .. }) => {
+                    got.extend_from_slice(&data);
+                    if last {
+                        return got;
+                    }
+                }
+                other => panic!("expected FetchData, got {other:?}"),
+            }
+        }
+    });
+    assert_eq!(got, vec![0x5a; 4096]);
+    let peak = peak_rss_bytes(standby.pid().expect("standby pid"));
+    assert!(
+        peak < 512 << 20,
+        "the standby peaked at {} MiB to send 4 KiB",
+        peak >> 20
+    );
+}

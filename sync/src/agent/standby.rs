@@ -520,19 +520,41 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             .await;
     };
     let path = shared.store.absolute_path(&row.path);
-    let data = tokio::fs::read(&path)
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            return conn
+                .send(&Message::Refused {
+                    key: Some(key),
+                    reason: format!("cannot read the sealed copy: {e}"),
+                })
+                .await
+        }
+    };
+    // Only the bytes asked for are read, a chunk at a time, whatever the file's size.
+    let size = file
+        .metadata()
         .await
-        .map_err(io_err(format!("read {}", path.display())))?;
-    let start = (offset as usize).min(data.len());
-    let end = (offset.saturating_add(len) as usize).min(data.len());
+        .map_err(io_err(format!("stat {}", path.display())))?
+        .len();
+    let start = offset.min(size);
+    let end = offset.saturating_add(len).min(size);
+    tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(start))
+        .await
+        .map_err(io_err(format!("seek {}", path.display())))?;
     let mut pos = start;
     loop {
-        let next = (pos + CHUNK_BYTES).min(end);
+        let n = usize::try_from(end - pos).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES));
+        let mut buf = vec![0u8; n];
+        tokio::io::AsyncReadExt::read_exact(&mut file, &mut buf)
+            .await
+            .map_err(io_err(format!("read {}", path.display())))?;
+        let next = pos + n as u64;
         let last = next == end;
         conn.send(&Message::FetchData {
             key: key.clone(),
-            offset: pos as u64,
-            data: bytes::Bytes::copy_from_slice(&data[pos..next]),
+            offset: pos,
+            data: buf.into(),
             last,
         })
         .await?;
