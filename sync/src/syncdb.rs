@@ -119,6 +119,17 @@ fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
     })
 }
 
+fn alarm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmRow> {
+    Ok(AlarmRow {
+        id: r.get(0)?,
+        time_ms: r.get(1)?,
+        kind: r.get(2)?,
+        peer: r.get(3)?,
+        segment_path: r.get(4)?,
+        detail: r.get(5)?,
+    })
+}
+
 fn stored_head(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHead> {
     Ok(StoredHead {
         tree_size: r.get::<_, i64>(0)?.max(0) as u64,
@@ -436,6 +447,64 @@ impl SyncDb {
             .map_err(|e| self.e(e))
     }
 
+    /// The id (signing or receiving order) of `log_node`'s stored head with `head_hash`, if any.
+    pub fn head_id(
+        &self,
+        log_node: &str,
+        head_hash: &[u8; 32],
+    ) -> Result<Option<i64>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT MIN(id) FROM heads WHERE log_node = ?1 AND head_hash = ?2",
+                params![log_node, &head_hash[..]],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.e(e))
+    }
+
+    /// The first head of `log_node` stored after the one with id `after_id`, with its id.
+    pub fn head_after(
+        &self,
+        log_node: &str,
+        after_id: i64,
+    ) -> Result<Option<(i64, StoredHead)>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
+                 FROM heads WHERE log_node = ?1 AND id > ?2 ORDER BY id LIMIT 1",
+                params![log_node, after_id],
+                |r| Ok((r.get(5)?, stored_head(r)?)),
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// The head of `log_node` stored last, with its id.
+    pub fn last_head(&self, log_node: &str) -> Result<Option<(i64, StoredHead)>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
+                 FROM heads WHERE log_node = ?1 ORDER BY id DESC LIMIT 1",
+                params![log_node],
+                |r| Ok((r.get(5)?, stored_head(r)?)),
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// The number of stored heads of `log_node`.
+    pub fn head_count(&self, log_node: &str) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM heads WHERE log_node = ?1",
+                params![log_node],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(n.max(0) as u64)
+    }
+
     /// The stored head of `log_node` with `head_hash`, if any.
     pub fn head_by_hash(
         &self,
@@ -488,6 +557,32 @@ impl SyncDb {
         Ok(conn.last_insert_rowid())
     }
 
+    /// The number of alarms.
+    pub fn alarm_count(&self) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM alarms", [], |r| r.get(0))
+            .map_err(|e| self.e(e))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The last `limit` alarms, newest first.
+    pub fn recent_alarms(&self, limit: usize) -> Result<Vec<AlarmRow>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, time_ms, kind, peer, segment_path, detail FROM alarms
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.e(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![limit], alarm_row)
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))
+    }
+
     /// Alarms with id greater than `since_id`, oldest first.
     pub fn alarms(&self, since_id: i64) -> Result<Vec<AlarmRow>, StorageError> {
         let conn = self.conn();
@@ -498,16 +593,7 @@ impl SyncDb {
             )
             .map_err(|e| self.e(e))?;
         let rows = stmt
-            .query_map(params![since_id], |r| {
-                Ok(AlarmRow {
-                    id: r.get(0)?,
-                    time_ms: r.get(1)?,
-                    kind: r.get(2)?,
-                    peer: r.get(3)?,
-                    segment_path: r.get(4)?,
-                    detail: r.get(5)?,
-                })
-            })
+            .query_map(params![since_id], alarm_row)
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))
@@ -611,6 +697,9 @@ mod tests {
         assert_eq!(all[0].segment_path.as_deref(), Some("seg1"));
         assert_eq!(all[1].time_ms, 2000);
         assert_eq!(db.alarms(a1).expect("since").len(), 1);
+        assert_eq!(db.alarm_count().expect("count"), 2);
+        let recent = db.recent_alarms(1).expect("recent");
+        assert_eq!((recent.len(), recent[0].id), (1, a2));
 
         // Everything survives a reopen; sync.db is separate from the catalog.
         drop(db);

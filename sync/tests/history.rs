@@ -343,3 +343,96 @@ fn a_fetch_reads_only_the_requested_bytes() {
         peak >> 20
     );
 }
+
+/// What grows with time stays out of memory and stops growing when nothing happens: a primary whose
+/// `sync.db` holds 500 000 heads and 500 000 alarms connects with a bounded resident size (heads are
+/// not all loaded, the status writer reads the newest alarms only), and with nothing new sealed it
+/// signs no head, on start or while connected.
+#[test]
+fn heads_and_alarms_stay_out_of_memory_and_idle_logs_do_not_grow() {
+    const ROWS: i64 = 500_000;
+    let dir = TestDir::new();
+    let a = keygen(&dir, "node-a");
+    let s = keygen(&dir, "standby-1");
+    let data_a = dir.join("data-a");
+    let data_s = dir.join("data-s");
+    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
+    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let history = nvr_sync::fixture::History {
+        count: 3,
+        camera: "old".into(),
+        first_start_ms: chrono::Utc::now().timestamp_millis() - 3_600_000,
+        segment_ms: 10_000,
+        payload: vec![2; PAYLOAD_BYTES],
+    };
+    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
+    {
+        // Older heads (ids below the real one, same content) and alarms, as months would leave.
+        let mut c = rusqlite::Connection::open(data_a.join("sync.db")).expect("open sync.db");
+        let tx = c.transaction().expect("transaction");
+        tx.execute(
+            "INSERT INTO heads (id, log_node, tree_size, head_hash, head_json, received_ms)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             SELECT -i, log_node, tree_size, randomblob(32), head_json, received_ms
+             FROM n, (SELECT * FROM heads LIMIT 1)",
+            [ROWS],
+        )
+        .expect("old heads");
+        tx.execute(
+            "INSERT INTO alarms (time_ms, kind, peer, segment_path, detail)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             SELECT i, 'old_alarm', 'standby-1', NULL, 'an alarm of long ago, kept for the record'
+             FROM n",
+            [ROWS],
+        )
+        .expect("old alarms");
+        tx.commit().expect("commit");
+    }
+    let db_a = nvr_sync::syncdb::SyncDb::open(&data_a).expect("primary sync.db");
+    let db_s = nvr_sync::syncdb::SyncDb::open(&data_s).expect("standby sync.db");
+    let heads_a = db_a.head_count("node-a").expect("heads");
+    let heads_s = db_s.head_count("node-a").expect("heads");
+    assert_eq!(heads_a, ROWS as u64 + 1);
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    cluster.head_interval_ms = 3_600_000;
+    let cfg = cluster.write(&dir);
+    let standby = spawn_sync(&dir, &cfg, "standby-1");
+    let primary = spawn_sync(&dir, &cfg, "node-a");
+    let connected = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        status_file(&data_a)["peers"]["standby-1"]["connected"].as_bool() == Some(true)
+    });
+    assert!(
+        connected,
+        "primary:\n{}\nstandby:\n{}",
+        primary.stderr_tail(20),
+        standby.stderr_tail(20)
+    );
+    // A few status ticks (each one wrote the alarms) while connected and idle.
+    let ticks = status_file(&data_a)["time_ms"].as_i64().unwrap_or(0);
+    assert!(wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || status_file(&data_a)["time_ms"].as_i64().unwrap_or(0) > ticks + 3000
+    ));
+    let status = status_file(&data_a);
+    assert_eq!(
+        status["alarms_total"].as_u64(),
+        Some(ROWS as u64),
+        "{status}"
+    );
+    assert_eq!(status["recent_alarms"].as_array().map(Vec::len), Some(20));
+    let peak = peak_rss_bytes(primary.pid().expect("primary pid"));
+    assert!(
+        peak < 96 << 20,
+        "the primary peaked at {} MiB with {ROWS} heads and alarms stored",
+        peak >> 20
+    );
+    assert_eq!(
+        db_a.head_count("node-a").expect("heads"),
+        heads_a,
+        "heads signed with nothing new"
+    );
+    assert_eq!(db_s.head_count("node-a").expect("heads"), heads_s);
+}

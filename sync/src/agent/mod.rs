@@ -120,14 +120,18 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Writes `sync-status.json` atomically.
+/// Alarms shown in the status file (the newest).
+const STATUS_ALARMS: usize = 20;
+
+/// Writes `sync-status.json` atomically (the alarm count and the newest alarms only, not every one).
 pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
-    let alarms = db.alarms(0).unwrap_or_default();
+    let total = db.alarm_count().unwrap_or_default();
+    let recent = db.recent_alarms(STATUS_ALARMS).unwrap_or_default();
     let snapshot = with_status(status, |s| {
         s.time_ms = now_ms();
         s.pid = std::process::id();
-        s.alarms_total = alarms.len() as u64;
-        s.recent_alarms = alarms.iter().rev().take(20).cloned().collect();
+        s.alarms_total = total;
+        s.recent_alarms = recent;
         s.clone()
     });
     let path = data_dir.join(STATUS_FILE);
