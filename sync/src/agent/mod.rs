@@ -3,6 +3,7 @@
 //! [`restore`] fetches verified copies back. Shared here: status, alarms, connection plumbing.
 
 mod history;
+pub mod preauth;
 pub mod primary;
 pub mod restore;
 pub mod standby;

@@ -13,6 +13,7 @@ use crate::syncdb::SyncDb;
 use store::{MirrorError, MirrorInfo, SegmentState, Store};
 use tokio::sync::watch;
 
+use super::preauth::{AcceptBackoff, PreAuth};
 pub use super::standby_log::MAX_HEAD_CLOCK_AHEAD_MS;
 use super::standby_log::{
     accept_head, load_origin, lock, note_sealed, send_listing, send_standby_state, HeadMessage,
@@ -82,15 +83,28 @@ pub async fn run(
         ));
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let preauth = PreAuth::new();
+    let mut accept_backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = tick.tick() => write_status(&cfg.data_dir, &status, &shared.db),
             accepted = listener.accept() => {
                 let (tcp, addr) = match accepted {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        accept_backoff.succeeded();
+                        a
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        // EMFILE and the like: retrying at once would only spin. The oldest
+                        // unauthenticated connection goes, freeing a descriptor.
+                        let delay = accept_backoff.failed();
+                        preauth.make_room();
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "accept failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.changed() => break,
+                        }
                         continue;
                     }
                 };
@@ -98,18 +112,27 @@ pub async fn run(
                 let acceptor = acceptor.clone();
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
+                let mut ticket = preauth.enter();
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(t)) => t,
-                        Ok(Err(e)) => {
-                            tracing::warn!(%addr, error = %e, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::warn!(%addr, "TLS handshake timed out");
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    let tls = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(t)) => t,
+                            Ok(Err(e)) => {
+                                tracing::warn!(%addr, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::warn!(%addr, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        _ = ticket.displaced() => {
+                            tracing::warn!(%addr, "unauthenticated connection closed to make room for a newer one");
                             return;
                         }
                     };
+                    drop(ticket);
                     let Some(peer) = identity::peer_of(tls.get_ref().1, &shared.pins) else {
                         tracing::warn!(%addr, "connection without a pinned certificate");
                         return;
