@@ -12,9 +12,27 @@ use crate::proto::Message;
 /// How long one page may take to arrive (a page is at most about a megabyte).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Most entries gathered from the pages of one answer (`StandbyState` holdings, listing entries): a
+/// peer that never stops sending pages is refused rather than filling memory.
+pub const MAX_GATHERED_ENTRIES: usize = 5_000_000;
+
+fn check_gathered(len: usize, max: usize, what: &str) -> Result<(), AgentError> {
+    if len > max {
+        return Err(AgentError::Peer(format!("{what}: more than {max} entries")));
+    }
+    Ok(())
+}
+
 /// Gathers every `StandbyState` page.
 pub(super) async fn receive_standby_state<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     conn: &mut Conn<S>,
+) -> Result<StandbyView, AgentError> {
+    gather_standby_state(conn, MAX_GATHERED_ENTRIES).await
+}
+
+async fn gather_standby_state<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    conn: &mut Conn<S>,
+    max_entries: usize,
 ) -> Result<StandbyView, AgentError> {
     let mut view: Option<StandbyView> = None;
     let mut first_head: Option<serde_json::Value> = None;
@@ -51,6 +69,7 @@ pub(super) async fn receive_standby_state<S: tokio::io::AsyncRead + tokio::io::A
                             ));
                         }
                         v.holdings.extend(holdings);
+                        check_gathered(v.holdings.len(), max_entries, "StandbyState holdings")?;
                     }
                 }
                 if !more {
@@ -124,6 +143,13 @@ pub(super) async fn receive_log<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>
 pub(super) async fn receive_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     conn: &mut Conn<S>,
 ) -> Result<Vec<serde_json::Value>, AgentError> {
+    gather_listing(conn, MAX_GATHERED_ENTRIES).await
+}
+
+async fn gather_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    conn: &mut Conn<S>,
+    max_entries: usize,
+) -> Result<Vec<serde_json::Value>, AgentError> {
     let mut segments = Vec::new();
     loop {
         match conn.recv(PAGE_TIMEOUT).await? {
@@ -132,6 +158,7 @@ pub(super) async fn receive_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWr
                 more,
             }) => {
                 segments.extend(page);
+                check_gathered(segments.len(), max_entries, "segment listing")?;
                 if !more {
                     return Ok(segments);
                 }
@@ -143,5 +170,61 @@ pub(super) async fn receive_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWr
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Holding, SegmentKey};
+
+    fn holdings(n: usize) -> Vec<Holding> {
+        (0..n)
+            .map(|i| Holding {
+                key: SegmentKey {
+                    origin_node: "node-a".into(),
+                    path: format!("media/c/main/2026-01-01/{i:09}_node-a.mp4"),
+                },
+                bytes_held: 1,
+                sealed_sha256: None,
+            })
+            .collect()
+    }
+
+    /// Pages are gathered until `more` is false; a peer whose pages never end is refused at the cap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_are_gathered_up_to_a_cap() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let mut conn = Conn::new(ours);
+        let mut peer = Conn::new(theirs);
+        let sender = tokio::spawn(async move {
+            for (i, more) in [(0, true), (1, true), (2, false)] {
+                let page = Message::StandbyState {
+                    holdings: holdings(10 + i),
+                    head: None,
+                    sealed_below_leaf: 4,
+                    more,
+                };
+                peer.send(&page).await.expect("send");
+            }
+            for _ in 0..100 {
+                let page = Message::FetchListReply {
+                    segments: vec![serde_json::json!({"path": "p"}); 10],
+                    more: true,
+                };
+                if peer.send(&page).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let view = gather_standby_state(&mut conn, 1000)
+            .await
+            .expect("gathered");
+        assert_eq!(view.holdings.len(), 33);
+        assert_eq!(view.sealed_below_leaf, 4);
+        let err = gather_listing(&mut conn, 500).await.expect_err("capped");
+        assert!(err.to_string().contains("more than 500"), "{err}");
+        drop(conn);
+        let _ = sender.await;
     }
 }
