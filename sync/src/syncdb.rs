@@ -303,6 +303,19 @@ impl SyncDb {
         Ok(())
     }
 
+    /// Deletes the leaves of `log_node`'s log from index `from` on; returns how many there were.
+    pub fn truncate_leaves(&self, log_node: &str, from: u64) -> Result<u64, StorageError> {
+        let from = to_i64("leaf index", from)?;
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM leaves WHERE log_node = ?1 AND leaf_index >= ?2",
+                params![log_node, from],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(n as u64)
+    }
+
     /// Number of leaves of `log_node`'s log.
     pub fn leaf_count(&self, log_node: &str) -> Result<u64, StorageError> {
         let n: i64 = self

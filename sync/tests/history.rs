@@ -436,3 +436,81 @@ fn heads_and_alarms_stay_out_of_memory_and_idle_logs_do_not_grow() {
     );
     assert_eq!(db_s.head_count("node-a").expect("heads"), heads_s);
 }
+
+/// A standby whose `sync.db` holds leaves beyond its last head (as an acceptance interrupted by a crash
+/// left it before heads were one transaction) drops them when it starts and accepts the next heads.
+#[test]
+fn leaves_no_head_covers_are_dropped_at_start() {
+    const OLD: u64 = 10;
+    let dir = TestDir::new();
+    let cam_port = free_port();
+    let _camsim = NvrProcess::spawn(
+        &dir,
+        &[
+            "camsim",
+            "--listen",
+            &format!("127.0.0.1:{cam_port}"),
+            "--streams",
+            "1",
+        ],
+    );
+    let a = keygen(&dir, "node-a");
+    let s = keygen(&dir, "standby-1");
+    let data_a = dir.join("data-a");
+    let data_s = dir.join("data-s");
+    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
+    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let history = nvr_sync::fixture::History {
+        count: OLD,
+        camera: "old".into(),
+        first_start_ms: chrono::Utc::now().timestamp_millis() - 3_600_000,
+        segment_ms: 10_000,
+        payload: vec![5; PAYLOAD_BYTES],
+    };
+    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
+    let db = nvr_sync::syncdb::SyncDb::open(&data_s).expect("standby sync.db");
+    let stray = nvr_sync::merkle::SegmentLeaf {
+        origin_node: "node-a".into(),
+        camera: "old".into(),
+        stream: "main".into(),
+        path: "media/old/main/2020-01-01/20200101T000000000Z_node-a.mp4".into(),
+        start_ms: 0,
+        end_ms: 1,
+        size_bytes: 1,
+        sha256: [9; 32],
+    };
+    db.append_leaf(
+        "node-a",
+        OLD,
+        &stray.encode(),
+        &stray.leaf_hash(),
+        &stray.path,
+    )
+    .expect("a leaf beyond the head");
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    cluster.cameras = vec![("cam1".into(), format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
+    let cfg = cluster.write(&dir);
+    let standby = spawn_sync(&dir, &cfg, "standby-1");
+    let _recorder = spawn_recorder(&dir, &cfg, "node-a");
+    let primary = spawn_sync(&dir, &cfg, "node-a");
+    let accepted = wait_until(Duration::from_secs(90), Duration::from_millis(300), || {
+        status_file(&data_s)["peers"]["node-a"]["last_head_size"]
+            .as_u64()
+            .unwrap_or(0)
+            > OLD
+    });
+    assert!(
+        accepted,
+        "no head accepted over the stray leaf\nprimary:\n{}\nstandby:\n{}",
+        primary.stderr_tail(20),
+        standby.stderr_tail(20)
+    );
+    assert!(
+        db.leaf_index_of("node-a", &stray.path)
+            .expect("lookup")
+            .is_none(),
+        "the stray leaf is gone"
+    );
+}

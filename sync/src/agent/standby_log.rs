@@ -62,12 +62,27 @@ pub(super) fn lock(origins: &Origins) -> std::sync::MutexGuard<'_, HashMap<Strin
     }
 }
 
-/// Loads `origin`'s log from `sync.db` once (read outside the lock).
+/// Loads `origin`'s log from `sync.db` once (read outside the lock). Leaves beyond the latest head
+/// (left by a crash in the middle of an acceptance before heads were one transaction) are covered by
+/// no accepted head: they are dropped, so the next head is checked against the accepted log.
 pub(super) fn load_origin(shared: &Shared, origin: &str) -> Result<(), AgentError> {
     if lock(&shared.origins).get(origin).is_some_and(|l| l.loaded) {
         return Ok(());
     }
     let mut log = OriginLog::default();
+    if let Some(json) = shared.db.latest_head(origin)? {
+        log.head = serde_json::from_str(&json).ok();
+    }
+    let covered = log.head.as_ref().map_or(0, |h| h.head.tree_size);
+    let dropped = shared.db.truncate_leaves(origin, covered)?;
+    if dropped > 0 {
+        tracing::warn!(
+            origin,
+            dropped,
+            covered,
+            "dropped leaves that no accepted head covers (an acceptance interrupted by a crash)"
+        );
+    }
     let mut from = 0u64;
     loop {
         let page = shared
@@ -83,9 +98,6 @@ pub(super) fn load_origin(shared: &Shared, origin: &str) -> Result<(), AgentErro
             break;
         }
         from += LOAD_PAGE_LEAVES;
-    }
-    if let Some(json) = shared.db.latest_head(origin)? {
-        log.head = serde_json::from_str(&json).ok();
     }
     log.loaded = true;
     let mut origins = lock(&shared.origins);
