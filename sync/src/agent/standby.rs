@@ -264,7 +264,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 match r {
                     Ok(held) | Err(MirrorError::OffsetGap { held, .. }) => {
                         unsynced.push(key, held, data.len());
-                        if unsynced.bytes >= SYNC_BATCH_BYTES {
+                        if unsynced.due() {
                             unsynced.flush(shared, &mut conn, &origin).await?;
                         }
                     }
@@ -432,6 +432,9 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
 /// Appended bytes are made durable and acknowledged at least this often (in bytes received).
 const SYNC_BATCH_BYTES: usize = 16 << 20;
 
+/// ... and at least every this many data frames, whatever their size.
+const MAX_OWED_ACKS: usize = 1024;
+
 /// Appends not yet flushed to disk, with the acknowledgements they are owed, in arrival order.
 #[derive(Default)]
 struct Unsynced {
@@ -443,6 +446,11 @@ impl Unsynced {
     fn push(&mut self, key: SegmentKey, held: u64, bytes: usize) {
         self.acks.push((key, held));
         self.bytes += bytes;
+    }
+
+    /// Whether the owed acks must be flushed now, though more messages are waiting.
+    fn due(&self) -> bool {
+        self.bytes >= SYNC_BATCH_BYTES || self.acks.len() >= MAX_OWED_ACKS
     }
 
     /// One `fdatasync` per staging file, then every owed `Ack` in order.
@@ -625,5 +633,33 @@ async fn scrub_loop(
             _ = tokio::time::sleep(Duration::from_millis(interval_ms)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Owed acks are bounded in number, not only in bytes: zero-length data frames cannot pile them up.
+    #[test]
+    fn owed_acks_come_due_by_count_as_well_as_bytes() {
+        let key = SegmentKey {
+            origin_node: "node-a".into(),
+            path: "media/c/main/2026-01-01/20260101T000000000Z_node-a.mp4".into(),
+        };
+        let mut owed = Unsynced::default();
+        let mut pushed = 0usize;
+        while !owed.due() && pushed < 1_000_000 {
+            owed.push(key.clone(), 0, 0);
+            pushed += 1;
+        }
+        assert!(
+            owed.due(),
+            "{pushed} zero-length frames owed and still not due"
+        );
+        assert!(pushed <= MAX_OWED_ACKS);
+        let mut owed = Unsynced::default();
+        owed.push(key, SYNC_BATCH_BYTES as u64, SYNC_BATCH_BYTES);
+        assert!(owed.due(), "due by bytes");
     }
 }
