@@ -238,26 +238,40 @@ impl SyncDb {
         leaves: &[NewLeaf<'_>],
         head: &NewHead<'_>,
     ) -> Result<(), StorageError> {
-        let size = to_i64("tree size", head.tree_size)?;
+        self.accept_heads(log_node, first_index, leaves, std::slice::from_ref(head))
+    }
+
+    /// Like [`SyncDb::accept_head`] with several heads, kept in the order given (restore imports a
+    /// chain of heads with the leaves of the last one).
+    pub fn accept_heads(
+        &self,
+        log_node: &str,
+        first_index: u64,
+        leaves: &[NewLeaf<'_>],
+        heads: &[NewHead<'_>],
+    ) -> Result<(), StorageError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.e(e))?;
         self.insert_leaves(&tx, log_node, first_index, leaves)?;
-        tx.execute(
-            "INSERT INTO heads (log_node, tree_size, head_hash, head_json, countersignature_json,
-                 received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (log_node, tree_size, head_hash) DO UPDATE
-                 SET countersignature_json = excluded.countersignature_json",
-            params![
-                log_node,
-                size,
-                &head.head_hash[..],
-                head.head_json,
-                head.countersignature_json,
-                head.received_ms
-            ],
-        )
-        .map_err(|e| self.e(e))?;
+        for head in heads {
+            let size = to_i64("tree size", head.tree_size)?;
+            tx.execute(
+                "INSERT INTO heads (log_node, tree_size, head_hash, head_json, countersignature_json,
+                     received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (log_node, tree_size, head_hash) DO UPDATE
+                     SET countersignature_json = excluded.countersignature_json",
+                params![
+                    log_node,
+                    size,
+                    &head.head_hash[..],
+                    head.head_json,
+                    head.countersignature_json,
+                    head.received_ms
+                ],
+            )
+            .map_err(|e| self.e(e))?;
+        }
         tx.commit().map_err(|e| self.e(e))
     }
 
@@ -489,6 +503,31 @@ impl SyncDb {
                 |r| Ok((r.get(5)?, stored_head(r)?)),
             )
             .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// At most `limit` heads of `log_node` stored after the one with id `after_id`, in id order, with
+    /// their ids.
+    pub fn heads_after(
+        &self,
+        log_node: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredHead)>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
+                 FROM heads WHERE log_node = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(|e| self.e(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![log_node, after_id, limit], |r| {
+                Ok((r.get(5)?, stored_head(r)?))
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))
     }
 

@@ -139,6 +139,31 @@ pub(super) async fn receive_log<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>
     }
 }
 
+/// For restore: every `HeadChain` page (the heads the standby kept of this node's log, in order, each
+/// `{"head", "countersignature"}`).
+pub(super) async fn receive_head_chain<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    conn: &mut Conn<S>,
+) -> Result<Vec<serde_json::Value>, AgentError> {
+    let mut heads = Vec::new();
+    loop {
+        match conn.recv(PAGE_TIMEOUT).await? {
+            Some(Message::HeadChain { heads: page, more }) => {
+                heads.extend(page);
+                check_gathered(heads.len(), MAX_GATHERED_ENTRIES, "head chain")?;
+                if !more {
+                    return Ok(heads);
+                }
+            }
+            Some(Message::Pong { .. }) => {}
+            other => {
+                return Err(AgentError::Peer(format!(
+                    "expected the chain of heads, got {other:?}"
+                )))
+            }
+        }
+    }
+}
+
 /// For restore: every `FetchListReply` page of the listing.
 pub(super) async fn receive_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     conn: &mut Conn<S>,

@@ -5,7 +5,8 @@
 //! moved to quarantine (never deleted) and replaced; a missing one is written and indexed. Works onto a
 //! wiped data directory.
 //!
-//! The verified log itself is imported into this node's `sync.db` (leaves and head, one transaction)
+//! The verified log itself is imported into this node's `sync.db` (leaves and the chain of heads the
+//! standby kept, each signed by this node and chaining to the one before; one transaction)
 //! when the local log is a prefix of it, so the heads signed after a restore onto a wiped node chain to
 //! the standby's and mirroring resumes. The report names logged segments the standby did not return
 //! (restore is then incomplete and exits non-zero), those its own retention deleted, and sealed copies
@@ -39,8 +40,9 @@ pub struct RestoreReport {
     /// Leaves of the standby's verified log added to this node's `sync.db` (a wiped or older log), so
     /// the heads this node signs next chain to the standby's and mirroring resumes.
     pub leaves_imported: u64,
-    /// Whether the standby's head was added to this node's `sync.db`.
-    pub head_imported: bool,
+    /// Heads of the standby's verified chain added to this node's `sync.db` (signed by this node,
+    /// each chaining to the one before, the last the head the leaves verify against).
+    pub heads_imported: u64,
     pub listed: usize,
     pub already_good: usize,
     pub restored_damaged: Vec<String>,
@@ -99,9 +101,11 @@ pub async fn run(
     })
     .await?;
 
+    let chain = history::receive_head_chain(&mut conn).await?;
     let (head, leaves) = receive_verified_log(&mut conn, cfg, id).await?;
-    let (leaves_imported, head_imported) =
-        tokio::task::block_in_place(|| import_log(&db, &cfg.node_name, &head, &leaves))?;
+    let chain = verify_chain(&chain, &head, cfg, id)?;
+    let (leaves_imported, heads_imported) =
+        tokio::task::block_in_place(|| import_log(&db, &cfg.node_name, &chain, &leaves))?;
     let logged: HashMap<&str, &SegmentLeaf> = leaves.iter().map(|l| (l.path.as_str(), l)).collect();
     // The standby filters by camera and time; the stream is filtered here, from the path.
     let wanted_stream = |entry: &serde_json::Value| {
@@ -120,7 +124,7 @@ pub async fn run(
     let mut report = RestoreReport {
         log_size: head.head.tree_size,
         leaves_imported,
-        head_imported,
+        heads_imported,
         ..RestoreReport::default()
     };
     let mut returned: HashSet<String> = HashSet::new();
@@ -202,16 +206,58 @@ async fn receive_verified_log<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     Ok((head, leaves))
 }
 
+/// A head of the chain with the standby's countersignature (JSON), if it kept one.
+type ChainHead = (SignedTreeHead, Option<String>);
+
+/// The standby's chain of heads, checked: every head signed with this node's key for this node's
+/// log, each chaining to the one before (`prev_head_hash`), the last the head the leaves verify
+/// against.
+fn verify_chain(
+    entries: &[serde_json::Value],
+    last: &SignedTreeHead,
+    cfg: &SyncConfig,
+    id: &NodeIdentity,
+) -> Result<Vec<ChainHead>, AgentError> {
+    let key = id.signing_public_key();
+    let mut chain: Vec<ChainHead> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let head: SignedTreeHead = from_json(&entry["head"], "head of the chain")?;
+        if head.head.log_node != cfg.node_name || !head.verify_signature(&key) {
+            return Err(AgentError::Peer(format!(
+                "head {i} of the standby's chain is not signed by this node's key"
+            )));
+        }
+        if let Some((prev, _)) = chain.last() {
+            if head.head.prev_head_hash != prev.head.head_hash() {
+                return Err(AgentError::Peer(format!(
+                    "head {i} of the standby's chain does not chain to the one before"
+                )));
+            }
+        }
+        let cs = Some(&entry["countersignature"])
+            .filter(|v| !v.is_null())
+            .map(serde_json::Value::to_string);
+        chain.push((head, cs));
+    }
+    match chain.last() {
+        Some((h, _)) if h.head.head_hash() == last.head.head_hash() => Ok(chain),
+        _ => Err(AgentError::Peer(
+            "the standby's chain of heads does not end at its latest head".into(),
+        )),
+    }
+}
+
 /// Brings this node's `sync.db` up to the verified log: when its own log is a prefix of it (empty
-/// after a wipe), the missing leaves and the head are added in one transaction, so the next head this
-/// node signs extends and chains to the one the standby holds. A longer local log is left alone; one
-/// that contradicts the verified log is an error. Returns (leaves added, head added).
+/// after a wipe), the missing leaves and the heads of the chain it lacks are added in one transaction,
+/// so the next head this node signs extends and chains to the one the standby holds. A longer local
+/// log is left alone; one that contradicts the verified log is an error. Returns (leaves added, heads
+/// added).
 fn import_log(
     db: &SyncDb,
     node: &str,
-    head: &SignedTreeHead,
+    chain: &[ChainHead],
     leaves: &[SegmentLeaf],
-) -> Result<(u64, bool), AgentError> {
+) -> Result<(u64, u64), AgentError> {
     let local = db.leaves(node)?;
     let hashes: Vec<[u8; 32]> = leaves.iter().map(SegmentLeaf::leaf_hash).collect();
     if let Some(i) = local
@@ -225,11 +271,18 @@ fn import_log(
     }
     let have = local.len();
     if have > leaves.len() {
-        return Ok((0, false));
+        return Ok((0, 0));
     }
-    let hash = head.head.head_hash();
-    if have == leaves.len() && db.head_by_hash(node, &hash)?.is_some() {
-        return Ok((0, false));
+    let mut missing: Vec<(String, [u8; 32], u64, Option<&str>)> = Vec::new();
+    for (head, cs) in chain {
+        let hash = head.head.head_hash();
+        if db.head_id(node, &hash)?.is_none() {
+            let json = serde_json::to_string(head).map_err(|e| AgentError::Peer(e.to_string()))?;
+            missing.push((json, hash, head.head.tree_size, cs.as_deref()));
+        }
+    }
+    if have == leaves.len() && missing.is_empty() {
+        return Ok((0, 0));
     }
     let encoded: Vec<Vec<u8>> = leaves[have..].iter().map(SegmentLeaf::encode).collect();
     let new_leaves: Vec<NewLeaf<'_>> = encoded
@@ -242,20 +295,19 @@ fn import_log(
             segment_path: &l.path,
         })
         .collect();
-    let json = serde_json::to_string(head).map_err(|e| AgentError::Peer(e.to_string()))?;
-    db.accept_head(
-        node,
-        have as u64,
-        &new_leaves,
-        &NewHead {
-            tree_size: head.head.tree_size,
-            head_hash: &hash,
-            head_json: &json,
-            countersignature_json: None,
-            received_ms: now_ms(),
-        },
-    )?;
-    Ok(((leaves.len() - have) as u64, true))
+    let received_ms = now_ms();
+    let heads: Vec<NewHead<'_>> = missing
+        .iter()
+        .map(|(json, hash, size, cs)| NewHead {
+            tree_size: *size,
+            head_hash: hash,
+            head_json: json,
+            countersignature_json: *cs,
+            received_ms,
+        })
+        .collect();
+    db.accept_heads(node, have as u64, &new_leaves, &heads)?;
+    Ok(((leaves.len() - have) as u64, heads.len() as u64))
 }
 
 /// Fetches one segment from the standby unless the local copy already hashes to `sha`, and puts it in

@@ -389,7 +389,8 @@ fn check_head(
     }))
 }
 
-/// For restore: the latest head with every leaf (the head repeated with each page of leaves), then the
+/// For restore: the chain of heads kept (`HeadChain` pages), the latest head with every leaf (the head
+/// repeated with each page of leaves), then the
 /// sealed segments matching the filter (and those this standby's retention deleted, `deleted: true`), in
 /// pages.
 pub(super) async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
@@ -398,6 +399,7 @@ pub(super) async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite
     origin: &str,
     filter: &ListFilter<'_>,
 ) -> Result<(), AgentError> {
+    send_head_chain(shared, conn, origin).await?;
     let head = lock(&shared.origins)
         .get(origin)
         .and_then(|l| l.head.clone());
@@ -477,6 +479,45 @@ pub(super) async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite
             .await?;
         }
         return Ok(());
+    }
+}
+
+/// For restore: every head kept of `origin`'s log, in acceptance order, with its countersignature, in
+/// `HeadChain` pages.
+async fn send_head_chain<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    conn: &mut Conn<S>,
+    origin: &str,
+) -> Result<(), AgentError> {
+    let mut after_id = 0i64;
+    loop {
+        let rows = tokio::task::block_in_place(|| {
+            shared.db.heads_after(origin, after_id, MAX_PAGE_ITEMS)
+        })?;
+        after_id = rows.last().map_or(after_id, |(id, _)| *id);
+        let more = rows.len() == MAX_PAGE_ITEMS;
+        let entries: Vec<serde_json::Value> = rows
+            .into_iter()
+            .filter_map(|(_, h)| {
+                let head = serde_json::from_str::<serde_json::Value>(&h.head_json).ok()?;
+                let cs = h
+                    .countersignature_json
+                    .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok());
+                Some(serde_json::json!({"head": head, "countersignature": cs}))
+            })
+            .collect();
+        let pages = paginate(entries);
+        let n = pages.len();
+        for (i, page) in pages.into_iter().enumerate() {
+            conn.send(&Message::HeadChain {
+                heads: page,
+                more: more || i + 1 < n,
+            })
+            .await?;
+        }
+        if !more {
+            return Ok(());
+        }
     }
 }
 

@@ -44,11 +44,12 @@ pub use validate::{
 /// another version is answered with [`Message::Error`] carrying [`ErrorCode::VersionMismatch`].
 ///
 /// Version 2 pages what grows with history: `StandbyState` (holdings of open and recent segments plus
-/// `sealed_below_leaf`), `TreeHead` (`first_leaf`) and `FetchListReply` (`more`).
+/// `sealed_below_leaf`), `TreeHead` (`first_leaf`) and `FetchListReply` (`more`), and adds `HeadChain`
+/// (restore imports the chain of heads).
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Most entries in one page of a paged message (`StandbyState::holdings`, `TreeHead::leaves`,
-/// `FetchListReply::segments`); a decoded page with more is `Malformed`. Senders also keep a page's JSON
+/// `FetchListReply::segments`, `HeadChain::heads`); a decoded page with more is `Malformed`. Senders also keep a page's JSON
 /// near [`PAGE_TARGET_BYTES`], well under the metadata limit, whatever the entries' size.
 pub const MAX_PAGE_ITEMS: usize = 2000;
 
@@ -165,11 +166,12 @@ pub enum MessageType {
     FetchList = 15,
     FetchListReply = 16,
     Error = 17,
+    HeadChain = 18,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 17] = [
+    pub const ALL: [MessageType; 18] = [
         MessageType::Hello,
         MessageType::HelloAck,
         MessageType::StandbyState,
@@ -187,6 +189,7 @@ impl MessageType {
         MessageType::FetchList,
         MessageType::FetchListReply,
         MessageType::Error,
+        MessageType::HeadChain,
     ];
 
     /// The type for a type byte, if any.
@@ -364,6 +367,13 @@ pub enum Message {
     },
     /// A fatal error; the sender closes the connection after it.
     Error { code: ErrorCode, message: String },
+    /// For restore, before the log: every head the standby kept of the asking node's log, in the order
+    /// it accepted them, each with its countersignature (entries opaque here), in pages: every page but
+    /// the last has `more`.
+    HeadChain {
+        heads: Vec<serde_json::Value>,
+        more: bool,
+    },
 }
 
 impl Message {
@@ -387,6 +397,7 @@ impl Message {
             Message::FetchList { .. } => MessageType::FetchList,
             Message::FetchListReply { .. } => MessageType::FetchListReply,
             Message::Error { .. } => MessageType::Error,
+            Message::HeadChain { .. } => MessageType::HeadChain,
         }
     }
 
@@ -449,6 +460,7 @@ impl Message {
                 None => Ok(()),
             },
             Message::FetchListReply { segments, .. } => check_page("segments", segments.len()),
+            Message::HeadChain { heads, .. } => check_page("heads", heads.len()),
             Message::HeadAccepted { .. }
             | Message::Ping { .. }
             | Message::Pong { .. }

@@ -132,6 +132,10 @@ fn samples() -> Vec<Message> {
             code: ErrorCode::VersionMismatch,
             message: "want 1".into(),
         },
+        Message::HeadChain {
+            heads: vec![json!({"head": {"size": 1}, "countersignature": null})],
+            more: true,
+        },
     ]
 }
 
@@ -175,7 +179,7 @@ fn samples_cover_every_type() {
         assert_eq!(MessageType::from_u8(t.as_u8()), Some(t));
     }
     assert_eq!(MessageType::from_u8(0), None);
-    assert_eq!(MessageType::from_u8(18), None);
+    assert_eq!(MessageType::from_u8(19), None);
 }
 
 #[test]
@@ -363,7 +367,7 @@ fn huge_allowed_frame_with_little_data_is_truncated() {
 
 #[test]
 fn unknown_type_is_rejected_before_the_body() {
-    for t in [0u8, 18, 200, 255] {
+    for t in [0u8, 19, 200, 255] {
         let mut hdr = 1000u32.to_be_bytes().to_vec();
         hdr.push(t);
         let mut r = PrefixThenFail { prefix: &hdr };
@@ -982,6 +986,8 @@ fn message() -> impl Strategy<Value = Message> {
             ),
         (prop::collection::vec(json_value(), 0..4), any::<bool>())
             .prop_map(|(segments, more)| Message::FetchListReply { segments, more }),
+        (prop::collection::vec(json_value(), 0..4), any::<bool>())
+            .prop_map(|(heads, more)| Message::HeadChain { heads, more }),
         (
             prop_oneof![
                 Just(ErrorCode::VersionMismatch),
