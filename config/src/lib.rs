@@ -99,8 +99,8 @@ pub struct Pins {
 /// Settings of the sync agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncSettings {
-    /// Primary: a signed tree head at least this often while connected (and on every seal batch).
-    /// Default 5 000.
+    /// Primary: every seal batch is signed at once; with nothing new, a keep-alive head at most this
+    /// often while connected (by the last head's own timestamp). Default 3 600 000 (1 h).
     pub head_interval_ms: u64,
     /// Primary: full pass over the catalog this often (file events can be missed). Default 10 000.
     pub reconcile_interval_ms: u64,
@@ -124,7 +124,7 @@ pub struct SyncSettings {
 impl Default for SyncSettings {
     fn default() -> Self {
         SyncSettings {
-            head_interval_ms: 5_000,
+            head_interval_ms: 3_600_000,
             reconcile_interval_ms: 10_000,
             scrub_interval_ms: 3_600_000,
             scrub_bytes_per_s: 50_000_000,

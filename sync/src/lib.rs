@@ -3,11 +3,12 @@
 //! snapshots") so the standby accepts nothing that contradicts history it already holds.
 //!
 //! Modules: [`identity`] (keys, pinned mutual TLS), [`proto`] (wire format), [`merkle`] (the log),
-//! [`config`], [`syncdb`] (the agent's own database: logs, heads, alarms) and [`agent`] (primary,
-//! standby, restore).
+//! [`config`], [`syncdb`] (the agent's own database: logs, heads, alarms), [`agent`] (primary,
+//! standby, restore) and [`fixture`] (synthetic logged histories for tests and the benchmark).
 
 pub mod agent;
 pub mod config;
+pub mod fixture;
 pub mod identity;
 pub mod merkle;
 pub mod proto;
