@@ -8,9 +8,9 @@ pub mod primary;
 pub mod repair;
 pub mod restore;
 pub mod standby;
+mod standby_log;
 pub mod tamper;
 pub mod watch;
-mod standby_log;
 
 use std::collections::BTreeMap;
 use std::path::Path;
