@@ -2,13 +2,14 @@
 //! standby over mutual TLS, and keeps a signed, hash-chained Merkle log of sealed segments ("version
 //! snapshots") so the standby accepts nothing that contradicts history it already holds.
 //!
-//! Modules: [`identity`] (keys, pinned mutual TLS), [`proto`] (wire format), [`merkle`] (the log),
+//! Modules: [`identity`] (keys, pinned mutual TLS: the
+//! `node-identity` crate, re-exported), [`proto`] (wire format), [`merkle`] (the log),
 //! [`config`], [`syncdb`] (the agent's own database: logs, heads, alarms) and [`agent`] (primary,
 //! standby, restore).
 
 pub mod agent;
 pub mod config;
-pub mod identity;
+pub use node_identity as identity;
 pub mod merkle;
 pub mod proto;
 pub mod syncdb;
