@@ -129,6 +129,9 @@ enum CtlCommand {
         stream: String,
         #[arg(long)]
         after: Option<String>,
+        /// The ownership epoch (fencing token) recorded with every segment of this holding.
+        #[arg(long)]
+        epoch: Option<u64>,
     },
     /// Record -> shadow (or off) at the next key frame; prints that key frame.
     Release {
@@ -424,8 +427,14 @@ async fn ctl(socket: &std::path::Path, command: CtlCommand) -> anyhow::Result<Ex
             mode: if shadow { Mode::Shadow } else { Mode::Record },
         },
         CtlCommand::Stop { stream } => Request::Stop { stream },
-        CtlCommand::Promote { stream, after } => Request::Promote {
+        CtlCommand::Promote {
             stream,
+            after,
+            epoch,
+        } => Request::Promote {
+            stream,
+            epoch,
+            reason: None,
             after: after
                 .map(|a| serde_json::from_str(&a))
                 .transpose()
