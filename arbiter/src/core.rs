@@ -1,0 +1,600 @@
+//! The decision core: a pure state machine over an injected clock. No I/O: the shell feeds it
+//! [`Input`]s (accepted heartbeats, the local recorder's stream health, timer ticks, operator
+//! commands, results of promotions) with the time, and carries out the [`Action`]s it returns.
+//!
+//! Each protected stream has an owner (its primary in the cluster file) and a holder with an epoch
+//! (the fencing token): the node that records it under that epoch. Epochs only grow; a node takes a
+//! stream over with a new epoch above every epoch it knows for it; a claim with an older epoch than
+//! the one known never changes anything.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::heartbeat::{Heartbeat, Seq, StreamHealth};
+
+/// A failed promotion is asked again after this long.
+pub const PROMOTE_RETRY_MS: i64 = 1_000;
+
+/// Timings of failure detection (`[arbiter]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    pub heartbeat_interval_ms: i64,
+    /// A peer whose heartbeats are missing this long is dead.
+    pub node_dead_ms: i64,
+    /// A stream whose session has failed this long on a living primary moves.
+    pub stream_failed_ms: i64,
+}
+
+/// How a stream is taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Takeover {
+    /// After the last frame held from the owner (the standby shadows the stream).
+    Hot,
+    /// Cold start: the session opens on takeover.
+    Cold,
+}
+
+/// A stream the arbiter knows: owned by a primary, protected by a standby.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// `camera/stream`.
+    pub key: String,
+    pub owner: String,
+    pub protector: String,
+    pub takeover: Takeover,
+    /// Higher first.
+    pub priority: u32,
+}
+
+/// Who records a stream, under which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    pub holder: String,
+    pub epoch: u64,
+}
+
+/// What the core is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A heartbeat from `from` (the name the pinned TLS certificate belongs to).
+    Heartbeat { from: String, heartbeat: Heartbeat },
+    /// The local recorder's health of each of its streams (`None`: the recorder does not answer).
+    LocalHealth(Option<Vec<StreamHealth>>),
+    /// Time passes.
+    Tick,
+    /// The result of a promotion asked for by [`Action::Promote`].
+    Promoted {
+        stream: String,
+        epoch: u64,
+        result: Result<(), String>,
+    },
+    /// An operator's command.
+    Operator(OperatorCommand),
+}
+
+/// Commands of an operator (`nvr-arbiter` CLI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorCommand {
+    /// Take `stream` over on this node now (its holder is unreachable and the operator knows it is
+    /// down for good).
+    ForceTakeover { stream: String },
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Ask the local recorder to record `stream` under `epoch`: hot after the last frame held from
+    /// `after_frames_of` (the previous holder), cold without.
+    Promote {
+        stream: String,
+        epoch: u64,
+        takeover: Takeover,
+        after_frames_of: String,
+        reason: String,
+    },
+    /// Another node holds `stream` under a newer epoch: stop recording it here (fencing).
+    Release { stream: String, epoch: u64 },
+    /// Something an operator must see.
+    Alarm { message: String },
+    /// The holdings changed: write them to disk before anything else is done.
+    Persist,
+}
+
+/// Why a heartbeat was refused (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("heartbeat from {0}, which is not a peer of this node")]
+    UnknownPeer(String),
+    #[error("heartbeat from {from} says it is from {claimed}")]
+    WrongSender { from: String, claimed: String },
+    #[error("replayed heartbeat from {from}: sequence {got} not after {last}")]
+    Replayed { from: String, got: Seq, last: Seq },
+    #[error(
+        "stale heartbeat from {from}: it claims {stream} with epoch {claimed}, {known} is known"
+    )]
+    StaleEpoch {
+        from: String,
+        stream: String,
+        claimed: u64,
+        known: u64,
+    },
+    #[error("heartbeat from {from} claims {stream} with epoch {epoch}, held by {holder} under the same epoch")]
+    Conflict {
+        from: String,
+        stream: String,
+        epoch: u64,
+        holder: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    last_seq: Option<Seq>,
+    /// Core time of the last accepted heartbeat.
+    last_heard_ms: Option<i64>,
+    dead: bool,
+    /// The peer's stream health, as last reported.
+    health: BTreeMap<String, StreamHealth>,
+    /// Core time since which each of its streams has been reported failing.
+    failing_since_ms: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone)]
+struct Stream {
+    spec: StreamSpec,
+    holding: Holding,
+    /// This node holds the stream but the recorder has not confirmed the promotion yet.
+    promote_pending: bool,
+    /// A promotion is being carried out by the shell.
+    in_flight: bool,
+    /// After a failed promotion: not asked again before this core time.
+    retry_at_ms: i64,
+    /// Reported as uncovered (no capacity) already.
+    uncovered: bool,
+}
+
+/// The state a status report shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamView {
+    pub stream: String,
+    pub owner: String,
+    pub protector: String,
+    pub holder: String,
+    pub epoch: u64,
+    pub takeover: Takeover,
+    pub priority: u32,
+    pub uncovered: bool,
+    pub promote_pending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerView {
+    pub node: String,
+    pub alive: bool,
+    /// Time since its last accepted heartbeat (`None`: never heard).
+    pub heartbeat_age_ms: Option<i64>,
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Core {
+    me: String,
+    timings: Timings,
+    /// Standby: how many streams it records at most.
+    capacity: Option<u32>,
+    streams: BTreeMap<String, Stream>,
+    peers: BTreeMap<String, Peer>,
+    /// Core time at start: a peer never heard of is dead `node_dead_ms` after it.
+    started_ms: i64,
+    now_ms: i64,
+    /// This node's own stream health, as last read from its recorder.
+    local: BTreeMap<String, StreamHealth>,
+}
+
+impl Core {
+    /// A core for node `me` at core time `now_ms`, with the holdings persisted earlier (streams not in
+    /// `persisted` are held by their owner under epoch 0).
+    pub fn new(
+        me: &str,
+        timings: Timings,
+        capacity: Option<u32>,
+        streams: Vec<StreamSpec>,
+        peers: &[String],
+        persisted: &BTreeMap<String, Holding>,
+        now_ms: i64,
+    ) -> Core {
+        let streams = streams
+            .into_iter()
+            .map(|spec| {
+                let holding = persisted.get(&spec.key).cloned().unwrap_or(Holding {
+                    holder: spec.owner.clone(),
+                    epoch: 0,
+                });
+                // A stream this node held when it stopped: the recorder may have restarted since, so
+                // the promotion is asked again (a recorder already recording refuses it harmlessly).
+                let promote_pending = holding.holder == me && spec.owner != me;
+                (
+                    spec.key.clone(),
+                    Stream {
+                        spec,
+                        holding,
+                        promote_pending,
+                        in_flight: false,
+                        retry_at_ms: 0,
+                        uncovered: false,
+                    },
+                )
+            })
+            .collect();
+        Core {
+            me: me.to_owned(),
+            timings,
+            capacity,
+            streams,
+            peers: peers.iter().map(|p| (p.clone(), Peer::default())).collect(),
+            started_ms: now_ms,
+            now_ms,
+            local: BTreeMap::new(),
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Every stream's holder and epoch (what is persisted and sent in heartbeats).
+    pub fn holdings(&self) -> BTreeMap<String, Holding> {
+        self.streams
+            .iter()
+            .map(|(k, s)| (k.clone(), s.holding.clone()))
+            .collect()
+    }
+
+    /// This node's stream health, as last read from its recorder.
+    pub fn local_health(&self) -> Vec<StreamHealth> {
+        self.local.values().cloned().collect()
+    }
+
+    pub fn streams(&self) -> Vec<StreamView> {
+        self.streams
+            .values()
+            .map(|s| StreamView {
+                stream: s.spec.key.clone(),
+                owner: s.spec.owner.clone(),
+                protector: s.spec.protector.clone(),
+                holder: s.holding.holder.clone(),
+                epoch: s.holding.epoch,
+                takeover: s.spec.takeover,
+                priority: s.spec.priority,
+                uncovered: s.uncovered,
+                promote_pending: s.promote_pending,
+            })
+            .collect()
+    }
+
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.peers
+            .iter()
+            .map(|(name, p)| PeerView {
+                node: name.clone(),
+                alive: !p.dead && p.last_heard_ms.is_some(),
+                heartbeat_age_ms: p.last_heard_ms.map(|t| self.now_ms - t),
+            })
+            .collect()
+    }
+
+    /// Feeds one input at core time `now_ms` (never earlier than the previous one's).
+    pub fn handle(&mut self, now_ms: i64, input: Input) -> Result<Vec<Action>, Refusal> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut out = Vec::new();
+        match input {
+            Input::Heartbeat { from, heartbeat } => self.heartbeat(&from, heartbeat, &mut out)?,
+            Input::LocalHealth(health) => self.local_health_in(health),
+            Input::Tick => {}
+            Input::Promoted {
+                stream,
+                epoch,
+                result,
+            } => self.promoted(&stream, epoch, result, &mut out),
+            Input::Operator(OperatorCommand::ForceTakeover { stream }) => {
+                if let Some(s) = self.streams.get(&stream) {
+                    if s.holding.holder != self.me {
+                        let reason = format!("operator forced the takeover of {stream}");
+                        self.take(&[stream], &reason, &mut out);
+                    }
+                } else {
+                    out.push(Action::Alarm {
+                        message: format!("operator: unknown stream {stream}"),
+                    });
+                }
+            }
+        }
+        self.evaluate(&mut out);
+        Ok(out)
+    }
+
+    fn local_health_in(&mut self, health: Option<Vec<StreamHealth>>) {
+        self.local = health
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| (h.stream.clone(), h))
+            .collect();
+    }
+
+    /// Checks and applies a heartbeat: nothing changes unless every check passes.
+    fn heartbeat(
+        &mut self,
+        from: &str,
+        hb: Heartbeat,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
+        let Some(peer) = self.peers.get(from) else {
+            return Err(Refusal::UnknownPeer(from.to_owned()));
+        };
+        if hb.node != from {
+            return Err(Refusal::WrongSender {
+                from: from.to_owned(),
+                claimed: hb.node.clone(),
+            });
+        }
+        if let Some(last) = peer.last_seq {
+            if hb.seq <= last {
+                return Err(Refusal::Replayed {
+                    from: from.to_owned(),
+                    got: hb.seq,
+                    last,
+                });
+            }
+        }
+        for claim in &hb.holdings {
+            let Some(s) = self.streams.get(&claim.stream) else {
+                continue;
+            };
+            let known = &s.holding;
+            if claim.epoch < known.epoch && claim.holder == from {
+                return Err(Refusal::StaleEpoch {
+                    from: from.to_owned(),
+                    stream: claim.stream.clone(),
+                    claimed: claim.epoch,
+                    known: known.epoch,
+                });
+            }
+            if claim.epoch == known.epoch && claim.holder != known.holder && claim.epoch > 0 {
+                return Err(Refusal::Conflict {
+                    from: from.to_owned(),
+                    stream: claim.stream.clone(),
+                    epoch: claim.epoch,
+                    holder: known.holder.clone(),
+                });
+            }
+        }
+        // Accepted.
+        let now = self.now_ms;
+        let peer = self.peers.entry(from.to_owned()).or_default();
+        peer.last_seq = Some(hb.seq);
+        peer.last_heard_ms = Some(now);
+        if peer.dead {
+            peer.dead = false;
+            out.push(Action::Alarm {
+                message: format!("node {from} is heard again"),
+            });
+        }
+        for h in &hb.health {
+            if h.receiving {
+                peer.failing_since_ms.remove(&h.stream);
+            } else {
+                peer.failing_since_ms.entry(h.stream.clone()).or_insert(now);
+            }
+        }
+        peer.health = hb
+            .health
+            .into_iter()
+            .map(|h| (h.stream.clone(), h))
+            .collect();
+        let mut changed = false;
+        for claim in hb.holdings {
+            let me = self.me.clone();
+            let Some(s) = self.streams.get_mut(&claim.stream) else {
+                continue;
+            };
+            if claim.epoch > s.holding.epoch {
+                let was_mine = s.holding.holder == me;
+                s.holding = Holding {
+                    holder: claim.holder,
+                    epoch: claim.epoch,
+                };
+                s.promote_pending = false;
+                s.uncovered = false;
+                changed = true;
+                if was_mine && s.holding.holder != me {
+                    out.push(Action::Release {
+                        stream: claim.stream.clone(),
+                        epoch: claim.epoch,
+                    });
+                }
+            }
+        }
+        if changed {
+            out.push(Action::Persist);
+        }
+        Ok(())
+    }
+
+    fn promoted(
+        &mut self,
+        stream: &str,
+        epoch: u64,
+        result: Result<(), String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        s.in_flight = false;
+        if s.holding.epoch != epoch || s.holding.holder != self.me {
+            return;
+        }
+        match result {
+            Ok(()) => s.promote_pending = false,
+            Err(e) => {
+                s.retry_at_ms = self.now_ms + PROMOTE_RETRY_MS;
+                out.push(Action::Alarm {
+                    message: format!(
+                        "promotion of {stream} (epoch {epoch}) failed: {e}; retrying in {PROMOTE_RETRY_MS} ms"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Whether peer `name` is dead now (never heard: dead once the start-up grace has passed).
+    fn peer_dead(&self, name: &str) -> bool {
+        let Some(p) = self.peers.get(name) else {
+            return false;
+        };
+        let since = p.last_heard_ms.unwrap_or(self.started_ms);
+        self.now_ms - since > self.timings.node_dead_ms
+    }
+
+    /// Failure detection and takeovers, after every input.
+    fn evaluate(&mut self, out: &mut Vec<Action>) {
+        let names: Vec<String> = self.peers.keys().cloned().collect();
+        let mut dead_now = Vec::new();
+        for name in names {
+            let dead = self.peer_dead(&name);
+            let Some(p) = self.peers.get_mut(&name) else {
+                continue;
+            };
+            if dead && !p.dead {
+                p.dead = true;
+                let silent = p.last_heard_ms.map_or_else(
+                    || "never heard".to_owned(),
+                    |t| format!("silent for {} ms", self.now_ms - t),
+                );
+                out.push(Action::Alarm {
+                    message: format!("node {name} is dead ({silent})"),
+                });
+                dead_now.push(name);
+            }
+        }
+        // Streams this node protects whose holder is dead, or whose session failed on a living holder
+        // while this node still receives it.
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for s in self.streams.values() {
+            if s.spec.protector != self.me || s.holding.holder == self.me {
+                continue;
+            }
+            let holder = &s.holding.holder;
+            let Some(p) = self.peers.get(holder) else {
+                continue;
+            };
+            if p.dead {
+                let silent = p.last_heard_ms.map_or_else(
+                    || "never heard".to_owned(),
+                    |t| format!("heartbeats missing for {} ms", self.now_ms - t),
+                );
+                wanted.push((s.spec.key.clone(), format!("node {holder} dead: {silent}")));
+            } else if let Some(since) = p.failing_since_ms.get(&s.spec.key) {
+                let failed_ms = self.now_ms - since;
+                let here = self.local.get(&s.spec.key).is_some_and(|h| h.receiving);
+                if failed_ms > self.timings.stream_failed_ms && here {
+                    wanted.push((
+                        s.spec.key.clone(),
+                        format!(
+                            "session of {} failed on {holder} for {failed_ms} ms",
+                            s.spec.key
+                        ),
+                    ));
+                }
+            }
+        }
+        if !wanted.is_empty() {
+            // Priority order (higher first), then name, within the capacity.
+            wanted.sort_by(|a, b| {
+                let pa = self.streams.get(&a.0).map_or(0, |s| s.spec.priority);
+                let pb = self.streams.get(&b.0).map_or(0, |s| s.spec.priority);
+                pb.cmp(&pa).then_with(|| a.0.cmp(&b.0))
+            });
+            for (key, reason) in wanted {
+                self.take(&[key], &reason, out);
+            }
+        }
+        // Promotions to (re)send: held here, not confirmed, not being carried out.
+        let retry: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| {
+                s.holding.holder == self.me
+                    && s.promote_pending
+                    && !s.in_flight
+                    && self.now_ms >= s.retry_at_ms
+            })
+            .map(|s| s.spec.key.clone())
+            .collect();
+        for key in retry {
+            self.promote_action(&key, "resuming a takeover".to_owned(), out);
+        }
+    }
+
+    /// How many streams this node holds that it does not own.
+    fn taken_over(&self) -> usize {
+        self.streams
+            .values()
+            .filter(|s| s.holding.holder == self.me && s.spec.owner != self.me)
+            .count()
+    }
+
+    /// Takes `keys` over with new epochs, within the capacity; the rest are reported uncovered.
+    fn take(&mut self, keys: &[String], reason: &str, out: &mut Vec<Action>) {
+        for key in keys {
+            let over_capacity = self
+                .capacity
+                .is_some_and(|c| self.taken_over() >= c as usize);
+            let me = self.me.clone();
+            let Some(s) = self.streams.get_mut(key) else {
+                continue;
+            };
+            if over_capacity {
+                if !s.uncovered {
+                    s.uncovered = true;
+                    out.push(Action::Alarm {
+                        message: format!(
+                            "{key} is uncovered: {reason}, and this node is at its capacity of {} streams",
+                            self.capacity.unwrap_or(0)
+                        ),
+                    });
+                }
+                continue;
+            }
+            let previous = s.holding.holder.clone();
+            s.holding = Holding {
+                holder: me,
+                epoch: s.holding.epoch + 1,
+            };
+            s.promote_pending = true;
+            s.uncovered = false;
+            out.push(Action::Persist);
+            self.promote_action(key, format!("{reason} (previous holder {previous})"), out);
+        }
+    }
+
+    fn promote_action(&mut self, key: &str, reason: String, out: &mut Vec<Action>) {
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
+        s.in_flight = true;
+        out.push(Action::Promote {
+            stream: key.to_owned(),
+            epoch: s.holding.epoch,
+            takeover: s.spec.takeover,
+            after_frames_of: s.spec.owner.clone(),
+            reason,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

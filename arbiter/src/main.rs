@@ -1,0 +1,76 @@
+//! The `nvr-arbiter` binary: run the arbiter of this node, print its status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use nvr_arbiter::config::ArbiterConfig;
+use nvr_arbiter::{run, status};
+
+#[derive(Parser)]
+#[command(
+    name = "nvr-arbiter",
+    version,
+    about = "NVR arbiter: heartbeats between nodes, failure detection, frame-exact takeover"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the arbiter until SIGTERM/SIGINT (the recorder keeps its streams' modes).
+    Run {
+        /// The cluster configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Act as this node instead of the one named by its identity; for tests and several nodes on
+        /// one machine.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Print the arbiter's status: nodes, heartbeat ages, holder and epoch of every stream.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+        /// The status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, node } => {
+            base::process::init_logging();
+            let cfg = ArbiterConfig::load(&config, node.as_deref())?;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(run::run(cfg, base::process::shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, node, json } => {
+            let cfg = ArbiterConfig::load(&config, node.as_deref())?;
+            let path = status::path(&cfg.data_dir);
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("reading {} (is the arbiter running?)", path.display()))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}: not a status document", path.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", status::render(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The two-node rig of the arbiter's tests: a primary `node-a` and its standby `node-s` on loopback,
+//! each with its recorder (`nvr run`), sync agent (`nvr-sync run`) and arbiter (`nvr-arbiter run`),
+//! all reading one cluster file; the camera simulator (`nvr camsim`) with frame stamps.
+//!
+//! The `nvr` and `nvr-sync` binaries are other crates': `tests/run` builds them first
+//! (`cargo build --workspace --bins`).
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use node_identity::NodeIdentity;
+pub use testkit::{free_port, nvr_sync_bin, run_nvr, wait_until, NvrProcess, TestDir};
+
+pub const PRIMARY: &str = "node-a";
+pub const STANDBY: &str = "node-s";
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A node's identity (generated in `<dir>/identity-<node>`) and data directory.
+pub struct Node {
+    pub name: String,
+    pub identity_dir: PathBuf,
+    pub identity: NodeIdentity,
+    pub data: PathBuf,
+    pub arbiter: String,
+    pub sync: String,
+}
+
+pub fn node(dir: &TestDir, name: &str) -> Node {
+    let identity_dir = dir.join(format!("identity-{name}"));
+    let identity = node_identity::generate(&identity_dir, name).expect("generate identity");
+    Node {
+        name: name.to_owned(),
+        identity_dir,
+        identity,
+        data: dir.join(format!("data-{name}")),
+        arbiter: format!("127.0.0.1:{}", free_port()),
+        sync: format!("127.0.0.1:{}", free_port()),
+    }
+}
+
+/// The cluster file: `a` primary with `cameras` (name, url), `s` its standby, `[arbiter]` defaults.
+pub fn write_cluster(dir: &TestDir, a: &Node, s: &Node, cameras: &[(String, String)]) -> PathBuf {
+    let mut t = String::from(
+        "[recording]\nsegment_duration_s = 4\nflush_interval_ms = 200\nshadow_ring_ms = 8000\n\n\
+         [ingest]\nconnect_timeout_ms = 3000\nframe_timeout_ms = 3000\nbackoff_initial_ms = 300\n\
+         backoff_max_ms = 2000\n\n[retention]\nmin_free_bytes = 0\n\n\
+         [sync]\nhead_interval_ms = 1000\nreconcile_interval_ms = 2000\nscrub_interval_ms = 0\n\n\
+         [arbiter]\nheartbeat_interval_ms = 200\nnode_dead_ms = 1000\nstream_failed_ms = 2000\n",
+    );
+    for (n, role) in [(a, "primary"), (s, "standby")] {
+        let (cert, key) = n.identity.pins().to_hex_strings();
+        let _ = write!(
+            t,
+            "\n[[nodes]]\nname = \"{}\"\nrole = \"{role}\"\ndata_dir = \"{}\"\nidentity_dir = \"{}\"\n\
+             cert_sha256 = \"{cert}\"\nsigning_public_key = \"{key}\"\narbiter_address = \"{}\"\n",
+            n.name,
+            path_str(&n.data),
+            path_str(&n.identity_dir),
+            n.arbiter
+        );
+        if role == "standby" {
+            let _ = write!(t, "address = \"{}\"\nprotects = [\"{}\"]\n", n.sync, a.name);
+        }
+    }
+    for (name, url) in cameras {
+        let _ = write!(
+            t,
+            "\n[[cameras]]\nname = \"{name}\"\nnode = \"{}\"\n[cameras.streams.main]\nurl = \"{url}\"\n",
+            a.name
+        );
+    }
+    dir.write("cluster.toml", t)
+}
+
+pub fn spawn_camsim(dir: &TestDir, streams: usize) -> (NvrProcess, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut sim = NvrProcess::spawn(
+            dir,
+            &[
+                "camsim",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--streams",
+                &streams.to_string(),
+            ],
+        );
+        if wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            sim.stdout().contains("camsim serving")
+        }) {
+            return (sim, port);
+        }
+        sim.kill9();
+    }
+    panic!("camsim did not start");
+}
+
+pub fn spawn_recorder(dir: &TestDir, cfg: &Path, node: &str) -> NvrProcess {
+    NvrProcess::spawn(dir, &["run", "--config", &path_str(cfg), "--node", node])
+}
+
+fn envs() -> Vec<(&'static str, &'static str)> {
+    let mut envs = vec![("RUST_BACKTRACE", "1")];
+    if std::env::var_os("RUST_LOG").is_none() {
+        envs.push(("RUST_LOG", "info"));
+    }
+    envs
+}
+
+pub fn spawn_sync(dir: &TestDir, cfg: &Path, node: &str) -> NvrProcess {
+    NvrProcess::spawn_program(
+        dir,
+        "nvr-sync",
+        nvr_sync_bin(),
+        &["run", "--config", &path_str(cfg), "--node", node],
+        &envs(),
+    )
+}
+
+pub fn arbiter_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nvr-arbiter")
+}
+
+pub fn spawn_arbiter(dir: &TestDir, cfg: &Path, node: &str) -> NvrProcess {
+    NvrProcess::spawn_program(
+        dir,
+        "nvr-arbiter",
+        arbiter_bin(),
+        &["run", "--config", &path_str(cfg), "--node", node],
+        &envs(),
+    )
+}
+
+/// `nvr-arbiter status --json` of `node` (`Null` while there is none).
+pub fn arbiter_status(dir: &TestDir, cfg: &Path, node: &str) -> serde_json::Value {
+    let out = std::process::Command::new(arbiter_bin())
+        .args([
+            "status",
+            "--json",
+            "--config",
+            &path_str(cfg),
+            "--node",
+            node,
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("run nvr-arbiter status");
+    if !out.status.success() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// `nvr ctl status` of `node`'s recorder (`Null` while it does not answer).
+pub fn recorder_status(dir: &TestDir, cfg: &Path, node: &str) -> serde_json::Value {
+    let c = path_str(cfg);
+    let out = run_nvr(
+        dir,
+        &["ctl", "--config", &c, "--node", node, "status"],
+        Duration::from_secs(20),
+    );
+    if !out.status.success() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// The holding of `stream` in a status document: (holder, epoch).
+pub fn holding(status: &serde_json::Value, stream: &str) -> Option<(String, u64)> {
+    status["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["stream"] == stream)
+        .map(|s| {
+            (
+                s["holder"].as_str().unwrap_or("").to_owned(),
+                s["epoch"].as_u64().unwrap_or(0),
+            )
+        })
+}
