@@ -10,8 +10,8 @@
 //! Modules: [`core`] (the pure decision state machine), [`heartbeat`] (message, framing), [`state`]
 //! (persisted holders and epochs), [`recorder`] (the local recorder's control socket), [`mirror`]
 //! (the last frame held from a primary), [`config`] (this node's view of the cluster file),
-//! [`status`] (the status document and `nvr-arbiter status`), [`net`] (the TLS links) and [`run`]
-//! (the I/O shell around the core).
+//! [`status`] (the status document and `nvr-arbiter status`), [`net`] (the TLS links), [`takeover`]
+//! (carrying out a promotion, the gap it left) and [`run`] (the I/O shell around the core).
 
 pub mod config;
 pub mod core;
@@ -22,3 +22,4 @@ pub mod recorder;
 pub mod run;
 pub mod state;
 pub mod status;
+pub mod takeover;

@@ -69,3 +69,23 @@ pub fn last_frame(
     }
     Ok(None)
 }
+
+/// The start (wall time of its first frame) of the first segment `node` wrote of `camera/kind` under
+/// `epoch`, if any yet.
+pub fn first_start_under(
+    reader: &Reader,
+    node: &str,
+    camera: &str,
+    kind: &str,
+    epoch: u64,
+) -> Result<Option<i64>, MirrorError> {
+    let Some(id) = reader.find_stream(camera, kind)? else {
+        return Ok(None);
+    };
+    Ok(reader
+        .stream_segments(id)?
+        .iter()
+        .filter(|s| s.node == node && s.epoch == Some(epoch))
+        .map(|s| s.start_ms)
+        .min())
+}

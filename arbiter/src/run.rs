@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::ArbiterConfig;
-use crate::core::{Action, Core, Input, Takeover};
+use crate::core::{Action, Core, Input};
 use crate::heartbeat::{Claim, Heartbeat, Seq};
 use crate::status::{Event, Status, MAX_EVENTS};
-use crate::{mirror, net, recorder, state, status};
+use crate::{net, recorder, state, status, takeover};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -44,6 +44,8 @@ enum Report {
         epoch: u64,
         result: Result<(), String>,
     },
+    /// Something to show in the status document's events.
+    Event(String),
 }
 
 /// Runs the arbiter of `cfg` until `shutdown` completes. The recorder is never stopped or changed on
@@ -146,6 +148,11 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
             Some(r) = report_rx.recv() => (core_ms(), match r {
                 Report::Health(h) => Input::LocalHealth(h),
                 Report::Promoted { stream, epoch, result } => Input::Promoted { stream, epoch, result },
+                Report::Event(message) => {
+                    tracing::info!("{message}");
+                    shell.event(message);
+                    continue;
+                }
             }),
         };
         match core.handle(now, input) {
@@ -247,33 +254,40 @@ impl Shell<'_> {
                 } => {
                     tracing::info!(%stream, epoch, ?takeover, %reason, "promoting");
                     self.event(format!("promoting {stream} with epoch {epoch}: {reason}"));
-                    let socket = self.cfg.control_socket();
-                    let data_dir = self.cfg.data_dir.clone();
+                    let job = takeover::Promotion {
+                        socket: self.cfg.control_socket(),
+                        data_dir: self.cfg.data_dir.clone(),
+                        node: self.cfg.node_name.clone(),
+                        stream,
+                        epoch,
+                        takeover,
+                        origin: after_frames_of,
+                        reason,
+                    };
                     let tx = self.report_tx.clone();
                     tokio::spawn(async move {
-                        let result = promote(
-                            &socket,
-                            &data_dir,
-                            &stream,
-                            epoch,
-                            takeover,
-                            &after_frames_of,
-                            &reason,
-                        )
-                        .await;
+                        let result = job.run().await;
                         match &result {
-                            Ok(answer) => tracing::info!(%stream, epoch, %answer, "promoted"),
+                            Ok(answer) => {
+                                tracing::info!(stream = %job.stream, epoch, %answer, "promoted")
+                            }
                             Err(e) => {
-                                tracing::warn!(%stream, epoch, error = %e, "promotion failed")
+                                tracing::warn!(stream = %job.stream, epoch, error = %e, "promotion failed")
                             }
                         }
+                        let ok = result.is_ok();
                         let _ = tx
                             .send(Report::Promoted {
-                                stream,
+                                stream: job.stream.clone(),
                                 epoch,
                                 result: result.map(|_| ()),
                             })
                             .await;
+                        if ok {
+                            if let Some(message) = job.gap_report().await {
+                                let _ = tx.send(Report::Event(message)).await;
+                            }
+                        }
                     });
                 }
                 Action::Release { stream, epoch } => {
@@ -323,46 +337,4 @@ impl Shell<'_> {
             tracing::warn!(error = %e, "cannot write the status document");
         }
     }
-}
-
-/// One promotion: hot after the last frame held from `origin` (cold, or hot with nothing held: from
-/// the session's next key frame), under `epoch`.
-async fn promote(
-    socket: &std::path::Path,
-    data_dir: &std::path::Path,
-    stream: &str,
-    epoch: u64,
-    takeover: Takeover,
-    origin: &str,
-    reason: &str,
-) -> Result<serde_json::Value, String> {
-    let after = match takeover {
-        Takeover::Cold => None,
-        Takeover::Hot => {
-            let (camera, kind) = stream.split_once('/').unwrap_or((stream, "main"));
-            let (data_dir, origin, camera, kind) = (
-                data_dir.to_owned(),
-                origin.to_owned(),
-                camera.to_owned(),
-                kind.to_owned(),
-            );
-            tokio::task::spawn_blocking(move || {
-                let reader = store::Reader::open(&data_dir, Arc::new(SystemClock))
-                    .map_err(|e| e.to_string())?;
-                mirror::last_frame(&reader, &origin, &camera, &kind).map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())??
-        }
-    };
-    let reason = match (&after, takeover) {
-        (Some(a), _) => format!("{reason}; after the last frame mirrored from {origin}, {a}"),
-        (None, Takeover::Hot) => {
-            format!("{reason}; nothing mirrored from {origin}: from the newest key frame")
-        }
-        (None, Takeover::Cold) => format!("{reason}; cold"),
-    };
-    recorder::promote(socket, stream, after.as_ref(), epoch, &reason)
-        .await
-        .map_err(|e| e.to_string())
 }

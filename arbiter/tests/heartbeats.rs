@@ -80,6 +80,7 @@ fn forged_replayed_and_stale_heartbeats_are_refused_and_the_arbiter_resumes_afte
         &a,
         &s,
         &[("cam1".to_owned(), "rtsp://127.0.0.1:9/cam1".to_owned())],
+        &[],
     );
     std::fs::create_dir_all(&s.data).expect("data dir");
     let mut arb = spawn_arbiter(&dir, &cfg, STANDBY);

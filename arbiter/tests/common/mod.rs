@@ -43,8 +43,15 @@ pub fn node(dir: &TestDir, name: &str) -> Node {
     }
 }
 
-/// The cluster file: `a` primary with `cameras` (name, url), `s` its standby, `[arbiter]` defaults.
-pub fn write_cluster(dir: &TestDir, a: &Node, s: &Node, cameras: &[(String, String)]) -> PathBuf {
+/// The cluster file: `a` primary with `cameras` (name, url; those named in `cold` taken over cold), `s`
+/// its standby, `[arbiter]` defaults.
+pub fn write_cluster(
+    dir: &TestDir,
+    a: &Node,
+    s: &Node,
+    cameras: &[(String, String)],
+    cold: &[&str],
+) -> PathBuf {
     let mut t = String::from(
         "[recording]\nsegment_duration_s = 4\nflush_interval_ms = 200\nshadow_ring_ms = 8000\n\n\
          [ingest]\nconnect_timeout_ms = 3000\nframe_timeout_ms = 3000\nbackoff_initial_ms = 300\n\
@@ -68,9 +75,15 @@ pub fn write_cluster(dir: &TestDir, a: &Node, s: &Node, cameras: &[(String, Stri
         }
     }
     for (name, url) in cameras {
+        let takeover = if cold.contains(&name.as_str()) {
+            "cold"
+        } else {
+            "hot"
+        };
         let _ = write!(
             t,
-            "\n[[cameras]]\nname = \"{name}\"\nnode = \"{}\"\n[cameras.streams.main]\nurl = \"{url}\"\n",
+            "\n[[cameras]]\nname = \"{name}\"\nnode = \"{}\"\ntakeover = \"{takeover}\"\n\
+             [cameras.streams.main]\nurl = \"{url}\"\n",
             a.name
         );
     }
