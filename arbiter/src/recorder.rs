@@ -116,12 +116,25 @@ pub async fn promote(
     request(socket, &req, COMMAND_TIMEOUT).await
 }
 
-/// Releases `stream` to shadow at its next key frame.
+/// Releases `stream` to shadow at its next key frame; a stream without a session now (its camera
+/// unreachable from here) is switched to shadow at once, so that it does not record again when the
+/// camera comes back.
 pub async fn release(socket: &Path, stream: &str) -> Result<Value, RecorderError> {
-    request(
+    let released = request(
         socket,
         &json!({"op": "release", "stream": stream, "to": "shadow"}),
         COMMAND_TIMEOUT,
     )
-    .await
+    .await;
+    match released {
+        Err(RecorderError::Refused(e)) if e.contains("no live session") => {
+            request(
+                socket,
+                &json!({"op": "start", "stream": stream, "mode": "shadow"}),
+                COMMAND_TIMEOUT,
+            )
+            .await
+        }
+        other => other,
+    }
 }

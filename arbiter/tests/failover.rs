@@ -425,3 +425,131 @@ fn kill_9_of_either_arbiter_changes_no_recording() {
         proc.sigterm();
     }
 }
+
+/// Test 3 of the issue: one camera becomes unreachable from the primary only (a proxy in front of it cuts
+/// the primary's session and refuses its reconnections, while the standby's shadow session goes on): after
+/// `stream_failed_ms` that stream alone moves to the standby, exactly after its last mirrored frame; the
+/// other streams stay with the primary.
+#[test]
+fn a_camera_unreachable_from_the_primary_only_moves_that_stream_alone() {
+    let dir = TestDir::new();
+    let (_camsim, port) = spawn_camsim(&dir, 2);
+    let proxy = CameraProxy::start(format!("127.0.0.1:{port}").parse().expect("addr"));
+    let a = node(&dir, PRIMARY);
+    let s = node(&dir, STANDBY);
+    let cams = vec![
+        (
+            "cam1".to_owned(),
+            format!("rtsp://127.0.0.1:{}/cam1", proxy.port),
+        ),
+        ("cam2".to_owned(), format!("rtsp://127.0.0.1:{port}/cam2")),
+    ];
+    let cfg = write_cluster(&dir, &a, &s, &cams, &[]);
+    // The standby's recorder connects to the camera first (the proxy's first connection).
+    let mut rec_s = spawn_recorder(&dir, &cfg, STANDBY);
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            proxy.connections() >= 1
+                && recorder_status(&dir, &cfg, STANDBY)
+                    .as_array()
+                    .is_some_and(|v| v.iter().all(|x| x["state"] == "shadowing"))
+        }),
+        "{}",
+        rec_s.stderr_tail(20)
+    );
+    let kept = proxy.connections();
+    let mut sync_s = spawn_sync(&dir, &cfg, STANDBY);
+    let mut arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
+    let mut rec_a = spawn_recorder(&dir, &cfg, PRIMARY);
+    let mut sync_a = spawn_sync(&dir, &cfg, PRIMARY);
+    let mut arb_a = spawn_arbiter(&dir, &cfg, PRIMARY);
+    let mirrored = wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+        ["cam1", "cam2"].iter().all(|c| {
+            standby_files(&s.data, PRIMARY, c)
+                .iter()
+                .filter(|(_, n, _)| n == PRIMARY)
+                .count()
+                >= 2
+        }) && arbiter_status(&dir, &cfg, STANDBY)["peers"][0]["alive"] == true
+    });
+    assert!(mirrored, "{}", sync_s.stderr_tail(20));
+
+    proxy.cut_after(kept);
+    let moved = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let st = arbiter_status(&dir, &cfg, STANDBY);
+        holding(&st, "cam1/main") == Some((STANDBY.to_owned(), 1))
+    });
+    assert!(
+        moved,
+        "{}\n{}",
+        arb_s.stderr_tail(30),
+        arb_a.stderr_tail(30)
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+            recorder_status(&dir, &cfg, STANDBY)
+                .as_array()
+                .and_then(|v| v.iter().find(|x| x["camera"] == "cam1").cloned())
+                .is_some_and(|x| x["state"] == "recording")
+        }),
+        "{}",
+        rec_s.stderr_tail(20)
+    );
+    // Only that stream moved; the primary, alive, keeps the other.
+    std::thread::sleep(Duration::from_secs(4));
+    let st = arbiter_status(&dir, &cfg, STANDBY);
+    assert_eq!(
+        holding(&st, "cam2/main"),
+        Some((PRIMARY.to_owned(), 0)),
+        "{st:#}"
+    );
+    assert!(st["peers"][0]["alive"] == true, "{st:#}");
+    let event = st["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.starts_with("promoting cam1/main with epoch 1"))
+        .map(str::to_owned)
+        .expect("promotion event");
+    assert!(
+        event.contains("session of cam1/main failed on node-a"),
+        "{event}"
+    );
+    // The primary learned the newer epoch and switched its stream to shadow (fencing).
+    let sa = arbiter_status(&dir, &cfg, PRIMARY);
+    assert_eq!(
+        holding(&sa, "cam1/main"),
+        Some((STANDBY.to_owned(), 1)),
+        "{sa:#}"
+    );
+    let rec = recorder_status(&dir, &cfg, PRIMARY);
+    let mode_of = |cam: &str| {
+        rec.as_array()
+            .and_then(|v| v.iter().find(|x| x["camera"] == cam).cloned())
+            .map(|x| x["mode"].clone())
+    };
+    assert_eq!(
+        mode_of("cam1"),
+        Some(serde_json::json!("shadow")),
+        "{rec:#}"
+    );
+    assert_eq!(
+        mode_of("cam2"),
+        Some(serde_json::json!("record")),
+        "{rec:#}"
+    );
+
+    for p in [&mut arb_a, &mut arb_s, &mut rec_a, &mut sync_a] {
+        p.sigterm();
+    }
+    rec_s.sigterm();
+    rec_s.expect_clean_exit(Duration::from_secs(30));
+    sync_s.sigterm();
+    let files = standby_files(&s.data, PRIMARY, "cam1");
+    assert!(files.iter().any(|(_, n, e)| n == STANDBY && *e == Some(1)));
+    let paths: Vec<PathBuf> = files.iter().map(|(p, _, _)| p.clone()).collect();
+    let (_, missing, duplicated, line) = frames_summary(&dir, &paths);
+    println!("cam1 after the stream-level takeover: {line}; {event}");
+    assert_eq!((missing, duplicated), (0, 0), "{line}");
+}
