@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::heartbeat::{Heartbeat, Seq, StreamHealth};
 
+/// The holder of a stream no node records (given up by a standby at its capacity).
+pub const NOBODY: &str = "";
+
 /// A failed promotion is asked again after this long.
 pub const PROMOTE_RETRY_MS: i64 = 1_000;
 
@@ -95,8 +98,13 @@ pub enum Action {
         after_frames_of: String,
         reason: String,
     },
-    /// Another node holds `stream` under a newer epoch: stop recording it here (fencing).
-    Release { stream: String, epoch: u64 },
+    /// Stop recording `stream` here (to shadow): another node holds it under a newer epoch (fencing),
+    /// or this standby gives it up for one of higher priority.
+    Release {
+        stream: String,
+        epoch: u64,
+        reason: String,
+    },
     /// Something an operator must see.
     Alarm { message: String },
     /// The holdings changed: write them to disk before anything else is done.
@@ -413,6 +421,10 @@ impl Core {
                     out.push(Action::Release {
                         stream: claim.stream.clone(),
                         epoch: claim.epoch,
+                        reason: format!(
+                            "{from} says {} holds it under the newer epoch",
+                            s.holding.holder
+                        ),
                     });
                 }
             }
@@ -488,6 +500,10 @@ impl Core {
                 continue;
             }
             let holder = &s.holding.holder;
+            if holder == NOBODY {
+                wanted.push((s.spec.key.clone(), "no node records it".to_owned()));
+                continue;
+            }
             let Some(p) = self.peers.get(holder) else {
                 continue;
             };
@@ -553,23 +569,33 @@ impl Core {
             let over_capacity = self
                 .capacity
                 .is_some_and(|c| self.taken_over() >= c as usize);
+            if over_capacity {
+                let priority = self.streams.get(key).map_or(0, |s| s.spec.priority);
+                if !self.preempt_below(priority, key, out) {
+                    let Some(s) = self.streams.get_mut(key) else {
+                        continue;
+                    };
+                    if !s.uncovered {
+                        s.uncovered = true;
+                        out.push(Action::Alarm {
+                            message: format!(
+                                "{key} is uncovered: {reason}, and this node is at its capacity of {} streams",
+                                self.capacity.unwrap_or(0)
+                            ),
+                        });
+                    }
+                    continue;
+                }
+            }
             let me = self.me.clone();
             let Some(s) = self.streams.get_mut(key) else {
                 continue;
             };
-            if over_capacity {
-                if !s.uncovered {
-                    s.uncovered = true;
-                    out.push(Action::Alarm {
-                        message: format!(
-                            "{key} is uncovered: {reason}, and this node is at its capacity of {} streams",
-                            self.capacity.unwrap_or(0)
-                        ),
-                    });
-                }
-                continue;
-            }
-            let previous = s.holding.holder.clone();
+            let previous = if s.holding.holder == NOBODY {
+                "none".to_owned()
+            } else {
+                s.holding.holder.clone()
+            };
             s.holding = Holding {
                 holder: me,
                 epoch: s.holding.epoch + 1,
@@ -579,6 +605,50 @@ impl Core {
             out.push(Action::Persist);
             self.promote_action(key, format!("{reason} (previous holder {previous})"), out);
         }
+    }
+
+    /// At capacity: gives up the lowest-priority stream this node took over, if its priority is below
+    /// `priority`, to make room for `for_key`. It is released here and held by nobody under a new epoch
+    /// (uncovered, reported). Returns whether room was made.
+    fn preempt_below(&mut self, priority: u32, for_key: &str, out: &mut Vec<Action>) -> bool {
+        let me = self.me.clone();
+        let victim = self
+            .streams
+            .values()
+            .filter(|s| s.holding.holder == me && s.spec.owner != me && s.spec.priority < priority)
+            .min_by(|a, b| {
+                a.spec
+                    .priority
+                    .cmp(&b.spec.priority)
+                    .then_with(|| b.spec.key.cmp(&a.spec.key))
+            })
+            .map(|s| s.spec.key.clone());
+        let Some(victim) = victim else {
+            return false;
+        };
+        let Some(v) = self.streams.get_mut(&victim) else {
+            return false;
+        };
+        v.holding = Holding {
+            holder: NOBODY.to_owned(),
+            epoch: v.holding.epoch + 1,
+        };
+        v.promote_pending = false;
+        v.uncovered = true;
+        out.push(Action::Persist);
+        out.push(Action::Release {
+            stream: victim.clone(),
+            epoch: v.holding.epoch,
+            reason: format!("room for {for_key}, of higher priority"),
+        });
+        out.push(Action::Alarm {
+            message: format!(
+                "{victim} is uncovered: released to make room for {for_key}, of higher priority \
+                 (capacity {} streams)",
+                self.capacity.unwrap_or(0)
+            ),
+        });
+        true
     }
 
     fn promote_action(&mut self, key: &str, reason: String, out: &mut Vec<Action>) {

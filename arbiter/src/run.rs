@@ -290,10 +290,12 @@ impl Shell<'_> {
                         }
                     });
                 }
-                Action::Release { stream, epoch } => {
-                    self.event(format!(
-                        "releasing {stream}: another node holds it with epoch {epoch}"
-                    ));
+                Action::Release {
+                    stream,
+                    epoch,
+                    reason,
+                } => {
+                    self.event(format!("releasing {stream} (epoch {epoch}): {reason}"));
                     let socket = self.cfg.control_socket();
                     tokio::spawn(async move {
                         match recorder::release(&socket, &stream).await {

@@ -224,6 +224,75 @@ fn capacity_leaves_the_lowest_priorities_uncovered_and_says_so_once() {
 }
 
 #[test]
+fn a_higher_priority_stream_preempts_a_lower_one_at_capacity() {
+    // One standby for two primaries, room for one stream: a's (priority 100) is taken first, then b's
+    // (priority 200) dies too and takes its place; a's is released, held by nobody, reported.
+    let streams = vec![
+        spec("a1/main", "a", Takeover::Hot, 100),
+        spec("b1/main", "b", Takeover::Hot, 200),
+    ];
+    let peers = ["a".to_owned(), "b".to_owned()];
+    let mut s = Core::new("s", T, Some(1), streams, &peers, &BTreeMap::new(), 0);
+    let b = Core::new(
+        "b",
+        T,
+        None,
+        vec![spec("b1/main", "b", Takeover::Hot, 200)],
+        &["s".to_owned()],
+        &BTreeMap::new(),
+        0,
+    );
+    let mut acts = Vec::new();
+    for n in 1..=8 {
+        let mut h = hb_from(&b, n as u64, true);
+        h.node = "b".into();
+        let from = "b".to_owned();
+        acts.extend(
+            s.handle(n * 200, Input::Heartbeat { from, heartbeat: h })
+                .expect("b alive"),
+        );
+    }
+    // a was never heard: dead after the grace, taken over; b is alive.
+    assert_eq!(promotes(&acts), [("a1/main".to_owned(), 1)]);
+    // b falls silent.
+    let acts = s.handle(2_700, Input::Tick).expect("tick");
+    assert_eq!(promotes(&acts), [("b1/main".to_owned(), 1)], "{acts:?}");
+    assert!(
+        acts.iter()
+            .any(|x| matches!(x, Action::Release { stream, epoch: 2, .. } if stream == "a1/main")),
+        "{acts:?}"
+    );
+    assert!(alarms(&acts)
+        .iter()
+        .any(|m| m.contains("a1/main is uncovered: released to make room for b1/main")));
+    let h = s.holdings();
+    assert_eq!(
+        h["a1/main"],
+        Holding {
+            holder: NOBODY.into(),
+            epoch: 2
+        }
+    );
+    assert_eq!(
+        h["b1/main"],
+        Holding {
+            holder: "s".into(),
+            epoch: 1
+        }
+    );
+    // The lower one does not come back while the higher one holds the room, and is not re-alarmed.
+    let acts = s.handle(3_000, Input::Tick).expect("tick");
+    assert!(
+        promotes(&acts).is_empty() && alarms(&acts).is_empty(),
+        "{acts:?}"
+    );
+    assert!(s
+        .streams()
+        .iter()
+        .any(|v| v.stream == "a1/main" && v.uncovered));
+}
+
+#[test]
 fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
     let a = primary();
     let mut s = standby(None);

@@ -43,6 +43,15 @@ pub fn node(dir: &TestDir, name: &str) -> Node {
     }
 }
 
+/// A camera of a test cluster: name, URL, its primary, takeover mode, priority.
+pub struct Cam {
+    pub name: String,
+    pub url: String,
+    pub node: String,
+    pub cold: bool,
+    pub priority: u32,
+}
+
 /// The cluster file: `a` primary with `cameras` (name, url; those named in `cold` taken over cold), `s`
 /// its standby, `[arbiter]` defaults.
 pub fn write_cluster(
@@ -52,6 +61,28 @@ pub fn write_cluster(
     cameras: &[(String, String)],
     cold: &[&str],
 ) -> PathBuf {
+    let cams: Vec<Cam> = cameras
+        .iter()
+        .map(|(name, url)| Cam {
+            name: name.clone(),
+            url: url.clone(),
+            node: a.name.clone(),
+            cold: cold.contains(&name.as_str()),
+            priority: 100,
+        })
+        .collect();
+    write_cluster_many(dir, &[a], s, None, &cams)
+}
+
+/// The cluster file of `primaries` protected by the standby `s` (with `capacity` streams), `cameras`,
+/// `[arbiter]` defaults.
+pub fn write_cluster_many(
+    dir: &TestDir,
+    primaries: &[&Node],
+    s: &Node,
+    capacity: Option<u32>,
+    cameras: &[Cam],
+) -> PathBuf {
     let mut t = String::from(
         "[recording]\nsegment_duration_s = 4\nflush_interval_ms = 200\nshadow_ring_ms = 8000\n\n\
          [ingest]\nconnect_timeout_ms = 3000\nframe_timeout_ms = 3000\nbackoff_initial_ms = 300\n\
@@ -59,7 +90,11 @@ pub fn write_cluster(
          [sync]\nhead_interval_ms = 1000\nreconcile_interval_ms = 2000\nscrub_interval_ms = 0\n\n\
          [arbiter]\nheartbeat_interval_ms = 200\nnode_dead_ms = 1000\nstream_failed_ms = 2000\n",
     );
-    for (n, role) in [(a, "primary"), (s, "standby")] {
+    let nodes = primaries
+        .iter()
+        .map(|n| (*n, "primary"))
+        .chain([(s, "standby")]);
+    for (n, role) in nodes {
         let (cert, key) = n.identity.pins().to_hex_strings();
         let _ = write!(
             t,
@@ -71,20 +106,31 @@ pub fn write_cluster(
             n.arbiter
         );
         if role == "standby" {
-            let _ = write!(t, "address = \"{}\"\nprotects = [\"{}\"]\n", n.sync, a.name);
+            let protects: Vec<String> = primaries
+                .iter()
+                .map(|p| format!("\"{}\"", p.name))
+                .collect();
+            let _ = write!(
+                t,
+                "address = \"{}\"\nprotects = [{}]\n",
+                n.sync,
+                protects.join(", ")
+            );
+            if let Some(c) = capacity {
+                let _ = writeln!(t, "capacity_streams = {c}");
+            }
         }
     }
-    for (name, url) in cameras {
-        let takeover = if cold.contains(&name.as_str()) {
-            "cold"
-        } else {
-            "hot"
-        };
+    for c in cameras {
         let _ = write!(
             t,
-            "\n[[cameras]]\nname = \"{name}\"\nnode = \"{}\"\ntakeover = \"{takeover}\"\n\
-             [cameras.streams.main]\nurl = \"{url}\"\n",
-            a.name
+            "\n[[cameras]]\nname = \"{}\"\nnode = \"{}\"\ntakeover = \"{}\"\npriority = {}\n\
+             [cameras.streams.main]\nurl = \"{}\"\n",
+            c.name,
+            c.node,
+            if c.cold { "cold" } else { "hot" },
+            c.priority,
+            c.url
         );
     }
     dir.write("cluster.toml", t)
