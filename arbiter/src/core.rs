@@ -111,9 +111,11 @@ pub enum Action {
     Persist,
 }
 
-/// Why a heartbeat was refused (nothing changed).
+/// Why a heartbeat or an operator's command was refused (nothing changed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    #[error("no stream {0} in this arbiter's care")]
+    UnknownStream(String),
     #[error("heartbeat from {0}, which is not a peer of this node")]
     UnknownPeer(String),
     #[error("heartbeat from {from} says it is from {claimed}")]
@@ -308,15 +310,12 @@ impl Core {
                 result,
             } => self.promoted(&stream, epoch, result, &mut out),
             Input::Operator(OperatorCommand::ForceTakeover { stream }) => {
-                if let Some(s) = self.streams.get(&stream) {
-                    if s.holding.holder != self.me {
-                        let reason = format!("operator forced the takeover of {stream}");
-                        self.take(&[stream], &reason, &mut out);
-                    }
-                } else {
-                    out.push(Action::Alarm {
-                        message: format!("operator: unknown stream {stream}"),
-                    });
+                let Some(s) = self.streams.get(&stream) else {
+                    return Err(Refusal::UnknownStream(stream));
+                };
+                if s.holding.holder != self.me {
+                    let reason = format!("operator forced the takeover of {stream}");
+                    self.take(&[stream], &reason, &mut out);
                 }
             }
         }

@@ -11,13 +11,15 @@
 //! (persisted holders and epochs), [`recorder`] (the local recorder's control socket), [`mirror`]
 //! (the last frame held from a primary), [`config`] (this node's view of the cluster file),
 //! [`status`] (the status document and `nvr-arbiter status`), [`net`] (the TLS links), [`takeover`]
-//! (carrying out a promotion, the gap it left) and [`run`] (the I/O shell around the core).
+//! (carrying out a promotion, the gap it left), [`operator`] (the operator socket) and [`run`] (the
+//! I/O shell around the core).
 
 pub mod config;
 pub mod core;
 pub mod heartbeat;
 pub mod mirror;
 pub mod net;
+pub mod operator;
 pub mod recorder;
 pub mod run;
 pub mod state;

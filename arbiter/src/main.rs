@@ -32,6 +32,16 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Take a stream over on this node now, through the running arbiter (its holder is down for good);
+    /// prints what the arbiter decided.
+    Takeover {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+        /// `camera/stream`, e.g. `front-door/main`.
+        stream: String,
+    },
     /// Print the arbiter's status: nodes, heartbeat ages, holder and epoch of every stream.
     Status {
         #[arg(long, short)]
@@ -57,6 +67,27 @@ fn main() -> anyhow::Result<ExitCode> {
                 .context("starting the async runtime")?
                 .block_on(run::run(cfg, base::process::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Takeover {
+            config,
+            node,
+            stream,
+        } => {
+            let cfg = ArbiterConfig::load(&config, node.as_deref())?;
+            let answer = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(nvr_arbiter::operator::request(
+                    &cfg.data_dir,
+                    &serde_json::json!({"op": "takeover", "stream": stream}),
+                ))?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(if answer["ok"] == true {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Status { config, node, json } => {
             let cfg = ArbiterConfig::load(&config, node.as_deref())?;

@@ -15,7 +15,7 @@ use crate::config::ArbiterConfig;
 use crate::core::{Action, Core, Input};
 use crate::heartbeat::{Claim, Heartbeat, Seq};
 use crate::status::{Event, Status, MAX_EVENTS};
-use crate::{net, recorder, state, status, takeover};
+use crate::{net, operator, recorder, state, status, takeover};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -29,6 +29,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error("cannot open the operator socket in {dir}: {source}")]
+    Operator { dir: String, source: std::io::Error },
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: std::net::SocketAddr,
@@ -66,6 +68,10 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
             address: cfg.listen,
             source,
         })?;
+    let operator_listener = operator::bind(&cfg.data_dir).map_err(|source| RunError::Operator {
+        dir: cfg.data_dir.display().to_string(),
+        source,
+    })?;
     let clock = SystemClock;
     let start = Instant::now();
     let core_ms = move || i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -100,8 +106,9 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
     let (hb_tx, mut hb_rx) = mpsc::channel::<net::Received>(256);
     let (out_tx, out_rx) = watch::channel(heartbeat_of(&core, 0));
     let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
+    let (op_tx, mut op_rx) = mpsc::channel::<operator::Job>(16);
+    let mut tasks = vec![tokio::spawn(operator::serve(operator_listener, op_tx))];
     let interval = Duration::from_millis(cfg.timings.heartbeat_interval_ms.max(1) as u64);
-    let mut tasks = Vec::new();
     let pins: Vec<_> = cfg.peers.iter().map(|p| p.pins.clone()).collect();
     {
         let id = id.clone();
@@ -145,6 +152,18 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
             _ = &mut shutdown => break,
             _ = tick.tick() => (core_ms(), Input::Tick),
             Some((from, heartbeat)) = hb_rx.recv() => (core_ms(), Input::Heartbeat { from, heartbeat }),
+            Some((command, reply)) = op_rx.recv() => {
+                let answer = match core.handle(core_ms(), Input::Operator(command)) {
+                    Ok(actions) => {
+                        let v = serde_json::json!({"ok": true, "result": actions});
+                        shell.carry_out(&core, actions);
+                        v
+                    }
+                    Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+                };
+                let _ = reply.send(answer);
+                continue;
+            }
             Some(r) = report_rx.recv() => (core_ms(), match r {
                 Report::Health(h) => Input::LocalHealth(h),
                 Report::Promoted { stream, epoch, result } => Input::Promoted { stream, epoch, result },
@@ -174,6 +193,7 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
     for t in tasks {
         t.abort();
     }
+    let _ = std::fs::remove_file(operator::socket_path(&cfg.data_dir));
     shell.write_status(&core);
     tracing::info!("arbiter stopped; the recorder keeps its streams' modes");
     Ok(())

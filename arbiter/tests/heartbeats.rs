@@ -236,3 +236,83 @@ fn forged_replayed_and_stale_heartbeats_are_refused_and_the_arbiter_resumes_afte
         arb2.stderr_tail(20)
     );
 }
+
+/// An operator takes a stream over through the running arbiter's socket (`nvr-arbiter takeover`), while
+/// its primary is alive; an unknown stream is refused by name. `nvr ctl cluster` shows the arbiter's
+/// view from the recorder's command line.
+#[test]
+fn operator_takeover_through_the_arbiter_socket_and_nvr_ctl_cluster() {
+    let dir = TestDir::new();
+    let a = node(&dir, PRIMARY);
+    let s = node(&dir, STANDBY);
+    let cfg = write_cluster(
+        &dir,
+        &a,
+        &s,
+        &[("cam1".to_owned(), "rtsp://127.0.0.1:9/cam1".to_owned())],
+        &[],
+    );
+    std::fs::create_dir_all(&s.data).expect("data dir");
+    std::fs::create_dir_all(&a.data).expect("data dir");
+    let arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
+    let _arb_a = spawn_arbiter(&dir, &cfg, PRIMARY);
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            arbiter_status(&dir, &cfg, STANDBY)["peers"][0]["alive"] == true
+        }),
+        "{}",
+        arb_s.stderr_tail(20)
+    );
+    let takeover = |stream: &str| {
+        std::process::Command::new(arbiter_bin())
+            .args([
+                "takeover",
+                "--config",
+                &path_str(&cfg),
+                "--node",
+                STANDBY,
+                stream,
+            ])
+            .output()
+            .expect("nvr-arbiter takeover")
+    };
+    let out = takeover("nope/main");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no stream nope/main in this arbiter's care"),
+        "{out:?}"
+    );
+    let out = takeover(STREAM);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\"action\": \"promote\"") && text.contains("operator forced"),
+        "{text}"
+    );
+    assert!(wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || {
+            holding(&arbiter_status(&dir, &cfg, STANDBY), STREAM) == Some((STANDBY.to_owned(), 1))
+        }
+    ));
+    // The primary, alive, learns the newer epoch from the standby's heartbeats.
+    assert!(wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || {
+            holding(&arbiter_status(&dir, &cfg, PRIMARY), STREAM) == Some((STANDBY.to_owned(), 1))
+        }
+    ));
+    // `nvr ctl cluster` prints the same document.
+    let c = path_str(&cfg);
+    let out = run_nvr(
+        &dir,
+        &["ctl", "--config", &c, "--node", STANDBY, "cluster"],
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(doc["node"], STANDBY);
+    assert_eq!(holding(&doc, STREAM), Some((STANDBY.to_owned(), 1)));
+}

@@ -512,7 +512,7 @@ fn persisted_holdings_survive_a_restart_and_resume_the_promotion() {
 }
 
 #[test]
-fn operator_forces_a_takeover_and_unknown_streams_alarm() {
+fn operator_forces_a_takeover_and_unknown_streams_are_refused() {
     let a = primary();
     let mut s = standby(None);
     s.handle(
@@ -532,15 +532,28 @@ fn operator_forces_a_takeover_and_unknown_streams_alarm() {
         )
         .expect("op");
     assert_eq!(promotes(&acts), [("a1/main".to_owned(), 1)]);
-    let acts = s
+    let before = s.holdings();
+    let e = s
         .handle(
             200,
             Input::Operator(OperatorCommand::ForceTakeover {
                 stream: "zz/main".into(),
             }),
         )
+        .expect_err("unknown");
+    assert_eq!(e.to_string(), "no stream zz/main in this arbiter's care");
+    assert_eq!(s.holdings(), before);
+    // Taking over what this node holds already changes nothing.
+    let acts = s
+        .handle(
+            300,
+            Input::Operator(OperatorCommand::ForceTakeover {
+                stream: "a1/main".into(),
+            }),
+        )
         .expect("op");
-    assert!(alarms(&acts)[0].contains("unknown stream"));
+    assert!(promotes(&acts).is_empty());
+    assert_eq!(s.holdings(), before);
 }
 
 /// One step of a random run.
