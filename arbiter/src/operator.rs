@@ -47,8 +47,22 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves operators: each request becomes a [`Job`] for the loop.
-pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Job>) {
+/// Binds the socket in `data_dir` (retrying every second while the directory does not exist yet: the
+/// recorder creates it) and serves operators: each request becomes a [`Job`] for the loop.
+pub async fn serve(data_dir: PathBuf, tx: mpsc::Sender<Job>) {
+    let mut logged = false;
+    let listener = loop {
+        match bind(&data_dir) {
+            Ok(l) => break l,
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(dir = %data_dir.display(), error = %e, "operator socket not open yet; retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     loop {
         let Ok((conn, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;

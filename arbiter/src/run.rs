@@ -68,10 +68,6 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
             address: cfg.listen,
             source,
         })?;
-    let operator_listener = operator::bind(&cfg.data_dir).map_err(|source| RunError::Operator {
-        dir: cfg.data_dir.display().to_string(),
-        source,
-    })?;
     let clock = SystemClock;
     let start = Instant::now();
     let core_ms = move || i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -107,7 +103,7 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
     let (out_tx, out_rx) = watch::channel(heartbeat_of(&core, 0));
     let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
     let (op_tx, mut op_rx) = mpsc::channel::<operator::Job>(16);
-    let mut tasks = vec![tokio::spawn(operator::serve(operator_listener, op_tx))];
+    let mut tasks = vec![tokio::spawn(operator::serve(cfg.data_dir.clone(), op_tx))];
     let interval = Duration::from_millis(cfg.timings.heartbeat_interval_ms.max(1) as u64);
     let pins: Vec<_> = cfg.peers.iter().map(|p| p.pins.clone()).collect();
     {

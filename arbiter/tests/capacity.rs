@@ -43,7 +43,8 @@ fn three_primaries_one_standby_at_capacity_priorities_respected_the_rest_uncover
         procs.push(spawn_sync(&dir, &cfg, &p.name));
         procs.push(spawn_arbiter(&dir, &cfg, &p.name));
     }
-    let ready = wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
+    let mut why = String::new();
+    let ready = wait_until(Duration::from_secs(180), Duration::from_millis(500), || {
         let st = arbiter_status(&dir, &cfg, STANDBY);
         let heard = st["peers"]
             .as_array()
@@ -60,13 +61,15 @@ fn three_primaries_one_standby_at_capacity_priorities_respected_the_rest_uncover
         let shadowing = recorder_status(&dir, &cfg, STANDBY)
             .as_array()
             .is_some_and(|a| a.len() == 3 && a.iter().all(|x| x["state"] == "shadowing"));
+        why = format!("peers heard {heard}, mirrored {mirrored}, shadowing {shadowing}");
         heard && mirrored && shadowing
     });
     assert!(
         ready,
-        "{}\n{}",
+        "{why}\n{}\n{}\n{}",
         arb_s.stderr_tail(20),
-        sync_s.stderr_tail(20)
+        sync_s.stderr_tail(20),
+        rec_s.stderr_tail(20)
     );
 
     for p in procs.iter_mut() {
