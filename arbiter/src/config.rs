@@ -143,6 +143,7 @@ impl ArbiterConfig {
                 heartbeat_interval_ms: settings.heartbeat_interval_ms as i64,
                 node_dead_ms: settings.node_dead_ms as i64,
                 stream_failed_ms: settings.stream_failed_ms as i64,
+                failback_hold_ms: settings.failback_hold_ms as i64,
             },
             capacity: node.capacity_streams,
             peers,

@@ -12,9 +12,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::heartbeat::{Heartbeat, Seq, StreamHealth};
+use store::frame::FrameId;
 
 /// The holder of a stream no node records (given up by a standby at its capacity).
 pub const NOBODY: &str = "";
+
+/// A stream recorded here while another node holds it is released again after this long.
+pub const FENCE_RETRY_MS: i64 = 3_000;
 
 /// A failed promotion is asked again after this long.
 pub const PROMOTE_RETRY_MS: i64 = 1_000;
@@ -27,6 +31,9 @@ pub struct Timings {
     pub node_dead_ms: i64,
     /// A stream whose session has failed this long on a living primary moves.
     pub stream_failed_ms: i64,
+    /// A stream taken over goes back to its owner once the owner has shadowed it this long (0: never
+    /// automatically).
+    pub failback_hold_ms: i64,
 }
 
 /// How a stream is taken over.
@@ -73,6 +80,13 @@ pub enum Input {
         epoch: u64,
         result: Result<(), String>,
     },
+    /// The result of a hand-back release asked for by [`Action::HandBack`]: the last frame written
+    /// here.
+    HandedBack {
+        stream: String,
+        epoch: u64,
+        result: Result<FrameId, String>,
+    },
     /// An operator's command.
     Operator(OperatorCommand),
 }
@@ -96,7 +110,17 @@ pub enum Action {
         epoch: u64,
         takeover: Takeover,
         after_frames_of: String,
+        /// A hand-back: exactly after this frame (the previous holder's last written), not after the
+        /// last mirrored one.
+        after: Option<FrameId>,
         reason: String,
+    },
+    /// Failback: release `stream` here at its next key frame, then hand it to its owner (answer with
+    /// [`Input::HandedBack`]).
+    HandBack {
+        stream: String,
+        epoch: u64,
+        owner: String,
     },
     /// Stop recording `stream` here (to shadow): another node holds it under a newer epoch (fencing),
     /// or this standby gives it up for one of higher priority.
@@ -164,6 +188,14 @@ struct Stream {
     retry_at_ms: i64,
     /// Reported as uncovered (no capacity) already.
     uncovered: bool,
+    /// Held here and taken over: since when its owner has shadowed it (core time).
+    owner_ready_since_ms: Option<i64>,
+    /// A hand-back release is being carried out.
+    handing_back: bool,
+    /// A hand-back: the frame the new holder continues after (sent in heartbeats).
+    after: Option<FrameId>,
+    /// When this node last asked its recorder to stop recording the stream (core time).
+    fenced_at_ms: Option<i64>,
 }
 
 /// The state a status report shows.
@@ -235,6 +267,10 @@ impl Core {
                         in_flight: false,
                         retry_at_ms: 0,
                         uncovered: false,
+                        owner_ready_since_ms: None,
+                        handing_back: false,
+                        after: None,
+                        fenced_at_ms: None,
                     },
                 )
             })
@@ -260,6 +296,20 @@ impl Core {
         self.streams
             .iter()
             .map(|(k, s)| (k.clone(), s.holding.clone()))
+            .collect()
+    }
+
+    /// The claims this node sends in its heartbeats: every stream's holder and epoch, and the frame
+    /// to continue after for a hand-back.
+    pub fn claims(&self) -> Vec<crate::heartbeat::Claim> {
+        self.streams
+            .iter()
+            .map(|(k, s)| crate::heartbeat::Claim {
+                stream: k.clone(),
+                holder: s.holding.holder.clone(),
+                epoch: s.holding.epoch,
+                after: s.after.clone(),
+            })
             .collect()
     }
 
@@ -309,6 +359,11 @@ impl Core {
                 epoch,
                 result,
             } => self.promoted(&stream, epoch, result, &mut out),
+            Input::HandedBack {
+                stream,
+                epoch,
+                result,
+            } => self.handed_back(&stream, epoch, result, &mut out),
             Input::Operator(OperatorCommand::ForceTakeover { stream }) => {
                 let Some(s) = self.streams.get(&stream) else {
                     return Err(Refusal::UnknownStream(stream));
@@ -415,8 +470,27 @@ impl Core {
                 };
                 s.promote_pending = false;
                 s.uncovered = false;
+                s.after = None;
+                s.owner_ready_since_ms = None;
                 changed = true;
+                if !was_mine && s.holding.holder == me {
+                    // Handed to this node: record from the frame after the previous holder's last.
+                    s.promote_pending = true;
+                    s.in_flight = true;
+                    out.push(Action::Promote {
+                        stream: claim.stream.clone(),
+                        epoch: claim.epoch,
+                        takeover: Takeover::Hot,
+                        after_frames_of: from.to_owned(),
+                        after: claim.after.clone(),
+                        reason: format!(
+                            "handed back by {from}, which stopped at a key frame (epoch {})",
+                            claim.epoch
+                        ),
+                    });
+                }
                 if was_mine && s.holding.holder != me {
+                    s.fenced_at_ms = Some(now);
                     out.push(Action::Release {
                         stream: claim.stream.clone(),
                         epoch: claim.epoch,
@@ -458,6 +532,116 @@ impl Core {
                     ),
                 })
             }
+        }
+    }
+
+    fn handed_back(
+        &mut self,
+        stream: &str,
+        epoch: u64,
+        result: Result<FrameId, String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        s.handing_back = false;
+        if s.holding.holder != self.me || s.holding.epoch != epoch {
+            return;
+        }
+        match result {
+            Ok(last) => {
+                let owner = s.spec.owner.clone();
+                s.holding = Holding {
+                    holder: owner.clone(),
+                    epoch: epoch + 1,
+                };
+                s.after = Some(last.clone());
+                s.owner_ready_since_ms = None;
+                out.push(Action::Persist);
+                out.push(Action::Alarm {
+                    message: format!(
+                        "{stream} handed back to {owner} with epoch {}: released here at a key frame, last written {last}",
+                        epoch + 1
+                    ),
+                });
+            }
+            Err(e) => {
+                s.owner_ready_since_ms = Some(self.now_ms);
+                out.push(Action::Alarm {
+                    message: format!("hand-back of {stream} failed: {e}; waiting again"),
+                });
+            }
+        }
+    }
+
+    /// Fencing, level-triggered: a stream this node's recorder records while another node (or nobody)
+    /// holds it is released again every [`FENCE_RETRY_MS`] until it is not (a release can be lost: the
+    /// recorder was not up yet, or refused it).
+    fn fence(&mut self, out: &mut Vec<Action>) {
+        let now = self.now_ms;
+        for s in self.streams.values_mut() {
+            if s.holding.holder == self.me || s.handing_back {
+                continue;
+            }
+            let recording = self
+                .local
+                .get(&s.spec.key)
+                .is_some_and(|h| h.mode == "record");
+            if !recording || s.fenced_at_ms.is_some_and(|t| now - t < FENCE_RETRY_MS) {
+                continue;
+            }
+            s.fenced_at_ms = Some(now);
+            out.push(Action::Release {
+                stream: s.spec.key.clone(),
+                epoch: s.holding.epoch,
+                reason: format!(
+                    "recorded here while {} holds it under epoch {}",
+                    if s.holding.holder == NOBODY {
+                        "no node"
+                    } else {
+                        s.holding.holder.as_str()
+                    },
+                    s.holding.epoch
+                ),
+            });
+        }
+    }
+
+    /// Failback: streams held here that their living owner has shadowed for the hold-down time.
+    fn failback(&mut self, out: &mut Vec<Action>) {
+        let hold = self.timings.failback_hold_ms;
+        let me = self.me.clone();
+        let now = self.now_ms;
+        let mut ready = Vec::new();
+        for s in self.streams.values_mut() {
+            if s.holding.holder != me || s.spec.owner == me {
+                s.owner_ready_since_ms = None;
+                continue;
+            }
+            let owner_shadows = self.peers.get(&s.spec.owner).is_some_and(|p| {
+                !p.dead
+                    && p.last_heard_ms.is_some()
+                    && p.health
+                        .get(&s.spec.key)
+                        .is_some_and(|h| h.receiving && h.mode == "shadow")
+            });
+            if !owner_shadows || s.promote_pending || s.handing_back {
+                s.owner_ready_since_ms = None;
+                continue;
+            }
+            let since = *s.owner_ready_since_ms.get_or_insert(now);
+            if hold > 0 && now - since >= hold {
+                s.handing_back = true;
+                ready.push((s.spec.key.clone(), s.holding.epoch, s.spec.owner.clone()));
+            }
+        }
+        for (stream, epoch, owner) in ready {
+            out.push(Action::HandBack {
+                stream,
+                epoch,
+                owner,
+            });
         }
     }
 
@@ -552,6 +736,8 @@ impl Core {
         for key in retry {
             self.promote_action(&key, "resuming a takeover".to_owned(), out);
         }
+        self.failback(out);
+        self.fence(out);
     }
 
     /// How many streams this node holds that it does not own.
@@ -660,6 +846,7 @@ impl Core {
             epoch: s.holding.epoch,
             takeover: s.spec.takeover,
             after_frames_of: s.spec.owner.clone(),
+            after: None,
             reason,
         });
     }

@@ -31,6 +31,10 @@ pub struct Claim {
     pub stream: String,
     pub holder: String,
     pub epoch: u64,
+    /// A hand-back: the last frame the previous holder wrote; the new holder records from the frame
+    /// after it (make-before-break at the key frame where the previous holder stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<store::frame::FrameId>,
 }
 
 /// One stream of the sender's recorder.

@@ -138,3 +138,20 @@ pub async fn release(socket: &Path, stream: &str) -> Result<Value, RecorderError
         other => other,
     }
 }
+
+/// A hand-back: releases `stream` to shadow at its next key frame and returns the last frame written
+/// here (the new holder continues right after it).
+pub async fn release_for_handback(
+    socket: &Path,
+    stream: &str,
+) -> Result<store::frame::FrameId, RecorderError> {
+    let answer = request(
+        socket,
+        &json!({"op": "release", "stream": stream, "to": "shadow"}),
+        COMMAND_TIMEOUT,
+    )
+    .await?;
+    serde_json::from_value(answer["last_written"].clone()).map_err(|e| {
+        RecorderError::Malformed(format!("release of {stream}: no last written frame: {e}"))
+    })
+}

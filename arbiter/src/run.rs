@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::ArbiterConfig;
 use crate::core::{Action, Core, Input};
-use crate::heartbeat::{Claim, Heartbeat, Seq};
+use crate::heartbeat::{Heartbeat, Seq};
 use crate::status::{Event, Status, MAX_EVENTS};
 use crate::{net, operator, recorder, state, status, takeover};
 
@@ -45,6 +45,11 @@ enum Report {
         stream: String,
         epoch: u64,
         result: Result<(), String>,
+    },
+    HandedBack {
+        stream: String,
+        epoch: u64,
+        result: Result<store::frame::FrameId, String>,
     },
     /// Something to show in the status document's events.
     Event(String),
@@ -87,15 +92,7 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
         node: cfg.node_name.clone(),
         seq: Seq { boot_ms, n },
         sent_ms: clock.now_utc_ms(),
-        holdings: core
-            .holdings()
-            .into_iter()
-            .map(|(stream, h)| Claim {
-                stream,
-                holder: h.holder,
-                epoch: h.epoch,
-            })
-            .collect(),
+        holdings: core.claims(),
         health: core.local_health(),
     };
 
@@ -163,6 +160,7 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
             Some(r) = report_rx.recv() => (core_ms(), match r {
                 Report::Health(h) => Input::LocalHealth(h),
                 Report::Promoted { stream, epoch, result } => Input::Promoted { stream, epoch, result },
+                Report::HandedBack { stream, epoch, result } => Input::HandedBack { stream, epoch, result },
                 Report::Event(message) => {
                     tracing::info!("{message}");
                     shell.event(message);
@@ -266,6 +264,7 @@ impl Shell<'_> {
                     epoch,
                     takeover,
                     after_frames_of,
+                    after,
                     reason,
                 } => {
                     tracing::info!(%stream, epoch, ?takeover, %reason, "promoting");
@@ -278,6 +277,7 @@ impl Shell<'_> {
                         epoch,
                         takeover,
                         origin: after_frames_of,
+                        after,
                         reason,
                     };
                     let tx = self.report_tx.clone();
@@ -304,6 +304,27 @@ impl Shell<'_> {
                                 let _ = tx.send(Report::Event(message)).await;
                             }
                         }
+                    });
+                }
+                Action::HandBack {
+                    stream,
+                    epoch,
+                    owner,
+                } => {
+                    self.event(format!(
+                        "handing {stream} (epoch {epoch}) back to {owner}: releasing it here at the next key frame"
+                    ));
+                    let socket = self.cfg.control_socket();
+                    let tx = self.report_tx.clone();
+                    tokio::spawn(async move {
+                        let result = recorder::release_for_handback(&socket, &stream).await;
+                        let _ = tx
+                            .send(Report::HandedBack {
+                                stream,
+                                epoch,
+                                result: result.map_err(|e| e.to_string()),
+                            })
+                            .await;
                     });
                 }
                 Action::Release {

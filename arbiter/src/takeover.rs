@@ -26,6 +26,8 @@ pub struct Promotion {
     pub takeover: Takeover,
     /// The previous holder, whose mirrored frames the takeover continues.
     pub origin: String,
+    /// A hand-back: continue exactly after this frame (the previous holder's last written).
+    pub after: Option<FrameId>,
     pub reason: String,
 }
 
@@ -53,6 +55,12 @@ impl Promotion {
 
     /// Asks the recorder; returns its answer.
     pub async fn run(&self) -> Result<serde_json::Value, String> {
+        if let Some(a) = &self.after {
+            let reason = format!("{}; after {a}", self.reason);
+            return recorder::promote(&self.socket, &self.stream, Some(a), self.epoch, &reason)
+                .await
+                .map_err(|e| e.to_string());
+        }
         let after = match self.takeover {
             Takeover::Cold => None,
             Takeover::Hot => self.last_held().await?,
@@ -84,7 +92,10 @@ impl Promotion {
     /// the previous holder and the first frame recorded here (one frame interval for a seamless hot
     /// takeover; detection + connect + up to a GOP for a cold one). `None` if either is unknown.
     pub async fn gap_report(&self) -> Option<String> {
-        let last = self.last_held().await.ok().flatten()?;
+        let last = match &self.after {
+            Some(a) => a.clone(),
+            None => self.last_held().await.ok().flatten()?,
+        };
         let (camera, kind) = self.camera_kind();
         let (data_dir, node, epoch) = (self.data_dir.clone(), self.node.clone(), self.epoch);
         let deadline = tokio::time::Instant::now() + GAP_REPORT_WAIT;

@@ -61,6 +61,7 @@ fn hb(node: &str, n: u64, holder: &str, epoch: u64) -> Heartbeat {
             stream: STREAM.to_owned(),
             holder: holder.to_owned(),
             epoch,
+            after: None,
         }],
         health: Vec::new(),
     }

@@ -104,6 +104,9 @@ pub struct ArbiterSettings {
     pub node_dead_ms: u64,
     /// A stream whose session has failed this long on a living primary moves. Default 2 000.
     pub stream_failed_ms: u64,
+    /// A stream taken over goes back to its owner (make-before-break at a key frame) once the owner
+    /// has been healthy, shadowing it, this long; 0: no automatic failback. Default 10 000.
+    pub failback_hold_ms: u64,
 }
 
 impl Default for ArbiterSettings {
@@ -112,6 +115,7 @@ impl Default for ArbiterSettings {
             heartbeat_interval_ms: 200,
             node_dead_ms: 1_000,
             stream_failed_ms: 2_000,
+            failback_hold_ms: 10_000,
         }
     }
 }

@@ -263,7 +263,12 @@ const CAMERA_KEYS: &[&str] = &[
     "streams",
 ];
 
-const ARBITER_KEYS: &[&str] = &["heartbeat_interval_ms", "node_dead_ms", "stream_failed_ms"];
+const ARBITER_KEYS: &[&str] = &[
+    "heartbeat_interval_ms",
+    "node_dead_ms",
+    "stream_failed_ms",
+    "failback_hold_ms",
+];
 
 /// `[arbiter]`: every timing in range, and a node declared dead only after several missed heartbeats.
 fn parse_arbiter(t: &Table<'_, '_>) -> Result<ArbiterSettings, ConfigError> {
@@ -278,6 +283,9 @@ fn parse_arbiter(t: &Table<'_, '_>) -> Result<ArbiterSettings, ConfigError> {
         stream_failed_ms: t
             .int_in("stream_failed_ms", 100, 600_000)?
             .unwrap_or(d.stream_failed_ms),
+        failback_hold_ms: t
+            .int_in("failback_hold_ms", 0, 86_400_000)?
+            .unwrap_or(d.failback_hold_ms),
     };
     if a.node_dead_ms < 3 * a.heartbeat_interval_ms {
         let span = t

@@ -331,18 +331,30 @@ fn arbiter_section_defaults_node_keys_and_the_standbys_protected_cameras() {
     let c = parse(&with_arbiter(""), "cluster.toml").expect("parses");
     let a = c.arbiter.expect("[arbiter]");
     assert_eq!(
-        (a.heartbeat_interval_ms, a.node_dead_ms, a.stream_failed_ms),
-        (200, 1_000, 2_000)
+        (
+            a.heartbeat_interval_ms,
+            a.node_dead_ms,
+            a.stream_failed_ms,
+            a.failback_hold_ms
+        ),
+        (200, 1_000, 2_000, 10_000)
     );
     let c = parse(
-        &with_arbiter("heartbeat_interval_ms = 100\nnode_dead_ms = 500\nstream_failed_ms = 3000"),
+        &with_arbiter(
+            "heartbeat_interval_ms = 100\nnode_dead_ms = 500\nstream_failed_ms = 3000\nfailback_hold_ms = 0",
+        ),
         "cluster.toml",
     )
     .expect("parses");
     let a = c.arbiter.expect("[arbiter]");
     assert_eq!(
-        (a.heartbeat_interval_ms, a.node_dead_ms, a.stream_failed_ms),
-        (100, 500, 3_000)
+        (
+            a.heartbeat_interval_ms,
+            a.node_dead_ms,
+            a.stream_failed_ms,
+            a.failback_hold_ms
+        ),
+        (100, 500, 3_000, 0)
     );
     let s = c.node("s").expect("s");
     assert_eq!(s.capacity_streams, Some(2));

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::heartbeat::Claim;
 
 const T: Timings = Timings {
     heartbeat_interval_ms: 200,
     node_dead_ms: 1_000,
     stream_failed_ms: 2_000,
+    failback_hold_ms: 10_000,
 };
 
 fn spec(key: &str, owner: &str, takeover: Takeover, priority: u32) -> StreamSpec {
@@ -60,15 +60,7 @@ fn hb_from(core: &Core, n: u64, receiving: bool) -> Heartbeat {
         node: core.me().to_owned(),
         seq: Seq { boot_ms: 1, n },
         sent_ms: 0,
-        holdings: core
-            .holdings()
-            .into_iter()
-            .map(|(stream, h)| Claim {
-                stream,
-                holder: h.holder,
-                epoch: h.epoch,
-            })
-            .collect(),
+        holdings: core.claims(),
         health: ["a1/main", "a2/main"]
             .iter()
             .map(|s| StreamHealth {
@@ -292,6 +284,147 @@ fn a_higher_priority_stream_preempts_a_lower_one_at_capacity() {
         .any(|v| v.stream == "a1/main" && v.uncovered));
 }
 
+/// Failback: the owner, back and shadowing its stream for the hold-down time, gets it back: the
+/// standby releases at a key frame, then hands it over with a new epoch and the last frame it wrote;
+/// the owner promotes exactly after that frame.
+#[test]
+fn failback_after_the_hold_down_hands_the_stream_back_after_the_last_written_frame() {
+    let mut a = primary();
+    let mut s = standby(None);
+    s.handle(1_001, Input::Tick).expect("tick");
+    for k in ["a1/main", "a2/main"] {
+        s.handle(
+            1_100,
+            Input::Promoted {
+                stream: k.into(),
+                epoch: 1,
+                result: Ok(()),
+            },
+        )
+        .expect("promoted");
+    }
+    // The owner comes back, adopts the standby's epochs and releases (its streams go to shadow).
+    let acts = a
+        .handle(
+            2_000,
+            Input::Heartbeat {
+                from: "s".into(),
+                heartbeat: hb_from(&s, 1, true),
+            },
+        )
+        .expect("adopt");
+    assert_eq!(
+        acts.iter()
+            .filter(|x| matches!(x, Action::Release { .. }))
+            .count(),
+        2
+    );
+    // Its heartbeats now say: alive, both streams in shadow and receiving.
+    let shadow_hb = |a: &Core, n: u64| {
+        let mut h = hb_from(a, n, true);
+        for x in &mut h.health {
+            x.mode = "shadow".into();
+            x.state = "shadowing".into();
+        }
+        h
+    };
+    let mut handbacks = Vec::new();
+    let mut t = 2_000;
+    for n in 1..=60 {
+        t += 200;
+        let acts = s
+            .handle(
+                t,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: shadow_hb(&a, n),
+                },
+            )
+            .expect("accepted");
+        handbacks.extend(
+            acts.into_iter()
+                .filter(|x| matches!(x, Action::HandBack { .. })),
+        );
+        if t < 2_200 + 10_000 {
+            assert!(handbacks.is_empty(), "before the hold-down: {handbacks:?}");
+        }
+    }
+    assert_eq!(handbacks.len(), 2, "{handbacks:?}");
+    assert!(handbacks.contains(&Action::HandBack {
+        stream: "a1/main".into(),
+        epoch: 1,
+        owner: "a".into()
+    }));
+    // The release of a1 at a key frame answers with the last frame written here.
+    let last = FrameId {
+        hash: "ab".repeat(16),
+        wall_ms: 12_345,
+    };
+    let acts = s
+        .handle(
+            t,
+            Input::HandedBack {
+                stream: "a1/main".into(),
+                epoch: 1,
+                result: Ok(last.clone()),
+            },
+        )
+        .expect("handed back");
+    assert!(acts.contains(&Action::Persist));
+    assert_eq!(
+        s.holdings()["a1/main"],
+        Holding {
+            holder: "a".into(),
+            epoch: 2
+        }
+    );
+    // The owner learns it from the standby's next heartbeat and promotes exactly after that frame.
+    let acts = a
+        .handle(
+            t,
+            Input::Heartbeat {
+                from: "s".into(),
+                heartbeat: hb_from(&s, 2, true),
+            },
+        )
+        .expect("accepted");
+    let promoted: Vec<(String, u64, Option<FrameId>)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::Promote {
+                stream,
+                epoch,
+                after,
+                ..
+            } => Some((stream.clone(), *epoch, after.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(promoted, [("a1/main".to_owned(), 2, Some(last))]);
+    assert_eq!(
+        a.holdings()["a1/main"],
+        Holding {
+            holder: "a".into(),
+            epoch: 2
+        }
+    );
+    // A failed hand-back release keeps the stream here and waits a hold-down again.
+    let acts = s
+        .handle(
+            t,
+            Input::HandedBack {
+                stream: "a2/main".into(),
+                epoch: 1,
+                result: Err("busy".into()),
+            },
+        )
+        .expect("failed");
+    assert!(alarms(&acts)
+        .iter()
+        .any(|m| m.contains("hand-back of a2/main failed")));
+    assert_eq!(s.holdings()["a2/main"].holder, "s");
+}
+
 #[test]
 fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
     let a = primary();
@@ -439,6 +572,59 @@ fn a_returning_primary_adopts_the_newer_epoch_and_releases_its_streams() {
     )
     .expect("accepted");
     assert!(s.peers().iter().all(|p| p.alive));
+}
+
+/// A release can be lost (the recorder was not up yet): a stream recorded here while another node holds
+/// it is released again every 3 s until the recorder no longer records it.
+#[test]
+fn fencing_is_repeated_while_the_recorder_still_records_a_stream_held_elsewhere() {
+    let mut a = primary();
+    let mut s = standby(None);
+    s.handle(1_001, Input::Tick).expect("tick");
+    let releases = |acts: &[Action]| {
+        acts.iter()
+            .filter(|x| matches!(x, Action::Release { .. }))
+            .count()
+    };
+    let acts = a
+        .handle(
+            2_000,
+            Input::Heartbeat {
+                from: "s".into(),
+                heartbeat: hb_from(&s, 1, true),
+            },
+        )
+        .expect("adopt");
+    assert_eq!(releases(&acts), 2);
+    let recording = |mode: &str| {
+        Input::LocalHealth(Some(
+            ["a1/main", "a2/main"]
+                .iter()
+                .map(|k| StreamHealth {
+                    stream: (*k).to_owned(),
+                    mode: mode.to_owned(),
+                    state: "recording".to_owned(),
+                    receiving: true,
+                })
+                .collect(),
+        ))
+    };
+    assert_eq!(
+        releases(&a.handle(2_500, recording("record")).expect("health")),
+        0
+    );
+    assert_eq!(
+        releases(&a.handle(5_000, recording("record")).expect("health")),
+        2
+    );
+    assert_eq!(
+        releases(&a.handle(5_100, recording("record")).expect("health")),
+        0
+    );
+    assert_eq!(
+        releases(&a.handle(9_000, recording("shadow")).expect("health")),
+        0
+    );
 }
 
 #[test]

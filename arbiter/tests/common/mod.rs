@@ -75,7 +75,7 @@ pub fn write_cluster(
 }
 
 /// The cluster file of `primaries` protected by the standby `s` (with `capacity` streams), `cameras`,
-/// `[arbiter]` defaults.
+/// `[arbiter]` defaults but a failback hold-down of 3 s.
 pub fn write_cluster_many(
     dir: &TestDir,
     primaries: &[&Node],
@@ -88,7 +88,8 @@ pub fn write_cluster_many(
          [ingest]\nconnect_timeout_ms = 3000\nframe_timeout_ms = 3000\nbackoff_initial_ms = 300\n\
          backoff_max_ms = 2000\n\n[retention]\nmin_free_bytes = 0\n\n\
          [sync]\nhead_interval_ms = 1000\nreconcile_interval_ms = 2000\nscrub_interval_ms = 0\n\n\
-         [arbiter]\nheartbeat_interval_ms = 200\nnode_dead_ms = 1000\nstream_failed_ms = 2000\n",
+         [arbiter]\nheartbeat_interval_ms = 200\nnode_dead_ms = 1000\nstream_failed_ms = 2000\n\
+         failback_hold_ms = 3000\n",
     );
     let nodes = primaries
         .iter()
