@@ -269,7 +269,7 @@ impl Shell<'_> {
                 } => {
                     tracing::info!(%stream, epoch, ?takeover, %reason, "promoting");
                     self.event(format!("promoting {stream} with epoch {epoch}: {reason}"));
-                    let job = takeover::Promotion {
+                    self.spawn_promotion(takeover::Promotion {
                         socket: self.cfg.control_socket(),
                         data_dir: self.cfg.data_dir.clone(),
                         node: self.cfg.node_name.clone(),
@@ -279,31 +279,6 @@ impl Shell<'_> {
                         origin: after_frames_of,
                         after,
                         reason,
-                    };
-                    let tx = self.report_tx.clone();
-                    tokio::spawn(async move {
-                        let result = job.run().await;
-                        match &result {
-                            Ok(answer) => {
-                                tracing::info!(stream = %job.stream, epoch, %answer, "promoted")
-                            }
-                            Err(e) => {
-                                tracing::warn!(stream = %job.stream, epoch, error = %e, "promotion failed")
-                            }
-                        }
-                        let ok = result.is_ok();
-                        let _ = tx
-                            .send(Report::Promoted {
-                                stream: job.stream.clone(),
-                                epoch,
-                                result: result.map(|_| ()),
-                            })
-                            .await;
-                        if ok {
-                            if let Some(message) = job.gap_report().await {
-                                let _ = tx.send(Report::Event(message)).await;
-                            }
-                        }
                     });
                 }
                 Action::HandBack {
@@ -314,18 +289,7 @@ impl Shell<'_> {
                     self.event(format!(
                         "handing {stream} (epoch {epoch}) back to {owner}: releasing it here at the next key frame"
                     ));
-                    let socket = self.cfg.control_socket();
-                    let tx = self.report_tx.clone();
-                    tokio::spawn(async move {
-                        let result = recorder::release_for_handback(&socket, &stream).await;
-                        let _ = tx
-                            .send(Report::HandedBack {
-                                stream,
-                                epoch,
-                                result: result.map_err(|e| e.to_string()),
-                            })
-                            .await;
-                    });
+                    self.spawn_handback(stream, epoch);
                 }
                 Action::Release {
                     stream,
@@ -344,6 +308,52 @@ impl Shell<'_> {
             }
         }
         self.write_status(core);
+    }
+
+    /// Carries out a promotion in the background; its result comes back to the core, then the gap
+    /// it left goes to the events.
+    fn spawn_promotion(&self, job: takeover::Promotion) {
+        let tx = self.report_tx.clone();
+        tokio::spawn(async move {
+            let epoch = job.epoch;
+            let result = job.run().await;
+            match &result {
+                Ok(answer) => tracing::info!(stream = %job.stream, epoch, %answer, "promoted"),
+                Err(e) => {
+                    tracing::warn!(stream = %job.stream, epoch, error = %e, "promotion failed")
+                }
+            }
+            let ok = result.is_ok();
+            let _ = tx
+                .send(Report::Promoted {
+                    stream: job.stream.clone(),
+                    epoch,
+                    result: result.map(|_| ()),
+                })
+                .await;
+            if ok {
+                if let Some(message) = job.gap_report().await {
+                    let _ = tx.send(Report::Event(message)).await;
+                }
+            }
+        });
+    }
+
+    /// Releases a stream here for a hand-back in the background; the last frame written comes back
+    /// to the core.
+    fn spawn_handback(&self, stream: String, epoch: u64) {
+        let socket = self.cfg.control_socket();
+        let tx = self.report_tx.clone();
+        tokio::spawn(async move {
+            let result = recorder::release_for_handback(&socket, &stream).await;
+            let _ = tx
+                .send(Report::HandedBack {
+                    stream,
+                    epoch,
+                    result: result.map_err(|e| e.to_string()),
+                })
+                .await;
+        });
     }
 
     fn write_status(&mut self, core: &Core) {
