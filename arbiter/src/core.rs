@@ -97,6 +97,9 @@ pub enum OperatorCommand {
     /// Take `stream` over on this node now (its holder is unreachable and the operator knows it is
     /// down for good).
     ForceTakeover { stream: String },
+    /// Planned handover (upgrades): hand `stream` (every stream held here if `None`) to the living
+    /// peer `to`, make-before-break at a key frame; it stays there (no failback) until handed on.
+    Handover { stream: Option<String>, to: String },
 }
 
 /// What the shell must do.
@@ -140,6 +143,14 @@ pub enum Action {
 pub enum Refusal {
     #[error("no stream {0} in this arbiter's care")]
     UnknownStream(String),
+    #[error("{0} is not a peer of this node")]
+    UnknownNode(String),
+    #[error("node {0} is not alive now")]
+    PeerDead(String),
+    #[error("{stream} is held by {holder}, not by this node")]
+    NotHeldHere { stream: String, holder: String },
+    #[error("node {to} does not receive {stream} now (not shadowing it)")]
+    NotShadowed { stream: String, to: String },
     #[error("heartbeat from {0}, which is not a peer of this node")]
     UnknownPeer(String),
     #[error("heartbeat from {from} says it is from {claimed}")]
@@ -194,6 +205,10 @@ struct Stream {
     handing_back: bool,
     /// A hand-back: the frame the new holder continues after (sent in heartbeats).
     after: Option<FrameId>,
+    /// A hand-back in progress goes to this node (the owner when `None`).
+    handing_to: Option<String>,
+    /// Held here after a planned handover, or handed on by one: no failback (sent in heartbeats).
+    planned: bool,
     /// When this node last asked its recorder to stop recording the stream (core time).
     fenced_at_ms: Option<i64>,
 }
@@ -270,6 +285,8 @@ impl Core {
                         owner_ready_since_ms: None,
                         handing_back: false,
                         after: None,
+                        handing_to: None,
+                        planned: false,
                         fenced_at_ms: None,
                     },
                 )
@@ -309,6 +326,7 @@ impl Core {
                 holder: s.holding.holder.clone(),
                 epoch: s.holding.epoch,
                 after: s.after.clone(),
+                planned: s.planned,
             })
             .collect()
     }
@@ -372,6 +390,9 @@ impl Core {
                     let reason = format!("operator forced the takeover of {stream}");
                     self.take(&[stream], &reason, &mut out);
                 }
+            }
+            Input::Operator(OperatorCommand::Handover { stream, to }) => {
+                self.handover(stream, &to, &mut out)?;
             }
         }
         self.evaluate(&mut out);
@@ -496,6 +517,7 @@ impl Core {
         s.uncovered = false;
         s.after = None;
         s.owner_ready_since_ms = None;
+        s.planned = claim.planned;
         if !was_mine && s.holding.holder == me {
             // Handed to this node: record from the frame after the previous holder's last.
             s.promote_pending = true;
@@ -507,7 +529,12 @@ impl Core {
                 after_frames_of: from.to_owned(),
                 after: claim.after,
                 reason: format!(
-                    "handed back by {from}, which stopped at a key frame (epoch {})",
+                    "{} by {from}, which stopped at a key frame (epoch {})",
+                    if claim.planned {
+                        "handed over (planned)"
+                    } else {
+                        "handed back"
+                    },
                     claim.epoch
                 ),
             });
@@ -553,6 +580,67 @@ impl Core {
         }
     }
 
+    /// A planned handover: every check first (nothing changes on a refusal), then a hand-back release
+    /// of each stream to `to`.
+    fn handover(
+        &mut self,
+        stream: Option<String>,
+        to: &str,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
+        let Some(peer) = self.peers.get(to) else {
+            return Err(Refusal::UnknownNode(to.to_owned()));
+        };
+        if peer.dead || peer.last_heard_ms.is_none() {
+            return Err(Refusal::PeerDead(to.to_owned()));
+        }
+        let keys: Vec<String> = match stream {
+            Some(k) => {
+                let Some(s) = self.streams.get(&k) else {
+                    return Err(Refusal::UnknownStream(k));
+                };
+                if s.holding.holder != self.me {
+                    return Err(Refusal::NotHeldHere {
+                        stream: k,
+                        holder: s.holding.holder.clone(),
+                    });
+                }
+                vec![k]
+            }
+            None => self
+                .streams
+                .values()
+                .filter(|s| s.holding.holder == self.me && !s.handing_back)
+                .map(|s| s.spec.key.clone())
+                .collect(),
+        };
+        for k in &keys {
+            let shadowing = peer
+                .health
+                .get(k)
+                .is_some_and(|h| h.receiving && h.mode == "shadow");
+            if !shadowing {
+                return Err(Refusal::NotShadowed {
+                    stream: k.clone(),
+                    to: to.to_owned(),
+                });
+            }
+        }
+        for k in keys {
+            let Some(s) = self.streams.get_mut(&k) else {
+                continue;
+            };
+            s.handing_back = true;
+            s.handing_to = Some(to.to_owned());
+            out.push(Action::HandBack {
+                stream: k,
+                epoch: s.holding.epoch,
+                owner: to.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     fn handed_back(
         &mut self,
         stream: &str,
@@ -569,9 +657,10 @@ impl Core {
         }
         match result {
             Ok(last) => {
-                let owner = s.spec.owner.clone();
+                let to = s.handing_to.take().unwrap_or_else(|| s.spec.owner.clone());
+                s.planned = to != s.spec.owner;
                 s.holding = Holding {
-                    holder: owner.clone(),
+                    holder: to.clone(),
                     epoch: epoch + 1,
                 };
                 s.after = Some(last.clone());
@@ -579,12 +668,14 @@ impl Core {
                 out.push(Action::Persist);
                 out.push(Action::Alarm {
                     message: format!(
-                        "{stream} handed back to {owner} with epoch {}: released here at a key frame, last written {last}",
+                        "{stream} handed {} to {to} with epoch {}: released here at a key frame, last written {last}",
+                        if s.planned { "over" } else { "back" },
                         epoch + 1
                     ),
                 });
             }
             Err(e) => {
+                s.handing_to = None;
                 s.owner_ready_since_ms = Some(self.now_ms);
                 out.push(Action::Alarm {
                     message: format!("hand-back of {stream} failed: {e}; waiting again"),

@@ -35,6 +35,9 @@ pub struct Claim {
     /// after it (make-before-break at the key frame where the previous holder stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<store::frame::FrameId>,
+    /// Held after a planned handover: no failback.
+    #[serde(default)]
+    pub planned: bool,
 }
 
 /// One stream of the sender's recorder.

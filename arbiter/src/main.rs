@@ -42,6 +42,19 @@ enum Command {
         /// `camera/stream`, e.g. `front-door/main`.
         stream: String,
     },
+    /// Planned handover (upgrades): hand STREAM, or every stream held here (a drain), to the living peer
+    /// NODE, make-before-break at a key frame; it stays there (no failback) until handed on.
+    Handover {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+        /// The peer that takes the streams.
+        #[arg(long)]
+        to: String,
+        /// `camera/stream`; every stream held here if omitted.
+        stream: Option<String>,
+    },
     /// Print the arbiter's status: nodes, heartbeat ages, holder and epoch of every stream.
     Status {
         #[arg(long, short)]
@@ -72,23 +85,21 @@ fn main() -> anyhow::Result<ExitCode> {
             config,
             node,
             stream,
-        } => {
-            let cfg = ArbiterConfig::load(&config, node.as_deref())?;
-            let answer = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(nvr_arbiter::operator::request(
-                    &cfg.data_dir,
-                    &serde_json::json!({"op": "takeover", "stream": stream}),
-                ))?;
-            println!("{}", serde_json::to_string_pretty(&answer)?);
-            Ok(if answer["ok"] == true {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => operator(
+            &config,
+            node.as_deref(),
+            serde_json::json!({"op": "takeover", "stream": stream}),
+        ),
+        Command::Handover {
+            config,
+            node,
+            to,
+            stream,
+        } => operator(
+            &config,
+            node.as_deref(),
+            serde_json::json!({"op": "handover", "to": to, "stream": stream}),
+        ),
         Command::Status { config, node, json } => {
             let cfg = ArbiterConfig::load(&config, node.as_deref())?;
             let path = status::path(&cfg.data_dir);
@@ -104,4 +115,24 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Sends one request to the running arbiter's operator socket and prints the answer.
+fn operator(
+    config: &std::path::Path,
+    node: Option<&str>,
+    request: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    let cfg = ArbiterConfig::load(config, node)?;
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(nvr_arbiter::operator::request(&cfg.data_dir, &request))?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(if answer["ok"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -2,7 +2,9 @@
 //! arbiter's user and group only): one request per connection, framed like the recorder's control
 //! socket (a 4-byte big-endian length, then JSON), answered `{"ok":true,"result":…}` or
 //! `{"ok":false,"error":"…"}`. `{"op":"takeover","stream":"CAM/STREAM"}` takes a stream over on this
-//! node now (its holder is down for good and the operator knows it); the result lists what the
+//! node now (its holder is down for good and the operator knows it);
+//! `{"op":"handover","to":"NODE","stream":"CAM/STREAM"}` (without `stream`: every stream held here, a
+//! drain) hands streams to a living peer, make-before-break at a key frame. The result lists what the
 //! arbiter decided.
 
 use std::os::unix::fs::PermissionsExt;
@@ -24,7 +26,14 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum Request {
-    Takeover { stream: String },
+    Takeover {
+        stream: String,
+    },
+    Handover {
+        #[serde(default)]
+        stream: Option<String>,
+        to: String,
+    },
 }
 
 /// A command for the arbiter's loop, with where to send the answer.
@@ -76,22 +85,18 @@ pub async fn serve(data_dir: PathBuf, tx: mpsc::Sender<Job>) {
 }
 
 async fn one(mut conn: UnixStream, tx: mpsc::Sender<Job>) -> std::io::Result<()> {
-    let answer = match read(&mut conn).await {
-        Err(e) => json!({"ok": false, "error": e}),
-        Ok(Request::Takeover { stream }) => {
-            let (reply, rx) = oneshot::channel();
-            if tx
-                .send((OperatorCommand::ForceTakeover { stream }, reply))
-                .await
-                .is_err()
-            {
-                json!({"ok": false, "error": "the arbiter is stopping"})
-            } else {
-                match rx.await {
-                    Ok(v) => v,
-                    Err(_) => json!({"ok": false, "error": "no answer"}),
-                }
-            }
+    let command = match read(&mut conn).await {
+        Err(e) => return write(&mut conn, &json!({"ok": false, "error": e})).await,
+        Ok(Request::Takeover { stream }) => OperatorCommand::ForceTakeover { stream },
+        Ok(Request::Handover { stream, to }) => OperatorCommand::Handover { stream, to },
+    };
+    let (reply, rx) = oneshot::channel();
+    let answer = if tx.send((command, reply)).await.is_err() {
+        json!({"ok": false, "error": "the arbiter is stopping"})
+    } else {
+        match rx.await {
+            Ok(v) => v,
+            Err(_) => json!({"ok": false, "error": "no answer"}),
         }
     };
     write(&mut conn, &answer).await

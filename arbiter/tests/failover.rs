@@ -723,3 +723,126 @@ fn failback_after_the_primary_returns_misses_and_repeats_no_frame() {
         }
     }
 }
+
+/// Test 6 of the issue: planned handover both ways (`nvr-arbiter handover`, for an upgrade): each hot
+/// stream goes from the primary to the standby and back, make-before-break at a key frame; it stays on
+/// the standby past the failback hold-down (a planned handover is not undone); the primary's part, the
+/// standby's part and the primary's part again miss and repeat no frame.
+#[test]
+fn planned_handover_both_ways_misses_and_repeats_no_frame() {
+    let mut p = Pair::start();
+    let hot: Vec<String> = (1..STREAMS).map(|i| format!("cam{i}/main")).collect();
+    let handover = |from: &str, to: &str, stream: &str| {
+        let out = std::process::Command::new(arbiter_bin())
+            .args([
+                "handover",
+                "--config",
+                &path_str(&p.cfg),
+                "--node",
+                from,
+                "--to",
+                to,
+                stream,
+            ])
+            .output()
+            .expect("nvr-arbiter handover");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let held_by = |node: &str, epoch: u64| {
+        let st = arbiter_status(&p.dir, &p.cfg, STANDBY);
+        hot.iter()
+            .all(|k| holding(&st, k) == Some((node.to_owned(), epoch)))
+    };
+    let modes = |node: &str, mode: &str| {
+        recorder_status(&p.dir, &p.cfg, node)
+            .as_array()
+            .is_some_and(|v| {
+                v.iter()
+                    .filter(|x| x["camera"] != COLD)
+                    .all(|x| x["mode"] == mode)
+            })
+    };
+    // The cold stream has no shadow session on the standby: a handover to it is refused by name.
+    let out = std::process::Command::new(arbiter_bin())
+        .args([
+            "handover",
+            "--config",
+            &path_str(&p.cfg),
+            "--node",
+            PRIMARY,
+            "--to",
+            STANDBY,
+        ])
+        .output()
+        .expect("nvr-arbiter handover");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("node node-s does not receive cam4/main now"),
+        "{out:?}"
+    );
+
+    for k in &hot {
+        handover(PRIMARY, STANDBY, k);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            held_by(STANDBY, 1) && modes(STANDBY, "record") && modes(PRIMARY, "shadow")
+        }),
+        "{}",
+        p.arb_a.stderr_tail(30)
+    );
+    // Past the failback hold-down (3 s): still on the standby.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(held_by(STANDBY, 1), "a planned handover was undone");
+    for k in &hot {
+        handover(STANDBY, PRIMARY, k);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            held_by(PRIMARY, 2) && modes(PRIMARY, "record") && modes(STANDBY, "shadow")
+        }),
+        "{}",
+        p.arb_s.stderr_tail(30)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for proc in [&mut p.arb_a, &mut p.arb_s] {
+        proc.sigterm();
+    }
+    for proc in [&mut p.rec_a, &mut p.rec_s] {
+        proc.sigterm();
+        proc.expect_clean_exit(Duration::from_secs(30));
+    }
+    for proc in [&mut p.sync_a, &mut p.sync_s] {
+        proc.sigterm();
+    }
+    let primary =
+        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
+    for k in &hot {
+        let camera = k.trim_end_matches("/main");
+        let id = primary
+            .find_stream(camera, "main")
+            .expect("query")
+            .expect("stream");
+        let mut paths: Vec<PathBuf> = primary
+            .stream_segments(id)
+            .expect("segments")
+            .iter()
+            .map(|s| primary.absolute_path(&s.path))
+            .collect();
+        paths.extend(
+            standby_files(&p.s.data, PRIMARY, camera)
+                .into_iter()
+                .filter(|(_, node, epoch)| node == STANDBY && *epoch == Some(1))
+                .map(|(path, _, _)| path),
+        );
+        let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
+        println!("{camera} (primary, standby, primary again): {line}");
+        assert!(frames > 200, "{line}");
+        assert_eq!((missing, duplicated), (0, 0), "{camera}: {line}");
+    }
+}

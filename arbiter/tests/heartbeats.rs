@@ -62,6 +62,7 @@ fn hb(node: &str, n: u64, holder: &str, epoch: u64) -> Heartbeat {
             holder: holder.to_owned(),
             epoch,
             after: None,
+            planned: false,
         }],
         health: Vec::new(),
     }

@@ -229,7 +229,7 @@ impl Core {
                         .get(&s.spec.key)
                         .is_some_and(|h| h.receiving && h.mode == "shadow")
             });
-            if !owner_shadows || s.promote_pending || s.handing_back {
+            if !owner_shadows || s.promote_pending || s.handing_back || s.planned {
                 s.owner_ready_since_ms = None;
                 continue;
             }

@@ -425,6 +425,167 @@ fn failback_after_the_hold_down_hands_the_stream_back_after_the_last_written_fra
     assert_eq!(s.holdings()["a2/main"].holder, "s");
 }
 
+/// Planned handover both ways: the primary hands its streams to the shadowing standby (released at a
+/// key frame, new epoch, the last frame written); the standby keeps them (no failback) until it hands
+/// them back the same way. Bad requests are refused by name and change nothing.
+#[test]
+fn planned_handover_both_ways_and_refusals() {
+    let mut a = primary();
+    let mut s = standby(None);
+    let shadowing = |core: &Core, n: u64| {
+        let mut h = hb_from(core, n, true);
+        for x in &mut h.health {
+            x.mode = "shadow".into();
+        }
+        h
+    };
+    // Each hears the other; the standby shadows both streams.
+    a.handle(
+        100,
+        Input::Heartbeat {
+            from: "s".into(),
+            heartbeat: shadowing(&s, 1),
+        },
+    )
+    .expect("hb");
+    s.handle(
+        100,
+        Input::Heartbeat {
+            from: "a".into(),
+            heartbeat: hb_from(&a, 1, true),
+        },
+    )
+    .expect("hb");
+    let op = |to: &str, stream: Option<&str>| {
+        Input::Operator(OperatorCommand::Handover {
+            stream: stream.map(str::to_owned),
+            to: to.to_owned(),
+        })
+    };
+    let before = a.holdings();
+    assert_eq!(
+        a.handle(200, op("x", None))
+            .expect_err("unknown")
+            .to_string(),
+        "x is not a peer of this node"
+    );
+    assert!(matches!(
+        a.handle(200, op("s", Some("zz/main"))),
+        Err(Refusal::UnknownStream(_))
+    ));
+    assert!(matches!(
+        s.handle(200, op("a", Some("a1/main"))),
+        Err(Refusal::NotHeldHere { .. })
+    ));
+    assert_eq!(a.holdings(), before);
+    // a → s, every stream.
+    let acts = a.handle(300, op("s", None)).expect("handover");
+    assert_eq!(
+        acts.iter()
+            .filter(|x| matches!(x, Action::HandBack { .. }))
+            .count(),
+        2
+    );
+    let last = FrameId {
+        hash: "cd".repeat(16),
+        wall_ms: 300,
+    };
+    for k in ["a1/main", "a2/main"] {
+        a.handle(
+            400,
+            Input::HandedBack {
+                stream: k.into(),
+                epoch: 0,
+                result: Ok(last.clone()),
+            },
+        )
+        .expect("released");
+    }
+    assert_eq!(
+        a.holdings()["a1/main"],
+        Holding {
+            holder: "s".into(),
+            epoch: 1
+        }
+    );
+    let acts = s
+        .handle(
+            500,
+            Input::Heartbeat {
+                from: "a".into(),
+                heartbeat: hb_from(&a, 2, true),
+            },
+        )
+        .expect("hb");
+    let promoted: Vec<(String, Option<FrameId>)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::Promote { stream, after, .. } => Some((stream.clone(), after.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(promoted.len(), 2);
+    assert!(promoted
+        .iter()
+        .all(|(_, after)| *after == Some(last.clone())));
+    for k in ["a1/main", "a2/main"] {
+        s.handle(
+            600,
+            Input::Promoted {
+                stream: k.into(),
+                epoch: 1,
+                result: Ok(()),
+            },
+        )
+        .expect("ok");
+    }
+    // The owner shadows them, but a planned handover is not undone by failback.
+    let mut t = 600;
+    for n in 3..=80 {
+        t += 200;
+        let mut h = hb_from(&a, n, true);
+        for x in &mut h.health {
+            x.mode = "shadow".into();
+        }
+        let acts = s
+            .handle(
+                t,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: h,
+                },
+            )
+            .expect("hb");
+        assert!(
+            !acts.iter().any(|x| matches!(x, Action::HandBack { .. })),
+            "{acts:?}"
+        );
+    }
+    // s → a, by the operator.
+    let acts = s
+        .handle(t, op("a", Some("a1/main")))
+        .expect("handover back");
+    assert!(acts
+        .iter()
+        .any(|x| matches!(x, Action::HandBack { stream, .. } if stream == "a1/main")));
+    s.handle(
+        t,
+        Input::HandedBack {
+            stream: "a1/main".into(),
+            epoch: 1,
+            result: Ok(last.clone()),
+        },
+    )
+    .expect("released");
+    assert_eq!(
+        s.holdings()["a1/main"],
+        Holding {
+            holder: "a".into(),
+            epoch: 2
+        }
+    );
+}
+
 #[test]
 fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
     let a = primary();
