@@ -17,6 +17,11 @@ use store::frame::FrameId;
 /// The holder of a stream no node records (given up by a standby at its capacity).
 pub const NOBODY: &str = "";
 
+/// A node declared dead [`FLAP_DEATHS`] times within this window flaps: an alarm, and no failback to
+/// it until it has been stable for a whole window.
+pub const FLAP_WINDOW_MS: i64 = 60_000;
+pub const FLAP_DEATHS: usize = 3;
+
 /// A stream recorded here while another node holds it is released again after this long.
 pub const FENCE_RETRY_MS: i64 = 3_000;
 
@@ -185,6 +190,10 @@ struct Peer {
     health: BTreeMap<String, StreamHealth>,
     /// Core time since which each of its streams has been reported failing.
     failing_since_ms: BTreeMap<String, i64>,
+    /// Core times at which it was declared dead, within the last [`FLAP_WINDOW_MS`].
+    deaths_ms: Vec<i64>,
+    /// Reported as flapping (until it is stable for a window).
+    flapping: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +240,8 @@ pub struct StreamView {
 pub struct PeerView {
     pub node: String,
     pub alive: bool,
+    /// Declared dead [`FLAP_DEATHS`] times or more within [`FLAP_WINDOW_MS`]: no failback to it.
+    pub flapping: bool,
     /// Time since its last accepted heartbeat (`None`: never heard).
     pub heartbeat_age_ms: Option<i64>,
 }
@@ -359,6 +370,7 @@ impl Core {
             .map(|(name, p)| PeerView {
                 node: name.clone(),
                 alive: !p.dead && p.last_heard_ms.is_some(),
+                flapping: p.flapping,
                 heartbeat_age_ms: p.last_heard_ms.map(|t| self.now_ms - t),
             })
             .collect()

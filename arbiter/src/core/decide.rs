@@ -23,16 +23,36 @@ impl Core {
             let Some(p) = self.peers.get_mut(&name) else {
                 continue;
             };
+            let now = self.now_ms;
+            p.deaths_ms.retain(|t| now - t < FLAP_WINDOW_MS);
             if dead && !p.dead {
                 p.dead = true;
+                p.deaths_ms.push(now);
                 let silent = p.last_heard_ms.map_or_else(
                     || "never heard".to_owned(),
-                    |t| format!("silent for {} ms", self.now_ms - t),
+                    |t| format!("silent for {} ms", now - t),
                 );
                 out.push(Action::Alarm {
                     message: format!("node {name} is dead ({silent})"),
                 });
+                if p.deaths_ms.len() >= FLAP_DEATHS && !p.flapping {
+                    p.flapping = true;
+                    out.push(Action::Alarm {
+                        message: format!(
+                            "node {name} flaps: dead {} times within {} s; no failback to it until it \
+                             is stable for {} s",
+                            p.deaths_ms.len(),
+                            FLAP_WINDOW_MS / 1000,
+                            FLAP_WINDOW_MS / 1000
+                        ),
+                    });
+                }
                 dead_now.push(name);
+            } else if p.flapping && p.deaths_ms.is_empty() {
+                p.flapping = false;
+                out.push(Action::Alarm {
+                    message: format!("node {name} is stable again"),
+                });
             }
         }
         // Streams this node protects whose holder is dead, or whose session failed on a living holder
@@ -224,6 +244,7 @@ impl Core {
             }
             let owner_shadows = self.peers.get(&s.spec.owner).is_some_and(|p| {
                 !p.dead
+                    && !p.flapping
                     && p.last_heard_ms.is_some()
                     && p.health
                         .get(&s.spec.key)

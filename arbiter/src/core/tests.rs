@@ -586,6 +586,95 @@ fn planned_handover_both_ways_and_refusals() {
     );
 }
 
+/// Test 9 of the issue, in the core: a primary that is reachable 3 s, silent 3 s, for a minute. The
+/// standby takes its streams over once, raises a flapping alarm, and gives nothing back while it flaps;
+/// once the primary has been stable for a whole window, failback happens after the hold-down.
+#[test]
+fn a_flapping_primary_is_taken_over_once_and_gets_nothing_back_until_stable() {
+    let mut a = primary();
+    let mut s = standby(None);
+    local_receiving(&mut s, 0);
+    let (mut n_a, mut n_s) = (0u64, 0u64);
+    let mut all = Vec::new();
+    let mut step = |t: i64, alive: bool, a: &mut Core, s: &mut Core, all: &mut Vec<Action>| {
+        if alive {
+            n_s += 1;
+            let _ = a.handle(
+                t,
+                Input::Heartbeat {
+                    from: "s".into(),
+                    heartbeat: hb_from(s, n_s, true),
+                },
+            );
+            n_a += 1;
+            let mut h = hb_from(a, n_a, true);
+            for x in &mut h.health {
+                x.mode = "shadow".into();
+            }
+            if let Ok(acts) = s.handle(
+                t,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: h,
+                },
+            ) {
+                all.extend(acts);
+            }
+        }
+        let acts = s.handle(t, Input::Tick).expect("tick");
+        for x in &acts {
+            if let Action::Promote { stream, epoch, .. } = x {
+                s.handle(
+                    t,
+                    Input::Promoted {
+                        stream: stream.clone(),
+                        epoch: *epoch,
+                        result: Ok(()),
+                    },
+                )
+                .expect("promoted");
+            }
+        }
+        all.extend(acts);
+    };
+    let mut t = 0;
+    while t < 60_000 {
+        t += 200;
+        step(t, (t / 3_000) % 2 == 0, &mut a, &mut s, &mut all);
+    }
+    let takeovers = promotes(&all).len();
+    let handbacks = all
+        .iter()
+        .filter(|x| matches!(x, Action::HandBack { .. }))
+        .count();
+    assert_eq!(
+        (takeovers, handbacks),
+        (2, 0),
+        "one takeover per stream, nothing given back"
+    );
+    assert!(
+        alarms(&all).iter().any(|m| m.contains("node a flaps")),
+        "{:?}",
+        alarms(&all)
+    );
+    assert!(s.peers()[0].flapping);
+    // Stable from now on: after a whole window without a death, then the hold-down, failback.
+    all.clear();
+    while t < 60_000 + 60_000 + 10_000 + 2_000 {
+        t += 200;
+        step(t, true, &mut a, &mut s, &mut all);
+    }
+    assert!(alarms(&all)
+        .iter()
+        .any(|m| m.contains("node a is stable again")));
+    assert_eq!(
+        all.iter()
+            .filter(|x| matches!(x, Action::HandBack { .. }))
+            .count(),
+        2
+    );
+}
+
 #[test]
 fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
     let a = primary();
