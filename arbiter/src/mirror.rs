@@ -22,7 +22,8 @@ pub enum MirrorError {
     },
 }
 
-/// The mirrored copies of `camera/kind` from `origin`, newest first: path and `start_ms`.
+/// The copies of `camera/kind` recorded by `origin` (mirrored from it, or this node's own when `origin`
+/// is this node), newest first: path and `start_ms`.
 pub fn copies(
     reader: &Reader,
     origin: &str,
@@ -32,7 +33,11 @@ pub fn copies(
     let mut out: Vec<(PathBuf, i64)> = Vec::new();
     if let Some(id) = reader.find_stream(camera, kind)? {
         for s in reader.stream_segments(id)? {
-            if s.node == origin && s.state == store::SegmentState::Sealed {
+            let readable = matches!(
+                s.state,
+                store::SegmentState::Sealed | store::SegmentState::Open
+            );
+            if s.node == origin && readable {
                 out.push((reader.absolute_path(&s.path), s.start_ms));
             }
         }

@@ -40,14 +40,27 @@ impl Promotion {
         (camera.to_owned(), kind.to_owned())
     }
 
-    /// The last frame this node holds from the previous holder (read through the store).
+    /// The newest frame of the stream this node holds (read through the store): the last one mirrored
+    /// from the previous holder, or the last one this node wrote itself if that is newer (a stream it
+    /// handed back and takes again before the new holder recorded anything).
     async fn last_held(&self) -> Result<Option<FrameId>, String> {
         let (camera, kind) = self.camera_kind();
-        let (data_dir, origin) = (self.data_dir.clone(), self.origin.clone());
+        let (data_dir, origin, me) = (
+            self.data_dir.clone(),
+            self.origin.clone(),
+            self.node.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let reader =
                 store::Reader::open(&data_dir, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
-            mirror::last_frame(&reader, &origin, &camera, &kind).map_err(|e| e.to_string())
+            let theirs =
+                mirror::last_frame(&reader, &origin, &camera, &kind).map_err(|e| e.to_string())?;
+            let mine =
+                mirror::last_frame(&reader, &me, &camera, &kind).map_err(|e| e.to_string())?;
+            Ok(match (theirs, mine) {
+                (Some(t), Some(m)) => Some(if m.wall_ms > t.wall_ms { m } else { t }),
+                (t, m) => t.or(m),
+            })
         })
         .await
         .map_err(|e| e.to_string())?
