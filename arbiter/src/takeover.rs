@@ -81,11 +81,11 @@ impl Promotion {
         let origin = &self.origin;
         let reason = match (&after, self.takeover) {
             (Some(a), _) => format!(
-                "{}; after the last frame mirrored from {origin}, {a}",
+                "{}; after the last frame held from {origin} (mirrored) or written here, {a}",
                 self.reason
             ),
             (None, Takeover::Hot) => format!(
-                "{}; nothing mirrored from {origin}: from the newest key frame",
+                "{}; nothing held from {origin}: from the newest key frame",
                 self.reason
             ),
             (None, Takeover::Cold) => format!("{}; cold", self.reason),
