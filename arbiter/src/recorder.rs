@@ -101,7 +101,8 @@ fn health_of(s: &Value) -> Option<StreamHealth> {
     })
 }
 
-/// Promotes `stream` under `epoch`, after `after` (a frame id JSON) or cold; returns the answer.
+/// Promotes `stream` under `epoch`, after `after` (a frame id JSON) or cold; returns the answer. A
+/// stream that records already counts as promoted (`{"already_recording": true}`).
 pub async fn promote(
     socket: &Path,
     stream: &str,
@@ -113,7 +114,13 @@ pub async fn promote(
     if let Some(a) = after {
         req["after"] = json!(a);
     }
-    request(socket, &req, COMMAND_TIMEOUT).await
+    match request(socket, &req, COMMAND_TIMEOUT).await {
+        // A restarted arbiter asks again for what its recorder records already: done.
+        Err(RecorderError::Refused(e)) if e.contains("already recording") => {
+            Ok(json!({"already_recording": true}))
+        }
+        other => other,
+    }
 }
 
 /// Releases `stream` to shadow at its next key frame; a stream without a session now (its camera
