@@ -462,9 +462,9 @@ fn bad_configs() {
         (
             63,
             "[arbiter]",
-            63,
-            "\"arbiter\"",
-            "unknown key \"arbiter\" in the top-level table",
+            64,
+            "[arbiter]",
+            "unknown key \"head_interval_ms\" in [arbiter]",
         ),
         (
             3,

@@ -12,6 +12,7 @@
 
 mod catalog;
 mod check;
+pub mod frame;
 pub mod layout;
 mod mirror;
 pub mod mp4;

@@ -233,6 +233,7 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
             width: 1280,
             height: 720,
             audio_codec: None,
+            epoch: None,
         })?;
         for f in 0..segment_mb {
             for b in chunk.iter_mut() {
