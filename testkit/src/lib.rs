@@ -385,7 +385,7 @@ impl CameraAuth {
 }
 
 /// Options of a [`GstCamera`]; `CameraOpts::default()` is 320x240, 25 fps, a key frame every 25
-/// frames, 512 kbit/s, no auth.
+/// frames, 512 kbit/s, no B-frames, no auth.
 #[derive(Clone, Debug)]
 pub struct CameraOpts {
     pub width: u32,
@@ -393,6 +393,8 @@ pub struct CameraOpts {
     pub fps: u32,
     pub gop_frames: u32,
     pub bitrate_kbps: u32,
+    /// B-frames between reference frames (`--bframes`; no pyramid: a reorder depth of one frame).
+    pub bframes: u32,
     pub auth: Option<CameraAuth>,
 }
 
@@ -404,6 +406,7 @@ impl Default for CameraOpts {
             fps: 25,
             gop_frames: 25,
             bitrate_kbps: 512,
+            bframes: 0,
             auth: None,
         }
     }
@@ -442,6 +445,10 @@ impl GstCamera {
         ] {
             args.push(flag.into());
             args.push(value.to_string());
+        }
+        if opts.bframes > 0 {
+            args.push("--bframes".into());
+            args.push(opts.bframes.to_string());
         }
         if let Some(auth) = &opts.auth {
             let method = match auth.method {
