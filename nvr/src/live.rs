@@ -68,6 +68,7 @@ impl LiveMuxer {
                 },
                 timescale: frame.track.clock_rate,
                 sample_entry: frame.track.sample_entry.clone(),
+                presentation_delay: 0,
             }])?);
             self.track = Some(frame.track.clone());
             self.first_ts = frame.ts;

@@ -13,6 +13,7 @@ mod recording;
 pub mod ring;
 mod session;
 mod task;
+mod timing;
 
 pub use command::{Command, CommandError, Mode, PromoteReport, ReleaseReport};
 pub use recording::{AudioTrack, Recording, VideoTrack};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Duration;
 
+use super::timing::{fragment_timing, reorder_delay, Next, Timeline};
 use super::{IngestError, IngestSettings};
 use crate::config::StreamKind;
 use store::mp4::{FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
@@ -89,6 +90,9 @@ pub struct Recording {
     gop: Vec<PendingFrame>,
     gop_audio: Vec<PendingAudio>,
     last_duration: u32,
+    /// Reorder delay (ticks) the stream's B-frames have needed so far; a new segment starts its
+    /// decode timeline this far before its presentation (see `timing.rs`).
+    reorder_delay: i64,
     frames_written: u64,
     bytes_written: u64,
     frames_dropped_before_key: u64,
@@ -102,7 +106,10 @@ pub struct Recording {
 
 struct OpenSegment {
     writer: SegmentWriter,
+    /// Presentation time of the segment's first frame (its start).
     first_ts: i64,
+    /// Reorder delay of this segment's decode timeline (its edit list).
+    delay: i64,
     sequence: u32,
     video_ticks: u64,
     audio_ticks: Option<u64>,
@@ -135,6 +142,7 @@ impl Recording {
             gop: Vec::new(),
             gop_audio: Vec::new(),
             last_duration: 3600,
+            reorder_delay: 0,
             frames_written: 0,
             bytes_written: 0,
             frames_dropped_before_key: 0,
@@ -218,11 +226,14 @@ impl Recording {
 
     /// Whether a frame at `ts` (on the run's timeline) ends the buffered fragment: a key frame, or a
     /// frame `fragment_max_ms` or more after the fragment's first frame (so a fragment never holds more
-    /// than `fragment_max_ms` of media, whatever the camera's GOP).
+    /// than `fragment_max_ms` of media, whatever the camera's GOP) that is presented after every
+    /// buffered frame (with B-frames, a reference frame: the B-frames before it in presentation
+    /// order follow it in decode order and belong to the same fragment).
     fn completes_fragment(&self, ts: i64, key: bool) -> bool {
         self.gop.first().is_some_and(|first| {
-            key || (ts - first.ts).saturating_mul(1000) / self.clock_rate()
+            key || ((ts - first.ts).saturating_mul(1000) / self.clock_rate()
                 >= self.settings.fragment_max_ms as i64
+                && self.gop.iter().all(|f| f.ts < ts))
         })
     }
 
@@ -255,7 +266,7 @@ impl Recording {
             }
         }
         if self.completes_fragment(ts, key) {
-            self.write_fragment(Some(ts))?;
+            self.write_fragment(Some((ts, key)))?;
             if key {
                 self.maybe_cut_segment(ts)?;
             }
@@ -358,7 +369,7 @@ impl Recording {
         Ok(())
     }
 
-    fn open_segment(&mut self, first_ts: i64) -> Result<(), IngestError> {
+    fn open_segment(&mut self, first_ts: i64, delay: i64) -> Result<(), IngestError> {
         let Some(video) = self.video.clone() else {
             return Err(IngestError::BadData("no video parameters".into()));
         };
@@ -383,6 +394,7 @@ impl Recording {
             },
             timescale: video.clock_rate,
             sample_entry: video.sample_entry.clone(),
+            presentation_delay: u32::try_from(delay).unwrap_or(0),
         }];
         if let Some(a) = &self.audio {
             tracks.push(TrackSpec {
@@ -393,6 +405,7 @@ impl Recording {
                 },
                 timescale: a.clock_rate,
                 sample_entry: a.sample_entry.clone(),
+                presentation_delay: 0,
             });
         }
         let start_ms = self.wall_ms(first_ts);
@@ -412,6 +425,7 @@ impl Recording {
         self.segment = Some(OpenSegment {
             writer,
             first_ts,
+            delay,
             sequence: 1,
             video_ticks: 0,
             audio_ticks: None,
@@ -420,15 +434,22 @@ impl Recording {
         Ok(())
     }
 
-    /// Writes the buffered frames as one fragment. `next_ts` is the timestamp of the frame after the last
-    /// buffered one (it gives the last frame's duration); `None` at the end of a run.
-    fn write_fragment(&mut self, next_ts: Option<i64>) -> Result<(), IngestError> {
+    /// Writes the buffered frames as one fragment. `next` is the timestamp of the frame after the last
+    /// buffered one and whether it is a key frame (it gives the last frame's duration); `None` at the
+    /// end of a run.
+    fn write_fragment(&mut self, next: Option<(i64, bool)>) -> Result<(), IngestError> {
         if self.gop.is_empty() {
             return Ok(());
         }
+        let pts: Vec<i64> = self.gop.iter().map(|f| f.ts).collect();
+        self.reorder_delay = self.reorder_delay.max(reorder_delay(&pts));
         if self.segment.is_none() {
-            self.open_segment(self.gop[0].ts)?;
+            self.open_segment(self.gop[0].ts, self.reorder_delay)?;
         }
+        let next = next.map(|(ts, key)| Next {
+            ts,
+            exact: key || self.reorder_delay == 0,
+        });
         let max_ticks = MAX_FRAME_DURATION_MS * self.clock_rate() / 1000;
         let gop = std::mem::take(&mut self.gop);
         let audio = std::mem::take(&mut self.gop_audio);
@@ -454,22 +475,25 @@ impl Recording {
             None
         };
         let mut fb = FragmentBuilder::new(seg.sequence, &tracks);
+        let timeline = Timeline {
+            origin_ts: seg.first_ts,
+            delay: seg.delay,
+            start: seg.video_ticks as i64,
+            typical: self.last_duration,
+            max_duration: max_ticks as u32,
+        };
+        let (timing, typical) = fragment_timing(&pts, timeline, next);
+        self.last_duration = typical;
         let mut ticks = 0u64;
-        for (i, f) in gop.iter().enumerate() {
-            let next = gop.get(i + 1).map(|n| n.ts).or(next_ts);
-            let duration = match next.map(|n| n - f.ts) {
-                Some(d) if d > 0 && d <= max_ticks => d as u32,
-                _ => self.last_duration,
-            };
-            self.last_duration = duration;
-            ticks += u64::from(duration);
+        for (f, t) in gop.iter().zip(timing) {
+            ticks += u64::from(t.duration);
             fb.push_sample_info(
                 0,
                 SampleInfo {
-                    duration,
+                    duration: t.duration,
                     size: f.data.len() as u32,
                     is_sync: f.key,
-                    composition_offset: 0,
+                    composition_offset: t.composition_offset,
                 },
             );
         }

@@ -1,0 +1,225 @@
+//! Ingest against real cameras that are not the test suite's plain ones (issue 9): B-frames from
+//! GStreamer's x264/x265 encoders, recorded by the real `nvr` binary and checked with ffprobe packet
+//! by packet.
+
+use testkit as common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base::clock::SystemClock;
+use common::{ffprobe, wait_until, CameraOpts, GstCamera, NvrProcess, TestDir};
+use store::{Reader, SegmentRow, SegmentState};
+
+/// 25 fps test cameras: one frame is 3600 ticks of the 90 kHz clock, 40 ms.
+const FRAME_TICKS: i64 = 3600;
+const FRAME_MS: i64 = 40;
+
+/// A one-node configuration recording `cams` as (name, url).
+fn write_config(dir: &TestDir, segment_s: u64, cams: &[(&str, String)]) -> PathBuf {
+    dir.write("identity/identity.toml", "node = \"test-a\"\n");
+    let mut cfg = format!(
+        r#"identity_dir = "{}"
+
+[recording]
+segment_duration_s = {segment_s}
+flush_interval_ms = 500
+
+[ingest]
+connect_timeout_ms = 3000
+frame_timeout_ms = 3000
+backoff_initial_ms = 300
+backoff_max_ms = 2000
+
+[[nodes]]
+name = "test-a"
+role = "primary"
+data_dir = "{}"
+"#,
+        dir.join("identity").display(),
+        dir.join("data").display()
+    );
+    for (name, url) in cams {
+        cfg.push_str(&format!(
+            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\n[cameras.streams.main]\nurl = \"{url}\"\n"
+        ));
+    }
+    dir.write("nvr.toml", cfg)
+}
+
+fn start_nvr(config: &Path, dir: &TestDir) -> NvrProcess {
+    let config = config.to_string_lossy().into_owned();
+    NvrProcess::spawn(dir, &["run", "--config", &config])
+}
+
+fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
+    if !dir.join("data/catalog.db").exists() {
+        return Vec::new();
+    }
+    let store = Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
+    match store.find_stream(camera, "main").expect("find stream") {
+        Some(id) => store.stream_segments(id).expect("segments"),
+        None => Vec::new(),
+    }
+}
+
+/// One video packet as ffprobe reads it from the file: pts, dts (90 kHz ticks), key flag.
+#[derive(Debug, Clone, Copy)]
+struct Packet {
+    pts: i64,
+    dts: i64,
+    key: bool,
+}
+
+fn video_packets(path: &Path) -> Vec<Packet> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_packets"])
+        .args(["-show_entries", "packet=pts,dts,flags", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let num = |i: usize| -> i64 {
+                f.get(i)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{}: field {i} of {l:?}", path.display()))
+            };
+            Packet {
+                pts: num(0),
+                dts: num(1),
+                key: f.get(2).is_some_and(|k| k.starts_with('K')),
+            }
+        })
+        .collect()
+}
+
+/// Every segment of `camera` has B-frames with correct timestamps: decode times only grow, no frame
+/// is presented before it is decoded, the presentation times are one frame apart with no hole or
+/// duplicate and start at 0, the catalog's duration is the file's, and the segments of a run meet.
+fn assert_b_frame_segments(dir: &TestDir, camera: &str, codec: &str) {
+    let segs = segments(dir, camera);
+    assert!(segs.len() >= 2, "{camera}: segments {segs:?}");
+    let mut reordered = 0;
+    for s in &segs {
+        assert_eq!(s.state, SegmentState::Sealed, "{camera}: {s:?}");
+        let path = dir.join("data").join(&s.path);
+        let probe = ffprobe(&path);
+        assert!(
+            probe.stderr_errors.is_empty(),
+            "{camera} {}: {}",
+            s.path,
+            probe.stderr_errors
+        );
+        assert_eq!(probe.codec, codec);
+        assert_eq!(probe.frames as i64, s.frames, "{camera} {}", s.path);
+        let packets = video_packets(&path);
+        assert_eq!(packets.len() as i64, s.frames, "{camera} {}", s.path);
+        assert!(packets[0].key, "{camera} {}: starts on a key frame", s.path);
+        for w in packets.windows(2) {
+            assert!(
+                w[1].dts > w[0].dts,
+                "{camera} {}: decode times must grow: {w:?}",
+                s.path
+            );
+        }
+        for p in &packets {
+            assert!(p.pts >= p.dts, "{camera} {}: {p:?}", s.path);
+        }
+        reordered += packets.windows(2).filter(|w| w[1].pts < w[0].pts).count();
+        let mut pts: Vec<i64> = packets.iter().map(|p| p.pts).collect();
+        pts.sort_unstable();
+        assert_eq!(pts[0], 0, "{camera} {}: presentation starts at 0", s.path);
+        assert!(
+            pts.windows(2).all(|w| w[1] > w[0]),
+            "{camera} {}: {pts:?}",
+            s.path
+        );
+        // The decode timeline (the samples' durations, as written) spans the presentation: the
+        // file's duration either way.
+        let scan = store::mp4::scan_file(&path).expect("scan");
+        let decode_span: i64 = scan
+            .fragments
+            .iter()
+            .flat_map(|f| &f.tracks)
+            .filter(|t| t.track_id == 1)
+            .map(|t| t.duration_sum as i64)
+            .sum();
+        let presentation_span = pts[pts.len() - 1] + FRAME_TICKS;
+        assert_eq!(decode_span, presentation_span, "{camera} {}", s.path);
+        assert_eq!(
+            s.media_duration_ms,
+            presentation_span / 90,
+            "{camera} {}: catalog duration vs the file's",
+            s.path
+        );
+        let last_of_run = segs
+            .iter()
+            .all(|o| o.run_id != s.run_id || o.start_ms <= s.start_ms);
+        if !last_of_run {
+            // Cut at a key frame: every frame is there, one frame period apart. (A run stopped
+            // after a reference frame ends without the B-frames presented before it, which the
+            // camera had not sent yet.)
+            for (i, p) in pts.iter().enumerate() {
+                assert_eq!(
+                    *p,
+                    i as i64 * FRAME_TICKS,
+                    "{camera} {}: presentation times one frame apart: {pts:?}",
+                    s.path
+                );
+            }
+            assert_eq!(s.media_duration_ms, s.frames * FRAME_MS, "{s:?}");
+        }
+        assert_eq!(s.end_ms - s.start_ms, s.media_duration_ms, "{s:?}");
+    }
+    assert!(reordered > 0, "{camera}: the camera sent no B-frames");
+    for w in segs.windows(2) {
+        if w[0].run_id == w[1].run_id {
+            assert_eq!(
+                w[0].end_ms, w[1].start_ms,
+                "{camera}: segments overlap or gap"
+            );
+        }
+    }
+}
+
+#[test]
+fn b_frames_get_composition_offsets_growing_decode_times_and_presentation_durations() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(
+        &[("/h264", "h264"), ("/h265", "h265")],
+        CameraOpts {
+            bframes: 2,
+            ..CameraOpts::default()
+        },
+    );
+    let config = write_config(
+        &dir,
+        2,
+        &[("bf264", cam.url("/h264")), ("bf265", cam.url("/h265"))],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("bf264") >= 3 && sealed("bf265") >= 3
+        }),
+        "no three sealed segments each; nvr:\n{}",
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    assert_b_frame_segments(&dir, "bf264", "h264");
+    assert_b_frame_segments(&dir, "bf265", "hevc");
+}
