@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base::clock::SystemClock;
-use common::{ffprobe, wait_until, CameraOpts, GstCamera, NvrProcess, TestDir};
+use common::{ffprobe, wait_until, CameraOpts, GstCamera, LossyProxy, NvrProcess, TestDir};
 use store::{Reader, SegmentRow, SegmentState};
 
 /// 25 fps test cameras: one frame is 3600 ticks of the 90 kHz clock, 40 ms.
@@ -63,6 +63,18 @@ fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
         Some(id) => store.stream_segments(id).expect("segments"),
         None => Vec::new(),
     }
+}
+
+fn stream_status(dir: &TestDir, camera: &str) -> serde_json::Value {
+    std::fs::read(dir.join("data/status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v["streams"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["camera"] == camera).cloned())
+        })
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// One video packet as ffprobe reads it from the file: pts, dts (90 kHz ticks), key flag.
@@ -222,4 +234,69 @@ fn b_frames_get_composition_offsets_growing_decode_times_and_presentation_durati
     nvr.expect_clean_exit(Duration::from_secs(20));
     assert_b_frame_segments(&dir, "bf264", "h264");
     assert_b_frame_segments(&dir, "bf265", "hevc");
+}
+
+#[test]
+fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
+    // 1 % of the video's RTP packets dropped and 0.5 % reordered, among the first 2000.
+    let proxy = LossyProxy::start(cam.port(), 1.0, 0.5, 2000);
+    let config = write_config(&dir, 4, &[("lossy", proxy.url("/cam"))]);
+    let mut nvr = start_nvr(&config, &dir);
+    let counted = |st: &serde_json::Value| {
+        (
+            st["rtp_packets_lost"].as_u64().unwrap_or(0),
+            st["packet_errors"].as_u64().unwrap_or(0),
+        )
+    };
+    // Once the damage is over, the status counts exactly what the link did: each dropped packet and
+    // each reordered one is missing from the sequence when its successor arrives; a reordered
+    // packet arriving late is a bad packet (out of order over TCP), survived.
+    let done = wait_until(Duration::from_secs(120), Duration::from_millis(300), || {
+        let damage = proxy.stats();
+        damage.done
+            && counted(&stream_status(&dir, "lossy"))
+                == (damage.dropped + damage.reordered, damage.reordered)
+    });
+    let damage = proxy.stats();
+    let st = stream_status(&dir, "lossy");
+    assert!(
+        done,
+        "damage {damage:?}, status {st}\nnvr:\n{}",
+        nvr.stderr_tail(40)
+    );
+    assert!(damage.dropped > 0 && damage.reordered > 0, "{damage:?}");
+    assert_eq!(st["connects"], 1, "the session stayed up: {st}");
+    assert_eq!(st["reconnects"], 0, "{st}");
+    assert!(st["frames_skipped"].as_u64().unwrap_or(0) > 0, "{st}");
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+
+    let segs = segments(&dir, "lossy");
+    assert!(segs.len() >= 2, "{segs:?}");
+    for s in &segs {
+        assert_eq!(s.state, SegmentState::Sealed);
+        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
+        let probe = ffprobe(dir.join("data").join(&s.path));
+        assert!(
+            probe.stderr_errors.is_empty(),
+            "{}: {}",
+            s.path,
+            probe.stderr_errors
+        );
+        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+    }
+    let store = Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
+    let loss_events: Vec<_> = store
+        .events(0, 1000)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.kind == "media_loss")
+        .collect();
+    assert!(!loss_events.is_empty(), "no media_loss event");
+    assert!(
+        loss_events[0].message.contains("RTP packets lost"),
+        "{loss_events:?}"
+    );
 }

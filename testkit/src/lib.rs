@@ -658,6 +658,102 @@ impl Drop for HostileCamera {
 }
 
 // ---------------------------------------------------------------------------------------------
+// LossyProxy
+// ---------------------------------------------------------------------------------------------
+
+/// Damage done by a [`LossyProxy`] so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossyStats {
+    /// Packets of the damaged channel that were candidates.
+    pub seen: u64,
+    pub dropped: u64,
+    /// Packets sent after the packet that followed them.
+    pub reordered: u64,
+    /// The damage window (`damage_packets`) has passed: no more damage.
+    pub done: bool,
+}
+
+/// A lossy link for RTSP over TCP in front of a camera: `tests/lossy_rtsp_proxy.py` drops
+/// `drop_percent` and reorders `reorder_percent` of the RTP packets of interleaved channel 0 (the
+/// first stream's RTP), among the first `damage_packets` of them, with a fixed seed.
+pub struct LossyProxy {
+    child: Option<Child>,
+    port: u16,
+    stats: PathBuf,
+    log: PathBuf,
+}
+
+impl LossyProxy {
+    pub fn start(
+        upstream_port: u16,
+        drop_percent: f64,
+        reorder_percent: f64,
+        damage_packets: u64,
+    ) -> LossyProxy {
+        let script = repo_tests_file("lossy_rtsp_proxy.py");
+        let log = unique_log_path("lossy");
+        let stats = log.with_extension("json");
+        let args = vec![
+            script.to_string_lossy().into_owned(),
+            "--upstream-port".into(),
+            upstream_port.to_string(),
+            "--drop-percent".into(),
+            drop_percent.to_string(),
+            "--reorder-percent".into(),
+            reorder_percent.to_string(),
+            "--damage-packets".into(),
+            damage_packets.to_string(),
+            "--stats".into(),
+            stats.to_string_lossy().into_owned(),
+        ];
+        let (child, port) = spawn_script_any_port("python3", &args, None, &log);
+        LossyProxy {
+            child: Some(child),
+            port,
+            stats,
+            log,
+        }
+    }
+
+    /// The camera's `path` through the proxy.
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://127.0.0.1:{}{}", self.port, normalize_mount(path))
+    }
+
+    pub fn stats(&self) -> LossyStats {
+        let v: serde_json::Value = fs::read(&self.stats)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        LossyStats {
+            seen: v["seen"].as_u64().unwrap_or(0),
+            dropped: v["dropped"].as_u64().unwrap_or(0),
+            reordered: v["reordered"].as_u64().unwrap_or(0),
+            done: v["done"].as_bool().unwrap_or(false),
+        }
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group_and_reap(&mut child);
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- LossyProxy port {} log {} (tail) ---\n{}",
+                self.port,
+                self.log.display(),
+                file_tail(&self.log, 20)
+            );
+        } else {
+            let _ = fs::remove_file(&self.log);
+        }
+        let _ = fs::remove_file(&self.stats);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // ffprobe
 // ---------------------------------------------------------------------------------------------
 

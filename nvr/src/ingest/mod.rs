@@ -1,7 +1,8 @@
 //! Ingest: one RTSP session per stream (retina), frames grouped into fMP4 fragments and segments.
 //!
 //! [`run_stream`] (in `session.rs`) is the stream's background job: connect (each step under a
-//! timeout), record until the session fails or the no-frame watchdog fires, close the recording
+//! timeout), record until the session fails or the no-frame watchdog fires (a lost or malformed
+//! packet does not fail it: `loss.rs` skips to the next key frame and counts), close the recording
 //! cleanly, back off (exponential with jitter; capped at once after a wrong password), reconnect. A
 //! failure of one stream never touches another. [`Recording`] (in `recording.rs`) is the
 //! camera-independent part: it turns timestamped frames into fragments and segments and is tested with
@@ -9,6 +10,7 @@
 //! errors.
 
 mod command;
+mod loss;
 mod recording;
 pub mod ring;
 mod session;
@@ -16,6 +18,7 @@ mod task;
 mod timing;
 
 pub use command::{Command, CommandError, Mode, PromoteReport, ReleaseReport};
+pub use loss::LossCounts;
 pub use recording::{AudioTrack, Recording, VideoTrack};
 pub use ring::RingLimits;
 pub use task::{StreamChannels, StreamTask, COMMAND_QUEUE, LIVE_QUEUE};
@@ -96,6 +99,10 @@ pub struct StreamStatus {
     pub alive_ms: i64,
     /// Video frames received in this process (recorded or not).
     pub frames_received: u64,
+    /// Media lost in this process: RTP packets missing, malformed packets survived, frames skipped
+    /// to the next key frame (flattened: `rtp_packets_lost`, `packet_errors`, `frames_skipped`).
+    #[serde(flatten)]
+    pub loss: LossCounts,
     /// Received video frames per second and bits per second over the last status interval.
     pub fps: f64,
     pub bitrate_bps: u64,
@@ -136,6 +143,7 @@ impl StreamStatus {
             next_retry_ms: None,
             alive_ms: 0,
             frames_received: 0,
+            loss: LossCounts::default(),
             fps: 0.0,
             bitrate_bps: 0,
             last_key_frame: None,

@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::command::Reply;
+use super::loss::{event_message, LossTracker, Verdict};
 use super::ring::ShadowRing;
 use super::session::{audio_track, blocking, connect, video_track, Connected};
 use super::{
@@ -91,6 +92,7 @@ pub struct StreamTask {
     window_bytes: u64,
     window_start: Instant,
     received: u64,
+    loss: LossTracker,
 }
 
 impl StreamTask {
@@ -130,6 +132,7 @@ impl StreamTask {
             window_bytes: 0,
             window_start: Instant::now(),
             received: 0,
+            loss: LossTracker::default(),
         };
         let channels = StreamChannels {
             commands: cmd_tx,
@@ -314,6 +317,7 @@ impl StreamTask {
             }
         };
         self.h265 = c.h265;
+        self.loss.session_started();
         // Parameters are read anew from each session.
         self.video_track = None;
         self.audio_track = None;
@@ -396,7 +400,13 @@ impl StreamTask {
                 item = c.demuxed.next() => {
                     let item = match item {
                         None => return Err(IngestError::Ended),
-                        Some(Err(e)) => return Err(IngestError::rtsp("stream", e)),
+                        Some(Err(e)) => {
+                            if self.loss.packet_error() {
+                                tracing::debug!(stream = %self.label, error = %e, "bad packet; waiting for the next key frame");
+                                continue;
+                            }
+                            return Err(IngestError::rtsp("stream", e));
+                        }
                         Some(Ok(item)) => item,
                     };
                     if self.on_item(c, item)? {
@@ -430,6 +440,10 @@ impl StreamTask {
                 };
                 let ts = frame.timestamp().elapsed();
                 let key = frame.is_random_access_point();
+                if self.loss.video_frame(frame.loss(), key) == Verdict::Skip {
+                    self.received += 1;
+                    return Ok(true);
+                }
                 let data = bytes::Bytes::from(frame.into_data());
                 let wall_ms = self.store.now_utc_ms();
                 let frame = VideoFrame::new(ts, key, data, wall_ms, self.h265, track);
@@ -437,6 +451,7 @@ impl StreamTask {
                 Ok(true)
             }
             CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == c.audio_i => {
+                self.loss.audio_frame(frame.loss());
                 if self.audio_track.is_none() {
                     if let Some(ParametersRef::Audio(a)) =
                         c.demuxed.streams()[frame.stream_id()].parameters()
@@ -770,6 +785,15 @@ impl StreamTask {
         let (ring_frames, ring_bytes) = (self.ring.len(), self.ring.bytes());
         let subscribers = self.live.receiver_count();
         let received = self.received;
+        let loss = self.loss.counts();
+        if rates {
+            if let Some(new) = self.loss.event_due(now_ms) {
+                let message = event_message(&self.label, new);
+                tracing::warn!(stream = %self.label, "{message}");
+                self.store
+                    .log_event(Some(self.stream_id), "media_loss", &message);
+            }
+        }
         let track = self.video_track.clone();
         update(&self.status, |s| {
             s.alive_ms = now_ms;
@@ -796,6 +820,7 @@ impl StreamTask {
                 s.height = Some(v.height);
             }
             s.frames_received = received;
+            s.loss = loss;
             s.ring_frames = ring_frames;
             s.ring_bytes = ring_bytes;
             s.live_subscribers = subscribers;
