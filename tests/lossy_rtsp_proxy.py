@@ -3,7 +3,7 @@
 
     python3 tests/lossy_rtsp_proxy.py --port P --upstream-port U [--channel 0] \
         [--drop-percent 1.0] [--reorder-percent 0.5] [--damage-packets N] [--seed 1] \
-        [--stats FILE]
+        [--stats FILE] [--sdp-trailing-semicolon] [--sdp-drop-sprop]
 
 Listens on 127.0.0.1:P; each client gets its own connection to 127.0.0.1:U. Client-to-server bytes
 pass unchanged. Server-to-client bytes are parsed as RTSP messages and `$` interleaved frames
@@ -13,6 +13,10 @@ frame of the channel with probability `--reorder-percent` (the frame after a hel
 damaged). Only the first `--damage-packets` frames of the channel are candidates (0: all), so a
 test can wait for the damage to end and compare counts exactly. Decisions come from a random
 generator seeded with `--seed`.
+
+SDP quirks of real cameras, in the DESCRIBE answer (Content-Length adjusted):
+`--sdp-trailing-semicolon` ends every `a=fmtp` line with `;` (an empty parameter),
+`--sdp-drop-sprop` removes the `sprop-*` parameters (parameter sets only in band).
 
 `--stats FILE` is rewritten (atomically) after every damaged packet and once the damage window has
 passed, as JSON: {"seen": n, "dropped": n, "reordered": n, "done": bool}. Standard library only.
@@ -105,6 +109,39 @@ def recv_exact(sock, buf, n):
     return True
 
 
+def rewrite_sdp(body, a):
+    lines = body.decode("utf-8", "replace").split("\r\n")
+    out = []
+    for line in lines:
+        if line.startswith("a=fmtp:"):
+            head, _, params = line.partition(" ")
+            kept = [p.strip() for p in params.split(";") if p.strip()]
+            if a.sdp_drop_sprop:
+                kept = [p for p in kept if not p.startswith("sprop-")]
+            if not kept:
+                kept = ["packetization-mode=1"] if "sprop" in params else []
+            line = head + " " + ";".join(kept)
+            if a.sdp_trailing_semicolon:
+                line += ";"
+        out.append(line)
+    return "\r\n".join(out).encode()
+
+
+def rewrite_message(msg, a):
+    """Applies the SDP options to an RTSP message carrying an SDP body."""
+    end = msg.index(b"\r\n\r\n") + 4
+    head, body = msg[:end], msg[end:]
+    if not body.startswith(b"v=0") or not (a.sdp_trailing_semicolon or a.sdp_drop_sprop):
+        return msg
+    body = rewrite_sdp(body, a)
+    lines = []
+    for line in head[:-4].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            line = b"Content-Length: " + str(len(body)).encode()
+        lines.append(line)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
 def pipe_damaged(src, dst, damage, channel):
     buf = bytearray()
     held = None
@@ -148,7 +185,7 @@ def pipe_damaged(src, dst, damage, channel):
                     length = int(value.strip() or b"0")
             if not recv_exact(src, buf, end + length):
                 break
-            dst.sendall(bytes(buf[:end + length]))
+            dst.sendall(rewrite_message(bytes(buf[:end + length]), damage.a))
             del buf[:end + length]
     except OSError:
         pass
@@ -182,6 +219,8 @@ def main():
     p.add_argument("--damage-packets", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--stats")
+    p.add_argument("--sdp-trailing-semicolon", action="store_true")
+    p.add_argument("--sdp-drop-sprop", action="store_true")
     a = p.parse_args()
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

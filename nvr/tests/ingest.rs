@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base::clock::SystemClock;
-use common::{ffprobe, wait_until, CameraOpts, GstCamera, LossyProxy, NvrProcess, TestDir};
+use common::{
+    ffprobe, wait_until, CameraOpts, GstCamera, LossyOpts, LossyProxy, NvrProcess, TestDir,
+};
 use store::{Reader, SegmentRow, SegmentState};
 
 /// 25 fps test cameras: one frame is 3600 ticks of the 90 kHz clock, 40 ms.
@@ -241,7 +243,15 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
     let dir = TestDir::new();
     let cam = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
     // 1 % of the video's RTP packets dropped and 0.5 % reordered, among the first 2000.
-    let proxy = LossyProxy::start(cam.port(), 1.0, 0.5, 2000);
+    let proxy = LossyProxy::start(
+        cam.port(),
+        LossyOpts {
+            drop_percent: 1.0,
+            reorder_percent: 0.5,
+            damage_packets: 2000,
+            ..LossyOpts::default()
+        },
+    );
     let config = write_config(&dir, 4, &[("lossy", proxy.url("/cam"))]);
     let mut nvr = start_nvr(&config, &dir);
     let counted = |st: &serde_json::Value| {
@@ -299,4 +309,60 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
         loss_events[0].message.contains("RTP packets lost"),
         "{loss_events:?}"
     );
+}
+
+#[test]
+fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_band_records() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(
+        &[("/h264", "h264"), ("/h265", "h265")],
+        CameraOpts::default(),
+    );
+    let proxy = LossyProxy::start(
+        cam.port(),
+        LossyOpts {
+            sdp_trailing_semicolon: true,
+            sdp_drop_sprop: true,
+            ..LossyOpts::default()
+        },
+    );
+    let config = write_config(
+        &dir,
+        2,
+        &[
+            ("fmtp264", proxy.url("/h264")),
+            ("fmtp265", proxy.url("/h265")),
+        ],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("fmtp264") >= 2 && sealed("fmtp265") >= 2
+        }),
+        "status h264 {}, h265 {}; nvr:\n{}",
+        stream_status(&dir, "fmtp264"),
+        stream_status(&dir, "fmtp265"),
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    for (camera, codec) in [("fmtp264", "h264"), ("fmtp265", "hevc")] {
+        for s in segments(&dir, camera) {
+            let probe = ffprobe(dir.join("data").join(&s.path));
+            assert!(
+                probe.stderr_errors.is_empty(),
+                "{}: {}",
+                s.path,
+                probe.stderr_errors
+            );
+            assert_eq!(probe.codec, codec);
+            assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+        }
+    }
 }

@@ -673,9 +673,23 @@ pub struct LossyStats {
     pub done: bool,
 }
 
-/// A lossy link for RTSP over TCP in front of a camera: `tests/lossy_rtsp_proxy.py` drops
-/// `drop_percent` and reorders `reorder_percent` of the RTP packets of interleaved channel 0 (the
-/// first stream's RTP), among the first `damage_packets` of them, with a fixed seed.
+/// What a [`LossyProxy`] does; `LossyOpts::default()` passes everything unchanged.
+#[derive(Clone, Debug, Default)]
+pub struct LossyOpts {
+    /// Percent of the RTP packets of interleaved channel 0 (the first stream's RTP) dropped.
+    pub drop_percent: f64,
+    /// Percent of them sent after the packet that follows them.
+    pub reorder_percent: f64,
+    /// Only the first this-many packets of the channel are damaged (0: all).
+    pub damage_packets: u64,
+    /// Every `a=fmtp` line of the SDP ends with `;`.
+    pub sdp_trailing_semicolon: bool,
+    /// The SDP's `sprop-*` parameters are removed: parameter sets only in band.
+    pub sdp_drop_sprop: bool,
+}
+
+/// A lossy, quirky link for RTSP over TCP in front of a camera: `tests/lossy_rtsp_proxy.py` with
+/// [`LossyOpts`] (seeded: the same damage every run).
 pub struct LossyProxy {
     child: Option<Child>,
     port: u16,
@@ -684,28 +698,29 @@ pub struct LossyProxy {
 }
 
 impl LossyProxy {
-    pub fn start(
-        upstream_port: u16,
-        drop_percent: f64,
-        reorder_percent: f64,
-        damage_packets: u64,
-    ) -> LossyProxy {
+    pub fn start(upstream_port: u16, opts: LossyOpts) -> LossyProxy {
         let script = repo_tests_file("lossy_rtsp_proxy.py");
         let log = unique_log_path("lossy");
         let stats = log.with_extension("json");
-        let args = vec![
+        let mut args = vec![
             script.to_string_lossy().into_owned(),
             "--upstream-port".into(),
             upstream_port.to_string(),
             "--drop-percent".into(),
-            drop_percent.to_string(),
+            opts.drop_percent.to_string(),
             "--reorder-percent".into(),
-            reorder_percent.to_string(),
+            opts.reorder_percent.to_string(),
             "--damage-packets".into(),
-            damage_packets.to_string(),
+            opts.damage_packets.to_string(),
             "--stats".into(),
             stats.to_string_lossy().into_owned(),
         ];
+        if opts.sdp_trailing_semicolon {
+            args.push("--sdp-trailing-semicolon".into());
+        }
+        if opts.sdp_drop_sprop {
+            args.push("--sdp-drop-sprop".into());
+        }
         let (child, port) = spawn_script_any_port("python3", &args, None, &log);
         LossyProxy {
             child: Some(child),
