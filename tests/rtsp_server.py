@@ -154,6 +154,9 @@ def main():
     p.add_argument("--bitrate", type=positive, default=512, help="kbit/s")
     p.add_argument("--bframes", type=int, choices=range(0, 4), default=0,
                    help="B-frames between reference frames (0: none, the default)")
+    p.add_argument("--protocols", choices=("any", "udp", "tcp"), default="any",
+                   help="lower transports offered: a camera limited to udp answers 461 to TCP "
+                        "interleaving (as VLC's server does)")
     p.add_argument("--auth", type=parse_auth, metavar="digest:USER:PASS|basic:USER:PASS")
     a = p.parse_args()
     if not a.mount:
@@ -174,6 +177,10 @@ def main():
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch_line(kind, a))
         factory.set_shared(True)
+        if a.protocols == "udp":
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
+        elif a.protocols == "tcp":
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
         mounts.add_factory(path, factory)
         factories.append(factory)
     if a.auth:

@@ -169,6 +169,8 @@ pub enum Transport {
     #[default]
     Tcp,
     Udp,
+    /// TCP, or UDP when the camera refuses TCP interleaving (461 Unsupported Transport).
+    Auto,
 }
 
 impl Transport {
@@ -176,6 +178,7 @@ impl Transport {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+            Transport::Auto => "auto",
         }
     }
 }

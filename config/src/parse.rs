@@ -637,11 +637,12 @@ fn parse_camera(
         Some(v) => match v.get_ref().as_str() {
             "tcp" => Transport::Tcp,
             "udp" => Transport::Udp,
+            "auto" => Transport::Auto,
             other => {
                 return Err(ctx.invalid(
                     v.span(),
                     t.key_path("transport"),
-                    format!("must be \"tcp\" or \"udp\", got {other:?}"),
+                    format!("must be \"tcp\", \"udp\" or \"auto\", got {other:?}"),
                 ))
             }
         },

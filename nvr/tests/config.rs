@@ -649,7 +649,7 @@ fn bad_configs() {
             r#"transport = "http""#,
             24,
             "cameras[0].transport",
-            "must be \"tcp\" or \"udp\", got \"http\"",
+            "must be \"tcp\", \"udp\" or \"auto\", got \"http\"",
         ),
         (
             27,

@@ -21,6 +21,12 @@ const FRAME_MS: i64 = 40;
 
 /// A one-node configuration recording `cams` as (name, url).
 fn write_config(dir: &TestDir, segment_s: u64, cams: &[(&str, String)]) -> PathBuf {
+    let cams: Vec<_> = cams.iter().map(|(n, u)| (*n, u.clone(), "tcp")).collect();
+    write_config_transport(dir, segment_s, &cams)
+}
+
+/// A one-node configuration recording `cams` as (name, url, transport).
+fn write_config_transport(dir: &TestDir, segment_s: u64, cams: &[(&str, String, &str)]) -> PathBuf {
     dir.write("identity/identity.toml", "node = \"test-a\"\n");
     let mut cfg = format!(
         r#"identity_dir = "{}"
@@ -43,9 +49,9 @@ data_dir = "{}"
         dir.join("identity").display(),
         dir.join("data").display()
     );
-    for (name, url) in cams {
+    for (name, url, transport) in cams {
         cfg.push_str(&format!(
-            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\n[cameras.streams.main]\nurl = \"{url}\"\n"
+            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\ntransport = \"{transport}\"\n[cameras.streams.main]\nurl = \"{url}\"\n"
         ));
     }
     dir.write("nvr.toml", cfg)
@@ -364,5 +370,60 @@ fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_band_records() {
             assert_eq!(probe.codec, codec);
             assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
         }
+    }
+}
+
+#[test]
+fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(
+        &[("/cam", "h264")],
+        CameraOpts {
+            udp_only: true,
+            ..CameraOpts::default()
+        },
+    );
+    let config = write_config_transport(
+        &dir,
+        2,
+        &[
+            ("auto", cam.url("/cam"), "auto"),
+            ("tcponly", cam.url("/cam"), "tcp"),
+        ],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("auto") >= 2
+                && stream_status(&dir, "tcponly")["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("461"))
+        }),
+        "auto {}, tcponly {}; nvr:\n{}",
+        stream_status(&dir, "auto"),
+        stream_status(&dir, "tcponly"),
+        nvr.stderr_tail(40)
+    );
+    let st = stream_status(&dir, "auto");
+    assert_eq!(st["transport"], "udp", "{st}");
+    assert_eq!(st["reconnects"], 0, "{st}");
+    assert_eq!(sealed("tcponly"), 0);
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    for s in segments(&dir, "auto") {
+        let probe = ffprobe(dir.join("data").join(&s.path));
+        assert!(
+            probe.stderr_errors.is_empty(),
+            "{}: {}",
+            s.path,
+            probe.stderr_errors
+        );
+        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
     }
 }

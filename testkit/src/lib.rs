@@ -395,6 +395,8 @@ pub struct CameraOpts {
     pub bitrate_kbps: u32,
     /// B-frames between reference frames (`--bframes`; no pyramid: a reorder depth of one frame).
     pub bframes: u32,
+    /// Offer RTP over UDP only (`--protocols udp`): TCP interleaving is answered with 461.
+    pub udp_only: bool,
     pub auth: Option<CameraAuth>,
 }
 
@@ -407,6 +409,7 @@ impl Default for CameraOpts {
             gop_frames: 25,
             bitrate_kbps: 512,
             bframes: 0,
+            udp_only: false,
             auth: None,
         }
     }
@@ -445,6 +448,10 @@ impl GstCamera {
         ] {
             args.push(flag.into());
             args.push(value.to_string());
+        }
+        if opts.udp_only {
+            args.push("--protocols".into());
+            args.push("udp".into());
         }
         if opts.bframes > 0 {
             args.push("--bframes".into());

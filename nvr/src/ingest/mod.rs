@@ -85,6 +85,8 @@ pub struct StreamStatus {
     pub height: Option<u32>,
     /// Audio as recorded (`aac`) or why not (`pcma: not recorded (only AAC is)`).
     pub audio: Option<String>,
+    /// RTSP transport of the current or last session (`tcp`, `udp`).
+    pub transport: Option<String>,
     pub last_frame_ms: Option<i64>,
     pub frames: u64,
     pub bytes: u64,
@@ -131,6 +133,7 @@ impl StreamStatus {
             width: None,
             height: None,
             audio: None,
+            transport: None,
             last_frame_ms: None,
             frames: 0,
             bytes: 0,

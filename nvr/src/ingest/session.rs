@@ -17,9 +17,15 @@ pub(super) struct Connected {
     /// Audio as recorded (`aac`) or why not.
     pub audio_note: Option<String>,
     pub h265: bool,
+    /// The transport in use (`tcp` or `udp`).
+    pub transport: &'static str,
 }
 
-/// Connects, DESCRIBEs, SETUPs video (and AAC audio) and PLAYs.
+/// RTSP status of a SETUP whose transport the server does not offer.
+const UNSUPPORTED_TRANSPORT: u16 = 461;
+
+/// Connects, DESCRIBEs, SETUPs video (and AAC audio) and PLAYs. With `transport = "auto"` a SETUP
+/// refused with 461 (Unsupported Transport) over TCP is repeated over UDP.
 pub(super) async fn connect(
     spec: &StreamSpec,
     settings: IngestSettings,
@@ -72,21 +78,46 @@ pub(super) async fn connect(
         ),
         None => (None, None),
     };
-    let transport = match spec.transport {
-        Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
-        Transport::Udp => retina::client::Transport::Udp(Default::default()),
+    let (first, fallback) = match spec.transport {
+        Transport::Tcp => (Transport::Tcp, None),
+        Transport::Udp => (Transport::Udp, None),
+        Transport::Auto => (Transport::Tcp, Some(Transport::Udp)),
     };
-    let setup = || {
+    let mut transport = first;
+    let setup = |t: Transport| {
+        let transport = match t {
+            Transport::Udp => retina::client::Transport::Udp(Default::default()),
+            _ => retina::client::Transport::Tcp(Default::default()),
+        };
         SetupOptions::default()
-            .transport(transport.clone())
+            .transport(transport)
             .frame_format(FrameFormat::MP4)
     };
-    with_timeout(
-        "SETUP",
-        settings.connect_timeout_ms,
-        rtsp.setup(video_i, setup()),
+    let video_setup = tokio::time::timeout(
+        Duration::from_millis(settings.connect_timeout_ms),
+        rtsp.setup(video_i, setup(first)),
     )
-    .await?;
+    .await;
+    match (video_setup, fallback) {
+        (Ok(Err(e)), Some(other)) if e.status_code() == Some(UNSUPPORTED_TRANSPORT) => {
+            tracing::info!(url = %spec.url, refused = first.as_str(), trying = other.as_str(), "camera refuses the transport");
+            transport = other;
+            with_timeout(
+                "SETUP",
+                settings.connect_timeout_ms,
+                rtsp.setup(video_i, setup(other)),
+            )
+            .await?;
+        }
+        (Ok(r), _) => r.map_err(|e| IngestError::rtsp("SETUP", e))?,
+        (Err(_), _) => {
+            return Err(IngestError::Timeout {
+                step: "SETUP",
+                timeout_ms: settings.connect_timeout_ms,
+            })
+        }
+    }
+    let setup = || setup(transport);
     if let Some(i) = audio_i {
         with_timeout("SETUP", settings.connect_timeout_ms, rtsp.setup(i, setup())).await?;
     }
@@ -106,6 +137,7 @@ pub(super) async fn connect(
         audio_i,
         audio_note,
         h265,
+        transport: transport.as_str(),
     })
 }
 

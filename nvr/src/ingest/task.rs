@@ -322,9 +322,11 @@ impl StreamTask {
         self.video_track = None;
         self.audio_track = None;
         let note = c.audio_note.clone();
+        let transport = c.transport;
         update(&self.status, |s| {
             s.connects += 1;
             s.audio = note;
+            s.transport = Some(transport.to_owned());
         });
         self.set_state(self.connected_state());
         tracing::info!(stream = %self.label, mode = self.mode.as_str(), audio = ?c.audio_note, "stream connected");
