@@ -45,7 +45,7 @@ def video_h264(a):
     # scenecut=0: no extra key frames on the test pattern. sliced-threads=0: tune=zerolatency would
     # split frames into slices, and ffmpeg's RTP demuxer then splits each IDR access unit in two.
     return (
-        f"videotestsrc is-live=true pattern=ball "
+        f"videotestsrc is-live=true pattern={a.pattern} "
         f"! video/x-raw,format=I420,width={a.width},height={a.height},framerate={a.fps}/1 "
         f"! x264enc {latency_tune(a)}speed-preset=ultrafast key-int-max={a.gop_frames} "
         f"bitrate={a.bitrate} option-string=scenecut=0:sliced-threads=0"
@@ -59,7 +59,7 @@ def video_h264(a):
 def video_h265(a):
     g = a.gop_frames
     return (
-        f"videotestsrc is-live=true pattern=ball "
+        f"videotestsrc is-live=true pattern={a.pattern} "
         f"! video/x-raw,format=I420,width={a.width},height={a.height},framerate={a.fps}/1 "
         f"! x265enc speed-preset=ultrafast {latency_tune(a)}key-int-max={g} bitrate={a.bitrate} "
         f"option-string=scenecut=0:open-gop=0:keyint={g}:min-keyint={g}"
@@ -154,6 +154,8 @@ def main():
     p.add_argument("--bitrate", type=positive, default=512, help="kbit/s")
     p.add_argument("--bframes", type=int, choices=range(0, 4), default=0,
                    help="B-frames between reference frames (0: none, the default)")
+    p.add_argument("--pattern", choices=("ball", "snow", "smpte"), default="ball",
+                   help="test picture; snow (noise) makes key frames of about 1.2 MB at 3840x2160")
     p.add_argument("--protocols", choices=("any", "udp", "tcp"), default="any",
                    help="lower transports offered: a camera limited to udp answers 461 to TCP "
                         "interleaving (as VLC's server does)")

@@ -27,6 +27,16 @@ fn write_config(dir: &TestDir, segment_s: u64, cams: &[(&str, String)]) -> PathB
 
 /// A one-node configuration recording `cams` as (name, url, transport).
 fn write_config_transport(dir: &TestDir, segment_s: u64, cams: &[(&str, String, &str)]) -> PathBuf {
+    write_config_ingest(dir, segment_s, cams, "")
+}
+
+/// Like [`write_config_transport`], with extra `[ingest]` lines.
+fn write_config_ingest(
+    dir: &TestDir,
+    segment_s: u64,
+    cams: &[(&str, String, &str)],
+    ingest: &str,
+) -> PathBuf {
     dir.write("identity/identity.toml", "node = \"test-a\"\n");
     let mut cfg = format!(
         r#"identity_dir = "{}"
@@ -40,6 +50,7 @@ connect_timeout_ms = 3000
 frame_timeout_ms = 3000
 backoff_initial_ms = 300
 backoff_max_ms = 2000
+{ingest}
 
 [[nodes]]
 name = "test-a"
@@ -83,6 +94,19 @@ fn stream_status(dir: &TestDir, camera: &str) -> serde_json::Value {
                 .and_then(|a| a.iter().find(|s| s["camera"] == camera).cloned())
         })
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// Local ports of the IPv4 UDP sockets on this machine (`/proc/net/udp`).
+fn udp_ports_bound() -> Vec<u16> {
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let local = l.split_whitespace().nth(1)?;
+            u16::from_str_radix(local.split(':').nth(1)?, 16).ok()
+        })
+        .collect()
 }
 
 /// One video packet as ffprobe reads it from the file: pts, dts (90 kHz ticks), key flag.
@@ -426,4 +450,82 @@ fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
         );
         assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
     }
+}
+
+#[test]
+fn udp_4k_key_frames_of_a_megabyte_lose_nothing_on_loopback() {
+    let dir = TestDir::new();
+    // Noise at 3840x2160: key frames of about 1.2 MB, each sent by the camera as one burst of
+    // some 900 UDP packets. 5 fps keeps the encoder within one core.
+    let cam = GstCamera::start(
+        &[("/cam", "h264")],
+        CameraOpts {
+            width: 3840,
+            height: 2160,
+            fps: 5,
+            gop_frames: 5,
+            bitrate_kbps: 20_000,
+            pattern: "snow",
+            ..CameraOpts::default()
+        },
+    );
+    // A port range for the firewall, somewhere in 20000-59999: the RTP/RTCP pair is bound in it.
+    let first = 20_000 + (std::process::id() % 2_000) as u16 * 20;
+    let last = first + 19;
+    let config = write_config_ingest(
+        &dir,
+        4,
+        &[("uhd", cam.url("/cam"), "udp")],
+        &format!("udp_port_range = \"{first}-{last}\""),
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = || {
+        segments(&dir, "uhd")
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(
+            Duration::from_secs(90),
+            Duration::from_millis(300),
+            || sealed() >= 3
+        ),
+        "status {}; nvr:\n{}",
+        stream_status(&dir, "uhd"),
+        nvr.stderr_tail(40)
+    );
+    let st = stream_status(&dir, "uhd");
+    let bound = udp_ports_bound();
+    assert!(
+        bound.iter().any(|p| (first..=last).contains(p)),
+        "no UDP port bound in {first}-{last}"
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    assert_eq!(st["transport"], "udp", "{st}");
+    let granted = st["udp_recv_buffer_bytes"].as_u64().unwrap_or(0);
+    assert!(granted > 212_992, "receive buffer not raised: {st}");
+    assert!(
+        nvr.stderr().contains("UDP receive buffer"),
+        "the granted buffer is logged"
+    );
+    for key in ["rtp_packets_lost", "packet_errors", "frames_skipped"] {
+        assert_eq!(st[key], 0, "{key}: {st}");
+    }
+    assert_eq!(st["reconnects"], 0, "{st}");
+    let segs = segments(&dir, "uhd");
+    let mut big_key_frames = 0;
+    for s in &segs[..segs.len() - 1] {
+        let path = dir.join("data").join(&s.path);
+        // 5 fps: every frame one period (200 ms) apart, none missing.
+        assert_eq!(s.media_duration_ms, s.frames * 200, "{s:?}");
+        let (_, samples) =
+            store::mp4::scan_samples(&std::fs::read(&path).expect("read")).expect("scan");
+        big_key_frames += samples
+            .iter()
+            .filter(|x| x.is_sync && x.size >= 1_000_000)
+            .count();
+    }
+    assert!(big_key_frames > 0, "no key frame of a megabyte");
 }

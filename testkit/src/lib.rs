@@ -397,6 +397,8 @@ pub struct CameraOpts {
     pub bframes: u32,
     /// Offer RTP over UDP only (`--protocols udp`): TCP interleaving is answered with 461.
     pub udp_only: bool,
+    /// Test picture (`--pattern`): `ball` (the default) or `snow` (noise: large frames).
+    pub pattern: &'static str,
     pub auth: Option<CameraAuth>,
 }
 
@@ -410,6 +412,7 @@ impl Default for CameraOpts {
             bitrate_kbps: 512,
             bframes: 0,
             udp_only: false,
+            pattern: "ball",
             auth: None,
         }
     }
@@ -448,6 +451,10 @@ impl GstCamera {
         ] {
             args.push(flag.into());
             args.push(value.to_string());
+        }
+        if opts.pattern != "ball" {
+            args.push("--pattern".into());
+            args.push(opts.pattern.into());
         }
         if opts.udp_only {
             args.push("--protocols".into());

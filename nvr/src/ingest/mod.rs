@@ -54,6 +54,10 @@ pub struct IngestSettings {
     pub frame_timeout_ms: u64,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// Receive buffer requested for UDP RTP sockets.
+    pub udp_recv_buffer_bytes: u64,
+    /// Local UDP ports for RTP/RTCP, inclusive; `None`: retina's default range.
+    pub udp_port_range: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -87,6 +91,9 @@ pub struct StreamStatus {
     pub audio: Option<String>,
     /// RTSP transport of the current or last session (`tcp`, `udp`).
     pub transport: Option<String>,
+    /// Receive buffer of the video's UDP RTP socket as the kernel reports it (Linux: twice the
+    /// usable size), when over UDP.
+    pub udp_recv_buffer_bytes: Option<usize>,
     pub last_frame_ms: Option<i64>,
     pub frames: u64,
     pub bytes: u64,
@@ -134,6 +141,7 @@ impl StreamStatus {
             height: None,
             audio: None,
             transport: None,
+            udp_recv_buffer_bytes: None,
             last_frame_ms: None,
             frames: 0,
             bytes: 0,

@@ -19,6 +19,8 @@ pub(super) struct Connected {
     pub h265: bool,
     /// The transport in use (`tcp` or `udp`).
     pub transport: &'static str,
+    /// The video RTP socket's receive buffer as the kernel reports it (UDP only).
+    pub udp_recv_buffer_bytes: Option<usize>,
 }
 
 /// RTSP status of a SETUP whose transport the server does not offer.
@@ -86,7 +88,7 @@ pub(super) async fn connect(
     let mut transport = first;
     let setup = |t: Transport| {
         let transport = match t {
-            Transport::Udp => retina::client::Transport::Udp(Default::default()),
+            Transport::Udp => retina::client::Transport::Udp(udp_options(&settings)),
             _ => retina::client::Transport::Tcp(Default::default()),
         };
         SetupOptions::default()
@@ -131,6 +133,10 @@ pub(super) async fn connect(
         .demuxed()
         .map_err(|e| IngestError::rtsp("PLAY", e))?;
     let h265 = demuxed.streams()[video_i].encoding_name() == "h265";
+    let udp_recv_buffer_bytes = demuxed.streams()[video_i].udp_recv_buffer_bytes();
+    if let Some(granted) = udp_recv_buffer_bytes {
+        log_udp_buffer(spec, settings.udp_recv_buffer_bytes, granted);
+    }
     Ok(Connected {
         demuxed,
         video_i,
@@ -138,7 +144,40 @@ pub(super) async fn connect(
         audio_note,
         h265,
         transport: transport.as_str(),
+        udp_recv_buffer_bytes,
     })
+}
+
+/// UDP options: the receive buffer and the port range of the configuration.
+fn udp_options(settings: &IngestSettings) -> retina::client::UdpTransportOptions {
+    let mut o = retina::client::UdpTransportOptions::default()
+        .recv_buffer_bytes(usize::try_from(settings.udp_recv_buffer_bytes).unwrap_or(usize::MAX));
+    if let Some((first, last)) = settings.udp_port_range {
+        o = o.port_range(first..last.saturating_add(1));
+    }
+    o
+}
+
+/// Logs the receive buffer the kernel granted; warns when it is less than asked for (Linux caps it
+/// at `net.core.rmem_max` and reports twice the usable size).
+fn log_udp_buffer(spec: &StreamSpec, requested: u64, granted: usize) {
+    let usable = if cfg!(target_os = "linux") {
+        granted / 2
+    } else {
+        granted
+    };
+    let stream = format!("{}/{}", spec.camera, spec.kind.as_str());
+    if (usable as u64) < requested {
+        tracing::warn!(stream, requested_bytes = requested, granted_bytes = granted,
+            "UDP receive buffer smaller than requested: a large key frame may be dropped by the kernel; raise net.core.rmem_max (docs/configuration.md)");
+    } else {
+        tracing::info!(
+            stream,
+            requested_bytes = requested,
+            granted_bytes = granted,
+            "UDP receive buffer"
+        );
+    }
 }
 
 /// Runs blocking storage work without stalling the runtime's other tasks.

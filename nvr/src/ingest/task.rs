@@ -322,11 +322,12 @@ impl StreamTask {
         self.video_track = None;
         self.audio_track = None;
         let note = c.audio_note.clone();
-        let transport = c.transport;
+        let (transport, udp_buffer) = (c.transport, c.udp_recv_buffer_bytes);
         update(&self.status, |s| {
             s.connects += 1;
             s.audio = note;
             s.transport = Some(transport.to_owned());
+            s.udp_recv_buffer_bytes = udp_buffer;
         });
         self.set_state(self.connected_state());
         tracing::info!(stream = %self.label, mode = self.mode.as_str(), audio = ?c.audio_note, "stream connected");

@@ -471,21 +471,36 @@ struct UdpPair {
     rtcp_socket: UdpSocket,
 }
 
+/// Local RTP ports tried by default (stolen from ffmpeg's defaults).
+const DEFAULT_RTP_PORT_RANGE: Range<u16> = 5000..65000;
+
 impl UdpPair {
-    fn for_ip(ip_addr: IpAddr) -> Result<Self, std::io::Error> {
+    /// Binds an RTP port (even) and the RTCP port after it, both within `allowed_rtp_range`.
+    fn for_ip(ip_addr: IpAddr, allowed_rtp_range: Range<u16>) -> Result<Self, std::io::Error> {
         const MAX_TRIES: usize = 10;
-        const ALLOWED_RTP_RANGE: Range<u16> = 5000..65000; // stolen from ffmpeg's defaults.
-        let mut rng = rand::thread_rng();
-        for i in 0..MAX_TRIES {
-            let rtp_port = rng.gen_range(ALLOWED_RTP_RANGE) & !0b1;
-            debug_assert!(ALLOWED_RTP_RANGE.contains(&rtp_port));
+        // An even RTP port whose RTCP port (+1) is still in the range.
+        let first = allowed_rtp_range.start.saturating_add(1) & !0b1;
+        let pairs = allowed_rtp_range.end.saturating_sub(first) / 2;
+        if pairs == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("UDP port range {allowed_rtp_range:?} holds no even/odd pair"),
+            ));
+        }
+        // Every pair once (up to a bound), from a random one on: a small range configured for a
+        // firewall is used to its last free pair.
+        let tries = usize::from(pairs).min(MAX_TRIES.max(1000));
+        let start = rand::thread_rng().gen_range(0..pairs);
+        for i in 0..tries {
+            let rtp_port = first + 2 * ((start + i as u16) % pairs);
+            debug_assert!(allowed_rtp_range.contains(&(rtp_port + 1)));
             let rtp_addr = SocketAddr::new(ip_addr, rtp_port);
             let rtp_socket = match UdpSocket::bind(rtp_addr) {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                     trace!(
                         "Try {}/{}: unable to bind RTP addr {:?}",
-                        i, MAX_TRIES, rtp_addr
+                        i, tries, rtp_addr
                     );
                     continue;
                 }
@@ -497,7 +512,7 @@ impl UdpPair {
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                     trace!(
                         "Try {}/{}: unable to bind RTCP addr {:?}",
-                        i, MAX_TRIES, rtcp_addr
+                        i, tries, rtcp_addr
                     );
                     continue;
                 }
@@ -513,7 +528,7 @@ impl UdpPair {
             std::io::ErrorKind::AddrInUse,
             format!(
                 "Unable to find even/odd pair in {}:{}..{} after {} tries",
-                ip_addr, ALLOWED_RTP_RANGE.start, ALLOWED_RTP_RANGE.end, MAX_TRIES
+                ip_addr, allowed_rtp_range.start, allowed_rtp_range.end, tries
             ),
         ))
     }
@@ -543,6 +558,6 @@ mod test {
     #[test]
     fn local_udp_pair() {
         // Just test that it succeeds.
-        UdpPair::for_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+        UdpPair::for_ip(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_RTP_PORT_RANGE).unwrap();
     }
 }

@@ -352,14 +352,25 @@ pub(crate) struct UdpPair {
     pub(crate) rtp_port: u16,
     pub(crate) rtp_socket: UdpSocket,
     pub(crate) rtcp_socket: UdpSocket,
+    pub(crate) rtp_recv_buffer_bytes: usize,
 }
 
 impl UdpPair {
-    pub(crate) fn for_ip(ip_addr: std::net::IpAddr) -> Result<Self, std::io::Error> {
-        let inner = crate::UdpPair::for_ip(ip_addr)?;
+    pub(crate) fn for_ip(
+        ip_addr: std::net::IpAddr,
+        port_range: std::ops::Range<u16>,
+        recv_buffer_bytes: Option<usize>,
+    ) -> Result<Self, std::io::Error> {
+        let inner = crate::UdpPair::for_ip(ip_addr, port_range)?;
+        let rtp = socket2::SockRef::from(&inner.rtp_socket);
+        if let Some(bytes) = recv_buffer_bytes {
+            rtp.set_recv_buffer_size(bytes)?;
+        }
+        let rtp_recv_buffer_bytes = rtp.recv_buffer_size()?;
         inner.rtp_socket.set_nonblocking(true)?;
         inner.rtcp_socket.set_nonblocking(true)?;
         Ok(Self {
+            rtp_recv_buffer_bytes,
             rtp_port: inner.rtp_port,
             rtp_socket: UdpSocket::from_std(inner.rtp_socket)?,
             rtcp_socket: UdpSocket::from_std(inner.rtcp_socket)?,

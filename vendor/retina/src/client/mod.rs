@@ -619,10 +619,31 @@ impl std::str::FromStr for Transport {
 #[non_exhaustive]
 pub struct TcpTransportOptions;
 
-/// Per-stream UDP transport options (placeholder for future expansion).
+/// Per-stream UDP transport options.
 #[derive(Clone, Default, Debug)]
 #[non_exhaustive]
-pub struct UdpTransportOptions;
+pub struct UdpTransportOptions {
+    port_range: Option<std::ops::Range<u16>>,
+    recv_buffer_bytes: Option<usize>,
+}
+
+impl UdpTransportOptions {
+    /// Binds the local RTP/RTCP port pair within `range` (RTP even, RTCP the next port), e.g. to
+    /// match a firewall rule. The default is 5000..65000.
+    pub fn port_range(mut self, range: std::ops::Range<u16>) -> Self {
+        self.port_range = Some(range);
+        self
+    }
+
+    /// Requests a socket receive buffer (`SO_RCVBUF`) of this many bytes for the RTP socket, so a
+    /// burst (e.g. a large key frame) is not dropped by the kernel before it is read. The kernel
+    /// may grant less (on Linux at most `net.core.rmem_max`, doubled for bookkeeping); see
+    /// [`Stream::udp_recv_buffer_bytes`] for what was granted. The default leaves the system's.
+    pub fn recv_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.recv_buffer_bytes = Some(bytes);
+        self
+    }
+}
 
 impl SessionOptions {
     /// Uses the given credentials when/if the server requests digest authentication.
@@ -812,6 +833,7 @@ pub struct Stream {
     channels: Option<NonZeroU16>,
     framerate: Option<f32>,
     control: Option<Url>,
+    udp_recv_buffer_bytes: Option<usize>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -890,6 +912,13 @@ impl Stream {
     #[inline]
     pub fn control(&self) -> Option<&Url> {
         self.control.as_ref()
+    }
+
+    /// The receive buffer size (`SO_RCVBUF`) the kernel reports for this stream's RTP socket
+    /// after `SETUP` over UDP, or `None` for TCP or before `SETUP`.
+    #[inline]
+    pub fn udp_recv_buffer_bytes(&self) -> Option<usize> {
+        self.udp_recv_buffer_bytes
     }
 }
 
@@ -1574,12 +1603,17 @@ impl Session<Described> {
                 *inner.flags |= SessionFlag::TcpStreams as u8;
                 None
             }
-            Transport::Udp(_) => {
+            Transport::Udp(opts) => {
                 // Bind an ephemeral UDP port on the same local address used to connect
                 // to the RTSP server.
                 let local_ip = conn.inner.ctx().local_addr.ip();
-                let pair = crate::tokio::UdpPair::for_ip(local_ip)
-                    .map_err(|e| wrap!(ErrorInt::Internal(e.into())))?;
+                let pair = crate::tokio::UdpPair::for_ip(
+                    local_ip,
+                    opts.port_range.clone().unwrap_or(crate::DEFAULT_RTP_PORT_RANGE),
+                    opts.recv_buffer_bytes,
+                )
+                .map_err(|e| wrap!(ErrorInt::Internal(e.into())))?;
+                stream.udp_recv_buffer_bytes = Some(pair.rtp_recv_buffer_bytes);
                 headers.insert(
                     msg::HeaderName::TRANSPORT,
                     msg::HeaderValue::try_from(format!(
