@@ -24,7 +24,7 @@ gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
-KINDS = ("h264", "h265", "h264+aac", "h264+pcma")
+KINDS = ("h264", "h265", "h264+aac", "h264+pcma", "h264+pcmu")
 
 
 def b_frame_options(a, pyramid):
@@ -81,6 +81,13 @@ AUDIO_PCMA = (
 )
 
 
+AUDIO_PCMU = (
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 "
+    "! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 "
+    "! mulawenc ! rtppcmupay name=pay1 pt=0"
+)
+
+
 def launch_line(kind, a):
     if kind == "h264":
         parts = [video_h264(a)]
@@ -90,6 +97,8 @@ def launch_line(kind, a):
         parts = [video_h264(a), AUDIO_AAC]
     elif kind == "h264+pcma":
         parts = [video_h264(a), AUDIO_PCMA]
+    elif kind == "h264+pcmu":
+        parts = [video_h264(a), AUDIO_PCMU]
     else:  # argparse validated already
         raise ValueError(kind)
     return "( " + " ".join(parts) + " )"

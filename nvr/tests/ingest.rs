@@ -529,3 +529,82 @@ fn udp_4k_key_frames_of_a_megabyte_lose_nothing_on_loopback() {
     }
     assert!(big_key_frames > 0, "no key frame of a megabyte");
 }
+
+#[test]
+fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(
+        &[("/pcma", "h264+pcma"), ("/pcmu", "h264+pcmu")],
+        CameraOpts::default(),
+    );
+    let config = write_config(
+        &dir,
+        2,
+        &[("alaw", cam.url("/pcma")), ("ulaw", cam.url("/pcmu"))],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("alaw") >= 2 && sealed("ulaw") >= 2
+        }),
+        "alaw {}, ulaw {}; nvr:\n{}",
+        stream_status(&dir, "alaw"),
+        stream_status(&dir, "ulaw"),
+        nvr.stderr_tail(40)
+    );
+    let status_alaw = stream_status(&dir, "alaw");
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    assert!(
+        status_alaw["audio"]
+            .as_str()
+            .is_some_and(|a| a.contains("recorded as alaw")),
+        "{status_alaw}"
+    );
+    for (camera, codec, probe_codec) in
+        [("alaw", "alaw", "pcm_alaw"), ("ulaw", "ulaw", "pcm_mulaw")]
+    {
+        let segs = segments(&dir, camera);
+        for s in &segs[..segs.len() - 1] {
+            assert_eq!(s.audio_codec.as_deref(), Some(codec), "{s:?}");
+            let path = dir.join("data").join(&s.path);
+            let probe = ffprobe(&path);
+            assert!(
+                probe.stderr_errors.is_empty(),
+                "{}: {}",
+                s.path,
+                probe.stderr_errors
+            );
+            assert_eq!(
+                probe.audio_codec.as_deref(),
+                Some(probe_codec),
+                "{}",
+                s.path
+            );
+            // The audio covers the segment: its duration is the video's within one packet (20 ms)
+            // plus what arrived with the last GOP.
+            let out = Command::new("ffprobe")
+                .args(["-v", "error", "-select_streams", "a:0", "-show_entries"])
+                .args(["stream=duration", "-of", "csv=p=0"])
+                .arg(&path)
+                .output()
+                .expect("ffprobe");
+            let audio_s: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0.0);
+            let video_s = s.media_duration_ms as f64 / 1000.0;
+            assert!(
+                (audio_s - video_s).abs() <= 0.2,
+                "{}: audio {audio_s} s, video {video_s} s",
+                s.path
+            );
+        }
+    }
+}

@@ -87,7 +87,8 @@ pub struct StreamStatus {
     pub video_codec: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
-    /// Audio as recorded (`aac`) or why not (`pcma: not recorded (only AAC is)`).
+    /// Audio as recorded (`aac`, `pcma (G.711 A-law): recorded as alaw`) or why not
+    /// (`opus: not recorded (...)`).
     pub audio: Option<String>,
     /// RTSP transport of the current or last session (`tcp`, `udp`).
     pub transport: Option<String>,

@@ -452,9 +452,9 @@ impl Recording {
         });
         let max_ticks = MAX_FRAME_DURATION_MS * self.clock_rate() / 1000;
         let gop = std::mem::take(&mut self.gop);
-        let audio = std::mem::take(&mut self.gop_audio);
         let audio_rate = self.audio.as_ref().map(|a| i64::from(a.clock_rate.max(1)));
         let video_rate = self.clock_rate();
+        let audio = self.take_fragment_audio(next.map(|n| n.ts), audio_rate);
         let Some(seg) = self.segment.as_mut() else {
             return Ok(());
         };
@@ -541,6 +541,28 @@ impl Recording {
         self.bytes_written += fragment_bytes as u64;
         self.sync_if_due()?;
         Ok(())
+    }
+
+    /// The buffered audio that belongs with the fragment ending at video time `end_ts`: frames that
+    /// start before it (both clocks count from PLAY). Later frames wait for the next fragment, so a
+    /// segment's audio ends with its video (cameras send audio ahead of encoded video). All of it
+    /// at the end of a run (`None`).
+    fn take_fragment_audio(
+        &mut self,
+        end_ts: Option<i64>,
+        audio_rate: Option<i64>,
+    ) -> Vec<PendingAudio> {
+        let (Some(end_ts), Some(rate)) = (end_ts, audio_rate) else {
+            return std::mem::take(&mut self.gop_audio);
+        };
+        let video_rate = i128::from(self.clock_rate());
+        let split = self
+            .gop_audio
+            .iter()
+            .position(|a| i128::from(a.ts) * video_rate >= i128::from(end_ts) * i128::from(rate))
+            .unwrap_or(self.gop_audio.len());
+        let later = self.gop_audio.split_off(split);
+        std::mem::replace(&mut self.gop_audio, later)
     }
 
     /// Whether appended data has waited a flush interval for `fdatasync` (cheap: no system call).

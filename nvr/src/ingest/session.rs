@@ -68,16 +68,23 @@ pub(super) async fn connect(
         })?;
     let audio = streams.iter().position(|s| s.media() == "audio");
     let (audio_i, audio_note) = match audio {
-        Some(i) if streams[i].encoding_name() == "mpeg4-generic" => {
-            (Some(i), Some("aac".to_owned()))
-        }
-        Some(i) => (
-            None,
-            Some(format!(
-                "{}: not recorded (only AAC audio is recorded)",
-                streams[i].encoding_name()
-            )),
-        ),
+        Some(i) => match streams[i].encoding_name() {
+            "mpeg4-generic" => (Some(i), Some("aac".to_owned())),
+            "pcma" => (
+                Some(i),
+                Some("pcma (G.711 A-law): recorded as alaw".to_owned()),
+            ),
+            "pcmu" => (
+                Some(i),
+                Some("pcmu (G.711 µ-law): recorded as ulaw".to_owned()),
+            ),
+            other => (
+                None,
+                Some(format!(
+                    "{other}: not recorded (AAC and G.711 PCMA/PCMU audio are recorded)"
+                )),
+            ),
+        },
         None => (None, None),
     };
     let (first, fallback) = match spec.transport {
@@ -217,15 +224,36 @@ pub(super) fn video_track(v: &retina::codec::VideoParameters) -> Result<VideoTra
     })
 }
 
-pub(super) fn audio_track(a: &retina::codec::AudioParameters) -> Result<AudioTrack, IngestError> {
-    let sample_entry = a
-        .mp4_sample_entry()
-        .build()
-        .map_err(|e| IngestError::BadData(format!("audio parameters: {e}")))?;
-    Ok(AudioTrack {
-        codec: a.rfc6381_codec().unwrap_or("mp4a").to_owned(),
+/// The MP4 track of an audio stream: AAC from retina's parameters, G.711 (`pcma`, `pcmu`) as
+/// `alaw`/`ulaw` sample entries (retina builds entries for AAC only). `None` while the stream's
+/// parameters are not known.
+pub(super) fn audio_track(
+    stream: &retina::client::Stream,
+) -> Result<Option<AudioTrack>, IngestError> {
+    let Some(retina::codec::ParametersRef::Audio(a)) = stream.parameters() else {
+        return Ok(None);
+    };
+    let g711 = match stream.encoding_name() {
+        "pcma" => Some((store::mp4::G711::ALaw, "alaw")),
+        "pcmu" => Some((store::mp4::G711::MuLaw, "ulaw")),
+        _ => None,
+    };
+    let (codec, sample_entry) = match g711 {
+        Some((law, codec)) => (
+            codec.to_owned(),
+            store::mp4::g711_sample_entry(law, a.channels().get(), a.clock_rate()),
+        ),
+        None => (
+            a.rfc6381_codec().unwrap_or("mp4a").to_owned(),
+            a.mp4_sample_entry()
+                .build()
+                .map_err(|e| IngestError::BadData(format!("audio parameters: {e}")))?,
+        ),
+    };
+    Ok(Some(AudioTrack {
+        codec,
         channels: a.channels().get(),
         clock_rate: a.clock_rate(),
         sample_entry,
-    })
+    }))
 }

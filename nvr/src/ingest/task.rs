@@ -456,11 +456,8 @@ impl StreamTask {
             CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == c.audio_i => {
                 self.loss.audio_frame(frame.loss());
                 if self.audio_track.is_none() {
-                    if let Some(ParametersRef::Audio(a)) =
-                        c.demuxed.streams()[frame.stream_id()].parameters()
-                    {
-                        self.audio_track = Some(Arc::new(audio_track(a)?));
-                    }
+                    self.audio_track =
+                        audio_track(&c.demuxed.streams()[frame.stream_id()])?.map(Arc::new);
                 }
                 if let Some(track) = self.audio_track.clone() {
                     self.on_audio(Arc::new(AudioFrame {
