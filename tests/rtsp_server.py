@@ -24,17 +24,34 @@ gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
-KINDS = ("h264", "h265", "h264+aac", "h264+pcma")
+KINDS = ("h264", "h265", "h264+aac", "h264+pcma", "h264+pcmu")
+
+
+def b_frame_options(a, pyramid):
+    # Options after the speed preset (ultrafast turns B-frames off, so the element property would not
+    # do): a fixed pattern of --bframes B-frames between reference frames, no pyramid (a reorder
+    # depth of one frame).
+    if a.bframes == 0:
+        return ":bframes=0"
+    return f":bframes={a.bframes}:{pyramid}:b-adapt=0"
+
+
+def latency_tune(a):
+    # tune=zerolatency turns B-frames off.
+    return "tune=zerolatency " if a.bframes == 0 else ""
 
 
 def video_h264(a):
     # scenecut=0: no extra key frames on the test pattern. sliced-threads=0: tune=zerolatency would
     # split frames into slices, and ffmpeg's RTP demuxer then splits each IDR access unit in two.
     return (
-        f"videotestsrc is-live=true pattern=ball "
+        f"videotestsrc is-live=true pattern={a.pattern} "
         f"! video/x-raw,format=I420,width={a.width},height={a.height},framerate={a.fps}/1 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max={a.gop_frames} "
-        f"bitrate={a.bitrate} option-string=scenecut=0:sliced-threads=0 "
+        f"! x264enc {latency_tune(a)}speed-preset=ultrafast key-int-max={a.gop_frames} "
+        f"bitrate={a.bitrate} option-string=scenecut=0:sliced-threads=0"
+        f"{b_frame_options(a, 'b-pyramid=none')}{':rc-lookahead=0' if a.bframes else ''} "
+        # Without a profile the server's negotiation picks constrained baseline (no B-frames).
+        f"{'! video/x-h264,profile=main ' if a.bframes else ''}"
         f"! rtph264pay name=pay0 pt=96 config-interval=-1"
     )
 
@@ -42,10 +59,11 @@ def video_h264(a):
 def video_h265(a):
     g = a.gop_frames
     return (
-        f"videotestsrc is-live=true pattern=ball "
+        f"videotestsrc is-live=true pattern={a.pattern} "
         f"! video/x-raw,format=I420,width={a.width},height={a.height},framerate={a.fps}/1 "
-        f"! x265enc speed-preset=ultrafast tune=zerolatency key-int-max={g} bitrate={a.bitrate} "
-        f"option-string=scenecut=0:open-gop=0:keyint={g}:min-keyint={g}:bframes=0 "
+        f"! x265enc speed-preset=ultrafast {latency_tune(a)}key-int-max={g} bitrate={a.bitrate} "
+        f"option-string=scenecut=0:open-gop=0:keyint={g}:min-keyint={g}"
+        f"{b_frame_options(a, 'b-pyramid=0')} "
         f"! rtph265pay name=pay0 pt=96 config-interval=-1"
     )
 
@@ -63,6 +81,13 @@ AUDIO_PCMA = (
 )
 
 
+AUDIO_PCMU = (
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 "
+    "! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 "
+    "! mulawenc ! rtppcmupay name=pay1 pt=0"
+)
+
+
 def launch_line(kind, a):
     if kind == "h264":
         parts = [video_h264(a)]
@@ -72,6 +97,8 @@ def launch_line(kind, a):
         parts = [video_h264(a), AUDIO_AAC]
     elif kind == "h264+pcma":
         parts = [video_h264(a), AUDIO_PCMA]
+    elif kind == "h264+pcmu":
+        parts = [video_h264(a), AUDIO_PCMU]
     else:  # argparse validated already
         raise ValueError(kind)
     return "( " + " ".join(parts) + " )"
@@ -134,6 +161,13 @@ def main():
     p.add_argument("--fps", type=positive, default=25)
     p.add_argument("--gop-frames", type=positive, default=25)
     p.add_argument("--bitrate", type=positive, default=512, help="kbit/s")
+    p.add_argument("--bframes", type=int, choices=range(0, 4), default=0,
+                   help="B-frames between reference frames (0: none, the default)")
+    p.add_argument("--pattern", choices=("ball", "snow", "smpte"), default="ball",
+                   help="test picture; snow (noise) makes key frames of about 1.2 MB at 3840x2160")
+    p.add_argument("--protocols", choices=("any", "udp", "tcp"), default="any",
+                   help="lower transports offered: a camera limited to udp answers 461 to TCP "
+                        "interleaving (as VLC's server does)")
     p.add_argument("--auth", type=parse_auth, metavar="digest:USER:PASS|basic:USER:PASS")
     a = p.parse_args()
     if not a.mount:
@@ -154,6 +188,10 @@ def main():
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch_line(kind, a))
         factory.set_shared(True)
+        if a.protocols == "udp":
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
+        elif a.protocols == "tcp":
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
         mounts.add_factory(path, factory)
         factories.append(factory)
     if a.auth:

@@ -216,6 +216,12 @@ pub struct IngestConfig {
     pub backoff_initial_ms: u64,
     /// Cap of the reconnect delay, also used after an authentication failure. Default 30 000.
     pub backoff_max_ms: u64,
+    /// Receive buffer requested for each UDP RTP socket (a 4K key frame arrives as a burst of a
+    /// megabyte or more). Default 8 MiB; the kernel grants at most `net.core.rmem_max`.
+    pub udp_recv_buffer_bytes: u64,
+    /// Local UDP ports for RTP/RTCP pairs, inclusive (`"50000-50999"`), for firewalls. `None`: any
+    /// port from 5000 to 65000.
+    pub udp_port_range: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +241,8 @@ pub enum Transport {
     #[default]
     Tcp,
     Udp,
+    /// TCP, or UDP when the camera refuses TCP interleaving (461 Unsupported Transport).
+    Auto,
 }
 
 impl Transport {
@@ -242,6 +250,7 @@ impl Transport {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+            Transport::Auto => "auto",
         }
     }
 }
@@ -349,6 +358,8 @@ impl Default for IngestConfig {
             frame_timeout_ms: 10_000,
             backoff_initial_ms: 1_000,
             backoff_max_ms: 30_000,
+            udp_recv_buffer_bytes: 8 * 1024 * 1024,
+            udp_port_range: None,
         }
     }
 }

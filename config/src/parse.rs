@@ -599,6 +599,33 @@ fn parse_recording(t: &Table<'_, '_>) -> Result<RecordingConfig, ConfigError> {
 
 /// Upper bound of the ingest timeouts and delays: one hour.
 const MAX_MS: u64 = 3_600_000;
+/// Upper bound of `udp_recv_buffer_bytes`: 1 GiB.
+const MAX_UDP_RECV_BUFFER_BYTES: u64 = 1 << 30;
+
+/// `"FIRST-LAST"`: an inclusive range of ports with room for at least one RTP/RTCP pair (an even
+/// port and the one after it).
+fn parse_port_range(t: &Table<'_, '_>, key: &str) -> Result<Option<(u16, u16)>, ConfigError> {
+    let Some(v) = t.string(key)? else {
+        return Ok(None);
+    };
+    let parsed = v
+        .get_ref()
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+    match parsed {
+        Some((first, last)) if first >= 1024 && first < last && first.div_ceil(2) * 2 < last => {
+            Ok(Some((first, last)))
+        }
+        _ => Err(t.ctx.invalid(
+            v.span(),
+            t.key_path(key),
+            format!(
+                "must be \"FIRST-LAST\" with 1024 <= FIRST < LAST <= 65535 and room for an even port and the next one, got {:?}",
+                v.get_ref()
+            ),
+        )),
+    }
+}
 
 fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
     let d = IngestConfig::default();
@@ -615,6 +642,19 @@ fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
         backoff_max_ms: t
             .int_in("backoff_max_ms", 1, MAX_MS)?
             .unwrap_or(d.backoff_max_ms),
+        udp_recv_buffer_bytes: match t.byte_size("udp_recv_buffer_bytes", false)? {
+            Some(n) if n > MAX_UDP_RECV_BUFFER_BYTES => {
+                return Err(t.ctx.invalid(
+                    t.get("udp_recv_buffer_bytes")
+                        .map_or_else(|| t.span.clone(), |v| v.span()),
+                    t.key_path("udp_recv_buffer_bytes"),
+                    format!("at most {MAX_UDP_RECV_BUFFER_BYTES} bytes (1 GiB), got {n}"),
+                ))
+            }
+            Some(n) => n,
+            None => d.udp_recv_buffer_bytes,
+        },
+        udp_port_range: parse_port_range(t, "udp_port_range")?,
     };
     if c.backoff_initial_ms > c.backoff_max_ms {
         // Point at whichever of the two keys is written (the initial one if both are).
@@ -709,11 +749,12 @@ fn parse_camera(
         Some(v) => match v.get_ref().as_str() {
             "tcp" => Transport::Tcp,
             "udp" => Transport::Udp,
+            "auto" => Transport::Auto,
             other => {
                 return Err(ctx.invalid(
                     v.span(),
                     t.key_path("transport"),
-                    format!("must be \"tcp\" or \"udp\", got {other:?}"),
+                    format!("must be \"tcp\", \"udp\" or \"auto\", got {other:?}"),
                 ))
             }
         },
@@ -1071,6 +1112,8 @@ impl<'a, 'i> Table<'a, 'i> {
                 "frame_timeout_ms",
                 "backoff_initial_ms",
                 "backoff_max_ms",
+                "udp_recv_buffer_bytes",
+                "udp_port_range",
             ],
             "retention" => &[
                 "max_age_days",

@@ -198,6 +198,7 @@ mod tests {
             },
             timescale: 90_000,
             sample_entry: store::mp4::synthetic_avc1_sample_entry(64, 64),
+            presentation_delay: 0,
         }])
         .expect("init");
         let mut b = FragmentBuilder::new(1, &[(1, 0)]);

@@ -2,6 +2,11 @@
 //! that a browser's Media Source Extensions or ffmpeg play as it arrives: an init segment, then one
 //! `moof`+`mdat` per video frame.
 //!
+//! Frames come in decode order with presentation times; with B-frames those go back and forth, so
+//! each frame gets a decode time of its own (one frame period after the previous one, or its
+//! presentation time less the reorder delay seen so far if that is later: a gap stays a gap) and a
+//! composition offset (negative for B-frames: `trun` v1) that keeps its presentation time exact.
+//!
 //! A subscriber starts at a key frame. One that falls behind (the broadcast channel dropped frames for
 //! it) skips to the next key frame; the stream's task never waits for a subscriber. Live output is
 //! video only (audio is recorded, not yet sent live).
@@ -25,6 +30,13 @@ pub struct LiveMuxer {
     first_ts: i64,
     last_ts: Option<i64>,
     last_duration_90k: u32,
+    /// Decode time of the last frame sent, relative to `first_ts`.
+    last_decode: Option<i64>,
+    /// Latest presentation time sent, and how far a frame was presented before it (reorder delay).
+    max_ts: i64,
+    reorder_90k: i64,
+    /// Smallest step seen between presentation times: the frame period.
+    period_90k: Option<u32>,
     sequence: u32,
     /// Frames were lost: skip to the next key frame (same init segment, decode times continue).
     need_key: bool,
@@ -68,21 +80,39 @@ impl LiveMuxer {
                 },
                 timescale: frame.track.clock_rate,
                 sample_entry: frame.track.sample_entry.clone(),
+                presentation_delay: 0,
             }])?);
             self.track = Some(frame.track.clone());
             self.first_ts = frame.ts;
             self.last_ts = None;
+            self.last_decode = None;
+            self.max_ts = frame.ts;
+            self.reorder_90k = 0;
             self.sequence = 0;
         }
         if let Some(last) = self.last_ts {
             let d = frame.ts - last;
-            if d > 0 && d <= i64::from(u32::MAX) {
-                self.last_duration_90k = d as u32;
+            if d > 0 && d <= i64::from(u32::MAX) && self.period_90k.is_none_or(|p| d < i64::from(p))
+            {
+                self.period_90k = Some(d as u32);
             }
         }
+        if let Some(p) = self.period_90k {
+            self.last_duration_90k = p;
+        }
+        self.reorder_90k = self.reorder_90k.max(self.max_ts - frame.ts);
+        self.max_ts = self.max_ts.max(frame.ts);
         self.last_ts = Some(frame.ts);
         self.sequence = self.sequence.wrapping_add(1);
-        let decode_time = u64::try_from(frame.ts - self.first_ts).unwrap_or(0);
+        let presentation = frame.ts - self.first_ts;
+        let decode = match self.last_decode {
+            None => presentation,
+            Some(prev) => {
+                (prev + i64::from(self.last_duration_90k)).max(presentation - self.reorder_90k)
+            }
+        };
+        self.last_decode = Some(decode);
+        let decode_time = u64::try_from(decode).unwrap_or(0);
         let mut fb = FragmentBuilder::new(self.sequence, &[(TRACK_ID, decode_time)]);
         fb.push_sample(
             0,
@@ -90,7 +120,7 @@ impl LiveMuxer {
                 duration: self.last_duration_90k,
                 size: frame.data.len() as u32,
                 is_sync: frame.key,
-                composition_offset: 0,
+                composition_offset: i32::try_from(presentation - decode).unwrap_or(0),
             },
             &frame.data,
         );
@@ -162,5 +192,33 @@ mod tests {
             2,
             "new parameters: new init"
         );
+    }
+
+    #[test]
+    fn b_frames_get_growing_decode_times_and_exact_presentation_times() {
+        let track = Arc::new(VideoTrack::synthetic_avc1(64, 48));
+        let mut mux = LiveMuxer::new();
+        // I0 P3 B1 B2 P6 B4 B5, then a gap (P9 B7 B8 lost) and P12 B10 B11.
+        let order = [0, 3, 1, 2, 6, 4, 5, 12, 10, 11];
+        let mut file = Vec::new();
+        for (n, &i) in order.iter().enumerate() {
+            file.extend(mux.push(&frame(i, n == 0, &track)).expect("push").concat());
+        }
+        let (scan, samples) = store::mp4::scan_samples(&file).expect("scan");
+        assert_eq!(scan.fragments.len(), order.len());
+        let decode: Vec<u64> = samples.iter().map(|s| s.decode_time).collect();
+        assert!(decode.windows(2).all(|w| w[1] > w[0]), "{decode:?}");
+        // Presentation = decode + offset, read back from each trun.
+        for (k, f) in scan.fragments.iter().enumerate() {
+            let moof = &file[f.offset as usize..];
+            let trun = moof.windows(4).position(|w| w == b"trun").expect("trun");
+            // size(4) type(4) version/flags(4) count(4) data_offset(4) duration size flags cto.
+            let at = trun + 4 + 4 + 4 + 4 + 12;
+            let cto = i32::from_be_bytes([moof[at], moof[at + 1], moof[at + 2], moof[at + 3]]);
+            let presentation = decode[k] as i64 + i64::from(cto);
+            assert_eq!(presentation, order[k] * 3600, "frame {k}: {decode:?}");
+        }
+        // The gap stays a gap: P12 is decoded no earlier than its presentation less the delay.
+        assert!(decode[7] >= 12 * 3600 - 2 * 3600, "{decode:?}");
     }
 }

@@ -170,6 +170,8 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
         frame_timeout_ms: config.ingest.frame_timeout_ms,
         backoff_initial_ms: config.ingest.backoff_initial_ms,
         backoff_max_ms: config.ingest.backoff_max_ms,
+        udp_recv_buffer_bytes: config.ingest.udp_recv_buffer_bytes,
+        udp_port_range: config.ingest.udp_port_range,
         ring: RingLimits {
             max_ms: config.recording.shadow_ring_ms as i64,
             max_bytes: usize::try_from(config.recording.shadow_ring_max_bytes)

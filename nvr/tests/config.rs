@@ -98,6 +98,14 @@ fn example_parses_with_documented_values() {
     assert_eq!(c.ingest.frame_timeout_ms, 10_000);
     assert_eq!(c.ingest.backoff_initial_ms, 1_000);
     assert_eq!(c.ingest.backoff_max_ms, 30_000);
+    assert_eq!(c.ingest.udp_recv_buffer_bytes, 8 << 20);
+    assert_eq!(c.ingest.udp_port_range, None);
+    let with_range = EXAMPLE.replace(
+        "# udp_port_range = \"50000-50999\"",
+        "udp_port_range = \"50000-50999\"",
+    );
+    let c2 = config::parse(&with_range, "config.example.toml").expect("with a port range");
+    assert_eq!(c2.ingest.udp_port_range, Some((50_000, 50_999)));
     assert_eq!(c.retention.max_age_days, Some(30));
     assert_eq!(c.retention.max_bytes_per_stream, Some(500 << 30));
     assert_eq!(c.retention.min_free_bytes, 1 << 30);
@@ -546,6 +554,27 @@ fn bad_configs() {
             "must not exceed backoff_max_ms",
         ),
         (
+            12,
+            r#"udp_port_range = "6000-6000""#,
+            12,
+            "ingest.udp_port_range",
+            "must be \"FIRST-LAST\" with 1024 <= FIRST < LAST <= 65535",
+        ),
+        (
+            12,
+            r#"udp_port_range = "80-90""#,
+            12,
+            "ingest.udp_port_range",
+            "got \"80-90\"",
+        ),
+        (
+            12,
+            r#"udp_recv_buffer_bytes = "2 GiB""#,
+            12,
+            "ingest.udp_recv_buffer_bytes",
+            "at most 1073741824 bytes",
+        ),
+        (
             15,
             "max_age_days = 0",
             15,
@@ -649,7 +678,7 @@ fn bad_configs() {
             r#"transport = "http""#,
             24,
             "cameras[0].transport",
-            "must be \"tcp\" or \"udp\", got \"http\"",
+            "must be \"tcp\", \"udp\" or \"auto\", got \"http\"",
         ),
         (
             27,

@@ -40,6 +40,8 @@ fn primary() -> Primary {
         frame_timeout_ms: 1000,
         backoff_initial_ms: 100,
         backoff_max_ms: 1000,
+        udp_recv_buffer_bytes: 1 << 20,
+        udp_port_range: None,
     };
     let mut rec = Recording::new(store.clone(), stream, "cam1", StreamKind::Main, settings);
     for i in 0..250i64 {

@@ -25,6 +25,8 @@ fn settings(segment_duration_ms: u64) -> IngestSettings {
         frame_timeout_ms: 1000,
         backoff_initial_ms: 100,
         backoff_max_ms: 1000,
+        udp_recv_buffer_bytes: 1 << 20,
+        udp_port_range: None,
     }
 }
 

@@ -264,6 +264,7 @@ fn clip(dir: &Path, with_audio: bool) -> Clip {
         },
         timescale: VIDEO_TIMESCALE,
         sample_entry: avc1_entry(sps, pps, 320, 240),
+        presentation_delay: 0,
     }];
     let mut audio = Vec::new();
     if with_audio {
@@ -277,6 +278,7 @@ fn clip(dir: &Path, with_audio: bool) -> Clip {
             },
             timescale: AUDIO_RATE_HZ,
             sample_entry: mp4a_entry(&frames[0], AUDIO_RATE_HZ),
+            presentation_delay: 0,
         });
         audio = frames.iter().map(|f| f.payload.to_vec()).collect();
     }

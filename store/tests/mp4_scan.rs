@@ -49,6 +49,7 @@ fn tracks() -> Vec<TrackSpec> {
             },
             timescale: 90_000,
             sample_entry: visual_entry(640, 480),
+            presentation_delay: 0,
         },
         TrackSpec {
             track_id: 2,
@@ -58,6 +59,7 @@ fn tracks() -> Vec<TrackSpec> {
             },
             timescale: 48_000,
             sample_entry: audio_entry(2, 48_000),
+            presentation_delay: 0,
         },
     ]
 }

@@ -385,7 +385,7 @@ impl CameraAuth {
 }
 
 /// Options of a [`GstCamera`]; `CameraOpts::default()` is 320x240, 25 fps, a key frame every 25
-/// frames, 512 kbit/s, no auth.
+/// frames, 512 kbit/s, no B-frames, no auth.
 #[derive(Clone, Debug)]
 pub struct CameraOpts {
     pub width: u32,
@@ -393,6 +393,12 @@ pub struct CameraOpts {
     pub fps: u32,
     pub gop_frames: u32,
     pub bitrate_kbps: u32,
+    /// B-frames between reference frames (`--bframes`; no pyramid: a reorder depth of one frame).
+    pub bframes: u32,
+    /// Offer RTP over UDP only (`--protocols udp`): TCP interleaving is answered with 461.
+    pub udp_only: bool,
+    /// Test picture (`--pattern`): `ball` (the default) or `snow` (noise: large frames).
+    pub pattern: &'static str,
     pub auth: Option<CameraAuth>,
 }
 
@@ -404,6 +410,9 @@ impl Default for CameraOpts {
             fps: 25,
             gop_frames: 25,
             bitrate_kbps: 512,
+            bframes: 0,
+            udp_only: false,
+            pattern: "ball",
             auth: None,
         }
     }
@@ -420,7 +429,7 @@ pub struct GstCamera {
 
 impl GstCamera {
     /// Starts a camera with `mounts` as `(path, kind)`, kind one of `h264`, `h265`, `h264+aac`,
-    /// `h264+pcma`, on a free port. Returns once the server listens.
+    /// `h264+pcma`, `h264+pcmu`, on a free port. Returns once the server listens.
     pub fn start(mounts: &[(&str, &str)], opts: CameraOpts) -> GstCamera {
         GstCamera::start_on(None, mounts, opts)
     }
@@ -442,6 +451,18 @@ impl GstCamera {
         ] {
             args.push(flag.into());
             args.push(value.to_string());
+        }
+        if opts.pattern != "ball" {
+            args.push("--pattern".into());
+            args.push(opts.pattern.into());
+        }
+        if opts.udp_only {
+            args.push("--protocols".into());
+            args.push("udp".into());
+        }
+        if opts.bframes > 0 {
+            args.push("--bframes".into());
+            args.push(opts.bframes.to_string());
         }
         if let Some(auth) = &opts.auth {
             let method = match auth.method {
@@ -647,6 +668,117 @@ impl Drop for HostileCamera {
         } else {
             let _ = fs::remove_file(&self.log);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LossyProxy
+// ---------------------------------------------------------------------------------------------
+
+/// Damage done by a [`LossyProxy`] so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossyStats {
+    /// Packets of the damaged channel that were candidates.
+    pub seen: u64,
+    pub dropped: u64,
+    /// Packets sent after the packet that followed them.
+    pub reordered: u64,
+    /// The damage window (`damage_packets`) has passed: no more damage.
+    pub done: bool,
+}
+
+/// What a [`LossyProxy`] does; `LossyOpts::default()` passes everything unchanged.
+#[derive(Clone, Debug, Default)]
+pub struct LossyOpts {
+    /// Percent of the RTP packets of interleaved channel 0 (the first stream's RTP) dropped.
+    pub drop_percent: f64,
+    /// Percent of them sent after the packet that follows them.
+    pub reorder_percent: f64,
+    /// Only the first this-many packets of the channel are damaged (0: all).
+    pub damage_packets: u64,
+    /// Every `a=fmtp` line of the SDP ends with `;`.
+    pub sdp_trailing_semicolon: bool,
+    /// The SDP's `sprop-*` parameters are removed: parameter sets only in band.
+    pub sdp_drop_sprop: bool,
+}
+
+/// A lossy, quirky link for RTSP over TCP in front of a camera: `tests/lossy_rtsp_proxy.py` with
+/// [`LossyOpts`] (seeded: the same damage every run).
+pub struct LossyProxy {
+    child: Option<Child>,
+    port: u16,
+    stats: PathBuf,
+    log: PathBuf,
+}
+
+impl LossyProxy {
+    pub fn start(upstream_port: u16, opts: LossyOpts) -> LossyProxy {
+        let script = repo_tests_file("lossy_rtsp_proxy.py");
+        let log = unique_log_path("lossy");
+        let stats = log.with_extension("json");
+        let mut args = vec![
+            script.to_string_lossy().into_owned(),
+            "--upstream-port".into(),
+            upstream_port.to_string(),
+            "--drop-percent".into(),
+            opts.drop_percent.to_string(),
+            "--reorder-percent".into(),
+            opts.reorder_percent.to_string(),
+            "--damage-packets".into(),
+            opts.damage_packets.to_string(),
+            "--stats".into(),
+            stats.to_string_lossy().into_owned(),
+        ];
+        if opts.sdp_trailing_semicolon {
+            args.push("--sdp-trailing-semicolon".into());
+        }
+        if opts.sdp_drop_sprop {
+            args.push("--sdp-drop-sprop".into());
+        }
+        let (child, port) = spawn_script_any_port("python3", &args, None, &log);
+        LossyProxy {
+            child: Some(child),
+            port,
+            stats,
+            log,
+        }
+    }
+
+    /// The camera's `path` through the proxy.
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://127.0.0.1:{}{}", self.port, normalize_mount(path))
+    }
+
+    pub fn stats(&self) -> LossyStats {
+        let v: serde_json::Value = fs::read(&self.stats)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        LossyStats {
+            seen: v["seen"].as_u64().unwrap_or(0),
+            dropped: v["dropped"].as_u64().unwrap_or(0),
+            reordered: v["reordered"].as_u64().unwrap_or(0),
+            done: v["done"].as_bool().unwrap_or(false),
+        }
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group_and_reap(&mut child);
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- LossyProxy port {} log {} (tail) ---\n{}",
+                self.port,
+                self.log.display(),
+                file_tail(&self.log, 20)
+            );
+        } else {
+            let _ = fs::remove_file(&self.log);
+        }
+        let _ = fs::remove_file(&self.stats);
     }
 }
 

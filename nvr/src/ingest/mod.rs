@@ -1,7 +1,8 @@
 //! Ingest: one RTSP session per stream (retina), frames grouped into fMP4 fragments and segments.
 //!
 //! [`run_stream`] (in `session.rs`) is the stream's background job: connect (each step under a
-//! timeout), record until the session fails or the no-frame watchdog fires, close the recording
+//! timeout), record until the session fails or the no-frame watchdog fires (a lost or malformed
+//! packet does not fail it: `loss.rs` skips to the next key frame and counts), close the recording
 //! cleanly, back off (exponential with jitter; capped at once after a wrong password), reconnect. A
 //! failure of one stream never touches another. [`Recording`] (in `recording.rs`) is the
 //! camera-independent part: it turns timestamped frames into fragments and segments and is tested with
@@ -9,12 +10,15 @@
 //! errors.
 
 mod command;
+mod loss;
 mod recording;
 pub mod ring;
 mod session;
 mod task;
+mod timing;
 
 pub use command::{Command, CommandError, Mode, PromoteReport, ReleaseReport};
+pub use loss::LossCounts;
 pub use recording::{AudioTrack, Recording, VideoTrack};
 pub use ring::RingLimits;
 pub use task::{StreamChannels, StreamTask, COMMAND_QUEUE, LIVE_QUEUE};
@@ -50,6 +54,10 @@ pub struct IngestSettings {
     pub frame_timeout_ms: u64,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// Receive buffer requested for UDP RTP sockets.
+    pub udp_recv_buffer_bytes: u64,
+    /// Local UDP ports for RTP/RTCP, inclusive; `None`: retina's default range.
+    pub udp_port_range: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,8 +87,14 @@ pub struct StreamStatus {
     pub video_codec: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
-    /// Audio as recorded (`aac`) or why not (`pcma: not recorded (only AAC is)`).
+    /// Audio as recorded (`aac`, `pcma (G.711 A-law): recorded as alaw`) or why not
+    /// (`opus: not recorded (...)`).
     pub audio: Option<String>,
+    /// RTSP transport of the current or last session (`tcp`, `udp`).
+    pub transport: Option<String>,
+    /// Receive buffer of the video's UDP RTP socket as the kernel reports it (Linux: twice the
+    /// usable size), when over UDP.
+    pub udp_recv_buffer_bytes: Option<usize>,
     pub last_frame_ms: Option<i64>,
     pub frames: u64,
     pub bytes: u64,
@@ -95,6 +109,10 @@ pub struct StreamStatus {
     pub alive_ms: i64,
     /// Video frames received in this process (recorded or not).
     pub frames_received: u64,
+    /// Media lost in this process: RTP packets missing, malformed packets survived, frames skipped
+    /// to the next key frame (flattened: `rtp_packets_lost`, `packet_errors`, `frames_skipped`).
+    #[serde(flatten)]
+    pub loss: LossCounts,
     /// Received video frames per second and bits per second over the last status interval.
     pub fps: f64,
     pub bitrate_bps: u64,
@@ -123,6 +141,8 @@ impl StreamStatus {
             width: None,
             height: None,
             audio: None,
+            transport: None,
+            udp_recv_buffer_bytes: None,
             last_frame_ms: None,
             frames: 0,
             bytes: 0,
@@ -135,6 +155,7 @@ impl StreamStatus {
             next_retry_ms: None,
             alive_ms: 0,
             frames_received: 0,
+            loss: LossCounts::default(),
             fps: 0.0,
             bitrate_bps: 0,
             last_key_frame: None,

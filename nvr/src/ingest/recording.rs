@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Duration;
 
+use super::timing::{fragment_timing, reorder_delay, Next, Timeline};
 use super::{IngestError, IngestSettings};
 use crate::config::StreamKind;
 use store::mp4::{FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
@@ -89,6 +90,9 @@ pub struct Recording {
     gop: Vec<PendingFrame>,
     gop_audio: Vec<PendingAudio>,
     last_duration: u32,
+    /// Reorder delay (ticks) the stream's B-frames have needed so far; a new segment starts its
+    /// decode timeline this far before its presentation (see `timing.rs`).
+    reorder_delay: i64,
     frames_written: u64,
     bytes_written: u64,
     frames_dropped_before_key: u64,
@@ -104,7 +108,10 @@ pub struct Recording {
 
 struct OpenSegment {
     writer: SegmentWriter,
+    /// Presentation time of the segment's first frame (its start).
     first_ts: i64,
+    /// Reorder delay of this segment's decode timeline (its edit list).
+    delay: i64,
     sequence: u32,
     video_ticks: u64,
     audio_ticks: Option<u64>,
@@ -137,6 +144,7 @@ impl Recording {
             gop: Vec::new(),
             gop_audio: Vec::new(),
             last_duration: 3600,
+            reorder_delay: 0,
             frames_written: 0,
             bytes_written: 0,
             frames_dropped_before_key: 0,
@@ -226,11 +234,14 @@ impl Recording {
 
     /// Whether a frame at `ts` (on the run's timeline) ends the buffered fragment: a key frame, or a
     /// frame `fragment_max_ms` or more after the fragment's first frame (so a fragment never holds more
-    /// than `fragment_max_ms` of media, whatever the camera's GOP).
+    /// than `fragment_max_ms` of media, whatever the camera's GOP) that is presented after every
+    /// buffered frame (with B-frames, a reference frame: the B-frames before it in presentation
+    /// order follow it in decode order and belong to the same fragment).
     fn completes_fragment(&self, ts: i64, key: bool) -> bool {
         self.gop.first().is_some_and(|first| {
-            key || (ts - first.ts).saturating_mul(1000) / self.clock_rate()
+            key || ((ts - first.ts).saturating_mul(1000) / self.clock_rate()
                 >= self.settings.fragment_max_ms as i64
+                && self.gop.iter().all(|f| f.ts < ts))
         })
     }
 
@@ -263,7 +274,7 @@ impl Recording {
             }
         }
         if self.completes_fragment(ts, key) {
-            self.write_fragment(Some(ts))?;
+            self.write_fragment(Some((ts, key)))?;
             if key {
                 self.maybe_cut_segment(ts)?;
             }
@@ -366,7 +377,7 @@ impl Recording {
         Ok(())
     }
 
-    fn open_segment(&mut self, first_ts: i64) -> Result<(), IngestError> {
+    fn open_segment(&mut self, first_ts: i64, delay: i64) -> Result<(), IngestError> {
         let Some(video) = self.video.clone() else {
             return Err(IngestError::BadData("no video parameters".into()));
         };
@@ -391,6 +402,7 @@ impl Recording {
             },
             timescale: video.clock_rate,
             sample_entry: video.sample_entry.clone(),
+            presentation_delay: u32::try_from(delay).unwrap_or(0),
         }];
         if let Some(a) = &self.audio {
             tracks.push(TrackSpec {
@@ -401,6 +413,7 @@ impl Recording {
                 },
                 timescale: a.clock_rate,
                 sample_entry: a.sample_entry.clone(),
+                presentation_delay: 0,
             });
         }
         let start_ms = self.wall_ms(first_ts);
@@ -421,6 +434,7 @@ impl Recording {
         self.segment = Some(OpenSegment {
             writer,
             first_ts,
+            delay,
             sequence: 1,
             video_ticks: 0,
             audio_ticks: None,
@@ -429,20 +443,27 @@ impl Recording {
         Ok(())
     }
 
-    /// Writes the buffered frames as one fragment. `next_ts` is the timestamp of the frame after the last
-    /// buffered one (it gives the last frame's duration); `None` at the end of a run.
-    fn write_fragment(&mut self, next_ts: Option<i64>) -> Result<(), IngestError> {
+    /// Writes the buffered frames as one fragment. `next` is the timestamp of the frame after the last
+    /// buffered one and whether it is a key frame (it gives the last frame's duration); `None` at the
+    /// end of a run.
+    fn write_fragment(&mut self, next: Option<(i64, bool)>) -> Result<(), IngestError> {
         if self.gop.is_empty() {
             return Ok(());
         }
+        let pts: Vec<i64> = self.gop.iter().map(|f| f.ts).collect();
+        self.reorder_delay = self.reorder_delay.max(reorder_delay(&pts));
         if self.segment.is_none() {
-            self.open_segment(self.gop[0].ts)?;
+            self.open_segment(self.gop[0].ts, self.reorder_delay)?;
         }
+        let next = next.map(|(ts, key)| Next {
+            ts,
+            exact: key || self.reorder_delay == 0,
+        });
         let max_ticks = MAX_FRAME_DURATION_MS * self.clock_rate() / 1000;
         let gop = std::mem::take(&mut self.gop);
-        let audio = std::mem::take(&mut self.gop_audio);
         let audio_rate = self.audio.as_ref().map(|a| i64::from(a.clock_rate.max(1)));
         let video_rate = self.clock_rate();
+        let audio = self.take_fragment_audio(next.map(|n| n.ts), audio_rate);
         let Some(seg) = self.segment.as_mut() else {
             return Ok(());
         };
@@ -463,22 +484,25 @@ impl Recording {
             None
         };
         let mut fb = FragmentBuilder::new(seg.sequence, &tracks);
+        let timeline = Timeline {
+            origin_ts: seg.first_ts,
+            delay: seg.delay,
+            start: seg.video_ticks as i64,
+            typical: self.last_duration,
+            max_duration: max_ticks as u32,
+        };
+        let (timing, typical) = fragment_timing(&pts, timeline, next);
+        self.last_duration = typical;
         let mut ticks = 0u64;
-        for (i, f) in gop.iter().enumerate() {
-            let next = gop.get(i + 1).map(|n| n.ts).or(next_ts);
-            let duration = match next.map(|n| n - f.ts) {
-                Some(d) if d > 0 && d <= max_ticks => d as u32,
-                _ => self.last_duration,
-            };
-            self.last_duration = duration;
-            ticks += u64::from(duration);
+        for (f, t) in gop.iter().zip(timing) {
+            ticks += u64::from(t.duration);
             fb.push_sample_info(
                 0,
                 SampleInfo {
-                    duration,
+                    duration: t.duration,
                     size: f.data.len() as u32,
                     is_sync: f.key,
-                    composition_offset: 0,
+                    composition_offset: t.composition_offset,
                 },
             );
         }
@@ -526,6 +550,28 @@ impl Recording {
         self.bytes_written += fragment_bytes as u64;
         self.sync_if_due()?;
         Ok(())
+    }
+
+    /// The buffered audio that belongs with the fragment ending at video time `end_ts`: frames that
+    /// start before it (both clocks count from PLAY). Later frames wait for the next fragment, so a
+    /// segment's audio ends with its video (cameras send audio ahead of encoded video). All of it
+    /// at the end of a run (`None`).
+    fn take_fragment_audio(
+        &mut self,
+        end_ts: Option<i64>,
+        audio_rate: Option<i64>,
+    ) -> Vec<PendingAudio> {
+        let (Some(end_ts), Some(rate)) = (end_ts, audio_rate) else {
+            return std::mem::take(&mut self.gop_audio);
+        };
+        let video_rate = i128::from(self.clock_rate());
+        let split = self
+            .gop_audio
+            .iter()
+            .position(|a| i128::from(a.ts) * video_rate >= i128::from(end_ts) * i128::from(rate))
+            .unwrap_or(self.gop_audio.len());
+        let later = self.gop_audio.split_off(split);
+        std::mem::replace(&mut self.gop_audio, later)
     }
 
     /// Whether appended data has waited a flush interval for `fdatasync` (cheap: no system call).

@@ -17,9 +17,17 @@ pub(super) struct Connected {
     /// Audio as recorded (`aac`) or why not.
     pub audio_note: Option<String>,
     pub h265: bool,
+    /// The transport in use (`tcp` or `udp`).
+    pub transport: &'static str,
+    /// The video RTP socket's receive buffer as the kernel reports it (UDP only).
+    pub udp_recv_buffer_bytes: Option<usize>,
 }
 
-/// Connects, DESCRIBEs, SETUPs video (and AAC audio) and PLAYs.
+/// RTSP status of a SETUP whose transport the server does not offer.
+const UNSUPPORTED_TRANSPORT: u16 = 461;
+
+/// Connects, DESCRIBEs, SETUPs video (and AAC audio) and PLAYs. With `transport = "auto"` a SETUP
+/// refused with 461 (Unsupported Transport) over TCP is repeated over UDP.
 pub(super) async fn connect(
     spec: &StreamSpec,
     settings: IngestSettings,
@@ -60,33 +68,65 @@ pub(super) async fn connect(
         })?;
     let audio = streams.iter().position(|s| s.media() == "audio");
     let (audio_i, audio_note) = match audio {
-        Some(i) if streams[i].encoding_name() == "mpeg4-generic" => {
-            (Some(i), Some("aac".to_owned()))
-        }
-        Some(i) => (
-            None,
-            Some(format!(
-                "{}: not recorded (only AAC audio is recorded)",
-                streams[i].encoding_name()
-            )),
-        ),
+        Some(i) => match streams[i].encoding_name() {
+            "mpeg4-generic" => (Some(i), Some("aac".to_owned())),
+            "pcma" => (
+                Some(i),
+                Some("pcma (G.711 A-law): recorded as alaw".to_owned()),
+            ),
+            "pcmu" => (
+                Some(i),
+                Some("pcmu (G.711 µ-law): recorded as ulaw".to_owned()),
+            ),
+            other => (
+                None,
+                Some(format!(
+                    "{other}: not recorded (AAC and G.711 PCMA/PCMU audio are recorded)"
+                )),
+            ),
+        },
         None => (None, None),
     };
-    let transport = match spec.transport {
-        Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
-        Transport::Udp => retina::client::Transport::Udp(Default::default()),
+    let (first, fallback) = match spec.transport {
+        Transport::Tcp => (Transport::Tcp, None),
+        Transport::Udp => (Transport::Udp, None),
+        Transport::Auto => (Transport::Tcp, Some(Transport::Udp)),
     };
-    let setup = || {
+    let mut transport = first;
+    let setup = |t: Transport| {
+        let transport = match t {
+            Transport::Udp => retina::client::Transport::Udp(udp_options(&settings)),
+            _ => retina::client::Transport::Tcp(Default::default()),
+        };
         SetupOptions::default()
-            .transport(transport.clone())
+            .transport(transport)
             .frame_format(FrameFormat::MP4)
     };
-    with_timeout(
-        "SETUP",
-        settings.connect_timeout_ms,
-        rtsp.setup(video_i, setup()),
+    let video_setup = tokio::time::timeout(
+        Duration::from_millis(settings.connect_timeout_ms),
+        rtsp.setup(video_i, setup(first)),
     )
-    .await?;
+    .await;
+    match (video_setup, fallback) {
+        (Ok(Err(e)), Some(other)) if e.status_code() == Some(UNSUPPORTED_TRANSPORT) => {
+            tracing::info!(url = %spec.url, refused = first.as_str(), trying = other.as_str(), "camera refuses the transport");
+            transport = other;
+            with_timeout(
+                "SETUP",
+                settings.connect_timeout_ms,
+                rtsp.setup(video_i, setup(other)),
+            )
+            .await?;
+        }
+        (Ok(r), _) => r.map_err(|e| IngestError::rtsp("SETUP", e))?,
+        (Err(_), _) => {
+            return Err(IngestError::Timeout {
+                step: "SETUP",
+                timeout_ms: settings.connect_timeout_ms,
+            })
+        }
+    }
+    let setup = || setup(transport);
     if let Some(i) = audio_i {
         with_timeout("SETUP", settings.connect_timeout_ms, rtsp.setup(i, setup())).await?;
     }
@@ -100,13 +140,51 @@ pub(super) async fn connect(
         .demuxed()
         .map_err(|e| IngestError::rtsp("PLAY", e))?;
     let h265 = demuxed.streams()[video_i].encoding_name() == "h265";
+    let udp_recv_buffer_bytes = demuxed.streams()[video_i].udp_recv_buffer_bytes();
+    if let Some(granted) = udp_recv_buffer_bytes {
+        log_udp_buffer(spec, settings.udp_recv_buffer_bytes, granted);
+    }
     Ok(Connected {
         demuxed,
         video_i,
         audio_i,
         audio_note,
         h265,
+        transport: transport.as_str(),
+        udp_recv_buffer_bytes,
     })
+}
+
+/// UDP options: the receive buffer and the port range of the configuration.
+fn udp_options(settings: &IngestSettings) -> retina::client::UdpTransportOptions {
+    let mut o = retina::client::UdpTransportOptions::default()
+        .recv_buffer_bytes(usize::try_from(settings.udp_recv_buffer_bytes).unwrap_or(usize::MAX));
+    if let Some((first, last)) = settings.udp_port_range {
+        o = o.port_range(first..last.saturating_add(1));
+    }
+    o
+}
+
+/// Logs the receive buffer the kernel granted; warns when it is less than asked for (Linux caps it
+/// at `net.core.rmem_max` and reports twice the usable size).
+fn log_udp_buffer(spec: &StreamSpec, requested: u64, granted: usize) {
+    let usable = if cfg!(target_os = "linux") {
+        granted / 2
+    } else {
+        granted
+    };
+    let stream = format!("{}/{}", spec.camera, spec.kind.as_str());
+    if (usable as u64) < requested {
+        tracing::warn!(stream, requested_bytes = requested, granted_bytes = granted,
+            "UDP receive buffer smaller than requested: a large key frame may be dropped by the kernel; raise net.core.rmem_max (docs/configuration.md)");
+    } else {
+        tracing::info!(
+            stream,
+            requested_bytes = requested,
+            granted_bytes = granted,
+            "UDP receive buffer"
+        );
+    }
 }
 
 /// Runs blocking storage work without stalling the runtime's other tasks.
@@ -146,15 +224,36 @@ pub(super) fn video_track(v: &retina::codec::VideoParameters) -> Result<VideoTra
     })
 }
 
-pub(super) fn audio_track(a: &retina::codec::AudioParameters) -> Result<AudioTrack, IngestError> {
-    let sample_entry = a
-        .mp4_sample_entry()
-        .build()
-        .map_err(|e| IngestError::BadData(format!("audio parameters: {e}")))?;
-    Ok(AudioTrack {
-        codec: a.rfc6381_codec().unwrap_or("mp4a").to_owned(),
+/// The MP4 track of an audio stream: AAC from retina's parameters, G.711 (`pcma`, `pcmu`) as
+/// `alaw`/`ulaw` sample entries (retina builds entries for AAC only). `None` while the stream's
+/// parameters are not known.
+pub(super) fn audio_track(
+    stream: &retina::client::Stream,
+) -> Result<Option<AudioTrack>, IngestError> {
+    let Some(retina::codec::ParametersRef::Audio(a)) = stream.parameters() else {
+        return Ok(None);
+    };
+    let g711 = match stream.encoding_name() {
+        "pcma" => Some((store::mp4::G711::ALaw, "alaw")),
+        "pcmu" => Some((store::mp4::G711::MuLaw, "ulaw")),
+        _ => None,
+    };
+    let (codec, sample_entry) = match g711 {
+        Some((law, codec)) => (
+            codec.to_owned(),
+            store::mp4::g711_sample_entry(law, a.channels().get(), a.clock_rate()),
+        ),
+        None => (
+            a.rfc6381_codec().unwrap_or("mp4a").to_owned(),
+            a.mp4_sample_entry()
+                .build()
+                .map_err(|e| IngestError::BadData(format!("audio parameters: {e}")))?,
+        ),
+    };
+    Ok(Some(AudioTrack {
+        codec,
         channels: a.channels().get(),
         clock_rate: a.clock_rate(),
         sample_entry,
-    })
+    }))
 }

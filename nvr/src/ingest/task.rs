@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::command::Reply;
+use super::loss::{event_message, LossTracker, Verdict};
 use super::ring::ShadowRing;
 use super::session::{audio_track, blocking, connect, video_track, Connected};
 use super::{
@@ -93,6 +94,7 @@ pub struct StreamTask {
     window_bytes: u64,
     window_start: Instant,
     received: u64,
+    loss: LossTracker,
 }
 
 impl StreamTask {
@@ -133,6 +135,7 @@ impl StreamTask {
             window_bytes: 0,
             window_start: Instant::now(),
             received: 0,
+            loss: LossTracker::default(),
         };
         let channels = StreamChannels {
             commands: cmd_tx,
@@ -323,13 +326,17 @@ impl StreamTask {
             }
         };
         self.h265 = c.h265;
+        self.loss.session_started();
         // Parameters are read anew from each session.
         self.video_track = None;
         self.audio_track = None;
         let note = c.audio_note.clone();
+        let (transport, udp_buffer) = (c.transport, c.udp_recv_buffer_bytes);
         update(&self.status, |s| {
             s.connects += 1;
             s.audio = note;
+            s.transport = Some(transport.to_owned());
+            s.udp_recv_buffer_bytes = udp_buffer;
         });
         self.set_state(self.connected_state());
         tracing::info!(stream = %self.label, mode = self.mode.as_str(), audio = ?c.audio_note, "stream connected");
@@ -405,7 +412,13 @@ impl StreamTask {
                 item = c.demuxed.next() => {
                     let item = match item {
                         None => return Err(IngestError::Ended),
-                        Some(Err(e)) => return Err(IngestError::rtsp("stream", e)),
+                        Some(Err(e)) => {
+                            if self.loss.packet_error() {
+                                tracing::debug!(stream = %self.label, error = %e, "bad packet; waiting for the next key frame");
+                                continue;
+                            }
+                            return Err(IngestError::rtsp("stream", e));
+                        }
                         Some(Ok(item)) => item,
                     };
                     if self.on_item(c, item)? {
@@ -439,6 +452,10 @@ impl StreamTask {
                 };
                 let ts = frame.timestamp().elapsed();
                 let key = frame.is_random_access_point();
+                if self.loss.video_frame(frame.loss(), key) == Verdict::Skip {
+                    self.received += 1;
+                    return Ok(true);
+                }
                 let data = bytes::Bytes::from(frame.into_data());
                 let wall_ms = self.store.now_utc_ms();
                 let frame = VideoFrame::new(ts, key, data, wall_ms, self.h265, track);
@@ -446,12 +463,10 @@ impl StreamTask {
                 Ok(true)
             }
             CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == c.audio_i => {
+                self.loss.audio_frame(frame.loss());
                 if self.audio_track.is_none() {
-                    if let Some(ParametersRef::Audio(a)) =
-                        c.demuxed.streams()[frame.stream_id()].parameters()
-                    {
-                        self.audio_track = Some(Arc::new(audio_track(a)?));
-                    }
+                    self.audio_track =
+                        audio_track(&c.demuxed.streams()[frame.stream_id()])?.map(Arc::new);
                 }
                 if let Some(track) = self.audio_track.clone() {
                     self.on_audio(Arc::new(AudioFrame {
@@ -812,6 +827,15 @@ impl StreamTask {
         let (ring_frames, ring_bytes) = (self.ring.len(), self.ring.bytes());
         let subscribers = self.live.receiver_count();
         let received = self.received;
+        let loss = self.loss.counts();
+        if rates {
+            if let Some(new) = self.loss.event_due(now_ms) {
+                let message = event_message(&self.label, new);
+                tracing::warn!(stream = %self.label, "{message}");
+                self.store
+                    .log_event(Some(self.stream_id), "media_loss", &message);
+            }
+        }
         let track = self.video_track.clone();
         update(&self.status, |s| {
             s.alive_ms = now_ms;
@@ -838,6 +862,7 @@ impl StreamTask {
                 s.height = Some(v.height);
             }
             s.frames_received = received;
+            s.loss = loss;
             s.ring_frames = ring_frames;
             s.ring_bytes = ring_bytes;
             s.live_subscribers = subscribers;

@@ -8,6 +8,8 @@
 //!   mvhd v0          timescale 1000, duration 0, next_track_ID = max id + 1
 //!   trak per track
 //!     tkhd v0        flags enabled|in_movie, duration 0, width/height 16.16 (video), volume (audio)
+//!     edts/elst v0   only if `presentation_delay` > 0: one entry, segment_duration 0 (the whole
+//!                    fragmented track), media_time = presentation_delay, rate 1
 //!     mdia
 //!       mdhd v0      timescale = track timescale, duration 0, language "und"
 //!       hdlr         vide | soun
@@ -45,6 +47,10 @@ pub struct TrackSpec {
     /// A complete sample entry box (`avc1`/`hvc1` with `avcC`/`hvcC`, `mp4a` with `esds`, ...),
     /// copied verbatim into `stsd`; e.g. `retina`'s `mp4_sample_entry().build()`.
     pub sample_entry: Vec<u8>,
+    /// Composition time of the first presented sample, in the track's timescale: with B-frames the
+    /// decode timeline starts this much before the presentation (every composition offset stays
+    /// non-negative). Written as an edit list so that presentation starts at 0; 0 writes none.
+    pub presentation_delay: u32,
 }
 
 /// Movie timescale for `mvhd`; only its (zero) duration is expressed in it.
@@ -168,6 +174,18 @@ fn write_trak(w: &mut BoxWriter, t: &TrackSpec) {
     w.u32(u32::from(height) << 16);
     w.end(tkhd);
 
+    if t.presentation_delay > 0 {
+        let edts = w.start(b"edts");
+        let elst = w.start_full(b"elst", 0, 0);
+        w.u32(1); // entry_count
+        w.u32(0); // segment_duration: 0 = the whole (fragmented) track
+        w.i32(i32::try_from(t.presentation_delay).unwrap_or(i32::MAX)); // media_time
+        w.u16(1); // media_rate_integer
+        w.u16(0); // media_rate_fraction
+        w.end(elst);
+        w.end(edts);
+    }
+
     let mdia = w.start(b"mdia");
     let mdhd = w.start_full(b"mdhd", 0, 0);
     w.u32(0); // creation_time
@@ -253,6 +271,7 @@ mod tests {
             },
             timescale: 90_000,
             sample_entry: entry(b"avc1", 78),
+            presentation_delay: 0,
         };
         assert!(init_segment(&[]).is_err());
         assert!(init_segment(&[TrackSpec {
@@ -282,6 +301,7 @@ mod tests {
             },
             timescale: 8000,
             sample_entry: entry(b"mp4a", 28),
+            presentation_delay: 0,
         }])
         .expect("valid");
         assert_eq!(&init[4..8], b"ftyp");
@@ -294,5 +314,32 @@ mod tests {
             init[ftyp_len + 3],
         ]) as usize;
         assert_eq!(ftyp_len + moov_len, init.len());
+    }
+
+    #[test]
+    fn edit_list_only_with_a_presentation_delay() {
+        let track = |presentation_delay| TrackSpec {
+            track_id: 1,
+            kind: TrackKind::Video {
+                width: 2,
+                height: 2,
+            },
+            timescale: 90_000,
+            sample_entry: entry(b"avc1", 78),
+            presentation_delay,
+        };
+        let plain = init_segment(&[track(0)]).expect("valid");
+        assert!(!plain.windows(4).any(|w| w == b"edts"));
+        let delayed = init_segment(&[track(3600)]).expect("valid");
+        let at = delayed
+            .windows(4)
+            .position(|w| w == b"elst")
+            .expect("elst written");
+        // version/flags, entry_count 1, segment_duration 0, media_time 3600, rate 1.0.
+        assert_eq!(
+            &delayed[at + 4..at + 24],
+            &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x0e, 0x10, 0, 1, 0, 0]
+        );
+        assert_eq!(delayed.len(), plain.len() + 8 + 28);
     }
 }

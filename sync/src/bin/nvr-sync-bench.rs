@@ -217,6 +217,7 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
         },
         timescale: 90_000,
         sample_entry: store::mp4::synthetic_avc1_sample_entry(1280, 720),
+        presentation_delay: 0,
     }];
     let segments = (total_mb / segment_mb).max(1);
     let mut seed = 0x2545_f491_4f6c_dd1du64;

@@ -1,0 +1,610 @@
+//! Ingest against real cameras that are not the test suite's plain ones (issue 9): B-frames from
+//! GStreamer's x264/x265 encoders, recorded by the real `nvr` binary and checked with ffprobe packet
+//! by packet.
+
+use testkit as common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base::clock::SystemClock;
+use common::{
+    ffprobe, wait_until, CameraOpts, GstCamera, LossyOpts, LossyProxy, NvrProcess, TestDir,
+};
+use store::{Reader, SegmentRow, SegmentState};
+
+/// 25 fps test cameras: one frame is 3600 ticks of the 90 kHz clock, 40 ms.
+const FRAME_TICKS: i64 = 3600;
+const FRAME_MS: i64 = 40;
+
+/// A one-node configuration recording `cams` as (name, url).
+fn write_config(dir: &TestDir, segment_s: u64, cams: &[(&str, String)]) -> PathBuf {
+    let cams: Vec<_> = cams.iter().map(|(n, u)| (*n, u.clone(), "tcp")).collect();
+    write_config_transport(dir, segment_s, &cams)
+}
+
+/// A one-node configuration recording `cams` as (name, url, transport).
+fn write_config_transport(dir: &TestDir, segment_s: u64, cams: &[(&str, String, &str)]) -> PathBuf {
+    write_config_ingest(dir, segment_s, cams, "")
+}
+
+/// Like [`write_config_transport`], with extra `[ingest]` lines.
+fn write_config_ingest(
+    dir: &TestDir,
+    segment_s: u64,
+    cams: &[(&str, String, &str)],
+    ingest: &str,
+) -> PathBuf {
+    dir.write("identity/identity.toml", "node = \"test-a\"\n");
+    let mut cfg = format!(
+        r#"identity_dir = "{}"
+
+[recording]
+segment_duration_s = {segment_s}
+flush_interval_ms = 500
+
+[ingest]
+connect_timeout_ms = 3000
+frame_timeout_ms = 3000
+backoff_initial_ms = 300
+backoff_max_ms = 2000
+{ingest}
+
+[[nodes]]
+name = "test-a"
+role = "primary"
+data_dir = "{}"
+"#,
+        dir.join("identity").display(),
+        dir.join("data").display()
+    );
+    for (name, url, transport) in cams {
+        cfg.push_str(&format!(
+            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\ntransport = \"{transport}\"\n[cameras.streams.main]\nurl = \"{url}\"\n"
+        ));
+    }
+    dir.write("nvr.toml", cfg)
+}
+
+fn start_nvr(config: &Path, dir: &TestDir) -> NvrProcess {
+    let config = config.to_string_lossy().into_owned();
+    NvrProcess::spawn(dir, &["run", "--config", &config])
+}
+
+fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
+    if !dir.join("data/catalog.db").exists() {
+        return Vec::new();
+    }
+    let store = Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
+    match store.find_stream(camera, "main").expect("find stream") {
+        Some(id) => store.stream_segments(id).expect("segments"),
+        None => Vec::new(),
+    }
+}
+
+fn stream_status(dir: &TestDir, camera: &str) -> serde_json::Value {
+    std::fs::read(dir.join("data/status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v["streams"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["camera"] == camera).cloned())
+        })
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Local ports of the IPv4 UDP sockets on this machine (`/proc/net/udp`).
+fn udp_ports_bound() -> Vec<u16> {
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let local = l.split_whitespace().nth(1)?;
+            u16::from_str_radix(local.split(':').nth(1)?, 16).ok()
+        })
+        .collect()
+}
+
+/// One video packet as ffprobe reads it from the file: pts, dts (90 kHz ticks), key flag.
+#[derive(Debug, Clone, Copy)]
+struct Packet {
+    pts: i64,
+    dts: i64,
+    key: bool,
+}
+
+fn video_packets(path: &Path) -> Vec<Packet> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_packets"])
+        .args(["-show_entries", "packet=pts,dts,flags", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let num = |i: usize| -> i64 {
+                f.get(i)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{}: field {i} of {l:?}", path.display()))
+            };
+            Packet {
+                pts: num(0),
+                dts: num(1),
+                key: f.get(2).is_some_and(|k| k.starts_with('K')),
+            }
+        })
+        .collect()
+}
+
+/// Every segment of `camera` has B-frames with correct timestamps: decode times only grow, no frame
+/// is presented before it is decoded, the presentation times are one frame apart with no hole or
+/// duplicate and start at 0, the catalog's duration is the file's, and the segments of a run meet.
+fn assert_b_frame_segments(dir: &TestDir, camera: &str, codec: &str) {
+    let segs = segments(dir, camera);
+    assert!(segs.len() >= 2, "{camera}: segments {segs:?}");
+    let mut reordered = 0;
+    for s in &segs {
+        assert_eq!(s.state, SegmentState::Sealed, "{camera}: {s:?}");
+        let path = dir.join("data").join(&s.path);
+        let probe = ffprobe(&path);
+        assert!(
+            probe.stderr_errors.is_empty(),
+            "{camera} {}: {}",
+            s.path,
+            probe.stderr_errors
+        );
+        assert_eq!(probe.codec, codec);
+        assert_eq!(probe.frames as i64, s.frames, "{camera} {}", s.path);
+        let packets = video_packets(&path);
+        assert_eq!(packets.len() as i64, s.frames, "{camera} {}", s.path);
+        assert!(packets[0].key, "{camera} {}: starts on a key frame", s.path);
+        for w in packets.windows(2) {
+            assert!(
+                w[1].dts > w[0].dts,
+                "{camera} {}: decode times must grow: {w:?}",
+                s.path
+            );
+        }
+        for p in &packets {
+            assert!(p.pts >= p.dts, "{camera} {}: {p:?}", s.path);
+        }
+        reordered += packets.windows(2).filter(|w| w[1].pts < w[0].pts).count();
+        let mut pts: Vec<i64> = packets.iter().map(|p| p.pts).collect();
+        pts.sort_unstable();
+        assert_eq!(pts[0], 0, "{camera} {}: presentation starts at 0", s.path);
+        assert!(
+            pts.windows(2).all(|w| w[1] > w[0]),
+            "{camera} {}: {pts:?}",
+            s.path
+        );
+        // The decode timeline (the samples' durations, as written) spans the presentation: the
+        // file's duration either way.
+        let scan = store::mp4::scan_file(&path).expect("scan");
+        let decode_span: i64 = scan
+            .fragments
+            .iter()
+            .flat_map(|f| &f.tracks)
+            .filter(|t| t.track_id == 1)
+            .map(|t| t.duration_sum as i64)
+            .sum();
+        let presentation_span = pts[pts.len() - 1] + FRAME_TICKS;
+        assert_eq!(decode_span, presentation_span, "{camera} {}", s.path);
+        assert_eq!(
+            s.media_duration_ms,
+            presentation_span / 90,
+            "{camera} {}: catalog duration vs the file's",
+            s.path
+        );
+        let last_of_run = segs
+            .iter()
+            .all(|o| o.run_id != s.run_id || o.start_ms <= s.start_ms);
+        if !last_of_run {
+            // Cut at a key frame: every frame is there, one frame period apart. (A run stopped
+            // after a reference frame ends without the B-frames presented before it, which the
+            // camera had not sent yet.)
+            for (i, p) in pts.iter().enumerate() {
+                assert_eq!(
+                    *p,
+                    i as i64 * FRAME_TICKS,
+                    "{camera} {}: presentation times one frame apart: {pts:?}",
+                    s.path
+                );
+            }
+            assert_eq!(s.media_duration_ms, s.frames * FRAME_MS, "{s:?}");
+        }
+        assert_eq!(s.end_ms - s.start_ms, s.media_duration_ms, "{s:?}");
+    }
+    assert!(reordered > 0, "{camera}: the camera sent no B-frames");
+    for w in segs.windows(2) {
+        if w[0].run_id == w[1].run_id {
+            assert_eq!(
+                w[0].end_ms, w[1].start_ms,
+                "{camera}: segments overlap or gap"
+            );
+        }
+    }
+}
+
+#[test]
+fn b_frames_get_composition_offsets_growing_decode_times_and_presentation_durations() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(
+        &[("/h264", "h264"), ("/h265", "h265")],
+        CameraOpts {
+            bframes: 2,
+            ..CameraOpts::default()
+        },
+    );
+    let config = write_config(
+        &dir,
+        2,
+        &[("bf264", cam.url("/h264")), ("bf265", cam.url("/h265"))],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("bf264") >= 3 && sealed("bf265") >= 3
+        }),
+        "no three sealed segments each; nvr:\n{}",
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    assert_b_frame_segments(&dir, "bf264", "h264");
+    assert_b_frame_segments(&dir, "bf265", "hevc");
+}
+
+#[test]
+fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
+    // 1 % of the video's RTP packets dropped and 0.5 % reordered, among the first 2000.
+    let proxy = LossyProxy::start(
+        cam.port(),
+        LossyOpts {
+            drop_percent: 1.0,
+            reorder_percent: 0.5,
+            damage_packets: 2000,
+            ..LossyOpts::default()
+        },
+    );
+    let config = write_config(&dir, 4, &[("lossy", proxy.url("/cam"))]);
+    let mut nvr = start_nvr(&config, &dir);
+    let counted = |st: &serde_json::Value| {
+        (
+            st["rtp_packets_lost"].as_u64().unwrap_or(0),
+            st["packet_errors"].as_u64().unwrap_or(0),
+        )
+    };
+    // Once the damage is over, the status counts exactly what the link did: each dropped packet and
+    // each reordered one is missing from the sequence when its successor arrives; a reordered
+    // packet arriving late is a bad packet (out of order over TCP), survived.
+    let done = wait_until(Duration::from_secs(120), Duration::from_millis(300), || {
+        let damage = proxy.stats();
+        damage.done
+            && counted(&stream_status(&dir, "lossy"))
+                == (damage.dropped + damage.reordered, damage.reordered)
+    });
+    let damage = proxy.stats();
+    let st = stream_status(&dir, "lossy");
+    assert!(
+        done,
+        "damage {damage:?}, status {st}\nnvr:\n{}",
+        nvr.stderr_tail(40)
+    );
+    assert!(damage.dropped > 0 && damage.reordered > 0, "{damage:?}");
+    assert_eq!(st["connects"], 1, "the session stayed up: {st}");
+    assert_eq!(st["reconnects"], 0, "{st}");
+    assert!(st["frames_skipped"].as_u64().unwrap_or(0) > 0, "{st}");
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+
+    let segs = segments(&dir, "lossy");
+    assert!(segs.len() >= 2, "{segs:?}");
+    for s in &segs {
+        assert_eq!(s.state, SegmentState::Sealed);
+        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
+        let probe = ffprobe(dir.join("data").join(&s.path));
+        assert!(
+            probe.stderr_errors.is_empty(),
+            "{}: {}",
+            s.path,
+            probe.stderr_errors
+        );
+        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+    }
+    let store = Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
+    let loss_events: Vec<_> = store
+        .events(0, 1000)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.kind == "media_loss")
+        .collect();
+    assert!(!loss_events.is_empty(), "no media_loss event");
+    assert!(
+        loss_events[0].message.contains("RTP packets lost"),
+        "{loss_events:?}"
+    );
+}
+
+#[test]
+fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_band_records() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(
+        &[("/h264", "h264"), ("/h265", "h265")],
+        CameraOpts::default(),
+    );
+    let proxy = LossyProxy::start(
+        cam.port(),
+        LossyOpts {
+            sdp_trailing_semicolon: true,
+            sdp_drop_sprop: true,
+            ..LossyOpts::default()
+        },
+    );
+    let config = write_config(
+        &dir,
+        2,
+        &[
+            ("fmtp264", proxy.url("/h264")),
+            ("fmtp265", proxy.url("/h265")),
+        ],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("fmtp264") >= 2 && sealed("fmtp265") >= 2
+        }),
+        "status h264 {}, h265 {}; nvr:\n{}",
+        stream_status(&dir, "fmtp264"),
+        stream_status(&dir, "fmtp265"),
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    for (camera, codec) in [("fmtp264", "h264"), ("fmtp265", "hevc")] {
+        for s in segments(&dir, camera) {
+            let probe = ffprobe(dir.join("data").join(&s.path));
+            assert!(
+                probe.stderr_errors.is_empty(),
+                "{}: {}",
+                s.path,
+                probe.stderr_errors
+            );
+            assert_eq!(probe.codec, codec);
+            assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+        }
+    }
+}
+
+#[test]
+fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(
+        &[("/cam", "h264")],
+        CameraOpts {
+            udp_only: true,
+            ..CameraOpts::default()
+        },
+    );
+    let config = write_config_transport(
+        &dir,
+        2,
+        &[
+            ("auto", cam.url("/cam"), "auto"),
+            ("tcponly", cam.url("/cam"), "tcp"),
+        ],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("auto") >= 2
+                && stream_status(&dir, "tcponly")["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("461"))
+        }),
+        "auto {}, tcponly {}; nvr:\n{}",
+        stream_status(&dir, "auto"),
+        stream_status(&dir, "tcponly"),
+        nvr.stderr_tail(40)
+    );
+    let st = stream_status(&dir, "auto");
+    assert_eq!(st["transport"], "udp", "{st}");
+    assert_eq!(st["reconnects"], 0, "{st}");
+    assert_eq!(sealed("tcponly"), 0);
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    for s in segments(&dir, "auto") {
+        let probe = ffprobe(dir.join("data").join(&s.path));
+        assert!(
+            probe.stderr_errors.is_empty(),
+            "{}: {}",
+            s.path,
+            probe.stderr_errors
+        );
+        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+    }
+}
+
+#[test]
+fn udp_4k_key_frames_of_a_megabyte_lose_nothing_on_loopback() {
+    let dir = TestDir::new();
+    // Noise at 3840x2160: key frames of about 1.2 MB, each sent by the camera as one burst of
+    // some 900 UDP packets. 5 fps keeps the encoder within one core.
+    let cam = GstCamera::start(
+        &[("/cam", "h264")],
+        CameraOpts {
+            width: 3840,
+            height: 2160,
+            fps: 5,
+            gop_frames: 5,
+            bitrate_kbps: 20_000,
+            pattern: "snow",
+            ..CameraOpts::default()
+        },
+    );
+    // A port range for the firewall, somewhere in 20000-59999: the RTP/RTCP pair is bound in it.
+    let first = 20_000 + (std::process::id() % 2_000) as u16 * 20;
+    let last = first + 19;
+    let config = write_config_ingest(
+        &dir,
+        4,
+        &[("uhd", cam.url("/cam"), "udp")],
+        &format!("udp_port_range = \"{first}-{last}\""),
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = || {
+        segments(&dir, "uhd")
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(
+            Duration::from_secs(90),
+            Duration::from_millis(300),
+            || sealed() >= 3
+        ),
+        "status {}; nvr:\n{}",
+        stream_status(&dir, "uhd"),
+        nvr.stderr_tail(40)
+    );
+    let st = stream_status(&dir, "uhd");
+    let bound = udp_ports_bound();
+    assert!(
+        bound.iter().any(|p| (first..=last).contains(p)),
+        "no UDP port bound in {first}-{last}"
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    assert_eq!(st["transport"], "udp", "{st}");
+    let granted = st["udp_recv_buffer_bytes"].as_u64().unwrap_or(0);
+    assert!(granted > 212_992, "receive buffer not raised: {st}");
+    assert!(
+        nvr.stderr().contains("UDP receive buffer"),
+        "the granted buffer is logged"
+    );
+    for key in ["rtp_packets_lost", "packet_errors", "frames_skipped"] {
+        assert_eq!(st[key], 0, "{key}: {st}");
+    }
+    assert_eq!(st["reconnects"], 0, "{st}");
+    let segs = segments(&dir, "uhd");
+    let mut big_key_frames = 0;
+    for s in &segs[..segs.len() - 1] {
+        let path = dir.join("data").join(&s.path);
+        // 5 fps: every frame one period (200 ms) apart, none missing.
+        assert_eq!(s.media_duration_ms, s.frames * 200, "{s:?}");
+        let (_, samples) =
+            store::mp4::scan_samples(&std::fs::read(&path).expect("read")).expect("scan");
+        big_key_frames += samples
+            .iter()
+            .filter(|x| x.is_sync && x.size >= 1_000_000)
+            .count();
+    }
+    assert!(big_key_frames > 0, "no key frame of a megabyte");
+}
+
+#[test]
+fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(
+        &[("/pcma", "h264+pcma"), ("/pcmu", "h264+pcmu")],
+        CameraOpts::default(),
+    );
+    let config = write_config(
+        &dir,
+        2,
+        &[("alaw", cam.url("/pcma")), ("ulaw", cam.url("/pcmu"))],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("alaw") >= 2 && sealed("ulaw") >= 2
+        }),
+        "alaw {}, ulaw {}; nvr:\n{}",
+        stream_status(&dir, "alaw"),
+        stream_status(&dir, "ulaw"),
+        nvr.stderr_tail(40)
+    );
+    let status_alaw = stream_status(&dir, "alaw");
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    assert!(
+        status_alaw["audio"]
+            .as_str()
+            .is_some_and(|a| a.contains("recorded as alaw")),
+        "{status_alaw}"
+    );
+    for (camera, codec, probe_codec) in
+        [("alaw", "alaw", "pcm_alaw"), ("ulaw", "ulaw", "pcm_mulaw")]
+    {
+        let segs = segments(&dir, camera);
+        for s in &segs[..segs.len() - 1] {
+            assert_eq!(s.audio_codec.as_deref(), Some(codec), "{s:?}");
+            let path = dir.join("data").join(&s.path);
+            let probe = ffprobe(&path);
+            assert!(
+                probe.stderr_errors.is_empty(),
+                "{}: {}",
+                s.path,
+                probe.stderr_errors
+            );
+            assert_eq!(
+                probe.audio_codec.as_deref(),
+                Some(probe_codec),
+                "{}",
+                s.path
+            );
+            // The audio covers the segment: its duration is the video's within one packet (20 ms)
+            // plus what arrived with the last GOP.
+            let out = Command::new("ffprobe")
+                .args(["-v", "error", "-select_streams", "a:0", "-show_entries"])
+                .args(["stream=duration", "-of", "csv=p=0"])
+                .arg(&path)
+                .output()
+                .expect("ffprobe");
+            let audio_s: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0.0);
+            let video_s = s.media_duration_ms as f64 / 1000.0;
+            assert!(
+                (audio_s - video_s).abs() <= 0.2,
+                "{}: audio {audio_s} s, video {video_s} s",
+                s.path
+            );
+        }
+    }
+}

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""A lossy link for RTSP over TCP: drops and reorders RTP packets of one interleaved channel.
+
+    python3 tests/lossy_rtsp_proxy.py --port P --upstream-port U [--channel 0] \
+        [--drop-percent 1.0] [--reorder-percent 0.5] [--damage-packets N] [--seed 1] \
+        [--stats FILE] [--sdp-trailing-semicolon] [--sdp-drop-sprop]
+
+Listens on 127.0.0.1:P; each client gets its own connection to 127.0.0.1:U. Client-to-server bytes
+pass unchanged. Server-to-client bytes are parsed as RTSP messages and `$` interleaved frames
+(RFC 2326 section 10.12); frames of `--channel` (0: the RTP of the first stream set up) are
+damaged: each is dropped with probability `--drop-percent`, or held back and sent after the next
+frame of the channel with probability `--reorder-percent` (the frame after a held one is never
+damaged). Only the first `--damage-packets` frames of the channel are candidates (0: all), so a
+test can wait for the damage to end and compare counts exactly. Decisions come from a random
+generator seeded with `--seed`.
+
+SDP quirks of real cameras, in the DESCRIBE answer (Content-Length adjusted):
+`--sdp-trailing-semicolon` ends every `a=fmtp` line with `;` (an empty parameter),
+`--sdp-drop-sprop` removes the `sprop-*` parameters (parameter sets only in band).
+
+`--stats FILE` is rewritten (atomically) after every damaged packet and once the damage window has
+passed, as JSON: {"seen": n, "dropped": n, "reordered": n, "done": bool}. Standard library only.
+Prints exactly `READY <port>` on stdout once listening; exit code 2 when the port is taken. Exits
+on its own when its parent process goes away.
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+
+def log(msg):
+    print(f"lossy_rtsp_proxy.py: {msg}", file=sys.stderr, flush=True)
+
+
+class Damage:
+    """Shared counters and the seeded decision source."""
+
+    def __init__(self, a):
+        self.a = a
+        self.rng = random.Random(a.seed)
+        self.lock = threading.Lock()
+        self.seen = 0
+        self.dropped = 0
+        self.reordered = 0
+        self.done = False
+
+    def write_stats(self):
+        if not self.a.stats:
+            return
+        tmp = self.a.stats + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"seen": self.seen, "dropped": self.dropped,
+                       "reordered": self.reordered, "done": self.done}, f)
+        os.replace(tmp, self.a.stats)
+
+    def decide(self):
+        """'drop', 'hold' or 'pass' for the next frame of the channel."""
+        with self.lock:
+            limit = self.a.damage_packets
+            if limit and self.seen >= limit:
+                if not self.done:
+                    self.done = True
+                    self.write_stats()
+                return "pass"
+            self.seen += 1
+            r = self.rng.random() * 100.0
+            if r < self.a.drop_percent:
+                self.dropped += 1
+                verdict = "drop"
+            elif r < self.a.drop_percent + self.a.reorder_percent:
+                self.reordered += 1
+                verdict = "hold"
+            else:
+                return "pass"
+            self.write_stats()
+            return verdict
+
+
+def pipe_raw(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def recv_exact(sock, buf, n):
+    while len(buf) < n:
+        data = sock.recv(65536)
+        if not data:
+            return False
+        buf.extend(data)
+    return True
+
+
+def rewrite_sdp(body, a):
+    lines = body.decode("utf-8", "replace").split("\r\n")
+    out = []
+    for line in lines:
+        if line.startswith("a=fmtp:"):
+            head, _, params = line.partition(" ")
+            kept = [p.strip() for p in params.split(";") if p.strip()]
+            if a.sdp_drop_sprop:
+                kept = [p for p in kept if not p.startswith("sprop-")]
+            if not kept:
+                kept = ["packetization-mode=1"] if "sprop" in params else []
+            line = head + " " + ";".join(kept)
+            if a.sdp_trailing_semicolon:
+                line += ";"
+        out.append(line)
+    return "\r\n".join(out).encode()
+
+
+def rewrite_message(msg, a):
+    """Applies the SDP options to an RTSP message carrying an SDP body."""
+    end = msg.index(b"\r\n\r\n") + 4
+    head, body = msg[:end], msg[end:]
+    if not body.startswith(b"v=0") or not (a.sdp_trailing_semicolon or a.sdp_drop_sprop):
+        return msg
+    body = rewrite_sdp(body, a)
+    lines = []
+    for line in head[:-4].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            line = b"Content-Length: " + str(len(body)).encode()
+        lines.append(line)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def pipe_damaged(src, dst, damage, channel):
+    buf = bytearray()
+    held = None
+    try:
+        while True:
+            if not recv_exact(src, buf, 1):
+                break
+            if buf[0] == 0x24:  # '$': interleaved frame
+                if not recv_exact(src, buf, 4):
+                    break
+                ch = buf[1]
+                (length,) = struct.unpack(">H", bytes(buf[2:4]))
+                if not recv_exact(src, buf, 4 + length):
+                    break
+                frame = bytes(buf[:4 + length])
+                del buf[:4 + length]
+                if ch != channel:
+                    dst.sendall(frame)
+                    continue
+                if held is not None:
+                    dst.sendall(frame + held)
+                    held = None
+                    continue
+                verdict = damage.decide()
+                if verdict == "pass":
+                    dst.sendall(frame)
+                elif verdict == "hold":
+                    held = frame
+                continue
+            # An RTSP message: headers up to an empty line, then Content-Length bytes.
+            while b"\r\n\r\n" not in buf:
+                data = src.recv(65536)
+                if not data:
+                    return
+                buf.extend(data)
+            end = buf.index(b"\r\n\r\n") + 4
+            length = 0
+            for line in bytes(buf[:end]).split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip() or b"0")
+            if not recv_exact(src, buf, end + length):
+                break
+            dst.sendall(rewrite_message(bytes(buf[:end + length]), damage.a))
+            del buf[:end + length]
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def serve(client, a, damage):
+    try:
+        upstream = socket.create_connection(("127.0.0.1", a.upstream_port), timeout=5)
+        upstream.settimeout(None)
+    except OSError as e:
+        log(f"upstream: {e}")
+        client.close()
+        return
+    threading.Thread(target=pipe_raw, args=(client, upstream), daemon=True).start()
+    threading.Thread(target=pipe_damaged, args=(upstream, client, damage, a.channel),
+                     daemon=True).start()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--upstream-port", type=int, required=True)
+    p.add_argument("--channel", type=int, default=0)
+    p.add_argument("--drop-percent", type=float, default=1.0)
+    p.add_argument("--reorder-percent", type=float, default=0.5)
+    p.add_argument("--damage-packets", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--stats")
+    p.add_argument("--sdp-trailing-semicolon", action="store_true")
+    p.add_argument("--sdp-drop-sprop", action="store_true")
+    a = p.parse_args()
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", a.port))
+    except OSError as e:
+        log(f"cannot listen on 127.0.0.1:{a.port}: {e}")
+        sys.exit(2)
+    listener.listen(64)
+    damage = Damage(a)
+    damage.write_stats()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: os._exit(0))
+    parent = os.getppid()
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(1)
+        log("parent went away, exiting")
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    print(f"READY {a.port}", flush=True)
+    while True:
+        client, _ = listener.accept()
+        serve(client, a, damage)
+
+
+if __name__ == "__main__":
+    main()
