@@ -31,6 +31,8 @@ pub struct ClusterConfig {
     pub retention: RetentionConfig,
     /// Cluster-wide sync settings (nodes may override some, see [`NodeConfig::sync`]).
     pub sync: SyncSettings,
+    /// The web viewer (`nvr-web`) of every node.
+    pub web: WebSettings,
     /// In file order; names unique.
     pub nodes: Vec<NodeConfig>,
     /// In file order; names unique across the cluster; each owned by a primary of `nodes`.
@@ -161,6 +163,41 @@ pub struct IngestConfig {
     pub backoff_initial_ms: u64,
     /// Cap of the reconnect delay, also used after an authentication failure. Default 30 000.
     pub backoff_max_ms: u64,
+}
+
+/// `[web]`: the web viewer (`nvr-web`), the same on every node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebSettings {
+    /// Where the viewer listens. Default `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// Plain HTTP instead of HTTPS (only behind a reverse proxy that terminates TLS). Default false.
+    pub plain_http: bool,
+    /// PEM certificate chain and private key; both or neither. Neither: a self-signed certificate is
+    /// made at first start in `state_dir`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// A file of at least 32 bytes, the same on every node, that signs session cookies so that every
+    /// node accepts them. `None`: a per-node secret made at first start in `state_dir`.
+    pub session_secret_file: Option<PathBuf>,
+    /// The viewer's own directory: users, audit log, self-signed certificate, per-node secret.
+    /// Default `/var/lib/nvr-web`.
+    pub state_dir: PathBuf,
+    /// Lifetime of a login session, in seconds. Default 43 200 (12 h).
+    pub session_ttl_s: u64,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            plain_http: false,
+            cert_file: None,
+            key_file: None,
+            session_secret_file: None,
+            state_dir: PathBuf::from("/var/lib/nvr-web"),
+            session_ttl_s: 43_200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
