@@ -1,0 +1,276 @@
+//! The JSON API (`docs/api.md`): login and logout, the session, cameras with their recorder status,
+//! recordings and gaps of a stream over a time range, live fMP4, and the audit log for admins.
+
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::audit::AuditEntry;
+use crate::auth::Authed;
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::session::{Session, COOKIE};
+use crate::users::{users_path, Role, Users};
+
+/// Longest time range one recordings request may cover: 31 days.
+pub const MAX_RANGE_MS: i64 = 31 * 86_400_000;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/login", web::post().to(login))
+        .route("/api/logout", web::post().to(logout))
+        .route("/api/me", web::get().to(me))
+        .route("/api/cameras", web::get().to(cameras))
+        .route(
+            "/api/streams/{camera}/{stream}/recordings",
+            web::get().to(recordings),
+        )
+        .route("/api/streams/{camera}/{stream}/live", web::get().to(live))
+        .route("/api/audit", web::get().to(audit));
+}
+
+fn client(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+}
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+fn session_answer(s: &Session) -> serde_json::Value {
+    json!({"user": s.user, "role": s.role, "csrf": s.csrf, "expires_ms": s.expires_ms})
+}
+
+async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let LoginRequest { user, password } = body.into_inner();
+    let client = client(&req);
+    let keys = [format!("client:{client}"), format!("user:{user}")];
+    let audit = |event: &str, ok: bool, detail: &str| {
+        state.audit.record(&AuditEntry {
+            time_ms: state.clock.now_utc_ms(),
+            event,
+            user: &user,
+            client: &client,
+            ok,
+            detail,
+        })
+    };
+    for key in &keys {
+        if let Err(wait) = state.limiter.check(key) {
+            audit("login_refused", false, &format!("rate limited ({key})"));
+            let secs = wait.as_secs().max(1);
+            return Ok(HttpResponse::build(StatusCode::TOO_MANY_REQUESTS)
+                .insert_header((header::RETRY_AFTER, secs.to_string()))
+                .json(json!({"error": {"code": "rate_limited",
+                    "message": format!("too many failed logins: try again in {secs} s")}})));
+        }
+    }
+    let path = users_path(&state.state_dir);
+    let (name, pw) = (user.clone(), password);
+    let role = web::block(move || Users::load(&path).map(|u| u.verify(&name, &pw)))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let Some(role) = role else {
+        for key in &keys {
+            state.limiter.failed(key);
+        }
+        audit("login_failed", false, "wrong user name or password");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "wrong user name or password",
+        ));
+    };
+    // Only the user name's failures are forgiven: a client that knows one password must not be able
+    // to reset its address's count between guesses at other users.
+    state.limiter.succeeded(&keys[1]);
+    audit("login", true, role.as_str());
+    let session = Session::new(
+        &user,
+        role,
+        state.clock.now_utc_ms() + state.session_ttl_s as i64 * 1000,
+    );
+    let cookie = Cookie::build(COOKIE, state.key.sign(&session))
+        .path("/")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .max_age(CookieDuration::seconds(state.session_ttl_s as i64))
+        .finish();
+    Ok(HttpResponse::Ok()
+        .cookie(cookie)
+        .json(session_answer(&session)))
+}
+
+async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    authed: Authed,
+) -> Result<HttpResponse, ApiError> {
+    state.audit.record(&AuditEntry {
+        time_ms: state.clock.now_utc_ms(),
+        event: "logout",
+        user: &authed.0.user,
+        client: &client(&req),
+        ok: true,
+        detail: "",
+    });
+    let mut gone = Cookie::build(COOKIE, "")
+        .path("/")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .finish();
+    gone.make_removal();
+    Ok(HttpResponse::Ok().cookie(gone).json(json!({})))
+}
+
+async fn me(state: web::Data<AppState>, authed: Authed) -> HttpResponse {
+    let mut answer = session_answer(&authed.0);
+    answer["node"] = json!(state.node);
+    HttpResponse::Ok().json(answer)
+}
+
+/// This node's cameras and streams, each with the recorder's status (`null` when the recorder does not
+/// answer: `recorder_error` says why).
+async fn cameras(state: web::Data<AppState>, _: Authed) -> HttpResponse {
+    let (statuses, recorder_error) = match state.control.status().await {
+        Ok(s) => (s, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let cameras: Vec<_> = state
+        .cameras
+        .iter()
+        .map(|c| {
+            let streams: Vec<_> = c
+                .streams
+                .iter()
+                .map(|s| {
+                    let kind = s.kind.as_str();
+                    let status = statuses
+                        .iter()
+                        .find(|st| st["camera"] == json!(c.name) && st["stream"] == json!(kind))
+                        .cloned();
+                    json!({"stream": kind, "key": format!("{}/{kind}", c.name),
+                        "record": s.record, "status": status})
+                })
+                .collect();
+            json!({"name": c.name, "streams": streams})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "node": state.node, "cameras": cameras, "recorder_error": recorder_error}))
+}
+
+#[derive(Deserialize)]
+pub struct RangeQuery {
+    start_ms: i64,
+    end_ms: i64,
+}
+
+/// Segments and gaps of one stream over `[start_ms, end_ms)`, from the catalog (read-only).
+async fn recordings(
+    state: web::Data<AppState>,
+    _: Authed,
+    path: web::Path<(String, String)>,
+    range: web::Query<RangeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (camera, stream) = path.into_inner();
+    let RangeQuery { start_ms, end_ms } = range.into_inner();
+    if end_ms <= start_ms || end_ms - start_ms > MAX_RANGE_MS {
+        return Err(ApiError::bad_request(format!(
+            "start_ms must be before end_ms, at most {MAX_RANGE_MS} ms apart"
+        )));
+    }
+    let data_dir = state.data_dir.clone();
+    let clock = state.clock.clone();
+    let found = web::block(move || -> Result<_, store::StorageError> {
+        let reader = store::Reader::open(&data_dir, clock)?;
+        let Some(id) = reader.find_stream(&camera, &stream)? else {
+            return Ok(None);
+        };
+        let segments = reader.segments_in_range(id, start_ms, end_ms)?;
+        let gaps = reader.gaps_in_range(id, start_ms, end_ms)?;
+        Ok(Some((segments, gaps)))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::unavailable(format!("catalog: {e}")))?;
+    let Some((segments, gaps)) = found else {
+        return Err(ApiError::not_found("no such stream in the catalog"));
+    };
+    let segments: Vec<_> = segments
+        .iter()
+        .map(|s| {
+            json!({"start_ms": s.start_ms, "end_ms": s.end_ms, "node": s.node,
+                "state": s.state.as_str(), "frames": s.frames, "size_bytes": s.size_bytes,
+                "video_codec": s.video_codec, "width": s.width, "height": s.height})
+        })
+        .collect();
+    let gaps: Vec<_> = gaps
+        .iter()
+        .map(|g| json!({"start_ms": g.start_ms, "end_ms": g.end_ms}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "start_ms": start_ms, "end_ms": end_ms, "segments": segments, "gaps": gaps})))
+}
+
+/// Live fMP4 of one stream from the recorder's fan-out, as a chunked `video/mp4` body.
+async fn live(
+    state: web::Data<AppState>,
+    _: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (camera, stream) = path.into_inner();
+    let known = state
+        .cameras
+        .iter()
+        .any(|c| c.name == camera && c.streams.iter().any(|s| s.kind.as_str() == stream));
+    if !known {
+        return Err(ApiError::not_found(format!(
+            "no stream {camera}/{stream} on this node"
+        )));
+    }
+    let body = state
+        .control
+        .live(&format!("{camera}/{stream}"))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "video/mp4"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .streaming(body))
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    #[serde(default = "default_audit_lines")]
+    lines: usize,
+}
+
+fn default_audit_lines() -> usize {
+    100
+}
+
+/// The last lines of the audit log (admins only).
+async fn audit(
+    state: web::Data<AppState>,
+    authed: Authed,
+    q: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authed.require(Role::Admin)?;
+    let lines = state
+        .audit
+        .tail(q.lines.min(10_000))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({"entries": lines})))
+}
