@@ -17,17 +17,75 @@ use crate::users::{users_path, Role, Users};
 /// Longest time range one recordings request may cover: 31 days.
 pub const MAX_RANGE_MS: i64 = 31 * 86_400_000;
 
+/// Every API route. The router is built from this table (each entry's handler is chosen by an exhaustive
+/// `match`), so a route cannot exist without being listed here, and the tests walk it to check that
+/// every route but the public ones refuses a request without a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteId {
+    Login,
+    Logout,
+    Me,
+    Cameras,
+    Recordings,
+    Live,
+    Audit,
+}
+
+/// One API route: which, its method and path pattern, and whether it answers without a session.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub id: RouteId,
+    pub method: &'static str,
+    pub path: &'static str,
+    pub public: bool,
+}
+
+const fn route(id: RouteId, method: &'static str, path: &'static str, public: bool) -> Route {
+    Route {
+        id,
+        method,
+        path,
+        public,
+    }
+}
+
+pub const ROUTES: &[Route] = &[
+    route(RouteId::Login, "POST", "/api/login", true),
+    route(RouteId::Logout, "POST", "/api/logout", false),
+    route(RouteId::Me, "GET", "/api/me", false),
+    route(RouteId::Cameras, "GET", "/api/cameras", false),
+    route(
+        RouteId::Recordings,
+        "GET",
+        "/api/streams/{camera}/{stream}/recordings",
+        false,
+    ),
+    route(
+        RouteId::Live,
+        "GET",
+        "/api/streams/{camera}/{stream}/live",
+        false,
+    ),
+    route(RouteId::Audit, "GET", "/api/audit", false),
+];
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/login", web::post().to(login))
-        .route("/api/logout", web::post().to(logout))
-        .route("/api/me", web::get().to(me))
-        .route("/api/cameras", web::get().to(cameras))
-        .route(
-            "/api/streams/{camera}/{stream}/recordings",
-            web::get().to(recordings),
-        )
-        .route("/api/streams/{camera}/{stream}/live", web::get().to(live))
-        .route("/api/audit", web::get().to(audit));
+    for r in ROUTES {
+        let method = match r.method {
+            "POST" => web::post(),
+            _ => web::get(),
+        };
+        let handler = match r.id {
+            RouteId::Login => method.to(login),
+            RouteId::Logout => method.to(logout),
+            RouteId::Me => method.to(me),
+            RouteId::Cameras => method.to(cameras),
+            RouteId::Recordings => method.to(recordings),
+            RouteId::Live => method.to(live),
+            RouteId::Audit => method.to(audit),
+        };
+        cfg.route(r.path, handler);
+    }
 }
 
 fn client(req: &HttpRequest) -> String {

@@ -59,17 +59,31 @@ fn login_roles_csrf_rate_limit_audit_and_a_session_good_on_every_node() {
     let a = client(&dir.join("web-a/tls.crt"), port_a);
     let b = client(&dir.join("web-b/tls.crt"), port_b);
 
-    // Nothing without a session; one error shape.
+    // Nothing without a session, on every route the router has but the public ones; one error shape.
     let range = format!("?start_ms={}&end_ms={}", now_ms() - 60_000, now_ms());
-    for path in [
-        "/api/me".to_owned(),
-        "/api/cameras".to_owned(),
-        format!("/api/streams/cam/main/recordings{range}"),
-        "/api/streams/cam/main/live".to_owned(),
-        "/api/audit".to_owned(),
-    ] {
-        let got = answer(a.get(url(port_a, &path)).send().expect("get"));
+    let mut checked = 0;
+    for route in nvr_web::api::ROUTES.iter().filter(|r| !r.public) {
+        let path = route
+            .path
+            .replace("{camera}", "cam")
+            .replace("{stream}", "main");
+        let req = match route.method {
+            "POST" => a.post(url(port_a, &path)).header("x-csrf-token", "x"),
+            _ => a.get(url(port_a, &format!("{path}{range}"))),
+        };
+        let got = answer(req.send().expect("request"));
         assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked} routes");
+    // Assets are names the binary holds, never paths.
+    for path in [
+        "/assets/..%2F..%2Fetc%2Fpasswd",
+        "/assets/../../etc/passwd",
+        "/assets/%2e%2e/Cargo.toml",
+    ] {
+        let got = answer(a.get(url(port_a, path)).send().expect("traversal"));
+        assert_error(&got, StatusCode::NOT_FOUND, "not_found");
     }
     assert_error(
         &answer(a.post(url(port_a, "/api/logout")).send().expect("post")),
