@@ -149,7 +149,100 @@ function avcCodec(buf) {
   return null;
 }
 
+// --- camsim frame stamps: live latency ------------------------------------------------------------
+// Frames from the camera simulator carry an SEI with their send time (docs/camsim.md). Where present,
+// each tile shows how long ago the frame on screen was sent, and window.nvrLiveLatencies collects the
+// figures per stream (the browser test reads them). Real cameras have no stamps: nothing is shown.
+
+const STAMP_UUID = [0x2e, 0x2b, 0x97, 0xd7, 0xd8, 0xa3, 0x4e, 0x9e, 0x99, 0xa9, 0x84, 0x8a, 0x43, 0xe7, 0x10, 0xe1];
+window.nvrLiveLatencies = {};
+
+/// Reads top-level boxes from the live byte stream: the decode time of each fragment (tfdt, in the
+/// track's timescale) and the send time of its stamped frame, if any.
+class StampReader {
+  constructor() { this.buf = new Uint8Array(0); this.timescale = 90000; this.decodeTime = null; this.byTime = new Map(); }
+  push(bytes) {
+    this.buf = concat(this.buf, bytes);
+    for (;;) {
+      if (this.buf.length < 8) return;
+      const size = new DataView(this.buf.buffer, this.buf.byteOffset).getUint32(0);
+      if (size < 8 || this.buf.length < size) return;
+      const type = String.fromCharCode(...this.buf.subarray(4, 8));
+      const box = this.buf.subarray(0, size);
+      if (type === 'moov') this.timescale = findTimescale(box) || this.timescale;
+      if (type === 'moof') this.decodeTime = findDecodeTime(box);
+      if (type === 'mdat' && this.decodeTime !== null) {
+        const sendUs = findStamp(box);
+        if (sendUs !== null) {
+          this.byTime.set(Math.round((this.decodeTime / this.timescale) * 1000), sendUs);
+          if (this.byTime.size > 600) this.byTime.delete(this.byTime.keys().next().value);
+        }
+      }
+      this.buf = this.buf.slice(size);
+    }
+  }
+}
+
+function indexOf(buf, pattern, from) {
+  outer: for (let i = from; i + pattern.length <= buf.length; i++) {
+    for (let j = 0; j < pattern.length; j++) if (buf[i + j] !== pattern[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+function findTimescale(moov) {
+  const i = indexOf(moov, [0x6d, 0x64, 0x68, 0x64], 0); // 'mdhd'
+  if (i < 0) return null;
+  const dv = new DataView(moov.buffer, moov.byteOffset);
+  return moov[i + 4] === 1 ? dv.getUint32(i + 24) : dv.getUint32(i + 16);
+}
+
+function findDecodeTime(moof) {
+  const i = indexOf(moof, [0x74, 0x66, 0x64, 0x74], 0); // 'tfdt'
+  if (i < 0) return null;
+  const dv = new DataView(moof.buffer, moof.byteOffset);
+  return moof[i + 4] === 1 ? dv.getUint32(i + 8) * 2 ** 32 + dv.getUint32(i + 12) : dv.getUint32(i + 8);
+}
+
+/// The send time (µs) of a camsim stamp in an mdat: the 16 bytes after the UUID, emulation prevention
+/// bytes (a 03 after two zeros) removed; seq first, then the send time.
+function findStamp(mdat) {
+  const i = indexOf(mdat, STAMP_UUID, 8);
+  if (i < 0) return null;
+  const out = [];
+  let zeros = 0;
+  for (let k = i + 16; k < mdat.length && out.length < 16; k++) {
+    const b = mdat[k];
+    if (zeros >= 2 && b === 3) { zeros = 0; continue; }
+    zeros = b === 0 ? zeros + 1 : 0;
+    out.push(b);
+  }
+  if (out.length < 16) return null;
+  let t = 0;
+  for (let k = 8; k < 16; k++) t = t * 256 + out[k];
+  return t;
+}
+
+function watchLatency(video, stamps, key, label, base) {
+  if (!video.requestVideoFrameCallback) return;
+  const list = (window.nvrLiveLatencies[key] = []);
+  const onFrame = (now, meta) => {
+    const sendUs = stamps.byTime.get(Math.round(meta.mediaTime * 1000));
+    if (sendUs !== undefined) {
+      const ms = performance.timeOrigin + meta.presentationTime - sendUs / 1000;
+      list.push(ms);
+      if (list.length > 1000) list.shift();
+      if (list.length % 25 === 1) label.textContent = `${base} · ${Math.round(ms)} ms`;
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+
 async function playLive(video, url, signal, label) {
+  const stamps = new StampReader();
+  watchLatency(video, stamps, video.dataset.stream, label, label.textContent);
   const ms = new MediaSource();
   video.src = URL.createObjectURL(ms);
   await new Promise((r) => ms.addEventListener('sourceopen', r, { once: true }));
@@ -180,6 +273,7 @@ async function playLive(video, url, signal, label) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
+      stamps.push(value);
       if (!sb) {
         head = concat(head, value);
         const codec = avcCodec(head);

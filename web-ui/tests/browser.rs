@@ -79,6 +79,34 @@ fn chromium_logs_in_and_a_live_tile_plays() {
         "{result}"
     );
     assert!(result["recorded_spans"].as_u64() >= Some(1), "{result}");
+    // Latency from camsim's SEI send time to the rendered frame.
+    let mut latencies: Vec<f64> = result["latencies_ms"]
+        .as_array()
+        .expect("latencies")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(
+        latencies.len() >= 50,
+        "{} frames measured: {result}",
+        latencies.len()
+    );
+    latencies.sort_by(f64::total_cmp);
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "live latency in chromium over {} frames: p50 {p50:.0} ms, p99 {p99:.0} ms, max {:.0} ms",
+        latencies.len(),
+        latencies[latencies.len() - 1]
+    );
+    assert!(
+        p50 > 0.0,
+        "a frame shown before it was sent: clocks or stamps wrong ({p50} ms)"
+    );
+    assert!(
+        p99 < 1000.0,
+        "live latency p99 {p99:.0} ms (issue 11: under 1 s)"
+    );
     assert!(std::fs::metadata(&shot)
         .map(|m| m.len() > 0)
         .unwrap_or(false));

@@ -1,7 +1,7 @@
 // Logs in to nvr-web through its page in Debian's headless chromium and waits for a live tile to play.
 // Usage: node live.mjs URL USER PASSWORD SCREENSHOT.png
 // Prints one JSON line: {"wrong_password_error", "login_hidden", "tiles", "samples": [currentTime…], "timeline",
-// "recorded_spans"}; exits 1 on failure.
+// "recorded_spans", "latencies_ms"}; exits 1 on failure.
 import { chromium } from 'playwright-core';
 
 const [url, user, password, screenshot] = process.argv.slice(2);
@@ -32,6 +32,9 @@ try {
     samples.push(await page.evaluate(() => document.querySelector('#live video').currentTime));
     await page.waitForTimeout(500);
   }
+  // Latency from camsim's send time to the frame on screen (requestVideoFrameCallback), over ~4 s.
+  await page.waitForTimeout(4000);
+  const latencies = await page.evaluate(() => window.nvrLiveLatencies['cam/main'] || []);
   const tiles = await page.locator('#live .tile').count();
   const loginHidden = await page.isHidden('#login');
   if (screenshot) await page.screenshot({ path: screenshot });
@@ -43,6 +46,7 @@ try {
   if (screenshot) await page.screenshot({ path: screenshot.replace(/\.png$/, '-timeline.png') });
   console.log(JSON.stringify({
     wrong_password_error: wrongPasswordError, login_hidden: loginHidden, tiles, samples, timeline, recorded_spans: recordedSpans,
+    latencies_ms: latencies,
   }));
 } catch (e) {
   console.error(`browser test: ${e.stack || e}`);
