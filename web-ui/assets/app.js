@@ -69,7 +69,16 @@ $('logout').addEventListener('click', async () => {
 
 $('tab-live').addEventListener('click', () => switchTab('live'));
 $('tab-timeline').addEventListener('click', () => switchTab('timeline'));
-$('grid-size').addEventListener('change', buildGrid);
+$('grid-size').addEventListener('change', () => { focused = null; buildGrid(); });
+// Tiles hidden with the page are stopped (no decoding, no stream from the recorder) and start again
+// at the live edge when it is shown.
+document.addEventListener('visibilitychange', () => {
+  if ($('main').hidden || $('live').hidden) return;
+  if (document.hidden) stopTiles(); else buildGrid();
+});
+
+/// A camera shown alone with its main stream (a click on its tile), or null for the grid.
+let focused = null;
 
 function switchTab(tab) {
   $('tab-live').classList.toggle('active', tab === 'live');
@@ -97,7 +106,7 @@ function gridStreams(cameras) {
 
 async function buildGrid() {
   stopTiles();
-  const n = Number($('grid-size').value);
+  let n = Number($('grid-size').value);
   const grid = $('live');
   grid.className = `grid n${n}`;
   let cams;
@@ -108,7 +117,13 @@ async function buildGrid() {
     $('main-error').textContent = e.message;
     return;
   }
-  const streams = gridStreams(cams.cameras).slice(0, n);
+  let streams = gridStreams(cams.cameras).slice(0, n);
+  if (focused) {
+    const cam = cams.cameras.find((c) => c.name === focused);
+    const main = cam && cam.streams.find((s) => s.stream === 'main');
+    streams = main ? [{ camera: cam.name, stream: 'main', info: main }] : streams;
+    if (main) { n = 1; grid.className = 'grid n1'; }
+  }
   for (let i = 0; i < n; i++) {
     const div = document.createElement('div');
     div.className = 'tile';
@@ -124,6 +139,8 @@ async function buildGrid() {
     const state = s.info.status ? s.info.status.state : 'unknown';
     label.textContent = `${s.camera}/${s.stream} · ${cams.node} · ${state}`;
     div.append(video, label);
+    div.title = focused ? 'Click: back to the grid' : 'Click: main stream, full size';
+    div.addEventListener('click', () => { focused = focused ? null : s.camera; buildGrid(); });
     grid.append(div);
     const abort = new AbortController();
     tiles.push({ abort });

@@ -30,6 +30,13 @@ fn chromium_logs_in_and_a_live_tile_plays() {
         web_port,
         "web",
     );
+    // A sub stream that is not recorded (the recorder opens it while it has live viewers): the grid
+    // shows it, a click shows the main stream.
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[cameras.streams.sub]\nurl = \"rtsp://127.0.0.1:{cam_port}/cam1\"\nrecord = false\n"
+    ));
+    std::fs::write(&config, text).expect("config");
     let _nvr = NvrProcess::spawn(&dir, &["run", "--config", &config.to_string_lossy()]);
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     let _web = start_web(&dir, &config, web_port);
@@ -61,6 +68,15 @@ fn chromium_logs_in_and_a_live_tile_plays() {
         "the login form is gone: {result}"
     );
     assert_eq!(result["tiles"], 4, "{result}");
+    assert_eq!(
+        result["grid_stream"], "cam/sub",
+        "the grid shows sub streams: {result}"
+    );
+    assert_eq!(
+        (&result["focused_stream"], &result["focused_tiles"]),
+        (&Value::from("cam/main"), &Value::from(1)),
+        "{result}"
+    );
     let samples: Vec<f64> = result["samples"]
         .as_array()
         .expect("samples")

@@ -1,7 +1,7 @@
 // Logs in to nvr-web through its page in Debian's headless chromium and waits for a live tile to play.
 // Usage: node live.mjs URL USER PASSWORD SCREENSHOT.png
 // Prints one JSON line: {"wrong_password_error", "login_hidden", "tiles", "samples": [currentTime…], "timeline",
-// "recorded_spans", "latencies_ms"}; exits 1 on failure.
+// "recorded_spans", "latencies_ms", "grid_stream", "focused_stream", "focused_tiles"}; exits 1 on failure.
 import { chromium } from 'playwright-core';
 
 const [url, user, password, screenshot] = process.argv.slice(2);
@@ -34,10 +34,19 @@ try {
   }
   // Latency from camsim's send time to the frame on screen (requestVideoFrameCallback), over ~4 s.
   await page.waitForTimeout(4000);
-  const latencies = await page.evaluate(() => window.nvrLiveLatencies['cam/main'] || []);
+  const latencies = await page.evaluate(() => window.nvrLiveLatencies['cam/sub'] || []);
   const tiles = await page.locator('#live .tile').count();
   const loginHidden = await page.isHidden('#login');
+  const gridStream = await page.getAttribute('#live video', 'data-stream');
   if (screenshot) await page.screenshot({ path: screenshot });
+  // A click on a tile shows its camera's main stream alone, playing.
+  await page.click('#live .tile');
+  await page.waitForFunction(() => {
+    const v = document.querySelectorAll('#live video');
+    return v.length === 1 && v[0].dataset.stream.endsWith('/main') && v[0].currentTime > 1;
+  }, null, { timeout: 60000 });
+  const focusedStream = await page.getAttribute('#live video', 'data-stream');
+  const focusedTiles = await page.locator('#live .tile').count();
   // The timeline of the first stream: recorded spans drawn, a summary line.
   await page.click('#tab-timeline');
   await page.waitForFunction(() => document.querySelector('#tl-summary').textContent !== '', null, { timeout: 30000 });
@@ -46,7 +55,7 @@ try {
   if (screenshot) await page.screenshot({ path: screenshot.replace(/\.png$/, '-timeline.png') });
   console.log(JSON.stringify({
     wrong_password_error: wrongPasswordError, login_hidden: loginHidden, tiles, samples, timeline, recorded_spans: recordedSpans,
-    latencies_ms: latencies,
+    latencies_ms: latencies, grid_stream: gridStream, focused_stream: focusedStream, focused_tiles: focusedTiles,
   }));
 } catch (e) {
   console.error(`browser test: ${e.stack || e}`);
