@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::audit::AuditEntry;
 use crate::auth::Authed;
 use crate::error::ApiError;
+use crate::recordings;
 use crate::server::AppState;
 use crate::session::{Session, COOKIE};
 use crate::users::{users_path, Role, Users};
@@ -251,35 +252,16 @@ async fn recordings(
     }
     let data_dir = state.data_dir.clone();
     let clock = state.clock.clone();
-    let found = web::block(move || -> Result<_, store::StorageError> {
+    let found = web::block(move || {
         let reader = store::Reader::open(&data_dir, clock)?;
-        let Some(id) = reader.find_stream(&camera, &stream)? else {
-            return Ok(None);
-        };
-        let segments = reader.segments_in_range(id, start_ms, end_ms)?;
-        let gaps = reader.gaps_in_range(id, start_ms, end_ms)?;
-        Ok(Some((segments, gaps)))
+        recordings::recordings_json(&reader, &camera, &stream, start_ms, end_ms)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(|e| ApiError::unavailable(format!("catalog: {e}")))?;
-    let Some((segments, gaps)) = found else {
-        return Err(ApiError::not_found("no such stream in the catalog"));
-    };
-    let segments: Vec<_> = segments
-        .iter()
-        .map(|s| {
-            json!({"start_ms": s.start_ms, "end_ms": s.end_ms, "node": s.node,
-                "state": s.state.as_str(), "frames": s.frames, "size_bytes": s.size_bytes,
-                "video_codec": s.video_codec, "width": s.width, "height": s.height})
-        })
-        .collect();
-    let gaps: Vec<_> = gaps
-        .iter()
-        .map(|g| json!({"start_ms": g.start_ms, "end_ms": g.end_ms}))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "start_ms": start_ms, "end_ms": end_ms, "segments": segments, "gaps": gaps})))
+    found
+        .map(|v| HttpResponse::Ok().json(v))
+        .ok_or_else(|| ApiError::not_found("no such stream in the catalog"))
 }
 
 /// Live fMP4 of one stream from the recorder's fan-out, as a chunked `video/mp4` body.

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod control;
 pub mod error;
 pub mod ratelimit;
+pub mod recordings;
 pub mod server;
 pub mod session;
 pub mod tls;
