@@ -184,6 +184,9 @@ pub struct WebSettings {
     pub state_dir: PathBuf,
     /// Lifetime of a login session, in seconds. Default 43 200 (12 h).
     pub session_ttl_s: u64,
+    /// Live streams the viewer relays at once (each is a connection to the recorder's control socket,
+    /// which takes at most 64). Default 32; 1 to 60.
+    pub max_live_streams: u32,
 }
 
 impl Default for WebSettings {
@@ -196,6 +199,7 @@ impl Default for WebSettings {
             session_secret_file: None,
             state_dir: PathBuf::from("/var/lib/nvr-web"),
             session_ttl_s: 43_200,
+            max_live_streams: 32,
         }
     }
 }

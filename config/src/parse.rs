@@ -302,6 +302,7 @@ const WEB_KEYS: &[&str] = &[
     "session_secret_file",
     "state_dir",
     "session_ttl_s",
+    "max_live_streams",
 ];
 
 fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
@@ -337,6 +338,9 @@ fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
         session_ttl_s: t
             .int_in("session_ttl_s", 60, 30 * 86_400)?
             .unwrap_or(d.session_ttl_s),
+        max_live_streams: t
+            .int_in("max_live_streams", 1, 60)?
+            .map_or(d.max_live_streams, |v| v as u32),
     })
 }
 

@@ -350,7 +350,7 @@ fn web_settings_have_defaults_values_and_clear_errors() {
     assert_eq!(c.web, cluster_config::WebSettings::default());
     assert_eq!(c.web.listen.to_string(), "0.0.0.0:8443");
     let web = "[web]\nlisten = \"127.0.0.1:9443\"\nplain_http = true\nstate_dir = \"/srv/web\"\n\
-               session_secret_file = \"/etc/nvr/s\"\nsession_ttl_s = 600\n\
+               session_secret_file = \"/etc/nvr/s\"\nsession_ttl_s = 600\nmax_live_streams = 4\n\
                cert_file = \"/etc/nvr/c.pem\"\nkey_file = \"/etc/nvr/k.pem\"\n";
     let c = parse(&format!("{web}{}", two_primaries()), "cluster.toml").expect("parses");
     assert_eq!(c.web.listen.to_string(), "127.0.0.1:9443");
@@ -361,6 +361,7 @@ fn web_settings_have_defaults_values_and_clear_errors() {
         Some(Path::new("/etc/nvr/s"))
     );
     assert_eq!(c.web.session_ttl_s, 600);
+    assert_eq!(c.web.max_live_streams, 4);
     assert_eq!(c.web.key_file.as_deref(), Some(Path::new("/etc/nvr/k.pem")));
     for (text, wants) in [
         ("[web]\ncert_file = \"/etc/nvr/c.pem\"\n", "web.cert_file"),
@@ -368,6 +369,7 @@ fn web_settings_have_defaults_values_and_clear_errors() {
         ("[web]\nstate_dir = \"relative\"\n", "web.state_dir"),
         ("[web]\nlisten = \"nowhere\"\n", "web.listen"),
         ("[web]\nsession_ttl_s = 1\n", "web.session_ttl_s"),
+        ("[web]\nmax_live_streams = 61\n", "web.max_live_streams"),
         ("[web]\nplain_http = \"yes\"\n", "web.plain_http"),
         ("[web]\nport = 1\n", "port"),
     ] {

@@ -4,6 +4,7 @@
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -280,11 +281,22 @@ async fn live(
             "no stream {camera}/{stream} on this node"
         )));
     }
+    // The permit goes with the body: it is given back when the client goes and the body is dropped.
+    let permit = state.live_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(format!(
+            "{} live streams are playing, the most this viewer relays ([web] max_live_streams)",
+            state.live_slots_total
+        ))
+    })?;
     let body = state
         .control
         .live(&format!("{camera}/{stream}"))
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map(move |chunk| {
+            let _held = &permit;
+            chunk
+        });
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "video/mp4"))
         .insert_header((header::CACHE_CONTROL, "no-store"))

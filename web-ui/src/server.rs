@@ -31,6 +31,9 @@ pub struct AppState {
     pub limiter: LoginLimiter,
     pub audit: AuditLog,
     pub control: ControlClient,
+    /// One permit per live stream relayed now (`[web] max_live_streams`).
+    pub live_slots: Arc<tokio::sync::Semaphore>,
+    pub live_slots_total: u32,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -79,6 +82,10 @@ impl Server {
             session_ttl_s: settings.session_ttl_s,
             limiter: LoginLimiter::default(),
             control: ControlClient::new(&node_cfg.data_dir),
+            live_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_live_streams as usize,
+            )),
+            live_slots_total: settings.max_live_streams,
             clock: Arc::new(SystemClock),
         };
         Ok(Server {

@@ -291,6 +291,12 @@ fn recordings_and_gaps_match_the_catalog_and_live_video_decodes() {
         web_port,
         "web",
     );
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replacen("[web]\n", "[web]\nmax_live_streams = 2\n", 1),
+    )
+    .expect("config");
     let mut nvr = NvrProcess::spawn(&dir, &["run", "--config", &config.to_string_lossy()]);
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     let _web = start_web(&dir, &config, web_port);
@@ -333,8 +339,27 @@ fn recordings_and_gaps_match_the_catalog_and_live_video_decodes() {
         assert!(n > 0, "live stream ended");
         bytes.extend_from_slice(&buf[..n]);
     }
-    drop(live);
     let live_path = dir.write("live.mp4", &bytes);
+
+    // At most max_live_streams (2) at once; a slot is free again once its client has gone.
+    let live_url = url(web_port, "/api/streams/cam/main/live");
+    let second = c.get(&live_url).send().expect("second live");
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_error(
+        &answer(c.get(&live_url).send().expect("third live")),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+    drop(live);
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+            c.get(&live_url)
+                .send()
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        }),
+        "the slot of a closed live stream is never given back"
+    );
+    drop(second);
     let probe = testkit::ffprobe(&live_path);
     assert_eq!(probe.codec, "h264", "{probe:?}");
     assert!(probe.frames >= 25, "{probe:?}");
