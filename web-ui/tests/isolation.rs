@@ -1,6 +1,7 @@
 //! The viewer's crash never touches recording: `nvr-web` killed with SIGKILL while several browsers
 //! (one of them reading nothing) hold live streams, then started again; every frame camsim sent while
-//! the recorder ran is in the recording exactly once (`nvr frames`), and live video works again.
+//! the recorder ran is in the recording exactly once (`nvr frames`), and live video works again; SIGTERM
+//! then ends the viewer cleanly with a live stream open.
 
 mod common;
 
@@ -69,10 +70,13 @@ fn a_killed_viewer_with_live_viewers_loses_no_recorded_frame() {
     assert!(nvr.is_running(), "the recorder survives its viewer");
 
     // The viewer comes back; the session secret is the same, the cookie still good.
-    let web2 = start_web(&dir, &config, web_port);
+    let mut web2 = start_web(&dir, &config, web_port);
     assert_eq!(web2.fingerprint, web.fingerprint, "the certificate is kept");
     let mut again = open_live(&c, web_port, 4096);
     again.read_exact(&mut buf).expect("live again");
+    // SIGTERM (systemctl stop) ends the viewer cleanly even with a live stream open.
+    web2.process.sigterm();
+    web2.process.expect_clean_exit(Duration::from_secs(30));
     drop(again);
     std::thread::sleep(Duration::from_secs(2));
     nvr.sigterm();
