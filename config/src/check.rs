@@ -177,3 +177,99 @@ fn same_listener(a: &NodeConfig, b: &NodeConfig) -> bool {
     let same_host = ha.iter().any(|x| hb.contains(x));
     same_host && (la.ip() == lb.ip() || la.ip().is_unspecified() || lb.ip().is_unspecified())
 }
+
+/// With `[arbiter]`: every node that takes part in failover (a standby, a primary it protects) has an
+/// `arbiter_address` and pins, and no two nodes share an arbiter address. Without it: no node sets
+/// the arbiter's keys (they would be silently ignored).
+pub(crate) fn arbiter(
+    origin: &str,
+    enabled: bool,
+    nodes: &[(NodeConfig, NodeLines)],
+) -> Result<(), ConfigError> {
+    let err = |line: usize, path: String, message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        line,
+        path,
+        message,
+    };
+    if !enabled {
+        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.arbiter_address.is_some()) {
+            return Err(err(
+                l.arbiter_address,
+                format!("{}.arbiter_address", l.path),
+                format!(
+                    "node {:?} has an arbiter_address but the file has no [arbiter] section",
+                    n.name
+                ),
+            ));
+        }
+        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.capacity_streams.is_some()) {
+            return Err(err(
+                n.line,
+                format!("{}.capacity_streams", l.path),
+                format!(
+                    "node {:?} has capacity_streams but the file has no [arbiter] section",
+                    n.name
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let protected = |name: &str| {
+        nodes
+            .iter()
+            .any(|(s, _)| s.role == Role::Standby && s.protects.iter().any(|p| p == name))
+    };
+    for (i, (n, l)) in nodes.iter().enumerate() {
+        let takes_part = n.role == Role::Standby || protected(&n.name);
+        if !takes_part {
+            continue;
+        }
+        let Some(a) = n.arbiter_address else {
+            return Err(err(
+                n.line,
+                format!("{}.arbiter_address", l.path),
+                format!(
+                    "missing: node {:?} takes part in failover ([arbiter] is set), so its arbiter \
+                     needs an address for heartbeats (e.g. \"192.0.2.10:7444\")",
+                    n.name
+                ),
+            ));
+        };
+        if n.pins.is_none() {
+            return Err(err(
+                n.line,
+                format!("{}.cert_sha256", l.path),
+                format!(
+                    "missing: node {:?} takes part in failover, its heartbeats are authenticated \
+                     by its pinned certificate",
+                    n.name
+                ),
+            ));
+        }
+        if let Some((m, ml)) = nodes[..i]
+            .iter()
+            .find(|(m, _)| m.arbiter_address == Some(a))
+        {
+            return Err(err(
+                l.arbiter_address,
+                format!("{}.arbiter_address", l.path),
+                format!(
+                    "duplicate arbiter address {a} (also node {:?}, line {})",
+                    m.name, ml.arbiter_address
+                ),
+            ));
+        }
+        if nodes
+            .iter()
+            .any(|(m, _)| m.listen_address() == Some(a) || m.address == Some(a))
+        {
+            return Err(err(
+                l.arbiter_address,
+                format!("{}.arbiter_address", l.path),
+                format!("arbiter address {a} is also a sync address"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -33,6 +33,9 @@ pub struct ClusterConfig {
     pub sync: SyncSettings,
     /// The web viewer (`nvr-web`) of every node.
     pub web: WebSettings,
+    /// The `[arbiter]` section: failover between primaries and their standby. `None`: no failover
+    /// (standbys only mirror).
+    pub arbiter: Option<ArbiterSettings>,
     /// In file order; names unique.
     pub nodes: Vec<NodeConfig>,
     /// In file order; names unique across the cluster; each owned by a primary of `nodes`.
@@ -78,6 +81,11 @@ pub struct NodeConfig {
     pub protects: Vec<String>,
     /// Sync settings in effect on this node: the cluster's `[sync]` with this node's overrides.
     pub sync: SyncSettings,
+    /// Where this node's arbiter listens for heartbeats (IP and port); required on every primary
+    /// with a standby and every standby when `[arbiter]` is present.
+    pub arbiter_address: Option<SocketAddr>,
+    /// Standby: how many streams it records at most on takeover (`None`: no cap).
+    pub capacity_streams: Option<u32>,
     /// 1-based line of the node's `name` (for messages about the node).
     pub line: usize,
 }
@@ -88,6 +96,53 @@ impl NodeConfig {
         self.listen.or(self.address)
     }
 }
+
+/// The `[arbiter]` section: timings of failure detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArbiterSettings {
+    /// A heartbeat to every peer this often. Default 200.
+    pub heartbeat_interval_ms: u64,
+    /// A peer whose heartbeats are missing this long is dead. Default 1 000.
+    pub node_dead_ms: u64,
+    /// A stream whose session has failed this long on a living primary moves. Default 2 000.
+    pub stream_failed_ms: u64,
+    /// A stream taken over goes back to its owner (make-before-break at a key frame) once the owner
+    /// has been healthy, shadowing it, this long; 0: no automatic failback. Default 10 000.
+    pub failback_hold_ms: u64,
+}
+
+impl Default for ArbiterSettings {
+    fn default() -> Self {
+        ArbiterSettings {
+            heartbeat_interval_ms: 200,
+            node_dead_ms: 1_000,
+            stream_failed_ms: 2_000,
+            failback_hold_ms: 10_000,
+        }
+    }
+}
+
+/// How a standby takes a camera over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Takeover {
+    /// The standby keeps a shadow session open: takeover continues after the last mirrored frame.
+    #[default]
+    Hot,
+    /// The session is opened on takeover: a gap of about detection + connect + one GOP.
+    Cold,
+}
+
+impl Takeover {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Takeover::Hot => "hot",
+            Takeover::Cold => "cold",
+        }
+    }
+}
+
+/// Default `priority` of a camera.
+pub const DEFAULT_PRIORITY: u32 = 100;
 
 /// A node's public pins, as lower-case hex (64 digits each).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,8 +156,8 @@ pub struct Pins {
 /// Settings of the sync agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncSettings {
-    /// Primary: a signed tree head at least this often while connected (and on every seal batch).
-    /// Default 5 000.
+    /// Primary: every seal batch is signed at once; with nothing new, a keep-alive head at most this
+    /// often while connected (by the last head's own timestamp). Default 3 600 000 (1 h).
     pub head_interval_ms: u64,
     /// Primary: full pass over the catalog this often (file events can be missed). Default 10 000.
     pub reconcile_interval_ms: u64,
@@ -126,7 +181,7 @@ pub struct SyncSettings {
 impl Default for SyncSettings {
     fn default() -> Self {
         SyncSettings {
-            head_interval_ms: 5_000,
+            head_interval_ms: 3_600_000,
             reconcile_interval_ms: 10_000,
             scrub_interval_ms: 3_600_000,
             scrub_bytes_per_s: 50_000_000,
@@ -261,6 +316,10 @@ pub struct CameraConfig {
     /// node, not necessarily on the machine that checks the cluster file).
     pub password_file: Option<PasswordFile>,
     pub transport: Transport,
+    /// How the standby takes this camera over (with `[arbiter]`). Default hot.
+    pub takeover: Takeover,
+    /// Takeover order within the standby's capacity: higher first. Default [`DEFAULT_PRIORITY`].
+    pub priority: u32,
     /// At least one stream; at most one `main` and one `sub`.
     pub streams: Vec<StreamConfig>,
 }
@@ -357,6 +416,17 @@ impl ClusterConfig {
         self.nodes
             .iter()
             .find(|n| n.role == Role::Standby && n.protects.iter().any(|p| p == name))
+    }
+
+    /// The cameras protected by standby `name` (owned by the primaries it protects), in file order.
+    pub fn protected_by<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a CameraConfig> + 'a {
+        let protects: &'a [String] = self.node(name).map_or(&[], |n| n.protects.as_slice());
+        self.cameras
+            .iter()
+            .filter(move |c| protects.contains(&c.node))
     }
 
     /// The cameras owned by node `name`, in file order.

@@ -12,9 +12,9 @@ use toml::Spanned;
 use std::net::SocketAddr;
 
 use super::{
-    check, CameraConfig, ClusterConfig, IngestConfig, NodeConfig, PasswordFile, Pins,
-    RecordingConfig, RetentionConfig, Role, Secret, StreamConfig, StreamKind, SyncSettings,
-    Transport, WebSettings,
+    check, ArbiterSettings, CameraConfig, ClusterConfig, IngestConfig, NodeConfig, PasswordFile,
+    Pins, RecordingConfig, RetentionConfig, Role, Secret, StreamConfig, StreamKind, SyncSettings,
+    Takeover, Transport, WebSettings, DEFAULT_PRIORITY,
 };
 
 /// Why a configuration file was refused.
@@ -128,6 +128,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
             "retention",
             "sync",
             "web",
+            "arbiter",
             "nodes",
             "cameras",
         ],
@@ -156,6 +157,10 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
     let web = match root.table("web")? {
         Some(t) => parse_web(&t)?,
         None => WebSettings::default(),
+    };
+    let arbiter = match root.table("arbiter")? {
+        Some(t) => Some(parse_arbiter(&t)?),
+        None => None,
     };
 
     let mut nodes: Vec<(NodeConfig, NodeLines)> = Vec::new();
@@ -204,6 +209,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
     }
 
     check::cluster(origin, &nodes, &cameras)?;
+    check::arbiter(origin, arbiter.is_some(), &nodes)?;
 
     Ok(ClusterConfig {
         origin: origin.to_owned(),
@@ -212,6 +218,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         retention,
         sync,
         web,
+        arbiter,
         nodes: nodes.into_iter().map(|(n, _)| n).collect(),
         cameras: cameras.into_iter().map(|(c, _)| c).collect(),
     })
@@ -249,6 +256,8 @@ const NODE_KEYS: &[&str] = &[
     "signing_public_key",
     "protects",
     "sync",
+    "arbiter_address",
+    "capacity_streams",
 ];
 
 const CAMERA_KEYS: &[&str] = &[
@@ -258,8 +267,51 @@ const CAMERA_KEYS: &[&str] = &[
     "password",
     "password_file",
     "transport",
+    "takeover",
+    "priority",
     "streams",
 ];
+
+const ARBITER_KEYS: &[&str] = &[
+    "heartbeat_interval_ms",
+    "node_dead_ms",
+    "stream_failed_ms",
+    "failback_hold_ms",
+];
+
+/// `[arbiter]`: every timing in range, and a node declared dead only after several missed heartbeats.
+fn parse_arbiter(t: &Table<'_, '_>) -> Result<ArbiterSettings, ConfigError> {
+    let d = ArbiterSettings::default();
+    let a = ArbiterSettings {
+        heartbeat_interval_ms: t
+            .int_in("heartbeat_interval_ms", 20, 10_000)?
+            .unwrap_or(d.heartbeat_interval_ms),
+        node_dead_ms: t
+            .int_in("node_dead_ms", 100, 600_000)?
+            .unwrap_or(d.node_dead_ms),
+        stream_failed_ms: t
+            .int_in("stream_failed_ms", 100, 600_000)?
+            .unwrap_or(d.stream_failed_ms),
+        failback_hold_ms: t
+            .int_in("failback_hold_ms", 0, 86_400_000)?
+            .unwrap_or(d.failback_hold_ms),
+    };
+    if a.node_dead_ms < 3 * a.heartbeat_interval_ms {
+        let span = t
+            .get("node_dead_ms")
+            .or_else(|| t.get("heartbeat_interval_ms"))
+            .map_or_else(|| t.span.clone(), |v| v.span());
+        return Err(t.ctx.invalid(
+            span,
+            t.key_path("node_dead_ms"),
+            format!(
+                "{} ms is less than three heartbeats of {} ms: one late packet would declare a node dead",
+                a.node_dead_ms, a.heartbeat_interval_ms
+            ),
+        ));
+    }
+    Ok(a)
+}
 
 /// Upper bound of the sync intervals: one week.
 const MAX_SYNC_MS: u64 = 7 * 86_400_000;
@@ -418,6 +470,7 @@ pub(crate) struct NodeLines {
     pub signing_public_key: usize,
     /// Line of each `protects` entry.
     pub protects: Vec<usize>,
+    pub arbiter_address: usize,
 }
 
 /// Lines of a camera's keys, for the cross-node checks.
@@ -461,6 +514,10 @@ fn parse_node(
     };
     let address = socket_address(t, "address")?;
     let listen = socket_address(t, "listen")?;
+    let arbiter_address = socket_address(t, "arbiter_address")?;
+    let capacity_streams = t
+        .int_in("capacity_streams", 0, 100_000)?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     let cert = pin(t, "cert_sha256")?;
     let key = pin(t, "signing_public_key")?;
     let pins = match (cert.clone(), key.clone()) {
@@ -504,7 +561,7 @@ fn parse_node(
     }
 
     // Keys that only one role uses are refused on the other: no key is silently ignored.
-    let standby_only: &[&str] = &["address", "listen", "protects"];
+    let standby_only: &[&str] = &["address", "listen", "protects", "capacity_streams"];
     match role {
         Role::Primary => {
             if let Some(k) = standby_only.iter().find(|k| t.get(k).is_some()) {
@@ -559,6 +616,8 @@ fn parse_node(
             pins,
             protects,
             sync,
+            arbiter_address: arbiter_address.map(|(a, _)| a),
+            capacity_streams,
             line,
         },
         NodeLines {
@@ -568,6 +627,7 @@ fn parse_node(
             cert_sha256: cert.map_or(line, |(_, l)| l),
             signing_public_key: key.map_or(line, |(_, l)| l),
             protects: protects_lines,
+            arbiter_address: arbiter_address.map_or(line, |(_, l)| l),
         },
     ))
 }
@@ -715,6 +775,24 @@ fn parse_camera(
         },
     };
 
+    let takeover = match t.string("takeover")? {
+        None => Takeover::Hot,
+        Some(v) => match v.get_ref().as_str() {
+            "hot" => Takeover::Hot,
+            "cold" => Takeover::Cold,
+            other => {
+                return Err(ctx.invalid(
+                    v.span(),
+                    t.key_path("takeover"),
+                    format!("must be \"hot\" or \"cold\", got {other:?}"),
+                ))
+            }
+        },
+    };
+    let priority = t
+        .int_in("priority", 0, 1_000_000)?
+        .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
+
     let streams_path = t.key_path("streams");
     let mut streams = Vec::new();
     match t.get("streams") {
@@ -787,6 +865,8 @@ fn parse_camera(
             password,
             password_file,
             transport,
+            takeover,
+            priority,
             streams,
         },
         CameraLines {
@@ -1056,6 +1136,7 @@ impl<'a, 'i> Table<'a, 'i> {
             ],
             "sync" => SYNC_KEYS,
             "web" => WEB_KEYS,
+            "arbiter" => ARBITER_KEYS,
             _ => &[],
         };
         Table::new(self.ctx, t, v.span(), self.key_path(key), allowed).map(Some)

@@ -24,6 +24,9 @@ pub struct RecorderConfig {
     pub retention: RetentionConfig,
     /// The cameras owned by this node (none on a standby).
     pub cameras: Vec<CameraConfig>,
+    /// Standby with `[arbiter]`: the cameras of the primaries it protects, which its recorder keeps
+    /// in `shadow` (takeover hot) or `off` (cold) until the arbiter promotes them.
+    pub protected: Vec<CameraConfig>,
 }
 
 /// What one node's sync agent needs.
@@ -65,14 +68,24 @@ impl ClusterConfig {
     /// here (errors name the file, line and key).
     pub fn recorder(&self, name: &str) -> Result<RecorderConfig, ConfigError> {
         let node = self.node_or_err(name)?;
-        let mut cameras = Vec::new();
-        for c in self.cameras_of(name) {
+        let with_password = |c: &CameraConfig| -> Result<CameraConfig, ConfigError> {
             let mut c = c.clone();
             if let Some(f) = &c.password_file {
                 c.password = Some(read_password_file(&self.origin, f)?);
             }
-            cameras.push(c);
-        }
+            Ok(c)
+        };
+        let cameras = self
+            .cameras_of(name)
+            .map(with_password)
+            .collect::<Result<Vec<_>, _>>()?;
+        let protected = if self.arbiter.is_some() && node.role == Role::Standby {
+            self.protected_by(name)
+                .map(with_password)
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(RecorderConfig {
             node_name: node.name.clone(),
             data_dir: node.data_dir.clone(),
@@ -80,6 +93,7 @@ impl ClusterConfig {
             ingest: self.ingest.clone(),
             retention: self.retention.clone(),
             cameras,
+            protected,
         })
     }
 

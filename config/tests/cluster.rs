@@ -377,3 +377,140 @@ fn web_settings_have_defaults_values_and_clear_errors() {
         assert!(e.contains(wants), "{text}: {e}");
     }
 }
+
+/// Two primaries protected by standby s, with `[arbiter]` and arbiter addresses; c1 cold, priority 7.
+fn with_arbiter(arbiter: &str) -> String {
+    [
+        format!("[arbiter]\n{arbiter}\n"),
+        primary("a", 'a', "arbiter_address = \"127.0.0.1:7101\""),
+        primary("b", 'b', "arbiter_address = \"127.0.0.1:7102\""),
+        standby(
+            "s",
+            'c',
+            "127.0.0.1:7001",
+            "[\"a\", \"b\"]",
+            "arbiter_address = \"127.0.0.1:7103\"\ncapacity_streams = 2",
+        ),
+        camera("c1", "a").replace(
+            "node = \"a\"\n",
+            "node = \"a\"\ntakeover = \"cold\"\npriority = 7\n",
+        ),
+        camera("c2", "a"),
+        camera("c3", "b"),
+    ]
+    .concat()
+}
+
+#[test]
+fn arbiter_section_defaults_node_keys_and_the_standbys_protected_cameras() {
+    let c = parse(&with_arbiter(""), "cluster.toml").expect("parses");
+    let a = c.arbiter.expect("[arbiter]");
+    assert_eq!(
+        (
+            a.heartbeat_interval_ms,
+            a.node_dead_ms,
+            a.stream_failed_ms,
+            a.failback_hold_ms
+        ),
+        (200, 1_000, 2_000, 10_000)
+    );
+    let c = parse(
+        &with_arbiter(
+            "heartbeat_interval_ms = 100\nnode_dead_ms = 500\nstream_failed_ms = 3000\nfailback_hold_ms = 0",
+        ),
+        "cluster.toml",
+    )
+    .expect("parses");
+    let a = c.arbiter.expect("[arbiter]");
+    assert_eq!(
+        (
+            a.heartbeat_interval_ms,
+            a.node_dead_ms,
+            a.stream_failed_ms,
+            a.failback_hold_ms
+        ),
+        (100, 500, 3_000, 0)
+    );
+    let s = c.node("s").expect("s");
+    assert_eq!(s.capacity_streams, Some(2));
+    assert_eq!(
+        s.arbiter_address,
+        Some("127.0.0.1:7103".parse().expect("addr"))
+    );
+    let c1 = &c.cameras[0];
+    assert_eq!(
+        (c1.takeover, c1.priority),
+        (cluster_config::Takeover::Cold, 7)
+    );
+    assert_eq!(
+        (c.cameras[1].takeover, c.cameras[1].priority),
+        (
+            cluster_config::Takeover::Hot,
+            cluster_config::DEFAULT_PRIORITY
+        )
+    );
+    // The standby's recorder runs the cameras it protects; a primary's only its own.
+    let rs = c.recorder("s").expect("view");
+    assert!(rs.cameras.is_empty());
+    let names: Vec<&str> = rs.protected.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["c1", "c2", "c3"]);
+    assert!(c.recorder("a").expect("view").protected.is_empty());
+    // Without [arbiter] a standby's recorder runs nothing.
+    let plain = parse(&two_primaries(), "cluster.toml").expect("parses");
+    assert!(plain.arbiter.is_none());
+    assert!(plain.recorder("s").expect("view").protected.is_empty());
+}
+
+#[test]
+fn arbiter_errors_name_file_line_and_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with_arbiter("heartbeat_interval_ms = 400\nnode_dead_ms = 1000"),
+            "arbiter.node_dead_ms: 1000 ms is less than three heartbeats of 400 ms",
+        ),
+        (
+            with_arbiter("heartbeat_interval_ms = 5"),
+            "arbiter.heartbeat_interval_ms: must be between 20 and 10000, got 5",
+        ),
+        (
+            with_arbiter("failure_timeout_ms = 5"),
+            "unknown key \"failure_timeout_ms\" in [arbiter]",
+        ),
+        (
+            with_arbiter("").replace("arbiter_address = \"127.0.0.1:7102\"", ""),
+            "nodes[1].arbiter_address: missing: node \"b\" takes part in failover",
+        ),
+        (
+            with_arbiter("").replace("127.0.0.1:7102", "127.0.0.1:7101"),
+            "nodes[1].arbiter_address: duplicate arbiter address 127.0.0.1:7101 (also node \"a\"",
+        ),
+        (
+            with_arbiter("").replace("127.0.0.1:7102", "127.0.0.1:7001"),
+            "nodes[1].arbiter_address: arbiter address 127.0.0.1:7001 is also a sync address",
+        ),
+        (
+            with_arbiter("").replace("takeover = \"cold\"", "takeover = \"warm\""),
+            "cameras[0].takeover: must be \"hot\" or \"cold\", got \"warm\"",
+        ),
+        (
+            with_arbiter("").replace("priority = 7", "priority = -1"),
+            "cameras[0].priority: must be between 0 and 1000000, got -1",
+        ),
+        (
+            with_arbiter("").replace(
+                "arbiter_address = \"127.0.0.1:7101\"",
+                "arbiter_address = \"127.0.0.1:7101\"\ncapacity_streams = 3",
+            ),
+            "nodes[0].capacity_streams: only a standby has capacity_streams",
+        ),
+        (
+            with_arbiter("").replace("[arbiter]\n\n", ""),
+            "nodes[0].arbiter_address: node \"a\" has an arbiter_address but the file has no [arbiter] section",
+        ),
+    ];
+    for (text, part) in cases {
+        let e = refused(&text);
+        assert!(e.starts_with("cluster.toml:"), "{e}");
+        assert!(e.contains(part), "expected {part:?} in {e:?}");
+    }
+}

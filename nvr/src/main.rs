@@ -129,6 +129,9 @@ enum CtlCommand {
         stream: String,
         #[arg(long)]
         after: Option<String>,
+        /// The ownership epoch (fencing token) recorded with every segment of this holding.
+        #[arg(long)]
+        epoch: Option<u64>,
     },
     /// Record -> shadow (or off) at the next key frame; prints that key frame.
     Release {
@@ -136,6 +139,9 @@ enum CtlCommand {
         #[arg(long)]
         off: bool,
     },
+    /// The cluster as this node's arbiter sees it (nodes, heartbeat ages, holder and epoch per stream,
+    /// uncovered streams): its status document `<data_dir>/arbiter-status.json`, as JSON.
+    Cluster,
     /// Write the stream's live video as fragmented MP4 to stdout.
     Live {
         stream: String,
@@ -406,6 +412,22 @@ async fn ctl(socket: &std::path::Path, command: CtlCommand) -> anyhow::Result<Ex
     use nvr::control::protocol::Request;
     use nvr::ingest::Mode;
     let request = match command {
+        CtlCommand::Cluster => {
+            // The arbiter is another process (the recorder does not link it); its status document
+            // lives beside the control socket, in the data directory.
+            let data_dir = socket.parent().unwrap_or(std::path::Path::new("."));
+            let path = data_dir.join(store::layout::ARBITER_STATUS_FILE);
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!(
+                    "reading {} (is nvr-arbiter running on this node?)",
+                    path.display()
+                )
+            })?;
+            let doc: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}: not a status document", path.display()))?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            return Ok(ExitCode::SUCCESS);
+        }
         CtlCommand::Live { stream, duration_s } => {
             let stop = async move {
                 match duration_s {
@@ -424,8 +446,14 @@ async fn ctl(socket: &std::path::Path, command: CtlCommand) -> anyhow::Result<Ex
             mode: if shadow { Mode::Shadow } else { Mode::Record },
         },
         CtlCommand::Stop { stream } => Request::Stop { stream },
-        CtlCommand::Promote { stream, after } => Request::Promote {
+        CtlCommand::Promote {
             stream,
+            after,
+            epoch,
+        } => Request::Promote {
+            stream,
+            epoch,
+            reason: None,
             after: after
                 .map(|a| serde_json::from_str(&a))
                 .transpose()

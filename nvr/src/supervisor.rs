@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Takeover};
 use crate::frame::MediaFrame;
 use crate::ingest::{
     Command, CommandError, IngestSettings, Mode, SharedStatus, StreamChannels, StreamSpec,
@@ -65,13 +65,29 @@ pub fn configured_mode(record: bool) -> Mode {
     }
 }
 
-/// Every stream of `config`, with its configured mode.
+/// The mode a stream protected by this standby starts in: `shadow` for a recorded stream taken over
+/// hot (its takeover continues after the last mirrored frame), else `off`.
+pub fn protected_mode(record: bool, takeover: Takeover) -> Mode {
+    if record && takeover == Takeover::Hot {
+        Mode::Shadow
+    } else {
+        Mode::Off
+    }
+}
+
+/// Every stream of `config`, with its configured mode: the node's own cameras, then (on a standby)
+/// the cameras it protects.
 pub fn desired_streams(config: &Config) -> Vec<(StreamSpec, Mode)> {
-    config
-        .cameras
-        .iter()
-        .flat_map(|cam| {
+    let own = config.cameras.iter().map(|c| (c, false));
+    let protected = config.protected.iter().map(|c| (c, true));
+    own.chain(protected)
+        .flat_map(|(cam, protected)| {
             cam.streams.iter().map(move |s| {
+                let mode = if protected {
+                    protected_mode(s.record, cam.takeover)
+                } else {
+                    configured_mode(s.record)
+                };
                 (
                     StreamSpec {
                         camera: cam.name.clone(),
@@ -81,7 +97,7 @@ pub fn desired_streams(config: &Config) -> Vec<(StreamSpec, Mode)> {
                         password: cam.password.clone(),
                         transport: cam.transport,
                     },
-                    configured_mode(s.record),
+                    mode,
                 )
             })
         })

@@ -102,7 +102,7 @@ fn example_parses_with_documented_values() {
     assert_eq!(c.retention.max_bytes_per_stream, Some(500 << 30));
     assert_eq!(c.retention.min_free_bytes, 1 << 30);
     assert_eq!(c.retention.interval_ms, 60_000);
-    assert_eq!(c.sync.head_interval_ms, 5_000);
+    assert_eq!(c.sync.head_interval_ms, 3_600_000);
     assert_eq!(c.sync.reconcile_interval_ms, 10_000);
     assert_eq!(c.sync.scrub_interval_ms, 3_600_000);
     assert_eq!(c.sync.scrub_bytes_per_s, 50_000_000);
@@ -211,7 +211,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.retention.max_bytes_per_stream, None);
     assert_eq!(c.retention.min_free_bytes, 1 << 30);
     assert_eq!(c.retention.interval_ms, 60_000);
-    assert_eq!(c.sync.head_interval_ms, 5_000);
+    assert_eq!(c.sync.head_interval_ms, 3_600_000);
     assert_eq!(c.sync.reconcile_interval_ms, 10_000);
     assert_eq!(c.sync.scrub_interval_ms, 3_600_000);
     assert_eq!(c.sync.scrub_bytes_per_s, 50_000_000);
@@ -462,9 +462,9 @@ fn bad_configs() {
         (
             63,
             "[arbiter]",
-            63,
-            "\"arbiter\"",
-            "unknown key \"arbiter\" in the top-level table",
+            64,
+            "[arbiter]",
+            "unknown key \"head_interval_ms\" in [arbiter]",
         ),
         (
             3,

@@ -580,3 +580,46 @@ fn may_write_false_means_the_frame_touches_no_disk() {
     assert_eq!(jumps, 3, "discontinuities bridged");
     rec.finish("shutdown").expect("finish");
 }
+
+/// Segments written under an arbiter's promotion record the node and the epoch; the last frame of a
+/// segment file, named as the arbiter names it (`store::frame::last_frame_in_file`), is the id the
+/// recorder gave that frame (same hash, the recording node's wall time).
+#[test]
+fn segments_record_node_and_epoch_and_the_last_frame_of_a_file_is_named_like_a_received_one() {
+    let f = fixture();
+    let mut rec = f.recording(2000);
+    rec.set_epoch(Some(4));
+    push_frames(&mut rec, 0, 250, 25);
+    rec.finish("shutdown").expect("finish");
+    let segs = f
+        .store
+        .segments_in_range(f.stream, 0, i64::MAX)
+        .expect("segments");
+    assert_eq!(segs.len(), 5);
+    assert!(segs
+        .iter()
+        .all(|s| s.epoch == Some(4) && s.node == "node-a"));
+
+    let last = segs.last().expect("a segment");
+    let id = store::frame::last_frame_in_file(&f.store.absolute_path(&last.path), last.start_ms)
+        .expect("read")
+        .expect("a frame");
+    // As push_frames builds frame 249.
+    let i = 249i64;
+    let data = vec![(i % 251) as u8; 1000 + (i % 7) as usize];
+    assert_eq!(
+        id,
+        store::frame::FrameId::of(&data, false, T0_MS + 249 * 40)
+    );
+
+    // Without an epoch (no arbiter), none is recorded.
+    let mut rec = f.recording(2000);
+    push_frames(&mut rec, 300, 50, 25);
+    rec.finish("shutdown").expect("finish");
+    let segs = f
+        .store
+        .segments_in_range(f.stream, 0, i64::MAX)
+        .expect("segments");
+    assert_eq!(segs.iter().filter(|s| s.epoch == Some(4)).count(), 5);
+    assert!(segs.iter().any(|s| s.epoch.is_none()), "{segs:#?}");
+}

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::StorageError;
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE streams (
     id          INTEGER PRIMARY KEY,
     camera      TEXT NOT NULL,
@@ -60,7 +61,13 @@ CREATE TABLE events (
     message     TEXT NOT NULL
 );
 CREATE INDEX events_time ON events (time_ms);
-"#];
+"#,
+    // 1 -> 2: the ownership epoch (fencing token of the arbiter) under which a segment was written;
+    // NULL for segments written without an arbiter's promotion.
+    r#"
+ALTER TABLE segments ADD COLUMN epoch INTEGER;
+"#,
+];
 
 /// The schema version this program writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -145,6 +152,8 @@ pub struct SegmentRow {
     pub width: i64,
     pub height: i64,
     pub audio_codec: Option<String>,
+    /// The arbiter's epoch under which `node` wrote this segment (`None`: no arbiter promotion).
+    pub epoch: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,7 +209,8 @@ pub struct SegmentProgress {
 }
 
 const SEGMENT_COLUMNS: &str = "id, stream_id, run_id, node, path, state, start_ms, end_ms, \
-     media_duration_ms, frames, fragments, size_bytes, sha256, video_codec, width, height, audio_codec";
+     media_duration_ms, frames, fragments, size_bytes, sha256, video_codec, width, height, audio_codec, \
+     epoch";
 
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -233,6 +243,9 @@ fn segment_from_row(row: &Row<'_>) -> rusqlite::Result<SegmentRow> {
         width: row.get(14)?,
         height: row.get(15)?,
         audio_codec: row.get(16)?,
+        epoch: row
+            .get::<_, Option<i64>>(17)?
+            .and_then(|e| u64::try_from(e).ok()),
     })
 }
 
@@ -488,6 +501,18 @@ impl Catalog {
             )
             .map_err(|e| self.e(e))?;
         Ok(SegmentId(self.conn.last_insert_rowid()))
+    }
+
+    /// Records the arbiter's epoch under which segment `id` is written.
+    pub fn set_segment_epoch(&self, id: SegmentId, epoch: u64) -> Result<(), StorageError> {
+        let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+        self.conn
+            .execute(
+                "UPDATE segments SET epoch = ?2 WHERE id = ?1",
+                params![id.0, epoch],
+            )
+            .map(|_| ())
+            .map_err(|e| self.e(e))
     }
 
     /// Writes the progress of open segments, all in one transaction (sealed rows are left alone).
@@ -869,6 +894,7 @@ mod tests {
             width: 0,
             height: 0,
             audio_codec: None,
+            epoch: None,
         }
     }
 

@@ -10,6 +10,9 @@
 //! <data_dir>/control.sock                 the recorder's control socket
 //! <data_dir>/sync.db (+ -wal, -shm)       the sync agent's own database
 //! <data_dir>/sync-status.json             the sync agent's status
+//! <data_dir>/arbiter.json                 the arbiter's holders and epochs of streams (fencing tokens)
+//! <data_dir>/arbiter-status.json          the arbiter's status (peers, holders, recent events)
+//! <data_dir>/arbiter.sock                 the arbiter's operator socket
 //! ```
 //!
 //! `media/<camera>/<stream>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSSmmmZ>_<node>.mp4`, times in UTC. The node name in
@@ -35,6 +38,12 @@ pub const SYNC_DB_FILE: &str = "sync.db";
 pub const CONTROL_SOCKET_FILE: &str = "control.sock";
 /// The sync agent's status document.
 pub const SYNC_STATUS_FILE: &str = "sync-status.json";
+/// The arbiter's persisted holders and epochs.
+pub const ARBITER_STATE_FILE: &str = "arbiter.json";
+/// The arbiter's status document.
+pub const ARBITER_STATUS_FILE: &str = "arbiter-status.json";
+/// The arbiter's operator socket (`nvr-arbiter takeover`).
+pub const ARBITER_SOCKET_FILE: &str = "arbiter.sock";
 const NAME_TIME_FORMAT: &str = "%Y%m%dT%H%M%S%3fZ";
 
 /// The relative path (to the data directory) of a segment.

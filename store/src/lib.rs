@@ -12,6 +12,7 @@
 
 mod catalog;
 mod check;
+pub mod frame;
 pub mod layout;
 mod mirror;
 pub mod mp4;
@@ -27,7 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use catalog::migrate;
 pub use catalog::{
-    Catalog, EventRow, Gap, RunId, RunRow, SegmentId, SegmentRow, SegmentState, StreamId, StreamRow,
+    Catalog, EventRow, Gap, RunId, RunRow, SegmentId, SegmentInsert, SegmentProgress, SegmentRow,
+    SegmentState, StreamId, StreamRow,
 };
 pub use check::{CheckProblem, CheckReport, SealedReference};
 pub use layout::{parse_media_path, MediaPathInfo};

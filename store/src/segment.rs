@@ -27,6 +27,8 @@ pub struct NewSegment<'a> {
     pub width: u32,
     pub height: u32,
     pub audio_codec: Option<&'a str>,
+    /// The arbiter's epoch of the promotion this recording continues (`None`: no arbiter).
+    pub epoch: Option<u64>,
 }
 
 /// A sealed segment, as recorded in the catalog.
@@ -109,7 +111,16 @@ impl Store {
             audio_codec: new.audio_codec,
             created_ms: self.now_utc_ms(),
         };
-        let id = match self.catalog().insert_segment(&insert) {
+        let inserted = {
+            let cat = self.catalog();
+            cat.insert_segment(&insert).and_then(|id| {
+                if let Some(epoch) = new.epoch {
+                    cat.set_segment_epoch(id, epoch)?;
+                }
+                Ok(id)
+            })
+        };
+        let id = match inserted {
             Ok(id) => id,
             Err(e) => {
                 let _ = std::fs::remove_file(&path);

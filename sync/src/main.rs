@@ -169,7 +169,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = runtime()?.block_on(agent::restore::run(&cfg, &id, &filter))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(if report.failed.is_empty() {
+            Ok(if report.complete() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -54,6 +54,24 @@ CREATE TABLE alarms (
 /// A leaf of a Merkle log: its encoded bytes and its hash.
 pub type Leaf = (Vec<u8>, [u8; 32]);
 
+/// A leaf to append: its encoding, its hash and the segment path it logs.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLeaf<'a> {
+    pub leaf: &'a [u8],
+    pub leaf_hash: &'a [u8; 32],
+    pub segment_path: &'a str,
+}
+
+/// A head to keep with [`SyncDb::accept_head`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewHead<'a> {
+    pub tree_size: u64,
+    pub head_hash: &'a [u8; 32],
+    pub head_json: &'a str,
+    pub countersignature_json: Option<&'a str>,
+    pub received_ms: i64,
+}
+
 /// One stored signed tree head.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredHead {
@@ -98,6 +116,27 @@ fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
             rusqlite::types::Type::Blob,
             format!("hash of {} bytes, expected 32", v.len()).into(),
         )
+    })
+}
+
+fn alarm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmRow> {
+    Ok(AlarmRow {
+        id: r.get(0)?,
+        time_ms: r.get(1)?,
+        kind: r.get(2)?,
+        peer: r.get(3)?,
+        segment_path: r.get(4)?,
+        detail: r.get(5)?,
+    })
+}
+
+fn stored_head(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHead> {
+    Ok(StoredHead {
+        tree_size: r.get::<_, i64>(0)?.max(0) as u64,
+        head_hash: hash32(r.get(1)?)?,
+        head_json: r.get(2)?,
+        countersignature_json: r.get(3)?,
+        received_ms: r.get(4)?,
     })
 }
 
@@ -175,6 +214,122 @@ impl SyncDb {
         tx.commit().map_err(|e| self.e(e))
     }
 
+    /// Appends `leaves` to `log_node`'s log as indexes `first_index..`, in one transaction: all of
+    /// them or none. `first_index` must be the next index (== the number of leaves held).
+    pub fn append_leaves(
+        &self,
+        log_node: &str,
+        first_index: u64,
+        leaves: &[NewLeaf<'_>],
+    ) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.e(e))?;
+        self.insert_leaves(&tx, log_node, first_index, leaves)?;
+        tx.commit().map_err(|e| self.e(e))
+    }
+
+    /// Accepts a head of a primary's log in one transaction: its new leaves (`first_index..`, which
+    /// must be the next index), the head, and this node's countersignature. A crash leaves either all
+    /// of it or none, so the log never holds leaves that no kept head covers.
+    pub fn accept_head(
+        &self,
+        log_node: &str,
+        first_index: u64,
+        leaves: &[NewLeaf<'_>],
+        head: &NewHead<'_>,
+    ) -> Result<(), StorageError> {
+        self.accept_heads(log_node, first_index, leaves, std::slice::from_ref(head))
+    }
+
+    /// Like [`SyncDb::accept_head`] with several heads, kept in the order given (restore imports a
+    /// chain of heads with the leaves of the last one).
+    pub fn accept_heads(
+        &self,
+        log_node: &str,
+        first_index: u64,
+        leaves: &[NewLeaf<'_>],
+        heads: &[NewHead<'_>],
+    ) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.e(e))?;
+        self.insert_leaves(&tx, log_node, first_index, leaves)?;
+        for head in heads {
+            let size = to_i64("tree size", head.tree_size)?;
+            tx.execute(
+                "INSERT INTO heads (log_node, tree_size, head_hash, head_json, countersignature_json,
+                     received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (log_node, tree_size, head_hash) DO UPDATE
+                     SET countersignature_json = excluded.countersignature_json",
+                params![
+                    log_node,
+                    size,
+                    &head.head_hash[..],
+                    head.head_json,
+                    head.countersignature_json,
+                    head.received_ms
+                ],
+            )
+            .map_err(|e| self.e(e))?;
+        }
+        tx.commit().map_err(|e| self.e(e))
+    }
+
+    fn insert_leaves(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        log_node: &str,
+        first_index: u64,
+        leaves: &[NewLeaf<'_>],
+    ) -> Result<(), StorageError> {
+        let first = to_i64("leaf index", first_index)?;
+        let next: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
+                params![log_node],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.e(e))?;
+        if first != next {
+            return Err(StorageError::SyncDb(format!(
+                "log {log_node}: leaf {first_index} appended, the next index is {next}"
+            )));
+        }
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO leaves (log_node, leaf_index, leaf, leaf_hash, segment_path)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(|e| self.e(e))?;
+        for (i, leaf) in leaves.iter().enumerate() {
+            let index = first
+                .checked_add(i as i64)
+                .ok_or_else(|| StorageError::SyncDb("leaf index out of range".into()))?;
+            stmt.execute(params![
+                log_node,
+                index,
+                leaf.leaf,
+                &leaf.leaf_hash[..],
+                leaf.segment_path
+            ])
+            .map_err(|e| self.e(e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the leaves of `log_node`'s log from index `from` on; returns how many there were.
+    pub fn truncate_leaves(&self, log_node: &str, from: u64) -> Result<u64, StorageError> {
+        let from = to_i64("leaf index", from)?;
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM leaves WHERE log_node = ?1 AND leaf_index >= ?2",
+                params![log_node, from],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(n as u64)
+    }
+
     /// Number of leaves of `log_node`'s log.
     pub fn leaf_count(&self, log_node: &str) -> Result<u64, StorageError> {
         let n: i64 = self
@@ -217,6 +372,30 @@ impl SyncDb {
             })
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))
+    }
+
+    /// The segment paths of at most `limit` leaves of `log_node`'s log from index `from`, in index
+    /// order.
+    pub fn leaf_paths(
+        &self,
+        log_node: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT segment_path FROM leaves WHERE log_node = ?1 AND leaf_index >= ?2
+                 ORDER BY leaf_index LIMIT ?3",
+            )
+            .map_err(|e| self.e(e))?;
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![log_node, from, limit], |r| r.get(0))
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
             .map_err(|e| self.e(e))
     }
 
@@ -295,6 +474,106 @@ impl SyncDb {
             .map_err(|e| self.e(e))
     }
 
+    /// The id (signing or receiving order) of `log_node`'s stored head with `head_hash`, if any.
+    pub fn head_id(
+        &self,
+        log_node: &str,
+        head_hash: &[u8; 32],
+    ) -> Result<Option<i64>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT MIN(id) FROM heads WHERE log_node = ?1 AND head_hash = ?2",
+                params![log_node, &head_hash[..]],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.e(e))
+    }
+
+    /// The first head of `log_node` stored after the one with id `after_id`, with its id.
+    pub fn head_after(
+        &self,
+        log_node: &str,
+        after_id: i64,
+    ) -> Result<Option<(i64, StoredHead)>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
+                 FROM heads WHERE log_node = ?1 AND id > ?2 ORDER BY id LIMIT 1",
+                params![log_node, after_id],
+                |r| Ok((r.get(5)?, stored_head(r)?)),
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// At most `limit` heads of `log_node` stored after the one with id `after_id`, in id order, with
+    /// their ids.
+    pub fn heads_after(
+        &self,
+        log_node: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredHead)>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
+                 FROM heads WHERE log_node = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(|e| self.e(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![log_node, after_id, limit], |r| {
+                Ok((r.get(5)?, stored_head(r)?))
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))
+    }
+
+    /// The head of `log_node` stored last, with its id.
+    pub fn last_head(&self, log_node: &str) -> Result<Option<(i64, StoredHead)>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
+                 FROM heads WHERE log_node = ?1 ORDER BY id DESC LIMIT 1",
+                params![log_node],
+                |r| Ok((r.get(5)?, stored_head(r)?)),
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// The number of stored heads of `log_node`.
+    pub fn head_count(&self, log_node: &str) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM heads WHERE log_node = ?1",
+                params![log_node],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The stored head of `log_node` with `head_hash`, if any.
+    pub fn head_by_hash(
+        &self,
+        log_node: &str,
+        head_hash: &[u8; 32],
+    ) -> Result<Option<StoredHead>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms
+                 FROM heads WHERE log_node = ?1 AND head_hash = ?2 ORDER BY id DESC LIMIT 1",
+                params![log_node, &head_hash[..]],
+                stored_head,
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
     /// Every stored head of `log_node`, by tree size then received order.
     pub fn heads(&self, log_node: &str) -> Result<Vec<StoredHead>, StorageError> {
         let conn = self.conn();
@@ -305,15 +584,7 @@ impl SyncDb {
             )
             .map_err(|e| self.e(e))?;
         let rows = stmt
-            .query_map(params![log_node], |r| {
-                Ok(StoredHead {
-                    tree_size: r.get::<_, i64>(0)?.max(0) as u64,
-                    head_hash: hash32(r.get(1)?)?,
-                    head_json: r.get(2)?,
-                    countersignature_json: r.get(3)?,
-                    received_ms: r.get(4)?,
-                })
-            })
+            .query_map(params![log_node], stored_head)
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))
@@ -338,6 +609,32 @@ impl SyncDb {
         Ok(conn.last_insert_rowid())
     }
 
+    /// The number of alarms.
+    pub fn alarm_count(&self) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM alarms", [], |r| r.get(0))
+            .map_err(|e| self.e(e))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The last `limit` alarms, newest first.
+    pub fn recent_alarms(&self, limit: usize) -> Result<Vec<AlarmRow>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, time_ms, kind, peer, segment_path, detail FROM alarms
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.e(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![limit], alarm_row)
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))
+    }
+
     /// Alarms with id greater than `since_id`, oldest first.
     pub fn alarms(&self, since_id: i64) -> Result<Vec<AlarmRow>, StorageError> {
         let conn = self.conn();
@@ -348,16 +645,7 @@ impl SyncDb {
             )
             .map_err(|e| self.e(e))?;
         let rows = stmt
-            .query_map(params![since_id], |r| {
-                Ok(AlarmRow {
-                    id: r.get(0)?,
-                    time_ms: r.get(1)?,
-                    kind: r.get(2)?,
-                    peer: r.get(3)?,
-                    segment_path: r.get(4)?,
-                    detail: r.get(5)?,
-                })
-            })
+            .query_map(params![since_id], alarm_row)
             .map_err(|e| self.e(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.e(e))
@@ -461,6 +749,9 @@ mod tests {
         assert_eq!(all[0].segment_path.as_deref(), Some("seg1"));
         assert_eq!(all[1].time_ms, 2000);
         assert_eq!(db.alarms(a1).expect("since").len(), 1);
+        assert_eq!(db.alarm_count().expect("count"), 2);
+        let recent = db.recent_alarms(1).expect("recent");
+        assert_eq!((recent.len(), recent[0].id), (1, a2));
 
         // Everything survives a reopen; sync.db is separate from the catalog.
         drop(db);
@@ -470,5 +761,51 @@ mod tests {
         assert_eq!(db.alarms(0).expect("alarms").len(), 2);
         assert!(dir.path().join("sync.db").exists());
         assert!(!dir.path().join("catalog.db").exists());
+    }
+
+    #[test]
+    fn syncdb_head_acceptance_is_all_or_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = SyncDb::open(dir.path()).expect("open");
+        let h = |i: u8| [i; 32];
+        let hashes: Vec<[u8; 32]> = (0..4).map(h).collect();
+        let leaf = |i: u8| NewLeaf {
+            leaf: &[1, 2, 3],
+            leaf_hash: &hashes[usize::from(i)],
+            segment_path: ["p0", "p1", "p2", "p3"][usize::from(i)],
+        };
+        db.append_leaves(PRIMARY, 0, &[leaf(0), leaf(1)])
+            .expect("batch");
+        assert!(db.append_leaves(PRIMARY, 5, &[leaf(2)]).is_err(), "gap");
+        let head = |size: u64, hash: &'static [u8; 32]| NewHead {
+            tree_size: size,
+            head_hash: hash,
+            head_json: "{}",
+            countersignature_json: Some("{\"cs\":1}"),
+            received_ms: 7,
+        };
+        static H4: [u8; 32] = [4; 32];
+        static H5: [u8; 32] = [5; 32];
+        // A failing head write (wrong first index for the second leaf) keeps nothing.
+        assert!(db
+            .accept_head(PRIMARY, 1, &[leaf(2), leaf(3)], &head(4, &H4))
+            .is_err());
+        assert_eq!(db.leaf_count(PRIMARY).expect("count"), 2);
+        assert_eq!(db.head_by_hash(PRIMARY, &H4).expect("head"), None);
+        db.accept_head(PRIMARY, 2, &[leaf(2), leaf(3)], &head(4, &H5))
+            .expect("accept");
+        assert_eq!(db.leaf_count(PRIMARY).expect("count"), 4);
+        let stored = db.head_by_hash(PRIMARY, &H5).expect("head").expect("kept");
+        assert_eq!(stored.tree_size, 4);
+        assert_eq!(stored.countersignature_json.as_deref(), Some("{\"cs\":1}"));
+        assert_eq!(
+            db.leaf_paths(PRIMARY, 1, 2).expect("paths"),
+            ["p1".to_owned(), "p2".to_owned()]
+        );
+        assert_eq!(
+            db.leaf_paths(PRIMARY, 4, 10).expect("paths"),
+            Vec::<String>::new()
+        );
+        assert_eq!(db.leaves(PRIMARY).expect("leaves")[3].1, h(3));
     }
 }

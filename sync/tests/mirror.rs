@@ -560,14 +560,15 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
 
         let tls = primary::connect(&id, &standby).await.expect("connect");
         let mut conn = Conn::new(tls);
-        let (holdings, held_head) = primary::handshake(&mut conn, "node-a", &standby)
+        let view = primary::handshake(&mut conn, "node-a", &standby)
             .await
             .expect("handshake");
-        let held_head = held_head.expect("standby holds a head");
-        let sealed = holdings
-            .iter()
-            .find(|h| h.sealed_sha256.is_some())
-            .expect("a sealed holding");
+        let held_head = view.head.expect("standby holds a head");
+        // Sealed copies are summed up (`sealed_below_leaf`) rather than listed: one from the catalog.
+        let sealed_path = sealed_on(&p.data_s, "node-a")
+            .into_keys()
+            .next()
+            .expect("a sealed copy on the standby");
         /// Sends `msg` and expects the standby to refuse it.
         async fn expect_refused<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             conn: &mut Conn<S>,
@@ -580,9 +581,11 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
                 other => panic!("{what}: expected Refused, got {other:?}"),
             }
         }
+        let size = held_head.head.tree_size as usize;
         let head_msg = |head: &SignedTreeHead, proof: Vec<String>, leaves: &[&SegmentLeaf]| {
             Message::TreeHead {
                 head: serde_json::to_value(head).expect("json"),
+                first_leaf: size as u64,
                 consistency_proof: proof,
                 leaves: leaves
                     .iter()
@@ -590,7 +593,6 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
                     .collect(),
             }
         };
-        let size = held_head.head.tree_size as usize;
         // A head genuinely signed by the primary's key over `tree`, claiming to extend the held one.
         let extension = |tree: &MerkleTree, timestamp_ms: i64, new_leaf: &SegmentLeaf| {
             let head = TreeHead {
@@ -613,7 +615,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         // 1. Bytes contradicting a sealed copy.
         let key = SegmentKey {
             origin_node: "node-a".into(),
-            path: sealed.key.path.clone(),
+            path: sealed_path,
         };
         let data = Message::SegmentData {
             key,

@@ -34,6 +34,12 @@ pub enum Request {
         stream: String,
         #[serde(default)]
         after: Option<FrameId>,
+        /// The arbiter's epoch (fencing token): recorded with every segment of this holding.
+        #[serde(default)]
+        epoch: Option<u64>,
+        /// Why the stream is promoted (logged as a `takeover` event with the epoch).
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// Record → `to` (default shadow) at the next key frame.
     Release {

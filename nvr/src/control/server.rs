@@ -178,9 +178,19 @@ async fn dispatch(supervisor: &Supervisor, request: Request) -> Response {
             result(supervisor.set_mode(&stream, mode).await)
         }
         Request::Stop { stream } => result(supervisor.set_mode(&stream, Mode::Off).await),
-        Request::Promote { stream, after } => result(
+        Request::Promote {
+            stream,
+            after,
+            epoch,
+            reason,
+        } => result(
             supervisor
-                .command(&stream, |reply| Command::Promote { after, reply })
+                .command(&stream, |reply| Command::Promote {
+                    after,
+                    epoch,
+                    reason,
+                    reply,
+                })
                 .await,
         ),
         Request::Release { stream, to } => result(

@@ -86,6 +86,11 @@ pub enum Command {
     /// Shadow → record, writing from the ring starting exactly after `after` (see [`PromoteReport`]).
     Promote {
         after: Option<FrameId>,
+        /// The arbiter's epoch (fencing token) of this promotion, recorded with every segment.
+        epoch: Option<u64>,
+        /// Why (from the arbiter: which node or session failed, and when it was detected); logged as
+        /// a `takeover` event with the epoch.
+        reason: Option<String>,
         reply: Reply<PromoteReport>,
     },
     /// Record → `to` at the next key frame.

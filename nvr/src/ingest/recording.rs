@@ -98,6 +98,8 @@ pub struct Recording {
     start_anywhere: bool,
     /// Wall time to anchor the run at instead of "now" (frames replayed from the shadow ring).
     next_anchor_wall_ms: Option<i64>,
+    /// The arbiter's epoch of the promotion being recorded, written with every segment.
+    epoch: Option<u64>,
 }
 
 struct OpenSegment {
@@ -141,7 +143,13 @@ impl Recording {
             start_anywhere: false,
             next_anchor_wall_ms: None,
             segments_sealed: 0,
+            epoch: None,
         }
+    }
+
+    /// The arbiter's epoch under which the following segments are written.
+    pub fn set_epoch(&mut self, epoch: Option<u64>) {
+        self.epoch = epoch;
     }
 
     /// Lets the next frame start the recording even if it is not a key frame, and anchors the run's
@@ -408,6 +416,7 @@ impl Recording {
             width: video.width,
             height: video.height,
             audio_codec: self.audio.as_ref().map(|a| a.codec.as_str()),
+            epoch: self.epoch,
         })?;
         self.segment = Some(OpenSegment {
             writer,

@@ -86,6 +86,8 @@ pub struct StreamTask {
     pending_promote: Option<PendingPromote>,
     /// A promotion answered once its first frame is written.
     promote_reply: Option<(Reply<PromoteReport>, PromoteReport)>,
+    /// The arbiter's epoch of the last promotion (recorded with every segment of this holding).
+    epoch: Option<u64>,
     pending_release: Option<(Mode, Reply<ReleaseReport>)>,
     window_frames: u64,
     window_bytes: u64,
@@ -125,6 +127,7 @@ impl StreamTask {
             last_video: None,
             pending_promote: None,
             promote_reply: None,
+            epoch: None,
             pending_release: None,
             window_frames: 0,
             window_bytes: 0,
@@ -251,12 +254,18 @@ impl StreamTask {
                 self.set_state(StreamState::Idle);
                 let _ = reply.send(Ok(()));
             }
-            Command::Promote { reply, .. } => {
+            Command::Promote {
+                reply,
+                epoch,
+                reason,
+                ..
+            } => {
                 if self.mode == Mode::Record {
                     let _ = reply.send(Err(self.wrong_mode("already recording")));
                 } else {
                     // Cold: the session opens now and records from its first key frame.
                     self.mode = Mode::Record;
+                    self.note_takeover(epoch, reason, None);
                     let _ = reply.send(Ok(PromoteReport {
                         first_frame: None,
                         from_ring: 0,
@@ -485,10 +494,16 @@ impl StreamTask {
                     return Ok(Flow::EndSession);
                 }
             }
-            Command::Promote { after, reply } => {
+            Command::Promote {
+                after,
+                epoch,
+                reason,
+                reply,
+            } => {
                 if self.mode == Mode::Record {
                     let _ = reply.send(Err(self.wrong_mode("already recording")));
                 } else {
+                    self.note_takeover(epoch, reason, after.as_ref());
                     self.promote(after, reply)?;
                 }
             }
@@ -509,6 +524,29 @@ impl StreamTask {
             Command::Exit => return Ok(Flow::Exit),
         }
         Ok(Flow::Continue)
+    }
+
+    /// Keeps a promotion's epoch for the segments to come and logs an arbiter's takeover as an event.
+    fn note_takeover(
+        &mut self,
+        epoch: Option<u64>,
+        reason: Option<String>,
+        after: Option<&FrameId>,
+    ) {
+        self.epoch = epoch;
+        if epoch.is_none() && reason.is_none() {
+            return;
+        }
+        let message = format!(
+            "{}: promoted with epoch {} after {}{}",
+            self.label,
+            epoch.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+            after.map_or_else(|| "nothing (cold start)".to_owned(), |a| a.to_string()),
+            reason.map_or_else(String::new, |r| format!(": {r}"))
+        );
+        tracing::info!("{message}");
+        self.store
+            .log_event(Some(self.stream_id), "takeover", &message);
     }
 
     /// Shadow → record after `after` (see [`Command::Promote`]).
@@ -590,6 +628,7 @@ impl StreamTask {
             self.spec.kind,
             self.settings,
         );
+        rec.set_epoch(self.epoch);
         if let Some(id) = &first_video {
             rec.start_at(id.wall_ms, mid);
         } else if mid {
@@ -685,14 +724,17 @@ impl StreamTask {
                 Some((*frame.track).clone())
             }
         };
+        let epoch = self.epoch;
         let rec = self.rec.get_or_insert_with(|| {
-            Recording::new(
+            let mut rec = Recording::new(
                 self.store.clone(),
                 self.stream_id,
                 &self.spec.camera,
                 self.spec.kind,
                 self.settings,
-            )
+            );
+            rec.set_epoch(epoch);
+            rec
         });
         let was_recording = rec.is_recording();
         let data = frame.data.clone();

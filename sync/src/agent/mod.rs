@@ -2,10 +2,13 @@
 //! keeps the signed log; the standby side ([`standby`]) accepts, verifies and stores them write-once;
 //! [`restore`] fetches verified copies back. Shared here: status, alarms, connection plumbing.
 
+mod history;
+pub mod preauth;
 pub mod primary;
 pub mod repair;
 pub mod restore;
 pub mod standby;
+mod standby_log;
 pub mod tamper;
 pub mod watch;
 
@@ -75,6 +78,10 @@ pub struct PeerStatus {
     /// Last tree head accepted (primary: countersigned by the standby; standby: accepted from the primary).
     pub last_head_size: Option<u64>,
     pub last_head_ms: Option<i64>,
+    /// Standby: sealed copies of this primary that no accepted head covers yet (verified once one does).
+    pub unverified_segments: u64,
+    /// Standby: the oldest of them by path, if any.
+    pub oldest_unverified: Option<String>,
     pub streams: BTreeMap<String, StreamLag>,
 }
 
@@ -119,14 +126,18 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Writes `sync-status.json` atomically.
+/// Alarms shown in the status file (the newest).
+const STATUS_ALARMS: usize = 20;
+
+/// Writes `sync-status.json` atomically (the alarm count and the newest alarms only, not every one).
 pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
-    let alarms = db.alarms(0).unwrap_or_default();
+    let total = db.alarm_count().unwrap_or_default();
+    let recent = db.recent_alarms(STATUS_ALARMS).unwrap_or_default();
     let snapshot = with_status(status, |s| {
         s.time_ms = now_ms();
         s.pid = std::process::id();
-        s.alarms_total = alarms.len() as u64;
-        s.recent_alarms = alarms.iter().rev().take(20).cloned().collect();
+        s.alarms_total = total;
+        s.recent_alarms = recent;
         s.clone()
     });
     let path = data_dir.join(STATUS_FILE);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::syncdb::SyncDb;
-use store::{SegmentState, Store};
+use store::{SegmentRow, SegmentState, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -32,14 +32,16 @@ const MAX_LEAVES_PER_HEAD: u64 = 500;
 /// The status file is rewritten at most this often (the loop runs once per message).
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The primary's signed log: Merkle tree of leaves plus the chain of signed heads.
+/// The primary's signed log: Merkle tree of leaves plus the last of the chain of signed heads (the
+/// chain itself stays in `sync.db`).
 pub struct Log {
     node: String,
     pub tree: MerkleTree,
     logged: HashMap<String, u64>,
-    pub heads: Vec<SignedTreeHead>,
+    /// The last signed head and its id in `sync.db` (heads are sent in id order).
+    last_head: Option<SignedTreeHead>,
+    last_head_id: i64,
     scan_after_id: i64,
-    last_signed: Option<Instant>,
 }
 
 impl Log {
@@ -52,24 +54,24 @@ impl Log {
                 logged.insert(leaf.path, index);
             }
         }
-        let mut heads = Vec::new();
-        for h in db.heads(node)? {
-            match serde_json::from_str::<SignedTreeHead>(&h.head_json) {
-                Ok(sth) => heads.push(sth),
+        let (last_head_id, last_head) = match db.last_head(node)? {
+            Some((id, h)) => match serde_json::from_str::<SignedTreeHead>(&h.head_json) {
+                Ok(sth) => (id, Some(sth)),
                 Err(e) => {
                     return Err(AgentError::Peer(format!(
                         "own head in sync.db unreadable: {e}"
                     )))
                 }
-            }
-        }
+            },
+            None => (0, None),
+        };
         Ok(Log {
             node: node.to_owned(),
             tree,
             logged,
-            heads,
+            last_head,
+            last_head_id,
             scan_after_id: 0,
-            last_signed: None,
         })
     }
 
@@ -77,8 +79,10 @@ impl Log {
         self.logged.get(path).copied()
     }
 
-    /// Appends leaves for newly sealed segments and signs heads (one per `MAX_LEAVES_PER_HEAD`, and one
-    /// when `refresh` and the last is older than `head_interval`). Returns true if anything was signed.
+    /// Appends leaves for newly sealed segments and signs heads: one per `MAX_LEAVES_PER_HEAD` new
+    /// leaves and one for the rest; with nothing new, a keep-alive head only when `refresh` and the last
+    /// head is older than `head_interval` (by its own timestamp, so restarts and reconnects do not add
+    /// heads). Returns true if anything was signed.
     pub fn update(
         &mut self,
         store: &Store,
@@ -132,8 +136,7 @@ impl Log {
                 db.append_leaf(&self.node, index, &leaf.encode(), &hash, &row.path)?;
                 self.tree.push(hash);
                 self.logged.insert(row.path.clone(), index);
-                let head_size = self.heads.last().map_or(0, |h| h.head.tree_size);
-                if self.tree.len() - head_size >= MAX_LEAVES_PER_HEAD {
+                if self.tree.len() - self.head_size() >= MAX_LEAVES_PER_HEAD {
                     self.sign(db, id)?;
                     signed = true;
                 }
@@ -142,24 +145,37 @@ impl Log {
                 break;
             }
         }
-        let head_size = self.heads.last().map_or(0, |h| h.head.tree_size);
+        let interval_ms = i64::try_from(head_interval.as_millis()).unwrap_or(i64::MAX);
         let stale = self
-            .last_signed
-            .is_none_or(|t| t.elapsed() >= head_interval);
-        if self.tree.len() > head_size || (refresh && stale && !self.tree.is_empty()) {
+            .last_head
+            .as_ref()
+            .is_some_and(|h| now_ms().saturating_sub(h.head.timestamp_ms) >= interval_ms);
+        if self.tree.len() > self.head_size() || (refresh && stale) {
             self.sign(db, id)?;
             signed = true;
         }
         Ok(signed)
     }
 
+    fn head_size(&self) -> u64 {
+        self.last_head.as_ref().map_or(0, |h| h.head.tree_size)
+    }
+
+    /// The id of the last signed head in `sync.db`.
+    pub fn last_head_id(&self) -> i64 {
+        self.last_head_id
+    }
+
     fn sign(&mut self, db: &SyncDb, id: &NodeIdentity) -> Result<(), AgentError> {
-        let prev = self.heads.last().map_or([0u8; 32], |h| h.head.head_hash());
+        let prev = self
+            .last_head
+            .as_ref()
+            .map_or([0u8; 32], |h| h.head.head_hash());
         let head = TreeHead {
             log_node: self.node.clone(),
             tree_size: self.tree.len(),
             root_hash: self.tree.root(),
-            timestamp_ms: now_ms().max(self.heads.last().map_or(0, |h| h.head.timestamp_ms)),
+            timestamp_ms: now_ms().max(self.last_head.as_ref().map_or(0, |h| h.head.timestamp_ms)),
             prev_head_hash: prev,
         };
         let signed = head.sign(&|m| id.sign(m));
@@ -171,8 +187,10 @@ impl Log {
             &json,
             now_ms(),
         )?;
-        self.heads.push(signed);
-        self.last_signed = Some(Instant::now());
+        self.last_head_id = db
+            .head_id(&self.node, &head.head_hash())?
+            .unwrap_or(self.last_head_id);
+        self.last_head = Some(signed);
         Ok(())
     }
 
@@ -320,12 +338,21 @@ pub async fn connect(
         .map_err(io_err(format!("TLS handshake with {address}")))
 }
 
-/// Hello / HelloAck / StandbyState, as the primary.
+/// What the standby said it holds after the handshake (every `StandbyState` page gathered).
+pub struct StandbyView {
+    /// Open segments, and sealed ones not summed up by `sealed_below_leaf`.
+    pub holdings: Vec<Holding>,
+    pub head: Option<SignedTreeHead>,
+    /// Segments logged below this leaf index need nothing more (at most the standby's head size).
+    pub sealed_below_leaf: u64,
+}
+
+/// Hello / HelloAck / StandbyState (all its pages), as the primary.
 pub async fn handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     conn: &mut Conn<S>,
     node: &str,
     peer: &Peer,
-) -> Result<(Vec<Holding>, Option<SignedTreeHead>), AgentError> {
+) -> Result<StandbyView, AgentError> {
     conn.send(&Message::Hello {
         protocol_version: PROTOCOL_VERSION,
         node: node.to_owned(),
@@ -345,18 +372,7 @@ pub async fn handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             )))
         }
     }
-    match conn.recv(HANDSHAKE_TIMEOUT).await? {
-        Some(Message::StandbyState { holdings, head }) => {
-            let head = match head {
-                Some(v) => Some(from_json::<SignedTreeHead>(&v, "standby head")?),
-                None => None,
-            };
-            Ok((holdings, head))
-        }
-        other => Err(AgentError::Peer(format!(
-            "expected StandbyState, got {other:?}"
-        ))),
-    }
+    super::history::receive_standby_state(conn).await
 }
 
 /// Per-connection mirroring state of one segment.
@@ -386,7 +402,11 @@ async fn session(
 ) -> Result<(), AgentError> {
     let tls = connect(id, standby).await?;
     let mut conn = Conn::new(tls);
-    let (holdings, standby_head) = handshake(&mut conn, &cfg.node_name, standby).await?;
+    let StandbyView {
+        holdings,
+        head: standby_head,
+        sealed_below_leaf,
+    } = handshake(&mut conn, &cfg.node_name, standby).await?;
     let peer_name = standby.pins.node.clone();
     tracing::info!(peer = %peer_name, holdings = holdings.len(), head = ?standby_head.as_ref().map(|h| h.head.tree_size), "connected to standby");
     with_status(status, |s| {
@@ -400,17 +420,14 @@ async fn session(
 
     // Where the standby's log stands in ours.
     let mut standby_size = 0u64;
-    let mut next_head = 0usize;
+    // Heads stored after this id are sent next, in signing order.
+    let mut sent_head_id = 0i64;
     if let Some(h) = &standby_head {
         let hash = h.head.head_hash();
-        match log
-            .heads
-            .iter()
-            .position(|mine| mine.head.head_hash() == hash)
-        {
+        match db.head_id(&cfg.node_name, &hash)? {
             Some(i) => {
                 standby_size = h.head.tree_size;
-                next_head = i + 1;
+                sent_head_id = i;
             }
             None => {
                 raise_alarm(db, "unknown_head", Some(&peer_name), None, &format!(
@@ -454,8 +471,16 @@ async fn session(
     let mut last_status = Instant::now()
         .checked_sub(STATUS_INTERVAL)
         .unwrap_or_else(Instant::now);
-    let mut mirror_after_id = 0i64;
-    let mut head_in_flight: Option<usize> = None;
+    // Segments the standby summed up as held (logged below `sealed_below`) are never looked at again.
+    let sealed_below = sealed_below_leaf.min(standby_size);
+    let logged_below =
+        |log: &Log, row: &SegmentRow| log.leaf_index(&row.path).is_some_and(|i| i < sealed_below);
+    let mut mirror_after_id = tokio::task::block_in_place(|| {
+        skip_done(store, &cfg.node_name, 0, |row| {
+            row.state == SegmentState::Deleted || logged_below(log, row)
+        })
+    })?;
+    let mut head_in_flight: Option<(i64, SignedTreeHead)> = None;
     let mut streams: HashMap<i64, (String, String)> = HashMap::new();
     let mut repairs = Repairs::default();
     let mut budget = Budget::new(cfg.bandwidth_bytes_per_s);
@@ -506,8 +531,7 @@ async fn session(
                         }
                     }
                     Message::HeadAccepted { countersignature } => {
-                        if let Some(i) = head_in_flight.take() {
-                            let head = &log.heads[i];
+                        if let Some((i, head)) = head_in_flight.take() {
                             let cs: crate::merkle::Countersignature = from_json(&countersignature, "countersignature")?;
                             if !cs.verify_for(&head.head, &standby.pins.signing_public_key) {
                                 raise_alarm(db, "bad_countersignature", Some(&peer_name), None, "standby's countersignature does not verify");
@@ -516,7 +540,7 @@ async fn session(
                                 db.set_countersignature(&cfg.node_name, &head.head.head_hash(), &json)?;
                             }
                             standby_size = head.head.tree_size;
-                            next_head = i + 1;
+                            sent_head_id = i;
                             with_status(status, |s| {
                                 if let Some(p) = s.peers.get_mut(&peer_name) {
                                     p.last_head_size = Some(standby_size);
@@ -580,7 +604,13 @@ async fn session(
         // The log first, so a sealed segment has its leaf index when announced.
         tokio::task::block_in_place(|| log.update(store, db, id, head_interval, true))?;
         if last_reconcile.elapsed() >= Duration::from_millis(cfg.reconcile_interval_ms) {
-            mirror_after_id = 0;
+            mirror_after_id = tokio::task::block_in_place(|| {
+                skip_done(store, &cfg.node_name, 0, |row| {
+                    row.state == SegmentState::Deleted
+                        || logged_below(log, row)
+                        || mirrors.get(&row.path).is_some_and(|m| m.done)
+                })
+            })?;
             last_reconcile = Instant::now();
         }
 
@@ -593,7 +623,7 @@ async fn session(
         let mut contiguous_done = true;
         let mut lags: HashMap<String, StreamLag> = HashMap::new();
         for row in rows {
-            if row.state == SegmentState::Deleted {
+            if row.state == SegmentState::Deleted || logged_below(log, &row) {
                 if contiguous_done {
                     mirror_after_id = row.id.0;
                 }
@@ -713,8 +743,14 @@ async fn session(
         }
 
         // Tree heads, in the order they were signed, each with the leaves it adds.
-        if head_in_flight.is_none() && next_head < log.heads.len() {
-            let head = &log.heads[next_head];
+        let next_head = if head_in_flight.is_none() && sent_head_id < log.last_head_id() {
+            db.head_after(&cfg.node_name, sent_head_id)?
+        } else {
+            None
+        };
+        if let Some((head_id, stored)) = next_head {
+            let head: SignedTreeHead = serde_json::from_str(&stored.head_json)
+                .map_err(|e| AgentError::Peer(format!("own head in sync.db unreadable: {e}")))?;
             let size = head.head.tree_size;
             let proof = if standby_size == 0 {
                 Vec::new()
@@ -727,13 +763,14 @@ async fn session(
             crate::proto::write_message(
                 &mut writer,
                 &Message::TreeHead {
-                    head: to_json(head),
+                    head: to_json(&head),
+                    first_leaf: standby_size,
                     consistency_proof: proof.iter().map(|h| base::hex::encode(h)).collect(),
                     leaves,
                 },
             )
             .await?;
-            head_in_flight = Some(next_head);
+            head_in_flight = Some((head_id, head));
         }
 
         with_status(status, |s| {
@@ -747,6 +784,29 @@ async fn session(
         if last_status.elapsed() >= STATUS_INTERVAL {
             write_status(&cfg.data_dir, status, db);
             last_status = Instant::now();
+        }
+    }
+}
+
+/// The id of the last of `node`'s catalog rows after `after_id` up to which every row is `done`: where
+/// mirroring resumes, found by reading the catalog in batches (not one batch per mirroring pass).
+fn skip_done(
+    store: &Store,
+    node: &str,
+    mut after_id: i64,
+    done: impl Fn(&SegmentRow) -> bool,
+) -> Result<i64, AgentError> {
+    const BATCH: u32 = 5000;
+    loop {
+        let rows = store.catalog().node_segments_after(node, after_id, BATCH)?;
+        for row in &rows {
+            if !done(row) {
+                return Ok(after_id);
+            }
+            after_id = row.id.0;
+        }
+        if rows.len() < BATCH as usize {
+            return Ok(after_id);
         }
     }
 }

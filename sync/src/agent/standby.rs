@@ -13,38 +13,31 @@ use crate::syncdb::SyncDb;
 use store::{MirrorError, MirrorInfo, SegmentState, Store};
 use tokio::sync::watch;
 
+use super::preauth::{AcceptBackoff, PreAuth};
+pub use super::standby_log::MAX_HEAD_CLOCK_AHEAD_MS;
+use super::standby_log::{
+    accept_head, load_origin, lock, note_sealed, send_listing, send_standby_state, HeadMessage,
+    ListFilter, Origins,
+};
 use super::{
-    from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
-    SharedStatus, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+    io_err, now_ms, raise_alarm, with_status, write_status, AgentError, Conn, SharedStatus,
+    CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
 };
 use crate::config::SyncConfig;
 use crate::identity::{self, NodeIdentity, PeerPins};
-use crate::merkle::{
-    check_leaves, check_new_head, Countersignature, HeadCheck, MerkleTree, SegmentLeaf,
-    SignedTreeHead,
-};
-use crate::proto::{ErrorCode, Holding, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
+use crate::proto::{ErrorCode, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
 
-/// What the standby holds of one primary's log.
-#[derive(Default)]
-struct OriginLog {
-    loaded: bool,
-    tree: MerkleTree,
-    head: Option<SignedTreeHead>,
-    /// Logged sha256 per segment path.
-    logged: HashMap<String, [u8; 32]>,
-}
-
-type Origins = Arc<Mutex<HashMap<String, OriginLog>>>;
-
-struct Shared {
-    node: String,
-    id: NodeIdentity,
+/// State shared by the standby's connections.
+pub(super) struct Shared {
+    pub(super) node: String,
+    pub(super) id: NodeIdentity,
     pins: Vec<PeerPins>,
-    store: Arc<Store>,
-    db: Arc<SyncDb>,
-    origins: Origins,
-    status: SharedStatus,
+    pub(super) store: Arc<Store>,
+    pub(super) db: Arc<SyncDb>,
+    pub(super) origins: Origins,
+    /// Heads are accepted one at a time (their `sync.db` write runs outside `origins`' lock).
+    pub(super) accept_lock: tokio::sync::Mutex<()>,
+    pub(super) status: SharedStatus,
 }
 
 /// Runs the standby side until `shutdown`.
@@ -77,7 +70,8 @@ pub async fn run(
         pins,
         store,
         db,
-        origins: Arc::new(Mutex::new(HashMap::new())),
+        origins: Mutex::new(HashMap::new()),
+        accept_lock: tokio::sync::Mutex::new(()),
         status: status.clone(),
     });
     if cfg.scrub_interval_ms > 0 {
@@ -89,15 +83,28 @@ pub async fn run(
         ));
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let preauth = PreAuth::new();
+    let mut accept_backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = tick.tick() => write_status(&cfg.data_dir, &status, &shared.db),
             accepted = listener.accept() => {
                 let (tcp, addr) = match accepted {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        accept_backoff.succeeded();
+                        a
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        // EMFILE and the like: retrying at once would only spin. The oldest
+                        // unauthenticated connection goes, freeing a descriptor.
+                        let delay = accept_backoff.failed();
+                        preauth.make_room();
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "accept failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.changed() => break,
+                        }
                         continue;
                     }
                 };
@@ -105,18 +112,27 @@ pub async fn run(
                 let acceptor = acceptor.clone();
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
+                let mut ticket = preauth.enter();
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(t)) => t,
-                        Ok(Err(e)) => {
-                            tracing::warn!(%addr, error = %e, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::warn!(%addr, "TLS handshake timed out");
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    let tls = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(t)) => t,
+                            Ok(Err(e)) => {
+                                tracing::warn!(%addr, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::warn!(%addr, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        _ = ticket.displaced() => {
+                            tracing::warn!(%addr, "unauthenticated connection closed to make room for a newer one");
                             return;
                         }
                     };
+                    drop(ticket);
                     let Some(peer) = identity::peer_of(tls.get_ref().1, &shared.pins) else {
                         tracing::warn!(%addr, "connection without a pinned certificate");
                         return;
@@ -139,32 +155,6 @@ pub async fn run(
         }
     }
     write_status(&cfg.data_dir, &status, &shared.db);
-    Ok(())
-}
-
-fn lock(origins: &Origins) -> std::sync::MutexGuard<'_, HashMap<String, OriginLog>> {
-    match origins.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn load_origin(shared: &Shared, origin: &str) -> Result<(), AgentError> {
-    let mut origins = lock(&shared.origins);
-    let log = origins.entry(origin.to_owned()).or_default();
-    if log.loaded {
-        return Ok(());
-    }
-    for (bytes, hash) in shared.db.leaves(origin)? {
-        log.tree.push(hash);
-        if let Ok(leaf) = SegmentLeaf::decode(&bytes) {
-            log.logged.insert(leaf.path, leaf.sha256);
-        }
-    }
-    if let Some(json) = shared.db.latest_head(origin)? {
-        log.head = serde_json::from_str(&json).ok();
-    }
-    log.loaded = true;
     Ok(())
 }
 
@@ -214,22 +204,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     })
     .await?;
     tokio::task::block_in_place(|| load_origin(shared, &origin))?;
-    let holdings: Vec<Holding> =
-        tokio::task::block_in_place(|| shared.store.mirror_holdings(&origin))?
-            .into_iter()
-            .map(|h| Holding {
-                key: SegmentKey {
-                    origin_node: origin.clone(),
-                    path: h.path,
-                },
-                bytes_held: h.bytes_held,
-                sealed_sha256: h.sealed_sha256,
-            })
-            .collect();
-    let head = lock(&shared.origins)
-        .get(&origin)
-        .and_then(|l| l.head.as_ref().map(to_json));
-    conn.send(&Message::StandbyState { holdings, head }).await?;
+    send_standby_state(shared, &mut conn, &origin).await?;
     tracing::info!(peer = %origin, "primary connected");
     with_status(&shared.status, |s| {
         if let Some(p) = s.peers.get_mut(&origin) {
@@ -289,7 +264,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 match r {
                     Ok(held) | Err(MirrorError::OffsetGap { held, .. }) => {
                         unsynced.push(key, held, data.len());
-                        if unsynced.bytes >= SYNC_BATCH_BYTES {
+                        if unsynced.due() {
                             unsynced.flush(shared, &mut conn, &origin).await?;
                         }
                     }
@@ -373,6 +348,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                                 p.segments_sealed_on_peer += 1;
                             }
                         });
+                        note_sealed(shared, &origin, &key.path);
                         conn.send(&Message::Ack {
                             key,
                             bytes_durable: size_bytes,
@@ -395,9 +371,21 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             }
             Message::TreeHead {
                 head,
+                first_leaf,
                 consistency_proof,
                 leaves,
-            } => match accept_head(shared, &peer, &head, &consistency_proof, &leaves) {
+            } => match accept_head(
+                shared,
+                &peer,
+                HeadMessage {
+                    head: &head,
+                    first_leaf,
+                    proof: &consistency_proof,
+                    leaves: &leaves,
+                },
+            )
+            .await
+            {
                 Ok(cs) => {
                     conn.send(&Message::HeadAccepted {
                         countersignature: cs,
@@ -414,15 +402,12 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 end_ms,
                 ..
             } => {
-                send_listing(
-                    shared,
-                    &mut conn,
-                    &origin,
-                    camera.as_deref(),
+                let filter = ListFilter {
+                    camera: camera.as_deref(),
                     start_ms,
                     end_ms,
-                )
-                .await?;
+                };
+                send_listing(shared, &mut conn, &origin, &filter).await?;
             }
             Message::FetchRequest { key, offset, len } => {
                 if refuse_foreign(shared, &mut conn, &origin, &key).await? {
@@ -447,6 +432,9 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
 /// Appended bytes are made durable and acknowledged at least this often (in bytes received).
 const SYNC_BATCH_BYTES: usize = 16 << 20;
 
+/// ... and at least every this many data frames, whatever their size.
+const MAX_OWED_ACKS: usize = 1024;
+
 /// Appends not yet flushed to disk, with the acknowledgements they are owed, in arrival order.
 #[derive(Default)]
 struct Unsynced {
@@ -458,6 +446,11 @@ impl Unsynced {
     fn push(&mut self, key: SegmentKey, held: u64, bytes: usize) {
         self.acks.push((key, held));
         self.bytes += bytes;
+    }
+
+    /// Whether the owed acks must be flushed now, though more messages are waiting.
+    fn due(&self) -> bool {
+        self.bytes >= SYNC_BATCH_BYTES || self.acks.len() >= MAX_OWED_ACKS
     }
 
     /// One `fdatasync` per staging file, then every owed `Ack` in order.
@@ -540,178 +533,6 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     .await
 }
 
-/// How far ahead of the standby's clock a head's timestamp may be. Heads must not go back in time, so
-/// one from the far future would block every honest head after it. Nodes keep their clocks within
-/// this (NTP) of each other.
-pub const MAX_HEAD_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
-
-/// Verifies a new head (signature, chain, consistency, leaves) and countersigns it.
-fn accept_head(
-    shared: &Shared,
-    peer: &PeerPins,
-    head: &serde_json::Value,
-    proof: &[String],
-    leaves: &[serde_json::Value],
-) -> Result<serde_json::Value, String> {
-    let origin = &peer.node;
-    let new: SignedTreeHead = from_json(head, "tree head").map_err(|e| e.to_string())?;
-    let ahead_ms = new.head.timestamp_ms - now_ms();
-    if ahead_ms > MAX_HEAD_CLOCK_AHEAD_MS {
-        return Err(format!(
-            "head timestamp {} is {ahead_ms} ms ahead of this node's clock (at most {MAX_HEAD_CLOCK_AHEAD_MS} ms)",
-            new.head.timestamp_ms
-        ));
-    }
-    let proof: Vec<[u8; 32]> = proof
-        .iter()
-        .map(|h| base::hex::decode_32(h).ok_or_else(|| format!("bad proof hash {h:?}")))
-        .collect::<Result<_, _>>()?;
-    let leaves: Vec<SegmentLeaf> = leaves
-        .iter()
-        .map(|l| from_json(l, "leaf").map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    if new.head.log_node != *origin {
-        return Err(format!(
-            "head of log {:?} sent by {origin}",
-            new.head.log_node
-        ));
-    }
-    let mut origins = lock(&shared.origins);
-    let log = origins.entry(origin.clone()).or_default();
-    match check_new_head(log.head.as_ref(), &new, &proof, &peer.signing_public_key)
-        .map_err(|e| e.to_string())?
-    {
-        HeadCheck::AlreadyHeld => {
-            let hash = new.head.head_hash();
-            let stored = shared.db.heads(origin).map_err(|e| e.to_string())?;
-            let cs = stored
-                .iter()
-                .rev()
-                .find(|h| h.head_hash == hash)
-                .and_then(|h| h.countersignature_json.as_deref())
-                .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
-            return cs.ok_or_else(|| "head held without countersignature".to_owned());
-        }
-        HeadCheck::First | HeadCheck::Extends { .. } => {}
-    }
-    if leaves.iter().any(|l| l.origin_node != *origin) {
-        return Err("leaf of another node in this log".into());
-    }
-    // One leaf per path, ever: a second one (even with the same hash) would become restore's answer
-    // once retention deleted the first copy.
-    let mut new_paths = std::collections::HashSet::new();
-    for leaf in &leaves {
-        if log.logged.contains_key(&leaf.path) || !new_paths.insert(leaf.path.as_str()) {
-            return Err(format!(
-                "leaf for {}: the log already holds a leaf for this path",
-                leaf.path
-            ));
-        }
-    }
-    let hashes: Vec<[u8; 32]> = leaves.iter().map(|l| l.leaf_hash()).collect();
-    check_leaves(&log.tree, &hashes, &new.head).map_err(|e| e.to_string())?;
-    // A leaf must not contradict a sealed copy held here.
-    for leaf in &leaves {
-        if let Ok(Some(row)) = shared.store.sealed_segment_by_path(&leaf.path) {
-            if row.node == *origin
-                && row.state == SegmentState::Sealed
-                && row.sha256.as_deref() != Some(base::hex::encode(&leaf.sha256).as_str())
-            {
-                return Err(format!(
-                    "leaf for {} says sha256 {} but the held copy is {}",
-                    leaf.path,
-                    base::hex::encode(&leaf.sha256),
-                    row.sha256.as_deref().unwrap_or("-")
-                ));
-            }
-        }
-    }
-    let base = log.tree.len();
-    for (i, leaf) in leaves.iter().enumerate() {
-        shared
-            .db
-            .append_leaf(
-                origin,
-                base + i as u64,
-                &leaf.encode(),
-                &hashes[i],
-                &leaf.path,
-            )
-            .map_err(|e| e.to_string())?;
-        log.tree.push(hashes[i]);
-        log.logged.insert(leaf.path.clone(), leaf.sha256);
-    }
-    let json = serde_json::to_string(&new).map_err(|e| e.to_string())?;
-    let hash = new.head.head_hash();
-    shared
-        .db
-        .store_head(origin, new.head.tree_size, &hash, &json, now_ms())
-        .map_err(|e| e.to_string())?;
-    let cs = Countersignature::create(&shared.node, &new.head, &|m| shared.id.sign(m));
-    let cs_json = serde_json::to_string(&cs).map_err(|e| e.to_string())?;
-    shared
-        .db
-        .set_countersignature(origin, &hash, &cs_json)
-        .map_err(|e| e.to_string())?;
-    let size = new.head.tree_size;
-    log.head = Some(new);
-    drop(origins);
-    with_status(&shared.status, |s| {
-        if let Some(p) = s.peers.get_mut(origin) {
-            p.last_head_size = Some(size);
-            p.last_head_ms = Some(now_ms());
-        }
-    });
-    Ok(to_json(&cs))
-}
-
-/// For restore: the latest head with every leaf, then the sealed segments matching the filter.
-async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
-    shared: &Shared,
-    conn: &mut Conn<S>,
-    origin: &str,
-    camera: Option<&str>,
-    start_ms: Option<i64>,
-    end_ms: Option<i64>,
-) -> Result<(), AgentError> {
-    let (head, leaves) = {
-        let origins = lock(&shared.origins);
-        let head = origins
-            .get(origin)
-            .and_then(|l| l.head.as_ref().map(to_json))
-            .unwrap_or(serde_json::Value::Null);
-        (head, shared.db.leaves(origin)?)
-    };
-    let leaves_json: Vec<serde_json::Value> = leaves
-        .iter()
-        .filter_map(|(b, _)| SegmentLeaf::decode(b).ok())
-        .map(|l| to_json(&l))
-        .collect();
-    conn.send(&Message::TreeHead {
-        head,
-        consistency_proof: Vec::new(),
-        leaves: leaves_json,
-    })
-    .await?;
-    let rows = shared
-        .store
-        .catalog()
-        .segments_in_state(SegmentState::Sealed)?;
-    let segments = rows
-        .into_iter()
-        .filter(|r| r.node == origin)
-        .filter(|r| start_ms.is_none_or(|s| r.end_ms > s) && end_ms.is_none_or(|e| r.start_ms < e))
-        .filter(|r| camera.is_none_or(|c| r.path.split('/').nth(1) == Some(c)))
-        .map(|r| {
-            serde_json::json!({
-                "path": r.path, "start_ms": r.start_ms, "end_ms": r.end_ms,
-                "size_bytes": r.size_bytes, "sha256": r.sha256, "frames": r.frames,
-            })
-        })
-        .collect();
-    conn.send(&Message::FetchListReply { segments }).await
-}
-
 async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     shared: &Shared,
     conn: &mut Conn<S>,
@@ -730,19 +551,41 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             .await;
     };
     let path = shared.store.absolute_path(&row.path);
-    let data = tokio::fs::read(&path)
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            return conn
+                .send(&Message::Refused {
+                    key: Some(key),
+                    reason: format!("cannot read the sealed copy: {e}"),
+                })
+                .await
+        }
+    };
+    // Only the bytes asked for are read, a chunk at a time, whatever the file's size.
+    let size = file
+        .metadata()
         .await
-        .map_err(io_err(format!("read {}", path.display())))?;
-    let start = (offset as usize).min(data.len());
-    let end = (offset.saturating_add(len) as usize).min(data.len());
+        .map_err(io_err(format!("stat {}", path.display())))?
+        .len();
+    let start = offset.min(size);
+    let end = offset.saturating_add(len).min(size);
+    tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(start))
+        .await
+        .map_err(io_err(format!("seek {}", path.display())))?;
     let mut pos = start;
     loop {
-        let next = (pos + CHUNK_BYTES).min(end);
+        let n = usize::try_from(end - pos).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES));
+        let mut buf = vec![0u8; n];
+        tokio::io::AsyncReadExt::read_exact(&mut file, &mut buf)
+            .await
+            .map_err(io_err(format!("read {}", path.display())))?;
+        let next = pos + n as u64;
         let last = next == end;
         conn.send(&Message::FetchData {
             key: key.clone(),
-            offset: pos as u64,
-            data: bytes::Bytes::copy_from_slice(&data[pos..next]),
+            offset: pos,
+            data: buf.into(),
             last,
         })
         .await?;
@@ -790,5 +633,33 @@ async fn scrub_loop(
             _ = tokio::time::sleep(Duration::from_millis(interval_ms)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Owed acks are bounded in number, not only in bytes: zero-length data frames cannot pile them up.
+    #[test]
+    fn owed_acks_come_due_by_count_as_well_as_bytes() {
+        let key = SegmentKey {
+            origin_node: "node-a".into(),
+            path: "media/c/main/2026-01-01/20260101T000000000Z_node-a.mp4".into(),
+        };
+        let mut owed = Unsynced::default();
+        let mut pushed = 0usize;
+        while !owed.due() && pushed < 1_000_000 {
+            owed.push(key.clone(), 0, 0);
+            pushed += 1;
+        }
+        assert!(
+            owed.due(),
+            "{pushed} zero-length frames owed and still not due"
+        );
+        assert!(pushed <= MAX_OWED_ACKS);
+        let mut owed = Unsynced::default();
+        owed.push(key, SYNC_BATCH_BYTES as u64, SYNC_BATCH_BYTES);
+        assert!(owed.due(), "due by bytes");
     }
 }

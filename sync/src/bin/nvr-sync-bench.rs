@@ -4,6 +4,7 @@
 //!   nvr-sync-bench throughput [--total-mb 512] [--segment-mb 8] [--dir /dev/shm]
 //!   nvr-sync-bench lag [--streams 100] [--seconds 60] [--mbit 4]
 //!   nvr-sync-bench tamper [--runs 20] [--files 20] [--streams 4]
+//!   nvr-sync-bench history [--segments 10000,100000] [--restore-segments 256] [--payload-kb 1024]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,6 +57,19 @@ enum Cmd {
         files: usize,
         #[arg(long, default_value_t = 4)]
         streams: usize,
+    },
+    /// Reconnect time and agents' memory with a long logged history (built straight into both nodes),
+    /// and restore throughput.
+    History {
+        /// History sizes to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        segments: Vec<u64>,
+        /// Segments whose files are removed on the primary and restored from the standby.
+        #[arg(long, default_value_t = 256)]
+        restore_segments: u64,
+        /// Size of every segment file (one file hard-linked under every path).
+        #[arg(long, default_value_t = 1024)]
+        payload_kb: usize,
     },
 }
 
@@ -219,6 +233,7 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
             width: 1280,
             height: 720,
             audio_codec: None,
+            epoch: None,
         })?;
         for f in 0..segment_mb {
             for b in chunk.iter_mut() {
@@ -466,6 +481,134 @@ fn lag(streams: usize, seconds: u64, mbit: u32) -> Result<()> {
     Ok(())
 }
 
+/// Peak and current resident memory of a process, in MiB (`VmHWM`, `VmRSS`).
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn status_json(data_dir: &Path) -> serde_json::Value {
+    std::fs::read(data_dir.join("sync-status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits (polling every 20 ms, at most `limit`) until `ok`; the time it took.
+fn time_until(limit: Duration, mut ok: impl FnMut() -> bool) -> Result<Duration> {
+    let t0 = Instant::now();
+    while !ok() {
+        if t0.elapsed() > limit {
+            bail!("not reached within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(t0.elapsed())
+}
+
+fn history(sizes: &[u64], restore_segments: u64, payload_kb: usize) -> Result<()> {
+    let agent = bin("nvr-sync")?;
+    println!(
+        "| logged segments | build s | primary start to connected s | standby restart to reconnected s | RSS primary MiB (peak) | RSS standby MiB (peak) | log pages to restore s | restore {restore_segments} x {payload_kb} KiB: s, MB/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for &count in sizes {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path();
+        let (data_a, data_s) = (dir.join("a"), dir.join("s"));
+        let nodes = write_configs(dir, &data_a, &data_s, "")?;
+        let id_a = nvr_sync::identity::load(&dir.join("id-a"))?;
+        let id_s = nvr_sync::identity::load(&dir.join("id-s"))?;
+        let segment_ms = 60_000;
+        let first_start_ms =
+            chrono::Utc::now().timestamp_millis() - 3_600_000 - count as i64 * segment_ms;
+        let h = nvr_sync::fixture::History {
+            count,
+            camera: "old".into(),
+            first_start_ms,
+            segment_ms,
+            payload: (0..payload_kb * 1024).map(|i| (i % 251) as u8).collect(),
+        };
+        let t0 = Instant::now();
+        nvr_sync::fixture::build(&h, &data_a, &id_a, &data_s, &id_s)?;
+        let build_s = t0.elapsed().as_secs_f64();
+
+        let connected = |v: &serde_json::Value| {
+            v["peers"]["standby-1"]["connected"].as_bool() == Some(true)
+                && v["peers"]["standby-1"]["last_head_size"].as_u64() >= Some(count)
+        };
+        let mut standby = nodes.start_standby(&agent, dir)?;
+        let mut primary = nodes.start_primary(&agent, dir)?;
+        let first = time_until(Duration::from_secs(600), || {
+            connected(&status_json(&data_a))
+        })?;
+        // A reconnect: the standby restarts (the primary retries after at most its 5 s backoff).
+        stop(&mut standby);
+        time_until(Duration::from_secs(60), || {
+            status_json(&data_a)["peers"]["standby-1"]["connected"].as_bool() == Some(false)
+        })?;
+        let mut standby2 = nodes.start_standby(&agent, dir)?;
+        let again = time_until(Duration::from_secs(600), || {
+            connected(&status_json(&data_a))
+        })?;
+        std::thread::sleep(Duration::from_secs(2));
+        let (p_peak, p_now) = rss_mib(primary.id());
+        let (s_peak, s_now) = rss_mib(standby2.id());
+        stop(&mut primary);
+
+        // Restore: the whole log in pages with nothing to fetch, then the last segments' files.
+        let config = nodes.cluster.to_string_lossy().into_owned();
+        let restore = |from_ms: i64, to_ms: i64| -> Result<(Duration, serde_json::Value)> {
+            let t0 = Instant::now();
+            let out = Command::new(&agent)
+                .args(["restore", "--config", &config, "--node", "node-a"])
+                .args([
+                    "--from-ms",
+                    &from_ms.to_string(),
+                    "--to-ms",
+                    &to_ms.to_string(),
+                ])
+                .env("RUST_LOG", "error")
+                .output()?;
+            if !out.status.success() {
+                bail!("restore failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok((t0.elapsed(), serde_json::from_slice(&out.stdout)?))
+        };
+        let (log_only, _) = restore(0, 1)?;
+        let k = restore_segments.min(count);
+        let from_ms = first_start_ms + (count - k) as i64 * segment_ms;
+        let store = store::Reader::open(&data_a, Arc::new(base::clock::SystemClock))?;
+        let rows = store.segments_in_state(store::SegmentState::Sealed)?;
+        for row in rows.iter().filter(|r| r.start_ms >= from_ms) {
+            let _ = std::fs::remove_file(store.absolute_path(&row.path));
+        }
+        let (took, report) = restore(from_ms, i64::MAX)?;
+        let bytes = report["bytes_fetched"].as_u64().unwrap_or(0);
+        let restored = report["restored_damaged"].as_array().map_or(0, Vec::len);
+        if restored as u64 != k {
+            bail!("restored {restored} of {k}: {report}");
+        }
+        stop(&mut standby2);
+        println!(
+            "| {count} | {build_s:.1} | {:.2} | {:.2} | {p_now:.0} ({p_peak:.0}) | {s_now:.0} ({s_peak:.0}) | {:.2} | {:.2}, {:.0} |",
+            first.as_secs_f64(),
+            again.as_secs_f64(),
+            log_only.as_secs_f64(),
+            took.as_secs_f64(),
+            bytes as f64 / 1e6 / took.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Args::parse().command {
         Cmd::Throughput {
@@ -483,5 +626,10 @@ fn main() -> Result<()> {
             files,
             streams,
         } => tamper::run(runs, files, streams),
+        Cmd::History {
+            segments,
+            restore_segments,
+            payload_kb,
+        } => history(&segments, restore_segments, payload_kb),
     }
 }

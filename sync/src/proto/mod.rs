@@ -42,7 +42,41 @@ pub use validate::{
 
 /// Version of this protocol; sent in [`Message::Hello`] and [`Message::HelloAck`]. A peer speaking
 /// another version is answered with [`Message::Error`] carrying [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 pages what grows with history: `StandbyState` (holdings of open and recent segments plus
+/// `sealed_below_leaf`), `TreeHead` (`first_leaf`) and `FetchListReply` (`more`), and adds `HeadChain`
+/// (restore imports the chain of heads).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Most entries in one page of a paged message (`StandbyState::holdings`, `TreeHead::leaves`,
+/// `FetchListReply::segments`, `HeadChain::heads`); a decoded page with more is `Malformed`. Senders also keep a page's JSON
+/// near [`PAGE_TARGET_BYTES`], well under the metadata limit, whatever the entries' size.
+pub const MAX_PAGE_ITEMS: usize = 2000;
+
+/// The JSON size a sender aims for in one page (see [`paginate`]).
+pub const PAGE_TARGET_BYTES: usize = 1 << 20;
+
+/// Splits `items` into pages of at most [`MAX_PAGE_ITEMS`] entries and about [`PAGE_TARGET_BYTES`] of
+/// JSON each (an entry is never split; an empty input gives one empty page).
+pub fn paginate<T: Serialize>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut pages = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for item in items {
+        let size = serde_json::to_vec(&item).map_or(0, |v| v.len()) + 1;
+        let full = pages.last().is_some_and(|p: &Vec<T>| {
+            !p.is_empty() && (p.len() >= MAX_PAGE_ITEMS || bytes + size > PAGE_TARGET_BYTES)
+        });
+        if full {
+            pages.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(page) = pages.last_mut() {
+            page.push(item);
+        }
+    }
+    pages
+}
 
 /// Size of the frame prefix: the u32 length plus the u8 message type.
 pub const FRAME_PREFIX_BYTES: usize = 5;
@@ -132,11 +166,12 @@ pub enum MessageType {
     FetchList = 15,
     FetchListReply = 16,
     Error = 17,
+    HeadChain = 18,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 17] = [
+    pub const ALL: [MessageType; 18] = [
         MessageType::Hello,
         MessageType::HelloAck,
         MessageType::StandbyState,
@@ -154,6 +189,7 @@ impl MessageType {
         MessageType::FetchList,
         MessageType::FetchListReply,
         MessageType::Error,
+        MessageType::HeadChain,
     ];
 
     /// The type for a type byte, if any.
@@ -246,11 +282,18 @@ pub enum Message {
     /// Reply to a `Hello` of the same protocol version.
     HelloAck { protocol_version: u16, node: String },
     /// Standby to primary after the handshake: what it holds, so the primary resumes without
-    /// re-sending.
+    /// re-sending. In pages: every page but the last has `more`; `head` and `sealed_below_leaf` are
+    /// the same in every page.
     StandbyState {
+        /// Open (partial) segments, and sealed ones not covered by `sealed_below_leaf`.
         holdings: Vec<Holding>,
         /// The standby's latest signed tree head (opaque here).
         head: Option<serde_json::Value>,
+        /// Every segment logged at a leaf index below this is held sealed (or was deleted by the
+        /// standby's own retention) and is not listed in `holdings`.
+        sealed_below_leaf: u64,
+        /// Another page follows.
+        more: bool,
     },
     /// A segment starts (or the primary resumes mirroring it).
     SegmentOpen { key: SegmentKey, info: SegmentInfo },
@@ -275,6 +318,9 @@ pub enum Message {
     /// (opaque JSON here; defined by the Merkle log module).
     TreeHead {
         head: serde_json::Value,
+        /// Index of `leaves[0]` in the log (the size the leaves extend). A listing for restore sends
+        /// the head once per page of leaves, `first_leaf` growing, until `tree_size` is reached.
+        first_leaf: u64,
         /// Lowercase hex hashes.
         consistency_proof: Vec<String>,
         leaves: Vec<serde_json::Value>,
@@ -314,10 +360,20 @@ pub enum Message {
         start_ms: Option<i64>,
         end_ms: Option<i64>,
     },
-    /// Answer to a `FetchList` (entries opaque here).
-    FetchListReply { segments: Vec<serde_json::Value> },
+    /// Answer to a `FetchList` (entries opaque here), in pages: every page but the last has `more`.
+    FetchListReply {
+        segments: Vec<serde_json::Value>,
+        more: bool,
+    },
     /// A fatal error; the sender closes the connection after it.
     Error { code: ErrorCode, message: String },
+    /// For restore, before the log: every head the standby kept of the asking node's log, in the order
+    /// it accepted them, each with its countersignature (entries opaque here), in pages: every page but
+    /// the last has `more`.
+    HeadChain {
+        heads: Vec<serde_json::Value>,
+        more: bool,
+    },
 }
 
 impl Message {
@@ -341,6 +397,7 @@ impl Message {
             Message::FetchList { .. } => MessageType::FetchList,
             Message::FetchListReply { .. } => MessageType::FetchListReply,
             Message::Error { .. } => MessageType::Error,
+            Message::HeadChain { .. } => MessageType::HeadChain,
         }
     }
 
@@ -352,6 +409,7 @@ impl Message {
                 validate_node_name(node, "node")
             }
             Message::StandbyState { holdings, .. } => {
+                check_page("holdings", holdings.len())?;
                 for (i, h) in holdings.iter().enumerate() {
                     h.key.validate(&format!("holdings[{i}].key"))?;
                     if let Some(s) = &h.sealed_sha256 {
@@ -375,8 +433,13 @@ impl Message {
                 validate_hex(sha256, Some(32), "sha256")
             }
             Message::TreeHead {
-                consistency_proof, ..
+                consistency_proof,
+                leaves,
+                first_leaf,
+                ..
             } => {
+                check_page("leaves", leaves.len())?;
+                check_range(*first_leaf, leaves.len() as u64)?;
                 for (i, h) in consistency_proof.iter().enumerate() {
                     validate_hex(h, None, &format!("consistency_proof[{i}]"))?;
                 }
@@ -396,13 +459,23 @@ impl Message {
                 Some(n) => validate_node_name(n, "origin_node"),
                 None => Ok(()),
             },
+            Message::FetchListReply { segments, .. } => check_page("segments", segments.len()),
+            Message::HeadChain { heads, .. } => check_page("heads", heads.len()),
             Message::HeadAccepted { .. }
             | Message::Ping { .. }
             | Message::Pong { .. }
-            | Message::FetchListReply { .. }
             | Message::Error { .. } => Ok(()),
         }
     }
+}
+
+fn check_page(field: &str, len: usize) -> Result<(), ProtoError> {
+    if len > MAX_PAGE_ITEMS {
+        return Err(ProtoError::Malformed(format!(
+            "{field}: {len} entries in one page, at most {MAX_PAGE_ITEMS}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_range(offset: u64, len: u64) -> Result<(), ProtoError> {

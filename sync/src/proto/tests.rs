@@ -54,6 +54,8 @@ fn samples() -> Vec<Message> {
                 },
             ],
             head: Some(json!({"size": 3, "root": "ab", "sig": [1, 2]})),
+            sealed_below_leaf: 41,
+            more: true,
         },
         Message::SegmentOpen {
             key: k.clone(),
@@ -82,6 +84,7 @@ fn samples() -> Vec<Message> {
         },
         Message::TreeHead {
             head: json!({"size": 8}),
+            first_leaf: 5,
             consistency_proof: vec![sha('1'), "00ff".into()],
             leaves: vec![json!({"k": 1}), json!(null), json!("x")],
         },
@@ -123,10 +126,15 @@ fn samples() -> Vec<Message> {
         },
         Message::FetchListReply {
             segments: vec![json!({"path": "a"}), json!([])],
+            more: false,
         },
         Message::Error {
             code: ErrorCode::VersionMismatch,
             message: "want 1".into(),
+        },
+        Message::HeadChain {
+            heads: vec![json!({"head": {"size": 1}, "countersignature": null})],
+            more: true,
         },
     ]
 }
@@ -171,7 +179,7 @@ fn samples_cover_every_type() {
         assert_eq!(MessageType::from_u8(t.as_u8()), Some(t));
     }
     assert_eq!(MessageType::from_u8(0), None);
-    assert_eq!(MessageType::from_u8(18), None);
+    assert_eq!(MessageType::from_u8(19), None);
 }
 
 #[test]
@@ -359,7 +367,7 @@ fn huge_allowed_frame_with_little_data_is_truncated() {
 
 #[test]
 fn unknown_type_is_rejected_before_the_body() {
-    for t in [0u8, 18, 200, 255] {
+    for t in [0u8, 19, 200, 255] {
         let mut hdr = 1000u32.to_be_bytes().to_vec();
         hdr.push(t);
         let mut r = PrefixThenFail { prefix: &hdr };
@@ -684,7 +692,7 @@ fn bad_keys_are_decode_errors_naming_the_field() {
     let state = json!({"standby_state": {"holdings": [
         {"key": {"origin_node": "a", "path": "ok"}, "bytes_held": 1, "sealed_sha256": null},
         {"key": {"origin_node": "a", "path": "../etc/passwd"}, "bytes_held": 1, "sealed_sha256": null},
-    ], "head": null}});
+    ], "head": null, "sealed_below_leaf": 0, "more": false}});
     match decode_frame(3, &zstd_body(state.to_string().as_bytes()), &l) {
         Err(ProtoError::InvalidKey { field, reason }) => {
             assert_eq!(field, "holdings[1].key.path");
@@ -723,6 +731,72 @@ fn encode_refuses_what_a_peer_would_reject() {
         len: 1,
     };
     assert!(matches!(encode(&m), Err(ProtoError::Malformed(_))));
+}
+
+/// What grows with history travels in pages: 100 000 holdings split by `paginate` each fit the
+/// metadata limit and decode; a page over `MAX_PAGE_ITEMS` is refused both ways.
+#[test]
+fn histories_travel_in_bounded_pages() {
+    let holdings: Vec<Holding> = (0..100_000)
+        .map(|i| Holding {
+            key: key(
+                "nvr-a1",
+                &format!("media/cam1/main/2026/01/01/{i:09}_nvr-a1.mp4"),
+            ),
+            bytes_held: i,
+            sealed_sha256: Some(sha('b')),
+        })
+        .collect();
+    let whole = Message::StandbyState {
+        holdings: holdings.clone(),
+        head: None,
+        sealed_below_leaf: 0,
+        more: false,
+    };
+    assert!(matches!(encode(&whole), Err(ProtoError::Malformed(_))));
+    let pages = paginate(holdings.clone());
+    assert_eq!(pages.len(), 100_000usize.div_ceil(MAX_PAGE_ITEMS));
+    let l = Limits::default();
+    let mut back = Vec::new();
+    let n = pages.len();
+    for (i, page) in pages.into_iter().enumerate() {
+        let m = Message::StandbyState {
+            holdings: page,
+            head: None,
+            sealed_below_leaf: 7,
+            more: i + 1 < n,
+        };
+        let frame = encode(&m).unwrap();
+        let (t, body) = split(&frame);
+        match decode_frame(t, body, &l).unwrap() {
+            Message::StandbyState { holdings, more, .. } => {
+                assert_eq!(more, i + 1 < n);
+                back.extend(holdings);
+            }
+            other => panic!("decoded {other:?}"),
+        }
+    }
+    assert_eq!(back, holdings);
+
+    // Large entries: pages stay near the byte target, one entry per page at worst.
+    let big: Vec<String> = (0..7).map(|i| "x".repeat(300_000 + i)).collect();
+    let pages = paginate(big.clone());
+    assert!(pages.iter().all(|p| !p.is_empty()
+        && (p.len() == 1 || p.iter().map(String::len).sum::<usize>() <= PAGE_TARGET_BYTES)));
+    assert_eq!(pages.concat(), big);
+    assert_eq!(paginate(Vec::<u8>::new()), vec![Vec::<u8>::new()]);
+
+    // A decoded page over the limit is malformed (the peer's encoder would refuse it too).
+    let leaves: Vec<serde_json::Value> = (0..=MAX_PAGE_ITEMS).map(|i| json!(i)).collect();
+    let body = json!({"tree_head": {"head": null, "first_leaf": 0, "consistency_proof": [], "leaves": leaves}});
+    assert!(matches!(
+        decode_frame(
+            MessageType::TreeHead.as_u8(),
+            &zstd_body(body.to_string().as_bytes()),
+            &l
+        ),
+        Err(ProtoError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -807,9 +881,18 @@ fn message() -> impl Strategy<Value = Message> {
                 ),
                 0..4
             ),
-            prop::option::of(non_null_json())
+            prop::option::of(non_null_json()),
+            any::<u64>(),
+            any::<bool>()
         )
-            .prop_map(|(holdings, head)| Message::StandbyState { holdings, head }),
+            .prop_map(
+                |(holdings, head, sealed_below_leaf, more)| Message::StandbyState {
+                    holdings,
+                    head,
+                    sealed_below_leaf,
+                    more
+                }
+            ),
         (
             segment_key(),
             ".{0,8}",
@@ -858,14 +941,18 @@ fn message() -> impl Strategy<Value = Message> {
             }),
         (
             json_value(),
+            0..u64::MAX / 2,
             prop::collection::vec(hex(1..=64), 0..5),
             prop::collection::vec(json_value(), 0..4)
         )
-            .prop_map(|(head, consistency_proof, leaves)| Message::TreeHead {
-                head,
-                consistency_proof,
-                leaves
-            }),
+            .prop_map(
+                |(head, first_leaf, consistency_proof, leaves)| Message::TreeHead {
+                    head,
+                    first_leaf,
+                    consistency_proof,
+                    leaves
+                }
+            ),
         (segment_key(), any::<u64>())
             .prop_map(|(key, bytes_durable)| Message::Ack { key, bytes_durable }),
         json_value().prop_map(|countersignature| Message::HeadAccepted { countersignature }),
@@ -897,8 +984,10 @@ fn message() -> impl Strategy<Value = Message> {
                     end_ms
                 }
             ),
-        prop::collection::vec(json_value(), 0..4)
-            .prop_map(|segments| Message::FetchListReply { segments }),
+        (prop::collection::vec(json_value(), 0..4), any::<bool>())
+            .prop_map(|(segments, more)| Message::FetchListReply { segments, more }),
+        (prop::collection::vec(json_value(), 0..4), any::<bool>())
+            .prop_map(|(heads, more)| Message::HeadChain { heads, more }),
         (
             prop_oneof![
                 Just(ErrorCode::VersionMismatch),

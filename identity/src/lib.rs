@@ -1,4 +1,5 @@
-//! Node identity: the keys a sync node holds on disk and the public pins its peers trust.
+//! Node identity, shared by the sync agent and the arbiter (crate `node-identity`): the keys a node
+//! holds on disk and the public pins its peers trust.
 //!
 //! # Trust model
 //!

@@ -1,0 +1,158 @@
+//! The arbiter's configuration: its node's view of the cluster file (`[arbiter]`, the node's
+//! `arbiter_address`, its peers' addresses and pins, the protected streams with their takeover mode
+//! and priority, the standby's capacity).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cluster_config::{ClusterConfig, Role};
+use node_identity::{IdentityError, PeerPins};
+
+use crate::core::{StreamSpec, Takeover, Timings};
+
+/// A peer's arbiter.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub pins: PeerPins,
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArbiterConfig {
+    pub node_name: String,
+    pub role: Role,
+    pub data_dir: PathBuf,
+    pub identity_dir: PathBuf,
+    /// Where this arbiter listens for heartbeats.
+    pub listen: SocketAddr,
+    pub timings: Timings,
+    /// Standby: how many streams it takes over at most.
+    pub capacity: Option<u32>,
+    /// Primary: its standby; standby: the primaries it protects.
+    pub peers: Vec<Peer>,
+    /// The recorded streams of this node (primary) or of the primaries it protects (standby).
+    pub streams: Vec<StreamSpec>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Cluster(#[from] cluster_config::ConfigError),
+    #[error("{origin}: no [arbiter] section: failover is not configured")]
+    NoArbiter { origin: String },
+    #[error("{origin}: node {node:?} takes no part in failover (a primary no standby protects)")]
+    NotInFailover { origin: String, node: String },
+    #[error("{origin}: node {node:?} has no arbiter_address")]
+    NoAddress { origin: String, node: String },
+    #[error("{origin}: node {node:?} has no pins (cert_sha256, signing_public_key)")]
+    NoPins { origin: String, node: String },
+    #[error("{origin}: pins of node {node:?}: {source}")]
+    Pins {
+        origin: String,
+        node: String,
+        #[source]
+        source: IdentityError,
+    },
+}
+
+impl ArbiterConfig {
+    /// Loads the cluster file and returns the configuration of this machine's node (`--node`, else
+    /// its `identity.toml`).
+    pub fn load(path: &Path, node: Option<&str>) -> Result<ArbiterConfig, ConfigError> {
+        let cluster = cluster_config::load(path)?;
+        let name = cluster.select_node(node)?.name.clone();
+        Self::from_cluster(&cluster, &name)
+    }
+
+    pub fn from_cluster(cluster: &ClusterConfig, name: &str) -> Result<ArbiterConfig, ConfigError> {
+        let origin = cluster.origin.clone();
+        let Some(settings) = cluster.arbiter else {
+            return Err(ConfigError::NoArbiter { origin });
+        };
+        let node = cluster
+            .select_node(Some(name))
+            .map_err(ConfigError::Cluster)?
+            .clone();
+        let peer_nodes: Vec<&cluster_config::NodeConfig> = match node.role {
+            Role::Primary => cluster.standby_of(name).into_iter().collect(),
+            Role::Standby => node
+                .protects
+                .iter()
+                .filter_map(|p| cluster.node(p))
+                .collect(),
+        };
+        if peer_nodes.is_empty() {
+            return Err(ConfigError::NotInFailover {
+                origin,
+                node: name.to_owned(),
+            });
+        }
+        let no_address = |n: &str| ConfigError::NoAddress {
+            origin: origin.clone(),
+            node: n.to_owned(),
+        };
+        let mut peers = Vec::new();
+        for p in &peer_nodes {
+            let pins = p.pins.as_ref().ok_or_else(|| ConfigError::NoPins {
+                origin: origin.clone(),
+                node: p.name.clone(),
+            })?;
+            let pins = PeerPins::from_hex(&p.name, &pins.cert_sha256, &pins.signing_public_key)
+                .map_err(|source| ConfigError::Pins {
+                    origin: origin.clone(),
+                    node: p.name.clone(),
+                    source,
+                })?;
+            peers.push(Peer {
+                pins,
+                address: p.arbiter_address.ok_or_else(|| no_address(&p.name))?,
+            });
+        }
+        let mut streams = Vec::new();
+        for c in &cluster.cameras {
+            let Some(protector) = cluster.standby_of(&c.node) else {
+                continue;
+            };
+            let mine = match node.role {
+                Role::Primary => c.node == name,
+                Role::Standby => protector.name == name,
+            };
+            if !mine {
+                continue;
+            }
+            for s in c.streams.iter().filter(|s| s.record) {
+                streams.push(StreamSpec {
+                    key: format!("{}/{}", c.name, s.kind.as_str()),
+                    owner: c.node.clone(),
+                    protector: protector.name.clone(),
+                    takeover: match c.takeover {
+                        cluster_config::Takeover::Hot => Takeover::Hot,
+                        cluster_config::Takeover::Cold => Takeover::Cold,
+                    },
+                    priority: c.priority,
+                });
+            }
+        }
+        Ok(ArbiterConfig {
+            node_name: node.name.clone(),
+            role: node.role,
+            data_dir: node.data_dir.clone(),
+            identity_dir: node.identity_dir.clone(),
+            listen: node.arbiter_address.ok_or_else(|| no_address(name))?,
+            timings: Timings {
+                heartbeat_interval_ms: settings.heartbeat_interval_ms as i64,
+                node_dead_ms: settings.node_dead_ms as i64,
+                stream_failed_ms: settings.stream_failed_ms as i64,
+                failback_hold_ms: settings.failback_hold_ms as i64,
+            },
+            capacity: node.capacity_streams,
+            peers,
+            streams,
+        })
+    }
+
+    /// The recorder's control socket on this node.
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join(store::layout::CONTROL_SOCKET_FILE)
+    }
+}

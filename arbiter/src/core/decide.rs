@@ -1,0 +1,304 @@
+//! The decisions of the core, after every input: failure detection (dead nodes, failed sessions),
+//! takeovers within the capacity and by priority (preempting a lower priority), failback after the
+//! hold-down, and level-triggered fencing.
+
+use super::*;
+
+impl Core {
+    /// Whether peer `name` is dead now (never heard: dead once the start-up grace has passed).
+    fn peer_dead(&self, name: &str) -> bool {
+        let Some(p) = self.peers.get(name) else {
+            return false;
+        };
+        let since = p.last_heard_ms.unwrap_or(self.started_ms);
+        self.now_ms - since > self.timings.node_dead_ms
+    }
+
+    /// Failure detection and takeovers, after every input.
+    pub(super) fn evaluate(&mut self, out: &mut Vec<Action>) {
+        let names: Vec<String> = self.peers.keys().cloned().collect();
+        let mut dead_now = Vec::new();
+        for name in names {
+            let dead = self.peer_dead(&name);
+            let Some(p) = self.peers.get_mut(&name) else {
+                continue;
+            };
+            let now = self.now_ms;
+            p.deaths_ms.retain(|t| now - t < FLAP_WINDOW_MS);
+            if dead && !p.dead {
+                p.dead = true;
+                p.deaths_ms.push(now);
+                let silent = p.last_heard_ms.map_or_else(
+                    || "never heard".to_owned(),
+                    |t| format!("silent for {} ms", now - t),
+                );
+                out.push(Action::Alarm {
+                    message: format!("node {name} is dead ({silent})"),
+                });
+                if p.deaths_ms.len() >= FLAP_DEATHS && !p.flapping {
+                    p.flapping = true;
+                    out.push(Action::Alarm {
+                        message: format!(
+                            "node {name} flaps: dead {} times within {} s; no failback to it until it \
+                             is stable for {} s",
+                            p.deaths_ms.len(),
+                            FLAP_WINDOW_MS / 1000,
+                            FLAP_WINDOW_MS / 1000
+                        ),
+                    });
+                }
+                dead_now.push(name);
+            } else if p.flapping && p.deaths_ms.is_empty() {
+                p.flapping = false;
+                out.push(Action::Alarm {
+                    message: format!("node {name} is stable again"),
+                });
+            }
+        }
+        // Streams this node protects whose holder is dead, or whose session failed on a living holder
+        // while this node still receives it.
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for s in self.streams.values() {
+            if s.spec.protector != self.me || s.holding.holder == self.me {
+                continue;
+            }
+            let holder = &s.holding.holder;
+            if holder == NOBODY {
+                wanted.push((s.spec.key.clone(), "no node records it".to_owned()));
+                continue;
+            }
+            let Some(p) = self.peers.get(holder) else {
+                continue;
+            };
+            if p.dead {
+                let silent = p.last_heard_ms.map_or_else(
+                    || "never heard".to_owned(),
+                    |t| format!("heartbeats missing for {} ms", self.now_ms - t),
+                );
+                wanted.push((s.spec.key.clone(), format!("node {holder} dead: {silent}")));
+            } else if let Some(since) = p.failing_since_ms.get(&s.spec.key) {
+                let failed_ms = self.now_ms - since;
+                let here = self.local.get(&s.spec.key).is_some_and(|h| h.receiving);
+                if failed_ms > self.timings.stream_failed_ms && here {
+                    wanted.push((
+                        s.spec.key.clone(),
+                        format!(
+                            "session of {} failed on {holder} for {failed_ms} ms",
+                            s.spec.key
+                        ),
+                    ));
+                }
+            }
+        }
+        if !wanted.is_empty() {
+            // Priority order (higher first), then name, within the capacity.
+            wanted.sort_by(|a, b| {
+                let pa = self.streams.get(&a.0).map_or(0, |s| s.spec.priority);
+                let pb = self.streams.get(&b.0).map_or(0, |s| s.spec.priority);
+                pb.cmp(&pa).then_with(|| a.0.cmp(&b.0))
+            });
+            for (key, reason) in wanted {
+                self.take(&[key], &reason, out);
+            }
+        }
+        // Promotions to (re)send: held here, not confirmed, not being carried out.
+        let retry: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| {
+                s.holding.holder == self.me
+                    && s.promote_pending
+                    && !s.in_flight
+                    && self.now_ms >= s.retry_at_ms
+            })
+            .map(|s| s.spec.key.clone())
+            .collect();
+        for key in retry {
+            self.promote_action(&key, "resuming a takeover".to_owned(), out);
+        }
+        self.failback(out);
+        self.fence(out);
+    }
+
+    /// How many streams this node holds that it does not own.
+    fn taken_over(&self) -> usize {
+        self.streams
+            .values()
+            .filter(|s| s.holding.holder == self.me && s.spec.owner != self.me)
+            .count()
+    }
+
+    /// Takes `keys` over with new epochs, within the capacity; the rest are reported uncovered.
+    pub(super) fn take(&mut self, keys: &[String], reason: &str, out: &mut Vec<Action>) {
+        for key in keys {
+            let over_capacity = self
+                .capacity
+                .is_some_and(|c| self.taken_over() >= c as usize);
+            if over_capacity {
+                let priority = self.streams.get(key).map_or(0, |s| s.spec.priority);
+                if !self.preempt_below(priority, key, out) {
+                    let Some(s) = self.streams.get_mut(key) else {
+                        continue;
+                    };
+                    if !s.uncovered {
+                        s.uncovered = true;
+                        out.push(Action::Alarm {
+                            message: format!(
+                                "{key} is uncovered: {reason}, and this node is at its capacity of {} streams",
+                                self.capacity.unwrap_or(0)
+                            ),
+                        });
+                    }
+                    continue;
+                }
+            }
+            let me = self.me.clone();
+            let Some(s) = self.streams.get_mut(key) else {
+                continue;
+            };
+            let previous = if s.holding.holder == NOBODY {
+                "none".to_owned()
+            } else {
+                s.holding.holder.clone()
+            };
+            s.holding = Holding {
+                holder: me,
+                epoch: s.holding.epoch + 1,
+            };
+            s.promote_pending = true;
+            s.uncovered = false;
+            out.push(Action::Persist);
+            self.promote_action(key, format!("{reason} (previous holder {previous})"), out);
+        }
+    }
+
+    /// At capacity: gives up the lowest-priority stream this node took over, if its priority is below
+    /// `priority`, to make room for `for_key`. It is released here and held by nobody under a new epoch
+    /// (uncovered, reported). Returns whether room was made.
+    fn preempt_below(&mut self, priority: u32, for_key: &str, out: &mut Vec<Action>) -> bool {
+        let me = self.me.clone();
+        let victim = self
+            .streams
+            .values()
+            .filter(|s| s.holding.holder == me && s.spec.owner != me && s.spec.priority < priority)
+            .min_by(|a, b| {
+                a.spec
+                    .priority
+                    .cmp(&b.spec.priority)
+                    .then_with(|| b.spec.key.cmp(&a.spec.key))
+            })
+            .map(|s| s.spec.key.clone());
+        let Some(victim) = victim else {
+            return false;
+        };
+        let Some(v) = self.streams.get_mut(&victim) else {
+            return false;
+        };
+        v.holding = Holding {
+            holder: NOBODY.to_owned(),
+            epoch: v.holding.epoch + 1,
+        };
+        v.promote_pending = false;
+        v.uncovered = true;
+        out.push(Action::Persist);
+        out.push(Action::Release {
+            stream: victim.clone(),
+            epoch: v.holding.epoch,
+            reason: format!("room for {for_key}, of higher priority"),
+        });
+        out.push(Action::Alarm {
+            message: format!(
+                "{victim} is uncovered: released to make room for {for_key}, of higher priority \
+                 (capacity {} streams)",
+                self.capacity.unwrap_or(0)
+            ),
+        });
+        true
+    }
+
+    fn promote_action(&mut self, key: &str, reason: String, out: &mut Vec<Action>) {
+        let Some(s) = self.streams.get_mut(key) else {
+            return;
+        };
+        s.in_flight = true;
+        out.push(Action::Promote {
+            stream: key.to_owned(),
+            epoch: s.holding.epoch,
+            takeover: s.spec.takeover,
+            after_frames_of: s.spec.owner.clone(),
+            after: None,
+            reason,
+        });
+    }
+
+    /// Failback: streams held here that their living owner has shadowed for the hold-down time.
+    fn failback(&mut self, out: &mut Vec<Action>) {
+        let hold = self.timings.failback_hold_ms;
+        let me = self.me.clone();
+        let now = self.now_ms;
+        let mut ready = Vec::new();
+        for s in self.streams.values_mut() {
+            if s.holding.holder != me || s.spec.owner == me {
+                s.owner_ready_since_ms = None;
+                continue;
+            }
+            let owner_shadows = self.peers.get(&s.spec.owner).is_some_and(|p| {
+                !p.dead
+                    && !p.flapping
+                    && p.last_heard_ms.is_some()
+                    && p.health
+                        .get(&s.spec.key)
+                        .is_some_and(|h| h.receiving && h.mode == "shadow")
+            });
+            if !owner_shadows || s.promote_pending || s.handing_back || s.planned {
+                s.owner_ready_since_ms = None;
+                continue;
+            }
+            let since = *s.owner_ready_since_ms.get_or_insert(now);
+            if hold > 0 && now - since >= hold {
+                s.handing_back = true;
+                ready.push((s.spec.key.clone(), s.holding.epoch, s.spec.owner.clone()));
+            }
+        }
+        for (stream, epoch, owner) in ready {
+            out.push(Action::HandBack {
+                stream,
+                epoch,
+                owner,
+            });
+        }
+    }
+
+    /// Fencing, level-triggered: a stream this node's recorder records while another node (or nobody)
+    /// holds it is released again every [`FENCE_RETRY_MS`] until it is not (a release can be lost: the
+    /// recorder was not up yet, or refused it).
+    fn fence(&mut self, out: &mut Vec<Action>) {
+        let now = self.now_ms;
+        for s in self.streams.values_mut() {
+            if s.holding.holder == self.me || s.handing_back {
+                continue;
+            }
+            let recording = self
+                .local
+                .get(&s.spec.key)
+                .is_some_and(|h| h.mode == "record");
+            if !recording || s.fenced_at_ms.is_some_and(|t| now - t < FENCE_RETRY_MS) {
+                continue;
+            }
+            s.fenced_at_ms = Some(now);
+            out.push(Action::Release {
+                stream: s.spec.key.clone(),
+                epoch: s.holding.epoch,
+                reason: format!(
+                    "recorded here while {} holds it under epoch {}",
+                    if s.holding.holder == NOBODY {
+                        "no node"
+                    } else {
+                        s.holding.holder.as_str()
+                    },
+                    s.holding.epoch
+                ),
+            });
+        }
+    }
+}

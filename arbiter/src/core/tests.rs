@@ -1,0 +1,1119 @@
+//! The decision core alone: every input, every refusal, and properties over random runs of a primary
+//! and its standby exchanging heartbeats (lost, delayed, replayed) while nodes die and come back.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const T: Timings = Timings {
+    heartbeat_interval_ms: 200,
+    node_dead_ms: 1_000,
+    stream_failed_ms: 2_000,
+    failback_hold_ms: 10_000,
+};
+
+fn spec(key: &str, owner: &str, takeover: Takeover, priority: u32) -> StreamSpec {
+    StreamSpec {
+        key: key.to_owned(),
+        owner: owner.to_owned(),
+        protector: "s".to_owned(),
+        takeover,
+        priority,
+    }
+}
+
+fn streams() -> Vec<StreamSpec> {
+    vec![
+        spec("a1/main", "a", Takeover::Hot, 100),
+        spec("a2/main", "a", Takeover::Cold, 200),
+    ]
+}
+
+fn standby(capacity: Option<u32>) -> Core {
+    Core::new(
+        "s",
+        T,
+        capacity,
+        streams(),
+        &["a".to_owned()],
+        &BTreeMap::new(),
+        0,
+    )
+}
+
+fn primary() -> Core {
+    Core::new(
+        "a",
+        T,
+        None,
+        streams(),
+        &["s".to_owned()],
+        &BTreeMap::new(),
+        0,
+    )
+}
+
+fn hb_from(core: &Core, n: u64, receiving: bool) -> Heartbeat {
+    Heartbeat {
+        node: core.me().to_owned(),
+        seq: Seq { boot_ms: 1, n },
+        sent_ms: 0,
+        holdings: core.claims(),
+        health: ["a1/main", "a2/main"]
+            .iter()
+            .map(|s| StreamHealth {
+                stream: (*s).to_owned(),
+                mode: "record".to_owned(),
+                state: if receiving { "recording" } else { "backoff" }.to_owned(),
+                receiving,
+            })
+            .collect(),
+    }
+}
+
+fn promotes(actions: &[Action]) -> Vec<(String, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Promote { stream, epoch, .. } => Some((stream.clone(), *epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alarms(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Alarm { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn local_receiving(core: &mut Core, now_ms: i64) {
+    let health = ["a1/main", "a2/main"]
+        .iter()
+        .map(|s| StreamHealth {
+            stream: (*s).to_owned(),
+            mode: "shadow".to_owned(),
+            state: "shadowing".to_owned(),
+            receiving: true,
+        })
+        .collect();
+    core.handle(now_ms, Input::LocalHealth(Some(health)))
+        .expect("local health");
+}
+
+#[test]
+fn heartbeats_keep_the_primary_alive_and_silence_promotes_in_priority_order() {
+    let a = primary();
+    let mut s = standby(None);
+    let mut t = 0;
+    for n in 1..=10 {
+        t += 200;
+        let acts = s
+            .handle(
+                t,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: hb_from(&a, n, true),
+                },
+            )
+            .expect("accepted");
+        assert!(promotes(&acts).is_empty());
+    }
+    // 1000 ms of silence is not yet dead; 1001 is.
+    let acts = s.handle(t + 1_000, Input::Tick).expect("tick");
+    assert!(promotes(&acts).is_empty(), "{acts:?}");
+    let acts = s.handle(t + 1_001, Input::Tick).expect("tick");
+    assert_eq!(
+        promotes(&acts),
+        [("a2/main".to_owned(), 1), ("a1/main".to_owned(), 1)],
+        "higher priority first, each with a new epoch"
+    );
+    assert!(acts.contains(&Action::Persist));
+    assert!(
+        alarms(&acts).iter().any(|m| m.contains("node a is dead")),
+        "{acts:?}"
+    );
+    let hot = acts.iter().find_map(|a| match a {
+        Action::Promote {
+            stream,
+            takeover,
+            after_frames_of,
+            ..
+        } if stream == "a1/main" => Some((*takeover, after_frames_of.clone())),
+        _ => None,
+    });
+    assert_eq!(hot, Some((Takeover::Hot, "a".to_owned())));
+    let h = s.holdings();
+    assert_eq!(
+        h["a1/main"],
+        Holding {
+            holder: "s".into(),
+            epoch: 1
+        }
+    );
+    // No second promotion while the first is in flight; a confirmed one is not repeated.
+    assert!(promotes(&s.handle(t + 1_200, Input::Tick).expect("tick")).is_empty());
+    for k in ["a1/main", "a2/main"] {
+        s.handle(
+            t + 1_300,
+            Input::Promoted {
+                stream: k.into(),
+                epoch: 1,
+                result: Ok(()),
+            },
+        )
+        .expect("promoted");
+    }
+    assert!(promotes(&s.handle(t + 5_000, Input::Tick).expect("tick")).is_empty());
+}
+
+#[test]
+fn a_failed_promotion_is_retried_with_the_same_epoch() {
+    let mut s = standby(None);
+    let acts = s.handle(1_001, Input::Tick).expect("tick");
+    assert_eq!(
+        promotes(&acts).len(),
+        2,
+        "never heard of: dead after the grace"
+    );
+    let acts = s
+        .handle(
+            1_100,
+            Input::Promoted {
+                stream: "a1/main".into(),
+                epoch: 1,
+                result: Err("busy".into()),
+            },
+        )
+        .expect("result");
+    assert!(alarms(&acts).iter().any(|m| m.contains("failed: busy")));
+    assert!(promotes(&acts).is_empty(), "not at once: {acts:?}");
+    assert!(promotes(&s.handle(2_099, Input::Tick).expect("tick")).is_empty());
+    let acts = s.handle(2_100, Input::Tick).expect("tick");
+    assert_eq!(promotes(&acts), [("a1/main".to_owned(), 1)]);
+}
+
+#[test]
+fn capacity_leaves_the_lowest_priorities_uncovered_and_says_so_once() {
+    let mut s = standby(Some(1));
+    let acts = s.handle(1_001, Input::Tick).expect("tick");
+    assert_eq!(promotes(&acts), [("a2/main".to_owned(), 1)]);
+    assert!(alarms(&acts)
+        .iter()
+        .any(|m| m.contains("a1/main is uncovered")));
+    let acts = s.handle(2_000, Input::Tick).expect("tick");
+    assert!(alarms(&acts).is_empty(), "{acts:?}");
+    let view = s.streams();
+    assert!(view
+        .iter()
+        .any(|v| v.stream == "a1/main" && v.uncovered && v.holder == "a"));
+}
+
+#[test]
+fn a_higher_priority_stream_preempts_a_lower_one_at_capacity() {
+    // One standby for two primaries, room for one stream: a's (priority 100) is taken first, then b's
+    // (priority 200) dies too and takes its place; a's is released, held by nobody, reported.
+    let streams = vec![
+        spec("a1/main", "a", Takeover::Hot, 100),
+        spec("b1/main", "b", Takeover::Hot, 200),
+    ];
+    let peers = ["a".to_owned(), "b".to_owned()];
+    let mut s = Core::new("s", T, Some(1), streams, &peers, &BTreeMap::new(), 0);
+    let b = Core::new(
+        "b",
+        T,
+        None,
+        vec![spec("b1/main", "b", Takeover::Hot, 200)],
+        &["s".to_owned()],
+        &BTreeMap::new(),
+        0,
+    );
+    let mut acts = Vec::new();
+    for n in 1..=8 {
+        let mut h = hb_from(&b, n as u64, true);
+        h.node = "b".into();
+        let from = "b".to_owned();
+        acts.extend(
+            s.handle(n * 200, Input::Heartbeat { from, heartbeat: h })
+                .expect("b alive"),
+        );
+    }
+    // a was never heard: dead after the grace, taken over; b is alive.
+    assert_eq!(promotes(&acts), [("a1/main".to_owned(), 1)]);
+    // b falls silent.
+    let acts = s.handle(2_700, Input::Tick).expect("tick");
+    assert_eq!(promotes(&acts), [("b1/main".to_owned(), 1)], "{acts:?}");
+    assert!(
+        acts.iter()
+            .any(|x| matches!(x, Action::Release { stream, epoch: 2, .. } if stream == "a1/main")),
+        "{acts:?}"
+    );
+    assert!(alarms(&acts)
+        .iter()
+        .any(|m| m.contains("a1/main is uncovered: released to make room for b1/main")));
+    let h = s.holdings();
+    assert_eq!(
+        h["a1/main"],
+        Holding {
+            holder: NOBODY.into(),
+            epoch: 2
+        }
+    );
+    assert_eq!(
+        h["b1/main"],
+        Holding {
+            holder: "s".into(),
+            epoch: 1
+        }
+    );
+    // The lower one does not come back while the higher one holds the room, and is not re-alarmed.
+    let acts = s.handle(3_000, Input::Tick).expect("tick");
+    assert!(
+        promotes(&acts).is_empty() && alarms(&acts).is_empty(),
+        "{acts:?}"
+    );
+    assert!(s
+        .streams()
+        .iter()
+        .any(|v| v.stream == "a1/main" && v.uncovered));
+}
+
+/// Failback: the owner, back and shadowing its stream for the hold-down time, gets it back: the
+/// standby releases at a key frame, then hands it over with a new epoch and the last frame it wrote;
+/// the owner promotes exactly after that frame.
+#[test]
+fn failback_after_the_hold_down_hands_the_stream_back_after_the_last_written_frame() {
+    let mut a = primary();
+    let mut s = standby(None);
+    s.handle(1_001, Input::Tick).expect("tick");
+    for k in ["a1/main", "a2/main"] {
+        s.handle(
+            1_100,
+            Input::Promoted {
+                stream: k.into(),
+                epoch: 1,
+                result: Ok(()),
+            },
+        )
+        .expect("promoted");
+    }
+    // The owner comes back, adopts the standby's epochs and releases (its streams go to shadow).
+    let acts = a
+        .handle(
+            2_000,
+            Input::Heartbeat {
+                from: "s".into(),
+                heartbeat: hb_from(&s, 1, true),
+            },
+        )
+        .expect("adopt");
+    assert_eq!(
+        acts.iter()
+            .filter(|x| matches!(x, Action::Release { .. }))
+            .count(),
+        2
+    );
+    // Its heartbeats now say: alive, both streams in shadow and receiving.
+    let shadow_hb = |a: &Core, n: u64| {
+        let mut h = hb_from(a, n, true);
+        for x in &mut h.health {
+            x.mode = "shadow".into();
+            x.state = "shadowing".into();
+        }
+        h
+    };
+    let mut handbacks = Vec::new();
+    let mut t = 2_000;
+    for n in 1..=60 {
+        t += 200;
+        let acts = s
+            .handle(
+                t,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: shadow_hb(&a, n),
+                },
+            )
+            .expect("accepted");
+        handbacks.extend(
+            acts.into_iter()
+                .filter(|x| matches!(x, Action::HandBack { .. })),
+        );
+        if t < 2_200 + 10_000 {
+            assert!(handbacks.is_empty(), "before the hold-down: {handbacks:?}");
+        }
+    }
+    assert_eq!(handbacks.len(), 2, "{handbacks:?}");
+    assert!(handbacks.contains(&Action::HandBack {
+        stream: "a1/main".into(),
+        epoch: 1,
+        owner: "a".into()
+    }));
+    // The release of a1 at a key frame answers with the last frame written here.
+    let last = FrameId {
+        hash: "ab".repeat(16),
+        wall_ms: 12_345,
+    };
+    let acts = s
+        .handle(
+            t,
+            Input::HandedBack {
+                stream: "a1/main".into(),
+                epoch: 1,
+                result: Ok(last.clone()),
+            },
+        )
+        .expect("handed back");
+    assert!(acts.contains(&Action::Persist));
+    assert_eq!(
+        s.holdings()["a1/main"],
+        Holding {
+            holder: "a".into(),
+            epoch: 2
+        }
+    );
+    // The owner learns it from the standby's next heartbeat and promotes exactly after that frame.
+    let acts = a
+        .handle(
+            t,
+            Input::Heartbeat {
+                from: "s".into(),
+                heartbeat: hb_from(&s, 2, true),
+            },
+        )
+        .expect("accepted");
+    let promoted: Vec<(String, u64, Option<FrameId>)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::Promote {
+                stream,
+                epoch,
+                after,
+                ..
+            } => Some((stream.clone(), *epoch, after.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(promoted, [("a1/main".to_owned(), 2, Some(last))]);
+    assert_eq!(
+        a.holdings()["a1/main"],
+        Holding {
+            holder: "a".into(),
+            epoch: 2
+        }
+    );
+    // A failed hand-back release keeps the stream here and waits a hold-down again.
+    let acts = s
+        .handle(
+            t,
+            Input::HandedBack {
+                stream: "a2/main".into(),
+                epoch: 1,
+                result: Err("busy".into()),
+            },
+        )
+        .expect("failed");
+    assert!(alarms(&acts)
+        .iter()
+        .any(|m| m.contains("hand-back of a2/main failed")));
+    assert_eq!(s.holdings()["a2/main"].holder, "s");
+}
+
+/// Planned handover both ways: the primary hands its streams to the shadowing standby (released at a
+/// key frame, new epoch, the last frame written); the standby keeps them (no failback) until it hands
+/// them back the same way. Bad requests are refused by name and change nothing.
+#[test]
+fn planned_handover_both_ways_and_refusals() {
+    let mut a = primary();
+    let mut s = standby(None);
+    let shadowing = |core: &Core, n: u64| {
+        let mut h = hb_from(core, n, true);
+        for x in &mut h.health {
+            x.mode = "shadow".into();
+        }
+        h
+    };
+    // Each hears the other; the standby shadows both streams.
+    a.handle(
+        100,
+        Input::Heartbeat {
+            from: "s".into(),
+            heartbeat: shadowing(&s, 1),
+        },
+    )
+    .expect("hb");
+    s.handle(
+        100,
+        Input::Heartbeat {
+            from: "a".into(),
+            heartbeat: hb_from(&a, 1, true),
+        },
+    )
+    .expect("hb");
+    let op = |to: &str, stream: Option<&str>| {
+        Input::Operator(OperatorCommand::Handover {
+            stream: stream.map(str::to_owned),
+            to: to.to_owned(),
+        })
+    };
+    let before = a.holdings();
+    assert_eq!(
+        a.handle(200, op("x", None))
+            .expect_err("unknown")
+            .to_string(),
+        "x is not a peer of this node"
+    );
+    assert!(matches!(
+        a.handle(200, op("s", Some("zz/main"))),
+        Err(Refusal::UnknownStream(_))
+    ));
+    assert!(matches!(
+        s.handle(200, op("a", Some("a1/main"))),
+        Err(Refusal::NotHeldHere { .. })
+    ));
+    assert_eq!(a.holdings(), before);
+    // a → s, every stream.
+    let acts = a.handle(300, op("s", None)).expect("handover");
+    assert_eq!(
+        acts.iter()
+            .filter(|x| matches!(x, Action::HandBack { .. }))
+            .count(),
+        2
+    );
+    let last = FrameId {
+        hash: "cd".repeat(16),
+        wall_ms: 300,
+    };
+    for k in ["a1/main", "a2/main"] {
+        a.handle(
+            400,
+            Input::HandedBack {
+                stream: k.into(),
+                epoch: 0,
+                result: Ok(last.clone()),
+            },
+        )
+        .expect("released");
+    }
+    assert_eq!(
+        a.holdings()["a1/main"],
+        Holding {
+            holder: "s".into(),
+            epoch: 1
+        }
+    );
+    let acts = s
+        .handle(
+            500,
+            Input::Heartbeat {
+                from: "a".into(),
+                heartbeat: hb_from(&a, 2, true),
+            },
+        )
+        .expect("hb");
+    let promoted: Vec<(String, Option<FrameId>)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::Promote { stream, after, .. } => Some((stream.clone(), after.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(promoted.len(), 2);
+    assert!(promoted
+        .iter()
+        .all(|(_, after)| *after == Some(last.clone())));
+    for k in ["a1/main", "a2/main"] {
+        s.handle(
+            600,
+            Input::Promoted {
+                stream: k.into(),
+                epoch: 1,
+                result: Ok(()),
+            },
+        )
+        .expect("ok");
+    }
+    // The owner shadows them, but a planned handover is not undone by failback.
+    let mut t = 600;
+    for n in 3..=80 {
+        t += 200;
+        let mut h = hb_from(&a, n, true);
+        for x in &mut h.health {
+            x.mode = "shadow".into();
+        }
+        let acts = s
+            .handle(
+                t,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: h,
+                },
+            )
+            .expect("hb");
+        assert!(
+            !acts.iter().any(|x| matches!(x, Action::HandBack { .. })),
+            "{acts:?}"
+        );
+    }
+    // s → a, by the operator.
+    let acts = s
+        .handle(t, op("a", Some("a1/main")))
+        .expect("handover back");
+    assert!(acts
+        .iter()
+        .any(|x| matches!(x, Action::HandBack { stream, .. } if stream == "a1/main")));
+    s.handle(
+        t,
+        Input::HandedBack {
+            stream: "a1/main".into(),
+            epoch: 1,
+            result: Ok(last.clone()),
+        },
+    )
+    .expect("released");
+    assert_eq!(
+        s.holdings()["a1/main"],
+        Holding {
+            holder: "a".into(),
+            epoch: 2
+        }
+    );
+}
+
+/// Test 9 of the issue, in the core: a primary that is reachable 3 s, silent 3 s, for a minute. The
+/// standby takes its streams over once, raises a flapping alarm, and gives nothing back while it flaps;
+/// once the primary has been stable for a whole window, failback happens after the hold-down.
+#[test]
+fn a_flapping_primary_is_taken_over_once_and_gets_nothing_back_until_stable() {
+    let mut a = primary();
+    let mut s = standby(None);
+    local_receiving(&mut s, 0);
+    let (mut n_a, mut n_s) = (0u64, 0u64);
+    let mut all = Vec::new();
+    let mut step = |t: i64, alive: bool, a: &mut Core, s: &mut Core, all: &mut Vec<Action>| {
+        if alive {
+            n_s += 1;
+            let _ = a.handle(
+                t,
+                Input::Heartbeat {
+                    from: "s".into(),
+                    heartbeat: hb_from(s, n_s, true),
+                },
+            );
+            n_a += 1;
+            let mut h = hb_from(a, n_a, true);
+            for x in &mut h.health {
+                x.mode = "shadow".into();
+            }
+            if let Ok(acts) = s.handle(
+                t,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: h,
+                },
+            ) {
+                all.extend(acts);
+            }
+        }
+        let acts = s.handle(t, Input::Tick).expect("tick");
+        for x in &acts {
+            if let Action::Promote { stream, epoch, .. } = x {
+                s.handle(
+                    t,
+                    Input::Promoted {
+                        stream: stream.clone(),
+                        epoch: *epoch,
+                        result: Ok(()),
+                    },
+                )
+                .expect("promoted");
+            }
+        }
+        all.extend(acts);
+    };
+    let mut t = 0;
+    while t < 60_000 {
+        t += 200;
+        step(t, (t / 3_000) % 2 == 0, &mut a, &mut s, &mut all);
+    }
+    let takeovers = promotes(&all).len();
+    let handbacks = all
+        .iter()
+        .filter(|x| matches!(x, Action::HandBack { .. }))
+        .count();
+    assert_eq!(
+        (takeovers, handbacks),
+        (2, 0),
+        "one takeover per stream, nothing given back"
+    );
+    assert!(
+        alarms(&all).iter().any(|m| m.contains("node a flaps")),
+        "{:?}",
+        alarms(&all)
+    );
+    assert!(s.peers()[0].flapping);
+    // Stable from now on: after a whole window without a death, then the hold-down, failback.
+    all.clear();
+    while t < 60_000 + 60_000 + 10_000 + 2_000 {
+        t += 200;
+        step(t, true, &mut a, &mut s, &mut all);
+    }
+    assert!(alarms(&all)
+        .iter()
+        .any(|m| m.contains("node a is stable again")));
+    assert_eq!(
+        all.iter()
+            .filter(|x| matches!(x, Action::HandBack { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
+    let a = primary();
+    let mut s = standby(None);
+    s.handle(
+        100,
+        Input::Heartbeat {
+            from: "a".into(),
+            heartbeat: hb_from(&a, 5, true),
+        },
+    )
+    .expect("accepted");
+    // Replayed (same and older sequence).
+    for n in [5, 4] {
+        let e = s
+            .handle(
+                200,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: hb_from(&a, n, true),
+                },
+            )
+            .expect_err("replay");
+        assert!(matches!(e, Refusal::Replayed { .. }), "{e}");
+    }
+    // An older boot is a replay too.
+    let mut old = hb_from(&a, 99, true);
+    old.seq.boot_ms = 0;
+    assert!(matches!(
+        s.handle(
+            200,
+            Input::Heartbeat {
+                from: "a".into(),
+                heartbeat: old
+            }
+        ),
+        Err(Refusal::Replayed { .. })
+    ));
+    // Unknown peer, or a body naming another node than the certificate.
+    assert!(matches!(
+        s.handle(
+            200,
+            Input::Heartbeat {
+                from: "x".into(),
+                heartbeat: hb_from(&a, 6, true)
+            }
+        ),
+        Err(Refusal::UnknownPeer(_))
+    ));
+    assert!(matches!(
+        s.handle(
+            200,
+            Input::Heartbeat {
+                from: "a".into(),
+                heartbeat: {
+                    let mut h = hb_from(&a, 6, true);
+                    h.node = "s".into();
+                    h
+                }
+            }
+        ),
+        Err(Refusal::WrongSender { .. })
+    ));
+    // Refused heartbeats do not keep the primary alive: it is declared dead 1000 ms after the
+    // last accepted one, and the standby takes over.
+    let acts = s.handle(1_101, Input::Tick).expect("tick");
+    assert_eq!(promotes(&acts).len(), 2);
+    let before = s.holdings();
+    // The old primary claims its streams with epoch 0: stale, refused, nothing changes.
+    let e = s
+        .handle(
+            1_200,
+            Input::Heartbeat {
+                from: "a".into(),
+                heartbeat: hb_from(&a, 7, true),
+            },
+        )
+        .expect_err("stale");
+    assert!(
+        matches!(
+            e,
+            Refusal::StaleEpoch {
+                claimed: 0,
+                known: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(s.holdings(), before);
+    assert!(s.peers().iter().all(|p| !p.alive));
+    // A claim of the same epoch by another holder is a conflict.
+    let mut hb = hb_from(&a, 8, true);
+    for c in &mut hb.holdings {
+        c.epoch = 1;
+    }
+    assert!(matches!(
+        s.handle(
+            1_300,
+            Input::Heartbeat {
+                from: "a".into(),
+                heartbeat: hb
+            }
+        ),
+        Err(Refusal::Conflict { .. })
+    ));
+    assert_eq!(s.holdings(), before);
+}
+
+#[test]
+fn a_returning_primary_adopts_the_newer_epoch_and_releases_its_streams() {
+    let mut a = primary();
+    let mut s = standby(None);
+    s.handle(1_001, Input::Tick).expect("tick");
+    let hb = hb_from(&s, 1, true);
+    let acts = a
+        .handle(
+            5_000,
+            Input::Heartbeat {
+                from: "s".into(),
+                heartbeat: hb,
+            },
+        )
+        .expect("accepted");
+    let released: Vec<&Action> = acts
+        .iter()
+        .filter(|x| matches!(x, Action::Release { .. }))
+        .collect();
+    assert_eq!(released.len(), 2, "{acts:?}");
+    assert!(acts.contains(&Action::Persist));
+    assert_eq!(
+        a.holdings()["a1/main"],
+        Holding {
+            holder: "s".into(),
+            epoch: 1
+        }
+    );
+    // Now its heartbeats agree and are accepted again.
+    s.handle(
+        5_100,
+        Input::Heartbeat {
+            from: "a".into(),
+            heartbeat: hb_from(&a, 1, true),
+        },
+    )
+    .expect("accepted");
+    assert!(s.peers().iter().all(|p| p.alive));
+}
+
+/// A release can be lost (the recorder was not up yet): a stream recorded here while another node holds
+/// it is released again every 3 s until the recorder no longer records it.
+#[test]
+fn fencing_is_repeated_while_the_recorder_still_records_a_stream_held_elsewhere() {
+    let mut a = primary();
+    let mut s = standby(None);
+    s.handle(1_001, Input::Tick).expect("tick");
+    let releases = |acts: &[Action]| {
+        acts.iter()
+            .filter(|x| matches!(x, Action::Release { .. }))
+            .count()
+    };
+    let acts = a
+        .handle(
+            2_000,
+            Input::Heartbeat {
+                from: "s".into(),
+                heartbeat: hb_from(&s, 1, true),
+            },
+        )
+        .expect("adopt");
+    assert_eq!(releases(&acts), 2);
+    let recording = |mode: &str| {
+        Input::LocalHealth(Some(
+            ["a1/main", "a2/main"]
+                .iter()
+                .map(|k| StreamHealth {
+                    stream: (*k).to_owned(),
+                    mode: mode.to_owned(),
+                    state: "recording".to_owned(),
+                    receiving: true,
+                })
+                .collect(),
+        ))
+    };
+    assert_eq!(
+        releases(&a.handle(2_500, recording("record")).expect("health")),
+        0
+    );
+    assert_eq!(
+        releases(&a.handle(5_000, recording("record")).expect("health")),
+        2
+    );
+    assert_eq!(
+        releases(&a.handle(5_100, recording("record")).expect("health")),
+        0
+    );
+    assert_eq!(
+        releases(&a.handle(9_000, recording("shadow")).expect("health")),
+        0
+    );
+}
+
+#[test]
+fn a_failed_session_on_a_living_primary_moves_that_stream_alone() {
+    let a = primary();
+    let mut s = standby(None);
+    local_receiving(&mut s, 0);
+    let mut hb = hb_from(&a, 1, true);
+    hb.health[0].receiving = false; // a1 fails on the primary, a2 is fine
+    s.handle(
+        100,
+        Input::Heartbeat {
+            from: "a".into(),
+            heartbeat: hb.clone(),
+        },
+    )
+    .expect("hb");
+    let mut acts = Vec::new();
+    for (i, t) in (300..=2_300).step_by(200).enumerate() {
+        hb.seq.n = 2 + i as u64;
+        acts = s
+            .handle(
+                t,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: hb.clone(),
+                },
+            )
+            .expect("hb");
+        if t <= 2_100 {
+            assert!(promotes(&acts).is_empty(), "at {t}: {acts:?}");
+        }
+    }
+    assert_eq!(promotes(&acts), [("a1/main".to_owned(), 1)]);
+    assert_eq!(s.holdings()["a2/main"].holder, "a");
+}
+
+#[test]
+fn a_stream_the_standby_does_not_receive_does_not_move_on_a_living_primary() {
+    let a = primary();
+    let mut s = standby(None);
+    let mut hb = hb_from(&a, 1, false);
+    for n in 1..=20 {
+        hb.seq.n = n;
+        let acts = s
+            .handle(
+                n as i64 * 200,
+                Input::Heartbeat {
+                    from: "a".into(),
+                    heartbeat: hb.clone(),
+                },
+            )
+            .expect("hb");
+        assert!(promotes(&acts).is_empty());
+    }
+}
+
+#[test]
+fn persisted_holdings_survive_a_restart_and_resume_the_promotion() {
+    let mut s = standby(None);
+    s.handle(1_001, Input::Tick).expect("tick");
+    let saved = s.holdings();
+    let mut again = Core::new("s", T, None, streams(), &["a".to_owned()], &saved, 50_000);
+    assert_eq!(again.holdings(), saved);
+    let acts = again.handle(50_000, Input::Tick).expect("tick");
+    assert_eq!(
+        promotes(&acts).len(),
+        2,
+        "the restarted arbiter asks its recorder again"
+    );
+}
+
+#[test]
+fn operator_forces_a_takeover_and_unknown_streams_are_refused() {
+    let a = primary();
+    let mut s = standby(None);
+    s.handle(
+        100,
+        Input::Heartbeat {
+            from: "a".into(),
+            heartbeat: hb_from(&a, 1, true),
+        },
+    )
+    .expect("hb");
+    let acts = s
+        .handle(
+            200,
+            Input::Operator(OperatorCommand::ForceTakeover {
+                stream: "a1/main".into(),
+            }),
+        )
+        .expect("op");
+    assert_eq!(promotes(&acts), [("a1/main".to_owned(), 1)]);
+    let before = s.holdings();
+    let e = s
+        .handle(
+            200,
+            Input::Operator(OperatorCommand::ForceTakeover {
+                stream: "zz/main".into(),
+            }),
+        )
+        .expect_err("unknown");
+    assert_eq!(e.to_string(), "no stream zz/main in this arbiter's care");
+    assert_eq!(s.holdings(), before);
+    // Taking over what this node holds already changes nothing.
+    let acts = s
+        .handle(
+            300,
+            Input::Operator(OperatorCommand::ForceTakeover {
+                stream: "a1/main".into(),
+            }),
+        )
+        .expect("op");
+    assert!(promotes(&acts).is_empty());
+    assert_eq!(s.holdings(), before);
+}
+
+/// One step of a random run.
+#[derive(Debug, Clone)]
+enum Step {
+    Advance(i64),
+    /// Primary → standby heartbeat (delivered, or lost).
+    AToS {
+        deliver: bool,
+        receiving: bool,
+    },
+    StoA {
+        deliver: bool,
+    },
+    /// Re-deliver an earlier heartbeat of the primary (a replay).
+    ReplayA(usize),
+    /// The primary restarts with its persisted holdings.
+    RestartA,
+    PromotedAll,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (1i64..700).prop_map(Step::Advance),
+        (any::<bool>(), any::<bool>())
+            .prop_map(|(deliver, receiving)| Step::AToS { deliver, receiving }),
+        any::<bool>().prop_map(|deliver| Step::StoA { deliver }),
+        (0usize..50).prop_map(Step::ReplayA),
+        Just(Step::RestartA),
+        Just(Step::PromotedAll),
+    ]
+}
+
+proptest! {
+    /// Epochs only grow on both sides; no two nodes hold a stream under the same epoch; a refused
+    /// heartbeat changes nothing; a replayed heartbeat is always refused.
+    #[test]
+    fn epochs_grow_holders_are_unique_and_refusals_change_nothing(
+        steps in proptest::collection::vec(step(), 1..120)
+    ) {
+        let mut a = primary();
+        let mut s = standby(None);
+        local_receiving(&mut s, 0);
+        let mut now = 0i64;
+        let mut n_a = 0u64;
+        let mut n_s = 0u64;
+        let mut boot_a = 1i64;
+        let mut sent_a: Vec<Heartbeat> = Vec::new();
+        let mut accepted_a: Option<Seq> = None;
+        let mut persisted_a = a.holdings();
+        for st in steps {
+            let before_a = a.holdings();
+            let before_s = s.holdings();
+            match st {
+                Step::Advance(ms) => {
+                    now += ms;
+                    a.handle(now, Input::Tick).expect("tick");
+                    s.handle(now, Input::Tick).expect("tick");
+                }
+                Step::AToS { deliver, receiving } => {
+                    n_a += 1;
+                    let mut hb = hb_from(&a, n_a, receiving);
+                    hb.seq.boot_ms = boot_a;
+                    sent_a.push(hb.clone());
+                    if deliver {
+                        let seq = hb.seq;
+                        if s.handle(now, Input::Heartbeat { from: "a".into(), heartbeat: hb }).is_err() {
+                            prop_assert_eq!(s.holdings(), before_s.clone());
+                        } else {
+                            accepted_a = Some(seq);
+                        }
+                    }
+                }
+                Step::StoA { deliver } => {
+                    n_s += 1;
+                    let hb = hb_from(&s, n_s, true);
+                    if deliver {
+                        let r = a.handle(now, Input::Heartbeat { from: "s".into(), heartbeat: hb });
+                        if r.is_err() {
+                            prop_assert_eq!(a.holdings(), before_a.clone());
+                        }
+                    }
+                }
+                Step::ReplayA(i) => {
+                    // A heartbeat sent earlier arrives again (or late): refused, with nothing changed,
+                    // whenever one at least as new was accepted.
+                    if let Some(hb) = sent_a.get(i).cloned() {
+                        let seq = hb.seq;
+                        let r = s.handle(now, Input::Heartbeat { from: "a".into(), heartbeat: hb });
+                        if accepted_a.is_some_and(|last| seq <= last) {
+                            prop_assert!(r.is_err(), "a replay was accepted");
+                        }
+                        if r.is_ok() {
+                            accepted_a = Some(seq);
+                        } else {
+                            prop_assert_eq!(s.holdings(), before_s.clone());
+                        }
+                    }
+                }
+                Step::RestartA => {
+                    boot_a += 1;
+                    n_a = 0;
+                    a = Core::new("a", T, None, streams(), &["s".to_owned()], &persisted_a, now);
+                }
+                Step::PromotedAll => {
+                    for (k, h) in s.holdings() {
+                        if h.holder == "s" {
+                            s.handle(now, Input::Promoted { stream: k, epoch: h.epoch, result: Ok(()) })
+                                .expect("promoted");
+                        }
+                    }
+                }
+            }
+            persisted_a = a.holdings();
+            for (k, h) in a.holdings() {
+                prop_assert!(h.epoch >= before_a[&k].epoch, "epoch went down on a");
+            }
+            for (k, h) in s.holdings() {
+                prop_assert!(h.epoch >= before_s[&k].epoch, "epoch went down on s");
+                let ha = &a.holdings()[&k];
+                if ha.epoch == h.epoch {
+                    prop_assert_eq!(&ha.holder, &h.holder, "two holders with epoch {}", h.epoch);
+                }
+            }
+        }
+    }
+}

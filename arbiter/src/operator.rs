@@ -1,0 +1,150 @@
+//! The operator socket `<data_dir>/arbiter.sock` (`store::layout::ARBITER_SOCKET_FILE`, mode 0660: the
+//! arbiter's user and group only): one request per connection, framed like the recorder's control
+//! socket (a 4-byte big-endian length, then JSON), answered `{"ok":true,"result":…}` or
+//! `{"ok":false,"error":"…"}`. `{"op":"takeover","stream":"CAM/STREAM"}` takes a stream over on this
+//! node now (its holder is down for good and the operator knows it);
+//! `{"op":"handover","to":"NODE","stream":"CAM/STREAM"}` (without `stream`: every stream held here, a
+//! drain) hands streams to a living peer, make-before-break at a key frame. The result lists what the
+//! arbiter decided.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::OperatorCommand;
+
+/// Largest request.
+const MAX_REQUEST_BYTES: u32 = 64 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum Request {
+    Takeover {
+        stream: String,
+    },
+    Handover {
+        #[serde(default)]
+        stream: Option<String>,
+        to: String,
+    },
+}
+
+/// A command for the arbiter's loop, with where to send the answer.
+pub type Job = (OperatorCommand, oneshot::Sender<Value>);
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(store::layout::ARBITER_SOCKET_FILE)
+}
+
+/// Binds the socket (replacing a stale one), mode 0660.
+pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+    let path = socket_path(data_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Binds the socket in `data_dir` (retrying every second while the directory does not exist yet: the
+/// recorder creates it) and serves operators: each request becomes a [`Job`] for the loop.
+pub async fn serve(data_dir: PathBuf, tx: mpsc::Sender<Job>) {
+    let mut logged = false;
+    let listener = loop {
+        match bind(&data_dir) {
+            Ok(l) => break l,
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(dir = %data_dir.display(), error = %e, "operator socket not open yet; retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(IO_TIMEOUT, one(conn, tx)).await;
+        });
+    }
+}
+
+async fn one(mut conn: UnixStream, tx: mpsc::Sender<Job>) -> std::io::Result<()> {
+    let command = match read(&mut conn).await {
+        Err(e) => return write(&mut conn, &json!({"ok": false, "error": e})).await,
+        Ok(Request::Takeover { stream }) => OperatorCommand::ForceTakeover { stream },
+        Ok(Request::Handover { stream, to }) => OperatorCommand::Handover { stream, to },
+    };
+    let (reply, rx) = oneshot::channel();
+    let answer = if tx.send((command, reply)).await.is_err() {
+        json!({"ok": false, "error": "the arbiter is stopping"})
+    } else {
+        match rx.await {
+            Ok(v) => v,
+            Err(_) => json!({"ok": false, "error": "no answer"}),
+        }
+    };
+    write(&mut conn, &answer).await
+}
+
+async fn read(conn: &mut UnixStream) -> Result<Request, String> {
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len)
+        .await
+        .map_err(|e| format!("reading the request: {e}"))?;
+    let len = u32::from_be_bytes(len);
+    if len == 0 || len > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "bad request frame: {len} bytes (1 to {MAX_REQUEST_BYTES})"
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    conn.read_exact(&mut buf)
+        .await
+        .map_err(|e| format!("reading the request: {e}"))?;
+    serde_json::from_slice(&buf).map_err(|e| format!("bad request: {e}"))
+}
+
+async fn write(conn: &mut UnixStream, v: &Value) -> std::io::Result<()> {
+    let body = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    conn.write_all(&len.to_be_bytes()).await?;
+    conn.write_all(&body).await?;
+    conn.flush().await
+}
+
+/// Client side (`nvr-arbiter takeover`): sends `request`, returns the answer.
+pub async fn request(data_dir: &Path, request: &Value) -> std::io::Result<Value> {
+    let path = socket_path(data_dir);
+    let mut conn = UnixStream::connect(&path).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{} (is nvr-arbiter running?): {e}", path.display()),
+        )
+    })?;
+    write(&mut conn, request).await?;
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len);
+    if len > 16 << 20 {
+        return Err(std::io::Error::other(format!("answer of {len} bytes")));
+    }
+    let mut buf = vec![0u8; len as usize];
+    conn.read_exact(&mut buf).await?;
+    serde_json::from_slice(&buf).map_err(std::io::Error::other)
+}

@@ -1,0 +1,88 @@
+//! The shipped `systemd/nvr-arbiter.service` is valid for the systemd on this machine and keeps the
+//! arbiter independent of the recorder (the recorder never waits for it); the example cluster file gives
+//! every node of the failover an arbiter configuration.
+
+use std::process::Command;
+
+use nvr_arbiter::config::ArbiterConfig;
+
+const UNIT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../systemd/nvr-arbiter.service"
+));
+const INSTALLED_EXEC: &str = "ExecStart=/usr/local/bin/nvr-arbiter ";
+
+#[test]
+fn arbiter_unit_passes_systemd_analyze_verify_without_warnings() {
+    assert!(UNIT.contains(INSTALLED_EXEC));
+    assert!(UNIT.contains("--config /etc/nvr/config.toml"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = UNIT.replace(
+        INSTALLED_EXEC,
+        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_nvr-arbiter")),
+    );
+    let path = dir.path().join("nvr-arbiter.service");
+    std::fs::write(&path, unit).expect("write unit");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze (tests/run installs the systemd package)");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{all}"
+    );
+    let complaints: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("nvr-arbiter.service") || l.contains(&*dir.path().to_string_lossy()))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze warns about the unit:\n{all}"
+    );
+    // The recorder must never depend on the arbiter.
+    let recorder = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/nvr.service"
+    ));
+    assert!(!recorder.contains("nvr-arbiter"));
+    for key in ["Requires=", "BindsTo="] {
+        assert!(
+            !UNIT
+                .lines()
+                .any(|l| l.starts_with(key) && l.contains("nvr.service")),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn example_config_gives_every_failover_node_its_arbiter() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config.example.toml"
+    ));
+    let cluster = cluster_config::load(path).expect("config.example.toml parses");
+    let a = ArbiterConfig::from_cluster(&cluster, "nvr-a").expect("nvr-a");
+    assert_eq!(a.listen, "192.0.2.10:7444".parse().expect("addr"));
+    assert_eq!(a.peers.len(), 1);
+    assert_eq!(a.peers[0].pins.node, "standby-1");
+    assert_eq!(a.timings.heartbeat_interval_ms, 200);
+    let keys: Vec<&str> = a.streams.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["front-door/main", "garage/main"],
+        "recorded streams only"
+    );
+    let s = ArbiterConfig::from_cluster(&cluster, "standby-1").expect("standby-1");
+    let peers: Vec<&str> = s.peers.iter().map(|p| p.pins.node.as_str()).collect();
+    assert_eq!(peers, ["nvr-a", "nvr-b"]);
+    assert_eq!(s.capacity, Some(64));
+    assert_eq!(s.streams.len(), 3);
+    assert_eq!(s.streams[0].priority, 200);
+}
