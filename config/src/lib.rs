@@ -31,6 +31,8 @@ pub struct ClusterConfig {
     pub retention: RetentionConfig,
     /// Cluster-wide sync settings (nodes may override some, see [`NodeConfig::sync`]).
     pub sync: SyncSettings,
+    /// The web viewer (`nvr-web`) of every node.
+    pub web: WebSettings,
     /// The `[arbiter]` section: failover between primaries and their standby. `None`: no failover
     /// (standbys only mirror).
     pub arbiter: Option<ArbiterSettings>,
@@ -222,6 +224,45 @@ pub struct IngestConfig {
     /// Local UDP ports for RTP/RTCP pairs, inclusive (`"50000-50999"`), for firewalls. `None`: any
     /// port from 5000 to 65000.
     pub udp_port_range: Option<(u16, u16)>,
+}
+
+/// `[web]`: the web viewer (`nvr-web`), the same on every node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebSettings {
+    /// Where the viewer listens. Default `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// Plain HTTP instead of HTTPS (only behind a reverse proxy that terminates TLS). Default false.
+    pub plain_http: bool,
+    /// PEM certificate chain and private key; both or neither. Neither: a self-signed certificate is
+    /// made at first start in `state_dir`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// A file of at least 32 bytes, the same on every node, that signs session cookies so that every
+    /// node accepts them. `None`: a per-node secret made at first start in `state_dir`.
+    pub session_secret_file: Option<PathBuf>,
+    /// The viewer's own directory: users, audit log, self-signed certificate, per-node secret.
+    /// Default `/var/lib/nvr-web`.
+    pub state_dir: PathBuf,
+    /// Lifetime of a login session, in seconds. Default 43 200 (12 h).
+    pub session_ttl_s: u64,
+    /// Live streams the viewer relays at once (each is a connection to the recorder's control socket,
+    /// which takes at most 64). Default 32; 1 to 60.
+    pub max_live_streams: u32,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            plain_http: false,
+            cert_file: None,
+            key_file: None,
+            session_secret_file: None,
+            state_dir: PathBuf::from("/var/lib/nvr-web"),
+            session_ttl_s: 43_200,
+            max_live_streams: 32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use super::{
     check, ArbiterSettings, CameraConfig, ClusterConfig, IngestConfig, NodeConfig, PasswordFile,
     Pins, RecordingConfig, RetentionConfig, Role, Secret, StreamConfig, StreamKind, SyncSettings,
-    Takeover, Transport, DEFAULT_PRIORITY,
+    Takeover, Transport, WebSettings, DEFAULT_PRIORITY,
 };
 
 /// Why a configuration file was refused.
@@ -127,6 +127,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
             "ingest",
             "retention",
             "sync",
+            "web",
             "arbiter",
             "nodes",
             "cameras",
@@ -152,6 +153,10 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
     let sync = match root.table("sync")? {
         Some(t) => parse_sync(&t, &SyncSettings::default())?,
         None => SyncSettings::default(),
+    };
+    let web = match root.table("web")? {
+        Some(t) => parse_web(&t)?,
+        None => WebSettings::default(),
     };
     let arbiter = match root.table("arbiter")? {
         Some(t) => Some(parse_arbiter(&t)?),
@@ -212,6 +217,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         ingest,
         retention,
         sync,
+        web,
         arbiter,
         nodes: nodes.into_iter().map(|(n, _)| n).collect(),
         cameras: cameras.into_iter().map(|(c, _)| c).collect(),
@@ -337,6 +343,56 @@ fn parse_sync(t: &Table<'_, '_>, base: &SyncSettings) -> Result<SyncSettings, Co
         tamper_queue_events: t
             .int_in("tamper_queue_events", 1, 1_000_000)?
             .map_or(base.tamper_queue_events, |v| v as u32),
+    })
+}
+
+const WEB_KEYS: &[&str] = &[
+    "listen",
+    "plain_http",
+    "cert_file",
+    "key_file",
+    "session_secret_file",
+    "state_dir",
+    "session_ttl_s",
+    "max_live_streams",
+];
+
+fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
+    let d = WebSettings::default();
+    let path_of = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        match t.string(key)? {
+            Some(v) => absolute_path(t.ctx, &v, &t.key_path(key)).map(Some),
+            None => Ok(None),
+        }
+    };
+    let cert_file = path_of("cert_file")?;
+    let key_file = path_of("key_file")?;
+    if cert_file.is_some() != key_file.is_some() {
+        let present = if cert_file.is_some() {
+            "cert_file"
+        } else {
+            "key_file"
+        };
+        let span = t.get(present).map_or_else(|| t.span.clone(), |v| v.span());
+        return Err(t.ctx.invalid(
+            span,
+            t.key_path(present),
+            "cert_file and key_file go together: give both, or neither for a self-signed certificate",
+        ));
+    }
+    Ok(WebSettings {
+        listen: socket_address(t, "listen")?.map_or(d.listen, |(a, _)| a),
+        plain_http: t.boolean("plain_http")?.unwrap_or(d.plain_http),
+        cert_file,
+        key_file,
+        session_secret_file: path_of("session_secret_file")?,
+        state_dir: path_of("state_dir")?.unwrap_or(d.state_dir),
+        session_ttl_s: t
+            .int_in("session_ttl_s", 60, 30 * 86_400)?
+            .unwrap_or(d.session_ttl_s),
+        max_live_streams: t
+            .int_in("max_live_streams", 1, 60)?
+            .map_or(d.max_live_streams, |v| v as u32),
     })
 }
 
@@ -1122,6 +1178,7 @@ impl<'a, 'i> Table<'a, 'i> {
                 "interval_s",
             ],
             "sync" => SYNC_KEYS,
+            "web" => WEB_KEYS,
             "arbiter" => ARBITER_KEYS,
             _ => &[],
         };

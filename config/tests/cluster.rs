@@ -344,6 +344,40 @@ fn tamper_watch_settings_have_defaults_values_and_ranges() {
     }
 }
 
+#[test]
+fn web_settings_have_defaults_values_and_clear_errors() {
+    let c = parse(&two_primaries(), "cluster.toml").expect("parses");
+    assert_eq!(c.web, cluster_config::WebSettings::default());
+    assert_eq!(c.web.listen.to_string(), "0.0.0.0:8443");
+    let web = "[web]\nlisten = \"127.0.0.1:9443\"\nplain_http = true\nstate_dir = \"/srv/web\"\n\
+               session_secret_file = \"/etc/nvr/s\"\nsession_ttl_s = 600\nmax_live_streams = 4\n\
+               cert_file = \"/etc/nvr/c.pem\"\nkey_file = \"/etc/nvr/k.pem\"\n";
+    let c = parse(&format!("{web}{}", two_primaries()), "cluster.toml").expect("parses");
+    assert_eq!(c.web.listen.to_string(), "127.0.0.1:9443");
+    assert!(c.web.plain_http);
+    assert_eq!(c.web.state_dir, Path::new("/srv/web"));
+    assert_eq!(
+        c.web.session_secret_file.as_deref(),
+        Some(Path::new("/etc/nvr/s"))
+    );
+    assert_eq!(c.web.session_ttl_s, 600);
+    assert_eq!(c.web.max_live_streams, 4);
+    assert_eq!(c.web.key_file.as_deref(), Some(Path::new("/etc/nvr/k.pem")));
+    for (text, wants) in [
+        ("[web]\ncert_file = \"/etc/nvr/c.pem\"\n", "web.cert_file"),
+        ("[web]\nkey_file = \"/etc/nvr/k.pem\"\n", "web.key_file"),
+        ("[web]\nstate_dir = \"relative\"\n", "web.state_dir"),
+        ("[web]\nlisten = \"nowhere\"\n", "web.listen"),
+        ("[web]\nsession_ttl_s = 1\n", "web.session_ttl_s"),
+        ("[web]\nmax_live_streams = 61\n", "web.max_live_streams"),
+        ("[web]\nplain_http = \"yes\"\n", "web.plain_http"),
+        ("[web]\nport = 1\n", "port"),
+    ] {
+        let e = refused(&format!("{text}{}", two_primaries()));
+        assert!(e.contains(wants), "{text}: {e}");
+    }
+}
+
 /// Two primaries protected by standby s, with `[arbiter]` and arbiter addresses; c1 cold, priority 7.
 fn with_arbiter(arbiter: &str) -> String {
     [

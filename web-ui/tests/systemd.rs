@@ -1,0 +1,103 @@
+//! The shipped `systemd/nvr-web.service` is valid for the systemd on this machine, keeps the viewer
+//! independent of the recorder (the recorder never waits for it) and keeps its hardening; the example
+//! cluster file's `[web]` section parses.
+
+use std::process::Command;
+
+const UNIT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../systemd/nvr-web.service"
+));
+const INSTALLED_EXEC: &str = "ExecStart=/usr/local/bin/nvr-web ";
+
+#[test]
+fn web_unit_passes_systemd_analyze_verify_without_warnings() {
+    assert!(UNIT.contains(INSTALLED_EXEC));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = UNIT.replace(
+        INSTALLED_EXEC,
+        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_nvr-web")),
+    );
+    let path = dir.path().join("nvr-web.service");
+    std::fs::write(&path, unit).expect("write unit");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze (tests/run installs the systemd package)");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{all}"
+    );
+    let complaints: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("nvr-web.service") || l.contains(&*dir.path().to_string_lossy()))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze warns about the unit:\n{all}"
+    );
+}
+
+#[test]
+fn web_unit_keeps_required_settings_and_the_recorder_never_waits_for_it() {
+    let settings: Vec<&str> = UNIT
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    for required in [
+        "ExecStart=/usr/local/bin/nvr-web run --config /etc/nvr/config.toml",
+        "User=nvr",
+        "Group=nvr",
+        "Restart=on-failure",
+        "StateDirectory=nvr nvr-web",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "NoNewPrivileges=yes",
+        "MemoryDenyWriteExecute=yes",
+        "SystemCallFilter=@system-service",
+        "CapabilityBoundingSet=",
+    ] {
+        assert!(
+            settings.contains(&required),
+            "nvr-web.service lacks `{required}`"
+        );
+    }
+    for key in ["Requires=", "BindsTo="] {
+        assert!(
+            !settings
+                .iter()
+                .any(|l| l.starts_with(key) && l.contains("nvr.service")),
+            "{key}"
+        );
+    }
+    let recorder = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/nvr.service"
+    ));
+    assert!(
+        !recorder.contains("nvr-web"),
+        "nvr.service must not depend on nvr-web.service"
+    );
+}
+
+#[test]
+fn example_config_web_section_parses() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config.example.toml"
+    ));
+    let cluster = cluster_config::load(path).expect("config.example.toml parses");
+    assert_eq!(cluster.web.listen.port(), 8443);
+    assert!(!cluster.web.plain_http);
+    assert_eq!(
+        cluster.web.session_secret_file.as_deref(),
+        Some(std::path::Path::new("/etc/nvr/web-session.secret"))
+    );
+}
