@@ -400,6 +400,10 @@ pub struct CameraOpts {
     /// Test picture (`--pattern`): `ball` (the default) or `snow` (noise: large frames).
     pub pattern: &'static str,
     pub auth: Option<CameraAuth>,
+    /// Video parameter sets only in the SDP, never in the stream (`--no-inband-parameter-sets`).
+    pub no_inband_parameter_sets: bool,
+    /// Every `a=fmtp` of the SDP ends with `;` (`--sdp-fmtp-trailing-semicolon`).
+    pub sdp_fmtp_trailing_semicolon: bool,
 }
 
 impl Default for CameraOpts {
@@ -414,6 +418,8 @@ impl Default for CameraOpts {
             udp_only: false,
             pattern: "ball",
             auth: None,
+            no_inband_parameter_sets: false,
+            sdp_fmtp_trailing_semicolon: false,
         }
     }
 }
@@ -459,6 +465,12 @@ impl GstCamera {
         if opts.udp_only {
             args.push("--protocols".into());
             args.push("udp".into());
+        }
+        if opts.no_inband_parameter_sets {
+            args.push("--no-inband-parameter-sets".into());
+        }
+        if opts.sdp_fmtp_trailing_semicolon {
+            args.push("--sdp-fmtp-trailing-semicolon".into());
         }
         if opts.bframes > 0 {
             args.push("--bframes".into());
