@@ -479,6 +479,57 @@ fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_band_records() {
 }
 
 #[test]
+fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_the_sdp_records() {
+    let dir = TestDir::new();
+    // The camera itself serves `a=fmtp:... ;` and sends no parameter sets in band: the SDP's are
+    // the only ones.
+    let cam = GstCamera::start(
+        &[("/h264", "h264"), ("/h265", "h265")],
+        CameraOpts {
+            no_inband_parameter_sets: true,
+            sdp_fmtp_trailing_semicolon: true,
+            ..CameraOpts::default()
+        },
+    );
+    let config = write_config(
+        &dir,
+        2,
+        &[("sdp264", cam.url("/h264")), ("sdp265", cam.url("/h265"))],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("sdp264") >= 2 && sealed("sdp265") >= 2
+        }),
+        "status h264 {}, h265 {}; nvr:\n{}",
+        stream_status(&dir, "sdp264"),
+        stream_status(&dir, "sdp265"),
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    for (camera, codec) in [("sdp264", "h264"), ("sdp265", "hevc")] {
+        for s in segments(&dir, camera) {
+            let probe = ffprobe(dir.join("data").join(&s.path));
+            assert!(
+                probe.stderr_errors.is_empty(),
+                "{}: {}",
+                s.path,
+                probe.stderr_errors
+            );
+            assert_eq!(probe.codec, codec);
+            assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+        }
+    }
+}
+
+#[test]
 fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
     let dir = TestDir::new();
     let cam = GstCamera::start(
