@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""A lossy link for RTSP over TCP: drops and reorders RTP packets of one interleaved channel.
+"""A lossy link for RTSP: drops and reorders RTP packets of one interleaved channel or UDP stream.
 
-    python3 tests/lossy_rtsp_proxy.py --port P --upstream-port U [--channel 0] \
+    python3 tests/lossy_rtsp_proxy.py --port P --upstream-port U [--channel 0] [--udp] \
         [--drop-percent 1.0] [--reorder-percent 0.5] [--damage-packets N] [--seed 1] \
         [--stats FILE] [--sdp-trailing-semicolon] [--sdp-drop-sprop]
 
@@ -13,6 +13,12 @@ frame of the channel with probability `--reorder-percent` (the frame after a hel
 damaged). Only the first `--damage-packets` frames of the channel are candidates (0: all), so a
 test can wait for the damage to end and compare counts exactly. Decisions come from a random
 generator seeded with `--seed`.
+
+`--udp` relays RTP over UDP instead: each `SETUP` asking for `client_port=X-Y` is rewritten to a
+port pair of the proxy's, and the answer's `server_port` to the same pair, so the server sends RTP
+and RTCP to the proxy and the client takes them from it. The proxy forwards what the server sends
+to the client's X and Y (and drops what the client sends, e.g. firewall-punching packets); the RTP
+of the first stream set up is damaged as above (a held datagram is sent after the next one).
 
 SDP quirks of real cameras, in the DESCRIBE answer (Content-Length adjusted):
 `--sdp-trailing-semicolon` ends every `a=fmtp` line with `;` (an empty parameter),
@@ -127,8 +133,97 @@ def rewrite_sdp(body, a):
     return "\r\n".join(out).encode()
 
 
-def rewrite_message(msg, a):
-    """Applies the SDP options to an RTSP message carrying an SDP body."""
+def rewrite_transport(msg, old, new):
+    """Replaces the `old=P-Q` parameter of the Transport header with `old=<new>-<new+1>`."""
+    end = msg.index(b"\r\n\r\n") + 4
+    lines = []
+    for line in msg[:end - 4].split(b"\r\n"):
+        if line.lower().startswith(b"transport:"):
+            params = []
+            for param in line.split(b";"):
+                if param.strip().startswith(old + b"="):
+                    param = old + b"=" + f"{new}-{new + 1}".encode()
+                params.append(param)
+            line = b";".join(params)
+        lines.append(line)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + msg[end:]
+
+
+def transport_port(msg, name):
+    """The first port of the Transport header's `name=P-Q` parameter, or None."""
+    end = msg.index(b"\r\n\r\n")
+    for line in msg[:end].split(b"\r\n"):
+        if line.lower().startswith(b"transport:"):
+            for param in line.split(b";"):
+                key, _, value = param.strip().partition(b"=")
+                if key == name:
+                    return int(value.split(b"-")[0])
+    return None
+
+
+class UdpRelay:
+    """One stream's RTP/RTCP relay: a port pair the server sends to, forwarded to the client."""
+
+    def __init__(self, damage, damaged):
+        self.damage = damage
+        self.damaged = damaged
+        self.client_port = None
+        for _ in range(100):
+            rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                rtp.bind(("127.0.0.1", 0))
+                port = rtp.getsockname()[1]
+                if port % 2 == 0 and port < 65535:
+                    rtcp.bind(("127.0.0.1", port + 1))
+                    self.rtp, self.rtcp, self.port = rtp, rtcp, port
+                    return
+            except OSError:
+                pass
+            rtp.close()
+            rtcp.close()
+        raise OSError("no free UDP port pair")
+
+    def start(self, client_port):
+        self.client_port = client_port
+        rcvbuf = 8 * 1024 * 1024
+        for sock, offset, damaged in ((self.rtp, 0, self.damaged), (self.rtcp, 1, False)):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            threading.Thread(target=self.forward, args=(sock, client_port + offset, damaged),
+                             daemon=True).start()
+
+    def forward(self, sock, dst_port, damaged):
+        dst = ("127.0.0.1", dst_port)
+        held = None
+        try:
+            while True:
+                data, src = sock.recvfrom(65536)
+                if src == dst:
+                    continue  # the client's firewall-punching packets
+                if not damaged:
+                    sock.sendto(data, dst)
+                    continue
+                if held is not None:
+                    sock.sendto(data, dst)
+                    sock.sendto(held, dst)
+                    held = None
+                    continue
+                verdict = self.damage.decide()
+                if verdict == "pass":
+                    sock.sendto(data, dst)
+                elif verdict == "hold":
+                    held = data
+        except OSError:
+            pass
+
+
+def rewrite_message(msg, a, relays=None):
+    """Applies the SDP options to an RTSP message carrying an SDP body, and with `--udp` points a
+    SETUP answer's `server_port` at the next relay waiting for its answer (`relays`)."""
+    if relays and transport_port(msg, b"server_port") is not None:
+        relay = relays.pop(0)
+        msg = rewrite_transport(msg, b"server_port", relay.port)
+        msg = rewrite_transport(msg, b"client_port", relay.client_port)
     end = msg.index(b"\r\n\r\n") + 4
     head, body = msg[:end], msg[end:]
     if not body.startswith(b"v=0") or not (a.sdp_trailing_semicolon or a.sdp_drop_sprop):
@@ -142,7 +237,53 @@ def rewrite_message(msg, a):
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-def pipe_damaged(src, dst, damage, channel):
+def read_message(src, buf):
+    """Reads one RTSP message (headers, then Content-Length bytes) from the front of `buf`."""
+    while b"\r\n\r\n" not in buf:
+        data = src.recv(65536)
+        if not data:
+            return None
+        buf.extend(data)
+    end = buf.index(b"\r\n\r\n") + 4
+    length = 0
+    for line in bytes(buf[:end]).split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip() or b"0")
+    if not recv_exact(src, buf, end + length):
+        return None
+    msg = bytes(buf[:end + length])
+    del buf[:end + length]
+    return msg
+
+
+def pipe_requests(src, dst, damage, relays):
+    """Client to server with `--udp`: each SETUP's client ports become a new relay's."""
+    buf = bytearray()
+    first = True
+    try:
+        while True:
+            msg = read_message(src, buf)
+            if msg is None:
+                break
+            client_port = transport_port(msg, b"client_port")
+            if msg.startswith(b"SETUP ") and client_port is not None:
+                relay = UdpRelay(damage, damaged=first)
+                first = False
+                relay.start(client_port)
+                relays.append(relay)
+                msg = rewrite_transport(msg, b"client_port", relay.port)
+            dst.sendall(msg)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def pipe_damaged(src, dst, damage, channel, relays=None):
     buf = bytearray()
     held = None
     try:
@@ -171,22 +312,10 @@ def pipe_damaged(src, dst, damage, channel):
                 elif verdict == "hold":
                     held = frame
                 continue
-            # An RTSP message: headers up to an empty line, then Content-Length bytes.
-            while b"\r\n\r\n" not in buf:
-                data = src.recv(65536)
-                if not data:
-                    return
-                buf.extend(data)
-            end = buf.index(b"\r\n\r\n") + 4
-            length = 0
-            for line in bytes(buf[:end]).split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value.strip() or b"0")
-            if not recv_exact(src, buf, end + length):
+            msg = read_message(src, buf)
+            if msg is None:
                 break
-            dst.sendall(rewrite_message(bytes(buf[:end + length]), damage.a))
-            del buf[:end + length]
+            dst.sendall(rewrite_message(msg, damage.a, relays))
     except OSError:
         pass
     for s in (src, dst):
@@ -204,6 +333,13 @@ def serve(client, a, damage):
         log(f"upstream: {e}")
         client.close()
         return
+    if a.udp:
+        relays = []
+        threading.Thread(target=pipe_requests, args=(client, upstream, damage, relays),
+                         daemon=True).start()
+        threading.Thread(target=pipe_damaged, args=(upstream, client, damage, None, relays),
+                         daemon=True).start()
+        return
     threading.Thread(target=pipe_raw, args=(client, upstream), daemon=True).start()
     threading.Thread(target=pipe_damaged, args=(upstream, client, damage, a.channel),
                      daemon=True).start()
@@ -214,6 +350,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream-port", type=int, required=True)
     p.add_argument("--channel", type=int, default=0)
+    p.add_argument("--udp", action="store_true")
     p.add_argument("--drop-percent", type=float, default=1.0)
     p.add_argument("--reorder-percent", type=float, default=0.5)
     p.add_argument("--damage-packets", type=int, default=0)

@@ -22,7 +22,8 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+gi.require_version("GstSdp", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstSdp  # noqa: E402
 
 KINDS = ("h264", "h265", "h264+aac", "h264+pcma", "h264+pcmu")
 
@@ -41,6 +42,92 @@ def latency_tune(a):
     return "tune=zerolatency " if a.bframes == 0 else ""
 
 
+def inband_h264(a):
+    # Parameter sets in band before every key frame (config-interval=-1), or only in the SDP: in
+    # length-prefixed form (stream-format=avc) they are in the caps' codec_data, whence the SDP's
+    # sprop-parameter-sets; the encoder's in-band copies are cut out (strip_parameter_sets) and the
+    # payloader inserts none (config-interval=0).
+    if a.no_inband_parameter_sets:
+        return (
+            "! video/x-h264,stream-format=avc,alignment=au ! identity name=strip "
+            "! rtph264pay name=pay0 pt=96 config-interval=0"
+        )
+    return "! rtph264pay name=pay0 pt=96 config-interval=-1"
+
+
+def inband_h265(a):
+    if a.no_inband_parameter_sets:
+        return (
+            "! h265parse ! video/x-h265,stream-format=hvc1,alignment=au ! identity name=strip "
+            "! rtph265pay name=pay0 pt=96 config-interval=0"
+        )
+    return "! rtph265pay name=pay0 pt=96 config-interval=-1"
+
+
+PARAMETER_SET_NAL_TYPES = {"h264": (7, 8), "h265": (32, 33, 34)}
+
+
+def without_parameter_sets(data, kind):
+    """The length-prefixed (4-byte) NAL units of `data` less the parameter sets, or None when it
+    has none."""
+    out = bytearray()
+    i = 0
+    cut = False
+    while i + 4 < len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        first = data[i + 4]
+        nal_type = (first >> 1) & 0x3F if kind == "h265" else first & 0x1F
+        if nal_type in PARAMETER_SET_NAL_TYPES[kind]:
+            cut = True
+        else:
+            out += data[i:i + 4 + n]
+        i += 4 + n
+    return bytes(out) if cut else None
+
+
+def strip_parameter_sets(media, kind):
+    """Cuts the parameter sets out of the video before the payloader (see inband_h264)."""
+    strip = media.get_element().get_by_name("strip")
+    if strip is None:
+        return
+    sink = strip.get_static_pad("sink")
+    src = strip.get_static_pad("src")
+
+    def probe(_pad, info):
+        buf = info.get_buffer()
+        data = without_parameter_sets(buf.extract_dup(0, buf.get_size()), kind)
+        if data is None:
+            return Gst.PadProbeReturn.OK
+        new = Gst.Buffer.new_wrapped(data)
+        new.pts, new.dts, new.duration = buf.pts, buf.dts, buf.duration
+        new.set_flags(buf.get_flags())
+        src.push(new)
+        return Gst.PadProbeReturn.DROP
+
+    sink.add_probe(Gst.PadProbeType.BUFFER, probe)
+
+
+def trailing_semicolon_media():
+    """A media type whose SDP ends every `a=fmtp` with `;` (an empty parameter), as some cameras
+    do. Defined after Gst.init (the base type's signals need GStreamer's types registered)."""
+
+    class TrailingSemicolonMedia(GstRtspServer.RTSPMedia):
+        def do_setup_sdp(self, sdp, info):
+            if not GstRtspServer.RTSPMedia.do_setup_sdp(self, sdp, info):
+                return False
+            for i in range(sdp.medias_len()):
+                media = sdp.get_media(i)
+                for j in range(media.attributes_len()):
+                    attr = media.get_attribute(j)
+                    if attr.key == "fmtp" and not attr.value.endswith(";"):
+                        new = GstSdp.SDPAttribute()
+                        new.set("fmtp", attr.value + ";")
+                        media.replace_attribute(j, new)
+            return True
+
+    return TrailingSemicolonMedia
+
+
 def video_h264(a):
     # scenecut=0: no extra key frames on the test pattern. sliced-threads=0: tune=zerolatency would
     # split frames into slices, and ffmpeg's RTP demuxer then splits each IDR access unit in two.
@@ -52,7 +139,7 @@ def video_h264(a):
         f"{b_frame_options(a, 'b-pyramid=none')}{':rc-lookahead=0' if a.bframes else ''} "
         # Without a profile the server's negotiation picks constrained baseline (no B-frames).
         f"{'! video/x-h264,profile=main ' if a.bframes else ''}"
-        f"! rtph264pay name=pay0 pt=96 config-interval=-1"
+        f"{inband_h264(a)}"
     )
 
 
@@ -64,7 +151,7 @@ def video_h265(a):
         f"! x265enc speed-preset=ultrafast {latency_tune(a)}key-int-max={g} bitrate={a.bitrate} "
         f"option-string=scenecut=0:open-gop=0:keyint={g}:min-keyint={g}"
         f"{b_frame_options(a, 'b-pyramid=0')} "
-        f"! rtph265pay name=pay0 pt=96 config-interval=-1"
+        f"{inband_h265(a)}"
     )
 
 
@@ -169,6 +256,10 @@ def main():
                    help="lower transports offered: a camera limited to udp answers 461 to TCP "
                         "interleaving (as VLC's server does)")
     p.add_argument("--auth", type=parse_auth, metavar="digest:USER:PASS|basic:USER:PASS")
+    p.add_argument("--no-inband-parameter-sets", action="store_true",
+                   help="video parameter sets (SPS/PPS, VPS) only in the SDP, never in the stream")
+    p.add_argument("--sdp-fmtp-trailing-semicolon", action="store_true",
+                   help="every a=fmtp line of the SDP ends with ';' (an empty parameter)")
     a = p.parse_args()
     if not a.mount:
         p.error("at least one --mount PATH=KIND is required")
@@ -184,10 +275,16 @@ def main():
 
     mounts = server.get_mount_points()
     factories = []
+    media_type = trailing_semicolon_media() if a.sdp_fmtp_trailing_semicolon else None
     for path, kind in a.mount:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch_line(kind, a))
         factory.set_shared(True)
+        if a.sdp_fmtp_trailing_semicolon:
+            factory.set_media_gtype(media_type)
+        if a.no_inband_parameter_sets:
+            video = "h265" if kind == "h265" else "h264"
+            factory.connect("media-configure", lambda _f, m, v=video: strip_parameter_sets(m, v))
         if a.protocols == "udp":
             factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
         elif a.protocols == "tcp":

@@ -342,6 +342,87 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
 }
 
 #[test]
+fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_decode() {
+    let dir = TestDir::new();
+    let cam = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
+    // A UDP relay: 1 % of the video's RTP datagrams dropped and 1 % sent after the next one, among
+    // the first 2000.
+    let proxy = LossyProxy::start(
+        cam.port(),
+        LossyOpts {
+            drop_percent: 1.0,
+            reorder_percent: 1.0,
+            damage_packets: 2000,
+            udp: true,
+            ..LossyOpts::default()
+        },
+    );
+    let config = write_config_transport(&dir, 4, &[("lossy", proxy.url("/cam"), "udp")]);
+    let mut nvr = start_nvr(&config, &dir);
+    let lost = |st: &serde_json::Value| st["rtp_packets_lost"].as_u64().unwrap_or(0);
+    // Once the damage is over, the status counts the dropped datagrams and nothing else: a
+    // reordered one is put back in its place.
+    let done = wait_until(Duration::from_secs(120), Duration::from_millis(300), || {
+        let damage = proxy.stats();
+        damage.done && lost(&stream_status(&dir, "lossy")) >= damage.dropped
+    });
+    let damage = proxy.stats();
+    // The status is read after the stream went on well past the damage window.
+    let frames_then = stream_status(&dir, "lossy")["frames_received"]
+        .as_u64()
+        .unwrap_or(0);
+    wait_until(Duration::from_secs(30), Duration::from_millis(300), || {
+        stream_status(&dir, "lossy")["frames_received"]
+            .as_u64()
+            .unwrap_or(0)
+            > frames_then + 25
+    });
+    let st = stream_status(&dir, "lossy");
+    eprintln!(
+        "UDP link: {} datagrams, {} dropped, {} reordered; recorder: {} lost, {} packet errors, \
+         {} of {} frames skipped to the next key frame",
+        damage.seen,
+        damage.dropped,
+        damage.reordered,
+        lost(&st),
+        st["packet_errors"],
+        st["frames_skipped"],
+        st["frames_received"]
+    );
+    assert!(
+        done,
+        "damage {damage:?}, status {st}\nnvr:\n{}",
+        nvr.stderr_tail(40)
+    );
+    assert!(damage.dropped > 0 && damage.reordered > 0, "{damage:?}");
+    assert_eq!(
+        (lost(&st), st["packet_errors"].as_u64().unwrap_or(0)),
+        (damage.dropped, 0),
+        "only the dropped datagrams are losses ({damage:?}): {st}"
+    );
+    assert_eq!(st["transport"], "udp", "{st}");
+    assert_eq!(st["connects"], 1, "the session stayed up: {st}");
+    assert_eq!(st["reconnects"], 0, "{st}");
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+
+    let segs = segments(&dir, "lossy");
+    assert!(segs.len() >= 2, "{segs:?}");
+    for s in &segs {
+        assert_eq!(s.state, SegmentState::Sealed);
+        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
+        let probe = ffprobe(dir.join("data").join(&s.path));
+        assert!(
+            probe.stderr_errors.is_empty(),
+            "{}: {}",
+            s.path,
+            probe.stderr_errors
+        );
+        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+    }
+}
+
+#[test]
 fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_band_records() {
     let dir = TestDir::new();
     let cam = GstCamera::start(
@@ -383,6 +464,57 @@ fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_band_records() {
     nvr.sigterm();
     nvr.expect_clean_exit(Duration::from_secs(20));
     for (camera, codec) in [("fmtp264", "h264"), ("fmtp265", "hevc")] {
+        for s in segments(&dir, camera) {
+            let probe = ffprobe(dir.join("data").join(&s.path));
+            assert!(
+                probe.stderr_errors.is_empty(),
+                "{}: {}",
+                s.path,
+                probe.stderr_errors
+            );
+            assert_eq!(probe.codec, codec);
+            assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+        }
+    }
+}
+
+#[test]
+fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_the_sdp_records() {
+    let dir = TestDir::new();
+    // The camera itself serves `a=fmtp:... ;` and sends no parameter sets in band: the SDP's are
+    // the only ones.
+    let cam = GstCamera::start(
+        &[("/h264", "h264"), ("/h265", "h265")],
+        CameraOpts {
+            no_inband_parameter_sets: true,
+            sdp_fmtp_trailing_semicolon: true,
+            ..CameraOpts::default()
+        },
+    );
+    let config = write_config(
+        &dir,
+        2,
+        &[("sdp264", cam.url("/h264")), ("sdp265", cam.url("/h265"))],
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = |camera: &str| {
+        segments(&dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed("sdp264") >= 2 && sealed("sdp265") >= 2
+        }),
+        "status h264 {}, h265 {}; nvr:\n{}",
+        stream_status(&dir, "sdp264"),
+        stream_status(&dir, "sdp265"),
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    for (camera, codec) in [("sdp264", "h264"), ("sdp265", "hevc")] {
         for s in segments(&dir, camera) {
             let probe = ffprobe(dir.join("data").join(&s.path));
             assert!(

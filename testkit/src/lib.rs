@@ -400,6 +400,10 @@ pub struct CameraOpts {
     /// Test picture (`--pattern`): `ball` (the default) or `snow` (noise: large frames).
     pub pattern: &'static str,
     pub auth: Option<CameraAuth>,
+    /// Video parameter sets only in the SDP, never in the stream (`--no-inband-parameter-sets`).
+    pub no_inband_parameter_sets: bool,
+    /// Every `a=fmtp` of the SDP ends with `;` (`--sdp-fmtp-trailing-semicolon`).
+    pub sdp_fmtp_trailing_semicolon: bool,
 }
 
 impl Default for CameraOpts {
@@ -414,6 +418,8 @@ impl Default for CameraOpts {
             udp_only: false,
             pattern: "ball",
             auth: None,
+            no_inband_parameter_sets: false,
+            sdp_fmtp_trailing_semicolon: false,
         }
     }
 }
@@ -459,6 +465,12 @@ impl GstCamera {
         if opts.udp_only {
             args.push("--protocols".into());
             args.push("udp".into());
+        }
+        if opts.no_inband_parameter_sets {
+            args.push("--no-inband-parameter-sets".into());
+        }
+        if opts.sdp_fmtp_trailing_semicolon {
+            args.push("--sdp-fmtp-trailing-semicolon".into());
         }
         if opts.bframes > 0 {
             args.push("--bframes".into());
@@ -690,7 +702,7 @@ pub struct LossyStats {
 /// What a [`LossyProxy`] does; `LossyOpts::default()` passes everything unchanged.
 #[derive(Clone, Debug, Default)]
 pub struct LossyOpts {
-    /// Percent of the RTP packets of interleaved channel 0 (the first stream's RTP) dropped.
+    /// Percent of the first stream's RTP packets (interleaved channel 0, or its UDP datagrams) dropped.
     pub drop_percent: f64,
     /// Percent of them sent after the packet that follows them.
     pub reorder_percent: f64,
@@ -700,9 +712,12 @@ pub struct LossyOpts {
     pub sdp_trailing_semicolon: bool,
     /// The SDP's `sprop-*` parameters are removed: parameter sets only in band.
     pub sdp_drop_sprop: bool,
+    /// RTP goes over UDP through the proxy's own port pairs (SETUP's ports rewritten); the
+    /// damage applies to the first stream's RTP datagrams. The client must ask for UDP.
+    pub udp: bool,
 }
 
-/// A lossy, quirky link for RTSP over TCP in front of a camera: `tests/lossy_rtsp_proxy.py` with
+/// A lossy, quirky link for RTSP (RTP interleaved over TCP, or over UDP) in front of a camera: `tests/lossy_rtsp_proxy.py` with
 /// [`LossyOpts`] (seeded: the same damage every run).
 pub struct LossyProxy {
     child: Option<Child>,
@@ -734,6 +749,9 @@ impl LossyProxy {
         }
         if opts.sdp_drop_sprop {
             args.push("--sdp-drop-sprop".into());
+        }
+        if opts.udp {
+            args.push("--udp".into());
         }
         let (child, port) = spawn_script_any_port("python3", &args, None, &log);
         LossyProxy {

@@ -155,10 +155,18 @@ pub(super) async fn connect(
     })
 }
 
-/// UDP options: the receive buffer and the port range of the configuration.
+/// RTP packets over UDP that arrive out of order are put back in sequence within this many packets
+/// held back ...
+const UDP_REORDER_MAX_PACKETS: usize = 64;
+/// ... and this long: a packet still missing then is counted as lost. 64 packets are under 100 KB;
+/// 50 ms is below a frame interval at 20 fps, so a real loss delays a frame by at most that.
+const UDP_REORDER_MAX_DELAY: Duration = Duration::from_millis(50);
+
+/// UDP options: the receive buffer and the port range of the configuration, and the reorder window.
 fn udp_options(settings: &IngestSettings) -> retina::client::UdpTransportOptions {
     let mut o = retina::client::UdpTransportOptions::default()
-        .recv_buffer_bytes(usize::try_from(settings.udp_recv_buffer_bytes).unwrap_or(usize::MAX));
+        .recv_buffer_bytes(usize::try_from(settings.udp_recv_buffer_bytes).unwrap_or(usize::MAX))
+        .reorder_window(UDP_REORDER_MAX_PACKETS, UDP_REORDER_MAX_DELAY);
     if let Some((first, last)) = settings.udp_port_range {
         o = o.port_range(first..last.saturating_add(1));
     }

@@ -34,6 +34,7 @@ use crate::{
 
 mod channel_mapping;
 mod parse;
+mod reorder;
 
 /// Internal API, public for a benchmark only.
 #[doc(hidden)]
@@ -585,7 +586,8 @@ pub enum Transport {
     /// Sends RTP packets over UDP (experimental).
     ///
     /// This support is currently only suitable for a LAN for a couple reasons:
-    /// *   There's no reorder buffer, so out-of-order packets are all dropped.
+    /// *   By default there's no reorder buffer, so out-of-order packets are all dropped;
+    ///     see [`UdpTransportOptions::reorder_window`].
     /// *   There's no support for sending RTCP RRs (receiver reports), so
     ///     servers won't have the correct information to measure packet loss
     ///     and pace packets appropriately.
@@ -625,6 +627,8 @@ pub struct TcpTransportOptions;
 pub struct UdpTransportOptions {
     port_range: Option<std::ops::Range<u16>>,
     recv_buffer_bytes: Option<usize>,
+    reorder_max_packets: usize,
+    reorder_max_delay: std::time::Duration,
 }
 
 impl UdpTransportOptions {
@@ -641,6 +645,17 @@ impl UdpTransportOptions {
     /// [`Stream::udp_recv_buffer_bytes`] for what was granted. The default leaves the system's.
     pub fn recv_buffer_bytes(mut self, bytes: usize) -> Self {
         self.recv_buffer_bytes = Some(bytes);
+        self
+    }
+
+    /// Puts RTP packets that arrive out of order back in sequence: a packet that arrives ahead
+    /// of the expected sequence number is held until the missing ones arrive, for at most
+    /// `max_delay`, and at most `max_packets` packets are held. A packet still missing then is
+    /// taken as lost (reported through `loss` as usual), and one arriving later still is skipped.
+    /// The default, `max_packets == 0`, holds nothing: out-of-order packets are skipped.
+    pub fn reorder_window(mut self, max_packets: usize, max_delay: std::time::Duration) -> Self {
+        self.reorder_max_packets = max_packets;
+        self.reorder_max_delay = max_delay;
         self
     }
 }
@@ -926,6 +941,12 @@ struct UdpSockets {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     read_buf: crate::buf::MarkBuf,
+
+    /// RTP packets held back to be put in sequence; each mark keeps its packet in `read_buf`.
+    reorder: reorder::ReorderBuffer<(StreamItem, crate::buf::Mark)>,
+
+    /// Wakes the stream when the oldest packet in `reorder` is due.
+    reorder_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Placeholder `Debug` impl to allow `UdpSockets` to be a field within a `#[derive(Debug)]` struct.
@@ -1609,7 +1630,9 @@ impl Session<Described> {
                 let local_ip = conn.inner.ctx().local_addr.ip();
                 let pair = crate::tokio::UdpPair::for_ip(
                     local_ip,
-                    opts.port_range.clone().unwrap_or(crate::DEFAULT_RTP_PORT_RANGE),
+                    opts.port_range
+                        .clone()
+                        .unwrap_or(crate::DEFAULT_RTP_PORT_RANGE),
                     opts.recv_buffer_bytes,
                 )
                 .map_err(|e| wrap!(ErrorInt::Internal(e.into())))?;
@@ -1635,6 +1658,11 @@ impl Session<Described> {
                         rtp: pair.rtp_socket,
                         rtcp: pair.rtcp_socket,
                         read_buf: crate::buf::MarkBuf::new(65536),
+                        reorder: reorder::ReorderBuffer::new(
+                            opts.reorder_max_packets,
+                            opts.reorder_max_delay,
+                        ),
+                        reorder_timer: None,
                     },
                 ))
             }
@@ -2453,6 +2481,63 @@ impl Session<Playing> {
             .inner
             .ctx();
 
+        loop {
+            // A held packet whose turn has come goes first.
+            if let Some((item, _mark)) = udp_sockets.reorder.pop(tokio::time::Instant::now()) {
+                // Dropping the mark is safe: the buffer reclaims space only when the next
+                // datagram is read, after this packet has been consumed.
+                return Poll::Ready(Some(Ok(item)));
+            }
+            match Self::poll_udp_stream_once(cx, i, udp_sockets, conn_ctx, stream_ctx) {
+                Poll::Ready(Some(Ok(item))) => {
+                    if item.channel_type == ChannelType::Rtcp {
+                        return Poll::Ready(Some(Ok(item)));
+                    }
+                    let Some(seq) = rtp_sequence_number(
+                        udp_sockets
+                            .read_buf
+                            .split(item.body_pos, usize::from(item.body_len)),
+                    ) else {
+                        // Too short for an RTP header; validation reports it.
+                        return Poll::Ready(Some(Ok(item)));
+                    };
+                    let mark = udp_sockets.read_buf.add_mark_at(item.body_pos);
+                    if let Some((item, _mark)) =
+                        udp_sockets
+                            .reorder
+                            .push(seq, tokio::time::Instant::now(), (item, mark))
+                    {
+                        return Poll::Ready(Some(Ok(item)));
+                    }
+                    // Held; look again (the buffer may be full), then read on.
+                }
+                Poll::Ready(other) => return Poll::Ready(other),
+                Poll::Pending => {
+                    let Some(deadline) = udp_sockets.reorder.deadline() else {
+                        udp_sockets.reorder_timer = None;
+                        return Poll::Pending;
+                    };
+                    let timer = udp_sockets
+                        .reorder_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.deadline() != deadline {
+                        timer.as_mut().reset(deadline);
+                    }
+                    ready!(timer.as_mut().poll(cx));
+                    // Due now: the next pass hands the oldest held packet on.
+                }
+            }
+        }
+    }
+
+    /// Reads one datagram of stream `i`, RTCP before RTP, into its ring buffer.
+    fn poll_udp_stream_once(
+        cx: &mut std::task::Context,
+        i: usize,
+        udp_sockets: &mut UdpSockets,
+        conn_ctx: &crate::ConnectionContext,
+        stream_ctx: &crate::StreamContext,
+    ) -> Poll<Option<Result<StreamItem, Error>>> {
         // Prioritize RTCP over RTP within a stream.
         for channel_type in [ChannelType::Rtcp, ChannelType::Rtp] {
             let socket = match channel_type {
@@ -2793,6 +2878,21 @@ impl futures::Stream for Session<Playing> {
             None => None,
         })
     }
+}
+
+/// The sequence number of the RTP packet in `pkt`, if it is long enough to have a header.
+fn rtp_sequence_number(pkt: crate::inputs::Split<'_>) -> Option<u16> {
+    let (first, second) = pkt.slices();
+    let byte = |i: usize| {
+        first
+            .get(i)
+            .or_else(|| second.get(i - first.len()))
+            .copied()
+    };
+    if first.len() + second.len() < 12 {
+        return None;
+    }
+    Some(u16::from_be_bytes([byte(2)?, byte(3)?]))
 }
 
 /// Raw received packet before validation.

@@ -984,7 +984,12 @@ impl InternalParameters {
     fn parse_format_specific_params(format_specific_params: &str) -> Result<Self, String> {
         let mut sprop_parameter_sets = None;
         for p in format_specific_params.split(';') {
-            match p.trim().split_once('=') {
+            let p = p.trim();
+            if p.is_empty() {
+                // Some servers end the list with ';' (VLC 3's, for H.265) or leave an empty parameter.
+                continue;
+            }
+            match p.split_once('=') {
                 Some(("sprop-parameter-sets", value)) => sprop_parameter_sets = Some(value),
                 None => return Err("key without value".into()),
                 _ => (),
@@ -2190,6 +2195,27 @@ mod tests {
         init_logging();
         assert!(super::InternalParameters::parse_format_specific_params("").is_err());
         assert!(super::InternalParameters::parse_format_specific_params(" ").is_err());
+    }
+
+    /// A trailing `;` or an empty parameter is skipped, not an error.
+    #[test]
+    fn empty_format_specific_params_are_skipped() {
+        init_logging();
+        for fp in [
+            "packetization-mode=1;sprop-parameter-sets=Z00AHpWoLQ9puAgICBAAAAAB,aO48gAAAAAE=;",
+            "packetization-mode=1;;sprop-parameter-sets=Z00AHpWoLQ9puAgICBAAAAAB,aO48gAAAAAE=",
+            "packetization-mode=1; ;sprop-parameter-sets=Z00AHpWoLQ9puAgICBAAAAAB,aO48gAAAAAE=; ",
+        ] {
+            let p = super::InternalParameters::parse_format_specific_params(fp).unwrap();
+            assert_eq!(p.generic_parameters.rfc6381_codec, "avc1.4D001E", "{fp}");
+        }
+        // A key without a value is still refused.
+        assert!(
+            super::InternalParameters::parse_format_specific_params(
+                "packetization-mode;sprop-parameter-sets=Z00AHpWoLQ9puAgICBAAAAAB,aO48gAAAAAE="
+            )
+            .is_err()
+        );
     }
 
     /// Tests parsing parameters from GW Security camera, which erroneously puts

@@ -821,7 +821,12 @@ impl InternalParameters {
         let mut pps_nal = None;
         let mut vps_nal = None;
         for p in format_specific_params.split(';') {
-            match p.trim().split_once('=') {
+            let p = p.trim();
+            if p.is_empty() {
+                // Some servers end the list with ';' (VLC 3's, for H.265) or leave an empty parameter.
+                continue;
+            }
+            match p.split_once('=') {
                 Some(("tx-mode", "SRST")) => {}
                 Some(("tx-mode", v)) => {
                     return Err(format!("unsupported/unexpected tx-mode {v}; expected SRST"));
@@ -1646,6 +1651,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.generic_parameters.pixel_dimensions(), (640, 368));
+    }
+
+    /// A trailing `;` or an empty parameter is skipped, not an error.
+    #[test]
+    fn empty_format_specific_params_are_skipped() {
+        init_logging();
+        for fp in [
+            "sprop-vps=QAEMAf//AWAAAAMAkAAAAwAAAwA/LAwAAgAAAwAoAAIAAgACgA==;\
+             sprop-sps=QgEBAWAAAAMAkAAAAwAAAwA/oAUCAXFlLkkyS7I=;sprop-pps=RAHA8vAzJA==;",
+            "profile-id=1;;sprop-vps=QAEMAf//AWAAAAMAkAAAAwAAAwA/LAwAAgAAAwAoAAIAAgACgA==; ;\
+             sprop-sps=QgEBAWAAAAMAkAAAAwAAAwA/oAUCAXFlLkkyS7I=;sprop-pps=RAHA8vAzJA==",
+        ] {
+            let p = super::InternalParameters::parse_format_specific_params(fp).unwrap();
+            assert_eq!(p.generic_parameters.pixel_dimensions(), (640, 368), "{fp}");
+        }
+        // A key without a value is still refused.
+        assert!(
+            super::InternalParameters::parse_format_specific_params(
+                "profile-id;sprop-vps=QAEMAf//AWAAAAMAkAAAAwAAAwA/LAwAAgAAAwAoAAIAAgACgA==;\
+                 sprop-sps=QgEBAWAAAAMAkAAAAwAAAwA/oAUCAXFlLkkyS7I=;sprop-pps=RAHA8vAzJA=="
+            )
+            .is_err()
+        );
     }
 
     /// Parses `format-specific-params` from <https://github.com/scottlamb/moonfire-nvr/issues/333>.
