@@ -92,15 +92,17 @@ impl Primary {
     /// Seals segment `i` on `standby` with the primary's info, size and end, and hash `sha`.
     fn seal_into(&self, standby: &Store, i: usize, sha: &str) -> Result<(), MirrorError> {
         let s = &self.segments[i];
-        standby.mirror_seal(
-            PRIMARY,
-            self.path(i),
-            &self.info(i),
-            s.size_bytes as u64,
-            sha,
-            s.end_ms,
-            s.frames,
-        )
+        standby
+            .mirror_seal(
+                PRIMARY,
+                self.path(i),
+                &self.info(i),
+                s.size_bytes as u64,
+                sha,
+                s.end_ms,
+                s.frames,
+            )
+            .map(|_| ())
     }
 
     /// Mirrors segment `i` completely into `standby`.

@@ -61,6 +61,20 @@ pub struct MirrorInfo {
     pub audio_codec: Option<String>,
 }
 
+/// What sealing a mirrored segment did besides publishing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealOutcome {
+    /// The staging copy was longer than the sealed size: the tail beyond it was kept in quarantine.
+    pub cut_tail: Option<CutTail>,
+}
+
+/// Bytes held beyond a seal's size (the primary lost them in a crash), kept in quarantine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutTail {
+    pub quarantine_path: PathBuf,
+    pub bytes: u64,
+}
+
 /// One segment of an origin held by this store: sealed (`sealed_sha256` set) or partial (staging).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MirrorHolding {

@@ -7,7 +7,9 @@ impl Store {
     ///
     /// The staging copy must be exactly `size_bytes` long and hash to `sha256`: if it is shorter,
     /// `OffsetGap { held, offset: size_bytes }` (send the rest first, nothing is quarantined); if it is
-    /// longer or hashes differently it is moved to quarantine and `Contradiction`. Then: fsync,
+    /// longer, its first `size_bytes` must hash to `sha256` (a primary whose crash cut back bytes it had
+    /// already sent): the tail is then kept in quarantine and reported in [`SealOutcome::cut_tail`];
+    /// if it hashes differently it is moved to quarantine and `Contradiction`. Then: fsync,
     /// read-only, publish at `path` with a hard link (never replaces: an existing file with the same hash
     /// is an idempotent success, a different one is `Contradiction` and left untouched), fsync the
     /// directory, catalog row (`node` = origin, `sealed`, no run), remove the staging copy.
@@ -22,7 +24,7 @@ impl Store {
         sha256: &str,
         end_ms: i64,
         frames: i64,
-    ) -> Result<(), MirrorError> {
+    ) -> Result<SealOutcome, MirrorError> {
         let pinfo = self.check_mirror_path(origin, path)?;
         if info.camera != pinfo.camera
             || info.stream != pinfo.stream
@@ -42,6 +44,7 @@ impl Store {
             ));
         }
         let sha = normalize_sha256(path, sha256)?;
+        let mut outcome = SealOutcome::default();
         let mut guard = self.mirror_guard();
         let staged = self.staging_path(origin, path);
         let target = self.data_dir.join(path);
@@ -52,7 +55,7 @@ impl Store {
         if let Some(row) = self.sealed_segment_by_path(path)? {
             if row.sha256.as_deref() == Some(sha.as_str()) && row.size_bytes as u64 == size_bytes {
                 self.remove_staging(&staged)?;
-                return Ok(());
+                return Ok(outcome);
             }
             let q = self.quarantine_staging(origin, path, &staged)?;
             return Err(contradiction(
@@ -121,16 +124,15 @@ impl Store {
                 });
             }
             Some(held) => {
-                if held > size_bytes {
-                    let q = self.quarantine_staging(origin, path, &staged)?;
-                    return Err(contradiction(
-                        path,
-                        format!("{held} bytes held, seal says {size_bytes}"),
-                        q,
-                    ));
-                }
-                let data =
+                let mut data =
                     std::fs::read(&staged).map_err(|e| StorageError::io("read", &staged, e))?;
+                let mut cached_hash = cached_hash;
+                if held > size_bytes {
+                    outcome.cut_tail = Some(
+                        self.cut_crash_tail(origin, path, &staged, &mut data, size_bytes, &sha)?,
+                    );
+                    cached_hash = None;
+                }
                 let have = match cached_hash {
                     Some((hashed, ctx)) if hashed == data.len() as u64 => {
                         base::hex::encode(ctx.finish().as_ref())
@@ -217,6 +219,56 @@ impl Store {
                 data.len()
             ),
         );
-        Ok(())
+        Ok(outcome)
+    }
+
+    /// The staging copy holds more than the seal says: the primary lost a tail it had already sent
+    /// (a crash cut its file back to a fragment boundary before the bytes were durable there). If the
+    /// first `size_bytes` held hash to the sealed `sha`, the tail beyond them is kept in quarantine and
+    /// the staging copy (and `data`) cut to the sealed size; otherwise the whole staging copy goes to
+    /// quarantine and the seal is a `Contradiction`.
+    fn cut_crash_tail(
+        &self,
+        origin: &str,
+        path: &str,
+        staged: &Path,
+        data: &mut Vec<u8>,
+        size_bytes: u64,
+        sha: &str,
+    ) -> Result<CutTail, MirrorError> {
+        let held = data.len() as u64;
+        let size = usize::try_from(size_bytes)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let prefix = sha256_hex(&data[..size]);
+        if prefix != sha {
+            let q = self.quarantine_staging(origin, path, staged)?;
+            return Err(contradiction(
+                path,
+                format!(
+                    "{held} bytes held, seal says {size_bytes}, and the first {size_bytes} hash to {prefix}, not {sha}"
+                ),
+                q,
+            ));
+        }
+        let quarantine_path = self.quarantine_bytes(origin, path, &data[size..])?;
+        OpenOptions::new()
+            .write(true)
+            .open(staged)
+            .and_then(|f| f.set_len(size_bytes).and_then(|()| f.sync_all()))
+            .map_err(|e| StorageError::io("cut", staged, e))?;
+        data.truncate(size);
+        tracing::warn!(
+            path,
+            origin,
+            held,
+            size_bytes,
+            quarantine = %quarantine_path.display(),
+            "primary sealed a shorter segment than it sent (crash cut); tail kept in quarantine"
+        );
+        Ok(CutTail {
+            quarantine_path,
+            bytes: held - size_bytes,
+        })
     }
 }

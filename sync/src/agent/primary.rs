@@ -14,6 +14,10 @@ use store::{SegmentRow, SegmentState, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 
+mod watermark;
+
+use watermark::Watermark;
+
 use super::{
     from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
     SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
@@ -451,7 +455,7 @@ async fn session(
     let mut last_status = Instant::now()
         .checked_sub(STATUS_INTERVAL)
         .unwrap_or_else(Instant::now);
-    let mut mirror_after_id = 0i64;
+    let mut watermark = Watermark::default();
     let mut head_in_flight: Option<usize> = None;
     let mut streams: HashMap<i64, (String, String)> = HashMap::new();
     let mut repairs: HashMap<String, (SegmentRow, Vec<u8>)> = HashMap::new();
@@ -586,33 +590,20 @@ async fn session(
         // The log first, so a sealed segment has its leaf index when announced.
         tokio::task::block_in_place(|| log.update(store, db, id, head_interval, true))?;
         if last_reconcile.elapsed() >= Duration::from_millis(cfg.reconcile_interval_ms) {
-            mirror_after_id = 0;
+            watermark.rescan();
             last_reconcile = Instant::now();
         }
 
-        // Mirror segments from the watermark on.
-        let rows = tokio::task::block_in_place(|| {
-            store
-                .catalog()
-                .node_segments_after(&cfg.node_name, mirror_after_id, 2000)
-        })?;
-        let mut contiguous_done = true;
+        // Mirror the segments still pending, then new ones from the watermark on.
+        let rows = tokio::task::block_in_place(|| watermark.rows(store, &cfg.node_name))?;
         let mut lags: HashMap<String, StreamLag> = HashMap::new();
         for row in rows {
-            if row.state == SegmentState::Deleted {
-                if contiguous_done {
-                    mirror_after_id = row.id.0;
-                }
-                continue;
-            }
             let m = mirrors.entry(row.path.clone()).or_default();
-            if m.done {
-                if contiguous_done {
-                    mirror_after_id = row.id.0;
-                }
+            if row.state == SegmentState::Deleted || m.done {
+                watermark.done(&row);
                 continue;
             }
-            contiguous_done = false;
+            watermark.pending(&row);
             if !streams.contains_key(&row.stream_id.0) {
                 streams = store
                     .catalog()
@@ -689,7 +680,9 @@ async fn session(
                     });
                 }
             }
-            if sealed && m.sent == local_len && !m.seal_sent {
+            // More sent than the sealed file holds: a crash cut the file back after its tail was
+            // mirrored. The seal tells the standby to keep the matching prefix.
+            if sealed && m.sent >= local_len && !m.seal_sent {
                 if let (Some(sha), Some(leaf_index)) =
                     (row.sha256.clone(), log.leaf_index(&row.path))
                 {

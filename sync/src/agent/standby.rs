@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::syncdb::SyncDb;
-use store::{MirrorError, MirrorInfo, SegmentState, Store};
+use store::{MirrorError, SegmentState, Store};
 use tokio::sync::watch;
 
 use super::{
@@ -24,6 +24,8 @@ use crate::merkle::{
     SignedTreeHead,
 };
 use crate::proto::{ErrorCode, Holding, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
+
+mod sealed;
 
 /// What the standby holds of one primary's log.
 #[derive(Default)]
@@ -316,82 +318,14 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 frames,
                 leaf_index: _,
             } => {
-                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
-                    continue;
-                }
-                let logged = lock(&shared.origins)
-                    .get(&origin)
-                    .and_then(|l| l.logged.get(&key.path).copied());
-                if let Some(logged) = logged {
-                    if base::hex::encode(&logged) != sha256 {
-                        let reason = format!(
-                            "seal hash {sha256} contradicts the logged {}",
-                            base::hex::encode(&logged)
-                        );
-                        refuse(
-                            shared,
-                            &mut conn,
-                            &origin,
-                            Some(key),
-                            "contradicts_log",
-                            &reason,
-                        )
-                        .await?;
-                        continue;
-                    }
-                }
-                let Some(info) = infos.get(&key.path) else {
-                    refuse(
-                        shared,
-                        &mut conn,
-                        &origin,
-                        Some(key),
-                        "protocol",
-                        "sealed before it was opened",
-                    )
-                    .await?;
-                    continue;
+                let seal = sealed::Seal {
+                    key,
+                    size_bytes,
+                    sha256,
+                    end_ms,
+                    frames,
                 };
-                let info = MirrorInfo {
-                    camera: info.camera.clone(),
-                    stream: info.stream.clone(),
-                    start_ms: info.start_ms,
-                    video_codec: info.video_codec.clone(),
-                    width: info.width,
-                    height: info.height,
-                    audio_codec: info.audio_codec.clone(),
-                };
-                let r = tokio::task::block_in_place(|| {
-                    shared.store.mirror_seal(
-                        &origin, &key.path, &info, size_bytes, &sha256, end_ms, frames,
-                    )
-                });
-                match r {
-                    Ok(()) => {
-                        with_status(&shared.status, |s| {
-                            if let Some(p) = s.peers.get_mut(&origin) {
-                                p.segments_sealed_on_peer += 1;
-                            }
-                        });
-                        conn.send(&Message::Ack {
-                            key,
-                            bytes_durable: size_bytes,
-                        })
-                        .await?;
-                    }
-                    Err(MirrorError::Storage(e)) => return Err(e.into()),
-                    Err(e) => {
-                        refuse(
-                            shared,
-                            &mut conn,
-                            &origin,
-                            Some(key),
-                            "refused_seal",
-                            &e.to_string(),
-                        )
-                        .await?
-                    }
-                }
+                sealed::handle(shared, &mut conn, &origin, &infos, seal).await?;
             }
             Message::TreeHead {
                 head,

@@ -1,0 +1,66 @@
+//! Which of this node's segments the primary's mirroring loop looks at: every segment not yet
+//! mirrored (open, or sealed but not acknowledged by the standby) plus the next page of new catalog
+//! rows. A segment that stays pending (a crash-cut segment, a refused one) never stops the scan: the
+//! cursor moves past every row it has seen and the pending ones are looked up by path.
+
+use std::collections::BTreeMap;
+
+use store::{SegmentRow, Store};
+
+/// Catalog rows read per pass past the cursor.
+const PAGE_ROWS: u32 = 2000;
+
+#[derive(Debug, Default)]
+pub(super) struct Watermark {
+    /// Every row with an id up to here has been seen.
+    scanned_after_id: i64,
+    /// Rows seen but not yet mirrored: id -> path, oldest first.
+    pending: BTreeMap<i64, String>,
+}
+
+impl Watermark {
+    /// The pending rows (re-read, as they grow and get sealed), then the next page of new rows.
+    pub(super) fn rows(
+        &mut self,
+        store: &Store,
+        node: &str,
+    ) -> Result<Vec<SegmentRow>, store::StorageError> {
+        let catalog = store.catalog();
+        let mut rows = Vec::with_capacity(self.pending.len());
+        let mut gone = Vec::new();
+        for (id, path) in &self.pending {
+            match catalog.segment_by_path(path)? {
+                Some(row) if row.id.0 == *id => rows.push(row),
+                // Its row was removed (or the path reused by a new row, which the scan finds).
+                _ => gone.push(*id),
+            }
+        }
+        for id in gone {
+            self.pending.remove(&id);
+        }
+        let page = catalog.node_segments_after(node, self.scanned_after_id, PAGE_ROWS)?;
+        if let Some(last) = page.last() {
+            self.scanned_after_id = last.id.0;
+        }
+        rows.extend(
+            page.into_iter()
+                .filter(|r| !self.pending.contains_key(&r.id.0)),
+        );
+        Ok(rows)
+    }
+
+    /// `row` is still to be mirrored.
+    pub(super) fn pending(&mut self, row: &SegmentRow) {
+        self.pending.insert(row.id.0, row.path.clone());
+    }
+
+    /// `row` is mirrored (or deleted): no need to look at it again.
+    pub(super) fn done(&mut self, row: &SegmentRow) {
+        self.pending.remove(&row.id.0);
+    }
+
+    /// Starts a full pass over the catalog again (file events and acks can be missed).
+    pub(super) fn rescan(&mut self) {
+        self.scanned_after_id = 0;
+    }
+}

@@ -1,0 +1,231 @@
+//! End-to-end tests of the mirroring data path under crashes and stalls: real recorder, real agents as
+//! processes on loopback, real faults (kill -9, a segment file cut back to a fragment boundary as
+//! power-loss recovery does, a damaged `sync.db`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+struct Pair {
+    dir: TestDir,
+    data_a: PathBuf,
+    data_s: PathBuf,
+    cfg: PathBuf,
+    _camsim: NvrProcess,
+    recorder: NvrProcess,
+    primary: NvrProcess,
+    standby: NvrProcess,
+}
+
+/// Camera simulator (one stream) + recorder + standby agent + primary agent; `adjust` edits the
+/// cluster file before it is written.
+fn start_pair(adjust: impl FnOnce(&mut ClusterFile)) -> Pair {
+    let dir = TestDir::new();
+    let cam_port = free_port();
+    let camsim = NvrProcess::spawn(
+        &dir,
+        &[
+            "camsim",
+            "--listen",
+            &format!("127.0.0.1:{cam_port}"),
+            "--streams",
+            "1",
+        ],
+    );
+    let a = keygen(&dir, "node-a");
+    let s = keygen(&dir, "standby-1");
+    let data_a = dir.join("data-a");
+    let data_s = dir.join("data-s");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    cluster.cameras = vec![("cam1".into(), format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
+    adjust(&mut cluster);
+    let cfg = cluster.write(&dir);
+    let standby = spawn_sync(&dir, &cfg, "standby-1");
+    let recorder = spawn_recorder(&dir, &cfg, "node-a");
+    let primary = spawn_sync(&dir, &cfg, "node-a");
+    Pair {
+        dir,
+        data_a,
+        data_s,
+        cfg,
+        _camsim: camsim,
+        recorder,
+        primary,
+        standby,
+    }
+}
+
+fn reader(data_dir: &Path) -> Option<store::Reader> {
+    if !data_dir.join("catalog.db").exists() {
+        return None;
+    }
+    store::Reader::open(data_dir, std::sync::Arc::new(base::clock::SystemClock)).ok()
+}
+
+/// Segments of `node` in `state` on the store at `data_dir` (path -> sha256, empty when open).
+fn segments_on(
+    data_dir: &Path,
+    node: &str,
+    state: store::SegmentState,
+) -> BTreeMap<String, String> {
+    let Some(store) = reader(data_dir) else {
+        return BTreeMap::new();
+    };
+    store
+        .segments_in_state(state)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.node == node)
+        .map(|r| (r.path, r.sha256.unwrap_or_default()))
+        .collect()
+}
+
+fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
+    segments_on(data_dir, node, store::SegmentState::Sealed)
+}
+
+fn alarms(data_dir: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
+    nvr_sync::syncdb::SyncDb::open(data_dir)
+        .and_then(|db| db.alarms(0))
+        .unwrap_or_default()
+}
+
+/// Ends of the complete fragments of the file at `path` (empty if unreadable).
+fn fragment_ends(path: &Path) -> Vec<u64> {
+    store::mp4::scan_file(path)
+        .map(|r| r.fragments.iter().map(|f| f.offset + f.len).collect())
+        .unwrap_or_default()
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Stops the recorder and waits until the standby holds every sealed segment of the primary with the
+/// primary's hash.
+fn stop_and_converge(p: &mut Pair, timeout: Duration) {
+    p.recorder.sigterm();
+    p.recorder.expect_clean_exit(Duration::from_secs(30));
+    let want = sealed_on(&p.data_a, "node-a");
+    assert!(!want.is_empty());
+    let converged = wait_until(timeout, Duration::from_millis(300), || {
+        let have = sealed_on(&p.data_s, "node-a");
+        want.iter().all(|(path, sha)| have.get(path) == Some(sha))
+    });
+    let have = sealed_on(&p.data_s, "node-a");
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        converged,
+        "standby lacks {} of {} segments: {missing:?}\nprimary log:\n{}\nstandby log:\n{}",
+        missing.len(),
+        want.len(),
+        p.primary.stderr_tail(30),
+        p.standby.stderr_tail(30)
+    );
+}
+
+/// Issue 8, defect 2. The primary mirrors bytes before they are durable; a power loss then cuts its
+/// open segment back to an earlier fragment boundary, so the standby holds more than the primary's
+/// sealed file. The standby must seal the prefix that matches the primary's hash (the longer tail
+/// kept in quarantine, with an alarm), and mirroring of later segments must go on.
+#[test]
+fn a_segment_cut_back_after_a_crash_seals_on_the_standby_and_later_ones_follow() {
+    let mut p = start_pair(|c| c.segment_s = 10);
+    // The recorder's open segment, once the standby holds at least two of its fragments.
+    let mut open: Option<(String, u64)> = None;
+    let found = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        let Some((path, _)) = segments_on(&p.data_a, "node-a", store::SegmentState::Open)
+            .into_iter()
+            .next()
+        else {
+            return false;
+        };
+        let ends = fragment_ends(&p.data_a.join(&path));
+        let held = file_len(&p.data_s.join("incoming/node-a").join(&path));
+        if ends.len() >= 3 && held >= ends[1] {
+            open = Some((path, held));
+            return true;
+        }
+        false
+    });
+    assert!(
+        found,
+        "the standby never held two fragments of an open segment\nprimary:\n{}",
+        p.primary.stderr_tail(30)
+    );
+    let (path, _) = open.expect("open segment");
+    // The crash: both processes on the primary die at once.
+    p.primary.kill9();
+    p.recorder.kill9();
+    let staged = p.data_s.join("incoming/node-a").join(&path);
+    let held = file_len(&staged);
+    let primary_file = p.data_a.join(&path);
+    // What power-loss recovery leaves: the file cut back to a fragment boundary below what the
+    // standby holds (the bytes after it were never durable on the primary).
+    let cut = fragment_ends(&primary_file)
+        .into_iter()
+        .filter(|&e| e < held)
+        .max()
+        .expect("a fragment boundary below what the standby holds");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&primary_file)
+        .and_then(|f| f.set_len(cut))
+        .expect("cut the primary's file");
+    println!("standby holds {held} bytes of {path}; primary cut back to {cut}");
+
+    p.recorder = spawn_recorder(&p.dir, &p.cfg, "node-a");
+    p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
+    let sealed = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        let want = sealed_on(&p.data_a, "node-a").get(&path).cloned();
+        want.is_some() && sealed_on(&p.data_s, "node-a").get(&path) == want.as_ref()
+    });
+    assert!(
+        sealed,
+        "{path} never sealed on the standby\nprimary:\n{}\nstandby:\n{}",
+        p.primary.stderr_tail(30),
+        p.standby.stderr_tail(30)
+    );
+    assert_eq!(file_len(&p.data_s.join(&path)), cut);
+    assert!(!staged.exists(), "staging copy left behind");
+    let alarm = alarms(&p.data_s)
+        .into_iter()
+        .find(|a| a.kind == "crash_cut" && a.segment_path.as_deref() == Some(path.as_str()));
+    assert!(
+        alarm.is_some(),
+        "no crash_cut alarm: {:?}",
+        alarms(&p.data_s)
+    );
+    // The tail the primary lost is kept, not discarded.
+    let tails: Vec<u64> = std::fs::read_dir(p.data_s.join("quarantine"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| file_len(&e.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        tails.contains(&(held - cut)),
+        "quarantine holds {tails:?}, expected the {} bytes of the tail",
+        held - cut
+    );
+    // Later segments are mirrored.
+    let before = sealed_on(&p.data_a, "node-a").len();
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+            sealed_on(&p.data_a, "node-a").len() > before
+        }),
+        "the recorder sealed nothing after the restart"
+    );
+    stop_and_converge(&mut p, Duration::from_secs(60));
+    assert!(p.primary.is_running() && p.standby.is_running());
+}
