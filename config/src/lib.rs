@@ -111,6 +111,10 @@ pub struct SyncSettings {
     pub scrub_bytes_per_s: u64,
     /// Primary: cap of the media bytes sent per second; 0 = no cap. Default 0. Per-node override.
     pub bandwidth_bytes_per_s: u64,
+    /// Anything that stops mirroring progress (a segment not sealed on the standby, a peer unreachable
+    /// or refusing heads, a local log error) raises an alarm once it has lasted this long.
+    /// Default 120 000.
+    pub stall_alarm_ms: u64,
 }
 
 impl Default for SyncSettings {
@@ -121,6 +125,7 @@ impl Default for SyncSettings {
             scrub_interval_ms: 3_600_000,
             scrub_bytes_per_s: 50_000_000,
             bandwidth_bytes_per_s: 0,
+            stall_alarm_ms: 120_000,
         }
     }
 }

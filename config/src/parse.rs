@@ -220,6 +220,7 @@ const SYNC_KEYS: &[&str] = &[
     "scrub_interval_ms",
     "scrub_bytes_per_s",
     "bandwidth_bytes_per_s",
+    "stall_alarm_ms",
 ];
 
 /// The `[sync]` keys a node may override in `[nodes.sync]`: those that depend on its disk and link.
@@ -273,6 +274,9 @@ fn parse_sync(t: &Table<'_, '_>, base: &SyncSettings) -> Result<SyncSettings, Co
         bandwidth_bytes_per_s: t
             .byte_size("bandwidth_bytes_per_s", true)?
             .unwrap_or(base.bandwidth_bytes_per_s),
+        stall_alarm_ms: t
+            .int_in("stall_alarm_ms", 1, MAX_SYNC_MS)?
+            .unwrap_or(base.stall_alarm_ms),
     })
 }
 

@@ -38,7 +38,8 @@ fn camera(name: &str, node: &str) -> String {
 /// Two primaries (a: cameras c1, c2; b: camera c3) protected by standby s.
 fn two_primaries() -> String {
     [
-        "[sync]\nscrub_interval_ms = 1000\nbandwidth_bytes_per_s = 7\n".to_owned(),
+        "[sync]\nscrub_interval_ms = 1000\nbandwidth_bytes_per_s = 7\nstall_alarm_ms = 9000\n"
+            .to_owned(),
         primary("a", 'a', "[nodes.sync]\nbandwidth_bytes_per_s = \"1 MB\"\n"),
         primary("b", 'b', ""),
         standby(
@@ -200,6 +201,7 @@ fn one_nodes_view() {
     assert_eq!(peers, [("a", true), ("b", true)]);
     assert_eq!(ss.settings.scrub_interval_ms, 0);
     assert_eq!(ss.settings.bandwidth_bytes_per_s, 7);
+    assert_eq!(ss.settings.stall_alarm_ms, 9000);
 }
 
 /// `two_primaries` with every identity_dir under `root`.

@@ -33,6 +33,8 @@ pub struct SyncConfig {
     pub scrub_bytes_per_s: u64,
     /// Primary: cap of the media bytes sent per second; 0 = no cap.
     pub bandwidth_bytes_per_s: u64,
+    /// Anything that stops mirroring progress raises an alarm once it has lasted this long.
+    pub stall_alarm_ms: u64,
     /// Primary: its standby; standby: the primaries it protects.
     pub peers: Vec<Peer>,
 }
@@ -89,6 +91,7 @@ impl SyncConfig {
             scrub_interval_ms: view.settings.scrub_interval_ms,
             scrub_bytes_per_s: view.settings.scrub_bytes_per_s,
             bandwidth_bytes_per_s: view.settings.bandwidth_bytes_per_s,
+            stall_alarm_ms: view.settings.stall_alarm_ms,
             peers,
         })
     }

@@ -95,6 +95,35 @@ fn alarms(data_dir: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
         .unwrap_or_default()
 }
 
+fn status_file(data_dir: &Path) -> serde_json::Value {
+    std::fs::read(data_dir.join("sync-status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The stalls listed in the status file at `data_dir`.
+fn stalls(data_dir: &Path) -> Vec<serde_json::Value> {
+    status_file(data_dir)["stalls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The largest `lag_ms` of any stream in the primary's status.
+fn max_lag_ms(data_a: &Path) -> i64 {
+    status_file(data_a)["peers"]["standby-1"]["streams"]
+        .as_object()
+        .map(|streams| {
+            streams
+                .values()
+                .filter_map(|v| v["lag_ms"].as_i64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
 /// Ends of the complete fragments of the file at `path` (empty if unreadable).
 fn fragment_ends(path: &Path) -> Vec<u64> {
     store::mp4::scan_file(path)
@@ -228,4 +257,119 @@ fn a_segment_cut_back_after_a_crash_seals_on_the_standby_and_later_ones_follow()
     );
     stop_and_converge(&mut p, Duration::from_secs(60));
     assert!(p.primary.is_running() && p.standby.is_running());
+}
+
+/// Issue 8, defect 12 (the drill of the issue): a leaf row deleted from the primary's `sync.db` makes
+/// every log update fail ("leaf N appended, the next index is N+1"), so mirroring stops. That must
+/// raise an alarm within the configured bound, show in the status with how long it has lasted, and
+/// the streams' `lag_ms` must not read 0 meanwhile.
+#[test]
+fn a_damaged_log_on_the_primary_raises_an_alarm_and_shows_in_the_status() {
+    let mut p = start_pair(|c| c.extra = "stall_alarm_ms = 3000".into());
+    let leaves = |data: &Path| {
+        nvr_sync::syncdb::SyncDb::open(data)
+            .and_then(|db| db.leaf_count("node-a"))
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+            leaves(&p.data_a) >= 3 && sealed_on(&p.data_s, "node-a").len() >= 3
+        }),
+        "nothing logged and mirrored\n{}",
+        p.primary.stderr_tail(30)
+    );
+    p.primary.sigterm();
+    p.primary.expect_clean_exit(Duration::from_secs(20));
+    let db = rusqlite::Connection::open(p.data_a.join("sync.db")).expect("open sync.db");
+    let deleted = db
+        .execute(
+            "DELETE FROM leaves WHERE log_node = 'node-a' AND leaf_index = 1",
+            [],
+        )
+        .expect("delete a leaf row");
+    assert_eq!(deleted, 1);
+    drop(db);
+    assert!(alarms(&p.data_a).is_empty(), "{:?}", alarms(&p.data_a));
+
+    p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
+    let alarmed = wait_until(Duration::from_secs(40), Duration::from_millis(300), || {
+        alarms(&p.data_a).iter().any(|a| a.kind == "log_error")
+    });
+    assert!(
+        alarmed,
+        "no log_error alarm: {:?}\nprimary:\n{}",
+        alarms(&p.data_a),
+        p.primary.stderr_tail(30)
+    );
+    let stall = stalls(&p.data_a)
+        .into_iter()
+        .find(|s| s["kind"] == "log_error")
+        .unwrap_or_else(|| panic!("status shows no log stall: {}", status_file(&p.data_a)));
+    assert!(stall["waited_ms"].as_i64() >= Some(3000), "{stall}");
+    assert!(
+        stall["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the next index is"),
+        "{stall}"
+    );
+    // The recorder goes on; what it records waits, and the lag says so.
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(300), || {
+            max_lag_ms(&p.data_a) > 0
+        }),
+        "lag_ms reads 0 while mirroring is stopped: {}",
+        status_file(&p.data_a)
+    );
+    assert!(p.recorder.is_running());
+}
+
+/// Issue 8, defects 2 and 12: a standby that cannot store anything (a file where its staging
+/// directory should be) stops mirroring; both sides raise an alarm within the bound, the primary's
+/// status names the waiting segment and how long it has waited, `lag_ms` is not 0. Once the standby
+/// can store again, everything is mirrored and the stalls are cleared.
+#[test]
+fn a_standby_that_cannot_store_raises_stall_alarms_on_both_sides_and_recovers() {
+    let mut p = start_pair(|c| {
+        let incoming = c.standby_data.join("incoming/node-a");
+        std::fs::create_dir_all(&incoming).expect("mkdir incoming");
+        std::fs::write(incoming.join("media"), "not a directory").expect("blocker");
+        c.extra = "stall_alarm_ms = 3000".into();
+    });
+    let blocker = p.data_s.join("incoming/node-a/media");
+    let alarmed = wait_until(Duration::from_secs(40), Duration::from_millis(300), || {
+        alarms(&p.data_a).iter().any(|a| a.kind == "segment_stuck")
+            && alarms(&p.data_s).iter().any(|a| a.kind == "store_error")
+    });
+    assert!(
+        alarmed,
+        "primary alarms {:?}\nstandby alarms {:?}\nprimary:\n{}",
+        alarms(&p.data_a),
+        alarms(&p.data_s),
+        p.primary.stderr_tail(30)
+    );
+    let stuck = stalls(&p.data_a)
+        .into_iter()
+        .find(|s| s["kind"] == "segment_stuck")
+        .unwrap_or_else(|| panic!("status shows no stuck segment: {}", status_file(&p.data_a)));
+    let segment = stuck["segment"].as_str().unwrap_or("").to_owned();
+    assert!(segment.starts_with("media/cam1/main/"), "{stuck}");
+    assert!(stuck["waited_ms"].as_i64() >= Some(3000), "{stuck}");
+    assert!(max_lag_ms(&p.data_a) >= 3000, "{}", status_file(&p.data_a));
+    assert!(
+        stalls(&p.data_s).iter().any(|s| s["kind"] == "store_error"),
+        "{}",
+        status_file(&p.data_s)
+    );
+
+    std::fs::remove_file(&blocker).expect("remove blocker");
+    stop_and_converge(&mut p, Duration::from_secs(60));
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(300), || {
+            stalls(&p.data_a).is_empty() && stalls(&p.data_s).is_empty()
+        }),
+        "stalls not cleared: primary {:?} standby {:?}",
+        stalls(&p.data_a),
+        stalls(&p.data_s)
+    );
 }

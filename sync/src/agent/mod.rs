@@ -4,6 +4,7 @@
 
 pub mod primary;
 pub mod restore;
+pub mod stall;
 pub mod standby;
 
 use std::collections::BTreeMap;
@@ -56,8 +57,11 @@ pub struct StreamLag {
     pub local_bytes: u64,
     pub acked_bytes: u64,
     pub lag_bytes: u64,
-    /// How long the oldest un-acknowledged byte has been waiting.
+    /// How long the stream's oldest waiting segment has waited: un-acknowledged bytes, a seal not yet
+    /// acknowledged, or the link down. 0 only when nothing waits.
     pub lag_ms: i64,
+    /// Since when that segment (or the link) has waited.
+    pub waiting_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -87,6 +91,13 @@ pub struct AgentStatus {
     pub recent_alarms: Vec<crate::syncdb::AlarmRow>,
     pub scrub_passes: u64,
     pub scrub_bytes: u64,
+    /// Ongoing conditions that stop mirroring progress, oldest first ([`stall`]).
+    pub stalls: Vec<stall::Stall>,
+    #[serde(skip)]
+    pub stall_map: stall::Stalls,
+    /// A stall lasting this long raises an alarm.
+    #[serde(skip)]
+    pub stall_alarm_ms: u64,
 }
 
 pub type SharedStatus = Arc<Mutex<AgentStatus>>;
@@ -116,6 +127,20 @@ pub fn now_ms() -> i64 {
 
 /// Writes `sync-status.json` atomically.
 pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
+    let overdue = with_status(status, |s| stall::refresh(s, now_ms()));
+    for st in overdue {
+        let detail = format!(
+            "{} (for {} ms, since {})",
+            st.detail, st.waited_ms, st.since_ms
+        );
+        raise_alarm(
+            db,
+            &st.kind,
+            st.peer.as_deref(),
+            st.segment.as_deref(),
+            &detail,
+        );
+    }
     let alarms = db.alarms(0).unwrap_or_default();
     let snapshot = with_status(status, |s| {
         s.time_ms = now_ms();

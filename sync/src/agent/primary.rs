@@ -19,8 +19,8 @@ mod watermark;
 use watermark::Watermark;
 
 use super::{
-    from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
-    SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+    from_json, io_err, now_ms, raise_alarm, stall, to_json, with_status, write_status, AgentError,
+    Conn, SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
 };
 use crate::config::{Peer, SyncConfig};
 use crate::identity::{self, NodeIdentity};
@@ -200,9 +200,18 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let (store, db) = super::open_storage(&cfg)?;
-    let mut log = Log::load(&cfg.node_name, &db)?;
+    let mut log = Log::load(&cfg.node_name, &db).inspect_err(|e| {
+        raise_alarm(
+            &db,
+            "log_error",
+            None,
+            None,
+            &format!("cannot load the log: {e}"),
+        );
+    })?;
     let standby = cfg.peers[0].clone();
     with_status(&status, |s| {
+        s.stall_alarm_ms = cfg.stall_alarm_ms;
         s.node = cfg.node_name.clone();
         s.role = "primary".into();
         s.peers.entry(standby.pins.node.clone()).or_default().node = standby.pins.node.clone();
@@ -251,6 +260,9 @@ pub async fn run(
                 }
             }
         });
+        if let Err(e) = &result {
+            link_down(&store, &status, &standby.pins.node, &e.to_string());
+        }
         write_status(&cfg.data_dir, &status, &db);
         match result {
             Ok(()) => break,
@@ -261,15 +273,10 @@ pub async fn run(
                 let delay = backoff.next_delay_ms(base::job::random_jitter_unit());
                 tracing::warn!(peer = %standby.pins.node, error = %e, retry_in_ms = delay, "standby connection ended");
                 // Keep the log and heads current while disconnected.
-                if let Err(e) = tokio::task::block_in_place(|| {
-                    log.update(
-                        &store,
-                        &db,
-                        &id,
-                        Duration::from_millis(cfg.head_interval_ms),
-                        false,
-                    )
-                }) {
+                let head_interval = Duration::from_millis(cfg.head_interval_ms);
+                if let Err(e) =
+                    update_log(&mut log, &store, &db, &id, &status, head_interval, false)
+                {
                     tracing::error!(error = %e, "log update failed");
                 }
                 tokio::select! {
@@ -280,6 +287,70 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The standby cannot be reached or the session failed: a stall of the link, and every stream waits
+/// (what the recorder writes meanwhile is not mirrored) from now on if it did not wait already.
+fn link_down(store: &Store, status: &SharedStatus, peer: &str, error: &str) {
+    let now = now_ms();
+    let streams = tokio::task::block_in_place(|| store.catalog().streams()).unwrap_or_default();
+    stall::observe(
+        status,
+        &format!("link:{peer}"),
+        stall::Observed {
+            kind: "standby_unreachable",
+            peer: Some(peer),
+            segment: None,
+            detail: &format!("no session with the standby: {error}"),
+            since_ms: now,
+        },
+    );
+    with_status(status, |s| {
+        if let Some(p) = s.peers.get_mut(peer) {
+            for st in streams {
+                p.streams
+                    .entry(format!("{}/{}", st.camera, st.kind))
+                    .or_default();
+            }
+            for lag in p.streams.values_mut() {
+                lag.waiting_since_ms.get_or_insert(now);
+            }
+        }
+    });
+}
+
+/// [`Log::update`], noting a failure as a stall (mirroring cannot go on while the log cannot grow).
+#[allow(clippy::too_many_arguments)]
+fn update_log(
+    log: &mut Log,
+    store: &Store,
+    db: &SyncDb,
+    id: &NodeIdentity,
+    status: &SharedStatus,
+    head_interval: Duration,
+    refresh: bool,
+) -> Result<bool, AgentError> {
+    let key = format!("log:{}", log.node);
+    match tokio::task::block_in_place(|| log.update(store, db, id, head_interval, refresh)) {
+        Ok(signed) => {
+            stall::clear(status, &key);
+            Ok(signed)
+        }
+        Err(e) => {
+            stall::observe(
+                status,
+                &key,
+                stall::Observed {
+                    kind: "log_error",
+                    peer: None,
+                    segment: None,
+                    detail: &format!("the log cannot be updated: {e}"),
+                    since_ms: now_ms(),
+                },
+            );
+            Err(e)
+        }
+    }
 }
 
 fn watch_media(
@@ -370,6 +441,8 @@ struct Mirror {
     seal_sent: bool,
     done: bool,
     unacked_since_ms: Option<i64>,
+    /// When this connection first saw the segment sealed here (it waits for the standby's seal).
+    sealed_seen_ms: Option<i64>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -398,6 +471,7 @@ async fn session(
             p.last_head_size = standby_head.as_ref().map(|h| h.head.tree_size);
         }
     });
+    stall::clear(status, &format!("link:{peer_name}"));
 
     // Where the standby's log stands in ours.
     let mut standby_size = 0u64;
@@ -517,6 +591,7 @@ async fn session(
                             }
                             standby_size = head.head.tree_size;
                             next_head = i + 1;
+                            stall::clear(status, &format!("head:{peer_name}"));
                             with_status(status, |s| {
                                 if let Some(p) = s.peers.get_mut(&peer_name) {
                                     p.last_head_size = Some(standby_size);
@@ -535,6 +610,10 @@ async fn session(
                                 m.data_in_flight = m.data_in_flight.saturating_sub(1);
                             }
                             None => {
+                                stall::observe(status, &format!("head:{peer_name}"), stall::Observed {
+                                    kind: "head_refused", peer: Some(&peer_name), segment: None,
+                                    detail: &format!("the standby refuses our heads: {reason}"), since_ms: now_ms(),
+                                });
                                 return Err(AgentError::Peer(format!("standby refused our log: {reason}")));
                             }
                         }
@@ -588,7 +667,7 @@ async fn session(
         }
 
         // The log first, so a sealed segment has its leaf index when announced.
-        tokio::task::block_in_place(|| log.update(store, db, id, head_interval, true))?;
+        update_log(log, store, db, id, status, head_interval, true)?;
         if last_reconcile.elapsed() >= Duration::from_millis(cfg.reconcile_interval_ms) {
             watermark.rescan();
             last_reconcile = Instant::now();
@@ -601,6 +680,7 @@ async fn session(
             let m = mirrors.entry(row.path.clone()).or_default();
             if row.state == SegmentState::Deleted || m.done {
                 watermark.done(&row);
+                stall::clear(status, &format!("segment:{}", row.path));
                 continue;
             }
             watermark.pending(&row);
@@ -701,13 +781,22 @@ async fn session(
                     m.seal_sent = true;
                 }
             }
+            let waiting = segment_waiting(status, &peer_name, &row, m);
             let lag = lags.entry(format!("{camera}/{stream}")).or_default();
-            if !sealed || lag.segment.is_empty() {
+            // The stream's lag is that of its oldest waiting segment, else of its open one.
+            let shown = match (waiting, lag.waiting_since_ms) {
+                (Some(w), Some(l)) => w < l,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => !sealed || lag.segment.is_empty(),
+            };
+            if shown {
                 lag.segment = row.path.clone();
                 lag.local_bytes = local_len;
                 lag.acked_bytes = m.acked;
                 lag.lag_bytes = local_len.saturating_sub(m.acked);
-                lag.lag_ms = m.unacked_since_ms.map_or(0, |t| now_ms() - t);
+                lag.waiting_since_ms = waiting;
+                lag.lag_ms = waiting.map_or(0, |t| now_ms() - t);
             }
         }
 
@@ -748,6 +837,45 @@ async fn session(
             last_status = Instant::now();
         }
     }
+}
+
+/// Since when segment `row` has waited on the standby (bytes sent but not acknowledged, or sealed here
+/// but its seal not acknowledged), noted as a stall; `None` (and the stall cleared) if it does not wait.
+fn segment_waiting(
+    status: &SharedStatus,
+    peer: &str,
+    row: &SegmentRow,
+    m: &mut Mirror,
+) -> Option<i64> {
+    let key = format!("segment:{}", row.path);
+    if row.state == SegmentState::Sealed {
+        m.sealed_seen_ms.get_or_insert_with(now_ms);
+    }
+    let Some(since_ms) = m.unacked_since_ms.or(m.sealed_seen_ms) else {
+        stall::clear(status, &key);
+        return None;
+    };
+    let detail = if row.state == SegmentState::Sealed {
+        format!(
+            "sealed here ({} bytes), not sealed on the standby ({} bytes acknowledged{})",
+            row.size_bytes,
+            m.acked,
+            if m.seal_sent { ", seal sent" } else { "" }
+        )
+    } else {
+        format!("{} bytes sent, {} acknowledged", m.sent, m.acked)
+    };
+    Some(stall::observe(
+        status,
+        &key,
+        stall::Observed {
+            kind: "segment_stuck",
+            peer: Some(peer),
+            segment: Some(&row.path),
+            detail: &detail,
+            since_ms,
+        },
+    ))
 }
 
 /// A token bucket for the optional bandwidth cap.

@@ -14,8 +14,8 @@ use store::{MirrorError, SegmentState, Store};
 use tokio::sync::watch;
 
 use super::{
-    from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
-    SharedStatus, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+    from_json, io_err, now_ms, raise_alarm, stall, to_json, with_status, write_status, AgentError,
+    Conn, SharedStatus, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
 };
 use crate::config::SyncConfig;
 use crate::identity::{self, NodeIdentity, PeerPins};
@@ -67,12 +67,16 @@ pub async fn run(
         .map_err(io_err(format!("listen on {listen}")))?;
     tracing::info!(%listen, primaries = pins.len(), "standby listening");
     with_status(&status, |s| {
+        s.stall_alarm_ms = cfg.stall_alarm_ms;
         s.node = cfg.node_name.clone();
         s.role = "standby".into();
         for p in &pins {
             s.peers.entry(p.node.clone()).or_default().node = p.node.clone();
         }
     });
+    for p in &pins {
+        primary_absent(&status, &p.node, "not connected since this agent started");
+    }
     let shared = Arc::new(Shared {
         node: cfg.node_name.clone(),
         id,
@@ -133,6 +137,11 @@ pub async fn run(
                             }
                         }
                     });
+                    let ended = match &result {
+                        Ok(()) => "connection closed".to_owned(),
+                        Err(e) => format!("connection ended: {e}"),
+                    };
+                    primary_absent(&shared.status, &name, &ended);
                     if let Err(e) = result {
                         tracing::warn!(peer = %name, error = %e, "primary connection ended");
                     }
@@ -142,6 +151,56 @@ pub async fn run(
     }
     write_status(&cfg.data_dir, &status, &shared.db);
     Ok(())
+}
+
+/// No session with primary `peer` (yet, or any more): a stall until it connects again. A second
+/// connection of the same primary ending while the first goes on is not one: its clear comes first.
+fn primary_absent(status: &SharedStatus, peer: &str, why: &str) {
+    let connected = with_status(status, |s| s.peers.get(peer).is_some_and(|p| p.connected));
+    if connected {
+        return;
+    }
+    stall::observe(
+        status,
+        &format!("link:{peer}"),
+        stall::Observed {
+            kind: "primary_silent",
+            peer: Some(peer),
+            segment: None,
+            detail: &format!("no session with the primary: {why}"),
+            since_ms: now_ms(),
+        },
+    );
+}
+
+/// A local storage error stops mirroring from `origin`: a stall until an append succeeds again.
+fn store_failed(status: &SharedStatus, origin: &str, path: &str, error: &str) {
+    stall::observe(
+        status,
+        &format!("store:{origin}"),
+        stall::Observed {
+            kind: "store_error",
+            peer: Some(origin),
+            segment: Some(path),
+            detail: &format!("cannot store what the primary sends: {error}"),
+            since_ms: now_ms(),
+        },
+    );
+}
+
+/// The primary's heads are refused: its new segments are not verified, a stall until one is accepted.
+fn heads_refused(status: &SharedStatus, origin: &str, reason: &str) {
+    stall::observe(
+        status,
+        &format!("head:{origin}"),
+        stall::Observed {
+            kind: "heads_refused",
+            peer: Some(origin),
+            segment: None,
+            detail: &format!("the primary's heads are refused: {reason}"),
+            since_ms: now_ms(),
+        },
+    );
 }
 
 fn lock(origins: &Origins) -> std::sync::MutexGuard<'_, HashMap<String, OriginLog>> {
@@ -240,6 +299,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             p.last_error = None;
         }
     });
+    stall::clear(&shared.status, &format!("link:{origin}"));
 
     let mut infos: HashMap<String, SegmentInfo> = HashMap::new();
     // Appended but not yet flushed: their acks go out after one fdatasync per file, when no further
@@ -288,6 +348,9 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                         .store
                         .mirror_append(&origin, &key.path, offset, &data, false)
                 });
+                if r.is_ok() {
+                    stall::clear(&shared.status, &format!("store:{origin}"));
+                }
                 match r {
                     Ok(held) | Err(MirrorError::OffsetGap { held, .. }) => {
                         unsynced.push(key, held, data.len());
@@ -295,7 +358,10 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                             unsynced.flush(shared, &mut conn, &origin).await?;
                         }
                     }
-                    Err(MirrorError::Storage(e)) => return Err(e.into()),
+                    Err(MirrorError::Storage(e)) => {
+                        store_failed(&shared.status, &origin, &key.path, &e.to_string());
+                        return Err(e.into());
+                    }
                     Err(e) => {
                         unsynced.flush(shared, &mut conn, &origin).await?;
                         refuse(
@@ -333,12 +399,14 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 leaves,
             } => match accept_head(shared, &peer, &head, &consistency_proof, &leaves) {
                 Ok(cs) => {
+                    stall::clear(&shared.status, &format!("head:{origin}"));
                     conn.send(&Message::HeadAccepted {
                         countersignature: cs,
                     })
                     .await?
                 }
                 Err(reason) => {
+                    heads_refused(&shared.status, &origin, &reason);
                     refuse(shared, &mut conn, &origin, None, "head_refused", &reason).await?
                 }
             },

@@ -101,7 +101,10 @@ pub(super) async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             })
             .await
         }
-        Err(MirrorError::Storage(e)) => Err(e.into()),
+        Err(MirrorError::Storage(e)) => {
+            super::store_failed(&shared.status, origin, &key.path, &e.to_string());
+            Err(e.into())
+        }
         Err(e) => {
             refuse(
                 shared,
