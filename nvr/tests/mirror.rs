@@ -105,6 +105,24 @@ impl Primary {
             .map(|_| ())
     }
 
+    /// Seals segment `i` on `standby` with the primary's hash, returning what sealing did.
+    fn seal_into_outcome(
+        &self,
+        standby: &Store,
+        i: usize,
+    ) -> Result<store::SealOutcome, MirrorError> {
+        let s = &self.segments[i];
+        standby.mirror_seal(
+            PRIMARY,
+            self.path(i),
+            &self.info(i),
+            s.size_bytes as u64,
+            self.sha(i),
+            s.end_ms,
+            s.frames,
+        )
+    }
+
     /// Mirrors segment `i` completely into `standby`.
     fn mirror_to(&self, standby: &Store, i: usize) {
         let bytes = self.bytes(i);
@@ -395,7 +413,7 @@ fn gaps_are_refused_without_writing() {
 }
 
 #[test]
-fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
+fn seal_with_a_wrong_hash_keeps_the_staging_copy_and_publishes_nothing() {
     let p = primary();
     let s = standby();
     let bytes = p.bytes(0);
@@ -404,21 +422,41 @@ fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
     s.store
         .mirror_append(PRIMARY, path, 0, &bytes, true)
         .expect("append");
+    // Checked without sealing: the right hash agrees, another one contradicts.
+    s.store
+        .mirror_check_seal(PRIMARY, path, bytes.len() as u64, p.sha(0))
+        .expect("matching seal");
+    assert!(matches!(
+        s.store
+            .mirror_check_seal(PRIMARY, path, bytes.len() as u64, p.sha(1)),
+        Err(MirrorError::Contradiction { .. })
+    ));
+    assert!(matches!(
+        s.store
+            .mirror_check_seal(PRIMARY, path, bytes.len() as u64 + 1, p.sha(0)),
+        Err(MirrorError::OffsetGap { .. })
+    ));
     match p.seal_into(&s.store, 0, p.sha(1)) {
         Err(MirrorError::Contradiction {
-            quarantine_path: Some(q),
+            quarantine_path: None,
             ..
-        }) => assert_eq!(std::fs::read(&q).expect("quarantined"), bytes),
+        }) => {}
         other => panic!("expected a contradiction, got {other:?}"),
     }
     assert!(!s.store.absolute_path(path).exists(), "nothing published");
     assert!(s.store.sealed_segment_by_path(path).expect("row").is_none());
-    assert!(!s.staging(path).exists(), "staging moved to quarantine");
-    assert_eq!(s.store.mirror_holdings(PRIMARY).expect("holdings"), []);
+    // The acknowledged bytes stay staged: the path cannot start afresh with other bytes.
+    assert_eq!(std::fs::read(s.staging(path)).expect("staging kept"), bytes);
+    let other = vec![0x5au8; 100];
+    assert!(matches!(
+        s.store.mirror_append(PRIMARY, path, 0, &other, true),
+        Err(MirrorError::Contradiction { .. })
+    ));
+    assert_eq!(std::fs::read(s.staging(path)).expect("staging kept"), bytes);
     // A malformed hash is refused outright.
     s.store
         .mirror_append(PRIMARY, path, 0, &bytes, true)
-        .expect("append again");
+        .expect("identical re-send");
     assert!(matches!(
         p.seal_into(&s.store, 0, "xyz"),
         Err(MirrorError::BadPath { .. })
@@ -440,6 +478,56 @@ fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
     ));
     // The right hash still seals.
     p.seal_into(&s.store, 0, p.sha(0)).expect("seal");
+}
+
+#[test]
+fn a_seal_shorter_than_the_copy_held_seals_the_matching_prefix_and_keeps_the_tail() {
+    let p = primary();
+    let s = standby();
+    let bytes = p.bytes(0);
+    let path = p.path(0);
+    let row = &p.segments[0];
+    // The standby holds more than the primary sealed (its tail was lost in a crash there).
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0x77u8; 5000]);
+    s.store
+        .mirror_append(PRIMARY, path, 0, &longer, true)
+        .expect("append");
+    // A prefix that does not hash to the seal: refused, nothing moved.
+    let short = (bytes.len() - 10) as u64;
+    let r = s.store.mirror_seal(
+        PRIMARY,
+        path,
+        &p.info(0),
+        short,
+        p.sha(0),
+        row.end_ms,
+        row.frames,
+    );
+    assert!(matches!(r, Err(MirrorError::Contradiction { .. })), "{r:?}");
+    assert_eq!(
+        std::fs::read(s.staging(path)).expect("staging kept"),
+        longer
+    );
+    // The matching prefix seals; the tail goes to quarantine.
+    let outcome = p.seal_into_outcome(&s.store, 0).expect("seal");
+    let cut = outcome.cut_tail.expect("tail cut");
+    assert_eq!(cut.bytes, 5000);
+    assert_eq!(
+        std::fs::read(&cut.quarantine_path).expect("tail"),
+        vec![0x77u8; 5000]
+    );
+    assert_eq!(
+        std::fs::read(s.store.absolute_path(path)).expect("sealed"),
+        bytes
+    );
+    assert!(!s.staging(path).exists());
+    let sealed = s
+        .store
+        .sealed_segment_by_path(path)
+        .expect("row")
+        .expect("sealed");
+    assert_eq!(sealed.sha256.as_deref(), Some(p.sha(0)));
 }
 
 #[test]

@@ -373,3 +373,134 @@ fn a_standby_that_cannot_store_raises_stall_alarms_on_both_sides_and_recovers() 
         stalls(&p.data_s)
     );
 }
+
+/// Waits for the next message from the standby that is not a `Ping`/`Pong` of its own.
+async fn next_reply<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    conn: &mut nvr_sync::agent::Conn<S>,
+) -> nvr_sync::proto::Message {
+    loop {
+        match conn.recv(Duration::from_secs(20)).await {
+            Ok(Some(nvr_sync::proto::Message::Ping { .. })) => {}
+            Ok(Some(m)) => return m,
+            other => panic!("no reply from the standby: {other:?}"),
+        }
+    }
+}
+
+/// Issue 8, defect 3. Speaking as the primary (its own certificate and key): bytes the standby has
+/// acknowledged for a path cannot be dropped by a seal with another hash and replaced by a fresh copy
+/// from offset 0, and a seal that matches the held bytes does not publish while no logged leaf
+/// covers the path.
+#[test]
+fn acknowledged_bytes_are_never_replaced_and_an_unlogged_seal_does_not_publish() {
+    use nvr_sync::agent::{primary, Conn};
+    use nvr_sync::proto::{Message, SegmentInfo, SegmentKey};
+
+    let mut p = start_pair(|_| {});
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+            sealed_on(&p.data_s, "node-a").len() >= 2
+        }),
+        "nothing mirrored\n{}",
+        p.primary.stderr_tail(30)
+    );
+    p.primary.sigterm();
+    p.primary.expect_clean_exit(Duration::from_secs(20));
+    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
+    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
+    let standby = cfg.peers[0].clone();
+    let path = "media/cam1/main/2030-01-01/20300101T000000000Z_node-a.mp4";
+    let key = SegmentKey {
+        origin_node: "node-a".into(),
+        path: path.into(),
+    };
+    let held = vec![0x11u8; 4096];
+    let forged = vec![0x22u8; 4096];
+    let sha = |b: &[u8]| base::hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    let seal = |sha256: String| Message::SegmentSealed {
+        key: key.clone(),
+        size_bytes: 4096,
+        sha256,
+        end_ms: 1_893_456_004_000,
+        frames: 100,
+        leaf_index: 1_000_000,
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let tls = primary::connect(&id, &standby).await.expect("connect");
+        let mut conn = Conn::new(tls);
+        primary::handshake(&mut conn, "node-a", &standby)
+            .await
+            .expect("handshake");
+        let info = SegmentInfo {
+            camera: "cam1".into(),
+            stream: "main".into(),
+            start_ms: 1_893_456_000_000,
+            video_codec: "avc1.640028".into(),
+            width: 640,
+            height: 480,
+            audio_codec: None,
+        };
+        conn.send(&Message::SegmentOpen {
+            key: key.clone(),
+            info,
+        })
+        .await
+        .expect("send");
+        conn.send(&Message::SegmentData {
+            key: key.clone(),
+            offset: 0,
+            data: held.clone().into(),
+        })
+        .await
+        .expect("send");
+        match next_reply(&mut conn).await {
+            Message::Ack { bytes_durable, .. } => assert_eq!(bytes_durable, 4096),
+            other => panic!("expected Ack, got {other:?}"),
+        }
+        // A seal with another hash is refused ...
+        conn.send(&seal(sha(&forged))).await.expect("send");
+        let reply = next_reply(&mut conn).await;
+        assert!(matches!(reply, Message::Refused { .. }), "{reply:?}");
+        // ... and does not let the path start afresh with other bytes.
+        conn.send(&Message::SegmentData {
+            key: key.clone(),
+            offset: 0,
+            data: forged.clone().into(),
+        })
+        .await
+        .expect("send");
+        let reply = next_reply(&mut conn).await;
+        assert!(
+            matches!(reply, Message::Refused { .. }),
+            "bytes at offset 0 replaced the acknowledged ones: {reply:?}"
+        );
+        // A seal matching the held bytes, with no leaf logging the path: the standby answers the
+        // ping that follows it, and nothing before.
+        conn.send(&seal(sha(&held))).await.expect("send");
+        conn.send(&Message::Ping {
+            nonce: 77,
+            sent_ms: 0,
+        })
+        .await
+        .expect("send");
+        match next_reply(&mut conn).await {
+            Message::Pong { nonce: 77, .. } => {}
+            other => panic!("expected only the Pong, got {other:?}"),
+        }
+    });
+    assert!(
+        !p.data_s.join(path).exists(),
+        "published without a logged leaf"
+    );
+    assert!(!sealed_on(&p.data_s, "node-a").contains_key(path));
+    let staged = std::fs::read(p.data_s.join("incoming/node-a").join(path)).expect("staged copy");
+    assert!(staged == held, "the acknowledged bytes were changed");
+    // The honest primary carries on.
+    p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
+    stop_and_converge(&mut p, Duration::from_secs(60));
+}

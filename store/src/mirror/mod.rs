@@ -6,7 +6,9 @@
 //! - [`Store::mirror_append`] appends to a staging copy under `incoming/<origin>/<path>`, refusing bytes
 //!   that contradict what is already held (they are kept in `quarantine/` instead);
 //! - [`Store::mirror_seal`] checks size and SHA-256 of the staging copy, publishes it at `<path>` with
-//!   no-replace semantics (a hard link), read-only, and catalogs it (`node` = origin, `sealed`);
+//!   no-replace semantics (a hard link), read-only, and catalogs it (`node` = origin, `sealed`); a
+//!   staging copy that contradicts the seal stays where it is (acknowledged bytes are never dropped);
+//!   [`Store::mirror_check_seal`] checks a seal without publishing;
 //! - [`Store::restore_sealed`] and [`Store::restore_missing`] put known-good bytes back in place of a
 //!   damaged or lost file (the damaged file is moved to quarantine, never deleted).
 //!

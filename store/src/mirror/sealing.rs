@@ -8,8 +8,9 @@ impl Store {
     /// The staging copy must be exactly `size_bytes` long and hash to `sha256`: if it is shorter,
     /// `OffsetGap { held, offset: size_bytes }` (send the rest first, nothing is quarantined); if it is
     /// longer, its first `size_bytes` must hash to `sha256` (a primary whose crash cut back bytes it had
-    /// already sent): the tail is then kept in quarantine and reported in [`SealOutcome::cut_tail`];
-    /// if it hashes differently it is moved to quarantine and `Contradiction`. Then: fsync,
+    /// already sent): the tail is then kept in quarantine and reported in [`SealOutcome::cut_tail`].
+    /// A hash that differs is a `Contradiction` and leaves the staging copy as it is: bytes once
+    /// acknowledged are never dropped, so the path cannot be started afresh with other bytes. Then: fsync,
     /// read-only, publish at `path` with a hard link (never replaces: an existing file with the same hash
     /// is an idempotent success, a different one is `Contradiction` and left untouched), fsync the
     /// directory, catalog row (`node` = origin, `sealed`, no run), remove the staging copy.
@@ -133,14 +134,18 @@ impl Store {
                     );
                     cached_hash = None;
                 }
-                let have = match cached_hash {
-                    Some((hashed, ctx)) if hashed == data.len() as u64 => {
-                        base::hex::encode(ctx.finish().as_ref())
+                let have = match &cached_hash {
+                    Some((hashed, ctx)) if *hashed == data.len() as u64 => {
+                        base::hex::encode(ctx.clone().finish().as_ref())
                     }
                     _ => sha256_hex(&data),
                 };
                 if have != sha {
-                    let q = self.quarantine_staging(origin, path, &staged)?;
+                    // The held bytes were acknowledged: they stay staged (a seal cannot make the
+                    // standby drop them and start the path afresh).
+                    if let Some(cached) = cached_hash {
+                        guard.hashes.insert(staged, cached);
+                    }
                     tracing::error!(
                         path,
                         origin,
@@ -150,8 +155,8 @@ impl Store {
                     );
                     return Err(contradiction(
                         path,
-                        format!("the {held} bytes held hash to {have}, seal says {sha}"),
-                        q,
+                        format!("the {held} bytes held hash to {have}, seal says {sha}; the staging copy is kept"),
+                        None,
                     ));
                 }
                 File::open(&staged)
@@ -222,11 +227,74 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Checks a seal of `origin`'s segment `path` against what is held, without publishing or moving
+    /// anything: `Ok` if a sealed copy has that size and hash, or the staging copy's first
+    /// `size_bytes` hash to `sha256`; `OffsetGap` if fewer bytes are held; else `Contradiction`.
+    pub fn mirror_check_seal(
+        &self,
+        origin: &str,
+        path: &str,
+        size_bytes: u64,
+        sha256: &str,
+    ) -> Result<(), MirrorError> {
+        self.check_mirror_path(origin, path)?;
+        let sha = normalize_sha256(path, sha256)?;
+        let guard = self.mirror_guard();
+        if let Some(row) = self.sealed_segment_by_path(path)? {
+            if row.sha256.as_deref() == Some(sha.as_str()) && row.size_bytes as u64 == size_bytes {
+                return Ok(());
+            }
+            return Err(contradiction(
+                path,
+                format!(
+                    "sealed here with sha256 {} ({} bytes); seal says {sha} ({size_bytes} bytes)",
+                    row.sha256.as_deref().unwrap_or("-"),
+                    row.size_bytes
+                ),
+                None,
+            ));
+        }
+        let staged = self.staging_path(origin, path);
+        let held = match std::fs::metadata(&staged) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StorageError::io("stat", &staged, e).into()),
+        };
+        if held < size_bytes || size_bytes == 0 {
+            return Err(MirrorError::OffsetGap {
+                path: path.to_owned(),
+                held,
+                offset: size_bytes,
+            });
+        }
+        let have = match guard.hashes.get(&staged) {
+            Some((hashed, ctx)) if *hashed == size_bytes && held == size_bytes => {
+                base::hex::encode(ctx.clone().finish().as_ref())
+            }
+            _ => {
+                let data =
+                    std::fs::read(&staged).map_err(|e| StorageError::io("read", &staged, e))?;
+                let size = usize::try_from(size_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                sha256_hex(&data[..size])
+            }
+        };
+        if have != sha {
+            return Err(contradiction(
+                path,
+                format!("the first {size_bytes} of the {held} bytes held hash to {have}, seal says {sha}"),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
     /// The staging copy holds more than the seal says: the primary lost a tail it had already sent
     /// (a crash cut its file back to a fragment boundary before the bytes were durable there). If the
     /// first `size_bytes` held hash to the sealed `sha`, the tail beyond them is kept in quarantine and
-    /// the staging copy (and `data`) cut to the sealed size; otherwise the whole staging copy goes to
-    /// quarantine and the seal is a `Contradiction`.
+    /// the staging copy (and `data`) cut to the sealed size; otherwise the seal is a `Contradiction`
+    /// and the staging copy stays as it is.
     fn cut_crash_tail(
         &self,
         origin: &str,
@@ -242,13 +310,12 @@ impl Store {
             .min(data.len());
         let prefix = sha256_hex(&data[..size]);
         if prefix != sha {
-            let q = self.quarantine_staging(origin, path, staged)?;
             return Err(contradiction(
                 path,
                 format!(
-                    "{held} bytes held, seal says {size_bytes}, and the first {size_bytes} hash to {prefix}, not {sha}"
+                    "{held} bytes held, seal says {size_bytes}, and the first {size_bytes} hash to {prefix}, not {sha}; the staging copy is kept"
                 ),
-                q,
+                None,
             ));
         }
         let quarantine_path = self.quarantine_bytes(origin, path, &data[size..])?;

@@ -305,6 +305,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     // Appended but not yet flushed: their acks go out after one fdatasync per file, when no further
     // message is waiting, before any other message is handled, or when enough bytes piled up.
     let mut unsynced = Unsynced::default();
+    let mut waiting = sealed::Waiting::default();
     loop {
         let msg = if unsynced.acks.is_empty() {
             tokio::select! {
@@ -391,7 +392,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                     end_ms,
                     frames,
                 };
-                sealed::handle(shared, &mut conn, &origin, &infos, seal).await?;
+                sealed::handle(shared, &mut conn, &origin, &infos, &mut waiting, seal).await?;
             }
             Message::TreeHead {
                 head,
@@ -403,7 +404,8 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                     conn.send(&Message::HeadAccepted {
                         countersignature: cs,
                     })
-                    .await?
+                    .await?;
+                    sealed::release(shared, &mut conn, &origin, &infos, &mut waiting).await?;
                 }
                 Err(reason) => {
                     heads_refused(&shared.status, &origin, &reason);

@@ -9,6 +9,16 @@ use super::{lock, refuse, refuse_foreign, Shared};
 use crate::agent::{raise_alarm, with_status, AgentError, Conn};
 use crate::proto::{Message, SegmentInfo, SegmentKey};
 
+/// Seals waiting on one connection for an accepted head to log their path, at most this many.
+const MAX_WAITING_SEALS: usize = 10_000;
+
+/// Seals that arrived before the leaf logging their path (the primary announces a seal before the
+/// head that covers it): published once a head logging them is accepted, never before.
+#[derive(Default)]
+pub(super) struct Waiting {
+    seals: HashMap<String, Seal>,
+}
+
 /// A `SegmentSealed` message's content.
 pub(super) struct Seal {
     pub key: SegmentKey,
@@ -18,16 +28,56 @@ pub(super) struct Seal {
     pub frames: i64,
 }
 
-/// Seals `seal.key` if its hash agrees with the logged leaf (when there is one) and with the bytes
-/// held; a staging copy longer than the seal (the primary lost a tail in a crash) seals the matching
-/// prefix and keeps the tail in quarantine, with a `crash_cut` alarm.
+/// Seals `seal.key` once a logged leaf covers its path (until then it waits in `waiting`), if its hash
+/// agrees with the leaf and with the bytes held; a staging copy longer than the seal (the primary
+/// lost a tail in a crash) seals the matching prefix and keeps the tail in quarantine, with a
+/// `crash_cut` alarm.
 pub(super) async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     shared: &Shared,
     conn: &mut Conn<S>,
     origin: &str,
     infos: &HashMap<String, SegmentInfo>,
+    waiting: &mut Waiting,
     seal: Seal,
 ) -> Result<(), AgentError> {
+    if refuse_foreign(shared, conn, origin, &seal.key).await? {
+        return Ok(());
+    }
+    let logged = lock(&shared.origins)
+        .get(origin)
+        .and_then(|l| l.logged.get(&seal.key.path).copied());
+    let Some(logged) = logged else {
+        // Refused at once if it contradicts the bytes held; else it waits for its leaf.
+        let check = tokio::task::block_in_place(|| {
+            shared
+                .store
+                .mirror_check_seal(origin, &seal.key.path, seal.size_bytes, &seal.sha256)
+        });
+        let reason = match check {
+            Ok(())
+                if waiting.seals.len() < MAX_WAITING_SEALS
+                    || waiting.seals.contains_key(&seal.key.path) =>
+            {
+                waiting.seals.insert(seal.key.path.clone(), seal);
+                return Ok(());
+            }
+            Ok(()) => format!("more than {MAX_WAITING_SEALS} seals wait for their leaf"),
+            Err(MirrorError::Storage(e)) => {
+                super::store_failed(&shared.status, origin, &seal.key.path, &e.to_string());
+                return Err(e.into());
+            }
+            Err(e) => e.to_string(),
+        };
+        return refuse(
+            shared,
+            conn,
+            origin,
+            Some(seal.key),
+            "refused_seal",
+            &reason,
+        )
+        .await;
+    };
     let Seal {
         key,
         size_bytes,
@@ -35,20 +85,12 @@ pub(super) async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         end_ms,
         frames,
     } = seal;
-    if refuse_foreign(shared, conn, origin, &key).await? {
-        return Ok(());
-    }
-    let logged = lock(&shared.origins)
-        .get(origin)
-        .and_then(|l| l.logged.get(&key.path).copied());
-    if let Some(logged) = logged {
-        if base::hex::encode(&logged) != sha256 {
-            let reason = format!(
-                "seal hash {sha256} contradicts the logged {}",
-                base::hex::encode(&logged)
-            );
-            return refuse(shared, conn, origin, Some(key), "contradicts_log", &reason).await;
-        }
+    if base::hex::encode(&logged) != sha256 {
+        let reason = format!(
+            "seal hash {sha256} contradicts the logged {}",
+            base::hex::encode(&logged)
+        );
+        return refuse(shared, conn, origin, Some(key), "contradicts_log", &reason).await;
     }
     let Some(info) = infos.get(&key.path) else {
         return refuse(
@@ -117,4 +159,35 @@ pub(super) async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             .await
         }
     }
+}
+
+/// After a head was accepted: handles the waiting seals whose path it logged.
+pub(super) async fn release<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    conn: &mut Conn<S>,
+    origin: &str,
+    infos: &HashMap<String, SegmentInfo>,
+    waiting: &mut Waiting,
+) -> Result<(), AgentError> {
+    if waiting.seals.is_empty() {
+        return Ok(());
+    }
+    let ready: Vec<String> = {
+        let origins = lock(&shared.origins);
+        let Some(log) = origins.get(origin) else {
+            return Ok(());
+        };
+        waiting
+            .seals
+            .keys()
+            .filter(|p| log.logged.contains_key(p.as_str()))
+            .cloned()
+            .collect()
+    };
+    for path in ready {
+        if let Some(seal) = waiting.seals.remove(&path) {
+            handle(shared, conn, origin, infos, waiting, seal).await?;
+        }
+    }
+    Ok(())
 }
