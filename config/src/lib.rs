@@ -115,6 +115,10 @@ pub struct SyncSettings {
     /// or refusing heads, a local log error) raises an alarm once it has lasted this long.
     /// Default 120 000.
     pub stall_alarm_ms: u64,
+    /// Standby: bytes each primary may hold here unverified (staging copies and its quarantined
+    /// files); beyond it what the primary sends is refused with an alarm. 0 = no quota. Default
+    /// 20 GB. Per-node override.
+    pub mirror_quota_bytes: u64,
 }
 
 impl Default for SyncSettings {
@@ -126,6 +130,7 @@ impl Default for SyncSettings {
             scrub_bytes_per_s: 50_000_000,
             bandwidth_bytes_per_s: 0,
             stall_alarm_ms: 120_000,
+            mirror_quota_bytes: 20_000_000_000,
         }
     }
 }

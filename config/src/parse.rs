@@ -221,6 +221,7 @@ const SYNC_KEYS: &[&str] = &[
     "scrub_bytes_per_s",
     "bandwidth_bytes_per_s",
     "stall_alarm_ms",
+    "mirror_quota_bytes",
 ];
 
 /// The `[sync]` keys a node may override in `[nodes.sync]`: those that depend on its disk and link.
@@ -228,6 +229,7 @@ const NODE_SYNC_KEYS: &[&str] = &[
     "scrub_interval_ms",
     "scrub_bytes_per_s",
     "bandwidth_bytes_per_s",
+    "mirror_quota_bytes",
 ];
 
 const NODE_KEYS: &[&str] = &[
@@ -277,6 +279,9 @@ fn parse_sync(t: &Table<'_, '_>, base: &SyncSettings) -> Result<SyncSettings, Co
         stall_alarm_ms: t
             .int_in("stall_alarm_ms", 1, MAX_SYNC_MS)?
             .unwrap_or(base.stall_alarm_ms),
+        mirror_quota_bytes: t
+            .byte_size("mirror_quota_bytes", true)?
+            .unwrap_or(base.mirror_quota_bytes),
     })
 }
 

@@ -531,6 +531,69 @@ fn a_seal_shorter_than_the_copy_held_seals_the_matching_prefix_and_keeps_the_tai
 }
 
 #[test]
+fn unverified_bytes_stop_at_the_quota_and_sealing_frees_them() {
+    let p = primary();
+    let s = standby();
+    let bytes = p.bytes(0);
+    let path = p.path(0);
+    let quota = bytes.len() as u64 + 700;
+    s.store.set_mirror_quota(quota);
+    assert_eq!(s.store.mirror_unverified_bytes(PRIMARY).expect("count"), 0);
+    s.store
+        .mirror_append(PRIMARY, path, 0, &bytes, true)
+        .expect("within the quota");
+    assert_eq!(
+        s.store.mirror_unverified_bytes(PRIMARY).expect("count"),
+        bytes.len() as u64
+    );
+    // Another segment past the quota: refused, nothing written.
+    let other = p.path(1);
+    match s.store.mirror_append(PRIMARY, other, 0, &p.bytes(1), true) {
+        Err(MirrorError::QuotaExceeded {
+            used_bytes,
+            quota_bytes,
+            ..
+        }) => {
+            assert_eq!((used_bytes, quota_bytes), (bytes.len() as u64, quota));
+        }
+        r => panic!("expected QuotaExceeded, got {r:?}"),
+    }
+    assert!(!s.staging(other).exists());
+    // Refused (contradicting) bytes are kept in quarantine only within the quota.
+    let evil = vec![0x99u8; 500];
+    match s.store.mirror_append(PRIMARY, path, 0, &evil, true) {
+        Err(MirrorError::Contradiction {
+            quarantine_path: Some(_),
+            ..
+        }) => {}
+        r => panic!("expected a kept contradiction, got {r:?}"),
+    }
+    match s.store.mirror_append(PRIMARY, path, 0, &evil, true) {
+        Err(MirrorError::Contradiction {
+            quarantine_path: None,
+            ..
+        }) => {}
+        r => panic!("expected a contradiction not kept, got {r:?}"),
+    }
+    // A fresh count from disk agrees (staging plus this origin's quarantine).
+    let reopened = Store::open(s.dir.path(), STANDBY, s.clock.clone()).expect("reopen");
+    assert_eq!(
+        reopened.mirror_unverified_bytes(PRIMARY).expect("count"),
+        bytes.len() as u64 + 500
+    );
+    drop(reopened);
+    // Sealing publishes the copy: it no longer counts, and the other segment fits.
+    p.seal_into(&s.store, 0, p.sha(0)).expect("seal");
+    assert_eq!(
+        s.store.mirror_unverified_bytes(PRIMARY).expect("count"),
+        500
+    );
+    s.store
+        .mirror_append(PRIMARY, other, 0, &p.bytes(1)[..1000], true)
+        .expect("room again");
+}
+
+#[test]
 fn seal_never_replaces_an_existing_different_file() {
     let p = primary();
     let s = standby();

@@ -11,6 +11,9 @@ use crate::identity::{IdentityError, PeerPins};
 /// A configured peer: its pins, and on a primary the standby's address.
 #[derive(Debug, Clone)]
 pub struct Peer {
+    /// Its cameras' streams (`camera`, `main`/`sub`) in the cluster file: the only ones a standby
+    /// accepts from that primary.
+    pub streams: std::collections::BTreeSet<(String, String)>,
     pub pins: PeerPins,
     pub address: Option<String>,
 }
@@ -35,6 +38,8 @@ pub struct SyncConfig {
     pub bandwidth_bytes_per_s: u64,
     /// Anything that stops mirroring progress raises an alarm once it has lasted this long.
     pub stall_alarm_ms: u64,
+    /// Standby: unverified bytes (staging and quarantine) each primary may hold here; 0 = no quota.
+    pub mirror_quota_bytes: u64,
     /// Primary: its standby; standby: the primaries it protects.
     pub peers: Vec<Peer>,
 }
@@ -75,7 +80,16 @@ impl SyncConfig {
                     source,
                 },
             )?;
+            let streams = cluster
+                .cameras_of(&p.node)
+                .flat_map(|c| {
+                    c.streams
+                        .iter()
+                        .map(|s| (c.name.clone(), s.kind.as_str().to_owned()))
+                })
+                .collect();
             peers.push(Peer {
+                streams,
                 pins,
                 address: p.address.map(|a| a.to_string()),
             });
@@ -92,6 +106,7 @@ impl SyncConfig {
             scrub_bytes_per_s: view.settings.scrub_bytes_per_s,
             bandwidth_bytes_per_s: view.settings.bandwidth_bytes_per_s,
             stall_alarm_ms: view.settings.stall_alarm_ms,
+            mirror_quota_bytes: view.settings.mirror_quota_bytes,
             peers,
         })
     }

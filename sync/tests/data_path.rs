@@ -504,3 +504,105 @@ fn acknowledged_bytes_are_never_replaced_and_an_unlogged_seal_does_not_publish()
     p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
     stop_and_converge(&mut p, Duration::from_secs(60));
 }
+
+/// Issue 8, defect 4. Speaking as the primary: a camera the cluster file does not give it is refused
+/// (it would get a retention budget of its own on the standby), and unverified bytes (staging and
+/// quarantine) stop at the per-origin quota with an alarm, leaving every verified copy alone.
+#[test]
+fn invented_cameras_are_refused_and_unverified_bytes_stop_at_the_quota() {
+    use nvr_sync::agent::{primary, Conn};
+    use nvr_sync::proto::{Message, SegmentInfo, SegmentKey};
+
+    const QUOTA: u64 = 12_000_000;
+    let mut p = start_pair(|c| c.extra = format!("mirror_quota_bytes = {QUOTA}"));
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+            sealed_on(&p.data_s, "node-a").len() >= 2
+        }),
+        "nothing mirrored\n{}",
+        p.primary.stderr_tail(30)
+    );
+    p.primary.sigterm();
+    p.primary.expect_clean_exit(Duration::from_secs(20));
+    let verified = media_files(&p.data_s);
+    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
+    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
+    let standby = cfg.peers[0].clone();
+    let key = |camera: &str| SegmentKey {
+        origin_node: "node-a".into(),
+        path: format!("media/{camera}/main/2030-01-01/20300101T000000000Z_node-a.mp4"),
+    };
+    let info = |camera: &str| SegmentInfo {
+        camera: camera.into(),
+        stream: "main".into(),
+        start_ms: 1_893_456_000_000,
+        video_codec: "avc1.640028".into(),
+        width: 640,
+        height: 480,
+        audio_codec: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let acked = rt.block_on(async {
+        let tls = primary::connect(&id, &standby).await.expect("connect");
+        let mut conn = Conn::new(tls);
+        primary::handshake(&mut conn, "node-a", &standby)
+            .await
+            .expect("handshake");
+        // An invented camera.
+        conn.send(&Message::SegmentOpen {
+            key: key("cam9"),
+            info: info("cam9"),
+        })
+        .await
+        .expect("send");
+        let reply = next_reply(&mut conn).await;
+        assert!(matches!(reply, Message::Refused { .. }), "{reply:?}");
+        conn.send(&Message::SegmentData {
+            key: key("cam9"),
+            offset: 0,
+            data: vec![1u8; 1000].into(),
+        })
+        .await
+        .expect("send");
+        let reply = next_reply(&mut conn).await;
+        assert!(matches!(reply, Message::Refused { .. }), "{reply:?}");
+        // A real camera, but far more bytes than the quota, never sealed.
+        conn.send(&Message::SegmentOpen {
+            key: key("cam1"),
+            info: info("cam1"),
+        })
+        .await
+        .expect("send");
+        let chunk = vec![0x33u8; 1 << 20];
+        let mut acked = 0u64;
+        for i in 0..(QUOTA / (1 << 20) + 4) {
+            conn.send(&Message::SegmentData {
+                key: key("cam1"),
+                offset: i << 20,
+                data: chunk.clone().into(),
+            })
+            .await
+            .expect("send");
+            match next_reply(&mut conn).await {
+                Message::Ack { bytes_durable, .. } => acked = bytes_durable,
+                Message::Refused { .. } => return acked,
+                other => panic!("expected Ack or Refused, got {other:?}"),
+            }
+        }
+        panic!("{acked} bytes acknowledged, past the quota of {QUOTA}");
+    });
+    assert!(acked > 0 && acked <= QUOTA, "{acked} bytes acknowledged");
+    assert!(!p.data_s.join("incoming/node-a/media/cam9").exists());
+    let kinds: Vec<String> = alarms(&p.data_s).into_iter().map(|a| a.kind).collect();
+    assert!(kinds.iter().any(|k| k == "unknown_stream"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "quota_exceeded"), "{kinds:?}");
+    // Nothing verified was touched to make room.
+    let now = media_files(&p.data_s);
+    for (path, sha) in &verified {
+        assert_eq!(now.get(path), Some(sha), "{path} changed");
+    }
+    assert!(p.standby.is_running());
+}

@@ -18,7 +18,7 @@
 //! come from several tasks).
 //!
 //! Files: this one (types, errors, path checks, holdings), `staging.rs`, `sealing.rs`, `quarantine.rs`,
-//! `restore.rs`.
+//! `quota.rs` (per-origin quota of unverified bytes), `restore.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -37,6 +37,7 @@ use crate::segment::sha256_file;
 use crate::{layout, MediaPathInfo, SegmentRow, SegmentState, StorageError, Store};
 
 mod quarantine;
+mod quota;
 mod restore;
 mod sealing;
 mod staging;
@@ -48,6 +49,10 @@ mod staging;
 pub(crate) struct MirrorState {
     /// Staging path -> (bytes hashed, hash state over exactly those bytes).
     hashes: HashMap<PathBuf, (u64, digest::Context)>,
+    /// Unverified bytes (staging and quarantine) per origin, once counted ([`quota`]).
+    unverified: HashMap<String, u64>,
+    /// Per-origin quota of unverified bytes; 0 = none.
+    quota_bytes: u64,
 }
 
 /// What the primary says about a mirrored segment, for its catalog row on the standby.
@@ -106,6 +111,16 @@ pub enum MirrorError {
     /// Not a valid media path of that origin (absolute, `..`, another node's file name, ...).
     #[error("bad mirrored path {path:?}: {reason}")]
     BadPath { path: String, reason: String },
+    /// The origin's unverified bytes (staging and quarantine) would pass the quota: refused, nothing
+    /// written, nothing held deleted.
+    #[error("{path}: {extra_bytes} more bytes of {origin} refused: {used_bytes} unverified bytes held, quota {quota_bytes}")]
+    QuotaExceeded {
+        origin: String,
+        path: String,
+        used_bytes: u64,
+        quota_bytes: u64,
+        extra_bytes: u64,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -55,7 +55,7 @@ impl Store {
 
         if let Some(row) = self.sealed_segment_by_path(path)? {
             if row.sha256.as_deref() == Some(sha.as_str()) && row.size_bytes as u64 == size_bytes {
-                self.remove_staging(&staged)?;
+                self.remove_staging(&mut guard, origin, &staged)?;
                 return Ok(outcome);
             }
             let q = self.quarantine_staging(origin, path, &staged)?;
@@ -215,7 +215,7 @@ impl Store {
             &sha,
             now_ms,
         )?;
-        self.remove_staging(&staged)?;
+        self.remove_staging(&mut guard, origin, &staged)?;
         self.log_event(
             Some(stream_id),
             "mirrored",

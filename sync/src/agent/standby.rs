@@ -47,6 +47,8 @@ struct Shared {
     db: Arc<SyncDb>,
     origins: Origins,
     status: SharedStatus,
+    /// Per primary, the streams (`camera`, `main`/`sub`) the cluster file gives it.
+    streams: HashMap<String, std::collections::BTreeSet<(String, String)>>,
 }
 
 /// Runs the standby side until `shutdown`.
@@ -57,6 +59,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let (store, db) = super::open_storage(&cfg)?;
+    store.set_mirror_quota(cfg.mirror_quota_bytes);
     let pins: Vec<PeerPins> = cfg.peers.iter().map(|p| p.pins.clone()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(identity::server_config(&id, &pins)?);
     let Some(listen) = cfg.listen else {
@@ -85,6 +88,11 @@ pub async fn run(
         db,
         origins: Arc::new(Mutex::new(HashMap::new())),
         status: status.clone(),
+        streams: cfg
+            .peers
+            .iter()
+            .map(|p| (p.pins.node.clone(), p.streams.clone()))
+            .collect(),
     });
     if cfg.scrub_interval_ms > 0 {
         tokio::spawn(scrub_loop(
@@ -330,13 +338,17 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         }
         match msg {
             Message::SegmentOpen { key, info } => {
-                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
+                if refuse_foreign(shared, &mut conn, &origin, &key).await?
+                    || refuse_unknown_stream(shared, &mut conn, &origin, &key).await?
+                {
                     continue;
                 }
                 infos.insert(key.path, info);
             }
             Message::SegmentData { key, offset, data } => {
-                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
+                if refuse_foreign(shared, &mut conn, &origin, &key).await?
+                    || refuse_unknown_stream(shared, &mut conn, &origin, &key).await?
+                {
                     continue;
                 }
                 with_status(&shared.status, |s| {
@@ -351,6 +363,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 });
                 if r.is_ok() {
                     stall::clear(&shared.status, &format!("store:{origin}"));
+                    stall::clear(&shared.status, &format!("quota:{origin}"));
                 }
                 match r {
                     Ok(held) | Err(MirrorError::OffsetGap { held, .. }) => {
@@ -362,6 +375,20 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                     Err(MirrorError::Storage(e)) => {
                         store_failed(&shared.status, &origin, &key.path, &e.to_string());
                         return Err(e.into());
+                    }
+                    Err(e @ MirrorError::QuotaExceeded { .. }) => {
+                        unsynced.flush(shared, &mut conn, &origin).await?;
+                        let reason = e.to_string();
+                        over_quota(&shared.status, &origin, &key.path, &reason);
+                        refuse(
+                            shared,
+                            &mut conn,
+                            &origin,
+                            Some(key),
+                            "quota_exceeded",
+                            &reason,
+                        )
+                        .await?
                     }
                     Err(e) => {
                         unsynced.flush(shared, &mut conn, &origin).await?;
@@ -497,6 +524,58 @@ impl Unsynced {
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// A primary may only send segments of the streams the cluster file gives it: an invented camera
+/// would otherwise get a retention budget of its own on this node.
+async fn refuse_unknown_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    conn: &mut Conn<S>,
+    origin: &str,
+    key: &SegmentKey,
+) -> Result<bool, AgentError> {
+    let stream =
+        store::parse_media_path(std::path::Path::new(&key.path)).map(|i| (i.camera, i.stream));
+    let known = stream.as_ref().is_some_and(|s| {
+        shared
+            .streams
+            .get(origin)
+            .is_some_and(|streams| streams.contains(s))
+    });
+    if known {
+        return Ok(false);
+    }
+    let reason = match stream {
+        Some((camera, stream)) => {
+            format!("{origin} has no stream {camera}/{stream} in the cluster file")
+        }
+        None => format!("{:?} is not a media segment path", key.path),
+    };
+    refuse(
+        shared,
+        conn,
+        origin,
+        Some(key.clone()),
+        "unknown_stream",
+        &reason,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The primary's unverified bytes here reached the quota: a stall until an append succeeds again.
+fn over_quota(status: &SharedStatus, origin: &str, path: &str, reason: &str) {
+    stall::observe(
+        status,
+        &format!("quota:{origin}"),
+        stall::Observed {
+            kind: "quota_exceeded",
+            peer: Some(origin),
+            segment: Some(path),
+            detail: reason,
+            since_ms: now_ms(),
+        },
+    );
 }
 
 /// A primary may only send its own segments.
