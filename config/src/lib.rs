@@ -119,6 +119,9 @@ pub struct SyncSettings {
     /// files); beyond it what the primary sends is refused with an alarm. 0 = no quota. Default
     /// 20 GB. Per-node override.
     pub mirror_quota_bytes: u64,
+    /// Standby: a staging copy nothing was appended to for this long is moved to quarantine (alarm)
+    /// and its path cannot be started again. Default 604 800 000 (7 days).
+    pub staging_expire_ms: u64,
 }
 
 impl Default for SyncSettings {
@@ -131,6 +134,7 @@ impl Default for SyncSettings {
             bandwidth_bytes_per_s: 0,
             stall_alarm_ms: 120_000,
             mirror_quota_bytes: 20_000_000_000,
+            staging_expire_ms: 7 * 86_400_000,
         }
     }
 }

@@ -222,6 +222,7 @@ const SYNC_KEYS: &[&str] = &[
     "bandwidth_bytes_per_s",
     "stall_alarm_ms",
     "mirror_quota_bytes",
+    "staging_expire_ms",
 ];
 
 /// The `[sync]` keys a node may override in `[nodes.sync]`: those that depend on its disk and link.
@@ -282,6 +283,9 @@ fn parse_sync(t: &Table<'_, '_>, base: &SyncSettings) -> Result<SyncSettings, Co
         mirror_quota_bytes: t
             .byte_size("mirror_quota_bytes", true)?
             .unwrap_or(base.mirror_quota_bytes),
+        staging_expire_ms: t
+            .int_in("staging_expire_ms", 1, MAX_SYNC_MS)?
+            .unwrap_or(base.staging_expire_ms),
     })
 }
 

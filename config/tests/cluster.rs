@@ -208,6 +208,7 @@ fn one_nodes_view() {
     assert_eq!(ss.settings.bandwidth_bytes_per_s, 7);
     assert_eq!(ss.settings.stall_alarm_ms, 9000);
     assert_eq!(ss.settings.mirror_quota_bytes, 20_000_000_000);
+    assert_eq!(ss.settings.staging_expire_ms, 604_800_000);
 }
 
 /// `two_primaries` with every identity_dir under `root`.

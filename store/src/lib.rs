@@ -31,7 +31,7 @@ pub use catalog::{
 pub use check::{CheckProblem, CheckReport};
 pub use layout::{parse_media_path, MediaPathInfo};
 pub use layout::{INCOMING_DIR, QUARANTINE_DIR};
-pub use mirror::{CutTail, MirrorError, MirrorHolding, MirrorInfo, SealOutcome};
+pub use mirror::{CutTail, ExpiredStaging, MirrorError, MirrorHolding, MirrorInfo, SealOutcome};
 pub use reader::Reader;
 pub use recovery::RecoveryReport;
 pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};

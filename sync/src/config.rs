@@ -40,6 +40,8 @@ pub struct SyncConfig {
     pub stall_alarm_ms: u64,
     /// Standby: unverified bytes (staging and quarantine) each primary may hold here; 0 = no quota.
     pub mirror_quota_bytes: u64,
+    /// Standby: a staging copy idle this long goes to quarantine and its path is closed.
+    pub staging_expire_ms: u64,
     /// Primary: its standby; standby: the primaries it protects.
     pub peers: Vec<Peer>,
 }
@@ -107,6 +109,7 @@ impl SyncConfig {
             bandwidth_bytes_per_s: view.settings.bandwidth_bytes_per_s,
             stall_alarm_ms: view.settings.stall_alarm_ms,
             mirror_quota_bytes: view.settings.mirror_quota_bytes,
+            staging_expire_ms: view.settings.staging_expire_ms,
             peers,
         })
     }

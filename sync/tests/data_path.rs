@@ -606,3 +606,93 @@ fn invented_cameras_are_refused_and_unverified_bytes_stop_at_the_quota() {
     }
     assert!(p.standby.is_running());
 }
+
+/// Issue 8, defect 4: a staging copy nothing is appended to any more expires after
+/// `staging_expire_ms`: it is kept in quarantine (never deleted), an alarm says so, and its path
+/// cannot be started again with other bytes.
+#[test]
+fn a_stale_staging_copy_expires_to_quarantine_and_its_path_stays_closed() {
+    use nvr_sync::agent::{primary, Conn};
+    use nvr_sync::proto::{Message, SegmentInfo, SegmentKey};
+
+    let mut p = start_pair(|c| c.extra = "staging_expire_ms = 3000".into());
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+            sealed_on(&p.data_s, "node-a").len() >= 2
+        }),
+        "nothing mirrored\n{}",
+        p.primary.stderr_tail(30)
+    );
+    p.primary.sigterm();
+    p.primary.expect_clean_exit(Duration::from_secs(20));
+    let verified = media_files(&p.data_s);
+    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
+    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
+    let standby = cfg.peers[0].clone();
+    let path = "media/cam1/main/2030-01-01/20300101T000000000Z_node-a.mp4";
+    let key = SegmentKey {
+        origin_node: "node-a".into(),
+        path: path.into(),
+    };
+    let held = vec![0x44u8; 4096];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let send = |data: Vec<u8>| {
+        rt.block_on(async {
+            let tls = primary::connect(&id, &standby).await.expect("connect");
+            let mut conn = Conn::new(tls);
+            primary::handshake(&mut conn, "node-a", &standby)
+                .await
+                .expect("handshake");
+            let info = SegmentInfo {
+                camera: "cam1".into(),
+                stream: "main".into(),
+                start_ms: 1_893_456_000_000,
+                video_codec: "avc1.640028".into(),
+                width: 640,
+                height: 480,
+                audio_codec: None,
+            };
+            conn.send(&Message::SegmentOpen {
+                key: key.clone(),
+                info,
+            })
+            .await
+            .expect("send");
+            conn.send(&Message::SegmentData {
+                key: key.clone(),
+                offset: 0,
+                data: data.into(),
+            })
+            .await
+            .expect("send");
+            next_reply(&mut conn).await
+        })
+    };
+    let reply = send(held.clone());
+    assert!(matches!(reply, Message::Ack { .. }), "{reply:?}");
+    let staged = p.data_s.join("incoming/node-a").join(path);
+    assert!(staged.exists());
+    let expired = wait_until(Duration::from_secs(30), Duration::from_millis(300), || {
+        alarms(&p.data_s)
+            .iter()
+            .any(|a| a.kind == "staging_expired" && a.segment_path.as_deref() == Some(path))
+    });
+    assert!(expired, "no staging_expired alarm: {:?}", alarms(&p.data_s));
+    assert!(!staged.exists());
+    let kept = std::fs::read_dir(p.data_s.join("quarantine"))
+        .expect("quarantine")
+        .filter_map(|e| e.ok())
+        .any(|e| std::fs::read(e.path()).is_ok_and(|b| b == held));
+    assert!(kept, "the expired copy is not in quarantine");
+    // The path stays closed: other bytes at offset 0 are refused.
+    let reply = send(vec![0x55u8; 4096]);
+    assert!(matches!(reply, Message::Refused { .. }), "{reply:?}");
+    assert!(!staged.exists());
+    let now = media_files(&p.data_s);
+    for (path, sha) in &verified {
+        assert_eq!(now.get(path), Some(sha), "{path} changed");
+    }
+}

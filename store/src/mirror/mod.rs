@@ -18,7 +18,7 @@
 //! come from several tasks).
 //!
 //! Files: this one (types, errors, path checks, holdings), `staging.rs`, `sealing.rs`, `quarantine.rs`,
-//! `quota.rs` (per-origin quota of unverified bytes), `restore.rs`.
+//! `quota.rs` (per-origin quota of unverified bytes), `expiry.rs` (stale staging copies), `restore.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -26,6 +26,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub use expiry::ExpiredStaging;
 use ring::digest;
 use serde::Serialize;
 
@@ -36,6 +37,7 @@ use crate::recovery::scanned_video_totals;
 use crate::segment::sha256_file;
 use crate::{layout, MediaPathInfo, SegmentRow, SegmentState, StorageError, Store};
 
+mod expiry;
 mod quarantine;
 mod quota;
 mod restore;

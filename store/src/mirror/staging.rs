@@ -33,6 +33,13 @@ impl Store {
         let (file, created) = match OpenOptions::new().read(true).write(true).open(&staged) {
             Ok(f) => (f, false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.staging_expired(origin, path) {
+                    return Err(contradiction(
+                        path,
+                        "its staging copy expired and was kept in quarantine; the path cannot be started again",
+                        None,
+                    ));
+                }
                 if offset > 0 {
                     return Err(MirrorError::OffsetGap {
                         path: path.to_owned(),

@@ -103,10 +103,17 @@ pub async fn run(
         ));
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = tick.tick() => write_status(&cfg.data_dir, &status, &shared.db),
+            _ = tick.tick() => {
+                ticks += 1;
+                if ticks % EXPIRY_TICKS == 1 {
+                    expire_staging(&shared, cfg.staging_expire_ms);
+                }
+                write_status(&cfg.data_dir, &status, &shared.db)
+            }
             accepted = listener.accept() => {
                 let (tcp, addr) = match accepted {
                     Ok(a) => a,
@@ -209,6 +216,36 @@ fn heads_refused(status: &SharedStatus, origin: &str, reason: &str) {
             since_ms: now_ms(),
         },
     );
+}
+
+/// Stale staging copies are looked for every this many status ticks (seconds).
+const EXPIRY_TICKS: u64 = 5;
+
+/// Moves every primary's staging copies idle for `max_idle_ms` to quarantine, with an alarm each.
+fn expire_staging(shared: &Shared, max_idle_ms: u64) {
+    for pins in &shared.pins {
+        let origin = &pins.node;
+        let r =
+            tokio::task::block_in_place(|| shared.store.mirror_expire_staging(origin, max_idle_ms));
+        match r {
+            Ok(expired) => {
+                for e in expired {
+                    raise_alarm(
+                        &shared.db,
+                        "staging_expired",
+                        Some(origin),
+                        Some(&e.path),
+                        &format!(
+                            "nothing appended for {max_idle_ms} ms: the {} bytes held were kept in {} and the path is closed",
+                            e.bytes,
+                            e.quarantine_path.display()
+                        ),
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(origin, error = %e, "cannot expire stale staging copies"),
+        }
+    }
 }
 
 fn lock(origins: &Origins) -> std::sync::MutexGuard<'_, HashMap<String, OriginLog>> {
