@@ -696,3 +696,176 @@ fn a_stale_staging_copy_expires_to_quarantine_and_its_path_stays_closed() {
         assert_eq!(now.get(path), Some(sha), "{path} changed");
     }
 }
+
+/// Runs `program ARGS` under `strace -f -yy -qq -e trace=TRACE -o LOG` (the rig's process handling:
+/// own process group, SIGKILL on drop).
+fn traced(
+    dir: &TestDir,
+    name: &str,
+    program: &Path,
+    args: &[&str],
+    trace: &str,
+    log: &Path,
+) -> NvrProcess {
+    let mut all = vec!["-f", "-yy", "-qq", "-e"];
+    let trace = format!("trace={trace}");
+    let log = log.to_string_lossy().into_owned();
+    let program = program.to_string_lossy().into_owned();
+    all.extend([trace.as_str(), "-o", log.as_str(), program.as_str()]);
+    all.extend_from_slice(args);
+    NvrProcess::spawn_program(dir, name, "strace", &all, &[("RUST_LOG", "info")])
+}
+
+/// The path in `fd<path>` after `call(`, e.g. `fsync(7</a/b>)` -> `/a/b`.
+fn fd_path<'a>(line: &'a str, call: &str) -> Option<&'a str> {
+    let rest = &line[line.find(&format!("{call}("))? + call.len() + 1..];
+    let start = rest.find('<')? + 1;
+    let end = start + rest[start..].find('>')?;
+    Some(&rest[start..end])
+}
+
+/// The syscall name of an strace line (after the pid and any `<... resumed>`).
+fn call_of(line: &str) -> &str {
+    let rest = line.split_once(' ').map_or(line, |(_, r)| r.trim_start());
+    rest.split('(').next().unwrap_or("")
+}
+
+/// Issue 8, defect 10. The recorder makes a new segment's name (and a new date directory) durable
+/// before any of its data: the parent directory is fsynced between creating the file and the file's
+/// first flush. The standby acknowledges a seal only once its catalog row is on disk: the catalog's
+/// WAL is synced between publishing the file and the next bytes sent to the primary. Checked on the
+/// real processes' system calls (strace).
+#[test]
+fn new_segments_and_acknowledged_seals_are_durable_first() {
+    let trace_dir = TestDir::new();
+    let rec_log = trace_dir.join("recorder.strace");
+    let sby_log = trace_dir.join("standby.strace");
+    let mut p = start_pair(|c| c.segment_s = 2);
+    // Everything again from empty data directories, recorder and standby under strace (so the trace
+    // sees the date directory created too).
+    p.recorder.kill9();
+    p.primary.kill9();
+    p.standby.kill9();
+    for data in [&p.data_a, &p.data_s] {
+        match std::fs::remove_dir_all(data) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("wipe {data:?}: {e}"),
+            _ => {}
+        }
+    }
+    let cfg = p.cfg.to_string_lossy().into_owned();
+    p.standby = traced(
+        &p.dir,
+        "standby-traced",
+        &nvr_sync_bin(),
+        &["run", "--config", &cfg, "--node", "standby-1"],
+        "linkat,link,fsync,fdatasync,write,writev,sendto,sendmsg",
+        &sby_log,
+    );
+    p.recorder = traced(
+        &p.dir,
+        "recorder-traced",
+        &nvr_bin(),
+        &["run", "--config", &cfg, "--node", "node-a"],
+        "mkdir,mkdirat,openat,fsync,fdatasync",
+        &rec_log,
+    );
+    p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
+    assert!(
+        wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
+            let log = std::fs::read_to_string(&sby_log).unwrap_or_default();
+            log.lines()
+                .filter(|l| call_of(l) == "linkat" && l.contains("/media/") && l.ends_with("= 0"))
+                .count()
+                >= 3
+        }),
+        "the traced standby published nothing\nstandby:\n{}\nrecorder:\n{}",
+        p.standby.stderr_tail(30),
+        p.recorder.stderr_tail(30)
+    );
+    p.recorder.kill9();
+    p.standby.kill9();
+
+    // Recorder: every created segment file and directory is durable before the file's first flush.
+    let rec = std::fs::read_to_string(&rec_log).expect("recorder trace");
+    let lines: Vec<&str> = rec.lines().collect();
+    let synced_dirs = |from: usize, to: usize| -> Vec<&str> {
+        lines[from..to]
+            .iter()
+            .filter(|l| call_of(l) == "fsync")
+            .filter_map(|l| fd_path(l, "fsync"))
+            .collect()
+    };
+    let mut created = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let creates_file =
+            call_of(line) == "openat" && line.contains("O_EXCL") && line.contains(".mp4");
+        let creates_dir = matches!(call_of(line), "mkdir" | "mkdirat") && line.ends_with("= 0");
+        if !creates_file && !creates_dir {
+            continue;
+        }
+        let Some(path) = line.split('"').nth(1) else {
+            continue;
+        };
+        let path = Path::new(path);
+        let parent = path
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // The first flush of a file at or below `path`.
+        let prefix = path.to_string_lossy().into_owned();
+        let Some(j) = lines[i + 1..]
+            .iter()
+            .position(|l| {
+                matches!(call_of(l), "fdatasync" | "fsync")
+                    && fd_path(l, call_of(l))
+                        .is_some_and(|p| p.starts_with(&prefix) && p.ends_with(".mp4"))
+            })
+            .map(|k| i + 1 + k)
+        else {
+            continue;
+        };
+        created += 1;
+        assert!(
+            synced_dirs(i + 1, j).contains(&parent.as_str()),
+            "{} flushed before its directory {parent} was fsynced:\n{}",
+            path.display(),
+            lines[i..=j].join("\n")
+        );
+    }
+    assert!(created >= 3, "no segment created and flushed in the trace");
+
+    // Standby: after each publish, the catalog's WAL is synced before the next bytes to the primary.
+    let sby = std::fs::read_to_string(&sby_log).expect("standby trace");
+    let lines: Vec<&str> = sby.lines().collect();
+    let mut published = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if !(call_of(line) == "linkat" && line.contains("/media/") && line.ends_with("= 0")) {
+            continue;
+        }
+        let Some(j) = lines[i + 1..]
+            .iter()
+            .position(|l| {
+                matches!(call_of(l), "write" | "writev" | "sendto" | "sendmsg")
+                    && l.contains("<TCP")
+            })
+            .map(|k| i + 1 + k)
+        else {
+            continue;
+        };
+        published += 1;
+        let catalog_synced = lines[i + 1..j].iter().any(|l| {
+            matches!(call_of(l), "fdatasync" | "fsync")
+                && fd_path(l, call_of(l))
+                    .is_some_and(|p| p.ends_with("catalog.db-wal") || p.ends_with("catalog.db"))
+        });
+        assert!(
+            catalog_synced,
+            "seal acknowledged before its catalog row was durable:\n{}",
+            lines[i..=j].join("\n")
+        );
+    }
+    assert!(
+        published >= 3,
+        "no publish followed by a reply in the trace"
+    );
+}

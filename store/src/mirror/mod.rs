@@ -34,7 +34,7 @@ use crate::catalog::{SegmentInsert, SegmentProgress};
 use crate::layout::{INCOMING_DIR, QUARANTINE_DIR, RESTORE_TMP_DIR};
 use crate::mp4;
 use crate::recovery::scanned_video_totals;
-use crate::segment::sha256_file;
+use crate::segment::{create_dirs, fsync_dir, sha256_file};
 use crate::{layout, MediaPathInfo, SegmentRow, SegmentState, StorageError, Store};
 
 mod expiry;
@@ -188,27 +188,6 @@ fn normalize_sha256(path: &str, sha256: &str) -> Result<String, MirrorError> {
 
 fn sha256_hex(data: &[u8]) -> String {
     base::hex::encode(digest::digest(&digest::SHA256, data).as_ref())
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("fsync directory", dir, e))
-}
-
-/// Creates `root/rel_dir` component by component, fsyncing the parent of every directory created.
-fn create_dirs(root: &Path, rel_dir: &Path) -> Result<(), StorageError> {
-    let mut cur = root.to_path_buf();
-    for c in rel_dir.components() {
-        let parent = cur.clone();
-        cur.push(c);
-        match std::fs::create_dir(&cur) {
-            Ok(()) => fsync_dir(&parent)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StorageError::io("create directory", &cur, e)),
-        }
-    }
-    Ok(())
 }
 
 fn set_read_only(path: &Path) -> Result<(), StorageError> {

@@ -191,30 +191,33 @@ impl Store {
         let fragments = mp4::scan(&data).map_or(0, |r| r.fragments.len() as i64);
         let stream_id = self.ensure_stream(&info.camera, &info.stream)?;
         let now_ms = self.now_utc_ms();
-        self.catalog().put_sealed_segment(
-            &SegmentInsert {
-                stream_id,
-                run_id: None,
-                node: origin,
-                path,
-                state: SegmentState::Sealed,
-                start_ms: info.start_ms,
-                video_codec: &info.video_codec,
-                width: i64::from(info.width),
-                height: i64::from(info.height),
-                audio_codec: info.audio_codec.as_deref(),
-                created_ms: now_ms,
-            },
-            &SegmentProgress {
-                end_ms,
-                media_duration_ms: end_ms - info.start_ms,
-                frames,
-                fragments,
-                size_bytes: data.len() as i64,
-            },
-            &sha,
-            now_ms,
-        )?;
+        // Durable before the seal is acknowledged: the primary counts on it from then on.
+        self.catalog().durably(|c| {
+            c.put_sealed_segment(
+                &SegmentInsert {
+                    stream_id,
+                    run_id: None,
+                    node: origin,
+                    path,
+                    state: SegmentState::Sealed,
+                    start_ms: info.start_ms,
+                    video_codec: &info.video_codec,
+                    width: i64::from(info.width),
+                    height: i64::from(info.height),
+                    audio_codec: info.audio_codec.as_deref(),
+                    created_ms: now_ms,
+                },
+                &SegmentProgress {
+                    end_ms,
+                    media_duration_ms: end_ms - info.start_ms,
+                    frames,
+                    fragments,
+                    size_bytes: data.len() as i64,
+                },
+                &sha,
+                now_ms,
+            )
+        })?;
         self.remove_staging(&mut guard, origin, &staged)?;
         self.log_event(
             Some(stream_id),
