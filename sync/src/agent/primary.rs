@@ -14,6 +14,7 @@ use store::{SegmentRow, SegmentState, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 
+mod fetch;
 mod watermark;
 
 use watermark::Watermark;
@@ -638,6 +639,9 @@ async fn session(
                                 }
                             }
                         }
+                    }
+                    Message::FetchRequest { key, offset, len } => {
+                        fetch::serve(&mut writer, store, db, log, key, offset, len).await?;
                     }
                     Message::Pong { .. } | Message::Ping { .. } => {}
                     Message::Error { code, message } => {

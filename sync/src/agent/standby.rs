@@ -25,6 +25,7 @@ use crate::merkle::{
 };
 use crate::proto::{ErrorCode, Holding, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
 
+mod repair;
 mod sealed;
 
 /// What the standby holds of one primary's log.
@@ -49,6 +50,8 @@ struct Shared {
     status: SharedStatus,
     /// Per primary, the streams (`camera`, `main`/`sub`) the cluster file gives it.
     streams: HashMap<String, std::collections::BTreeSet<(String, String)>>,
+    /// Per connected primary, where the scrub sends damaged copies to repair from it.
+    repair_queues: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<store::SegmentRow>>>,
 }
 
 /// Runs the standby side until `shutdown`.
@@ -93,6 +96,7 @@ pub async fn run(
             .iter()
             .map(|p| (p.pins.node.clone(), p.streams.clone()))
             .collect(),
+        repair_queues: Mutex::new(HashMap::new()),
     });
     if cfg.scrub_interval_ms > 0 {
         tokio::spawn(scrub_loop(
@@ -144,6 +148,7 @@ pub async fn run(
                     };
                     let name = peer.node.clone();
                     let result = serve(&shared, peer, Conn::new(tls), shutdown).await;
+                    repair_queues(&shared).retain(|_, tx| !tx.is_closed());
                     with_status(&shared.status, |s| {
                         if let Some(p) = s.peers.get_mut(&name) {
                             p.connected = false;
@@ -245,6 +250,16 @@ fn expire_staging(shared: &Shared, max_idle_ms: u64) {
             }
             Err(e) => tracing::warn!(origin, error = %e, "cannot expire stale staging copies"),
         }
+    }
+}
+
+fn repair_queues(
+    shared: &Shared,
+) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::mpsc::UnboundedSender<store::SegmentRow>>>
+{
+    match shared.repair_queues.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 
@@ -351,10 +366,17 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     // message is waiting, before any other message is handled, or when enough bytes piled up.
     let mut unsynced = Unsynced::default();
     let mut waiting = sealed::Waiting::default();
+    let mut repairs = repair::Repairs::default();
+    let (repair_tx, mut repair_rx) = tokio::sync::mpsc::unbounded_channel();
+    repair_queues(shared).insert(origin.clone(), repair_tx);
     loop {
         let msg = if unsynced.acks.is_empty() {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
+                Some(row) = repair_rx.recv() => {
+                    repair::request(&mut conn, &mut repairs, &origin, row).await?;
+                    continue;
+                }
                 m = conn.recv(PEER_SILENCE) => m?,
             }
         } else {
@@ -498,6 +520,16 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 }
                 send_file(shared, &mut conn, key, offset, len).await?;
             }
+            Message::FetchData {
+                key,
+                offset,
+                data,
+                last,
+            } => repair::on_data(shared, &mut repairs, &origin, &key, offset, &data, last),
+            Message::Refused {
+                key: Some(key),
+                reason,
+            } => repair::on_refused(shared, &mut repairs, &origin, &key, &reason),
             Message::Ping { nonce, sent_ms } => {
                 conn.send(&Message::Pong { nonce, sent_ms }).await?
             }
@@ -875,7 +907,8 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
 
 /// Re-hashes every sealed copy held here (mirrored and own) against the catalog, whose hashes were
 /// verified against the primaries' logs when the copies were sealed; a mismatch (bit rot, tampering on
-/// the standby itself) is an alarm, raised once per segment.
+/// the standby itself) is an alarm, raised once per segment, and a mirrored copy is repaired from its
+/// primary while that is connected and still holds a copy matching the log ([`repair`]).
 async fn scrub_loop(
     shared: Arc<Shared>,
     interval_ms: u64,
@@ -900,6 +933,10 @@ async fn scrub_loop(
                             Some(&row.path),
                             &detail,
                         );
+                    }
+                    // A mirrored copy: repaired from its primary while connected (each pass retries).
+                    if let Some(tx) = repair_queues(&shared).get(&row.node) {
+                        let _ = tx.send(row);
                     }
                 }
             }
