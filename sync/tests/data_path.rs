@@ -920,3 +920,108 @@ fn a_damaged_copy_on_the_standby_is_repaired_from_the_primary() {
         .any(|e| std::fs::read(e.path()).is_ok_and(|b| b == bytes));
     assert!(kept, "the damaged file is not in quarantine");
 }
+
+/// Issue 8, defects 2 and 12: a segment that can never be mirrored (here a sealed segment whose file
+/// was deleted behind the recorder's back) must not stop the segments after it: the mirroring loop
+/// neither gives up the session on it nor keeps its watermark there (which looked at only the 2 000
+/// rows after it), and it is shown as a stall with an alarm. 2 100 small segments follow it (written
+/// with the store library, no recorder).
+#[test]
+fn a_segment_that_never_completes_does_not_stop_the_2100_after_it() {
+    const AFTER: u64 = 2100;
+    let dir = TestDir::new();
+    let a = keygen(&dir, "node-a");
+    let s = keygen(&dir, "standby-1");
+    let data_a = dir.join("data-a");
+    let data_s = dir.join("data-s");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    cluster.cameras = vec![("cam1".into(), "rtsp://127.0.0.1:9/cam1".into())];
+    cluster.extra = "stall_alarm_ms = 3000".into();
+    let cfg = cluster.write(&dir);
+    {
+        let clock = std::sync::Arc::new(base::clock::SystemClock);
+        let store =
+            std::sync::Arc::new(store::Store::open(&data_a, "node-a", clock).expect("store"));
+        let stream = store.ensure_stream("cam1", "main").expect("stream");
+        let run = store
+            .catalog()
+            .insert_run(stream, "node-a", 1_790_000_000_000)
+            .expect("run");
+        let tracks = [store::mp4::TrackSpec {
+            track_id: 1,
+            kind: store::mp4::TrackKind::Video {
+                width: 64,
+                height: 64,
+            },
+            timescale: 90_000,
+            sample_entry: store::mp4::synthetic_avc1_sample_entry(64, 64),
+        }];
+        for i in 0..=AFTER {
+            let mut w = store
+                .create_segment(&store::NewSegment {
+                    stream_id: stream,
+                    run_id: run,
+                    camera: "cam1",
+                    stream: "main",
+                    start_ms: 1_790_000_000_000 + i as i64 * 1000,
+                    tracks: &tracks,
+                    video_codec: "avc1.64000a",
+                    width: 64,
+                    height: 64,
+                    audio_codec: None,
+                })
+                .expect("create segment");
+            let sample = vec![i as u8; 256];
+            let mut fb = store::mp4::FragmentBuilder::new(1, &[(1, 0)]);
+            fb.push_sample(
+                0,
+                store::mp4::SampleInfo {
+                    duration: 90_000,
+                    size: sample.len() as u32,
+                    is_sync: true,
+                    composition_offset: 0,
+                },
+                &sample,
+            );
+            w.append_fragment(&fb.finish(), 1, 1000).expect("append");
+            let path = w.relative_path().to_owned();
+            w.seal().expect("seal");
+            if i == 0 {
+                let file = data_a.join(&path);
+                let mut perms = std::fs::metadata(&file).expect("stat").permissions();
+                #[allow(clippy::permissions_set_readonly_false)]
+                perms.set_readonly(false);
+                std::fs::set_permissions(&file, perms).expect("chmod");
+                std::fs::remove_file(&file).expect("remove the first file");
+            }
+        }
+    }
+    let want = sealed_on(&data_a, "node-a");
+    let unreadable = want.keys().next().cloned().expect("the first segment");
+    let want: BTreeMap<String, String> = want.into_iter().skip(1).collect();
+    assert_eq!(want.len() as u64, AFTER);
+    let mut standby = spawn_sync(&dir, &cfg, "standby-1");
+    let mut primary = spawn_sync(&dir, &cfg, "node-a");
+    let converged = wait_until(Duration::from_secs(240), Duration::from_millis(500), || {
+        sealed_on(&data_s, "node-a").len() as u64 == AFTER
+    });
+    assert!(
+        converged,
+        "{} of {AFTER} mirrored\nprimary:\n{}",
+        sealed_on(&data_s, "node-a").len(),
+        primary.stderr_tail(20)
+    );
+    assert_eq!(sealed_on(&data_s, "node-a"), want);
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(300), || {
+            alarms(&data_a).iter().any(|a| {
+                a.kind == "segment_unreadable"
+                    && a.segment_path.as_deref() == Some(unreadable.as_str())
+            })
+        }),
+        "no alarm for the unreadable segment: {:?}",
+        alarms(&data_a)
+    );
+    assert!(primary.is_running() && standby.is_running());
+}

@@ -108,13 +108,20 @@ impl Log {
                     blocked = true;
                     continue;
                 }
-                if !blocked {
-                    self.scan_after_id = row.id.0;
-                }
+                // The cursor passes a row once it is logged (or cannot be): a failed append is
+                // tried again, so a damaged sync.db keeps failing (and alarming) instead of
+                // skipping the segment.
+                let advance = !blocked;
                 if self.logged.contains_key(&row.path) {
+                    if advance {
+                        self.scan_after_id = row.id.0;
+                    }
                     continue;
                 }
                 let Some(sha) = row.sha256.as_deref().and_then(base::hex::decode_32) else {
+                    if advance {
+                        self.scan_after_id = row.id.0;
+                    }
                     continue;
                 };
                 let (camera, stream) = streams.get(&row.stream_id.0).cloned().unwrap_or_default();
@@ -133,6 +140,9 @@ impl Log {
                 db.append_leaf(&self.node, index, &leaf.encode(), &hash, &row.path)?;
                 self.tree.push(hash);
                 self.logged.insert(row.path.clone(), index);
+                if advance {
+                    self.scan_after_id = row.id.0;
+                }
                 let head_size = self.heads.last().map_or(0, |h| h.head.tree_size);
                 if self.tree.len() - head_size >= MAX_LEAVES_PER_HEAD {
                     self.sign(db, id)?;
@@ -732,36 +742,22 @@ async fn session(
                 m.announced = true;
             }
             if local_len > m.sent && m.data_in_flight < 64 {
-                let mut file = tokio::fs::File::open(&abs)
+                let chunks = SegmentChunks {
+                    key: &key,
+                    abs: &abs,
+                    local_len,
+                };
+                match chunks
+                    .send(&mut writer, m, &mut budget, status, &peer_name)
                     .await
-                    .map_err(io_err(format!("open {}", abs.display())))?;
-                tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(m.sent))
-                    .await
-                    .map_err(io_err("seek"))?;
-                while m.sent < local_len && m.data_in_flight < 64 {
-                    let want = ((local_len - m.sent) as usize).min(CHUNK_BYTES);
-                    budget.take(want).await;
-                    let mut buf = vec![0u8; want];
-                    file.read_exact(&mut buf)
-                        .await
-                        .map_err(io_err(format!("read {}", abs.display())))?;
-                    crate::proto::write_message(
-                        &mut writer,
-                        &Message::SegmentData {
-                            key: key.clone(),
-                            offset: m.sent,
-                            data: buf.into(),
-                        },
-                    )
-                    .await?;
-                    m.sent += want as u64;
-                    m.data_in_flight += 1;
-                    m.unacked_since_ms.get_or_insert_with(now_ms);
-                    with_status(status, |s| {
-                        if let Some(p) = s.peers.get_mut(&peer_name) {
-                            p.bytes_sent += want as u64;
-                        }
-                    });
+                {
+                    Ok(()) => {}
+                    Err(SendError::Peer(e)) => return Err(e),
+                    // One unreadable file (deleted or cut under us) must not stop the others.
+                    Err(SendError::Read(e)) => {
+                        segment_unreadable(status, &peer_name, &row, m, &e);
+                        continue;
+                    }
                 }
             }
             // More sent than the sealed file holds: a crash cut the file back after its tail was
@@ -841,6 +837,91 @@ async fn session(
             last_status = Instant::now();
         }
     }
+}
+
+/// Bytes of one segment to send from its file.
+struct SegmentChunks<'a> {
+    key: &'a SegmentKey,
+    abs: &'a std::path::Path,
+    local_len: u64,
+}
+
+enum SendError {
+    /// The segment's file cannot be read: that segment waits, the session goes on.
+    Read(String),
+    /// The connection failed.
+    Peer(AgentError),
+}
+
+impl SegmentChunks<'_> {
+    /// Sends `SegmentData` chunks from `m.sent` on, while fewer than 64 are unacknowledged.
+    async fn send<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        m: &mut Mirror,
+        budget: &mut Budget,
+        status: &SharedStatus,
+        peer: &str,
+    ) -> Result<(), SendError> {
+        let read_err = |op: &str, e: std::io::Error| {
+            SendError::Read(format!("{op} {}: {e}", self.abs.display()))
+        };
+        let mut file = tokio::fs::File::open(self.abs)
+            .await
+            .map_err(|e| read_err("open", e))?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(m.sent))
+            .await
+            .map_err(|e| read_err("seek", e))?;
+        while m.sent < self.local_len && m.data_in_flight < 64 {
+            let want = ((self.local_len - m.sent) as usize).min(CHUNK_BYTES);
+            budget.take(want).await;
+            let mut buf = vec![0u8; want];
+            file.read_exact(&mut buf)
+                .await
+                .map_err(|e| read_err("read", e))?;
+            let msg = Message::SegmentData {
+                key: self.key.clone(),
+                offset: m.sent,
+                data: buf.into(),
+            };
+            crate::proto::write_message(writer, &msg)
+                .await
+                .map_err(|e| SendError::Peer(e.into()))?;
+            m.sent += want as u64;
+            m.data_in_flight += 1;
+            m.unacked_since_ms.get_or_insert_with(now_ms);
+            with_status(status, |s| {
+                if let Some(p) = s.peers.get_mut(peer) {
+                    p.bytes_sent += want as u64;
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Segment `row`'s file cannot be read: it waits (a stall, alarmed after `stall_alarm_ms`), tried
+/// again on every pass.
+fn segment_unreadable(
+    status: &SharedStatus,
+    peer: &str,
+    row: &SegmentRow,
+    m: &mut Mirror,
+    error: &str,
+) {
+    let since_ms = *m.sealed_seen_ms.get_or_insert_with(now_ms);
+    tracing::debug!(path = %row.path, error, "segment file unreadable");
+    stall::observe(
+        status,
+        &format!("segment:{}", row.path),
+        stall::Observed {
+            kind: "segment_unreadable",
+            peer: Some(peer),
+            segment: Some(&row.path),
+            detail: &format!("cannot read this node's file: {error}"),
+            since_ms,
+        },
+    );
 }
 
 /// Since when segment `row` has waited on the standby (bytes sent but not acknowledged, or sealed here

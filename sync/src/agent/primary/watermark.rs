@@ -1,11 +1,13 @@
 //! Which of this node's segments the primary's mirroring loop looks at: every segment not yet
 //! mirrored (open, or sealed but not acknowledged by the standby) plus the next page of new catalog
 //! rows. A segment that stays pending (a crash-cut segment, a refused one) never stops the scan: the
-//! cursor moves past every row it has seen and the pending ones are looked up by path.
+//! cursor moves past every row it has seen and the pending ones are kept here. Open rows are read
+//! again on every pass (they grow); a sealed row no longer changes, so it is kept as read until the
+//! next full pass (which notices deletions).
 
 use std::collections::BTreeMap;
 
-use store::{SegmentRow, Store};
+use store::{SegmentRow, SegmentState, Store};
 
 /// Catalog rows read per pass past the cursor.
 const PAGE_ROWS: u32 = 2000;
@@ -14,12 +16,13 @@ const PAGE_ROWS: u32 = 2000;
 pub(super) struct Watermark {
     /// Every row with an id up to here has been seen.
     scanned_after_id: i64,
-    /// Rows seen but not yet mirrored: id -> path, oldest first.
-    pending: BTreeMap<i64, String>,
+    /// Rows seen but not yet mirrored, oldest first: id -> (path, the row if sealed).
+    pending: BTreeMap<i64, (String, Option<SegmentRow>)>,
 }
 
 impl Watermark {
-    /// The pending rows (re-read, as they grow and get sealed), then the next page of new rows.
+    /// The pending rows (open ones re-read, as they grow and get sealed), then the next page of new
+    /// rows.
     pub(super) fn rows(
         &mut self,
         store: &Store,
@@ -28,7 +31,11 @@ impl Watermark {
         let catalog = store.catalog();
         let mut rows = Vec::with_capacity(self.pending.len());
         let mut gone = Vec::new();
-        for (id, path) in &self.pending {
+        for (id, (path, sealed)) in &self.pending {
+            if let Some(row) = sealed {
+                rows.push(row.clone());
+                continue;
+            }
             match catalog.segment_by_path(path)? {
                 Some(row) if row.id.0 == *id => rows.push(row),
                 // Its row was removed (or the path reused by a new row, which the scan finds).
@@ -51,7 +58,8 @@ impl Watermark {
 
     /// `row` is still to be mirrored.
     pub(super) fn pending(&mut self, row: &SegmentRow) {
-        self.pending.insert(row.id.0, row.path.clone());
+        let sealed = (row.state == SegmentState::Sealed).then(|| row.clone());
+        self.pending.insert(row.id.0, (row.path.clone(), sealed));
     }
 
     /// `row` is mirrored (or deleted): no need to look at it again.
@@ -59,8 +67,12 @@ impl Watermark {
         self.pending.remove(&row.id.0);
     }
 
-    /// Starts a full pass over the catalog again (file events and acks can be missed).
+    /// Starts a full pass over the catalog again (file events and acks can be missed); pending rows
+    /// are read again too.
     pub(super) fn rescan(&mut self) {
         self.scanned_after_id = 0;
+        for (_, sealed) in self.pending.values_mut() {
+            *sealed = None;
+        }
     }
 }
