@@ -799,7 +799,11 @@ fn new_segments_and_acknowledged_seals_are_durable_first() {
     for (i, line) in lines.iter().enumerate() {
         let creates_file =
             call_of(line) == "openat" && line.contains("O_EXCL") && line.contains(".mp4");
-        let creates_dir = matches!(call_of(line), "mkdir" | "mkdirat") && line.ends_with("= 0");
+        // Directories of segments (camera, stream, date) under media/; the data directory itself
+        // is made at installation.
+        let creates_dir = matches!(call_of(line), "mkdir" | "mkdirat")
+            && line.ends_with("= 0")
+            && line.contains("/media/");
         if !creates_file && !creates_dir {
             continue;
         }
