@@ -176,6 +176,17 @@ pub struct SyncSettings {
     /// Primary: file events the tamper watch queues at most; past that (or on an inotify overflow) it
     /// falls back to a size/mtime pass over the sealed segments. Default 4 096.
     pub tamper_queue_events: u32,
+    /// Anything that stops mirroring progress (a segment not sealed on the standby, a peer unreachable
+    /// or refusing heads, a local log error) raises an alarm once it has lasted this long.
+    /// Default 120 000.
+    pub stall_alarm_ms: u64,
+    /// Standby: bytes each primary may hold here unverified (staging copies and its quarantined
+    /// files); beyond it what the primary sends is refused with an alarm. 0 = no quota. Default
+    /// 20 GB. Per-node override.
+    pub mirror_quota_bytes: u64,
+    /// Standby: a staging copy nothing was appended to for this long is moved to quarantine (alarm)
+    /// and its path cannot be started again. Default 604 800 000 (7 days).
+    pub staging_expire_ms: u64,
 }
 
 impl Default for SyncSettings {
@@ -189,6 +200,9 @@ impl Default for SyncSettings {
             tamper_threshold_files: 5,
             tamper_window_ms: 10_000,
             tamper_queue_events: 4_096,
+            stall_alarm_ms: 120_000,
+            mirror_quota_bytes: 20_000_000_000,
+            staging_expire_ms: 7 * 86_400_000,
         }
     }
 }

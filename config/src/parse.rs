@@ -236,6 +236,9 @@ const SYNC_KEYS: &[&str] = &[
     "tamper_threshold_files",
     "tamper_window_ms",
     "tamper_queue_events",
+    "stall_alarm_ms",
+    "mirror_quota_bytes",
+    "staging_expire_ms",
 ];
 
 /// The `[sync]` keys a node may override in `[nodes.sync]`: those that depend on its disk and link.
@@ -243,6 +246,7 @@ const NODE_SYNC_KEYS: &[&str] = &[
     "scrub_interval_ms",
     "scrub_bytes_per_s",
     "bandwidth_bytes_per_s",
+    "mirror_quota_bytes",
 ];
 
 const NODE_KEYS: &[&str] = &[
@@ -343,6 +347,15 @@ fn parse_sync(t: &Table<'_, '_>, base: &SyncSettings) -> Result<SyncSettings, Co
         tamper_queue_events: t
             .int_in("tamper_queue_events", 1, 1_000_000)?
             .map_or(base.tamper_queue_events, |v| v as u32),
+        stall_alarm_ms: t
+            .int_in("stall_alarm_ms", 1, MAX_SYNC_MS)?
+            .unwrap_or(base.stall_alarm_ms),
+        mirror_quota_bytes: t
+            .byte_size("mirror_quota_bytes", true)?
+            .unwrap_or(base.mirror_quota_bytes),
+        staging_expire_ms: t
+            .int_in("staging_expire_ms", 1, MAX_SYNC_MS)?
+            .unwrap_or(base.staging_expire_ms),
     })
 }
 

@@ -198,9 +198,10 @@ impl ClusterConfig {
             let st = &n.sync;
             let _ = writeln!(
                 s,
-                "  sync settings: head {} ms, reconcile {} ms, scrub {}, bandwidth {}",
+                "  sync settings: head {} ms, reconcile {} ms, stall alarm {} ms, scrub {}, bandwidth {}",
                 st.head_interval_ms,
                 st.reconcile_interval_ms,
+                st.stall_alarm_ms,
                 if st.scrub_interval_ms == 0 {
                     "off".to_owned()
                 } else {

@@ -38,8 +38,13 @@ fn camera(name: &str, node: &str) -> String {
 /// Two primaries (a: cameras c1, c2; b: camera c3) protected by standby s.
 fn two_primaries() -> String {
     [
-        "[sync]\nscrub_interval_ms = 1000\nbandwidth_bytes_per_s = 7\n".to_owned(),
-        primary("a", 'a', "[nodes.sync]\nbandwidth_bytes_per_s = \"1 MB\"\n"),
+        "[sync]\nscrub_interval_ms = 1000\nbandwidth_bytes_per_s = 7\nstall_alarm_ms = 9000\n"
+            .to_owned(),
+        primary(
+            "a",
+            'a',
+            "[nodes.sync]\nbandwidth_bytes_per_s = \"1 MB\"\nmirror_quota_bytes = \"5 GB\"\n",
+        ),
         primary("b", 'b', ""),
         standby(
             "s",
@@ -183,6 +188,7 @@ fn one_nodes_view() {
     // Cluster settings with the node's own override.
     assert_eq!(sa.settings.scrub_interval_ms, 1000);
     assert_eq!(sa.settings.bandwidth_bytes_per_s, 1_000_000);
+    assert_eq!(sa.settings.mirror_quota_bytes, 5_000_000_000);
     assert_eq!(
         c.sync_node("b").expect("b").settings.bandwidth_bytes_per_s,
         7
@@ -200,6 +206,9 @@ fn one_nodes_view() {
     assert_eq!(peers, [("a", true), ("b", true)]);
     assert_eq!(ss.settings.scrub_interval_ms, 0);
     assert_eq!(ss.settings.bandwidth_bytes_per_s, 7);
+    assert_eq!(ss.settings.stall_alarm_ms, 9000);
+    assert_eq!(ss.settings.mirror_quota_bytes, 20_000_000_000);
+    assert_eq!(ss.settings.staging_expire_ms, 604_800_000);
 }
 
 /// `two_primaries` with every identity_dir under `root`.

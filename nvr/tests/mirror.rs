@@ -94,12 +94,32 @@ impl Primary {
     /// Seals segment `i` on `standby` with the primary's info, size and end, and hash `sha`.
     fn seal_into(&self, standby: &Store, i: usize, sha: &str) -> Result<(), MirrorError> {
         let s = &self.segments[i];
+        standby
+            .mirror_seal(
+                PRIMARY,
+                self.path(i),
+                &self.info(i),
+                s.size_bytes as u64,
+                sha,
+                s.end_ms,
+                s.frames,
+            )
+            .map(|_| ())
+    }
+
+    /// Seals segment `i` on `standby` with the primary's hash, returning what sealing did.
+    fn seal_into_outcome(
+        &self,
+        standby: &Store,
+        i: usize,
+    ) -> Result<store::SealOutcome, MirrorError> {
+        let s = &self.segments[i];
         standby.mirror_seal(
             PRIMARY,
             self.path(i),
             &self.info(i),
             s.size_bytes as u64,
-            sha,
+            self.sha(i),
             s.end_ms,
             s.frames,
         )
@@ -395,7 +415,7 @@ fn gaps_are_refused_without_writing() {
 }
 
 #[test]
-fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
+fn seal_with_a_wrong_hash_keeps_the_staging_copy_and_publishes_nothing() {
     let p = primary();
     let s = standby();
     let bytes = p.bytes(0);
@@ -404,21 +424,41 @@ fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
     s.store
         .mirror_append(PRIMARY, path, 0, &bytes, true)
         .expect("append");
+    // Checked without sealing: the right hash agrees, another one contradicts.
+    s.store
+        .mirror_check_seal(PRIMARY, path, bytes.len() as u64, p.sha(0))
+        .expect("matching seal");
+    assert!(matches!(
+        s.store
+            .mirror_check_seal(PRIMARY, path, bytes.len() as u64, p.sha(1)),
+        Err(MirrorError::Contradiction { .. })
+    ));
+    assert!(matches!(
+        s.store
+            .mirror_check_seal(PRIMARY, path, bytes.len() as u64 + 1, p.sha(0)),
+        Err(MirrorError::OffsetGap { .. })
+    ));
     match p.seal_into(&s.store, 0, p.sha(1)) {
         Err(MirrorError::Contradiction {
-            quarantine_path: Some(q),
+            quarantine_path: None,
             ..
-        }) => assert_eq!(std::fs::read(&q).expect("quarantined"), bytes),
+        }) => {}
         other => panic!("expected a contradiction, got {other:?}"),
     }
     assert!(!s.store.absolute_path(path).exists(), "nothing published");
     assert!(s.store.sealed_segment_by_path(path).expect("row").is_none());
-    assert!(!s.staging(path).exists(), "staging moved to quarantine");
-    assert_eq!(s.store.mirror_holdings(PRIMARY).expect("holdings"), []);
+    // The acknowledged bytes stay staged: the path cannot start afresh with other bytes.
+    assert_eq!(std::fs::read(s.staging(path)).expect("staging kept"), bytes);
+    let other = vec![0x5au8; 100];
+    assert!(matches!(
+        s.store.mirror_append(PRIMARY, path, 0, &other, true),
+        Err(MirrorError::Contradiction { .. })
+    ));
+    assert_eq!(std::fs::read(s.staging(path)).expect("staging kept"), bytes);
     // A malformed hash is refused outright.
     s.store
         .mirror_append(PRIMARY, path, 0, &bytes, true)
-        .expect("append again");
+        .expect("identical re-send");
     assert!(matches!(
         p.seal_into(&s.store, 0, "xyz"),
         Err(MirrorError::BadPath { .. })
@@ -440,6 +480,119 @@ fn seal_with_a_wrong_hash_quarantines_and_publishes_nothing() {
     ));
     // The right hash still seals.
     p.seal_into(&s.store, 0, p.sha(0)).expect("seal");
+}
+
+#[test]
+fn a_seal_shorter_than_the_copy_held_seals_the_matching_prefix_and_keeps_the_tail() {
+    let p = primary();
+    let s = standby();
+    let bytes = p.bytes(0);
+    let path = p.path(0);
+    let row = &p.segments[0];
+    // The standby holds more than the primary sealed (its tail was lost in a crash there).
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0x77u8; 5000]);
+    s.store
+        .mirror_append(PRIMARY, path, 0, &longer, true)
+        .expect("append");
+    // A prefix that does not hash to the seal: refused, nothing moved.
+    let short = (bytes.len() - 10) as u64;
+    let r = s.store.mirror_seal(
+        PRIMARY,
+        path,
+        &p.info(0),
+        short,
+        p.sha(0),
+        row.end_ms,
+        row.frames,
+    );
+    assert!(matches!(r, Err(MirrorError::Contradiction { .. })), "{r:?}");
+    assert_eq!(
+        std::fs::read(s.staging(path)).expect("staging kept"),
+        longer
+    );
+    // The matching prefix seals; the tail goes to quarantine.
+    let outcome = p.seal_into_outcome(&s.store, 0).expect("seal");
+    let cut = outcome.cut_tail.expect("tail cut");
+    assert_eq!(cut.bytes, 5000);
+    assert_eq!(
+        std::fs::read(&cut.quarantine_path).expect("tail"),
+        vec![0x77u8; 5000]
+    );
+    assert_eq!(
+        std::fs::read(s.store.absolute_path(path)).expect("sealed"),
+        bytes
+    );
+    assert!(!s.staging(path).exists());
+    let sealed = s
+        .store
+        .sealed_segment_by_path(path)
+        .expect("row")
+        .expect("sealed");
+    assert_eq!(sealed.sha256.as_deref(), Some(p.sha(0)));
+}
+
+#[test]
+fn unverified_bytes_stop_at_the_quota_and_sealing_frees_them() {
+    let p = primary();
+    let s = standby();
+    let bytes = p.bytes(0);
+    let path = p.path(0);
+    let quota = bytes.len() as u64 + 700;
+    s.store.set_mirror_quota(quota);
+    assert_eq!(s.store.mirror_unverified_bytes(PRIMARY).expect("count"), 0);
+    s.store
+        .mirror_append(PRIMARY, path, 0, &bytes, true)
+        .expect("within the quota");
+    assert_eq!(
+        s.store.mirror_unverified_bytes(PRIMARY).expect("count"),
+        bytes.len() as u64
+    );
+    // Another segment past the quota: refused, nothing written.
+    let other = p.path(1);
+    match s.store.mirror_append(PRIMARY, other, 0, &p.bytes(1), true) {
+        Err(MirrorError::QuotaExceeded {
+            used_bytes,
+            quota_bytes,
+            ..
+        }) => {
+            assert_eq!((used_bytes, quota_bytes), (bytes.len() as u64, quota));
+        }
+        r => panic!("expected QuotaExceeded, got {r:?}"),
+    }
+    assert!(!s.staging(other).exists());
+    // Refused (contradicting) bytes are kept in quarantine only within the quota.
+    let evil = vec![0x99u8; 500];
+    match s.store.mirror_append(PRIMARY, path, 0, &evil, true) {
+        Err(MirrorError::Contradiction {
+            quarantine_path: Some(_),
+            ..
+        }) => {}
+        r => panic!("expected a kept contradiction, got {r:?}"),
+    }
+    match s.store.mirror_append(PRIMARY, path, 0, &evil, true) {
+        Err(MirrorError::Contradiction {
+            quarantine_path: None,
+            ..
+        }) => {}
+        r => panic!("expected a contradiction not kept, got {r:?}"),
+    }
+    // A fresh count from disk agrees (staging plus this origin's quarantine).
+    let reopened = Store::open(s.dir.path(), STANDBY, s.clock.clone()).expect("reopen");
+    assert_eq!(
+        reopened.mirror_unverified_bytes(PRIMARY).expect("count"),
+        bytes.len() as u64 + 500
+    );
+    drop(reopened);
+    // Sealing publishes the copy: it no longer counts, and the other segment fits.
+    p.seal_into(&s.store, 0, p.sha(0)).expect("seal");
+    assert_eq!(
+        s.store.mirror_unverified_bytes(PRIMARY).expect("count"),
+        500
+    );
+    s.store
+        .mirror_append(PRIMARY, other, 0, &p.bytes(1)[..1000], true)
+        .expect("room again");
 }
 
 #[test]

@@ -684,6 +684,22 @@ impl Catalog {
         )
     }
 
+    /// Runs `f` with `synchronous = FULL`, so what it commits is on disk when it returns (the catalog
+    /// otherwise runs with `NORMAL`: durable at checkpoints). For rows another node is told about.
+    pub fn durably<T>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.e(e))?;
+        let r = f(self);
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.e(e))?;
+        r
+    }
+
     /// Inserts a `sealed` row for a file that is already complete (mirrored or restored), or turns the
     /// existing row of the same path (e.g. `deleted`, `missing`) into that sealed row.
     pub fn put_sealed_segment(

@@ -34,7 +34,7 @@ pub use catalog::{
 pub use check::{CheckProblem, CheckReport, SealedReference};
 pub use layout::{parse_media_path, MediaPathInfo};
 pub use layout::{INCOMING_DIR, QUARANTINE_DIR};
-pub use mirror::{MirrorError, MirrorHolding, MirrorInfo};
+pub use mirror::{CutTail, ExpiredStaging, MirrorError, MirrorHolding, MirrorInfo, SealOutcome};
 pub use reader::Reader;
 pub use recovery::RecoveryReport;
 pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};

@@ -82,12 +82,18 @@ impl Store {
             let relative =
                 layout::segment_relative_path(new.camera, new.stream, name_ms, &self.node);
             let path = self.data_dir.join(&relative);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StorageError::io("create directory", dir, e))?;
+            // New directories and the new file's name are made durable before any of its data is,
+            // so a crash cannot lose a file whose bytes were already flushed (and mirrored).
+            if let Some(dir) = Path::new(&relative).parent() {
+                create_dirs(&self.data_dir, dir)?;
             }
             match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(f) => break (relative, path, f),
+                Ok(f) => {
+                    if let Some(dir) = path.parent() {
+                        fsync_dir(dir)?;
+                    }
+                    break (relative, path, f);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => name_ms += 1,
                 Err(e) => return Err(StorageError::io("create", &path, e)),
             }
@@ -290,6 +296,28 @@ fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Fsyncs directory `dir`, so the names created or removed in it are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("fsync directory", dir, e))
+}
+
+/// Creates `root/rel_dir` component by component, fsyncing the parent of every directory created.
+pub(crate) fn create_dirs(root: &Path, rel_dir: &Path) -> Result<(), StorageError> {
+    let mut cur = root.to_path_buf();
+    for c in rel_dir.components() {
+        let parent = cur.clone();
+        cur.push(c);
+        match std::fs::create_dir(&cur) {
+            Ok(()) => fsync_dir(&parent)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StorageError::io("create directory", &cur, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Makes a (synced) file read-only and fsyncs its directory so its name and size are durable.
 pub(crate) fn seal_file(path: &Path) -> Result<(), StorageError> {
     let mut perms = std::fs::metadata(path)
@@ -298,9 +326,7 @@ pub(crate) fn seal_file(path: &Path) -> Result<(), StorageError> {
     perms.set_readonly(true);
     std::fs::set_permissions(path, perms).map_err(|e| StorageError::io("chmod", path, e))?;
     if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::io("fsync directory", dir, e))?;
+        fsync_dir(dir)?;
     }
     Ok(())
 }

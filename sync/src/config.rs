@@ -11,6 +11,9 @@ use crate::identity::{IdentityError, PeerPins};
 /// A configured peer: its pins, and on a primary the standby's address.
 #[derive(Debug, Clone)]
 pub struct Peer {
+    /// Its cameras' streams (`camera`, `main`/`sub`) in the cluster file: the only ones a standby
+    /// accepts from that primary.
+    pub streams: std::collections::BTreeSet<(String, String)>,
     pub pins: PeerPins,
     pub address: Option<String>,
 }
@@ -39,6 +42,12 @@ pub struct SyncConfig {
     pub tamper_window_ms: u64,
     /// Primary: file events the tamper watch queues at most before it falls back to a pass.
     pub tamper_queue_events: u32,
+    /// Anything that stops mirroring progress raises an alarm once it has lasted this long.
+    pub stall_alarm_ms: u64,
+    /// Standby: unverified bytes (staging and quarantine) each primary may hold here; 0 = no quota.
+    pub mirror_quota_bytes: u64,
+    /// Standby: a staging copy idle this long goes to quarantine and its path is closed.
+    pub staging_expire_ms: u64,
     /// Primary: its standby; standby: the primaries it protects.
     pub peers: Vec<Peer>,
 }
@@ -79,7 +88,16 @@ impl SyncConfig {
                     source,
                 },
             )?;
+            let streams = cluster
+                .cameras_of(&p.node)
+                .flat_map(|c| {
+                    c.streams
+                        .iter()
+                        .map(|s| (c.name.clone(), s.kind.as_str().to_owned()))
+                })
+                .collect();
             peers.push(Peer {
+                streams,
                 pins,
                 address: p.address.map(|a| a.to_string()),
             });
@@ -98,6 +116,9 @@ impl SyncConfig {
             tamper_threshold_files: view.settings.tamper_threshold_files,
             tamper_window_ms: view.settings.tamper_window_ms,
             tamper_queue_events: view.settings.tamper_queue_events,
+            stall_alarm_ms: view.settings.stall_alarm_ms,
+            mirror_quota_bytes: view.settings.mirror_quota_bytes,
+            staging_expire_ms: view.settings.staging_expire_ms,
             peers,
         })
     }

@@ -9,6 +9,8 @@
 //! - `heads`: every accepted signed tree head (opaque JSON), keyed by (log node, tree size, head hash),
 //!   with the peer's countersignature once it arrives.
 //! - `alarms`: contradictions and other integrity alarms, for operators and status output.
+//! - `held_seals`: on a standby, seals of complete staging copies that no accepted head logs yet (held
+//!   unverified, returned so by restore, published once a head logs them).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -20,7 +22,8 @@ pub use store::layout::SYNC_DB_FILE;
 use store::StorageError;
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE leaves (
     log_node      TEXT NOT NULL,
     leaf_index    INTEGER NOT NULL,
@@ -49,7 +52,20 @@ CREATE TABLE alarms (
     segment_path  TEXT,
     detail        TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE held_seals (
+    origin        TEXT NOT NULL,
+    segment_path  TEXT NOT NULL,
+    size_bytes    INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    start_ms      INTEGER NOT NULL,
+    end_ms        INTEGER NOT NULL,
+    frames        INTEGER NOT NULL,
+    PRIMARY KEY (origin, segment_path)
+);
+"#,
+];
 
 /// A leaf of a Merkle log: its encoded bytes and its hash.
 pub type Leaf = (Vec<u8>, [u8; 32]);
@@ -91,6 +107,18 @@ pub struct AlarmRow {
     pub peer: Option<String>,
     pub segment_path: Option<String>,
     pub detail: String,
+}
+
+/// A seal a standby holds unverified: its copy is complete in staging, no accepted head logs its path
+/// yet. What the primary announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSeal {
+    pub path: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub frames: i64,
 }
 
 /// The sync agent's database. `Send + Sync`; calls are serialized on one connection.
@@ -328,6 +356,71 @@ impl SyncDb {
             )
             .map_err(|e| self.e(e))?;
         Ok(n as u64)
+    }
+
+    /// Keeps (or replaces) `origin`'s held seal of `seal.path`.
+    pub fn put_held_seal(&self, origin: &str, seal: &HeldSeal) -> Result<(), StorageError> {
+        let size = to_i64("size", seal.size_bytes)?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO held_seals
+                 (origin, segment_path, size_bytes, sha256, start_ms, end_ms, frames)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    origin,
+                    seal.path,
+                    size,
+                    seal.sha256,
+                    seal.start_ms,
+                    seal.end_ms,
+                    seal.frames
+                ],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// `origin`'s held seals, by path.
+    pub fn held_seals(&self, origin: &str) -> Result<Vec<HeldSeal>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT segment_path, size_bytes, sha256, start_ms, end_ms, frames
+                 FROM held_seals WHERE origin = ?1 ORDER BY segment_path",
+            )
+            .map_err(|e| self.e(e))?;
+        let rows = stmt
+            .query_map(params![origin], |r| {
+                Ok(HeldSeal {
+                    path: r.get(0)?,
+                    size_bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                    sha256: r.get(2)?,
+                    start_ms: r.get(3)?,
+                    end_ms: r.get(4)?,
+                    frames: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.e(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))?;
+        Ok(rows)
+    }
+
+    /// Forgets `origin`'s held seals of `paths` (published, or their staging copy gone).
+    pub fn delete_held_seals(&self, origin: &str, paths: &[String]) -> Result<(), StorageError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.e(e))?;
+        for path in paths {
+            tx.execute(
+                "DELETE FROM held_seals WHERE origin = ?1 AND segment_path = ?2",
+                params![origin, path],
+            )
+            .map_err(|e| self.e(e))?;
+        }
+        tx.commit().map_err(|e| self.e(e))
     }
 
     /// Number of leaves of `log_node`'s log.

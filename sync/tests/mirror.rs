@@ -132,9 +132,12 @@ fn stop_and_converge(p: &mut Pair, timeout: Duration) {
     p.recorder.expect_clean_exit(Duration::from_secs(30));
     let want = sealed_on(&p.data_a, "node-a");
     assert!(!want.is_empty());
+    // The file is published a moment before its catalog row is written: wait for both.
     let converged = wait_until(timeout, Duration::from_millis(300), || {
         let have = media_files(&p.data_s);
-        want.iter().all(|(path, sha)| have.get(path) == Some(sha))
+        let cataloged = sealed_on(&p.data_s, "node-a");
+        want.iter()
+            .all(|(path, sha)| have.get(path) == Some(sha) && cataloged.get(path) == Some(sha))
     });
     let have = media_files(&p.data_s);
     let missing: Vec<&String> = want

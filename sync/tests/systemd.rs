@@ -134,3 +134,97 @@ fn bad_sync_settings_name_file_line_and_key() {
         "{e}"
     );
 }
+
+/// Issue 8 ("also"): the recorder parses untrusted camera input, so it must not be able to read the
+/// sync agent's signing key. The agent runs as its own user `nvr-sync` (group `nvr`, to share the
+/// data directory); the identity directory belongs to it, the keys are 0600, and only the public
+/// `identity.toml` (the node's name and pins, which the recorder reads) is readable by the group.
+#[test]
+fn the_agent_runs_as_its_own_user_and_only_it_can_read_the_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let recorder = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/nvr.service"
+    ));
+    let setting = |unit: &'static str, key: &str| -> Vec<&'static str> {
+        unit.lines()
+            .filter_map(|l| l.trim().strip_prefix(key))
+            .collect()
+    };
+    assert_eq!(setting(UNIT, "User="), ["nvr-sync"]);
+    assert_eq!(setting(recorder, "User="), ["nvr"]);
+    assert_eq!(setting(UNIT, "Group="), ["nvr"]);
+    assert_eq!(setting(recorder, "Group="), ["nvr"]);
+    // Both create group-writable files in the shared data directory.
+    assert_eq!(setting(UNIT, "UMask="), ["0007"]);
+    assert_eq!(setting(recorder, "UMask="), ["0007"]);
+    // Only the recorder's unit owns (and chowns) the state directory.
+    assert!(setting(UNIT, "StateDirectory=").is_empty());
+    assert_eq!(setting(UNIT, "ReadWritePaths="), ["/var/lib/nvr"]);
+
+    let sysusers = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/nvr-sync.sysusers");
+    let text = std::fs::read_to_string(sysusers).expect("read systemd/nvr-sync.sysusers");
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(lines.iter().any(|l| l[..2] == ["u", "nvr-sync"]), "{text}");
+    assert!(
+        lines.iter().any(|l| l[..] == ["m", "nvr-sync", "nvr"]),
+        "{text}"
+    );
+    let both = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/nvr.sysusers"),
+        sysusers,
+    ];
+    let out = Command::new("systemd-sysusers")
+        .arg("--dry-run")
+        .args(both)
+        .output()
+        .expect("run systemd-sysusers");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "systemd-sysusers --dry-run: {all}");
+    for bad in ["ignoring", "Failed", "rror"] {
+        assert!(!all.contains(bad), "systemd-sysusers complains:\n{all}");
+    }
+
+    let tmpfiles = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/nvr.tmpfiles"
+    ))
+    .expect("read systemd/nvr.tmpfiles");
+    let entries: Vec<Vec<&str>> = tmpfiles
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for want in [
+        ["d", "/etc/nvr/identity", "0750", "nvr-sync", "nvr"],
+        ["d", "/var/lib/nvr", "0770", "nvr", "nvr"],
+    ] {
+        assert!(
+            entries.iter().any(|e| e.len() >= 5 && e[..5] == want),
+            "systemd/nvr.tmpfiles lacks {want:?}:\n{tmpfiles}"
+        );
+    }
+
+    // keygen: the keys only for their owner, the public identity for the group too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id_dir = dir.path().join("identity");
+    nvr_sync::identity::generate(&id_dir, "nvr-a").expect("keygen");
+    let mode = |name: &str| {
+        std::fs::metadata(id_dir.join(name))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("signing.key"), 0o600);
+    assert_eq!(mode("tls.key"), 0o600);
+    assert_eq!(mode("identity.toml") & 0o040, 0o040);
+}

@@ -6,7 +6,9 @@
 //! - [`Store::mirror_append`] appends to a staging copy under `incoming/<origin>/<path>`, refusing bytes
 //!   that contradict what is already held (they are kept in `quarantine/` instead);
 //! - [`Store::mirror_seal`] checks size and SHA-256 of the staging copy, publishes it at `<path>` with
-//!   no-replace semantics (a hard link), read-only, and catalogs it (`node` = origin, `sealed`);
+//!   no-replace semantics (a hard link), read-only, and catalogs it (`node` = origin, `sealed`); a
+//!   staging copy that contradicts the seal stays where it is (acknowledged bytes are never dropped);
+//!   [`Store::mirror_check_seal`] checks a seal without publishing;
 //! - [`Store::restore_sealed`] and [`Store::restore_missing`] put known-good bytes back in place of a
 //!   damaged or lost file (the damaged file is moved to quarantine, never deleted).
 //!
@@ -16,7 +18,7 @@
 //! come from several tasks).
 //!
 //! Files: this one (types, errors, path checks, holdings), `staging.rs`, `sealing.rs`, `quarantine.rs`,
-//! `restore.rs`.
+//! `quota.rs` (per-origin quota of unverified bytes), `expiry.rs` (stale staging copies), `restore.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -24,6 +26,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub use expiry::ExpiredStaging;
 use ring::digest;
 use serde::Serialize;
 
@@ -31,10 +34,12 @@ use crate::catalog::{SegmentInsert, SegmentProgress};
 use crate::layout::{INCOMING_DIR, QUARANTINE_DIR, RESTORE_TMP_DIR};
 use crate::mp4;
 use crate::recovery::scanned_video_totals;
-use crate::segment::sha256_file;
+use crate::segment::{create_dirs, fsync_dir, sha256_file};
 use crate::{layout, MediaPathInfo, SegmentRow, SegmentState, StorageError, Store};
 
+mod expiry;
 mod quarantine;
+mod quota;
 mod restore;
 mod sealing;
 mod staging;
@@ -46,6 +51,10 @@ mod staging;
 pub(crate) struct MirrorState {
     /// Staging path -> (bytes hashed, hash state over exactly those bytes).
     hashes: HashMap<PathBuf, (u64, digest::Context)>,
+    /// Unverified bytes (staging and quarantine) per origin, once counted ([`quota`]).
+    unverified: HashMap<String, u64>,
+    /// Per-origin quota of unverified bytes; 0 = none.
+    quota_bytes: u64,
 }
 
 /// What the primary says about a mirrored segment, for its catalog row on the standby.
@@ -59,6 +68,20 @@ pub struct MirrorInfo {
     pub width: u32,
     pub height: u32,
     pub audio_codec: Option<String>,
+}
+
+/// What sealing a mirrored segment did besides publishing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealOutcome {
+    /// The staging copy was longer than the sealed size: the tail beyond it was kept in quarantine.
+    pub cut_tail: Option<CutTail>,
+}
+
+/// Bytes held beyond a seal's size (the primary lost them in a crash), kept in quarantine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutTail {
+    pub quarantine_path: PathBuf,
+    pub bytes: u64,
 }
 
 /// One segment of an origin held by this store: sealed (`sealed_sha256` set) or partial (staging).
@@ -90,6 +113,16 @@ pub enum MirrorError {
     /// Not a valid media path of that origin (absolute, `..`, another node's file name, ...).
     #[error("bad mirrored path {path:?}: {reason}")]
     BadPath { path: String, reason: String },
+    /// The origin's unverified bytes (staging and quarantine) would pass the quota: refused, nothing
+    /// written, nothing held deleted.
+    #[error("{path}: {extra_bytes} more bytes of {origin} refused: {used_bytes} unverified bytes held, quota {quota_bytes}")]
+    QuotaExceeded {
+        origin: String,
+        path: String,
+        used_bytes: u64,
+        quota_bytes: u64,
+        extra_bytes: u64,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -157,27 +190,6 @@ fn sha256_hex(data: &[u8]) -> String {
     base::hex::encode(digest::digest(&digest::SHA256, data).as_ref())
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("fsync directory", dir, e))
-}
-
-/// Creates `root/rel_dir` component by component, fsyncing the parent of every directory created.
-fn create_dirs(root: &Path, rel_dir: &Path) -> Result<(), StorageError> {
-    let mut cur = root.to_path_buf();
-    for c in rel_dir.components() {
-        let parent = cur.clone();
-        cur.push(c);
-        match std::fs::create_dir(&cur) {
-            Ok(()) => fsync_dir(&parent)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StorageError::io("create directory", &cur, e)),
-        }
-    }
-    Ok(())
-}
-
 fn set_read_only(path: &Path) -> Result<(), StorageError> {
     let mut perms = std::fs::metadata(path)
         .map_err(|e| StorageError::io("stat", path, e))?
@@ -232,6 +244,12 @@ impl Store {
 
     pub(super) fn staging_path(&self, origin: &str, path: &str) -> PathBuf {
         self.data_dir.join(INCOMING_DIR).join(origin).join(path)
+    }
+
+    /// Where `origin`'s staging copy of `path` is kept (read-only use: a complete copy whose seal
+    /// waits for its leaf is served from there to a restore).
+    pub fn mirror_staging_file(&self, origin: &str, path: &str) -> PathBuf {
+        self.staging_path(origin, path)
     }
 
     /// The sealed row of `path`, if any (a lookup by the unique path index).

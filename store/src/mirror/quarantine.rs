@@ -63,6 +63,28 @@ impl Store {
         Ok(q)
     }
 
+    /// [`Store::quarantine_bytes`] for refused bytes of `origin`, counted against its quota: over the
+    /// quota they are not kept (`None`), since nothing held may be deleted to make room.
+    pub(super) fn quarantine_refused(
+        &self,
+        state: &mut MirrorState,
+        origin: &str,
+        path: &str,
+        data: &[u8],
+    ) -> Result<Option<PathBuf>, StorageError> {
+        match self.check_quota(state, origin, path, data.len() as u64) {
+            Ok(()) => {}
+            Err(MirrorError::Storage(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(path, origin, error = %e, "refused bytes not kept in quarantine");
+                return Ok(None);
+            }
+        }
+        let q = self.quarantine_bytes(origin, path, data)?;
+        Self::count_unverified_change(state, origin, data.len() as i64);
+        Ok(Some(q))
+    }
+
     /// Keeps `data` aside in `quarantine/<now_ms>_<origin>_<path with / replaced by ~>` (a `.N` suffix is
     /// added if that name is taken), durably, and returns that path. Never touches the good copy.
     pub fn quarantine_bytes(

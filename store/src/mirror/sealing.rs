@@ -7,7 +7,10 @@ impl Store {
     ///
     /// The staging copy must be exactly `size_bytes` long and hash to `sha256`: if it is shorter,
     /// `OffsetGap { held, offset: size_bytes }` (send the rest first, nothing is quarantined); if it is
-    /// longer or hashes differently it is moved to quarantine and `Contradiction`. Then: fsync,
+    /// longer, its first `size_bytes` must hash to `sha256` (a primary whose crash cut back bytes it had
+    /// already sent): the tail is then kept in quarantine and reported in [`SealOutcome::cut_tail`].
+    /// A hash that differs is a `Contradiction` and leaves the staging copy as it is: bytes once
+    /// acknowledged are never dropped, so the path cannot be started afresh with other bytes. Then: fsync,
     /// read-only, publish at `path` with a hard link (never replaces: an existing file with the same hash
     /// is an idempotent success, a different one is `Contradiction` and left untouched), fsync the
     /// directory, catalog row (`node` = origin, `sealed`, no run), remove the staging copy.
@@ -22,7 +25,7 @@ impl Store {
         sha256: &str,
         end_ms: i64,
         frames: i64,
-    ) -> Result<(), MirrorError> {
+    ) -> Result<SealOutcome, MirrorError> {
         let pinfo = self.check_mirror_path(origin, path)?;
         if info.camera != pinfo.camera
             || info.stream != pinfo.stream
@@ -42,6 +45,7 @@ impl Store {
             ));
         }
         let sha = normalize_sha256(path, sha256)?;
+        let mut outcome = SealOutcome::default();
         let mut guard = self.mirror_guard();
         let staged = self.staging_path(origin, path);
         let target = self.data_dir.join(path);
@@ -51,8 +55,8 @@ impl Store {
 
         if let Some(row) = self.sealed_segment_by_path(path)? {
             if row.sha256.as_deref() == Some(sha.as_str()) && row.size_bytes as u64 == size_bytes {
-                self.remove_staging(&staged)?;
-                return Ok(());
+                self.remove_staging(&mut guard, origin, &staged)?;
+                return Ok(outcome);
             }
             let q = self.quarantine_staging(origin, path, &staged)?;
             return Err(contradiction(
@@ -121,24 +125,27 @@ impl Store {
                 });
             }
             Some(held) => {
-                if held > size_bytes {
-                    let q = self.quarantine_staging(origin, path, &staged)?;
-                    return Err(contradiction(
-                        path,
-                        format!("{held} bytes held, seal says {size_bytes}"),
-                        q,
-                    ));
-                }
-                let data =
+                let mut data =
                     std::fs::read(&staged).map_err(|e| StorageError::io("read", &staged, e))?;
-                let have = match cached_hash {
-                    Some((hashed, ctx)) if hashed == data.len() as u64 => {
-                        base::hex::encode(ctx.finish().as_ref())
+                let mut cached_hash = cached_hash;
+                if held > size_bytes {
+                    outcome.cut_tail = Some(
+                        self.cut_crash_tail(origin, path, &staged, &mut data, size_bytes, &sha)?,
+                    );
+                    cached_hash = None;
+                }
+                let have = match &cached_hash {
+                    Some((hashed, ctx)) if *hashed == data.len() as u64 => {
+                        base::hex::encode(ctx.clone().finish().as_ref())
                     }
                     _ => sha256_hex(&data),
                 };
                 if have != sha {
-                    let q = self.quarantine_staging(origin, path, &staged)?;
+                    // The held bytes were acknowledged: they stay staged (a seal cannot make the
+                    // standby drop them and start the path afresh).
+                    if let Some(cached) = cached_hash {
+                        guard.hashes.insert(staged, cached);
+                    }
                     tracing::error!(
                         path,
                         origin,
@@ -148,8 +155,8 @@ impl Store {
                     );
                     return Err(contradiction(
                         path,
-                        format!("the {held} bytes held hash to {have}, seal says {sha}"),
-                        q,
+                        format!("the {held} bytes held hash to {have}, seal says {sha}; the staging copy is kept"),
+                        None,
                     ));
                 }
                 File::open(&staged)
@@ -184,31 +191,34 @@ impl Store {
         let fragments = mp4::scan(&data).map_or(0, |r| r.fragments.len() as i64);
         let stream_id = self.ensure_stream(&info.camera, &info.stream)?;
         let now_ms = self.now_utc_ms();
-        self.catalog().put_sealed_segment(
-            &SegmentInsert {
-                stream_id,
-                run_id: None,
-                node: origin,
-                path,
-                state: SegmentState::Sealed,
-                start_ms: info.start_ms,
-                video_codec: &info.video_codec,
-                width: i64::from(info.width),
-                height: i64::from(info.height),
-                audio_codec: info.audio_codec.as_deref(),
-                created_ms: now_ms,
-            },
-            &SegmentProgress {
-                end_ms,
-                media_duration_ms: end_ms - info.start_ms,
-                frames,
-                fragments,
-                size_bytes: data.len() as i64,
-            },
-            &sha,
-            now_ms,
-        )?;
-        self.remove_staging(&staged)?;
+        // Durable before the seal is acknowledged: the primary counts on it from then on.
+        self.catalog().durably(|c| {
+            c.put_sealed_segment(
+                &SegmentInsert {
+                    stream_id,
+                    run_id: None,
+                    node: origin,
+                    path,
+                    state: SegmentState::Sealed,
+                    start_ms: info.start_ms,
+                    video_codec: &info.video_codec,
+                    width: i64::from(info.width),
+                    height: i64::from(info.height),
+                    audio_codec: info.audio_codec.as_deref(),
+                    created_ms: now_ms,
+                },
+                &SegmentProgress {
+                    end_ms,
+                    media_duration_ms: end_ms - info.start_ms,
+                    frames,
+                    fragments,
+                    size_bytes: data.len() as i64,
+                },
+                &sha,
+                now_ms,
+            )
+        })?;
+        self.remove_staging(&mut guard, origin, &staged)?;
         self.log_event(
             Some(stream_id),
             "mirrored",
@@ -217,6 +227,118 @@ impl Store {
                 data.len()
             ),
         );
+        Ok(outcome)
+    }
+
+    /// Checks a seal of `origin`'s segment `path` against what is held, without publishing or moving
+    /// anything: `Ok` if a sealed copy has that size and hash, or the staging copy's first
+    /// `size_bytes` hash to `sha256`; `OffsetGap` if fewer bytes are held; else `Contradiction`.
+    pub fn mirror_check_seal(
+        &self,
+        origin: &str,
+        path: &str,
+        size_bytes: u64,
+        sha256: &str,
+    ) -> Result<(), MirrorError> {
+        self.check_mirror_path(origin, path)?;
+        let sha = normalize_sha256(path, sha256)?;
+        let guard = self.mirror_guard();
+        if let Some(row) = self.sealed_segment_by_path(path)? {
+            if row.sha256.as_deref() == Some(sha.as_str()) && row.size_bytes as u64 == size_bytes {
+                return Ok(());
+            }
+            return Err(contradiction(
+                path,
+                format!(
+                    "sealed here with sha256 {} ({} bytes); seal says {sha} ({size_bytes} bytes)",
+                    row.sha256.as_deref().unwrap_or("-"),
+                    row.size_bytes
+                ),
+                None,
+            ));
+        }
+        let staged = self.staging_path(origin, path);
+        let held = match std::fs::metadata(&staged) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StorageError::io("stat", &staged, e).into()),
+        };
+        if held < size_bytes || size_bytes == 0 {
+            return Err(MirrorError::OffsetGap {
+                path: path.to_owned(),
+                held,
+                offset: size_bytes,
+            });
+        }
+        let have = match guard.hashes.get(&staged) {
+            Some((hashed, ctx)) if *hashed == size_bytes && held == size_bytes => {
+                base::hex::encode(ctx.clone().finish().as_ref())
+            }
+            _ => {
+                let data =
+                    std::fs::read(&staged).map_err(|e| StorageError::io("read", &staged, e))?;
+                let size = usize::try_from(size_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                sha256_hex(&data[..size])
+            }
+        };
+        if have != sha {
+            return Err(contradiction(
+                path,
+                format!("the first {size_bytes} of the {held} bytes held hash to {have}, seal says {sha}"),
+                None,
+            ));
+        }
         Ok(())
+    }
+
+    /// The staging copy holds more than the seal says: the primary lost a tail it had already sent
+    /// (a crash cut its file back to a fragment boundary before the bytes were durable there). If the
+    /// first `size_bytes` held hash to the sealed `sha`, the tail beyond them is kept in quarantine and
+    /// the staging copy (and `data`) cut to the sealed size; otherwise the seal is a `Contradiction`
+    /// and the staging copy stays as it is.
+    fn cut_crash_tail(
+        &self,
+        origin: &str,
+        path: &str,
+        staged: &Path,
+        data: &mut Vec<u8>,
+        size_bytes: u64,
+        sha: &str,
+    ) -> Result<CutTail, MirrorError> {
+        let held = data.len() as u64;
+        let size = usize::try_from(size_bytes)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let prefix = sha256_hex(&data[..size]);
+        if prefix != sha {
+            return Err(contradiction(
+                path,
+                format!(
+                    "{held} bytes held, seal says {size_bytes}, and the first {size_bytes} hash to {prefix}, not {sha}; the staging copy is kept"
+                ),
+                None,
+            ));
+        }
+        let quarantine_path = self.quarantine_bytes(origin, path, &data[size..])?;
+        OpenOptions::new()
+            .write(true)
+            .open(staged)
+            .and_then(|f| f.set_len(size_bytes).and_then(|()| f.sync_all()))
+            .map_err(|e| StorageError::io("cut", staged, e))?;
+        data.truncate(size);
+        tracing::warn!(
+            path,
+            origin,
+            held,
+            size_bytes,
+            quarantine = %quarantine_path.display(),
+            "primary sealed a shorter segment than it sent (crash cut); tail kept in quarantine"
+        );
+        Ok(CutTail {
+            quarantine_path,
+            bytes: held - size_bytes,
+        })
     }
 }

@@ -27,12 +27,19 @@ impl Store {
         self.check_mirror_path(origin, path)?;
         let mut guard = self.mirror_guard();
         if let Some(row) = self.sealed_segment_by_path(path)? {
-            return self.append_to_sealed(origin, &row, offset, data);
+            return self.append_to_sealed(&mut guard, origin, &row, offset, data);
         }
         let staged = self.staging_path(origin, path);
         let (file, created) = match OpenOptions::new().read(true).write(true).open(&staged) {
             Ok(f) => (f, false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.staging_expired(origin, path) {
+                    return Err(contradiction(
+                        path,
+                        "its staging copy expired and was kept in quarantine; the path cannot be started again",
+                        None,
+                    ));
+                }
                 if offset > 0 {
                     return Err(MirrorError::OffsetGap {
                         path: path.to_owned(),
@@ -40,6 +47,7 @@ impl Store {
                         offset,
                     });
                 }
+                self.check_quota(&mut guard, origin, path, data.len() as u64)?;
                 let rel_dir = Path::new(INCOMING_DIR).join(origin).join(path);
                 if let Some(parent) = rel_dir.parent() {
                     create_dirs(&self.data_dir, parent)?;
@@ -71,22 +79,26 @@ impl Store {
             file.read_exact_at(&mut have, offset)
                 .map_err(|e| StorageError::io("read", &staged, e))?;
             if have[..] != data[..overlap] {
-                let q = self.quarantine_bytes(origin, path, data)?;
+                let q = self.quarantine_refused(&mut guard, origin, path, data)?;
                 let reason = format!(
                     "bytes at offset {offset} (chunk of {} bytes) differ from the {held} bytes held",
                     data.len()
                 );
-                tracing::error!(path, origin, %reason, quarantine = %q.display(), "mirrored data refused");
-                return Err(contradiction(path, reason, Some(q)));
+                tracing::error!(path, origin, %reason, quarantine = ?q, "mirrored data refused");
+                return Err(contradiction(path, reason, q));
             }
         }
         let tail = &data[overlap..];
         if !tail.is_empty() {
+            if !created {
+                self.check_quota(&mut guard, origin, path, tail.len() as u64)?;
+            }
             if let Err(e) = file.write_all_at(tail, held) {
                 let _ = file.set_len(held);
                 guard.hashes.remove(&staged);
                 return Err(StorageError::io("write", &staged, e).into());
             }
+            Self::count_unverified_change(&mut guard, origin, tail.len() as i64);
             if created {
                 guard
                     .hashes
@@ -137,6 +149,7 @@ impl Store {
     /// `mirror_append` for a segment sealed here: only bytes equal to the sealed file's are accepted.
     pub(super) fn append_to_sealed(
         &self,
+        state: &mut MirrorState,
         origin: &str,
         row: &SegmentRow,
         offset: u64,
@@ -165,17 +178,33 @@ impl Store {
         match reason {
             None => Ok(size),
             Some(reason) => {
-                let q = self.quarantine_bytes(origin, &row.path, data)?;
-                tracing::error!(path = %row.path, origin, %reason, quarantine = %q.display(), "data for a sealed segment refused");
-                Err(contradiction(&row.path, reason, Some(q)))
+                let q = self.quarantine_refused(state, origin, &row.path, data)?;
+                tracing::error!(path = %row.path, origin, %reason, quarantine = ?q, "data for a sealed segment refused");
+                Err(contradiction(&row.path, reason, q))
             }
         }
     }
 
-    /// Removes a staging copy (if any) and fsyncs its directory.
-    pub(super) fn remove_staging(&self, staged: &Path) -> Result<(), StorageError> {
+    /// Removes `origin`'s staging copy `staged` (if any; its bytes leave the origin's unverified
+    /// count) and fsyncs its directory.
+    pub(super) fn remove_staging(
+        &self,
+        state: &mut MirrorState,
+        origin: &str,
+        staged: &Path,
+    ) -> Result<(), StorageError> {
+        let len = match std::fs::metadata(staged) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StorageError::io("stat", staged, e)),
+        };
         match std::fs::remove_file(staged) {
             Ok(()) => {
+                Self::count_unverified_change(
+                    state,
+                    origin,
+                    -i64::try_from(len).unwrap_or(i64::MAX),
+                );
                 if let Some(dir) = staged.parent() {
                     fsync_dir(dir)?;
                 }

@@ -7,6 +7,7 @@ pub mod preauth;
 pub mod primary;
 pub mod repair;
 pub mod restore;
+pub mod stall;
 pub mod standby;
 mod standby_log;
 pub mod tamper;
@@ -62,8 +63,11 @@ pub struct StreamLag {
     pub local_bytes: u64,
     pub acked_bytes: u64,
     pub lag_bytes: u64,
-    /// How long the oldest un-acknowledged byte has been waiting.
+    /// How long the stream's oldest waiting segment has waited: un-acknowledged bytes, a seal not yet
+    /// acknowledged, or the link down. 0 only when nothing waits.
     pub lag_ms: i64,
+    /// Since when that segment (or the link) has waited.
+    pub waiting_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -99,6 +103,13 @@ pub struct AgentStatus {
     pub scrub_bytes: u64,
     /// Primary: the tamper watch (files changed outside retention, the tampering alarm, repairs).
     pub tamper: Option<tamper::TamperStatus>,
+    /// Ongoing conditions that stop mirroring progress, oldest first ([`stall`]).
+    pub stalls: Vec<stall::Stall>,
+    #[serde(skip)]
+    pub stall_map: stall::Stalls,
+    /// A stall lasting this long raises an alarm.
+    #[serde(skip)]
+    pub stall_alarm_ms: u64,
 }
 
 pub type SharedStatus = Arc<Mutex<AgentStatus>>;
@@ -131,6 +142,20 @@ const STATUS_ALARMS: usize = 20;
 
 /// Writes `sync-status.json` atomically (the alarm count and the newest alarms only, not every one).
 pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
+    let overdue = with_status(status, |s| stall::refresh(s, now_ms()));
+    for st in overdue {
+        let detail = format!(
+            "{} (for {} ms, since {})",
+            st.detail, st.waited_ms, st.since_ms
+        );
+        raise_alarm(
+            db,
+            &st.kind,
+            st.peer.as_deref(),
+            st.segment.as_deref(),
+            &detail,
+        );
+    }
     let total = db.alarm_count().unwrap_or_default();
     let recent = db.recent_alarms(STATUS_ALARMS).unwrap_or_default();
     let snapshot = with_status(status, |s| {

@@ -14,13 +14,18 @@ use store::{SegmentRow, SegmentState, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify};
 
+mod fetch;
+mod watermark;
+
+use watermark::Watermark;
+
 use super::repair::{
     finish_repair, log_reference, repair_reference, repair_refused, RepairCause, RepairRequest,
     Repairs,
 };
 use super::{
-    from_json, io_err, now_ms, raise_alarm, to_json, with_status, write_status, AgentError, Conn,
-    SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+    from_json, io_err, now_ms, raise_alarm, stall, to_json, with_status, write_status, AgentError,
+    Conn, SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
 };
 use crate::config::{Peer, SyncConfig};
 use crate::identity::{self, NodeIdentity};
@@ -111,13 +116,20 @@ impl Log {
                     blocked = true;
                     continue;
                 }
-                if !blocked {
-                    self.scan_after_id = row.id.0;
-                }
+                // The cursor passes a row once it is logged (or cannot be): a failed append is
+                // tried again, so a damaged sync.db keeps failing (and alarming) instead of
+                // skipping the segment.
+                let advance = !blocked;
                 if self.logged.contains_key(&row.path) {
+                    if advance {
+                        self.scan_after_id = row.id.0;
+                    }
                     continue;
                 }
                 let Some(sha) = row.sha256.as_deref().and_then(base::hex::decode_32) else {
+                    if advance {
+                        self.scan_after_id = row.id.0;
+                    }
                     continue;
                 };
                 let (camera, stream) = streams.get(&row.stream_id.0).cloned().unwrap_or_default();
@@ -136,6 +148,9 @@ impl Log {
                 db.append_leaf(&self.node, index, &leaf.encode(), &hash, &row.path)?;
                 self.tree.push(hash);
                 self.logged.insert(row.path.clone(), index);
+                if advance {
+                    self.scan_after_id = row.id.0;
+                }
                 if self.tree.len() - self.head_size() >= MAX_LEAVES_PER_HEAD {
                     self.sign(db, id)?;
                     signed = true;
@@ -218,9 +233,18 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let (store, db) = super::open_storage(&cfg)?;
-    let mut log = Log::load(&cfg.node_name, &db)?;
+    let mut log = Log::load(&cfg.node_name, &db).inspect_err(|e| {
+        raise_alarm(
+            &db,
+            "log_error",
+            None,
+            None,
+            &format!("cannot load the log: {e}"),
+        );
+    })?;
     let standby = cfg.peers[0].clone();
     with_status(&status, |s| {
+        s.stall_alarm_ms = cfg.stall_alarm_ms;
         s.node = cfg.node_name.clone();
         s.role = "primary".into();
         s.peers.entry(standby.pins.node.clone()).or_default().node = standby.pins.node.clone();
@@ -289,6 +313,9 @@ pub async fn run(
                 }
             }
         });
+        if let Err(e) = &result {
+            link_down(&store, &status, &standby.pins.node, &e.to_string());
+        }
         write_status(&cfg.data_dir, &status, &db);
         match result {
             Ok(()) => break,
@@ -299,15 +326,10 @@ pub async fn run(
                 let delay = backoff.next_delay_ms(base::job::random_jitter_unit());
                 tracing::warn!(peer = %standby.pins.node, error = %e, retry_in_ms = delay, "standby connection ended");
                 // Keep the log and heads current while disconnected.
-                if let Err(e) = tokio::task::block_in_place(|| {
-                    log.update(
-                        &store,
-                        &db,
-                        &id,
-                        Duration::from_millis(cfg.head_interval_ms),
-                        false,
-                    )
-                }) {
+                let head_interval = Duration::from_millis(cfg.head_interval_ms);
+                if let Err(e) =
+                    update_log(&mut log, &store, &db, &id, &status, head_interval, false)
+                {
                     tracing::error!(error = %e, "log update failed");
                 }
                 tokio::select! {
@@ -318,6 +340,70 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The standby cannot be reached or the session failed: a stall of the link, and every stream waits
+/// (what the recorder writes meanwhile is not mirrored) from now on if it did not wait already.
+fn link_down(store: &Store, status: &SharedStatus, peer: &str, error: &str) {
+    let now = now_ms();
+    let streams = tokio::task::block_in_place(|| store.catalog().streams()).unwrap_or_default();
+    stall::observe(
+        status,
+        &format!("link:{peer}"),
+        stall::Observed {
+            kind: "standby_unreachable",
+            peer: Some(peer),
+            segment: None,
+            detail: &format!("no session with the standby: {error}"),
+            since_ms: now,
+        },
+    );
+    with_status(status, |s| {
+        if let Some(p) = s.peers.get_mut(peer) {
+            for st in streams {
+                p.streams
+                    .entry(format!("{}/{}", st.camera, st.kind))
+                    .or_default();
+            }
+            for lag in p.streams.values_mut() {
+                lag.waiting_since_ms.get_or_insert(now);
+            }
+        }
+    });
+}
+
+/// [`Log::update`], noting a failure as a stall (mirroring cannot go on while the log cannot grow).
+#[allow(clippy::too_many_arguments)]
+fn update_log(
+    log: &mut Log,
+    store: &Store,
+    db: &SyncDb,
+    id: &NodeIdentity,
+    status: &SharedStatus,
+    head_interval: Duration,
+    refresh: bool,
+) -> Result<bool, AgentError> {
+    let key = format!("log:{}", log.node);
+    match tokio::task::block_in_place(|| log.update(store, db, id, head_interval, refresh)) {
+        Ok(signed) => {
+            stall::clear(status, &key);
+            Ok(signed)
+        }
+        Err(e) => {
+            stall::observe(
+                status,
+                &key,
+                stall::Observed {
+                    kind: "log_error",
+                    peer: None,
+                    segment: None,
+                    detail: &format!("the log cannot be updated: {e}"),
+                    since_ms: now_ms(),
+                },
+            );
+            Err(e)
+        }
+    }
 }
 
 pub async fn connect(
@@ -385,6 +471,8 @@ struct Mirror {
     seal_sent: bool,
     done: bool,
     unacked_since_ms: Option<i64>,
+    /// When this connection first saw the segment sealed here (it waits for the standby's seal).
+    sealed_seen_ms: Option<i64>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -417,6 +505,7 @@ async fn session(
             p.last_head_size = standby_head.as_ref().map(|h| h.head.tree_size);
         }
     });
+    stall::clear(status, &format!("link:{peer_name}"));
 
     // Where the standby's log stands in ours.
     let mut standby_size = 0u64;
@@ -475,11 +564,11 @@ async fn session(
     let sealed_below = sealed_below_leaf.min(standby_size);
     let logged_below =
         |log: &Log, row: &SegmentRow| log.leaf_index(&row.path).is_some_and(|i| i < sealed_below);
-    let mut mirror_after_id = tokio::task::block_in_place(|| {
+    let mut watermark = Watermark::starting_after(tokio::task::block_in_place(|| {
         skip_done(store, &cfg.node_name, 0, |row| {
             row.state == SegmentState::Deleted || logged_below(log, row)
         })
-    })?;
+    })?);
     let mut head_in_flight: Option<(i64, SignedTreeHead)> = None;
     let mut streams: HashMap<i64, (String, String)> = HashMap::new();
     let mut repairs = Repairs::default();
@@ -541,6 +630,7 @@ async fn session(
                             }
                             standby_size = head.head.tree_size;
                             sent_head_id = i;
+                            stall::clear(status, &format!("head:{peer_name}"));
                             with_status(status, |s| {
                                 if let Some(p) = s.peers.get_mut(&peer_name) {
                                     p.last_head_size = Some(standby_size);
@@ -565,6 +655,10 @@ async fn session(
                                 m.data_in_flight = m.data_in_flight.saturating_sub(1);
                             }
                             None => {
+                                stall::observe(status, &format!("head:{peer_name}"), stall::Observed {
+                                    kind: "head_refused", peer: Some(&peer_name), segment: None,
+                                    detail: &format!("the standby refuses our heads: {reason}"), since_ms: now_ms(),
+                                });
                                 return Err(AgentError::Peer(format!("standby refused our log: {reason}")));
                             }
                         }
@@ -573,6 +667,9 @@ async fn session(
                         if let Some((req, buf)) = repairs.data(&key.path, offset, &data, last) {
                             tokio::task::block_in_place(|| finish_repair(store, db, status, &peer_name, &req, &buf));
                         }
+                    }
+                    Message::FetchRequest { key, offset, len } => {
+                        fetch::serve(&mut writer, store, db, log, key, offset, len).await?;
                     }
                     Message::Pong { .. } | Message::Ping { .. } => {}
                     Message::Error { code, message } => {
@@ -602,41 +699,35 @@ async fn session(
         }
 
         // The log first, so a sealed segment has its leaf index when announced.
-        tokio::task::block_in_place(|| log.update(store, db, id, head_interval, true))?;
+        update_log(log, store, db, id, status, head_interval, true)?;
         if last_reconcile.elapsed() >= Duration::from_millis(cfg.reconcile_interval_ms) {
-            mirror_after_id = tokio::task::block_in_place(|| {
+            let resume_after = tokio::task::block_in_place(|| {
                 skip_done(store, &cfg.node_name, 0, |row| {
                     row.state == SegmentState::Deleted
                         || logged_below(log, row)
                         || mirrors.get(&row.path).is_some_and(|m| m.done)
                 })
             })?;
+            watermark.rescan(resume_after);
             last_reconcile = Instant::now();
         }
 
-        // Mirror segments from the watermark on.
-        let rows = tokio::task::block_in_place(|| {
-            store
-                .catalog()
-                .node_segments_after(&cfg.node_name, mirror_after_id, 2000)
-        })?;
-        let mut contiguous_done = true;
+        // Mirror the segments still pending, then new ones from the watermark on.
+        let rows = tokio::task::block_in_place(|| watermark.rows(store, &cfg.node_name))?;
         let mut lags: HashMap<String, StreamLag> = HashMap::new();
         for row in rows {
             if row.state == SegmentState::Deleted || logged_below(log, &row) {
-                if contiguous_done {
-                    mirror_after_id = row.id.0;
-                }
+                watermark.done(&row);
+                stall::clear(status, &format!("segment:{}", row.path));
                 continue;
             }
             let m = mirrors.entry(row.path.clone()).or_default();
-            if m.done {
-                if contiguous_done {
-                    mirror_after_id = row.id.0;
-                }
+            if row.state == SegmentState::Deleted || m.done {
+                watermark.done(&row);
+                stall::clear(status, &format!("segment:{}", row.path));
                 continue;
             }
-            contiguous_done = false;
+            watermark.pending(&row);
             if !streams.contains_key(&row.stream_id.0) {
                 streams = store
                     .catalog()
@@ -681,39 +772,27 @@ async fn session(
                 m.announced = true;
             }
             if local_len > m.sent && m.data_in_flight < 64 {
-                let mut file = tokio::fs::File::open(&abs)
+                let chunks = SegmentChunks {
+                    key: &key,
+                    abs: &abs,
+                    local_len,
+                };
+                match chunks
+                    .send(&mut writer, m, &mut budget, status, &peer_name)
                     .await
-                    .map_err(io_err(format!("open {}", abs.display())))?;
-                tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(m.sent))
-                    .await
-                    .map_err(io_err("seek"))?;
-                while m.sent < local_len && m.data_in_flight < 64 {
-                    let want = ((local_len - m.sent) as usize).min(CHUNK_BYTES);
-                    budget.take(want).await;
-                    let mut buf = vec![0u8; want];
-                    file.read_exact(&mut buf)
-                        .await
-                        .map_err(io_err(format!("read {}", abs.display())))?;
-                    crate::proto::write_message(
-                        &mut writer,
-                        &Message::SegmentData {
-                            key: key.clone(),
-                            offset: m.sent,
-                            data: buf.into(),
-                        },
-                    )
-                    .await?;
-                    m.sent += want as u64;
-                    m.data_in_flight += 1;
-                    m.unacked_since_ms.get_or_insert_with(now_ms);
-                    with_status(status, |s| {
-                        if let Some(p) = s.peers.get_mut(&peer_name) {
-                            p.bytes_sent += want as u64;
-                        }
-                    });
+                {
+                    Ok(()) => {}
+                    Err(SendError::Peer(e)) => return Err(e),
+                    // One unreadable file (deleted or cut under us) must not stop the others.
+                    Err(SendError::Read(e)) => {
+                        segment_unreadable(status, &peer_name, &row, m, &e);
+                        continue;
+                    }
                 }
             }
-            if sealed && m.sent == local_len && !m.seal_sent {
+            // More sent than the sealed file holds: a crash cut the file back after its tail was
+            // mirrored. The seal tells the standby to keep the matching prefix.
+            if sealed && m.sent >= local_len && !m.seal_sent {
                 if let (Some(sha), Some(leaf_index)) =
                     (row.sha256.clone(), log.leaf_index(&row.path))
                 {
@@ -732,13 +811,22 @@ async fn session(
                     m.seal_sent = true;
                 }
             }
+            let waiting = segment_waiting(status, &peer_name, &row, m);
             let lag = lags.entry(format!("{camera}/{stream}")).or_default();
-            if !sealed || lag.segment.is_empty() {
+            // The stream's lag is that of its oldest waiting segment, else of its open one.
+            let shown = match (waiting, lag.waiting_since_ms) {
+                (Some(w), Some(l)) => w < l,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => !sealed || lag.segment.is_empty(),
+            };
+            if shown {
                 lag.segment = row.path.clone();
                 lag.local_bytes = local_len;
                 lag.acked_bytes = m.acked;
                 lag.lag_bytes = local_len.saturating_sub(m.acked);
-                lag.lag_ms = m.unacked_since_ms.map_or(0, |t| now_ms() - t);
+                lag.waiting_since_ms = waiting;
+                lag.lag_ms = waiting.map_or(0, |t| now_ms() - t);
             }
         }
 
@@ -809,6 +897,130 @@ fn skip_done(
             return Ok(after_id);
         }
     }
+}
+
+/// Bytes of one segment to send from its file.
+struct SegmentChunks<'a> {
+    key: &'a SegmentKey,
+    abs: &'a std::path::Path,
+    local_len: u64,
+}
+
+enum SendError {
+    /// The segment's file cannot be read: that segment waits, the session goes on.
+    Read(String),
+    /// The connection failed.
+    Peer(AgentError),
+}
+
+impl SegmentChunks<'_> {
+    /// Sends `SegmentData` chunks from `m.sent` on, while fewer than 64 are unacknowledged.
+    async fn send<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        m: &mut Mirror,
+        budget: &mut Budget,
+        status: &SharedStatus,
+        peer: &str,
+    ) -> Result<(), SendError> {
+        let read_err = |op: &str, e: std::io::Error| {
+            SendError::Read(format!("{op} {}: {e}", self.abs.display()))
+        };
+        let mut file = tokio::fs::File::open(self.abs)
+            .await
+            .map_err(|e| read_err("open", e))?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(m.sent))
+            .await
+            .map_err(|e| read_err("seek", e))?;
+        while m.sent < self.local_len && m.data_in_flight < 64 {
+            let want = ((self.local_len - m.sent) as usize).min(CHUNK_BYTES);
+            budget.take(want).await;
+            let mut buf = vec![0u8; want];
+            file.read_exact(&mut buf)
+                .await
+                .map_err(|e| read_err("read", e))?;
+            let msg = Message::SegmentData {
+                key: self.key.clone(),
+                offset: m.sent,
+                data: buf.into(),
+            };
+            crate::proto::write_message(writer, &msg)
+                .await
+                .map_err(|e| SendError::Peer(e.into()))?;
+            m.sent += want as u64;
+            m.data_in_flight += 1;
+            m.unacked_since_ms.get_or_insert_with(now_ms);
+            with_status(status, |s| {
+                if let Some(p) = s.peers.get_mut(peer) {
+                    p.bytes_sent += want as u64;
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Segment `row`'s file cannot be read: it waits (a stall, alarmed after `stall_alarm_ms`), tried
+/// again on every pass.
+fn segment_unreadable(
+    status: &SharedStatus,
+    peer: &str,
+    row: &SegmentRow,
+    m: &mut Mirror,
+    error: &str,
+) {
+    let since_ms = *m.sealed_seen_ms.get_or_insert_with(now_ms);
+    tracing::debug!(path = %row.path, error, "segment file unreadable");
+    stall::observe(
+        status,
+        &format!("segment:{}", row.path),
+        stall::Observed {
+            kind: "segment_unreadable",
+            peer: Some(peer),
+            segment: Some(&row.path),
+            detail: &format!("cannot read this node's file: {error}"),
+            since_ms,
+        },
+    );
+}
+
+/// Since when segment `row` has waited on the standby (bytes sent but not acknowledged, or sealed here
+/// but its seal not acknowledged), noted as a stall; `None` (and the stall cleared) if it does not wait.
+fn segment_waiting(
+    status: &SharedStatus,
+    peer: &str,
+    row: &SegmentRow,
+    m: &mut Mirror,
+) -> Option<i64> {
+    let key = format!("segment:{}", row.path);
+    if row.state == SegmentState::Sealed {
+        m.sealed_seen_ms.get_or_insert_with(now_ms);
+    }
+    let Some(since_ms) = m.unacked_since_ms.or(m.sealed_seen_ms) else {
+        stall::clear(status, &key);
+        return None;
+    };
+    let detail = if row.state == SegmentState::Sealed {
+        format!(
+            "sealed here ({} bytes), not sealed on the standby ({} bytes acknowledged{})",
+            row.size_bytes,
+            m.acked,
+            if m.seal_sent { ", seal sent" } else { "" }
+        )
+    } else {
+        format!("{} bytes sent, {} acknowledged", m.sent, m.acked)
+    };
+    Some(stall::observe(
+        status,
+        &key,
+        stall::Observed {
+            kind: "segment_stuck",
+            peer: Some(peer),
+            segment: Some(&row.path),
+            detail: &detail,
+            since_ms,
+        },
+    ))
 }
 
 /// A token bucket for the optional bandwidth cap.

@@ -10,22 +10,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::syncdb::SyncDb;
-use store::{MirrorError, MirrorInfo, SegmentState, Store};
+use store::{MirrorError, SegmentState, Store};
 use tokio::sync::watch;
 
 use super::preauth::{AcceptBackoff, PreAuth};
 pub use super::standby_log::MAX_HEAD_CLOCK_AHEAD_MS;
 use super::standby_log::{
-    accept_head, load_origin, lock, note_sealed, send_listing, send_standby_state, HeadMessage,
+    accept_head, held_seal, load_origin, lock, send_listing, send_standby_state, HeadMessage,
     ListFilter, Origins,
 };
 use super::{
-    io_err, now_ms, raise_alarm, with_status, write_status, AgentError, Conn, SharedStatus,
+    io_err, now_ms, raise_alarm, stall, with_status, write_status, AgentError, Conn, SharedStatus,
     CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
 };
 use crate::config::SyncConfig;
 use crate::identity::{self, NodeIdentity, PeerPins};
 use crate::proto::{ErrorCode, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
+
+mod repair;
+mod sealed;
 
 /// State shared by the standby's connections.
 pub(super) struct Shared {
@@ -38,6 +41,10 @@ pub(super) struct Shared {
     /// Heads are accepted one at a time (their `sync.db` write runs outside `origins`' lock).
     pub(super) accept_lock: tokio::sync::Mutex<()>,
     pub(super) status: SharedStatus,
+    /// Per primary, the streams (`camera`, `main`/`sub`) the cluster file gives it.
+    streams: HashMap<String, std::collections::BTreeSet<(String, String)>>,
+    /// Per connected primary, where the scrub sends damaged copies to repair from it.
+    repair_queues: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<store::SegmentRow>>>,
 }
 
 /// Runs the standby side until `shutdown`.
@@ -48,6 +55,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let (store, db) = super::open_storage(&cfg)?;
+    store.set_mirror_quota(cfg.mirror_quota_bytes);
     let pins: Vec<PeerPins> = cfg.peers.iter().map(|p| p.pins.clone()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(identity::server_config(&id, &pins)?);
     let Some(listen) = cfg.listen else {
@@ -58,12 +66,16 @@ pub async fn run(
         .map_err(io_err(format!("listen on {listen}")))?;
     tracing::info!(%listen, primaries = pins.len(), "standby listening");
     with_status(&status, |s| {
+        s.stall_alarm_ms = cfg.stall_alarm_ms;
         s.node = cfg.node_name.clone();
         s.role = "standby".into();
         for p in &pins {
             s.peers.entry(p.node.clone()).or_default().node = p.node.clone();
         }
     });
+    for p in &pins {
+        primary_absent(&status, &p.node, "not connected since this agent started");
+    }
     let shared = Arc::new(Shared {
         node: cfg.node_name.clone(),
         id,
@@ -73,6 +85,12 @@ pub async fn run(
         origins: Mutex::new(HashMap::new()),
         accept_lock: tokio::sync::Mutex::new(()),
         status: status.clone(),
+        streams: cfg
+            .peers
+            .iter()
+            .map(|p| (p.pins.node.clone(), p.streams.clone()))
+            .collect(),
+        repair_queues: Mutex::new(HashMap::new()),
     });
     if cfg.scrub_interval_ms > 0 {
         tokio::spawn(scrub_loop(
@@ -85,10 +103,17 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let preauth = PreAuth::new();
     let mut accept_backoff = AcceptBackoff::default();
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = tick.tick() => write_status(&cfg.data_dir, &status, &shared.db),
+            _ = tick.tick() => {
+                ticks += 1;
+                if ticks % EXPIRY_TICKS == 1 {
+                    expire_staging(&shared, cfg.staging_expire_ms);
+                }
+                write_status(&cfg.data_dir, &status, &shared.db)
+            }
             accepted = listener.accept() => {
                 let (tcp, addr) = match accepted {
                     Ok(a) => {
@@ -139,6 +164,7 @@ pub async fn run(
                     };
                     let name = peer.node.clone();
                     let result = serve(&shared, peer, Conn::new(tls), shutdown).await;
+                    repair_queues(&shared).retain(|_, tx| !tx.is_closed());
                     with_status(&shared.status, |s| {
                         if let Some(p) = s.peers.get_mut(&name) {
                             p.connected = false;
@@ -147,6 +173,11 @@ pub async fn run(
                             }
                         }
                     });
+                    let ended = match &result {
+                        Ok(()) => "connection closed".to_owned(),
+                        Err(e) => format!("connection ended: {e}"),
+                    };
+                    primary_absent(&shared.status, &name, &ended);
                     if let Err(e) = result {
                         tracing::warn!(peer = %name, error = %e, "primary connection ended");
                     }
@@ -156,6 +187,96 @@ pub async fn run(
     }
     write_status(&cfg.data_dir, &status, &shared.db);
     Ok(())
+}
+
+/// No session with primary `peer` (yet, or any more): a stall until it connects again. A second
+/// connection of the same primary ending while the first goes on is not one: its clear comes first.
+fn primary_absent(status: &SharedStatus, peer: &str, why: &str) {
+    let connected = with_status(status, |s| s.peers.get(peer).is_some_and(|p| p.connected));
+    if connected {
+        return;
+    }
+    stall::observe(
+        status,
+        &format!("link:{peer}"),
+        stall::Observed {
+            kind: "primary_silent",
+            peer: Some(peer),
+            segment: None,
+            detail: &format!("no session with the primary: {why}"),
+            since_ms: now_ms(),
+        },
+    );
+}
+
+/// A local storage error stops mirroring from `origin`: a stall until an append succeeds again.
+fn store_failed(status: &SharedStatus, origin: &str, path: &str, error: &str) {
+    stall::observe(
+        status,
+        &format!("store:{origin}"),
+        stall::Observed {
+            kind: "store_error",
+            peer: Some(origin),
+            segment: Some(path),
+            detail: &format!("cannot store what the primary sends: {error}"),
+            since_ms: now_ms(),
+        },
+    );
+}
+
+/// The primary's heads are refused: its new segments are not verified, a stall until one is accepted.
+fn heads_refused(status: &SharedStatus, origin: &str, reason: &str) {
+    stall::observe(
+        status,
+        &format!("head:{origin}"),
+        stall::Observed {
+            kind: "heads_refused",
+            peer: Some(origin),
+            segment: None,
+            detail: &format!("the primary's heads are refused: {reason}"),
+            since_ms: now_ms(),
+        },
+    );
+}
+
+/// Stale staging copies are looked for every this many status ticks (seconds).
+const EXPIRY_TICKS: u64 = 5;
+
+/// Moves every primary's staging copies idle for `max_idle_ms` to quarantine, with an alarm each.
+fn expire_staging(shared: &Shared, max_idle_ms: u64) {
+    for pins in &shared.pins {
+        let origin = &pins.node;
+        let r =
+            tokio::task::block_in_place(|| shared.store.mirror_expire_staging(origin, max_idle_ms));
+        match r {
+            Ok(expired) => {
+                for e in expired {
+                    raise_alarm(
+                        &shared.db,
+                        "staging_expired",
+                        Some(origin),
+                        Some(&e.path),
+                        &format!(
+                            "nothing appended for {max_idle_ms} ms: the {} bytes held were kept in {} and the path is closed",
+                            e.bytes,
+                            e.quarantine_path.display()
+                        ),
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(origin, error = %e, "cannot expire stale staging copies"),
+        }
+    }
+}
+
+fn repair_queues(
+    shared: &Shared,
+) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::mpsc::UnboundedSender<store::SegmentRow>>>
+{
+    match shared.repair_queues.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
@@ -213,15 +334,24 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             p.last_error = None;
         }
     });
+    stall::clear(&shared.status, &format!("link:{origin}"));
 
     let mut infos: HashMap<String, SegmentInfo> = HashMap::new();
     // Appended but not yet flushed: their acks go out after one fdatasync per file, when no further
     // message is waiting, before any other message is handled, or when enough bytes piled up.
     let mut unsynced = Unsynced::default();
+    let mut waiting = sealed::Waiting::default();
+    let mut repairs = repair::Repairs::default();
+    let (repair_tx, mut repair_rx) = tokio::sync::mpsc::unbounded_channel();
+    repair_queues(shared).insert(origin.clone(), repair_tx);
     loop {
         let msg = if unsynced.acks.is_empty() {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
+                Some(row) = repair_rx.recv() => {
+                    repair::request(&mut conn, &mut repairs, &origin, row).await?;
+                    continue;
+                }
                 m = conn.recv(PEER_SILENCE) => m?,
             }
         } else {
@@ -242,13 +372,17 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         }
         match msg {
             Message::SegmentOpen { key, info } => {
-                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
+                if refuse_foreign(shared, &mut conn, &origin, &key).await?
+                    || refuse_unknown_stream(shared, &mut conn, &origin, &key).await?
+                {
                     continue;
                 }
                 infos.insert(key.path, info);
             }
             Message::SegmentData { key, offset, data } => {
-                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
+                if refuse_foreign(shared, &mut conn, &origin, &key).await?
+                    || refuse_unknown_stream(shared, &mut conn, &origin, &key).await?
+                {
                     continue;
                 }
                 with_status(&shared.status, |s| {
@@ -261,6 +395,10 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                         .store
                         .mirror_append(&origin, &key.path, offset, &data, false)
                 });
+                if r.is_ok() {
+                    stall::clear(&shared.status, &format!("store:{origin}"));
+                    stall::clear(&shared.status, &format!("quota:{origin}"));
+                }
                 match r {
                     Ok(held) | Err(MirrorError::OffsetGap { held, .. }) => {
                         unsynced.push(key, held, data.len());
@@ -268,7 +406,24 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                             unsynced.flush(shared, &mut conn, &origin).await?;
                         }
                     }
-                    Err(MirrorError::Storage(e)) => return Err(e.into()),
+                    Err(MirrorError::Storage(e)) => {
+                        store_failed(&shared.status, &origin, &key.path, &e.to_string());
+                        return Err(e.into());
+                    }
+                    Err(e @ MirrorError::QuotaExceeded { .. }) => {
+                        unsynced.flush(shared, &mut conn, &origin).await?;
+                        let reason = e.to_string();
+                        over_quota(&shared.status, &origin, &key.path, &reason);
+                        refuse(
+                            shared,
+                            &mut conn,
+                            &origin,
+                            Some(key),
+                            "quota_exceeded",
+                            &reason,
+                        )
+                        .await?
+                    }
                     Err(e) => {
                         unsynced.flush(shared, &mut conn, &origin).await?;
                         refuse(
@@ -291,83 +446,14 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 frames,
                 leaf_index: _,
             } => {
-                if refuse_foreign(shared, &mut conn, &origin, &key).await? {
-                    continue;
-                }
-                let logged = lock(&shared.origins)
-                    .get(&origin)
-                    .and_then(|l| l.logged.get(&key.path).copied());
-                if let Some(logged) = logged {
-                    if base::hex::encode(&logged) != sha256 {
-                        let reason = format!(
-                            "seal hash {sha256} contradicts the logged {}",
-                            base::hex::encode(&logged)
-                        );
-                        refuse(
-                            shared,
-                            &mut conn,
-                            &origin,
-                            Some(key),
-                            "contradicts_log",
-                            &reason,
-                        )
-                        .await?;
-                        continue;
-                    }
-                }
-                let Some(info) = infos.get(&key.path) else {
-                    refuse(
-                        shared,
-                        &mut conn,
-                        &origin,
-                        Some(key),
-                        "protocol",
-                        "sealed before it was opened",
-                    )
-                    .await?;
-                    continue;
+                let seal = sealed::Seal {
+                    key,
+                    size_bytes,
+                    sha256,
+                    end_ms,
+                    frames,
                 };
-                let info = MirrorInfo {
-                    camera: info.camera.clone(),
-                    stream: info.stream.clone(),
-                    start_ms: info.start_ms,
-                    video_codec: info.video_codec.clone(),
-                    width: info.width,
-                    height: info.height,
-                    audio_codec: info.audio_codec.clone(),
-                };
-                let r = tokio::task::block_in_place(|| {
-                    shared.store.mirror_seal(
-                        &origin, &key.path, &info, size_bytes, &sha256, end_ms, frames,
-                    )
-                });
-                match r {
-                    Ok(()) => {
-                        with_status(&shared.status, |s| {
-                            if let Some(p) = s.peers.get_mut(&origin) {
-                                p.segments_sealed_on_peer += 1;
-                            }
-                        });
-                        note_sealed(shared, &origin, &key.path);
-                        conn.send(&Message::Ack {
-                            key,
-                            bytes_durable: size_bytes,
-                        })
-                        .await?;
-                    }
-                    Err(MirrorError::Storage(e)) => return Err(e.into()),
-                    Err(e) => {
-                        refuse(
-                            shared,
-                            &mut conn,
-                            &origin,
-                            Some(key),
-                            "refused_seal",
-                            &e.to_string(),
-                        )
-                        .await?
-                    }
-                }
+                sealed::handle(shared, &mut conn, &origin, &infos, &mut waiting, seal).await?;
             }
             Message::TreeHead {
                 head,
@@ -387,12 +473,15 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             .await
             {
                 Ok(cs) => {
+                    stall::clear(&shared.status, &format!("head:{origin}"));
                     conn.send(&Message::HeadAccepted {
                         countersignature: cs,
                     })
-                    .await?
+                    .await?;
+                    sealed::release(shared, &mut conn, &origin, &infos, &mut waiting).await?;
                 }
                 Err(reason) => {
+                    heads_refused(&shared.status, &origin, &reason);
                     refuse(shared, &mut conn, &origin, None, "head_refused", &reason).await?
                 }
             },
@@ -415,6 +504,16 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 }
                 send_file(shared, &mut conn, key, offset, len).await?;
             }
+            Message::FetchData {
+                key,
+                offset,
+                data,
+                last,
+            } => repair::on_data(shared, &mut repairs, &origin, &key, offset, &data, last),
+            Message::Refused {
+                key: Some(key),
+                reason,
+            } => repair::on_refused(shared, &mut repairs, &origin, &key, &reason),
             Message::Ping { nonce, sent_ms } => {
                 conn.send(&Message::Pong { nonce, sent_ms }).await?
             }
@@ -488,6 +587,58 @@ impl Unsynced {
     }
 }
 
+/// A primary may only send segments of the streams the cluster file gives it: an invented camera
+/// would otherwise get a retention budget of its own on this node.
+async fn refuse_unknown_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    conn: &mut Conn<S>,
+    origin: &str,
+    key: &SegmentKey,
+) -> Result<bool, AgentError> {
+    let stream =
+        store::parse_media_path(std::path::Path::new(&key.path)).map(|i| (i.camera, i.stream));
+    let known = stream.as_ref().is_some_and(|s| {
+        shared
+            .streams
+            .get(origin)
+            .is_some_and(|streams| streams.contains(s))
+    });
+    if known {
+        return Ok(false);
+    }
+    let reason = match stream {
+        Some((camera, stream)) => {
+            format!("{origin} has no stream {camera}/{stream} in the cluster file")
+        }
+        None => format!("{:?} is not a media segment path", key.path),
+    };
+    refuse(
+        shared,
+        conn,
+        origin,
+        Some(key.clone()),
+        "unknown_stream",
+        &reason,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The primary's unverified bytes here reached the quota: a stall until an append succeeds again.
+fn over_quota(status: &SharedStatus, origin: &str, path: &str, reason: &str) {
+    stall::observe(
+        status,
+        &format!("quota:{origin}"),
+        stall::Observed {
+            kind: "quota_exceeded",
+            peer: Some(origin),
+            segment: Some(path),
+            detail: reason,
+            since_ms: now_ms(),
+        },
+    );
+}
+
 /// A primary may only send its own segments.
 async fn refuse_foreign<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     shared: &Shared,
@@ -541,16 +692,28 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     len: u64,
 ) -> Result<(), AgentError> {
     let row = shared.store.sealed_segment_by_path(&key.path)?;
-    let Some(row) = row.filter(|r| r.node == key.origin_node && r.state == SegmentState::Sealed)
-    else {
-        return conn
-            .send(&Message::Refused {
-                key: Some(key),
-                reason: "no sealed copy here".into(),
-            })
-            .await;
+    let row = row.filter(|r| r.node == key.origin_node && r.state == SegmentState::Sealed);
+    // A sealed copy, else (for restore) a complete copy whose seal waits for its leaf, up to the
+    // sealed size.
+    let (path, sealed_size) = match row {
+        Some(row) => (shared.store.absolute_path(&row.path), u64::MAX),
+        None => match held_seal(shared, &key.origin_node, &key.path) {
+            Some(seal) => (
+                shared
+                    .store
+                    .mirror_staging_file(&key.origin_node, &key.path),
+                seal.size_bytes,
+            ),
+            None => {
+                return conn
+                    .send(&Message::Refused {
+                        key: Some(key),
+                        reason: "no sealed copy here".into(),
+                    })
+                    .await
+            }
+        },
     };
-    let path = shared.store.absolute_path(&row.path);
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) => {
@@ -567,7 +730,8 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         .metadata()
         .await
         .map_err(io_err(format!("stat {}", path.display())))?
-        .len();
+        .len()
+        .min(sealed_size);
     let start = offset.min(size);
     let end = offset.saturating_add(len).min(size);
     tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(start))
@@ -598,7 +762,8 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
 
 /// Re-hashes every sealed copy held here (mirrored and own) against the catalog, whose hashes were
 /// verified against the primaries' logs when the copies were sealed; a mismatch (bit rot, tampering on
-/// the standby itself) is an alarm, raised once per segment.
+/// the standby itself) is an alarm, raised once per segment, and a mirrored copy is repaired from its
+/// primary while that is connected and still holds a copy matching the log ([`repair`]).
 async fn scrub_loop(
     shared: Arc<Shared>,
     interval_ms: u64,
@@ -623,6 +788,10 @@ async fn scrub_loop(
                             Some(&row.path),
                             &detail,
                         );
+                    }
+                    // A mirrored copy: repaired from its primary while connected (each pass retries).
+                    if let Some(tx) = repair_queues(&shared).get(&row.node) {
+                        let _ = tx.send(row);
                     }
                 }
             }

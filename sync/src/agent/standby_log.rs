@@ -3,7 +3,7 @@
 //! what grows with history sent in pages: the `StandbyState` after a handshake and the listing for
 //! restore.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use store::SegmentState;
@@ -16,6 +16,7 @@ use crate::merkle::{
     SignedTreeHead,
 };
 use crate::proto::{paginate, Holding, Message, SegmentKey, MAX_PAGE_ITEMS};
+pub(super) use crate::syncdb::HeldSeal;
 use crate::syncdb::{NewHead, NewLeaf};
 
 /// What the standby holds of one primary's log.
@@ -26,8 +27,12 @@ pub(super) struct OriginLog {
     pub(super) head: Option<SignedTreeHead>,
     /// Logged sha256 per segment path.
     pub(super) logged: HashMap<String, [u8; 32]>,
-    /// Sealed copies held here that no accepted head covers yet.
+    /// Sealed copies held here that no accepted head covers yet, and complete copies whose seal waits
+    /// for its leaf (`held`).
     unverified: BTreeSet<String>,
+    /// Complete staging copies whose seal (checked against the bytes held) waits for an accepted head
+    /// to log their path: unverified, not published into `media/`, returned by restore as such.
+    held: BTreeMap<String, HeldSeal>,
 }
 
 impl OriginLog {
@@ -43,14 +48,32 @@ impl OriginLog {
     }
 }
 
-/// A copy of `origin`'s segment at `path` was sealed here: unverified until a head covers it.
-pub(super) fn note_sealed(shared: &Shared, origin: &str, path: &str) {
+/// `origin`'s complete copy of `seal.path` has a seal (consistent with the bytes held) that no
+/// accepted head logs yet: it is held unverified until one does (kept in `sync.db`, so a restart or a
+/// restore before the primary returns still finds it).
+pub(super) fn note_held(shared: &Shared, origin: &str, seal: HeldSeal) -> Result<(), AgentError> {
+    if lock(&shared.origins)
+        .get(origin)
+        .is_some_and(|l| l.logged.contains_key(&seal.path) || l.held.get(&seal.path) == Some(&seal))
+    {
+        return Ok(());
+    }
+    tokio::task::block_in_place(|| shared.db.put_held_seal(origin, &seal))?;
     let mut origins = lock(&shared.origins);
     let log = origins.entry(origin.to_owned()).or_default();
-    if !log.logged.contains_key(path) {
-        log.unverified.insert(path.to_owned());
+    if !log.logged.contains_key(&seal.path) {
+        log.unverified.insert(seal.path.clone());
+        log.held.insert(seal.path.clone(), seal);
         log.publish_unverified(shared, origin);
     }
+    Ok(())
+}
+
+/// The seal `origin`'s copy of `path` waits with, if it does.
+pub(super) fn held_seal(shared: &Shared, origin: &str, path: &str) -> Option<HeldSeal> {
+    lock(&shared.origins)
+        .get(origin)
+        .and_then(|l| l.held.get(path).cloned())
 }
 
 pub(super) type Origins = Mutex<HashMap<String, OriginLog>>;
@@ -99,6 +122,12 @@ pub(super) fn load_origin(shared: &Shared, origin: &str) -> Result<(), AgentErro
         }
         from += LOAD_PAGE_LEAVES;
     }
+    for seal in shared.db.held_seals(origin)? {
+        if !log.logged.contains_key(&seal.path) {
+            log.unverified.insert(seal.path.clone());
+            log.held.insert(seal.path.clone(), seal);
+        }
+    }
     log.loaded = true;
     let mut origins = lock(&shared.origins);
     let entry = origins.entry(origin.to_owned()).or_default();
@@ -142,6 +171,7 @@ pub(super) async fn send_standby_state<S: tokio::io::AsyncRead + tokio::io::Asyn
 fn standby_holdings(shared: &Shared, origin: &str) -> Result<(Vec<Holding>, u64), AgentError> {
     let mut partial = Vec::new();
     let mut sealed = HashMap::new();
+    let mut gone = Vec::new();
     for h in shared.store.mirror_holdings(origin)? {
         if h.sealed_sha256.is_some() {
             sealed.insert(h.path.clone(), h);
@@ -152,13 +182,31 @@ fn standby_holdings(shared: &Shared, origin: &str) -> Result<(Vec<Holding>, u64)
     {
         let mut origins = lock(&shared.origins);
         let log = origins.entry(origin.to_owned()).or_default();
+        // A held seal stays while its complete staging copy does (not expired, not published).
+        let complete: HashMap<&str, u64> = partial
+            .iter()
+            .map(|h| (h.path.as_str(), h.bytes_held))
+            .collect();
+        let logged = &log.logged;
+        log.held.retain(|p, seal| {
+            let keep = !logged.contains_key(p)
+                && complete
+                    .get(p.as_str())
+                    .is_some_and(|&held| held >= seal.size_bytes);
+            if !keep {
+                gone.push(p.clone());
+            }
+            keep
+        });
         log.unverified = sealed
             .keys()
             .filter(|p| !log.logged.contains_key(*p))
+            .chain(log.held.keys())
             .cloned()
             .collect();
         log.publish_unverified(shared, origin);
     }
+    shared.db.delete_held_seals(origin, &gone)?;
     let deleted: HashSet<String> = shared
         .store
         .catalog()
@@ -240,6 +288,16 @@ pub(super) async fn accept_head(
     let db = shared.db.clone();
     let (origin2, base, size) = (origin.clone(), checked.base, checked.new.head.tree_size);
     let paths: Vec<String> = checked.leaves.iter().map(|l| l.path.clone()).collect();
+    let was_held: Vec<String> = {
+        let origins = lock(&shared.origins);
+        origins.get(origin).map_or_else(Vec::new, |l| {
+            paths
+                .iter()
+                .filter(|p| l.held.contains_key(p.as_str()))
+                .cloned()
+                .collect()
+        })
+    };
     let hashes = checked.hashes.clone();
     let cs_json2 = cs_json.clone();
     tokio::task::spawn_blocking(move || {
@@ -276,9 +334,18 @@ pub(super) async fn accept_head(
             log.tree.push(*hash);
             log.logged.insert(leaf.path.clone(), leaf.sha256);
             log.unverified.remove(&leaf.path);
+            log.held.remove(&leaf.path);
         }
         log.head = Some(checked.new);
         log.publish_unverified(shared, origin);
+    }
+    // Logged now: no longer held (a row left by a crash here is dropped when the log is loaded).
+    let db = shared.db.clone();
+    let origin2 = origin.clone();
+    let forgotten =
+        tokio::task::spawn_blocking(move || db.delete_held_seals(&origin2, &was_held)).await;
+    if let Ok(Err(e)) | Err(e) = forgotten.map_err(|e| store::StorageError::SyncDb(e.to_string())) {
+        tracing::warn!(origin, error = %e, "cannot forget held seals now logged");
     }
     with_status(&shared.status, |s| {
         if let Some(p) = s.peers.get_mut(origin) {
@@ -470,6 +537,26 @@ pub(super) async fn send_listing<S: tokio::io::AsyncRead + tokio::io::AsyncWrite
             }
             continue;
         }
+        // Complete copies whose seal waits for its leaf: returned unverified, by the announced hash.
+        let held: Vec<(String, HeldSeal)> = lock(&shared.origins)
+            .get(origin)
+            .map(|l| {
+                l.held
+                    .iter()
+                    .filter(|(p, s)| filter.matches_parts(p, s.start_ms, s.end_ms))
+                    .map(|(p, s)| (p.clone(), s.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut last: Vec<serde_json::Value> = pages.into_iter().flatten().collect();
+        last.extend(held.into_iter().map(|(path, s)| {
+            serde_json::json!({
+                "path": path, "start_ms": s.start_ms, "end_ms": s.end_ms,
+                "size_bytes": s.size_bytes, "sha256": s.sha256, "frames": s.frames,
+                "deleted": false, "unverified": true,
+            })
+        }));
+        let pages = paginate(last);
         let n = pages.len();
         for (i, page) in pages.into_iter().enumerate() {
             conn.send(&Message::FetchListReply {
@@ -533,10 +620,14 @@ pub(super) struct ListFilter<'a> {
 
 impl ListFilter<'_> {
     fn matches(&self, r: &store::SegmentRow) -> bool {
-        self.start_ms.is_none_or(|s| r.end_ms > s)
-            && self.end_ms.is_none_or(|e| r.start_ms < e)
+        self.matches_parts(&r.path, r.start_ms, r.end_ms)
+    }
+
+    fn matches_parts(&self, path: &str, start_ms: i64, end_ms: i64) -> bool {
+        self.start_ms.is_none_or(|s| end_ms > s)
+            && self.end_ms.is_none_or(|e| start_ms < e)
             && self
                 .camera
-                .is_none_or(|c| r.path.split('/').nth(1) == Some(c))
+                .is_none_or(|c| path.split('/').nth(1) == Some(c))
     }
 }

@@ -311,7 +311,10 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
     let _ = Command::new("sync").status();
 
     // The agents over loopback mutual TLS.
-    let nodes = write_configs(dir, &data_a, &data_s, "")?;
+    // The standby accepts only streams the cluster file gives the primary; no recorder runs here.
+    let bench_camera = "[[cameras]]\nname = \"bench\"\nnode = \"node-a\"\n\
+                        [cameras.streams.main]\nurl = \"rtsp://127.0.0.1:9/bench\"\n";
+    let nodes = write_configs(dir, &data_a, &data_s, bench_camera)?;
     let agent = bin("nvr-sync")?;
     let mut standby = nodes.start_standby(&agent, dir)?;
     let t = Instant::now();
