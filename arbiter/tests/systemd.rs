@@ -61,6 +61,27 @@ fn arbiter_unit_passes_systemd_analyze_verify_without_warnings() {
     }
 }
 
+/// The heartbeats are authenticated with the node's TLS key, which only the `nvr-sync` user can read
+/// (systemd/nvr-sync.sysusers, systemd/nvr.tmpfiles): the arbiter runs as that user, in the recorder's
+/// group, and must not claim `/var/lib/nvr` with `StateDirectory=` (systemd would chown it away from
+/// the recorder).
+#[test]
+fn arbiter_runs_as_the_user_that_can_read_the_node_keys() {
+    let lines: Vec<&str> = UNIT.lines().map(str::trim).collect();
+    assert!(lines.contains(&"User=nvr-sync"), "{UNIT}");
+    assert!(lines.contains(&"Group=nvr"), "{UNIT}");
+    assert!(lines.contains(&"ReadWritePaths=/var/lib/nvr"), "{UNIT}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("StateDirectory=")),
+        "StateDirectory= would chown the recorder's data directory: {UNIT}"
+    );
+    let sysusers = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/nvr-sync.sysusers"
+    ));
+    assert!(sysusers.contains("m nvr-sync nvr"), "{sysusers}");
+}
+
 #[test]
 fn example_config_gives_every_failover_node_its_arbiter() {
     let path = std::path::Path::new(concat!(
