@@ -2,8 +2,6 @@
 //! arbiter independent of the recorder (the recorder never waits for it); the example cluster file gives
 //! every node of the failover an arbiter configuration.
 
-use std::process::Command;
-
 use nvr_arbiter::config::ArbiterConfig;
 
 const UNIT: &str = include_str!(concat!(
@@ -16,34 +14,11 @@ const INSTALLED_EXEC: &str = "ExecStart=/usr/local/bin/nvr-arbiter ";
 fn arbiter_unit_passes_systemd_analyze_verify_without_warnings() {
     assert!(UNIT.contains(INSTALLED_EXEC));
     assert!(UNIT.contains("--config /etc/nvr/config.toml"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let unit = UNIT.replace(
+    testkit::systemd::assert_unit_verifies(
+        UNIT,
+        "nvr-arbiter.service",
         INSTALLED_EXEC,
-        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_nvr-arbiter")),
-    );
-    let path = dir.path().join("nvr-arbiter.service");
-    std::fs::write(&path, unit).expect("write unit");
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("run systemd-analyze (tests/run installs the systemd package)");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed:\n{all}"
-    );
-    let complaints: Vec<&str> = all
-        .lines()
-        .filter(|l| l.contains("nvr-arbiter.service") || l.contains(&*dir.path().to_string_lossy()))
-        .collect();
-    assert!(
-        complaints.is_empty(),
-        "systemd-analyze warns about the unit:\n{all}"
+        std::path::Path::new(env!("CARGO_BIN_EXE_nvr-arbiter")),
     );
     // The recorder must never depend on the arbiter.
     let recorder = include_str!(concat!(

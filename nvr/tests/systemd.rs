@@ -6,8 +6,6 @@ use testkit as common;
 
 use std::process::Command;
 
-use common::TestDir;
-
 const UNIT: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../systemd/nvr.service"
@@ -15,46 +13,13 @@ const UNIT: &str = include_str!(concat!(
 const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/nvr.sysusers");
 const INSTALLED_EXEC: &str = "ExecStart=/usr/local/bin/nvr ";
 
-/// Lines of `output` that mention `needle`.
-fn lines_mentioning(output: &str, needle: &str) -> Vec<String> {
-    output
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn unit_passes_systemd_analyze_verify_without_warnings() {
     assert!(
         UNIT.contains(INSTALLED_EXEC),
         "unit must start /usr/local/bin/nvr"
     );
-    let dir = TestDir::new();
-    let unit = UNIT.replace(
-        INSTALLED_EXEC,
-        &format!("ExecStart={} ", common::nvr_bin().display()),
-    );
-    let path = dir.write("nvr.service", unit);
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("run systemd-analyze (install the systemd package: tests/run does)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let all = format!("{stdout}{stderr}");
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed ({}):\n{all}",
-        out.status
-    );
-    let mut complaints = lines_mentioning(&all, "nvr.service");
-    complaints.extend(lines_mentioning(&all, &dir.path().to_string_lossy()));
-    assert!(
-        complaints.is_empty(),
-        "systemd-analyze verify warns about the unit:\n{all}"
-    );
+    testkit::systemd::assert_unit_verifies(UNIT, "nvr.service", INSTALLED_EXEC, &common::nvr_bin());
 }
 
 #[test]

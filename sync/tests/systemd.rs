@@ -15,34 +15,11 @@ const INSTALLED_EXEC: &str = "ExecStart=/usr/local/bin/nvr-sync ";
 #[test]
 fn sync_unit_passes_systemd_analyze_verify_without_warnings() {
     assert!(UNIT.contains(INSTALLED_EXEC));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let unit = UNIT.replace(
+    testkit::systemd::assert_unit_verifies(
+        UNIT,
+        "nvr-sync.service",
         INSTALLED_EXEC,
-        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_nvr-sync")),
-    );
-    let path = dir.path().join("nvr-sync.service");
-    std::fs::write(&path, unit).expect("write unit");
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("run systemd-analyze (tests/run installs the systemd package)");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed:\n{all}"
-    );
-    let complaints: Vec<&str> = all
-        .lines()
-        .filter(|l| l.contains("nvr-sync.service") || l.contains(&*dir.path().to_string_lossy()))
-        .collect();
-    assert!(
-        complaints.is_empty(),
-        "systemd-analyze warns about the unit:\n{all}"
+        std::path::Path::new(env!("CARGO_BIN_EXE_nvr-sync")),
     );
     // The recorder must never depend on the agent.
     let recorder = include_str!(concat!(

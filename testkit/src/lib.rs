@@ -8,10 +8,13 @@
 //!   [`TestDir`]; the log tail is printed when a test panics while the process handle is alive.
 //! * [`ffprobe`]: frame count, codec, size, duration and decode errors of a recorded file.
 //! * [`free_port`], [`wait_until`], [`TestDir`].
+//! * [`systemd::assert_unit_verifies`]: `systemd-analyze verify` of a shipped unit.
 //!
 //! Everything listens on 127.0.0.1 and on ports picked at run time: other processes on the machine
 //! may hold any fixed port. Child processes are started in their own process group and the whole
 //! group is killed on drop; the Python cameras also exit when their parent process goes away.
+
+pub mod systemd;
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};

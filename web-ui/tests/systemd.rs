@@ -2,8 +2,6 @@
 //! independent of the recorder (the recorder never waits for it) and keeps its hardening; the example
 //! cluster file's `[web]` section parses.
 
-use std::process::Command;
-
 const UNIT: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../systemd/nvr-web.service"
@@ -13,34 +11,11 @@ const INSTALLED_EXEC: &str = "ExecStart=/usr/local/bin/nvr-web ";
 #[test]
 fn web_unit_passes_systemd_analyze_verify_without_warnings() {
     assert!(UNIT.contains(INSTALLED_EXEC));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let unit = UNIT.replace(
+    testkit::systemd::assert_unit_verifies(
+        UNIT,
+        "nvr-web.service",
         INSTALLED_EXEC,
-        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_nvr-web")),
-    );
-    let path = dir.path().join("nvr-web.service");
-    std::fs::write(&path, unit).expect("write unit");
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("run systemd-analyze (tests/run installs the systemd package)");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed:\n{all}"
-    );
-    let complaints: Vec<&str> = all
-        .lines()
-        .filter(|l| l.contains("nvr-web.service") || l.contains(&*dir.path().to_string_lossy()))
-        .collect();
-    assert!(
-        complaints.is_empty(),
-        "systemd-analyze warns about the unit:\n{all}"
+        std::path::Path::new(env!("CARGO_BIN_EXE_nvr-web")),
     );
 }
 

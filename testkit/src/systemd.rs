@@ -1,0 +1,45 @@
+//! Checks of the shipped systemd units: one way to run `systemd-analyze verify` on a unit with its
+//! `ExecStart=` pointed at the binary under test (`systemd-analyze` comes from the `systemd` package,
+//! which tests/run installs).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::TestDir;
+
+/// Runs `systemd-analyze verify` on `unit` (the text of `systemd/<file_name>`) with its
+/// `installed_exec` prefix (e.g. `"ExecStart=/usr/local/bin/nvr "`) replaced by `binary`, and panics
+/// with systemd's whole output if it fails or warns about the unit.
+pub fn assert_unit_verifies(unit: &str, file_name: &str, installed_exec: &str, binary: &Path) {
+    assert!(
+        unit.contains(installed_exec),
+        "{file_name} must start with {installed_exec:?}"
+    );
+    let dir = TestDir::new();
+    let unit = unit.replace(installed_exec, &format!("ExecStart={} ", binary.display()));
+    let path = dir.write(file_name, unit);
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze (install the systemd package: tests/run does)");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed ({}):\n{all}",
+        out.status
+    );
+    let dir_text = dir.path().to_string_lossy().into_owned();
+    let complaints: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains(file_name) || l.contains(&dir_text))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify warns about {file_name}:\n{all}"
+    );
+}
