@@ -76,12 +76,68 @@ pub(super) fn refresh(status: &mut AgentStatus, now_ms: i64) -> Vec<Stall> {
     let mut list: Vec<Stall> = status.stall_map.values().cloned().collect();
     list.sort_by_key(|s| s.since_ms);
     status.stalls = list;
-    for lag in status
-        .peers
-        .values_mut()
-        .flat_map(|p| p.streams.values_mut())
-    {
-        lag.lag_ms = lag.waiting_since_ms.map_or(0, |t| (now_ms - t).max(0));
+    let stall_map = &status.stall_map;
+    for (peer, peer_status) in status.peers.iter_mut() {
+        for (stream, lag) in peer_status.streams.iter_mut() {
+            // A stalled segment of the stream (e.g. a file that cannot be read) waits as well, even
+            // when the segment the lag shows does not.
+            let since_ms = match (lag.waiting_since_ms, oldest_stall(stall_map, peer, stream)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            lag.lag_ms = since_ms.map_or(0, |t| (now_ms - t).max(0));
+        }
     }
     overdue
+}
+
+/// Since when the oldest stall on a segment of `stream` (`camera/stream`) for `peer` has lasted.
+fn oldest_stall(stalls: &Stalls, peer: &str, stream: &str) -> Option<i64> {
+    stalls
+        .values()
+        .filter(|s| s.peer.as_deref() == Some(peer))
+        .filter(|s| {
+            s.segment
+                .as_deref()
+                .and_then(|path| store::layout::parse_media_path(std::path::Path::new(path)))
+                .is_some_and(|info| format!("{}/{}", info.camera, info.stream) == stream)
+        })
+        .map(|s| s.since_ms)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::StreamLag;
+
+    /// A stream whose only waiting segment is one that cannot be read (a stall of its own, not the
+    /// segment its lag shows) must not read `lag_ms` 0.
+    #[test]
+    fn a_stalled_segment_counts_in_its_streams_lag() {
+        let mut status = AgentStatus::default();
+        let peer = status.peers.entry("standby-1".to_owned()).or_default();
+        peer.streams
+            .insert("cam1/main".to_owned(), StreamLag::default());
+        peer.streams
+            .insert("cam2/main".to_owned(), StreamLag::default());
+        let path = "media/cam1/main/2026-12-02/20261202T120000000Z_nvr-a.mp4";
+        status.stall_map.insert(
+            format!("segment:{path}"),
+            Stall {
+                kind: "segment_unreadable".to_owned(),
+                peer: Some("standby-1".to_owned()),
+                segment: Some(path.to_owned()),
+                since_ms: 1_000,
+                ..Stall::default()
+            },
+        );
+        refresh(&mut status, 5_000);
+        let streams = &status.peers["standby-1"].streams;
+        assert_eq!(streams["cam1/main"].lag_ms, 4_000);
+        assert_eq!(
+            streams["cam2/main"].lag_ms, 0,
+            "another stream does not wait"
+        );
+    }
 }
