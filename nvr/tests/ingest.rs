@@ -445,37 +445,7 @@ fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_band_records() {
             ("fmtp265", proxy.url("/h265")),
         ],
     );
-    let mut nvr = start_nvr(&config, &dir);
-    let sealed = |camera: &str| {
-        segments(&dir, camera)
-            .iter()
-            .filter(|s| s.state == SegmentState::Sealed)
-            .count()
-    };
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-            sealed("fmtp264") >= 2 && sealed("fmtp265") >= 2
-        }),
-        "status h264 {}, h265 {}; nvr:\n{}",
-        stream_status(&dir, "fmtp264"),
-        stream_status(&dir, "fmtp265"),
-        nvr.stderr_tail(40)
-    );
-    nvr.sigterm();
-    nvr.expect_clean_exit(Duration::from_secs(20));
-    for (camera, codec) in [("fmtp264", "h264"), ("fmtp265", "hevc")] {
-        for s in segments(&dir, camera) {
-            let probe = ffprobe(dir.join("data").join(&s.path));
-            assert!(
-                probe.stderr_errors.is_empty(),
-                "{}: {}",
-                s.path,
-                probe.stderr_errors
-            );
-            assert_eq!(probe.codec, codec);
-            assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
-        }
-    }
+    records_h264_and_h265(&dir, &config, ["fmtp264", "fmtp265"]);
 }
 
 #[test]
@@ -496,37 +466,7 @@ fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_the_sdp_records() {
         2,
         &[("sdp264", cam.url("/h264")), ("sdp265", cam.url("/h265"))],
     );
-    let mut nvr = start_nvr(&config, &dir);
-    let sealed = |camera: &str| {
-        segments(&dir, camera)
-            .iter()
-            .filter(|s| s.state == SegmentState::Sealed)
-            .count()
-    };
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-            sealed("sdp264") >= 2 && sealed("sdp265") >= 2
-        }),
-        "status h264 {}, h265 {}; nvr:\n{}",
-        stream_status(&dir, "sdp264"),
-        stream_status(&dir, "sdp265"),
-        nvr.stderr_tail(40)
-    );
-    nvr.sigterm();
-    nvr.expect_clean_exit(Duration::from_secs(20));
-    for (camera, codec) in [("sdp264", "h264"), ("sdp265", "hevc")] {
-        for s in segments(&dir, camera) {
-            let probe = ffprobe(dir.join("data").join(&s.path));
-            assert!(
-                probe.stderr_errors.is_empty(),
-                "{}: {}",
-                s.path,
-                probe.stderr_errors
-            );
-            assert_eq!(probe.codec, codec);
-            assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
-        }
-    }
+    records_h264_and_h265(&dir, &config, ["sdp264", "sdp265"]);
 }
 
 #[test]
@@ -737,6 +677,43 @@ fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
                 "{}: audio {audio_s} s, video {video_s} s",
                 s.path
             );
+        }
+    }
+}
+
+/// Records the H.264 camera `cameras[0]` and the H.265 camera `cameras[1]` of `config` until each has
+/// sealed two segments, stops the recorder cleanly, and checks that every file decodes without error
+/// with the right codec and the catalog's frame count.
+fn records_h264_and_h265(dir: &TestDir, config: &Path, cameras: [&str; 2]) {
+    let mut nvr = start_nvr(config, dir);
+    let sealed = |camera: &str| {
+        segments(dir, camera)
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+            sealed(cameras[0]) >= 2 && sealed(cameras[1]) >= 2
+        }),
+        "status h264 {}, h265 {}; nvr:\n{}",
+        stream_status(dir, cameras[0]),
+        stream_status(dir, cameras[1]),
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    for (camera, codec) in [(cameras[0], "h264"), (cameras[1], "hevc")] {
+        for s in segments(dir, camera) {
+            let probe = ffprobe(dir.join("data").join(&s.path));
+            assert!(
+                probe.stderr_errors.is_empty(),
+                "{}: {}",
+                s.path,
+                probe.stderr_errors
+            );
+            assert_eq!(probe.codec, codec);
+            assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
         }
     }
 }
