@@ -562,11 +562,15 @@ async fn session(
         .unwrap_or_else(Instant::now);
     // Segments the standby summed up as held (logged below `sealed_below`) are never looked at again.
     let sealed_below = sealed_below_leaf.min(standby_size);
-    let logged_below =
-        |log: &Log, row: &SegmentRow| log.leaf_index(&row.path).is_some_and(|i| i < sealed_below);
+    // A row that needs nothing more: deleted, summed up as held, or mirrored and sealed already.
+    let needs_nothing = |log: &Log, mirrors: &HashMap<String, Mirror>, row: &SegmentRow| {
+        row.state == SegmentState::Deleted
+            || log.leaf_index(&row.path).is_some_and(|i| i < sealed_below)
+            || mirrors.get(&row.path).is_some_and(|m| m.done)
+    };
     let mut watermark = Watermark::starting_after(tokio::task::block_in_place(|| {
         skip_done(store, &cfg.node_name, 0, |row| {
-            row.state == SegmentState::Deleted || logged_below(log, row)
+            needs_nothing(log, &mirrors, row)
         })
     })?);
     let mut head_in_flight: Option<(i64, SignedTreeHead)> = None;
@@ -703,9 +707,7 @@ async fn session(
         if last_reconcile.elapsed() >= Duration::from_millis(cfg.reconcile_interval_ms) {
             let resume_after = tokio::task::block_in_place(|| {
                 skip_done(store, &cfg.node_name, 0, |row| {
-                    row.state == SegmentState::Deleted
-                        || logged_below(log, row)
-                        || mirrors.get(&row.path).is_some_and(|m| m.done)
+                    needs_nothing(log, &mirrors, row)
                 })
             })?;
             watermark.rescan(resume_after);
@@ -716,17 +718,12 @@ async fn session(
         let rows = tokio::task::block_in_place(|| watermark.rows(store, &cfg.node_name))?;
         let mut lags: HashMap<String, StreamLag> = HashMap::new();
         for row in rows {
-            if row.state == SegmentState::Deleted || logged_below(log, &row) {
+            if needs_nothing(log, &mirrors, &row) {
                 watermark.done(&row);
                 stall::clear(status, &format!("segment:{}", row.path));
                 continue;
             }
             let m = mirrors.entry(row.path.clone()).or_default();
-            if row.state == SegmentState::Deleted || m.done {
-                watermark.done(&row);
-                stall::clear(status, &format!("segment:{}", row.path));
-                continue;
-            }
             watermark.pending(&row);
             if !streams.contains_key(&row.stream_id.0) {
                 streams = store
