@@ -9,9 +9,11 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use base::clock::{Clock, SystemClock};
 use cluster_config::{CameraConfig, ClusterConfig, WebSettings};
 
+use crate::alarms::AckStore;
 use crate::audit::AuditLog;
 use crate::control::ControlClient;
 use crate::error::ApiError;
+use crate::peers::Peers;
 use crate::ratelimit::LoginLimiter;
 use crate::session::SessionKey;
 use crate::{api, assets, tls, WebError};
@@ -35,6 +37,14 @@ pub struct AppState {
     pub live_slots: Arc<tokio::sync::Semaphore>,
     pub live_slots_total: u32,
     pub clock: Arc<dyn Clock>,
+    /// `[web] users_file`, or `<state_dir>/users.json`.
+    pub users_file: PathBuf,
+    /// The cluster file (the cluster page's nodes, cameras and retention).
+    pub cluster: Arc<ClusterConfig>,
+    /// Every node's viewer: the page's failover, CORS and the CSP.
+    pub peers: Peers,
+    /// Alarm acknowledgements (`<state_dir>/alarm-acks.json`).
+    pub acks: AckStore,
 }
 
 /// The viewer of node `node` of `cluster`, ready to serve.
@@ -87,6 +97,10 @@ impl Server {
             )),
             live_slots_total: settings.max_live_streams,
             clock: Arc::new(SystemClock),
+            users_file: crate::users::users_file(&settings),
+            cluster: Arc::new(cluster.clone()),
+            peers: Peers::from_cluster(cluster),
+            acks: AckStore::new(&settings.state_dir),
         };
         Ok(Server {
             state: web::Data::new(state),
@@ -111,6 +125,7 @@ impl Server {
     /// Serves until SIGTERM or SIGINT.
     pub async fn run(self) -> Result<(), WebError> {
         let state = self.state.clone();
+        let csp = state.peers.csp();
         let http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -129,14 +144,12 @@ impl Server {
                 )
                 .wrap(
                     DefaultHeaders::new()
-                        .add((
-                            "Content-Security-Policy",
-                            "default-src 'self'; media-src 'self' blob:; frame-ancestors 'none'",
-                        ))
+                        .add(("Content-Security-Policy", csp.clone()))
                         .add(("X-Content-Type-Options", "nosniff"))
                         .add(("X-Frame-Options", "DENY"))
                         .add(("Referrer-Policy", "no-referrer")),
                 )
+                .wrap(actix_web::middleware::from_fn(crate::peers::cors))
                 .configure(api::configure)
                 .route("/", web::get().to(assets::index))
                 .route("/assets/{name}", web::get().to(assets::asset))
