@@ -152,12 +152,17 @@
     return section;
   }
 
+  const nodeName = (origin) => {
+    const n = fo().nodes.find((x) => x.web_url === origin);
+    return n ? `${n.name} (${origin})` : origin;
+  };
+
   async function drawCluster() {
     const box = document.getElementById('cluster');
     if (!box || box.hidden) return;
     const answers = await fromEvery('/api/cluster');
     box.replaceChildren(...answers.map((a) => (a.data ? nodeSection(a.origin, a.data)
-      : el('section', { class: 'cluster-node down' }, el('h2', {}, a.origin), el('p', { class: 'error' }, `does not answer: ${a.error}`)))));
+      : el('section', { class: 'cluster-node down' }, el('h2', {}, nodeName(a.origin)), el('p', { class: 'error' }, `does not answer: ${a.error}`)))));
     box.dataset.drawn = String(Date.now());
   }
 

@@ -349,3 +349,148 @@ fn sealed_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn without_an_arbiter_the_cluster_view_is_the_sync_agents() {
+    let dir = TestDir::new();
+    let (_sim, cam_port) = start_camsim(&dir, None);
+    let a = rig::node(&dir, "node-a", "primary", "127.0.0.1", true);
+    let s = rig::node(&dir, "node-s", "standby", "127.0.0.1", true);
+    let cams = [("cam", "node-a", format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
+    let cfg = rig::write_cluster(&dir, &[&a, &s], &cams, false, &a);
+    let _procs = [
+        rig::spawn_recorder(&dir, &cfg, "node-a"),
+        rig::spawn_sync(&dir, &cfg, "node-a"),
+        rig::spawn_sync(&dir, &cfg, "node-s"),
+    ];
+    web_user(&dir, &cfg, &["add", "vic", "--role", "viewer"]);
+    let _web = rig::spawn_web(&dir, &cfg, "node-a", &a.web_url);
+    let port: u16 = a
+        .web_listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let base = format!("https://localhost:{port}");
+    let (viewer, _) = session(&dir, port, &base, "vic");
+    let mut view = Value::Null;
+    let ready = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+        view = get(&viewer, &base, "/api/cluster").1;
+        view["source"] == "sync"
+            && view["nodes"][1]["alive"] == true
+            && stream_of(&view, STREAM).is_some_and(|st| st["mirror"][0]["peer"] == "node-s")
+    });
+    assert!(ready, "cluster view: {view:#}");
+    assert_eq!(view["nodes"][1]["sync_connected"], true, "{view}");
+    assert_eq!(
+        view["nodes"][1]["heartbeat_age_ms"],
+        Value::Null,
+        "no arbiter: {view}"
+    );
+    let st = stream_of(&view, STREAM).expect("stream");
+    assert_eq!(st["holder"], "node-a", "the owner records it: {st}");
+    assert_eq!(st["epoch"], Value::Null, "{st}");
+    assert!(
+        view["problems"].as_array().is_some_and(|p| p.is_empty()),
+        "a missing arbiter is not a problem: {view}"
+    );
+    // The session as a bearer token (what the page sends to another node's viewer), without a cookie;
+    // changed, it is refused.
+    let (_, me) = get(&viewer, &base, "/api/me");
+    let token = me["token"].as_str().expect("token").to_owned();
+    let fresh = client(&dir.join("web-node-a/tls.crt"), port);
+    let bearer = |t: &str| {
+        let r = fresh
+            .get(format!("{base}/api/me"))
+            .header("authorization", format!("Bearer {t}"))
+            .send()
+            .expect("request");
+        (r.status(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, answer) = bearer(&token);
+    assert_eq!(
+        (status, &answer["user"]),
+        (StatusCode::OK, &json!("vic")),
+        "{answer}"
+    );
+    let mut forged = token.clone().into_bytes();
+    forged[3] ^= 1;
+    assert_eq!(
+        bearer(&String::from_utf8_lossy(&forged)).0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        fresh
+            .get(format!("{base}/api/me"))
+            .send()
+            .expect("request")
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // CORS: only the cluster's viewer origins, never credentials; the CSP lets the page reach them.
+    let preflight = |origin: &str| {
+        fresh
+            .request(reqwest::Method::OPTIONS, format!("{base}/api/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+            .expect("preflight")
+    };
+    let header = |r: &reqwest::blocking::Response, h: &str| {
+        r.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let ok = preflight(&s.web_url);
+    assert_eq!(
+        header(&ok, "access-control-allow-origin"),
+        Some(s.web_url.clone())
+    );
+    assert!(
+        header(&ok, "access-control-allow-headers").is_some_and(|h| h.contains("authorization"))
+    );
+    assert_eq!(header(&ok, "access-control-allow-credentials"), None);
+    let evil = preflight("https://evil.example");
+    assert_eq!(header(&evil, "access-control-allow-origin"), None);
+    let r = fresh
+        .get(format!("{base}/api/me"))
+        .header("origin", s.web_url.as_str())
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .expect("request");
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some(s.web_url.clone())
+    );
+    let csp = header(&r, "content-security-policy").expect("csp");
+    assert!(
+        csp.contains(&format!("connect-src 'self' {} {};", a.web_url, s.web_url)),
+        "{csp}"
+    );
+    let r = fresh
+        .get(format!("{base}/api/me"))
+        .header("origin", "https://evil.example")
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .expect("request");
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
+
+    // Handover needs an arbiter: none answers on this node.
+    web_user(&dir, &cfg, &["add", "root", "--role", "admin"]);
+    let (admin, csrf) = session(&dir, port, &base, "root");
+    let got = post(
+        &admin,
+        &base,
+        "/api/cluster/handover",
+        Some(&csrf),
+        json!({"stream": STREAM, "to": "node-s"}),
+    );
+    assert_eq!(
+        (got.0, &got.1["error"]["code"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("unavailable")),
+        "{got:?}"
+    );
+}
