@@ -510,6 +510,7 @@ pub(crate) struct NodeLines {
     /// Line of each `protects` entry.
     pub protects: Vec<usize>,
     pub arbiter_address: usize,
+    pub web_url: usize,
 }
 
 /// Lines of a camera's keys, for the cross-node checks.
@@ -557,12 +558,15 @@ fn parse_node(
     let capacity_streams = t
         .int_in("capacity_streams", 0, 100_000)?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let web_url = match t.string("web_url")? {
-        Some(v) => Some(
-            web_origin(v.get_ref())
-                .map_err(|message| ctx.invalid(v.span(), t.key_path("web_url"), message))?,
+    let (web_url, web_url_line) = match t.string("web_url")? {
+        Some(v) => (
+            Some(
+                web_origin(v.get_ref())
+                    .map_err(|message| ctx.invalid(v.span(), t.key_path("web_url"), message))?,
+            ),
+            ctx.line(&v.span()),
         ),
-        None => None,
+        None => (None, line),
     };
     let cert = pin(t, "cert_sha256")?;
     let key = pin(t, "signing_public_key")?;
@@ -675,6 +679,7 @@ fn parse_node(
             signing_public_key: key.map_or(line, |(_, l)| l),
             protects: protects_lines,
             arbiter_address: arbiter_address.map_or(line, |(_, l)| l),
+            web_url: web_url_line,
         },
     ))
 }

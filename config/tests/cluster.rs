@@ -563,4 +563,13 @@ fn web_url_is_a_viewer_origin_and_users_file_a_path() {
         two_primaries()
     ));
     assert!(e.contains("web.users_file"), "{e}");
+    let twice = two_primaries().replace(
+        "role = \"primary\"\n",
+        "role = \"primary\"\nweb_url = \"https://10.0.0.1:8443\"\n",
+    );
+    let e = refused(&twice);
+    assert!(
+        e.contains("nodes[1].web_url") && e.contains("duplicate web_url https://10.0.0.1:8443"),
+        "{e}"
+    );
 }
