@@ -103,6 +103,10 @@
     setTimeout(beat, HEARTBEAT_MS);
   }
 
+  // Logging out forgets the token, once app.js's handler has sent its request with it.
+  const logout = document.getElementById('logout');
+  if (logout) logout.addEventListener('click', () => setTimeout(() => { state.token = ''; }, 0));
+
   /// Called once logged in (app.js): keeps the session's token, learns the viewers, starts beating.
   state.start = async (session) => {
     if (session.token) state.token = session.token;
