@@ -29,6 +29,18 @@ fn screenshot_dir() -> PathBuf {
 
 #[test]
 fn the_page_fails_over_to_another_node_without_a_reload_and_live_resumes_within_3_s() {
+    fail_over("kill");
+}
+
+/// The same with node A's viewer hanging (SIGSTOP: connections are accepted by the kernel and never
+/// answered) instead of gone: the page's heartbeat times out.
+#[test]
+fn the_page_leaves_a_hung_node_within_3_s() {
+    fail_over("stop");
+}
+
+/// Node A's viewer is SIGKILLed (`kill`) or SIGSTOPped (`stop`), then A's recorder is SIGKILLed.
+fn fail_over(mode: &str) {
     let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
     assert!(
         script_dir.join("node_modules/playwright-core").is_dir(),
@@ -63,6 +75,7 @@ fn the_page_fails_over_to_another_node_without_a_reload_and_live_resumes_within_
         .arg(web_a.pid().expect("pid").to_string())
         .arg(rec_a.pid().expect("pid").to_string())
         .arg(&shots)
+        .arg(mode)
         .current_dir(script_dir)
         .output()
         .expect("run node (tests/run installs nodejs)");
@@ -116,8 +129,9 @@ fn the_page_fails_over_to_another_node_without_a_reload_and_live_resumes_within_
     let switch_ms = r["switch_ms"].as_i64().expect("switch_ms");
     let live_ms = r["live_resumed_ms"].as_i64().expect("live_resumed_ms");
     eprintln!(
-        "client failover: node B in use {switch_ms} ms after node A's viewer was killed; \
-         B's live tile playing after {live_ms} ms"
+        "client failover ({mode}): node B in use {switch_ms} ms after node A's viewer was \
+         {}; B's live tile playing after {live_ms} ms",
+        if mode == "stop" { "stopped" } else { "killed" }
     );
     assert!(
         switch_ms < 3000,

@@ -1,13 +1,13 @@
 // Client failover and the cluster pages in Debian's headless chromium (run by web-ui/tests/browser_cluster.rs).
-// Usage: node failover.mjs URL_A URL_B USER PASSWORD A_WEB_PID A_RECORDER_PID SCREENSHOT_DIR
+// Usage: node failover.mjs URL_A URL_B USER PASSWORD A_WEB_PID A_RECORDER_PID SCREENSHOT_DIR [kill|stop]
 // Logs in on node A, sees its live tile play, the alarm banner (acknowledged by the admin: it goes),
 // the timeline and the cluster page (both nodes), takes a screenshot of each, then SIGKILLs node A's
-// viewer and measures how long until the page uses node B and until B's live tile plays, SIGKILLs A's
-// recorder too, and checks the page went on without a reload and with the same session.
+// viewer (with `stop`: SIGSTOPs it, a viewer that hangs without refusing connections) and measures
+// how long until the page uses node B and until B's live tile plays, SIGKILLs A's recorder too, and checks the page went on without a reload and with the same session.
 // Prints one JSON line; exits 1 on failure.
 import { chromium } from 'playwright-core';
 
-const [urlA, urlB, user, password, webPid, recorderPid, shots] = process.argv.slice(2);
+const [urlA, urlB, user, password, webPid, recorderPid, shots, mode = 'kill'] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--autoplay-policy=no-user-gesture-required'],
@@ -27,7 +27,7 @@ async function tilePlays(page, stream, timeout) {
 }
 
 async function shot(page, name) {
-  const path = `${shots}/${name}.png`;
+  const path = `${shots}/${mode === 'stop' ? 'hung-' : ''}${name}.png`;
   await page.screenshot({ path });
   out.screenshots.push(path);
 }
@@ -72,7 +72,7 @@ try {
   await page.evaluate(() => { window.nvrTestMarker = 'same page'; });
 
   // Node A's viewer dies.
-  process.kill(Number(webPid), 'SIGKILL');
+  process.kill(Number(webPid), mode === 'stop' ? 'SIGSTOP' : 'SIGKILL');
   const killedMs = Date.now();
   await page.waitForFunction((b) => window.nvrFailover.base === b, urlB, { timeout: 30000, polling: 20 });
   out.switch_ms = Date.now() - killedMs;
