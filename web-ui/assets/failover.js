@@ -30,10 +30,13 @@
     return nativeFetch(origin + path, { ...init, headers, credentials: 'omit', mode: 'cors' });
   };
 
-  /// The origins to read cluster-wide data from: every node's viewer, or this one alone.
+  /// The origins to read cluster-wide data from: every node's viewer (the node in use by the origin
+  /// the page reaches it at, which may be another name than its web_url), or this one alone.
   state.origins = () => {
-    const urls = state.nodes.map((n) => n.web_url).filter(Boolean);
-    return urls.length ? urls : [state.base];
+    const urls = state.nodes
+      .map((n) => (n.name === state.node ? state.base : n.web_url))
+      .filter(Boolean);
+    return urls.length ? [...new Set(urls)] : [state.base];
   };
 
   window.fetch = (input, init) => {
@@ -61,7 +64,7 @@
 
   /// /api/me on every node at once; the first to accept the session is the node in use.
   async function race() {
-    const candidates = [...new Set([state.base, ...state.origins()])];
+    const candidates = [...new Set([state.base, ...state.nodes.map((n) => n.web_url).filter(Boolean)])];
     let winner;
     try {
       winner = await Promise.any(candidates.map((o) => me(o, 1500).then((m) => [o, m])));
@@ -113,7 +116,11 @@
     state.node = session.node || state.node;
     try {
       const resp = await state.fetchAt(state.base, '/api/nodes', {});
-      if (resp.ok) state.nodes = (await resp.json()).nodes;
+      if (resp.ok) {
+        const answer = await resp.json();
+        state.nodes = answer.nodes;
+        state.node = answer.node;
+      }
     } catch (e) {
       suspect();
     }
