@@ -26,7 +26,8 @@ pub struct AppState {
     pub node: String,
     pub data_dir: PathBuf,
     pub state_dir: PathBuf,
-    /// This node's cameras.
+    /// This node's cameras, and on a standby with an arbiter those it protects (its recorder runs
+    /// them, and records them once it takes them over).
     pub cameras: Vec<CameraConfig>,
     pub key: SessionKey,
     pub session_ttl_s: u64,
@@ -87,7 +88,7 @@ impl Server {
             data_dir: node_cfg.data_dir.clone(),
             audit: AuditLog::open(&state_dir)?,
             state_dir,
-            cameras: cluster.cameras_of(node).cloned().collect(),
+            cameras: cameras_shown(cluster, node_cfg),
             key,
             session_ttl_s: settings.session_ttl_s,
             limiter: LoginLimiter::default(),
@@ -190,6 +191,16 @@ impl Server {
             source: e,
         })
     }
+}
+
+/// The cameras a node's viewer shows: its own, and on a standby with an arbiter those of the
+/// primaries it protects (the same as its recorder runs).
+fn cameras_shown(cluster: &ClusterConfig, node: &cluster_config::NodeConfig) -> Vec<CameraConfig> {
+    let mut cameras: Vec<CameraConfig> = cluster.cameras_of(&node.name).cloned().collect();
+    if cluster.arbiter.is_some() && node.role == cluster_config::Role::Standby {
+        cameras.extend(cluster.protected_by(&node.name).cloned());
+    }
+    cameras
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

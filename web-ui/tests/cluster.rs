@@ -297,6 +297,44 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     assert!(count("handover", false) >= 2, "{entries:#?}");
     assert!(count("drain", false) >= 1, "{entries:#?}");
 
+    // The standby's viewer shows the camera it protects, now recorded there, and plays it live.
+    let cfg_s = rig::write_cluster(&dir, &[&a, &s], &cams, true, &s);
+    let _web_s = rig::spawn_web(&dir, &cfg_s, "node-s", &s.web_url);
+    let port_s: u16 = s
+        .web_listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let base_s = format!("https://localhost:{port_s}");
+    let on_s = client(&dir.join("web-node-s/tls.crt"), port_s);
+    let (status, _) = post(
+        &on_s,
+        &base_s,
+        "/api/login",
+        None,
+        json!({"user": "vic", "password": PASSWORD}),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let mut cams_s = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(300), || {
+            cams_s = get(&on_s, &base_s, "/api/cameras").1;
+            cams_s["cameras"][0]["name"] == "cam"
+                && cams_s["cameras"][0]["streams"][0]["status"]["mode"] == "record"
+        }),
+        "{cams_s:#}"
+    );
+    let mut live = on_s
+        .get(format!("{base_s}/api/streams/cam/main/live"))
+        .send()
+        .expect("live");
+    assert_eq!(live.status(), StatusCode::OK);
+    let mut head = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut live, &mut head).expect("live bytes");
+    assert_eq!(&head[4..8], b"ftyp", "an fMP4 init segment first");
+    drop(live);
+
     // The camera goes away: a camera-down alarm for the banner.
     drop(sim);
     assert!(
