@@ -161,7 +161,9 @@
     const box = document.getElementById('cluster');
     if (!box || box.hidden) return;
     const answers = await fromEvery('/api/cluster');
-    box.replaceChildren(...answers.map((a) => (a.data ? nodeSection(a.origin, a.data)
+    const toolbar = el('p', { class: 'controls' }, el('button', { id: 'cluster-refresh', onclick: drawCluster }, 'Refresh'),
+      ` as of ${new Date().toLocaleTimeString()}`);
+    box.replaceChildren(toolbar, ...answers.map((a) => (a.data ? nodeSection(a.origin, a.data)
       : el('section', { class: 'cluster-node down' }, el('h2', {}, nodeName(a.origin)), el('p', { class: 'error' }, `does not answer: ${a.error}`)))));
     box.dataset.drawn = String(Date.now());
   }
