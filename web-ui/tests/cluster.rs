@@ -335,6 +335,46 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     assert_eq!(&head[4..8], b"ftyp", "an fMP4 init segment first");
     drop(live);
 
+    // A drain of the standby (through its own viewer and arbiter) hands the stream back to node-a.
+    let (status, me_s) = post(&on_s, &base_s, "/api/logout", Some(""), json!({}));
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "logout needs the CSRF token: {me_s}"
+    );
+    let admin_s = client(&dir.join("web-node-s/tls.crt"), port_s);
+    let (status, login_s) = post(
+        &admin_s,
+        &base_s,
+        "/api/login",
+        None,
+        json!({"user": "root", "password": PASSWORD}),
+    );
+    assert_eq!(status, StatusCode::OK, "{login_s}");
+    let csrf_s = login_s["csrf"].as_str().expect("csrf");
+    let got = post(
+        &admin_s,
+        &base_s,
+        "/api/cluster/drain",
+        Some(csrf_s),
+        json!({"to": "node-a"}),
+    );
+    assert_eq!(got.0, StatusCode::OK, "{got:?}");
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+            view = get(&viewer, &base, "/api/cluster").1;
+            stream_of(&view, STREAM).is_some_and(|st| st["holder"] == "node-a")
+        }),
+        "drain not carried out: {view:#}"
+    );
+    let drained = get(&admin_s, &base_s, "/api/audit?lines=100").1;
+    assert!(
+        drained["entries"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|e| e["event"] == "drain" && e["ok"] == true && e["user"] == "root")),
+        "{drained}"
+    );
+
     // The camera goes away: a camera-down alarm for the banner.
     drop(sim);
     assert!(
