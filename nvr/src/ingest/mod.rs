@@ -23,6 +23,15 @@ pub use recording::{AudioTrack, Recording, VideoTrack};
 pub use ring::RingLimits;
 pub use task::{StreamChannels, StreamTask, COMMAND_QUEUE, LIVE_QUEUE};
 
+/// Opens and plays a stream's RTSP session as the recorder does and returns its frames (for `nvr
+/// floor`, which receives without recording).
+pub async fn connect_session(
+    spec: &StreamSpec,
+    settings: IngestSettings,
+) -> Result<retina::client::Demuxed, IngestError> {
+    Ok(session::connect(spec, settings).await?.demuxed)
+}
+
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
