@@ -222,7 +222,9 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let supervisor = Supervisor::new(store.clone(), ingest_settings(&config));
+    let writer = crate::ingest::Writer::start(crate::ingest::WRITER_THREADS)
+        .map_err(|e| RecorderError::Task(format!("starting the fragment writer threads: {e}")))?;
+    let supervisor = Supervisor::new(store.clone(), ingest_settings(&config), writer);
     let started = supervisor.apply(desired_streams(&config)).await;
     tracing::info!(streams = started.added.len(), "streams started");
     let control = control::server::start(
