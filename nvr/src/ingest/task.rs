@@ -409,12 +409,6 @@ impl StreamTask {
                 _ = tick.tick() => {
                     let last_ms = self.store.now_utc_ms() - last_frame.elapsed().as_millis() as i64;
                     self.publish(Some(last_ms), true);
-                    if let Some(rec) = self.rec.as_mut() {
-                        // Leave the async worker only when there is something to flush.
-                        if rec.sync_due() {
-                            blocking(|| rec.sync_if_due())?;
-                        }
-                    }
                     if self.pending_promote.as_ref().is_some_and(|p| Instant::now() >= p.deadline) {
                         self.promote_fallback()?;
                     }
