@@ -172,8 +172,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Threads of the runtime's blocking pool at most (tokio's default is 512). The recorder's steady state
+/// uses two: the grouped flush pass and the catalog's progress flush (each once per interval), plus the
+/// retention pass; a recording finished by a mode change or at shutdown leaves its worker with
+/// `block_in_place`, which borrows one for the worker's core (and takes the core back itself when none
+/// is free, so the cap only delays it). Fragments are written by the fixed writer pool
+/// (`nvr::ingest::WRITER_THREADS`), not here.
+const MAX_BLOCKING_THREADS: usize = 8;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")
