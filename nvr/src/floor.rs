@@ -62,9 +62,13 @@ async fn receive(
 ) -> Result<(), crate::ingest::IngestError> {
     let mut demuxed = connect_session(spec, settings).await?;
     counts.sessions.fetch_add(1, Ordering::Relaxed);
+    let mut first = true;
     while let Some(item) = demuxed.next().await {
         match item {
             Ok(CodecItem::VideoFrame(frame)) => {
+                if std::mem::take(&mut first) {
+                    tracing::info!(stream = %spec.url, "floor: receiving");
+                }
                 let data = frame.into_data();
                 counts.video_frames.fetch_add(1, Ordering::Relaxed);
                 counts
