@@ -95,6 +95,15 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Benchmark floor: open every stream of this node's cameras as `run` would, drop every frame
+    /// (no writing, hashing, catalog or live fan-out) until SIGTERM/SIGINT; prints what it received.
+    #[command(hide = true)]
+    Floor {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Demo without cameras: the camera simulator plus the recorder, recording into a local folder.
     Demo {
         #[arg(long, default_value = "demo-data")]
@@ -166,8 +175,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Threads of the runtime's blocking pool at most (tokio's default is 512). The recorder's steady state
+/// uses two: the grouped flush pass and the catalog's progress flush (each once per interval), plus the
+/// retention pass; a recording finished by a mode change or at shutdown leaves its worker with
+/// `block_in_place`, which borrows one for the worker's core (and takes the core back itself when none
+/// is free, so the cap only delays it). Fragments are written by the fixed writer pool
+/// (`nvr::ingest::WRITER_THREADS`), not here.
+const MAX_BLOCKING_THREADS: usize = 8;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")
@@ -198,6 +216,21 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None) => anyhow::bail!("give --config or --socket"),
             };
             runtime()?.block_on(ctl(&socket, command))
+        }
+        Command::Floor { config, node } => {
+            let cfg = config::load_node(&config, node.as_deref())?;
+            let counts =
+                runtime()?.block_on(nvr::floor::run(&cfg, base::process::shutdown_signal()));
+            let get =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            println!(
+                "floor: sessions={} video_frames={} video_bytes={} errors={}",
+                get(&counts.sessions),
+                get(&counts.video_frames),
+                get(&counts.video_bytes),
+                get(&counts.errors)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file, node } => {
             let cluster = config::load(&file)?;

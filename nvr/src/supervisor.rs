@@ -17,7 +17,7 @@ use crate::config::{Config, Takeover};
 use crate::frame::MediaFrame;
 use crate::ingest::{
     Command, CommandError, IngestSettings, Mode, SharedStatus, StreamChannels, StreamSpec,
-    StreamStatus, StreamTask,
+    StreamStatus, StreamTask, Writer,
 };
 use store::Store;
 
@@ -53,6 +53,8 @@ pub struct ReloadReport {
 pub struct Supervisor {
     store: Arc<Store>,
     settings: IngestSettings,
+    /// The threads that write every stream's fragments.
+    writer: Writer,
     streams: Mutex<BTreeMap<String, Entry>>,
 }
 
@@ -112,10 +114,11 @@ fn same_camera_settings(a: &StreamSpec, b: &StreamSpec) -> bool {
 }
 
 impl Supervisor {
-    pub fn new(store: Arc<Store>, settings: IngestSettings) -> Arc<Supervisor> {
+    pub fn new(store: Arc<Store>, settings: IngestSettings, writer: Writer) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             store,
             settings,
+            writer,
             streams: Mutex::new(BTreeMap::new()),
         })
     }
@@ -145,6 +148,7 @@ impl Supervisor {
             self.settings,
             status.clone(),
             mode,
+            self.writer.clone(),
         );
         let task = tokio::spawn(task.run());
         self.streams().insert(
