@@ -29,6 +29,7 @@ fn three_primaries_one_standby_at_capacity_priorities_respected_the_rest_uncover
             node: p.name.clone(),
             cold: false,
             priority: 100 * (i as u32 + 1),
+            bitrate_kbps: None,
         })
         .collect();
     let refs: Vec<&Node> = primaries.iter().collect();

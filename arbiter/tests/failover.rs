@@ -50,57 +50,6 @@ fn standby_files(data: &Path, origin: &str, camera: &str) -> Vec<(PathBuf, Strin
     by_path.into_values().collect()
 }
 
-/// `nvr frames FILES…`: the camsim sequence numbers of every frame, in file order.
-fn frame_seqs(dir: &TestDir, files: &[PathBuf]) -> Vec<u64> {
-    if files.is_empty() {
-        return Vec::new();
-    }
-    let mut args = vec!["frames".to_owned()];
-    args.extend(files.iter().map(|p| path_str(p)));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_nvr(dir, &args, Duration::from_secs(60));
-    assert!(out.status.success(), "nvr frames: {}", out.stderr);
-    out.stdout
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
-        .collect()
-}
-
-/// (missing, duplicated) between the lowest and the highest of `seqs`.
-fn missing_and_duplicated(seqs: &[u64]) -> (u64, u64) {
-    let mut sorted = seqs.to_vec();
-    sorted.sort_unstable();
-    let n = sorted.len() as u64;
-    sorted.dedup();
-    let span = match (sorted.first(), sorted.last()) {
-        (Some(a), Some(b)) => b - a + 1,
-        _ => 0,
-    };
-    (span - sorted.len() as u64, n - sorted.len() as u64)
-}
-
-/// `nvr frames --summary FILES…`: the `# all:` (or single file) line's (frames, missing, duplicated).
-fn frames_summary(dir: &TestDir, files: &[PathBuf]) -> (u64, u64, u64, String) {
-    let mut args = vec!["frames".to_owned(), "--summary".to_owned()];
-    args.extend(files.iter().map(|p| path_str(p)));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_nvr(dir, &args, Duration::from_secs(60));
-    assert!(out.status.success(), "nvr frames: {}", out.stderr);
-    let line = out.stdout.lines().last().expect("summary line").to_owned();
-    // "# NAME: N frames, seq A..B, M missing, D duplicated, U unstamped"
-    let num = |word: &str| -> u64 {
-        let parts: Vec<&str> = line.split([' ', ',']).filter(|p| !p.is_empty()).collect();
-        parts
-            .iter()
-            .position(|p| *p == word)
-            .and_then(|i| parts.get(i - 1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {word} in {line:?}"))
-    };
-    (num("frames"), num("missing"), num("duplicated"), line)
-}
-
 /// Camera simulator, and per node its recorder, sync agent and arbiter, all running; the standby
 /// shadows the hot streams, hears the primary, and holds sealed copies of its segments.
 struct Pair {
