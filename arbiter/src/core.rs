@@ -61,6 +61,36 @@ pub struct StreamSpec {
     pub takeover: Takeover,
     /// Higher first.
     pub priority: u32,
+    /// Its camera's `bitrate_kbps`: what it counts against a capacity in Mbit/s until a bitrate is
+    /// measured.
+    pub bitrate_kbps: Option<u32>,
+}
+
+/// A standby's capacity caps (either, both or none): streams and kbit/s of streams taken over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub streams: Option<u32>,
+    /// `capacity_mbps` × 1000.
+    pub kbps: Option<u64>,
+}
+
+impl Capacity {
+    /// A cap in streams only.
+    pub fn streams(streams: Option<u32>) -> Capacity {
+        Capacity {
+            streams,
+            kbps: None,
+        }
+    }
+}
+
+/// What a standby has taken over against its caps (the status document).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CapacityView {
+    pub streams: usize,
+    pub streams_cap: Option<u32>,
+    pub kbps: u64,
+    pub kbps_cap: Option<u64>,
 }
 
 /// Who records a stream, under which epoch.
@@ -218,8 +248,20 @@ struct Stream {
     handing_to: Option<String>,
     /// Held here after a planned handover, or handed on by one: no failback (sent in heartbeats).
     planned: bool,
+    /// The last bitrate measured by a recorder receiving it (here or on a peer), kbit/s.
+    measured_kbps: Option<u64>,
     /// When this node last asked its recorder to stop recording the stream (core time).
     fenced_at_ms: Option<i64>,
+}
+
+impl Stream {
+    /// What the stream counts against a capacity in Mbit/s: the last bitrate measured, else its
+    /// camera's `bitrate_kbps`, else 0 (kbit/s).
+    fn rate_kbps(&self) -> u64 {
+        self.measured_kbps
+            .or(self.spec.bitrate_kbps.map(u64::from))
+            .unwrap_or(0)
+    }
 }
 
 /// The state a status report shows.
@@ -234,6 +276,8 @@ pub struct StreamView {
     pub priority: u32,
     pub uncovered: bool,
     pub promote_pending: bool,
+    /// What it counts against a capacity in Mbit/s: measured, else configured (kbit/s).
+    pub bitrate_kbps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -251,8 +295,8 @@ pub struct PeerView {
 pub struct Core {
     me: String,
     timings: Timings,
-    /// Standby: how many streams it records at most.
-    capacity: Option<u32>,
+    /// Standby: how many streams, and how many kbit/s, it takes over at most.
+    capacity: Capacity,
     streams: BTreeMap<String, Stream>,
     peers: BTreeMap<String, Peer>,
     /// Core time at start: a peer never heard of is dead `node_dead_ms` after it.
@@ -268,7 +312,7 @@ impl Core {
     pub fn new(
         me: &str,
         timings: Timings,
-        capacity: Option<u32>,
+        capacity: Capacity,
         streams: Vec<StreamSpec>,
         peers: &[String],
         persisted: &BTreeMap<String, Holding>,
@@ -299,6 +343,7 @@ impl Core {
                         handing_to: None,
                         planned: false,
                         fenced_at_ms: None,
+                        measured_kbps: None,
                     },
                 )
             })
@@ -360,8 +405,19 @@ impl Core {
                 priority: s.spec.priority,
                 uncovered: s.uncovered,
                 promote_pending: s.promote_pending,
+                bitrate_kbps: s.rate_kbps(),
             })
             .collect()
+    }
+
+    /// What this node has taken over against its caps.
+    pub fn capacity(&self) -> CapacityView {
+        CapacityView {
+            streams: self.taken_over(),
+            streams_cap: self.capacity.streams,
+            kbps: self.taken_over_kbps(),
+            kbps_cap: self.capacity.kbps,
+        }
     }
 
     pub fn peers(&self) -> Vec<PeerView> {
@@ -417,6 +473,18 @@ impl Core {
             .into_iter()
             .map(|h| (h.stream.clone(), h))
             .collect();
+        for h in self.local.values() {
+            Self::measured(&mut self.streams, h);
+        }
+    }
+
+    /// Keeps the bitrate a receiving recorder measured for a stream.
+    fn measured(streams: &mut BTreeMap<String, Stream>, h: &StreamHealth) {
+        if let Some(s) = streams.get_mut(&h.stream) {
+            if h.receiving && h.bitrate_kbps > 0 {
+                s.measured_kbps = Some(h.bitrate_kbps);
+            }
+        }
     }
 
     /// Checks and applies a heartbeat: nothing changes unless every check passes.
@@ -507,6 +575,9 @@ impl Core {
             .iter()
             .map(|h| (h.stream.clone(), h.clone()))
             .collect();
+        for h in &hb.health {
+            Self::measured(&mut self.streams, h);
+        }
     }
 
     /// A claim with a newer epoch than known is adopted: a stream handed to this node is promoted

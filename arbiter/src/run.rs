@@ -378,6 +378,7 @@ impl Shell<'_> {
             streams,
             recorder: core.local_health(),
             uncovered,
+            capacity: core.capacity(),
             heartbeats_refused: self.refused,
             last_refusal: self.last_refusal.clone(),
             events: self.events.iter().cloned().collect(),
