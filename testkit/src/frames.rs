@@ -8,11 +8,21 @@ use crate::{run_nvr, TestDir};
 
 /// `nvr frames FILES…`: the camsim sequence numbers of every frame, in file order.
 pub fn frame_seqs(dir: &TestDir, files: &[PathBuf]) -> Vec<u64> {
-    frames(dir, files).into_iter().map(|(seq, _)| seq).collect()
+    frames(dir, files).into_iter().map(|f| f.seq).collect()
 }
 
-/// `nvr frames FILES…`: (sequence number, key frame) of every frame, in file order.
-pub fn frames(dir: &TestDir, files: &[PathBuf]) -> Vec<(u64, bool)> {
+/// One stamped frame of a recorded file, as `nvr frames` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub seq: u64,
+    /// camsim's send time, µs since the Unix epoch.
+    pub send_time_us: u64,
+    pub key: bool,
+    pub file: String,
+}
+
+/// `nvr frames FILES…`: every stamped frame, in file order.
+pub fn frames(dir: &TestDir, files: &[PathBuf]) -> Vec<Frame> {
     if files.is_empty() {
         return Vec::new();
     }
@@ -25,10 +35,14 @@ pub fn frames(dir: &TestDir, files: &[PathBuf]) -> Vec<(u64, bool)> {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
-            let mut words = l.split(' ');
-            let seq = words.next()?.parse().ok()?;
-            let key = words.nth(1) == Some("1");
-            Some((seq, key))
+            // SEQ SEND_TIME_US KEY FILE
+            let mut words = l.splitn(4, ' ');
+            Some(Frame {
+                seq: words.next()?.parse().ok()?,
+                send_time_us: words.next()?.parse().ok()?,
+                key: words.next()? == "1",
+                file: words.next()?.to_owned(),
+            })
         })
         .collect()
 }
