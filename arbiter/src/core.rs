@@ -135,6 +135,11 @@ pub enum OperatorCommand {
     /// Planned handover (upgrades): hand `stream` (every stream held here if `None`) to the living
     /// peer `to`, make-before-break at a key frame; it stays there (no failback) until handed on.
     Handover { stream: Option<String>, to: String },
+    /// A planned handover of every stream of `cameras` held here to `to`.
+    HandoverCameras { cameras: Vec<String>, to: String },
+    /// Drain `node` (this node) for an upgrade: hand every stream held here to its counterpart (a
+    /// primary's to its standby, a standby's back to each stream's owner), make-before-break.
+    Drain { node: String },
 }
 
 /// What the shell must do.
@@ -178,6 +183,10 @@ pub enum Action {
 pub enum Refusal {
     #[error("no stream {0} in this arbiter's care")]
     UnknownStream(String),
+    #[error("no stream of camera {0} in this arbiter's care")]
+    UnknownCamera(String),
+    #[error("this is the arbiter of {me}, not of {node}: a node is drained by its own arbiter")]
+    DrainElsewhere { node: String, me: String },
     #[error("{0} is not a peer of this node")]
     UnknownNode(String),
     #[error("node {0} is not alive now")]
@@ -462,6 +471,12 @@ impl Core {
             Input::Operator(OperatorCommand::Handover { stream, to }) => {
                 self.handover(stream, &to, &mut out)?;
             }
+            Input::Operator(OperatorCommand::HandoverCameras { cameras, to }) => {
+                self.handover_cameras(&cameras, &to, &mut out)?;
+            }
+            Input::Operator(OperatorCommand::Drain { node }) => {
+                self.drain(&node, &mut out)?;
+            }
         }
         self.evaluate(&mut out);
         Ok(out)
@@ -671,54 +686,134 @@ impl Core {
         to: &str,
         out: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
-        let Some(peer) = self.peers.get(to) else {
-            return Err(Refusal::UnknownNode(to.to_owned()));
-        };
-        if peer.dead || peer.last_heard_ms.is_none() {
-            return Err(Refusal::PeerDead(to.to_owned()));
-        }
+        self.check_peer_alive(to)?;
         let keys: Vec<String> = match stream {
             Some(k) => {
-                let Some(s) = self.streams.get(&k) else {
-                    return Err(Refusal::UnknownStream(k));
-                };
-                if s.holding.holder != self.me {
-                    return Err(Refusal::NotHeldHere {
-                        stream: k,
-                        holder: s.holding.holder.clone(),
-                    });
-                }
+                self.check_held_here(&k)?;
                 vec![k]
             }
-            None => self
-                .streams
-                .values()
-                .filter(|s| s.holding.holder == self.me && !s.handing_back)
-                .map(|s| s.spec.key.clone())
-                .collect(),
+            None => self.held_here(),
         };
-        for k in &keys {
-            let shadowing = peer
-                .health
-                .get(k)
-                .is_some_and(|h| h.receiving && h.mode == "shadow");
+        let targets = keys.into_iter().map(|k| (k, to.to_owned())).collect();
+        self.hand_over(targets, out)
+    }
+
+    /// A planned handover of every stream of `cameras` to `to` (each camera must have a stream in
+    /// this arbiter's care, every one of them held here).
+    fn handover_cameras(
+        &mut self,
+        cameras: &[String],
+        to: &str,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
+        self.check_peer_alive(to)?;
+        let mut targets = Vec::new();
+        for camera in cameras {
+            let keys: Vec<String> = self
+                .streams
+                .keys()
+                .filter(|k| k.split('/').next() == Some(camera.as_str()))
+                .cloned()
+                .collect();
+            if keys.is_empty() {
+                return Err(Refusal::UnknownCamera(camera.clone()));
+            }
+            for k in keys {
+                self.check_held_here(&k)?;
+                targets.push((k, to.to_owned()));
+            }
+        }
+        self.hand_over(targets, out)
+    }
+
+    /// A drain of this node: every stream held here to its counterpart (its protector if this node
+    /// owns it, else its owner).
+    fn drain(&mut self, node: &str, out: &mut Vec<Action>) -> Result<(), Refusal> {
+        if node != self.me {
+            return Err(Refusal::DrainElsewhere {
+                node: node.to_owned(),
+                me: self.me.clone(),
+            });
+        }
+        let targets = self
+            .held_here()
+            .into_iter()
+            .filter_map(|k| {
+                let s = self.streams.get(&k)?;
+                let to = if s.spec.owner == self.me {
+                    s.spec.protector.clone()
+                } else {
+                    s.spec.owner.clone()
+                };
+                Some((k, to))
+            })
+            .collect();
+        self.hand_over(targets, out)
+    }
+
+    /// Streams held here and not being handed on already.
+    fn held_here(&self) -> Vec<String> {
+        self.streams
+            .values()
+            .filter(|s| s.holding.holder == self.me && !s.handing_back)
+            .map(|s| s.spec.key.clone())
+            .collect()
+    }
+
+    fn check_peer_alive(&self, node: &str) -> Result<(), Refusal> {
+        let Some(peer) = self.peers.get(node) else {
+            return Err(Refusal::UnknownNode(node.to_owned()));
+        };
+        if peer.dead || peer.last_heard_ms.is_none() {
+            return Err(Refusal::PeerDead(node.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn check_held_here(&self, key: &str) -> Result<(), Refusal> {
+        let Some(s) = self.streams.get(key) else {
+            return Err(Refusal::UnknownStream(key.to_owned()));
+        };
+        if s.holding.holder != self.me {
+            return Err(Refusal::NotHeldHere {
+                stream: key.to_owned(),
+                holder: s.holding.holder.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Hands each (stream, node) over: every check first (the node alive and shadowing the stream;
+    /// nothing changes on a refusal), then a hand-back release of each.
+    fn hand_over(
+        &mut self,
+        targets: Vec<(String, String)>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
+        for (k, to) in &targets {
+            self.check_peer_alive(to)?;
+            let shadowing = self.peers.get(to).is_some_and(|p| {
+                p.health
+                    .get(k)
+                    .is_some_and(|h| h.receiving && h.mode == "shadow")
+            });
             if !shadowing {
                 return Err(Refusal::NotShadowed {
                     stream: k.clone(),
-                    to: to.to_owned(),
+                    to: to.clone(),
                 });
             }
         }
-        for k in keys {
+        for (k, to) in targets {
             let Some(s) = self.streams.get_mut(&k) else {
                 continue;
             };
             s.handing_back = true;
-            s.handing_to = Some(to.to_owned());
+            s.handing_to = Some(to.clone());
             out.push(Action::HandBack {
                 stream: k,
                 epoch: s.holding.epoch,
-                owner: to.to_owned(),
+                owner: to,
             });
         }
         Ok(())

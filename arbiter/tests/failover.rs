@@ -821,6 +821,116 @@ fn planned_handover_both_ways_misses_and_repeats_no_frame() {
     }
 }
 
+/// `nvr ctl handover --to NODE --camera C…` and `nvr ctl drain NODE` from the recorder's command line,
+/// through the arbiter's operator socket: two cameras go to the standby by name, a drain of the
+/// primary is refused by name while its cold camera has no session on the standby, the standby's drain
+/// hands both back; across the primary's part, the standby's and the primary's again no frame is
+/// missing or repeated. With the arbiter stopped, `nvr ctl handover` says so.
+#[test]
+fn nvr_ctl_handover_and_drain_miss_and_repeat_no_frame() {
+    let mut p = Pair::start();
+    let ctl = |node: &str, args: &[&str]| {
+        let c = path_str(&p.cfg);
+        let mut all = vec!["ctl", "--config", &c, "--node", node];
+        all.extend_from_slice(args);
+        run_nvr(&p.dir, &all, Duration::from_secs(30))
+    };
+    let hot = ["cam1/main", "cam2/main"];
+    let held_by = |node: &str, epoch: u64| {
+        let st = arbiter_status(&p.dir, &p.cfg, STANDBY);
+        hot.iter()
+            .all(|k| holding(&st, k) == Some((node.to_owned(), epoch)))
+    };
+    let out = ctl(
+        PRIMARY,
+        &[
+            "handover", "--to", STANDBY, "--camera", "cam1", "--camera", "cam2",
+        ],
+    );
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("hand_back"), "{}", out.stdout);
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            held_by(STANDBY, 1)
+        }),
+        "{}",
+        p.arb_a.stderr_tail(30)
+    );
+    // A drain of the primary: cam4 is cold, the standby has no session to continue it from.
+    let out = ctl(PRIMARY, &["drain", PRIMARY]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("refused: node node-s does not receive cam4/main now"),
+        "{}",
+        out.stderr
+    );
+    let out = ctl(PRIMARY, &["drain", STANDBY]);
+    assert!(
+        out.stderr.contains("a node is drained by its own arbiter"),
+        "{}",
+        out.stderr
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // The standby drains: both back to their owner, make-before-break.
+    let out = ctl(STANDBY, &["drain", STANDBY]);
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            held_by(PRIMARY, 2)
+                && recorder_status(&p.dir, &p.cfg, STANDBY)
+                    .as_array()
+                    .is_some_and(|v| v.iter().all(|x| x["mode"] != "record"))
+        }),
+        "{}",
+        p.arb_s.stderr_tail(30)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // Without its arbiter, the command says what is wrong.
+    p.arb_a.sigterm();
+    p.arb_a.expect_clean_exit(Duration::from_secs(15));
+    let out = ctl(PRIMARY, &["handover", "--to", STANDBY]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("is nvr-arbiter running on this node?"),
+        "{}",
+        out.stderr
+    );
+    p.arb_s.sigterm();
+    for proc in [&mut p.rec_a, &mut p.rec_s] {
+        proc.sigterm();
+        proc.expect_clean_exit(Duration::from_secs(30));
+    }
+    for proc in [&mut p.sync_a, &mut p.sync_s] {
+        proc.sigterm();
+    }
+    let primary =
+        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
+    for k in hot {
+        let camera = k.trim_end_matches("/main");
+        let id = primary
+            .find_stream(camera, "main")
+            .expect("query")
+            .expect("stream");
+        let mut paths: Vec<PathBuf> = primary
+            .stream_segments(id)
+            .expect("segments")
+            .iter()
+            .map(|s| primary.absolute_path(&s.path))
+            .collect();
+        paths.extend(
+            standby_files(&p.s.data, PRIMARY, camera)
+                .into_iter()
+                .filter(|(_, node, epoch)| node == STANDBY && *epoch == Some(1))
+                .map(|(path, _, _)| path),
+        );
+        let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
+        println!("{camera} (primary, standby, primary again) through nvr ctl: {line}");
+        assert!(frames > 200, "{line}");
+        assert_eq!((missing, duplicated), (0, 0), "{camera}: {line}");
+    }
+}
+
 /// `kill -SIG PID` (a shell utility: the tests deny unsafe code).
 fn signal(p: &NvrProcess, sig: &str) {
     let pid = p.pid().expect("running").to_string();

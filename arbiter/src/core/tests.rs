@@ -295,6 +295,143 @@ fn a_higher_priority_stream_preempts_a_lower_one_at_capacity() {
         .any(|v| v.stream == "a1/main" && v.uncovered));
 }
 
+/// `nvr ctl handover --camera` and `nvr ctl drain`: a camera's streams go to the peer named; a drain
+/// of the primary hands each stream to its standby and a drain of the standby each back to its owner;
+/// refusals (an unknown camera, another node's drain, a peer that does not shadow) change nothing.
+#[test]
+fn handover_by_camera_and_drain_both_ways() {
+    let mut a = primary();
+    let mut s = standby(None);
+    let shadowing = |core: &Core, n: u64| {
+        let mut h = hb_from(core, n, true);
+        for x in &mut h.health {
+            x.mode = "shadow".into();
+        }
+        h
+    };
+    let hear = |core: &mut Core, t: i64, from: &str, heartbeat: Heartbeat| {
+        core.handle(
+            t,
+            Input::Heartbeat {
+                from: from.into(),
+                heartbeat,
+            },
+        )
+        .expect("hb")
+    };
+    hear(&mut a, 100, "s", shadowing(&s, 1));
+    hear(&mut s, 100, "a", hb_from(&a, 1, true));
+    let cameras = |to: &str, cams: &[&str]| {
+        Input::Operator(OperatorCommand::HandoverCameras {
+            cameras: cams.iter().map(|c| (*c).to_owned()).collect(),
+            to: to.to_owned(),
+        })
+    };
+    let drain = |node: &str| {
+        Input::Operator(OperatorCommand::Drain {
+            node: node.to_owned(),
+        })
+    };
+    let before = a.holdings();
+    assert_eq!(
+        a.handle(200, cameras("s", &["a1", "zz"]))
+            .expect_err("unknown camera")
+            .to_string(),
+        "no stream of camera zz in this arbiter's care"
+    );
+    assert_eq!(
+        a.handle(200, drain("s"))
+            .expect_err("elsewhere")
+            .to_string(),
+        "this is the arbiter of a, not of s: a node is drained by its own arbiter"
+    );
+    assert!(matches!(
+        s.handle(200, cameras("a", &["a1"])),
+        Err(Refusal::NotHeldHere { .. })
+    ));
+    assert_eq!(a.holdings(), before);
+    assert!(!a.streams.values().any(|x| x.handing_back));
+
+    // a → s by camera: a1 only.
+    let acts = a.handle(300, cameras("s", &["a1"])).expect("handover");
+    let handed: Vec<(&str, &str)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [("a1/main", "s")]);
+    let last = FrameId {
+        hash: "ab".repeat(16),
+        wall_ms: 300,
+    };
+    a.handle(
+        400,
+        Input::HandedBack {
+            stream: "a1/main".into(),
+            epoch: 0,
+            result: Ok(last.clone()),
+        },
+    )
+    .expect("released");
+    // a drains: the rest (a2) goes to its standby.
+    let acts = a.handle(450, drain("a")).expect("drain");
+    let handed: Vec<(&str, &str)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [("a2/main", "s")]);
+    a.handle(
+        460,
+        Input::HandedBack {
+            stream: "a2/main".into(),
+            epoch: 0,
+            result: Ok(last.clone()),
+        },
+    )
+    .expect("released");
+    let acts = hear(&mut s, 500, "a", hb_from(&a, 2, true));
+    assert_eq!(
+        promotes(&acts),
+        [("a1/main".to_owned(), 1), ("a2/main".to_owned(), 1)]
+    );
+    for k in ["a1/main", "a2/main"] {
+        s.handle(
+            600,
+            Input::Promoted {
+                stream: k.into(),
+                epoch: 1,
+                result: Ok(()),
+            },
+        )
+        .expect("ok");
+    }
+    // The standby drains while a does not shadow yet: refused by name, nothing changes.
+    assert!(matches!(
+        s.handle(650, drain("s")),
+        Err(Refusal::NotShadowed { .. })
+    ));
+    // a shadows both: the standby's drain hands each back to its owner.
+    let mut h = hb_from(&a, 3, true);
+    for x in &mut h.health {
+        x.mode = "shadow".into();
+    }
+    hear(&mut s, 700, "a", h);
+    let acts = s.handle(700, drain("s")).expect("drain");
+    let handed: Vec<(&str, &str)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [("a1/main", "a"), ("a2/main", "a")]);
+}
+
 /// A standby with a cap in kbit/s (and optionally in streams) protecting `streams` of never-heard
 /// primaries (`spec` with a configured bitrate): (key, owner, priority, configured kbit/s).
 fn mbps_standby(streams: Option<u32>, kbps: u64, specs: &[(&str, &str, u32, Option<u32>)]) -> Core {
