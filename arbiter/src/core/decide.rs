@@ -14,6 +14,16 @@ impl Core {
         self.now_ms - since > self.timings.node_dead_ms
     }
 
+    /// The core time at which the next living peer is dead unless heard before (the shell evaluates
+    /// then, so that detection does not wait for its next periodic tick); `None` without living peers.
+    pub fn next_death_ms(&self) -> Option<i64> {
+        self.peers
+            .values()
+            .filter(|p| !p.dead)
+            .map(|p| p.last_heard_ms.unwrap_or(self.started_ms) + self.timings.node_dead_ms + 1)
+            .min()
+    }
+
     /// Failure detection and takeovers, after every input.
     pub(super) fn evaluate(&mut self, out: &mut Vec<Action>) {
         let names: Vec<String> = self.peers.keys().cloned().collect();

@@ -128,10 +128,12 @@ fn heartbeats_keep_the_primary_alive_and_silence_promotes_in_priority_order() {
             .expect("accepted");
         assert!(promotes(&acts).is_empty());
     }
-    // 1000 ms of silence is not yet dead; 1001 is.
+    // 1000 ms of silence is not yet dead; 1001 is, which is when the shell is told to evaluate.
+    assert_eq!(s.next_death_ms(), Some(t + 1_001));
     let acts = s.handle(t + 1_000, Input::Tick).expect("tick");
     assert!(promotes(&acts).is_empty(), "{acts:?}");
     let acts = s.handle(t + 1_001, Input::Tick).expect("tick");
+    assert_eq!(s.next_death_ms(), None, "no living peer left");
     assert_eq!(
         promotes(&acts),
         [("a2/main".to_owned(), 1), ("a1/main".to_owned(), 1)],
