@@ -1,4 +1,4 @@
-//! `nvr-failover-bench`: kill -9 of every process of a primary (recorder, sync agent, arbiter) while it
+//! `nvr-failover-bench`: kill -9 of every process of a primary (arbiter, sync agent, recorder) while it
 //! records N streams that its standby protects, on loopback with the failover rig of
 //! `testkit::cluster` and the camera simulator's frame stamps. For N = 10, 50, 100 hot streams and
 //! 10 cold ones (by default), per stream: frames missing in the standby's merged timeline (the mirrored
@@ -198,8 +198,10 @@ fn run(n: usize, cold: bool, args: &Args) -> Result<()> {
         load_average()
     );
 
+    // The arbiter first (its silence is what the standby detects), then the sync agent and the
+    // recorder, a few ms apart.
     let kill_ms = now_ms();
-    for p in rig.primary.iter_mut() {
+    for p in rig.primary.iter_mut().rev() {
         p.kill9();
     }
     let keys: Vec<String> = (1..=n).map(|i| format!("cam{i}/main")).collect();
