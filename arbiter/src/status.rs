@@ -107,3 +107,24 @@ pub fn render(v: &serde_json::Value) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_shows_the_capacity_only_when_capped() {
+        let mut v = serde_json::json!({
+            "node": "s", "role": "standby", "peers": [], "streams": [], "events": [],
+            "heartbeats_refused": 0,
+            "capacity": {"streams": 2, "streams_cap": null, "kbps": 4500, "kbps_cap": 10000},
+        });
+        assert!(
+            render(&v).contains("  taken over: 2 streams (cap none), 4.5 Mbit/s (cap 10)\n"),
+            "{}",
+            render(&v)
+        );
+        v["capacity"]["kbps_cap"] = serde_json::Value::Null;
+        assert!(!render(&v).contains("taken over"), "{}", render(&v));
+    }
+}
