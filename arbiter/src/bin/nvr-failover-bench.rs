@@ -47,6 +47,9 @@ struct Args {
     /// Serve this Annex-B H.264 clip (`nvr camsim --clip`) instead of camsim's embedded one.
     #[arg(long)]
     clip: Option<PathBuf>,
+    /// The recorders' `shadow_ring_ms` (the rig's cluster file sets 8000; the default is 5000).
+    #[arg(long)]
+    shadow_ring_ms: Option<u64>,
 }
 
 fn now_ms() -> i64 {
@@ -117,6 +120,11 @@ fn start(n: usize, cold: bool, args: &Args) -> Rig {
         })
         .collect();
     let cfg = write_cluster_with(&dir, &[&a], &s, Capacity::default(), &cams);
+    if let Some(ring) = args.shadow_ring_ms {
+        let text = std::fs::read_to_string(&cfg).unwrap_or_default();
+        let text = text.replace("shadow_ring_ms = 8000", &format!("shadow_ring_ms = {ring}"));
+        dir.write("cluster.toml", text);
+    }
     let standby = vec![
         spawn_recorder(&dir, &cfg, STANDBY),
         spawn_sync(&dir, &cfg, STANDBY),
@@ -180,7 +188,12 @@ fn wait_ready(rig: &Rig, n: usize, cold: bool, within: Duration) -> Result<(), S
 
 /// One run: start, kill -9 the primary, measure. `Err` when the machine could not hold the run.
 fn run(n: usize, cold: bool, args: &Args) -> Result<()> {
-    let label = format!("{n} {} streams", if cold { "cold" } else { "hot" });
+    let label = format!(
+        "{n} {} streams{}",
+        if cold { "cold" } else { "hot" },
+        args.shadow_ring_ms
+            .map_or_else(String::new, |r| format!(", shadow_ring_ms {r}"))
+    );
     println!("== {label} (load average {})", load_average());
     let started = Instant::now();
     let mut rig = start(n, cold, args);
@@ -282,6 +295,12 @@ fn run(n: usize, cold: bool, args: &Args) -> Result<()> {
         let listed = frames(&rig.dir, &all);
         let seqs: Vec<u64> = listed.iter().map(|f| f.seq).collect();
         let (missing, duplicated) = missing_and_duplicated(&seqs);
+        if duplicated > 0 || (missing > 0 && !cold) {
+            println!(
+                "  {camera}: {}",
+                describe(&listed, &own, missing, duplicated)
+            );
+        }
         let first_write_ms = reader
             .find_stream(&camera, "main")?
             .map(|id| reader.stream_segments(id))
@@ -312,6 +331,41 @@ fn run(n: usize, cold: bool, args: &Args) -> Result<()> {
         gop,
     );
     Ok(())
+}
+
+/// Where a stream's timeline misses or repeats frames: the primary's part and the standby's, and the
+/// repeated sequence numbers.
+fn describe(listed: &[Frame], own: &[PathBuf], missing: u64, duplicated: u64) -> String {
+    let own: Vec<String> = own
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let range = |mine: bool| {
+        let seqs = listed
+            .iter()
+            .filter(|f| own.contains(&f.file) == mine)
+            .map(|f| f.seq);
+        match (seqs.clone().min(), seqs.max()) {
+            (Some(a), Some(b)) => format!("{a}..{b}"),
+            _ => "-".to_owned(),
+        }
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for f in listed {
+        *seen.entry(f.seq).or_insert(0u32) += 1;
+    }
+    let repeated: Vec<u64> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(s, _)| *s)
+        .collect();
+    format!(
+        "{missing} missing, {duplicated} duplicated (seq {:?}..{:?}); primary's part {}, standby's {}",
+        repeated.first(),
+        repeated.last(),
+        range(false),
+        range(true)
+    )
 }
 
 /// The camera time (camsim's send times) between the last frame of the primary's part below the
