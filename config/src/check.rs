@@ -225,6 +225,16 @@ pub(crate) fn arbiter(
                 ),
             ));
         }
+        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.capacity_mbps.is_some()) {
+            return Err(err(
+                n.line,
+                format!("{}.capacity_mbps", l.path),
+                format!(
+                    "node {:?} has capacity_mbps but the file has no [arbiter] section",
+                    n.name
+                ),
+            ));
+        }
         return Ok(());
     }
     let protected = |name: &str| {

@@ -89,6 +89,9 @@ pub struct NodeConfig {
     /// Where browsers reach this node's viewer (`https://host:port`, an origin: scheme, host and port,
     /// no path), for the page's failover between nodes. `None`: the page cannot move to this node.
     pub web_url: Option<String>,
+    /// Standby: how many Mbit/s of streams it records at most on takeover (`None`: no cap); each
+    /// stream counts at its measured bitrate, or its camera's `bitrate_kbps` until measured.
+    pub capacity_mbps: Option<u32>,
     /// 1-based line of the node's `name` (for messages about the node).
     pub line: usize,
 }
@@ -350,6 +353,9 @@ pub struct CameraConfig {
     pub takeover: Takeover,
     /// Takeover order within the standby's capacity: higher first. Default [`DEFAULT_PRIORITY`].
     pub priority: u32,
+    /// The bitrate each recorded stream of this camera is counted at against a standby's
+    /// `capacity_mbps` until one is measured (`None`: 0 until measured).
+    pub bitrate_kbps: Option<u32>,
     /// At least one stream; at most one `main` and one `sub`.
     pub streams: Vec<StreamConfig>,
 }

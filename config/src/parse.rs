@@ -263,6 +263,7 @@ const NODE_KEYS: &[&str] = &[
     "arbiter_address",
     "capacity_streams",
     "web_url",
+    "capacity_mbps",
 ];
 
 const CAMERA_KEYS: &[&str] = &[
@@ -274,6 +275,7 @@ const CAMERA_KEYS: &[&str] = &[
     "transport",
     "takeover",
     "priority",
+    "bitrate_kbps",
     "streams",
 ];
 
@@ -568,6 +570,9 @@ fn parse_node(
         ),
         None => (None, line),
     };
+    let capacity_mbps = t
+        .int_in("capacity_mbps", 1, 1_000_000)?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     let cert = pin(t, "cert_sha256")?;
     let key = pin(t, "signing_public_key")?;
     let pins = match (cert.clone(), key.clone()) {
@@ -611,7 +616,13 @@ fn parse_node(
     }
 
     // Keys that only one role uses are refused on the other: no key is silently ignored.
-    let standby_only: &[&str] = &["address", "listen", "protects", "capacity_streams"];
+    let standby_only: &[&str] = &[
+        "address",
+        "listen",
+        "protects",
+        "capacity_streams",
+        "capacity_mbps",
+    ];
     match role {
         Role::Primary => {
             if let Some(k) = standby_only.iter().find(|k| t.get(k).is_some()) {
@@ -669,6 +680,7 @@ fn parse_node(
             arbiter_address: arbiter_address.map(|(a, _)| a),
             capacity_streams,
             web_url,
+            capacity_mbps,
             line,
         },
         NodeLines {
@@ -885,6 +897,9 @@ fn parse_camera(
     let priority = t
         .int_in("priority", 0, 1_000_000)?
         .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let bitrate_kbps = t
+        .int_in("bitrate_kbps", 1, 10_000_000)?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
 
     let streams_path = t.key_path("streams");
     let mut streams = Vec::new();
@@ -960,6 +975,7 @@ fn parse_camera(
             transport,
             takeover,
             priority,
+            bitrate_kbps,
             streams,
         },
         CameraLines {

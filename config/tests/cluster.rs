@@ -398,11 +398,11 @@ fn with_arbiter(arbiter: &str) -> String {
             'c',
             "127.0.0.1:7001",
             "[\"a\", \"b\"]",
-            "arbiter_address = \"127.0.0.1:7103\"\ncapacity_streams = 2",
+            "arbiter_address = \"127.0.0.1:7103\"\ncapacity_streams = 2\ncapacity_mbps = 40",
         ),
         camera("c1", "a").replace(
             "node = \"a\"\n",
-            "node = \"a\"\ntakeover = \"cold\"\npriority = 7\n",
+            "node = \"a\"\ntakeover = \"cold\"\npriority = 7\nbitrate_kbps = 2500\n",
         ),
         camera("c2", "a"),
         camera("c3", "b"),
@@ -442,6 +442,9 @@ fn arbiter_section_defaults_node_keys_and_the_standbys_protected_cameras() {
     );
     let s = c.node("s").expect("s");
     assert_eq!(s.capacity_streams, Some(2));
+    assert_eq!(s.capacity_mbps, Some(40));
+    assert_eq!(c.cameras[0].bitrate_kbps, Some(2500));
+    assert_eq!(c.cameras[1].bitrate_kbps, None);
     assert_eq!(
         s.arbiter_address,
         Some("127.0.0.1:7103".parse().expect("addr"))
@@ -511,6 +514,31 @@ fn arbiter_errors_name_file_line_and_key() {
                 "arbiter_address = \"127.0.0.1:7101\"\ncapacity_streams = 3",
             ),
             "nodes[0].capacity_streams: only a standby has capacity_streams",
+        ),
+        (
+            with_arbiter("").replace(
+                "arbiter_address = \"127.0.0.1:7101\"",
+                "arbiter_address = \"127.0.0.1:7101\"\ncapacity_mbps = 100",
+            ),
+            "nodes[0].capacity_mbps: only a standby has capacity_mbps",
+        ),
+        (
+            with_arbiter("").replace("capacity_mbps = 40", "capacity_mbps = 0"),
+            "nodes[2].capacity_mbps: must be between 1 and 1000000, got 0",
+        ),
+        (
+            with_arbiter("").replace("bitrate_kbps = 2500", "bitrate_kbps = \"fast\""),
+            "cameras[0].bitrate_kbps: ",
+        ),
+        (
+            with_arbiter("").replace("[arbiter]\n\n", "").replace(
+                "arbiter_address = \"127.0.0.1:7101\"\n",
+                "",
+            ).replace("arbiter_address = \"127.0.0.1:7102\"\n", "").replace(
+                "arbiter_address = \"127.0.0.1:7103\"\ncapacity_streams = 2\n",
+                "",
+            ),
+            "nodes[2].capacity_mbps: node \"s\" has capacity_mbps but the file has no [arbiter] section",
         ),
         (
             with_arbiter("").replace("[arbiter]\n\n", ""),

@@ -45,6 +45,7 @@ pub fn demo(data_dir: &Path, urls: &[url::Url], segment_duration_ms: u64) -> Con
                 transport: Transport::Tcp,
                 takeover: cluster_config::Takeover::Hot,
                 priority: cluster_config::DEFAULT_PRIORITY,
+                bitrate_kbps: None,
                 streams: vec![StreamConfig {
                     kind: StreamKind::Main,
                     url: url.clone(),

@@ -154,6 +154,19 @@ enum CtlCommand {
     /// The cluster as this node's arbiter sees it (nodes, heartbeat ages, holder and epoch per stream,
     /// uncovered streams): its status document `<data_dir>/arbiter-status.json`, as JSON.
     Cluster,
+    /// Planned handover through this node's arbiter: every stream held here (or those of `--camera`)
+    /// to the living peer NODE, make-before-break at a key frame; prints what the arbiter decided.
+    Handover {
+        /// The peer that takes the streams.
+        #[arg(long)]
+        to: String,
+        /// Only this camera's streams (repeatable).
+        #[arg(long = "camera")]
+        cameras: Vec<String>,
+    },
+    /// Drain NODE (this node) for an upgrade through its arbiter: every stream held here to its
+    /// counterpart (a primary's to its standby, a standby's back to each owner), make-before-break.
+    Drain { node: String },
     /// Write the stream's live video as fragmented MP4 to stdout.
     Live {
         stream: String,
@@ -457,6 +470,27 @@ fn reload_on_sighup(
     Ok(rx)
 }
 
+/// One request to the arbiter's operator socket beside the control socket (the recorder does not link
+/// the arbiter); prints the answer, exit status 1 if it was refused.
+async fn arbiter(
+    control_socket: &std::path::Path,
+    request: &serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    let data_dir = control_socket.parent().unwrap_or(std::path::Path::new("."));
+    let path = data_dir.join(store::layout::ARBITER_SOCKET_FILE);
+    let answer = nvr::control::client::arbiter_request(&path, request).await?;
+    if answer["ok"] == true {
+        println!("{}", serde_json::to_string_pretty(&answer["result"])?);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "refused: {}",
+            answer["error"].as_str().unwrap_or("no reason given")
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
 async fn ctl(socket: &std::path::Path, command: CtlCommand) -> anyhow::Result<ExitCode> {
     use nvr::control::client;
     use nvr::control::protocol::Request;
@@ -477,6 +511,16 @@ async fn ctl(socket: &std::path::Path, command: CtlCommand) -> anyhow::Result<Ex
                 .with_context(|| format!("{}: not a status document", path.display()))?;
             println!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(ExitCode::SUCCESS);
+        }
+        CtlCommand::Handover { to, cameras } => {
+            let mut req = serde_json::json!({"op": "handover", "to": to});
+            if !cameras.is_empty() {
+                req["cameras"] = serde_json::json!(cameras);
+            }
+            return arbiter(socket, &req).await;
+        }
+        CtlCommand::Drain { node } => {
+            return arbiter(socket, &serde_json::json!({"op": "drain", "node": node})).await;
         }
         CtlCommand::Live { stream, duration_s } => {
             let stop = async move {

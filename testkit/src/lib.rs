@@ -9,11 +9,15 @@
 //! * [`ffprobe`]: frame count, codec, size, duration and decode errors of a recorded file.
 //! * [`free_port`], [`wait_until`], [`TestDir`].
 //! * [`systemd::assert_unit_verifies`]: `systemd-analyze verify` of a shipped unit.
+//! * [`cluster`]: the failover rig (nodes with recorder, sync agent and arbiter; the camera simulator);
+//!   [`frames`]: exact frame counts from camsim's stamps (`nvr frames`).
 //!
 //! Everything listens on 127.0.0.1 and on ports picked at run time: other processes on the machine
 //! may hold any fixed port. Child processes are started in their own process group and the whole
 //! group is killed on drop; the Python cameras also exit when their parent process goes away.
 
+pub mod cluster;
+pub mod frames;
 pub mod systemd;
 
 use std::fmt::Write as _;
@@ -1000,16 +1004,23 @@ pub fn ffprobe_url(url: &str, timeout: Duration) -> FfprobeReport {
 // NvrProcess
 // ---------------------------------------------------------------------------------------------
 
-/// Path of a workspace binary: `<target>/<profile>/<name>` next to the running test executable (`<target>/<profile>/deps/<test>-<hash>`). Panics with a hint when
-/// the binary is not there: binaries of *other* crates are not built by `cargo test -p <crate>`,
-/// which is why `tests/run` runs `cargo build --workspace --bins` first.
-fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the running test executable");
-    // deps/<test> -> deps -> <profile>
+/// Path of a workspace binary: `<target>/<profile>/<name>` next to the running test executable
+/// (`<target>/<profile>/deps/<test>-<hash>`) or benchmark binary (`<target>/<profile>/<bench>`).
+/// Panics with a hint when the binary is not there: binaries of *other* crates are not built by
+/// `cargo test -p <crate>`, which is why `tests/run` runs `cargo build --workspace --bins` first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running executable");
+    // deps/<test> -> deps -> <profile>, or <profile>/<binary> -> <profile>
     let profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()));
+        .and_then(|p| {
+            if p.ends_with("deps") {
+                p.parent()
+            } else {
+                Some(p)
+            }
+        })
+        .unwrap_or_else(|| panic!("unexpected executable path {}", exe.display()));
     let path = profile_dir.join(name);
     assert!(
         path.is_file(),
