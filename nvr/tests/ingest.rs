@@ -604,16 +604,45 @@ fn udp_4k_key_frames_of_a_megabyte_lose_nothing_on_loopback() {
 
 #[test]
 fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
+    records_audio(&[
+        ("alaw", "h264+pcma", "recorded as alaw", "pcm_alaw"),
+        ("ulaw", "h264+pcmu", "recorded as ulaw", "pcm_mulaw"),
+    ]);
+}
+
+#[test]
+fn opus_audio_is_recorded_as_opus_and_decodes() {
+    let dir = records_audio(&[("opus", "h264+opus", "recorded as Opus", "opus")]);
+    // 48 kHz timescale and mono (the camera's sprop-stereo=0), as the `dOps` box says.
+    let segs = segments(&dir, "opus");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0", "-show_entries"])
+        .args(["stream=time_base,sample_rate,channels", "-of", "csv=p=0"])
+        .arg(dir.join("data").join(&segs[0].path))
+        .output()
+        .expect("ffprobe");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "48000,1,1/48000",
+        "{}",
+        segs[0].path
+    );
+}
+
+/// Records one GStreamer camera per `(camera, kind, status note, ffprobe codec)` (the catalog's
+/// audio codec is the camera's name) until each has sealed two segments, stops the recorder, and
+/// checks every sealed segment: the status names the audio as recorded, ffprobe shows the audio
+/// codec, ffmpeg decodes the file without an error, and the audio lasts as long as the video.
+fn records_audio(cams: &[(&str, &str, &str, &str)]) -> TestDir {
     let dir = TestDir::new();
-    let cam = GstCamera::start(
-        &[("/pcma", "h264+pcma"), ("/pcmu", "h264+pcmu")],
-        CameraOpts::default(),
-    );
-    let config = write_config(
-        &dir,
-        2,
-        &[("alaw", cam.url("/pcma")), ("ulaw", cam.url("/pcmu"))],
-    );
+    let mounts: Vec<(String, &str)> = cams.iter().map(|c| (format!("/{}", c.0), c.1)).collect();
+    let mounts: Vec<(&str, &str)> = mounts.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+    let cam = GstCamera::start(&mounts, CameraOpts::default());
+    let urls: Vec<(&str, String)> = cams
+        .iter()
+        .map(|c| (c.0, cam.url(&format!("/{}", c.0))))
+        .collect();
+    let config = write_config(&dir, 2, &urls);
     let mut nvr = start_nvr(&config, &dir);
     let sealed = |camera: &str| {
         segments(&dir, camera)
@@ -623,28 +652,25 @@ fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
     };
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-            sealed("alaw") >= 2 && sealed("ulaw") >= 2
+            cams.iter().all(|c| sealed(c.0) >= 2)
         }),
-        "alaw {}, ulaw {}; nvr:\n{}",
-        stream_status(&dir, "alaw"),
-        stream_status(&dir, "ulaw"),
+        "{:?}; nvr:\n{}",
+        cams.iter()
+            .map(|c| stream_status(&dir, c.0))
+            .collect::<Vec<_>>(),
         nvr.stderr_tail(40)
     );
-    let status_alaw = stream_status(&dir, "alaw");
+    let statuses: Vec<_> = cams.iter().map(|c| stream_status(&dir, c.0)).collect();
     nvr.sigterm();
     nvr.expect_clean_exit(Duration::from_secs(20));
-    assert!(
-        status_alaw["audio"]
-            .as_str()
-            .is_some_and(|a| a.contains("recorded as alaw")),
-        "{status_alaw}"
-    );
-    for (camera, codec, probe_codec) in
-        [("alaw", "alaw", "pcm_alaw"), ("ulaw", "ulaw", "pcm_mulaw")]
-    {
+    for (&(camera, _, note, probe_codec), status) in cams.iter().zip(&statuses) {
+        assert!(
+            status["audio"].as_str().is_some_and(|a| a.contains(note)),
+            "{status}"
+        );
         let segs = segments(&dir, camera);
         for s in &segs[..segs.len() - 1] {
-            assert_eq!(s.audio_codec.as_deref(), Some(codec), "{s:?}");
+            assert_eq!(s.audio_codec.as_deref(), Some(camera), "{s:?}");
             let path = dir.join("data").join(&s.path);
             let probe = ffprobe(&path);
             assert!(
@@ -679,6 +705,7 @@ fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
             );
         }
     }
+    dir
 }
 
 /// Records the H.264 camera `cameras[0]` and the H.265 camera `cameras[1]` of `config` until each has

@@ -438,7 +438,7 @@ pub struct GstCamera {
 
 impl GstCamera {
     /// Starts a camera with `mounts` as `(path, kind)`, kind one of `h264`, `h265`, `h264+aac`,
-    /// `h264+pcma`, `h264+pcmu`, on a free port. Returns once the server listens.
+    /// `h264+pcma`, `h264+pcmu`, `h264+opus`, on a free port. Returns once the server listens.
     pub fn start(mounts: &[(&str, &str)], opts: CameraOpts) -> GstCamera {
         GstCamera::start_on(None, mounts, opts)
     }

@@ -113,6 +113,7 @@ pub mod h264;
 pub mod h265;
 
 pub(crate) mod onvif;
+pub(crate) mod opus;
 pub(crate) mod simple_audio;
 
 /// Configuration options controlling how depacketized frames are formatted.
@@ -804,6 +805,7 @@ pub struct Depacketizer(DepacketizerInner);
 #[derive(Debug)]
 enum DepacketizerInner {
     Aac(Box<aac::Depacketizer>),
+    Opus(Box<opus::Depacketizer>),
     SimpleAudio(Box<simple_audio::Depacketizer>),
     G723(Box<g723::Depacketizer>),
     H264(Box<h264::Depacketizer>),
@@ -852,6 +854,10 @@ impl Depacketizer {
             ("audio", "mpeg4-generic") => DepacketizerInner::Aac(Box::new(aac::Depacketizer::new(
                 clock_rate,
                 channels,
+                format_specific_params,
+            )?)),
+            ("audio", "opus") => DepacketizerInner::Opus(Box::new(opus::Depacketizer::new(
+                clock_rate,
                 format_specific_params,
             )?)),
             ("audio", "g726-16") => DepacketizerInner::SimpleAudio(Box::new(
@@ -913,6 +919,7 @@ impl Depacketizer {
             #[cfg(feature = "h265")]
             DepacketizerInner::H265(d) => d.check_invariants(),
             DepacketizerInner::Onvif(_) => {}
+            DepacketizerInner::Opus(_) => {}
             DepacketizerInner::SimpleAudio(_) => {}
             DepacketizerInner::Jpeg(_) => {}
         }
@@ -948,6 +955,7 @@ impl Depacketizer {
             #[cfg(feature = "h265")]
             DepacketizerInner::H265(d) => d.parameters(),
             DepacketizerInner::Onvif(d) => d.parameters(),
+            DepacketizerInner::Opus(d) => d.parameters(),
             DepacketizerInner::SimpleAudio(d) => d.parameters(),
             DepacketizerInner::Jpeg(d) => d.parameters(),
         }
@@ -966,6 +974,7 @@ impl Depacketizer {
             #[cfg(feature = "h265")]
             DepacketizerInner::H265(d) => d.push(pkt),
             DepacketizerInner::Onvif(d) => d.push(pkt),
+            DepacketizerInner::Opus(d) => d.push(pkt),
             DepacketizerInner::SimpleAudio(d) => d.push(pkt),
             DepacketizerInner::Jpeg(d) => d.push(pkt),
         }
@@ -983,6 +992,7 @@ impl Depacketizer {
             #[cfg(feature = "h265")]
             DepacketizerInner::H265(d) => d.pull(),
             DepacketizerInner::Onvif(d) => d.pull(),
+            DepacketizerInner::Opus(d) => d.pull(),
             DepacketizerInner::SimpleAudio(d) => d.pull(),
             DepacketizerInner::Jpeg(d) => d.pull(),
         }
@@ -1019,6 +1029,10 @@ mod tests {
             (
                 "onvif::Depacketizer",
                 std::mem::size_of::<onvif::Depacketizer>(),
+            ),
+            (
+                "opus::Depacketizer",
+                std::mem::size_of::<opus::Depacketizer>(),
             ),
             (
                 "simple_audio::Depacketizer",
