@@ -96,6 +96,7 @@ pub fn desired_streams(config: &Config) -> Vec<(StreamSpec, Mode)> {
                         username: cam.username.clone(),
                         password: cam.password.clone(),
                         transport: cam.transport,
+                        udp_reorder: cam.udp_reorder,
                     },
                     mode,
                 )
@@ -109,6 +110,7 @@ fn same_camera_settings(a: &StreamSpec, b: &StreamSpec) -> bool {
         && a.username == b.username
         && a.password == b.password
         && a.transport == b.transport
+        && a.udp_reorder == b.udp_reorder
 }
 
 impl Supervisor {

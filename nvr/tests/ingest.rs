@@ -37,6 +37,20 @@ fn write_config_ingest(
     cams: &[(&str, String, &str)],
     ingest: &str,
 ) -> PathBuf {
+    let cams: Vec<_> = cams
+        .iter()
+        .map(|(n, u, t)| (*n, u.clone(), *t, ""))
+        .collect();
+    write_config_cameras(dir, segment_s, &cams, ingest)
+}
+
+/// Like [`write_config_ingest`], with cameras as (name, url, transport, extra camera lines).
+fn write_config_cameras(
+    dir: &TestDir,
+    segment_s: u64,
+    cams: &[(&str, String, &str, &str)],
+    ingest: &str,
+) -> PathBuf {
     dir.write("identity/identity.toml", "node = \"test-a\"\n");
     let mut cfg = format!(
         r#"identity_dir = "{}"
@@ -60,9 +74,9 @@ data_dir = "{}"
         dir.join("identity").display(),
         dir.join("data").display()
     );
-    for (name, url, transport) in cams {
+    for (name, url, transport, extra) in cams {
         cfg.push_str(&format!(
-            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\ntransport = \"{transport}\"\n[cameras.streams.main]\nurl = \"{url}\"\n"
+            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\ntransport = \"{transport}\"\n{extra}\n[cameras.streams.main]\nurl = \"{url}\"\n"
         ));
     }
     dir.write("nvr.toml", cfg)
@@ -419,6 +433,100 @@ fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_d
             probe.stderr_errors
         );
         assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+    }
+}
+
+#[test]
+fn a_camera_s_wider_udp_reorder_window_survives_a_reordering_the_default_does_not() {
+    let dir = TestDir::new();
+    // Noise at 2 Mbit/s: some 200 RTP packets a second, so a packet sent 100 packets late is about
+    // half a second late: beyond the default window's 64 packets, within 512 packets and 1 s.
+    let cam = GstCamera::start(
+        &[("/cam", "h264")],
+        CameraOpts {
+            pattern: "snow",
+            bitrate_kbps: 2000,
+            ..CameraOpts::default()
+        },
+    );
+    let reordering = LossyOpts {
+        reorder_percent: 0.5,
+        reorder_distance: 100,
+        damage_packets: 3000,
+        udp: true,
+        ..LossyOpts::default()
+    };
+    let wide_link = LossyProxy::start(cam.port(), reordering.clone());
+    let default_link = LossyProxy::start(cam.port(), reordering);
+    let config = write_config_cameras(
+        &dir,
+        4,
+        &[
+            (
+                "wide",
+                wide_link.url("/cam"),
+                "udp",
+                "udp_reorder_max_packets = 512\nudp_reorder_max_delay_ms = 1000",
+            ),
+            ("default", default_link.url("/cam"), "udp", ""),
+        ],
+        "",
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let received = |camera: &str| {
+        stream_status(&dir, camera)["frames_received"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Both links have reordered their share and both streams went on well past that.
+    let mut after = None;
+    let done = wait_until(Duration::from_secs(180), Duration::from_millis(300), || {
+        if !(wide_link.stats().done && default_link.stats().done) {
+            return false;
+        }
+        let (wide, default) = *after.get_or_insert((received("wide"), received("default")));
+        received("wide") > wide + 50 && received("default") > default + 50
+    });
+    let wide = stream_status(&dir, "wide");
+    let default = stream_status(&dir, "default");
+    let (wide_damage, default_damage) = (wide_link.stats(), default_link.stats());
+    let count = |st: &serde_json::Value, key: &str| st[key].as_u64().unwrap_or(0);
+    for (name, st, damage) in [
+        ("wide", &wide, &wide_damage),
+        ("default", &default, &default_damage),
+    ] {
+        eprintln!(
+            "{name} window: {} datagrams, {} sent 100 later; recorder: {} lost, {} of {} frames \
+             skipped to the next key frame",
+            damage.seen,
+            damage.reordered,
+            count(st, "rtp_packets_lost"),
+            count(st, "frames_skipped"),
+            count(st, "frames_received")
+        );
+    }
+    assert!(
+        done,
+        "wide {wide}, default {default}\nnvr:\n{}",
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    assert!(wide_damage.reordered > 0, "{wide_damage:?}");
+    // The wide window puts every late packet back in its place.
+    for key in ["rtp_packets_lost", "packet_errors", "frames_skipped"] {
+        assert_eq!(count(&wide, key), 0, "{key}: {wide}");
+    }
+    // The default window gives each one up as lost (and skips it when it comes).
+    assert_eq!(
+        count(&default, "rtp_packets_lost"),
+        default_damage.reordered,
+        "{default}"
+    );
+    assert!(count(&default, "frames_skipped") > 0, "{default}");
+    for st in [&wide, &default] {
+        assert_eq!(st["transport"], "udp", "{st}");
+        assert_eq!(st["reconnects"], 0, "{st}");
     }
 }
 

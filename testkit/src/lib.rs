@@ -707,8 +707,10 @@ pub struct LossyStats {
 pub struct LossyOpts {
     /// Percent of the first stream's RTP packets (interleaved channel 0, or its UDP datagrams) dropped.
     pub drop_percent: f64,
-    /// Percent of them sent after the packet that follows them.
+    /// Percent of them sent after the packet that follows them (or the next `reorder_distance`).
     pub reorder_percent: f64,
+    /// How many packets a reordered one is sent after; 0 or 1: the next one.
+    pub reorder_distance: u32,
     /// Only the first this-many packets of the channel are damaged (0: all).
     pub damage_packets: u64,
     /// Every `a=fmtp` line of the SDP ends with `;`.
@@ -747,6 +749,10 @@ impl LossyProxy {
             "--stats".into(),
             stats.to_string_lossy().into_owned(),
         ];
+        if opts.reorder_distance > 1 {
+            args.push("--reorder-distance".into());
+            args.push(opts.reorder_distance.to_string());
+        }
         if opts.sdp_trailing_semicolon {
             args.push("--sdp-trailing-semicolon".into());
         }

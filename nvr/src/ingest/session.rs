@@ -96,7 +96,7 @@ pub(super) async fn connect(
     let mut transport = first;
     let setup = |t: Transport| {
         let transport = match t {
-            Transport::Udp => retina::client::Transport::Udp(udp_options(&settings)),
+            Transport::Udp => retina::client::Transport::Udp(udp_options(spec, &settings)),
             _ => retina::client::Transport::Tcp(Default::default()),
         };
         SetupOptions::default()
@@ -156,18 +156,18 @@ pub(super) async fn connect(
     })
 }
 
-/// RTP packets over UDP that arrive out of order are put back in sequence within this many packets
-/// held back ...
-const UDP_REORDER_MAX_PACKETS: usize = 64;
-/// ... and this long: a packet still missing then is counted as lost. 64 packets are under 100 KB;
-/// 50 ms is below a frame interval at 20 fps, so a real loss delays a frame by at most that.
-const UDP_REORDER_MAX_DELAY: Duration = Duration::from_millis(50);
-
-/// UDP options: the receive buffer and the port range of the configuration, and the reorder window.
-fn udp_options(settings: &IngestSettings) -> retina::client::UdpTransportOptions {
+/// UDP options: the receive buffer and the port range of the configuration, and the camera's
+/// reorder window.
+fn udp_options(
+    spec: &StreamSpec,
+    settings: &IngestSettings,
+) -> retina::client::UdpTransportOptions {
     let mut o = retina::client::UdpTransportOptions::default()
         .recv_buffer_bytes(usize::try_from(settings.udp_recv_buffer_bytes).unwrap_or(usize::MAX))
-        .reorder_window(UDP_REORDER_MAX_PACKETS, UDP_REORDER_MAX_DELAY);
+        .reorder_window(
+            usize::try_from(spec.udp_reorder.max_packets).unwrap_or(usize::MAX),
+            Duration::from_millis(spec.udp_reorder.max_delay_ms),
+        );
     if let Some((first, last)) = settings.udp_port_range {
         o = o.port_range(first..last.saturating_add(1));
     }
