@@ -4,6 +4,7 @@
 //!
 //! * [`GstCamera`]: a real RTSP camera (GStreamer's gst-rtsp-server driven by `tests/rtsp_server.py`).
 //! * [`HostileCamera`]: a misbehaving RTSP server (`tests/hostile_camera.py`).
+//! * [`vlc::VlcServer`]: VLC 3's RTSP server serving a clip (`cvlc`).
 //! * [`NvrProcess`]: the `nvr` binary under test, stderr/stdout captured to log files in the test's
 //!   [`TestDir`]; the log tail is printed when a test panics while the process handle is alive.
 //! * [`ffprobe`]: frame count, codec, size, duration and decode errors of a recorded file.
@@ -15,6 +16,7 @@
 //! group is killed on drop; the Python cameras also exit when their parent process goes away.
 
 pub mod systemd;
+pub mod vlc;
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};

@@ -746,6 +746,12 @@ impl VideoFrame {
     /// The former is defined in ISO/IEC 14496-12; the latter in H.264. Both
     /// mean that this picture can be decoded without any other AND no pictures
     /// following this one depend on any pictures before this one.
+    ///
+    /// For H.265 this is every intra random access point (IRAP) picture: IDR,
+    /// and also CRA and BLA, which open-GOP encoders send instead of IDR after
+    /// the first. RASL pictures following a CRA or BLA in decoding order may
+    /// reference pictures before it; a decoder starting at that CRA or BLA
+    /// skips them.
     #[inline]
     pub fn is_random_access_point(&self) -> bool {
         self.is_random_access_point

@@ -30,7 +30,10 @@ impl Depacketizer {
     ///
     /// The `rtpmap` always says `opus/48000/2` (RFC 7587 section 7); whether the sender sends
     /// stereo is told by the `sprop-stereo` format parameter, mono when absent.
-    pub(super) fn new(clock_rate: u32, format_specific_params: Option<&str>) -> Result<Self, String> {
+    pub(super) fn new(
+        clock_rate: u32,
+        format_specific_params: Option<&str>,
+    ) -> Result<Self, String> {
         if clock_rate != CLOCK_RATE {
             return Err(format!(
                 "Opus RTP clock rate must be {CLOCK_RATE}, not {clock_rate}"
