@@ -86,6 +86,9 @@ pub struct NodeConfig {
     pub arbiter_address: Option<SocketAddr>,
     /// Standby: how many streams it records at most on takeover (`None`: no cap).
     pub capacity_streams: Option<u32>,
+    /// Where browsers reach this node's viewer (`https://host:port`, an origin: scheme, host and port,
+    /// no path), for the page's failover between nodes. `None`: the page cannot move to this node.
+    pub web_url: Option<String>,
     /// 1-based line of the node's `name` (for messages about the node).
     pub line: usize,
 }
@@ -285,6 +288,9 @@ pub struct WebSettings {
     /// Live streams the viewer relays at once (each is a connection to the recorder's control socket,
     /// which takes at most 64). Default 32; 1 to 60.
     pub max_live_streams: u32,
+    /// The users file, the same on every node so that every node knows every user. `None`:
+    /// `<state_dir>/users.json`.
+    pub users_file: Option<PathBuf>,
 }
 
 impl Default for WebSettings {
@@ -298,6 +304,7 @@ impl Default for WebSettings {
             state_dir: PathBuf::from("/var/lib/nvr-web"),
             session_ttl_s: 43_200,
             max_live_streams: 32,
+            users_file: None,
         }
     }
 }

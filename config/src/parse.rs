@@ -262,6 +262,7 @@ const NODE_KEYS: &[&str] = &[
     "sync",
     "arbiter_address",
     "capacity_streams",
+    "web_url",
 ];
 
 const CAMERA_KEYS: &[&str] = &[
@@ -370,6 +371,7 @@ const WEB_KEYS: &[&str] = &[
     "state_dir",
     "session_ttl_s",
     "max_live_streams",
+    "users_file",
 ];
 
 fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
@@ -408,7 +410,31 @@ fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
         max_live_streams: t
             .int_in("max_live_streams", 1, 60)?
             .map_or(d.max_live_streams, |v| v as u32),
+        users_file: path_of("users_file")?,
     })
+}
+
+/// A viewer's address as browsers reach it, reduced to its origin (`https://host:port`, a trailing `/`
+/// dropped, the scheme's default port left out, as a browser's `Origin` header has it).
+pub fn web_origin(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e}): {text:?}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!(
+            "must be an https:// (or http://) URL, got {text:?}"
+        ));
+    }
+    if url.host_str().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!(
+            "must be the viewer's origin only, scheme://host:port (no user, path or query), got {text:?}"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn absolute_path(ctx: &Ctx<'_>, v: &Spanned<String>, path: &str) -> Result<PathBuf, ConfigError> {
@@ -486,6 +512,7 @@ pub(crate) struct NodeLines {
     /// Line of each `protects` entry.
     pub protects: Vec<usize>,
     pub arbiter_address: usize,
+    pub web_url: usize,
 }
 
 /// Lines of a camera's keys, for the cross-node checks.
@@ -533,6 +560,16 @@ fn parse_node(
     let capacity_streams = t
         .int_in("capacity_streams", 0, 100_000)?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let (web_url, web_url_line) = match t.string("web_url")? {
+        Some(v) => (
+            Some(
+                web_origin(v.get_ref())
+                    .map_err(|message| ctx.invalid(v.span(), t.key_path("web_url"), message))?,
+            ),
+            ctx.line(&v.span()),
+        ),
+        None => (None, line),
+    };
     let cert = pin(t, "cert_sha256")?;
     let key = pin(t, "signing_public_key")?;
     let pins = match (cert.clone(), key.clone()) {
@@ -633,6 +670,7 @@ fn parse_node(
             sync,
             arbiter_address: arbiter_address.map(|(a, _)| a),
             capacity_streams,
+            web_url,
             line,
         },
         NodeLines {
@@ -643,6 +681,7 @@ fn parse_node(
             signing_public_key: key.map_or(line, |(_, l)| l),
             protects: protects_lines,
             arbiter_address: arbiter_address.map_or(line, |(_, l)| l),
+            web_url: web_url_line,
         },
     ))
 }

@@ -523,3 +523,53 @@ fn arbiter_errors_name_file_line_and_key() {
         assert!(e.contains(part), "expected {part:?} in {e:?}");
     }
 }
+
+#[test]
+fn web_url_is_a_viewer_origin_and_users_file_a_path() {
+    let text = two_primaries().replacen(
+        "role = \"primary\"\n",
+        "role = \"primary\"\nweb_url = \"https://10.0.0.1:443/\"\n",
+        1,
+    );
+    let text = format!("[web]\nusers_file = \"/etc/nvr/users.json\"\n{text}");
+    let c = parse(&text, "cluster.toml").expect("parses");
+    assert_eq!(
+        c.nodes[0].web_url.as_deref(),
+        Some("https://10.0.0.1"),
+        "the origin as browsers send it: no trailing /, no default port"
+    );
+    assert_eq!(c.nodes[1].web_url, None);
+    assert_eq!(
+        c.web.users_file.as_deref(),
+        Some(Path::new("/etc/nvr/users.json"))
+    );
+    for bad in [
+        "nowhere",
+        "ftp://10.0.0.1",
+        "https://10.0.0.1:8443/viewer",
+        "https://user@10.0.0.1:8443",
+        "https://10.0.0.1:8443/?x=1",
+    ] {
+        let text = two_primaries().replacen(
+            "role = \"primary\"\n",
+            &format!("role = \"primary\"\nweb_url = \"{bad}\"\n"),
+            1,
+        );
+        let e = refused(&text);
+        assert!(e.contains("nodes[0].web_url"), "{bad}: {e}");
+    }
+    let e = refused(&format!(
+        "[web]\nusers_file = \"users.json\"\n{}",
+        two_primaries()
+    ));
+    assert!(e.contains("web.users_file"), "{e}");
+    let twice = two_primaries().replace(
+        "role = \"primary\"\n",
+        "role = \"primary\"\nweb_url = \"https://10.0.0.1:8443\"\n",
+    );
+    let e = refused(&twice);
+    assert!(
+        e.contains("nodes[1].web_url") && e.contains("duplicate web_url https://10.0.0.1:8443"),
+        "{e}"
+    );
+}

@@ -107,6 +107,9 @@ enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration_s: Option<u64>,
+        /// Do not start the web viewer (`nvr-web`, next to this executable).
+        #[arg(long)]
+        no_viewer: bool,
     },
 }
 
@@ -294,8 +297,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             streams,
             segment_s,
             duration_s,
+            no_viewer,
         } => {
-            runtime()?.block_on(demo(data_dir, streams, segment_s, duration_s))?;
+            runtime()?.block_on(demo(data_dir, streams, segment_s, duration_s, !no_viewer))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -306,10 +310,12 @@ async fn demo(
     streams: usize,
     segment_s: u64,
     duration_s: Option<u64>,
+    with_viewer: bool,
 ) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&data_dir).context("resolving the demo data directory")?;
     let sim = CamSim::bind("127.0.0.1:0".parse()?, streams, Clip::embedded()).await?;
     let cfg = config::demo(&data_dir, &sim.urls(), segment_s * 1000);
+    let viewer = with_viewer.then(|| nvr::demo_viewer::start(&data_dir, &sim.urls(), segment_s));
     let (sim_stop_tx, sim_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sim_task = tokio::spawn(sim.run(async move {
         let _ = sim_stop_rx.await;
@@ -322,6 +328,16 @@ async fn demo(
         "demo: steer it from another terminal: nvr ctl --socket {} status (or live sim1/main > live.mp4)",
         data_dir.join(store::layout::CONTROL_SOCKET_FILE).display()
     );
+    match &viewer {
+        Some(Ok(v)) => println!(
+            "demo: viewer {} (a self-signed certificate: accept it in the browser); log in as {} with password {}",
+            v.url,
+            nvr::demo_viewer::DEMO_USER,
+            v.password
+        ),
+        Some(Err(e)) => println!("demo: no viewer: {e}"),
+        None => {}
+    }
     let stop = async move {
         match duration_s {
             Some(s) => {
@@ -365,6 +381,7 @@ async fn demo(
             t.abort();
         }
     }
+    drop(viewer);
     let _ = sim_stop_tx.send(());
     let _ = sim_task.await;
     let store = store::Reader::open(&data_dir, Arc::new(SystemClock))?;

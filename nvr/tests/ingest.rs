@@ -89,14 +89,10 @@ fn start_nvr(config: &Path, dir: &TestDir) -> NvrProcess {
 }
 
 fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
-    if !dir.join("data/catalog.db").exists() {
+    let Some(store) =
+        Reader::open_if_ready(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog")
+    else {
         return Vec::new();
-    }
-    let store = match Reader::open(&dir.join("data"), Arc::new(SystemClock)) {
-        Ok(store) => store,
-        // Created a moment ago and not yet migrated by the recorder.
-        Err(store::StorageError::NotInitialized { .. }) => return Vec::new(),
-        Err(e) => panic!("open catalog: {e}"),
     };
     match store.find_stream(camera, "main").expect("find stream") {
         Some(id) => store.stream_segments(id).expect("segments"),
