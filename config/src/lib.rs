@@ -244,6 +244,29 @@ pub struct IngestConfig {
     /// Local UDP ports for RTP/RTCP pairs, inclusive (`"50000-50999"`), for firewalls. `None`: any
     /// port from 5000 to 65000.
     pub udp_port_range: Option<(u16, u16)>,
+    /// The reorder window of UDP sessions (a camera's own keys override it).
+    pub udp_reorder: UdpReorder,
+}
+
+/// The UDP reorder window: RTP packets that arrive ahead of a missing one are held and put back in
+/// sequence, at most `max_packets` of them for at most `max_delay_ms`; a packet still missing then
+/// is counted as lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpReorder {
+    /// Packets held at most; 0 turns the window off (a packet arriving after its successor is then
+    /// lost). Default 64.
+    pub max_packets: u32,
+    /// How long a held packet waits at most for the ones missing before it. Default 50.
+    pub max_delay_ms: u64,
+}
+
+impl Default for UdpReorder {
+    fn default() -> Self {
+        UdpReorder {
+            max_packets: 64,
+            max_delay_ms: 50,
+        }
+    }
 }
 
 /// `[web]`: the web viewer (`nvr-web`), the same on every node.
@@ -349,6 +372,8 @@ pub struct CameraConfig {
     /// node, not necessarily on the machine that checks the cluster file).
     pub password_file: Option<PasswordFile>,
     pub transport: Transport,
+    /// The UDP reorder window of this camera's sessions: its `udp_reorder_*` keys over `[ingest]`'s.
+    pub udp_reorder: UdpReorder,
     /// How the standby takes this camera over (with `[arbiter]`). Default hot.
     pub takeover: Takeover,
     /// Takeover order within the standby's capacity: higher first. Default [`DEFAULT_PRIORITY`].
@@ -428,6 +453,7 @@ impl Default for IngestConfig {
             backoff_max_ms: 30_000,
             udp_recv_buffer_bytes: 8 * 1024 * 1024,
             udp_port_range: None,
+            udp_reorder: UdpReorder::default(),
         }
     }
 }

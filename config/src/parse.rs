@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use super::{
     check, ArbiterSettings, CameraConfig, ClusterConfig, IngestConfig, NodeConfig, PasswordFile,
     Pins, RecordingConfig, RetentionConfig, Role, Secret, StreamConfig, StreamKind, SyncSettings,
-    Takeover, Transport, WebSettings, DEFAULT_PRIORITY,
+    Takeover, Transport, UdpReorder, WebSettings, DEFAULT_PRIORITY,
 };
 
 /// Why a configuration file was refused.
@@ -193,7 +193,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         .iter()
         .enumerate()
     {
-        let (cam, lines) = parse_camera(table, i)?;
+        let (cam, lines) = parse_camera(table, i, ingest.udp_reorder)?;
         if let Some((_, first)) = cameras.iter().find(|(c, _)| c.name == cam.name) {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -273,6 +273,8 @@ const CAMERA_KEYS: &[&str] = &[
     "password",
     "password_file",
     "transport",
+    "udp_reorder_max_packets",
+    "udp_reorder_max_delay_ms",
     "takeover",
     "priority",
     "bitrate_kbps",
@@ -747,6 +749,24 @@ fn parse_port_range(t: &Table<'_, '_>, key: &str) -> Result<Option<(u16, u16)>, 
     }
 }
 
+/// Upper bound of `udp_reorder_max_packets`: 1024 packets, about 1.5 MB of ordinary RTP packets
+/// (the reorder buffer is scanned linearly, so it is meant to stay small).
+const MAX_UDP_REORDER_PACKETS: u64 = 1024;
+/// Upper bound of `udp_reorder_max_delay_ms`: a lost packet holds up its successors this long.
+const MAX_UDP_REORDER_DELAY_MS: u64 = 1000;
+
+/// `udp_reorder_max_packets` and `udp_reorder_max_delay_ms` of `t`, each `base`'s when absent.
+fn parse_udp_reorder(t: &Table<'_, '_>, base: UdpReorder) -> Result<UdpReorder, ConfigError> {
+    Ok(UdpReorder {
+        max_packets: t
+            .int_in("udp_reorder_max_packets", 0, MAX_UDP_REORDER_PACKETS)?
+            .map_or(base.max_packets, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        max_delay_ms: t
+            .int_in("udp_reorder_max_delay_ms", 1, MAX_UDP_REORDER_DELAY_MS)?
+            .unwrap_or(base.max_delay_ms),
+    })
+}
+
 fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
     let d = IngestConfig::default();
     let c = IngestConfig {
@@ -775,6 +795,7 @@ fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
             None => d.udp_recv_buffer_bytes,
         },
         udp_port_range: parse_port_range(t, "udp_port_range")?,
+        udp_reorder: parse_udp_reorder(t, d.udp_reorder)?,
     };
     if c.backoff_initial_ms > c.backoff_max_ms {
         // Point at whichever of the two keys is written (the initial one if both are).
@@ -817,6 +838,7 @@ fn parse_retention(t: &Table<'_, '_>) -> Result<RetentionConfig, ConfigError> {
 fn parse_camera(
     t: &Table<'_, '_>,
     index: usize,
+    udp_reorder: UdpReorder,
 ) -> Result<(CameraConfig, CameraLines), ConfigError> {
     let ctx = t.ctx;
     let name = t.string("name")?.ok_or_else(|| t.missing("name"))?;
@@ -879,6 +901,21 @@ fn parse_camera(
             }
         },
     };
+
+    let udp_reorder = parse_udp_reorder(t, udp_reorder)?;
+    if transport == Transport::Tcp {
+        if let Some(key) = ["udp_reorder_max_packets", "udp_reorder_max_delay_ms"]
+            .into_iter()
+            .find(|k| t.get(k).is_some())
+        {
+            let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
+            return Err(ctx.invalid(
+                span,
+                t.key_path(key),
+                "applies to RTP over UDP only, but this camera's transport is \"tcp\" (set transport = \"udp\" or \"auto\", or remove the key)",
+            ));
+        }
+    }
 
     let takeover = match t.string("takeover")? {
         None => Takeover::Hot,
@@ -973,6 +1010,7 @@ fn parse_camera(
             password,
             password_file,
             transport,
+            udp_reorder,
             takeover,
             priority,
             bitrate_kbps,
@@ -1238,6 +1276,8 @@ impl<'a, 'i> Table<'a, 'i> {
                 "backoff_max_ms",
                 "udp_recv_buffer_bytes",
                 "udp_port_range",
+                "udp_reorder_max_packets",
+                "udp_reorder_max_delay_ms",
             ],
             "retention" => &[
                 "max_age_days",

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Takeover};
+use crate::config::{Config, Takeover, Transport};
 use crate::frame::MediaFrame;
 use crate::ingest::{
     Command, CommandError, IngestSettings, Mode, SharedStatus, StreamChannels, StreamSpec,
@@ -98,6 +98,7 @@ pub fn desired_streams(config: &Config) -> Vec<(StreamSpec, Mode)> {
                         username: cam.username.clone(),
                         password: cam.password.clone(),
                         transport: cam.transport,
+                        udp_reorder: cam.udp_reorder,
                     },
                     mode,
                 )
@@ -106,11 +107,14 @@ pub fn desired_streams(config: &Config) -> Vec<(StreamSpec, Mode)> {
         .collect()
 }
 
+/// Whether a stream's session can go on under `b` (else it restarts). The UDP reorder window
+/// matters only to a camera that may use UDP.
 fn same_camera_settings(a: &StreamSpec, b: &StreamSpec) -> bool {
     a.url == b.url
         && a.username == b.username
         && a.password == b.password
         && a.transport == b.transport
+        && (a.transport == Transport::Tcp || a.udp_reorder == b.udp_reorder)
 }
 
 impl Supervisor {
@@ -322,4 +326,41 @@ async fn wait_task(task: JoinHandle<()>) {
 
 async fn stop_entry(entry: Entry) {
     wait_task(tell_exit(entry)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StreamKind, UdpReorder};
+
+    fn spec(transport: Transport, max_packets: u32) -> StreamSpec {
+        StreamSpec {
+            camera: "cam".to_owned(),
+            kind: StreamKind::Main,
+            url: url::Url::parse("rtsp://192.0.2.1/main").expect("url"),
+            username: None,
+            password: None,
+            transport,
+            udp_reorder: UdpReorder {
+                max_packets,
+                max_delay_ms: 50,
+            },
+        }
+    }
+
+    #[test]
+    fn a_reorder_window_change_restarts_only_cameras_that_may_use_udp() {
+        for t in [Transport::Udp, Transport::Auto] {
+            assert!(!same_camera_settings(&spec(t, 64), &spec(t, 128)), "{t:?}");
+            assert!(same_camera_settings(&spec(t, 64), &spec(t, 64)), "{t:?}");
+        }
+        assert!(same_camera_settings(
+            &spec(Transport::Tcp, 64),
+            &spec(Transport::Tcp, 128)
+        ));
+        assert!(!same_camera_settings(
+            &spec(Transport::Tcp, 64),
+            &spec(Transport::Udp, 64)
+        ));
+    }
 }

@@ -4,6 +4,7 @@
 //!
 //! * [`GstCamera`]: a real RTSP camera (GStreamer's gst-rtsp-server driven by `tests/rtsp_server.py`).
 //! * [`HostileCamera`]: a misbehaving RTSP server (`tests/hostile_camera.py`).
+//! * [`vlc::VlcServer`]: VLC 3's RTSP server serving a clip (`cvlc`).
 //! * [`NvrProcess`]: the `nvr` binary under test, stderr/stdout captured to log files in the test's
 //!   [`TestDir`]; the log tail is printed when a test panics while the process handle is alive.
 //! * [`ffprobe`]: frame count, codec, size, duration and decode errors of a recorded file.
@@ -19,6 +20,7 @@
 pub mod cluster;
 pub mod frames;
 pub mod systemd;
+pub mod vlc;
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -442,7 +444,7 @@ pub struct GstCamera {
 
 impl GstCamera {
     /// Starts a camera with `mounts` as `(path, kind)`, kind one of `h264`, `h265`, `h264+aac`,
-    /// `h264+pcma`, `h264+pcmu`, on a free port. Returns once the server listens.
+    /// `h264+pcma`, `h264+pcmu`, `h264+opus`, on a free port. Returns once the server listens.
     pub fn start(mounts: &[(&str, &str)], opts: CameraOpts) -> GstCamera {
         GstCamera::start_on(None, mounts, opts)
     }
@@ -711,8 +713,10 @@ pub struct LossyStats {
 pub struct LossyOpts {
     /// Percent of the first stream's RTP packets (interleaved channel 0, or its UDP datagrams) dropped.
     pub drop_percent: f64,
-    /// Percent of them sent after the packet that follows them.
+    /// Percent of them sent after the packet that follows them (or the next `reorder_distance`).
     pub reorder_percent: f64,
+    /// How many packets a reordered one is sent after; 0 or 1: the next one.
+    pub reorder_distance: u32,
     /// Only the first this-many packets of the channel are damaged (0: all).
     pub damage_packets: u64,
     /// Every `a=fmtp` line of the SDP ends with `;`.
@@ -751,6 +755,10 @@ impl LossyProxy {
             "--stats".into(),
             stats.to_string_lossy().into_owned(),
         ];
+        if opts.reorder_distance > 1 {
+            args.push("--reorder-distance".into());
+            args.push(opts.reorder_distance.to_string());
+        }
         if opts.sdp_trailing_semicolon {
             args.push("--sdp-trailing-semicolon".into());
         }

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::config::{Secret, StreamKind, Transport};
+use crate::config::{Secret, StreamKind, Transport, UdpReorder};
 use store::StorageError;
 
 /// What to record: one camera stream.
@@ -50,6 +50,8 @@ pub struct StreamSpec {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub transport: Transport,
+    /// The reorder window of UDP sessions.
+    pub udp_reorder: UdpReorder,
 }
 
 /// Timing of ingest and segmenting.

@@ -343,7 +343,7 @@ impl Recording {
         self.discontinuities
     }
 
-    /// Adds an AAC frame; `ts` in the audio clock, `duration` in samples.
+    /// Adds an audio frame (AAC, G.711, Opus); `ts` in the audio clock, `duration` in samples.
     pub fn push_audio(&mut self, ts: i64, duration: u32, data: impl Into<Bytes>) {
         let data = data.into();
         if self.audio.is_some() && !self.gop.is_empty() {
