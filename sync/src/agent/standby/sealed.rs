@@ -124,6 +124,8 @@ pub(super) async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         width: info.width,
         height: info.height,
         audio_codec: info.audio_codec.clone(),
+        // What the primary's seal does not carry yet.
+        epoch: None,
     };
     let r = tokio::task::block_in_place(|| {
         shared.store.mirror_seal(
