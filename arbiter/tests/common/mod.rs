@@ -137,6 +137,36 @@ pub fn write_cluster_many(
     dir.write("cluster.toml", t)
 }
 
+/// `nvr frames FILES…`: the camsim sequence numbers of every frame, in file order.
+pub fn frame_seqs(dir: &TestDir, files: &[PathBuf]) -> Vec<u64> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec!["frames".to_owned()];
+    args.extend(files.iter().map(|p| path_str(p)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_nvr(dir, &args, Duration::from_secs(60));
+    assert!(out.status.success(), "nvr frames: {}", out.stderr);
+    out.stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// (missing, duplicated) between the lowest and the highest of `seqs`.
+pub fn missing_and_duplicated(seqs: &[u64]) -> (u64, u64) {
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len() as u64;
+    sorted.dedup();
+    let span = match (sorted.first(), sorted.last()) {
+        (Some(a), Some(b)) => b - a + 1,
+        _ => 0,
+    };
+    (span - sorted.len() as u64, n - sorted.len() as u64)
+}
+
 pub fn spawn_camsim(dir: &TestDir, streams: usize) -> (NvrProcess, u16) {
     for _ in 0..5 {
         let port = free_port();
