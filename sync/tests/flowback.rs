@@ -215,3 +215,116 @@ fn an_owner_refuses_takeover_bytes_that_contradict_what_it_holds() {
     owner.sigterm();
     owner.expect_clean_exit(Duration::from_secs(20));
 }
+
+/// Protocol versions, speaking as the primary to a real standby with `[arbiter]`: a version 2
+/// primary is still accepted (answered in version 2, and its `StandbyState` follows); a flow-back
+/// `Hello` (role `standby`) in version 2 is refused (`unauthorized`), and so is an unknown version
+/// (`version_mismatch`); a version 3 flow-back `Hello` is answered with `HelloAck`.
+#[test]
+fn a_standby_speaks_version_2_to_old_primaries_and_flow_back_only_in_version_3() {
+    use nvr_sync::agent::primary;
+    use nvr_sync::proto::ErrorCode;
+
+    let dir = TestDir::new();
+    let a = keygen(&dir, "node-a");
+    let s = keygen(&dir, "standby-1");
+    let data_a = dir.join("data-a");
+    let data_s = dir.join("data-s");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    cluster.cameras = vec![("cam1".into(), "rtsp://127.0.0.1:9/cam1".into())];
+    cluster.arbiter = Some((
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    let cfg = cluster.write(&dir);
+    let mut standby = spawn_sync(&dir, &cfg, "standby-1");
+    let id = nvr_sync::identity::load(&identity_dir(&dir, "node-a")).expect("identity");
+    let peer = nvr_sync::config::SyncConfig::load(&cfg, Some("node-a"))
+        .expect("config")
+        .peers[0]
+        .clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let hello = |protocol_version: u16, role: Role| Message::Hello {
+            protocol_version,
+            node: "node-a".into(),
+            role,
+            software: "test".into(),
+        };
+        let mut answers = Vec::new();
+        for (version, role) in [
+            (2, Role::Primary),
+            (2, Role::Standby),
+            (4, Role::Primary),
+            (3, Role::Standby),
+        ] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let tls = loop {
+                match primary::connect(&id, &peer).await {
+                    Ok(t) => break t,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("connect to the standby: {e}"),
+                }
+            };
+            let mut conn = Conn::new(tls);
+            conn.send(&hello(version, role)).await.expect("send");
+            let answer = next_reply(&mut conn).await;
+            if let Message::HelloAck { .. } = answer {
+                if role == Role::Primary {
+                    // The handshake goes on as in version 2: what the standby holds.
+                    let state = next_reply(&mut conn).await;
+                    assert!(matches!(state, Message::StandbyState { .. }), "{state:?}");
+                }
+            }
+            answers.push(answer);
+        }
+        match &answers[0] {
+            Message::HelloAck {
+                protocol_version: 2,
+                node,
+            } => assert_eq!(node, "standby-1"),
+            other => panic!("version 2 primary: {other:?}"),
+        }
+        assert!(
+            matches!(
+                answers[1],
+                Message::Error {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                }
+            ),
+            "flow-back in version 2: {:?}",
+            answers[1]
+        );
+        assert!(
+            matches!(
+                answers[2],
+                Message::Error {
+                    code: ErrorCode::VersionMismatch,
+                    ..
+                }
+            ),
+            "version 4: {:?}",
+            answers[2]
+        );
+        assert!(
+            matches!(
+                answers[3],
+                Message::HelloAck {
+                    protocol_version: 3,
+                    ..
+                }
+            ),
+            "flow-back in version 3: {:?}",
+            answers[3]
+        );
+    });
+    standby.sigterm();
+    standby.expect_clean_exit(Duration::from_secs(20));
+}
