@@ -53,6 +53,24 @@ fn all_flowed_back(a: &Node, s: &Node, camera: &str) -> bool {
         })
 }
 
+/// Flips a byte in the middle of the sealed (read-only) file at `path`.
+fn damage(path: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open");
+    let middle = f.metadata().expect("stat").len() / 2;
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(middle)).expect("seek");
+    f.read_exact(&mut byte).expect("read");
+    f.seek(SeekFrom::Start(middle)).expect("seek");
+    f.write_all(&[byte[0] ^ 0xff]).expect("write");
+}
+
 fn sync_status(dir: &TestDir, cfg: &Path, node: &str) -> serde_json::Value {
     let out = std::process::Command::new(nvr_sync_bin())
         .args(["status", "--config", &path_str(cfg), "--node", node])
@@ -67,7 +85,8 @@ fn sync_status(dir: &TestDir, cfg: &Path, node: &str) -> serde_json::Value {
 /// arbiter, the standby takes over (hot) and records two segments and more, the primary comes back and
 /// gets its streams back (failback). Every takeover segment is then in the owner's catalog (`node` =
 /// the standby, epoch 1), sealed, read-only, hashing to the standby's hash; `nvr-sync status` shows the
-/// flow-back on both sides; and the owner's timeline read from its own catalog (its own segments, the
+/// flow-back on both sides; a flowed-back copy damaged on the owner is found by its scrub and repaired
+/// from the standby; and the owner's timeline read from its own catalog (its own segments, the
 /// flowed-back ones, its own again) misses no frame. Frames recorded twice (the returning primary
 /// records for a moment before it learns of the takeover, and its recovery brings back fragments not
 /// mirrored when it died) are counted and printed: de-duplication is not part of this test.
@@ -81,6 +100,13 @@ fn takeover_segments_flow_back_to_the_owner_as_one_timeline_without_a_missing_fr
         .map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:{port}/cam{i}")))
         .collect();
     let cfg = write_cluster(&dir, &a, &s, &cams, &[]);
+    // Scrubbing every second: a flowed-back copy damaged on the owner is found and repaired.
+    let text = std::fs::read_to_string(&cfg).expect("cluster file");
+    std::fs::write(
+        &cfg,
+        text.replace("scrub_interval_ms = 0", "scrub_interval_ms = 1000"),
+    )
+    .expect("cluster file");
     let mut rec_s = spawn_recorder(&dir, &cfg, STANDBY);
     let mut sync_s = spawn_sync(&dir, &cfg, STANDBY);
     let mut arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
@@ -156,6 +182,33 @@ fn takeover_segments_flow_back_to_the_owner_as_one_timeline_without_a_missing_fr
         "takeover segments not all on the owner:\n{}\n{}",
         sync_a.stderr_tail(30),
         sync_s.stderr_tail(30)
+    );
+    // A flowed-back copy damaged on the owner: its scrub finds it and repairs it from the standby.
+    let victim = sealed_by(&rows(&a.data, "cam1"), STANDBY, Some(1))
+        .into_iter()
+        .next()
+        .expect("a flowed-back copy");
+    let victim_file = a.data.join(&victim.path);
+    damage(&victim_file);
+    let repaired = wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+        let kinds: Vec<String> = sync_status(&dir, &cfg, PRIMARY)["recent_alarms"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|x| x["segment_path"] == victim.path.as_str())
+                    .filter_map(|x| x["kind"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        kinds.iter().any(|k| k == "scrub_mismatch")
+            && kinds.iter().any(|k| k == "repaired")
+            && store::sha256_file(&victim_file).ok() == victim.sha256
+    });
+    assert!(
+        repaired,
+        "damaged copy of {} not repaired:\n{}",
+        victim.path,
+        sync_a.stderr_tail(30)
     );
     let owner_status = sync_status(&dir, &cfg, PRIMARY);
     let standby_status = sync_status(&dir, &cfg, STANDBY);

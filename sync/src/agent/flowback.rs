@@ -175,6 +175,17 @@ pub async fn receive_loop(
         cfg.staging_expire_ms,
         shutdown.clone(),
     ));
+    // The standby's copies are scrubbed here as a standby scrubs a primary's (this node's own
+    // segments are the primary side's), and a damaged one is repaired from the standby.
+    if cfg.scrub_interval_ms > 0 {
+        tokio::spawn(standby::scrub_loop(
+            shared.clone(),
+            Some(name.clone()),
+            cfg.scrub_interval_ms,
+            cfg.scrub_bytes_per_s,
+            shutdown.clone(),
+        ));
+    }
     let mut backoff = base::job::Backoff::new(500, 5000);
     loop {
         if *shutdown.borrow() {

@@ -130,6 +130,7 @@ pub async fn run(
     if cfg.scrub_interval_ms > 0 {
         tokio::spawn(scrub_loop(
             shared.clone(),
+            None,
             cfg.scrub_interval_ms,
             cfg.scrub_bytes_per_s,
             shutdown.clone(),
@@ -856,12 +857,14 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     }
 }
 
-/// Re-hashes every sealed copy held here (mirrored and own) against the catalog, whose hashes were
-/// verified against the primaries' logs when the copies were sealed; a mismatch (bit rot, tampering on
-/// the standby itself) is an alarm, raised once per segment, and a mirrored copy is repaired from its
-/// primary while that is connected and still holds a copy matching the log ([`repair`]).
-async fn scrub_loop(
+/// Re-hashes every sealed copy held here (mirrored and own; only those recorded by `node`, if given)
+/// against the catalog, whose hashes were verified against the primaries' logs when the copies were
+/// sealed; a mismatch (bit rot, tampering on the standby itself) is an alarm, raised once per segment,
+/// and a mirrored copy is repaired from its primary while that is connected and still holds a copy
+/// matching the log ([`repair`]).
+pub(super) async fn scrub_loop(
     shared: Arc<Shared>,
+    node: Option<String>,
     interval_ms: u64,
     bytes_per_s: u64,
     mut shutdown: watch::Receiver<bool>,
@@ -869,7 +872,10 @@ async fn scrub_loop(
     let mut reported = std::collections::HashSet::new();
     loop {
         let store = shared.store.clone();
-        match tokio::task::spawn_blocking(move || store.scrub_pass(None, bytes_per_s)).await {
+        let node = node.clone();
+        match tokio::task::spawn_blocking(move || store.scrub_pass(node.as_deref(), bytes_per_s))
+            .await
+        {
             Ok(Ok((bytes, damaged))) => {
                 with_status(&shared.status, |s| {
                     s.scrub_passes += 1;
