@@ -802,10 +802,13 @@ fn planned_handover_both_ways_misses_and_repeats_no_frame() {
             .find_stream(camera, "main")
             .expect("query")
             .expect("stream");
+        // The primary's own segments (the standby's, which flow back to it, are taken from the
+        // standby).
         let mut paths: Vec<PathBuf> = primary
             .stream_segments(id)
             .expect("segments")
             .iter()
+            .filter(|s| s.node == PRIMARY)
             .map(|s| primary.absolute_path(&s.path))
             .collect();
         paths.extend(
@@ -1009,10 +1012,13 @@ fn a_primary_flapping_every_3_s_for_a_minute_loses_no_frame_with_bounded_switche
             .find_stream(&camera, "main")
             .expect("query")
             .expect("stream");
+        // The primary's own segments (the standby's, which flow back to it, are taken from the
+        // standby).
         let mut paths: Vec<PathBuf> = primary
             .stream_segments(id)
             .expect("segments")
             .iter()
+            .filter(|s| s.node == PRIMARY)
             .map(|s| primary.absolute_path(&s.path))
             .collect();
         paths.extend(
