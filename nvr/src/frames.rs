@@ -22,6 +22,12 @@ pub enum FramesError {
     Mp4 { path: PathBuf, source: Mp4Error },
     #[error("{}: no video track", path.display())]
     NoVideoTrack { path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] store::StorageError),
+    #[error("the catalog has no stream {0}")]
+    UnknownStream(String),
+    #[error("bad stream {0:?}: expected CAMERA/STREAM")]
+    BadStream(String),
 }
 
 /// One video sample of a segment file.
@@ -53,6 +59,11 @@ pub struct Summary {
 
 /// Lists the video samples of the complete fragments of the segment file at `path`, in file order.
 pub fn list(path: &Path) -> Result<Vec<FrameInfo>, FramesError> {
+    Ok(list_with_timescale(path)?.1)
+}
+
+/// [`list`], with the video track's timescale.
+fn list_with_timescale(path: &Path) -> Result<(u32, Vec<FrameInfo>), FramesError> {
     let data = std::fs::read(path).map_err(|source| FramesError::Io {
         path: path.to_owned(),
         source,
@@ -68,7 +79,7 @@ pub fn list(path: &Path) -> Result<Vec<FrameInfo>, FramesError> {
         .ok_or_else(|| FramesError::NoVideoTrack {
             path: path.to_owned(),
         })?;
-    Ok(samples
+    let frames = samples
         .iter()
         .filter(|s| s.track_id == video.track_id)
         .map(|s| {
@@ -84,7 +95,39 @@ pub fn list(path: &Path) -> Result<Vec<FrameInfo>, FramesError> {
                 decode_time: s.decode_time,
             }
         })
-        .collect())
+        .collect();
+    Ok((video.timescale, frames))
+}
+
+/// The frames of a stream's de-duplicated timeline in the data directory `reader` reads: every open
+/// and sealed segment, oldest first, without the frames trimmed from it because another node's copy
+/// holds them (`store::timeline`). Each frame with its file; also the number of trimmed frames.
+pub fn list_timeline(
+    reader: &store::Reader,
+    stream: &str,
+) -> Result<(Vec<(FrameInfo, PathBuf)>, u64), FramesError> {
+    let (camera, kind) = stream
+        .split_once('/')
+        .ok_or_else(|| FramesError::BadStream(stream.to_owned()))?;
+    let id = reader
+        .find_stream(camera, kind)?
+        .ok_or_else(|| FramesError::UnknownStream(stream.to_owned()))?;
+    let mut out = Vec::new();
+    let mut trimmed = 0;
+    for part in reader.timeline(id, i64::MIN, i64::MAX)? {
+        let path = reader.absolute_path(&part.segment.path);
+        let (timescale, frames) = list_with_timescale(&path)?;
+        let first = frames.first().map_or(0, |f| f.decode_time);
+        for f in frames {
+            let offset = store::frame::to_90k(f.decode_time.saturating_sub(first), timescale);
+            if part.keeps(offset) {
+                out.push((f, path.clone()));
+            } else {
+                trimmed += 1;
+            }
+        }
+    }
+    Ok((out, trimmed))
 }
 
 /// Sequence range, missing and duplicated frames of `frames` (in any order; pass several files'
