@@ -138,7 +138,9 @@ impl ArbiterConfig {
             role: node.role,
             data_dir: node.data_dir.clone(),
             identity_dir: node.identity_dir.clone(),
-            listen: node.arbiter_address.ok_or_else(|| no_address(name))?,
+            listen: node
+                .arbiter_listen_address()
+                .ok_or_else(|| no_address(name))?,
             timings: Timings {
                 heartbeat_interval_ms: settings.heartbeat_interval_ms as i64,
                 node_dead_ms: settings.node_dead_ms as i64,

@@ -84,6 +84,9 @@ pub struct NodeConfig {
     /// Where this node's arbiter listens for heartbeats (IP and port); required on every primary
     /// with a standby and every standby when `[arbiter]` is present.
     pub arbiter_address: Option<SocketAddr>,
+    /// What this node's arbiter binds when that differs from `arbiter_address` (a port forward or
+    /// proxy in between); defaults to `arbiter_address`.
+    pub arbiter_listen: Option<SocketAddr>,
     /// Standby: how many streams it records at most on takeover (`None`: no cap).
     pub capacity_streams: Option<u32>,
     /// 1-based line of the node's `name` (for messages about the node).
@@ -94,6 +97,11 @@ impl NodeConfig {
     /// The address its agent binds: `listen`, or else `address` (standbys only).
     pub fn listen_address(&self) -> Option<SocketAddr> {
         self.listen.or(self.address)
+    }
+
+    /// The address its arbiter binds: `arbiter_listen`, or else `arbiter_address`.
+    pub fn arbiter_listen_address(&self) -> Option<SocketAddr> {
+        self.arbiter_listen.or(self.arbiter_address)
     }
 }
 

@@ -262,6 +262,7 @@ const NODE_KEYS: &[&str] = &[
     "sync",
     "arbiter_address",
     "capacity_streams",
+    "arbiter_listen",
 ];
 
 const CAMERA_KEYS: &[&str] = &[
@@ -528,6 +529,17 @@ fn parse_node(
     let address = socket_address(t, "address")?;
     let listen = socket_address(t, "listen")?;
     let arbiter_address = socket_address(t, "arbiter_address")?;
+    let arbiter_listen = socket_address(t, "arbiter_listen")?;
+    if arbiter_listen.is_some() && arbiter_address.is_none() {
+        let span = t
+            .get("arbiter_listen")
+            .map_or_else(|| t.span.clone(), |v| v.span());
+        return Err(ctx.invalid(
+            span,
+            t.key_path("arbiter_listen"),
+            "needs arbiter_address (where the peers reach this arbiter)",
+        ));
+    }
     let capacity_streams = t
         .int_in("capacity_streams", 0, 100_000)?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
@@ -630,6 +642,7 @@ fn parse_node(
             protects,
             sync,
             arbiter_address: arbiter_address.map(|(a, _)| a),
+            arbiter_listen: arbiter_listen.map(|(a, _)| a),
             capacity_streams,
             line,
         },

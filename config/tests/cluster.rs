@@ -446,6 +446,20 @@ fn arbiter_section_defaults_node_keys_and_the_standbys_protected_cameras() {
         s.arbiter_address,
         Some("127.0.0.1:7103".parse().expect("addr"))
     );
+    // The arbiter binds its arbiter_address unless arbiter_listen says otherwise (a proxy between).
+    assert_eq!(s.arbiter_listen_address(), s.arbiter_address);
+    let c = parse(
+        &with_arbiter("").replace(
+            "arbiter_address = \"127.0.0.1:7103\"",
+            "arbiter_address = \"127.0.0.1:7103\"\narbiter_listen = \"127.0.0.1:7203\"",
+        ),
+        "cluster.toml",
+    )
+    .expect("parses");
+    assert_eq!(
+        c.node("s").expect("s").arbiter_listen_address(),
+        Some("127.0.0.1:7203".parse().expect("addr"))
+    );
     let c1 = &c.cameras[0];
     assert_eq!(
         (c1.takeover, c1.priority),
@@ -511,6 +525,13 @@ fn arbiter_errors_name_file_line_and_key() {
                 "arbiter_address = \"127.0.0.1:7101\"\ncapacity_streams = 3",
             ),
             "nodes[0].capacity_streams: only a standby has capacity_streams",
+        ),
+        (
+            with_arbiter("").replace(
+                "arbiter_address = \"127.0.0.1:7102\"",
+                "arbiter_listen = \"127.0.0.1:7102\"",
+            ),
+            "nodes[1].arbiter_listen: needs arbiter_address",
         ),
         (
             with_arbiter("").replace("[arbiter]\n\n", ""),
