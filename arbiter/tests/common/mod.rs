@@ -28,6 +28,11 @@ pub struct Node {
     pub data: PathBuf,
     pub arbiter: String,
     pub sync: String,
+    /// Where peers reach this node's arbiter when that is not `arbiter` (a proxy in front of it): the
+    /// cluster file's `arbiter_address`, with `arbiter_listen = arbiter`.
+    pub arbiter_public: Option<String>,
+    /// Likewise for a standby's sync agent: its `address`, with `listen = sync`.
+    pub sync_public: Option<String>,
 }
 
 pub fn node(dir: &TestDir, name: &str) -> Node {
@@ -40,6 +45,8 @@ pub fn node(dir: &TestDir, name: &str) -> Node {
         data: dir.join(format!("data-{name}")),
         arbiter: format!("127.0.0.1:{}", free_port()),
         sync: format!("127.0.0.1:{}", free_port()),
+        arbiter_public: None,
+        sync_public: None,
     }
 }
 
@@ -104,8 +111,11 @@ pub fn write_cluster_many(
             n.name,
             path_str(&n.data),
             path_str(&n.identity_dir),
-            n.arbiter
+            n.arbiter_public.as_ref().unwrap_or(&n.arbiter)
         );
+        if n.arbiter_public.is_some() {
+            let _ = writeln!(t, "arbiter_listen = \"{}\"", n.arbiter);
+        }
         if role == "standby" {
             let protects: Vec<String> = primaries
                 .iter()
@@ -114,9 +124,12 @@ pub fn write_cluster_many(
             let _ = write!(
                 t,
                 "address = \"{}\"\nprotects = [{}]\n",
-                n.sync,
+                n.sync_public.as_ref().unwrap_or(&n.sync),
                 protects.join(", ")
             );
+            if n.sync_public.is_some() {
+                let _ = writeln!(t, "listen = \"{}\"", n.sync);
+            }
             if let Some(c) = capacity {
                 let _ = writeln!(t, "capacity_streams = {c}");
             }
@@ -244,9 +257,10 @@ pub fn holding(status: &serde_json::Value, stream: &str) -> Option<(String, u64)
         })
 }
 
-/// A loopback TCP proxy in front of one camera that can cut the connections opened after the first
-/// `keep` and refuse every new one: the camera becomes unreachable for one node only (the one that
-/// connected later), while the other's session goes on.
+/// A loopback TCP proxy that can cut the connections opened after the first `keep` and refuse every
+/// new one, and let them through again ([`CameraProxy::heal`]). In front of one camera: the camera
+/// becomes unreachable for one node only (the one that connected later), while the other's session
+/// goes on. In front of an arbiter's or a sync agent's listener (`keep` 0): a partition of that link.
 pub struct CameraProxy {
     pub port: u16,
     state: std::sync::Arc<ProxyState>,
@@ -310,6 +324,16 @@ impl CameraProxy {
         self.state.conns.lock().expect("lock").len()
     }
 
+    /// Lets new connections through again after [`CameraProxy::cut_after`].
+    pub fn heal(&self) {
+        *self.state.refuse_from.lock().expect("lock") = None;
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// Cuts every connection from the `keep`-th on and refuses all new ones.
     pub fn cut_after(&self, keep: usize) {
         *self.state.refuse_from.lock().expect("lock") = Some(keep);
@@ -317,4 +341,99 @@ impl CameraProxy {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
+}
+
+/// The number before `word` in an `nvr frames` summary line ("# NAME: N frames, seq A..B, M missing, …").
+fn number_before(line: &str, word: &str) -> u64 {
+    let parts: Vec<&str> = line.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    parts
+        .iter()
+        .position(|p| *p == word)
+        .and_then(|i| parts.get(i.checked_sub(1)?))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {word} in {line:?}"))
+}
+
+/// `nvr frames --summary FILES…`: the `# all:` (or single file) line's (frames, missing, duplicated).
+pub fn frames_summary(dir: &TestDir, files: &[PathBuf]) -> (u64, u64, u64, String) {
+    let mut args = vec!["frames".to_owned(), "--summary".to_owned()];
+    args.extend(files.iter().map(|p| path_str(p)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_nvr(dir, &args, Duration::from_secs(60));
+    assert!(out.status.success(), "nvr frames: {}", out.stderr);
+    let line = out.stdout.lines().last().expect("summary line").to_owned();
+    (
+        number_before(&line, "frames"),
+        number_before(&line, "missing"),
+        number_before(&line, "duplicated"),
+        line,
+    )
+}
+
+/// `nvr frames --data-dir DATA --timeline STREAM --summary`: the stream's de-duplicated timeline in
+/// that catalog: (frames, missing, duplicated, trimmed, summary line).
+pub fn timeline_summary(dir: &TestDir, data: &Path, stream: &str) -> (u64, u64, u64, u64, String) {
+    let d = path_str(data);
+    let out = run_nvr(
+        dir,
+        &[
+            "frames",
+            "--data-dir",
+            &d,
+            "--timeline",
+            stream,
+            "--summary",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "nvr frames: {}", out.stderr);
+    let trimmed_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# trimmed:"))
+        .expect("trimmed line");
+    let line = out.stdout.lines().last().expect("summary line").to_owned();
+    (
+        number_before(&line, "frames"),
+        number_before(&line, "missing"),
+        number_before(&line, "duplicated"),
+        number_before(trimmed_line, "frames"),
+        line,
+    )
+}
+
+pub fn reader(data: &Path) -> store::Reader {
+    store::Reader::open(data, std::sync::Arc::new(base::clock::SystemClock)).expect("catalog")
+}
+
+/// Sealed segments of `camera`/main written by `node` in the catalog of `data`: (path, absolute path).
+pub fn sealed_segments(data: &Path, camera: &str, node: &str) -> Vec<(String, PathBuf)> {
+    let r = reader(data);
+    let Some(id) = r.find_stream(camera, "main").expect("stream") else {
+        return Vec::new();
+    };
+    r.stream_segments(id)
+        .expect("segments")
+        .into_iter()
+        .filter(|s| s.node == node && s.state == store::SegmentState::Sealed)
+        .map(|s| (s.path.clone(), r.absolute_path(&s.path)))
+        .collect()
+}
+
+/// Waits (up to 2 minutes) until the standby whose data directory is `standby` holds a sealed copy of
+/// every segment the primary (`primary`, node `PRIMARY`) sealed of `cam1`..`cam{streams}`.
+pub fn mirrored_all(primary: &Path, standby: &Path, streams: usize) -> bool {
+    wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+        (1..=streams).all(|i| {
+            let camera = format!("cam{i}");
+            let held: std::collections::BTreeSet<String> =
+                sealed_segments(standby, &camera, PRIMARY)
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
+            sealed_segments(primary, &camera, PRIMARY)
+                .iter()
+                .all(|(p, _)| held.contains(p))
+        })
+    })
 }
