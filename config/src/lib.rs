@@ -49,6 +49,10 @@ pub enum Role {
     Primary,
     /// Records nothing; its sync agent listens for the primaries it protects and keeps their copies.
     Standby,
+    /// Runs only an arbiter (no recorder, no cameras, no sync agent): it heartbeats with every node
+    /// that takes part in failover and tells them whom it hears, so that a standby takes a primary
+    /// over only if the witness lost it too, and a primary cut off from both stands down.
+    Witness,
 }
 
 impl Role {
@@ -56,6 +60,7 @@ impl Role {
         match self {
             Role::Primary => "primary",
             Role::Standby => "standby",
+            Role::Witness => "witness",
         }
     }
 }
@@ -449,6 +454,11 @@ impl ClusterConfig {
         self.nodes
             .iter()
             .find(|n| n.role == Role::Standby && n.protects.iter().any(|p| p == name))
+    }
+
+    /// The witness node (arbiter only), if the cluster has one.
+    pub fn witness(&self) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.role == Role::Witness)
     }
 
     /// The cameras protected by standby `name` (owned by the primaries it protects), in file order.

@@ -510,11 +510,12 @@ fn parse_node(
     let role = match role_v.get_ref().as_str() {
         "primary" => Role::Primary,
         "standby" => Role::Standby,
+        "witness" => Role::Witness,
         other => {
             return Err(ctx.invalid(
                 role_v.span(),
                 t.key_path("role"),
-                format!("must be \"primary\" or \"standby\", got {other:?}"),
+                format!("must be \"primary\", \"standby\" or \"witness\", got {other:?}"),
             ))
         }
     };
@@ -588,13 +589,20 @@ fn parse_node(
     // Keys that only one role uses are refused on the other: no key is silently ignored.
     let standby_only: &[&str] = &["address", "listen", "protects", "capacity_streams"];
     match role {
-        Role::Primary => {
+        Role::Primary | Role::Witness => {
             if let Some(k) = standby_only.iter().find(|k| t.get(k).is_some()) {
                 let span = t.get(k).map_or_else(|| t.span.clone(), |v| v.span());
                 return Err(ctx.invalid(
                     span,
                     t.key_path(k),
-                    format!("only a standby has {k} (this node is a primary)"),
+                    format!("only a standby has {k} (this node is a {})", role.as_str()),
+                ));
+            }
+            if role == Role::Witness && t.get("sync").is_some() {
+                return Err(ctx.invalid(
+                    t.get("sync").map_or_else(|| t.span.clone(), |v| v.span()),
+                    t.key_path("sync"),
+                    "a witness runs no sync agent",
                 ));
             }
         }

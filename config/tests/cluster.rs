@@ -544,3 +544,68 @@ fn arbiter_errors_name_file_line_and_key() {
         assert!(e.contains(part), "expected {part:?} in {e:?}");
     }
 }
+
+/// `with_arbiter` plus a witness node `w` (arbiter only).
+fn with_witness(extra: &str) -> String {
+    format!(
+        "{}[[nodes]]\nname = \"w\"\nrole = \"witness\"\ndata_dir = \"/data/w\"\n\
+         identity_dir = \"/id/w\"\ncert_sha256 = \"{}\"\nsigning_public_key = \"{}\"\n\
+         arbiter_address = \"127.0.0.1:7109\"\n{extra}\n",
+        with_arbiter(""),
+        pin('e'),
+        pin('E')
+    )
+}
+
+#[test]
+fn a_witness_runs_only_an_arbiter_and_is_checked_like_one() {
+    let c = parse(&with_witness(""), "cluster.toml").expect("parses");
+    let w = c.witness().expect("witness");
+    assert_eq!((w.name.as_str(), w.role), ("w", Role::Witness));
+    assert!(c.summary().contains("node w (witness)"), "{}", c.summary());
+    let no_recorder = c.recorder("w").expect_err("refused").to_string();
+    assert!(
+        no_recorder.contains("a witness runs no recorder"),
+        "{no_recorder}"
+    );
+    let no_sync = c.sync_node("w").expect_err("refused").to_string();
+    assert!(
+        no_sync.contains("a witness runs no sync agent"),
+        "{no_sync}"
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with_witness("").replace("[arbiter]\n\n", "").replace(
+                "arbiter_address = \"127.0.0.1:71",
+                "# arbiter_address = \"127.0.0.1:71",
+            ),
+            "node \"w\" is a witness but the file has no [arbiter] section",
+        ),
+        (
+            with_witness("address = \"127.0.0.1:7400\""),
+            "only a standby has address (this node is a witness)",
+        ),
+        (
+            with_witness("").replace("arbiter_address = \"127.0.0.1:7109\"", ""),
+            "missing: node \"w\" takes part in failover",
+        ),
+        (
+            format!(
+                "{}[[nodes]]\nname = \"w2\"\nrole = \"witness\"\ndata_dir = \"/data/w2\"\n\
+                 cert_sha256 = \"{}\"\nsigning_public_key = \"{}\"\narbiter_address = \"127.0.0.1:7110\"\n",
+                with_witness(""),
+                pin('f'),
+                pin('F')
+            ),
+            "a second witness (node \"w\" is one already)",
+        ),
+        (
+            with_witness("").replace("node = \"b\"", "node = \"w\""),
+            "node \"w\" is a witness; cameras are recorded by primaries",
+        ),
+    ];
+    for (text, part) in cases {
+        let e = refused(&text);
+        assert!(e.contains(part), "expected {part:?} in {e:?}");
+    }
+}

@@ -14,6 +14,108 @@ impl Core {
         self.now_ms - since > self.timings.node_dead_ms
     }
 
+    /// Whether the witness (alive here) says it hears `node`: then `node`'s silence here is a
+    /// partition between the two, not its death.
+    fn witness_hears(&self, node: &str) -> bool {
+        let Some(w) = self.witness.as_deref() else {
+            return false;
+        };
+        if w == self.me || w == node {
+            return false;
+        }
+        self.peers.get(w).is_some_and(|p| {
+            !p.dead && p.last_heard_ms.is_some() && p.hears.iter().any(|h| h == node)
+        })
+    }
+
+    /// With a witness: a node that heard a peer since it started and now hears none (its standby and
+    /// the witness alike are silent for `node_dead_ms`) stands down: the streams it owns and holds go
+    /// to `shadow` (the standby, which with the witness does hear each other, takes them over after
+    /// its last mirrored frame); it records them again once it hears a peer (the newer epochs it then
+    /// learns fence what was taken over). The witness itself and a cluster without one never stand
+    /// down.
+    fn stand_down(&mut self, out: &mut Vec<Action>) {
+        if self.witness.is_none() || self.is_witness() || self.peers.is_empty() {
+            return;
+        }
+        let isolated = self.peers.values().all(|p| p.dead)
+            && self.peers.values().any(|p| p.last_heard_ms.is_some());
+        let down = isolated || (self.standing_down && !self.may_resume());
+        if down == self.standing_down {
+            return;
+        }
+        self.standing_down = down;
+        let me = self.me.clone();
+        let now = self.now_ms;
+        let mine: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.holding.holder == me && s.spec.owner == me)
+            .map(|s| s.spec.key.clone())
+            .collect();
+        if down {
+            out.push(Action::Alarm {
+                message: format!(
+                    "no peer heard for {} ms (neither the standby nor the witness): standing down, \
+                     {} streams to shadow",
+                    self.timings.node_dead_ms,
+                    mine.len()
+                ),
+            });
+            for key in mine {
+                let Some(s) = self.streams.get_mut(&key) else {
+                    continue;
+                };
+                s.fenced_at_ms = Some(now);
+                out.push(Action::Release {
+                    stream: key,
+                    epoch: s.holding.epoch,
+                    reason: "cut off from the standby and the witness: standing down".to_owned(),
+                });
+            }
+        } else {
+            out.push(Action::Alarm {
+                message: format!(
+                    "a peer is heard again: recording the {} streams held here again",
+                    mine.len()
+                ),
+            });
+            for key in mine {
+                let Some(s) = self.streams.get_mut(&key) else {
+                    continue;
+                };
+                s.promote_pending = true;
+                s.in_flight = false;
+                s.retry_at_ms = now;
+            }
+        }
+    }
+
+    /// After a stand-down, with a peer heard again: whether this node records its streams again. Yes
+    /// once it hears their standby (whose heartbeat told it first whether the standby took them
+    /// over), or once the witness says that standby is gone too. Not while only the witness is heard
+    /// and hears the standby: that standby took the streams over while this node was cut off.
+    fn may_resume(&self) -> bool {
+        let alive = |n: &str| {
+            self.peers
+                .get(n)
+                .is_some_and(|p| !p.dead && p.last_heard_ms.is_some())
+        };
+        let standbys: Vec<&str> = self
+            .streams
+            .values()
+            .filter(|s| s.spec.owner == self.me)
+            .map(|s| s.spec.protector.as_str())
+            .collect();
+        standbys.iter().all(|sb| {
+            alive(sb)
+                || self
+                    .witness
+                    .as_deref()
+                    .is_some_and(|w| alive(w) && !self.witness_hears(sb))
+        })
+    }
+
     /// Failure detection and takeovers, after every input.
     pub(super) fn evaluate(&mut self, out: &mut Vec<Action>) {
         let names: Vec<String> = self.peers.keys().cloned().collect();
@@ -55,9 +157,11 @@ impl Core {
                 });
             }
         }
+        self.stand_down(out);
         // Streams this node protects whose holder is dead, or whose session failed on a living holder
         // while this node still receives it.
         let mut wanted: Vec<(String, String)> = Vec::new();
+        let mut vouched: Vec<String> = Vec::new();
         for s in self.streams.values() {
             if s.spec.protector != self.me || s.holding.holder == self.me {
                 continue;
@@ -70,7 +174,18 @@ impl Core {
             let Some(p) = self.peers.get(holder) else {
                 continue;
             };
-            if p.dead {
+            // The witness hears the silent holder, whose last heartbeat said it records the stream: a
+            // partition between the two, not a death. (One that had not yet learned it holds the
+            // stream, e.g. a hand-back cut off midway, records nothing: taken over again.)
+            let records_there = p
+                .health
+                .get(&s.spec.key)
+                .is_some_and(|h| h.mode == "record");
+            if p.dead && records_there && self.witness_hears(holder) {
+                if !p.vouched && !vouched.contains(holder) {
+                    vouched.push(holder.clone());
+                }
+            } else if p.dead {
                 let silent = p.last_heard_ms.map_or_else(
                     || "never heard".to_owned(),
                     |t| format!("heartbeats missing for {} ms", self.now_ms - t),
@@ -89,6 +204,17 @@ impl Core {
                     ));
                 }
             }
+        }
+        for node in vouched {
+            if let Some(p) = self.peers.get_mut(&node) {
+                p.vouched = true;
+            }
+            out.push(Action::Alarm {
+                message: format!(
+                    "node {node} is silent here but the witness hears it: a partition between the \
+                     two, no takeover"
+                ),
+            });
         }
         if !wanted.is_empty() {
             // Priority order (higher first), then name, within the capacity.
@@ -274,8 +400,11 @@ impl Core {
     /// recorder was not up yet, or refused it).
     fn fence(&mut self, out: &mut Vec<Action>) {
         let now = self.now_ms;
+        let standing_down = self.standing_down;
         for s in self.streams.values_mut() {
-            if s.holding.holder == self.me || s.handing_back {
+            let held_here =
+                s.holding.holder == self.me && !(standing_down && s.spec.owner == self.me);
+            if held_here || s.handing_back {
                 continue;
             }
             let recording = self
@@ -289,15 +418,20 @@ impl Core {
             out.push(Action::Release {
                 stream: s.spec.key.clone(),
                 epoch: s.holding.epoch,
-                reason: format!(
-                    "recorded here while {} holds it under epoch {}",
-                    if s.holding.holder == NOBODY {
-                        "no node"
-                    } else {
-                        s.holding.holder.as_str()
-                    },
-                    s.holding.epoch
-                ),
+                reason: if s.holding.holder == self.me {
+                    "recorded here while standing down (cut off from the standby and the witness)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "recorded here while {} holds it under epoch {}",
+                        if s.holding.holder == NOBODY {
+                            "no node"
+                        } else {
+                            s.holding.holder.as_str()
+                        },
+                        s.holding.epoch
+                    )
+                },
             });
         }
     }

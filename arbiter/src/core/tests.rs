@@ -70,6 +70,7 @@ fn hb_from(core: &Core, n: u64, receiving: bool) -> Heartbeat {
                 receiving,
             })
             .collect(),
+        hears: Vec::new(),
     }
 }
 

@@ -90,6 +90,19 @@ pub fn write_cluster_many(
     capacity: Option<u32>,
     cameras: &[Cam],
 ) -> PathBuf {
+    write_cluster_file(dir, "cluster.toml", primaries, s, None, capacity, cameras)
+}
+
+/// [`write_cluster_many`] into `file`, with a witness node (arbiter only) if `witness` is given.
+pub fn write_cluster_file(
+    dir: &TestDir,
+    file: &str,
+    primaries: &[&Node],
+    s: &Node,
+    witness: Option<&Node>,
+    capacity: Option<u32>,
+    cameras: &[Cam],
+) -> PathBuf {
     let mut t = String::from(
         "[recording]\nsegment_duration_s = 4\nflush_interval_ms = 200\nshadow_ring_ms = 8000\n\n\
          [ingest]\nconnect_timeout_ms = 3000\nframe_timeout_ms = 3000\nbackoff_initial_ms = 300\n\
@@ -101,7 +114,8 @@ pub fn write_cluster_many(
     let nodes = primaries
         .iter()
         .map(|n| (*n, "primary"))
-        .chain([(s, "standby")]);
+        .chain([(s, "standby")])
+        .chain(witness.map(|w| (w, "witness")));
     for (n, role) in nodes {
         let (cert, key) = n.identity.pins().to_hex_strings();
         let _ = write!(
@@ -147,7 +161,7 @@ pub fn write_cluster_many(
             c.url
         );
     }
-    dir.write("cluster.toml", t)
+    dir.write(file, t)
 }
 
 pub fn spawn_camsim(dir: &TestDir, streams: usize) -> (NvrProcess, u16) {
