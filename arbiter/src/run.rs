@@ -393,6 +393,12 @@ impl Shell<'_> {
             streams,
             recorder: core.local_health(),
             uncovered,
+            standing_down: core.standing_down(),
+            hears: if core.is_witness() {
+                core.hears()
+            } else {
+                Vec::new()
+            },
             heartbeats_refused: self.refused,
             last_refusal: self.last_refusal.clone(),
             events: self.events.iter().cloned().collect(),

@@ -136,7 +136,8 @@ fn with_a_witness_a_partition_records_once_and_an_isolated_primary_stands_down()
     };
     let ready = wait_until(Duration::from_secs(90), Duration::from_millis(300), || {
         hears_all(&arbiter_status(&dir, &cfg_s, STANDBY))
-            && hears_all(&arbiter_status(&dir, &cfg_w, WITNESS))
+            && arbiter_status(&dir, &cfg_w, WITNESS)["hears"]
+                == serde_json::json!([PRIMARY, STANDBY])
             && all(&modes(&dir, &cfg_s, STANDBY), "shadow")
             && all(&modes(&dir, &cfg_a, PRIMARY), "record")
             && (1..=STREAMS)
@@ -217,6 +218,7 @@ fn with_a_witness_a_partition_records_once_and_an_isolated_primary_stands_down()
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
             held_by(STANDBY, epoch + 1)
+                && arbiter_status(&dir, &cfg_a, PRIMARY)["standing_down"] == true
                 && all(&modes(&dir, &cfg_s, STANDBY), "record")
                 && all(&modes(&dir, &cfg_a, PRIMARY), "shadow")
         }),
