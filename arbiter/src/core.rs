@@ -740,5 +740,6 @@ impl Core {
 mod decide;
 #[cfg(test)]
 mod tests;
+mod witness;
 #[cfg(test)]
 mod witness_tests;
