@@ -305,5 +305,16 @@ fn takeover_segments_flow_back_to_the_owner_as_one_timeline_without_a_missing_fr
             missing, 0,
             "{camera}: frames missing from the owner's timeline"
         );
+        // The same timeline de-duplicated by frame identity (the owner's catalog holds both copies of
+        // what both nodes recorded around the failure and the return): each frame once.
+        let (frames, missing, duplicated, trimmed, line) =
+            timeline_summary(&dir, &a.data, &format!("{camera}/main"));
+        println!("{camera}: owner's de-duplicated timeline: {line} ({trimmed} trimmed)");
+        assert!(frames > 300, "{camera}: {line}");
+        assert_eq!(
+            (missing, duplicated),
+            (0, 0),
+            "{camera}: owner's de-duplicated timeline: {line}"
+        );
     }
 }
