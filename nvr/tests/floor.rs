@@ -35,17 +35,8 @@ fn count(summary: &str, key: &str) -> u64 {
 #[test]
 fn the_floor_receives_every_stream_and_writes_nothing() {
     let dir = TestDir::new();
-    let sim_port = common::free_port();
-    let _sim = NvrProcess::spawn(
-        &dir,
-        &[
-            "camsim",
-            "--listen",
-            &format!("127.0.0.1:{sim_port}"),
-            "--streams",
-            "2",
-        ],
-    );
+    // Serving before the floor connects: a connection refused would count as an error.
+    let (_sim, sim_port) = common::cluster::spawn_camsim(&dir, 2);
     let config = write_config(&dir, sim_port);
     let mut floor = NvrProcess::spawn(
         &dir,
