@@ -31,6 +31,7 @@ pub enum RouteId {
     Recordings,
     Live,
     Audit,
+    Play,
 }
 
 /// One API route: which, its method and path pattern, and whether it answers without a session.
@@ -69,6 +70,12 @@ pub const ROUTES: &[Route] = &[
         false,
     ),
     route(RouteId::Audit, "GET", "/api/audit", false),
+    route(
+        RouteId::Play,
+        "GET",
+        "/api/streams/{camera}/{stream}/play.mp4",
+        false,
+    ),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -85,6 +92,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             RouteId::Recordings => method.to(recordings),
             RouteId::Live => method.to(live),
             RouteId::Audit => method.to(audit),
+            RouteId::Play => method.to(crate::playback::http::play),
         };
         cfg.route(r.path, handler);
     }
