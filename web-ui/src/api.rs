@@ -32,6 +32,8 @@ pub enum RouteId {
     Live,
     Audit,
     Play,
+    Export,
+    ExportManifest,
 }
 
 /// One API route: which, its method and path pattern, and whether it answers without a session.
@@ -76,6 +78,18 @@ pub const ROUTES: &[Route] = &[
         "/api/streams/{camera}/{stream}/play.mp4",
         false,
     ),
+    route(
+        RouteId::Export,
+        "GET",
+        "/api/streams/{camera}/{stream}/export.mp4",
+        false,
+    ),
+    route(
+        RouteId::ExportManifest,
+        "GET",
+        "/api/exports/{id}/manifest",
+        false,
+    ),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -93,6 +107,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             RouteId::Live => method.to(live),
             RouteId::Audit => method.to(audit),
             RouteId::Play => method.to(crate::playback::http::play),
+            RouteId::Export => method.to(crate::export::export),
+            RouteId::ExportManifest => method.to(crate::export::manifest),
         };
         cfg.route(r.path, handler);
     }

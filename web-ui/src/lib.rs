@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod control;
 pub mod error;
+pub mod export;
 pub mod playback;
 pub mod ratelimit;
 pub mod recordings;

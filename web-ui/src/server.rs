@@ -35,6 +35,8 @@ pub struct AppState {
     pub live_slots: Arc<tokio::sync::Semaphore>,
     pub live_slots_total: u32,
     pub clock: Arc<dyn Clock>,
+    /// Signs export manifests (`<state_dir>/export.key`).
+    pub export_key: crate::export::key::ExportKey,
 }
 
 /// The viewer of node `node` of `cluster`, ready to serve.
@@ -87,6 +89,7 @@ impl Server {
             )),
             live_slots_total: settings.max_live_streams,
             clock: Arc::new(SystemClock),
+            export_key: crate::export::key::ExportKey::load_or_create(&settings.state_dir)?,
         };
         Ok(Server {
             state: web::Data::new(state),
@@ -166,6 +169,10 @@ impl Server {
                 cert.fingerprint()
             );
         }
+        println!(
+            "nvr-web export key (Ed25519) {}",
+            self.state.export_key.public_hex()
+        );
         let server = http.disable_signals().run();
         let handle = server.handle();
         tokio::spawn(async move {
