@@ -332,9 +332,13 @@ $('tl-range').addEventListener('change', drawTimeline);
 
 const fmt = (ms) => new Date(ms).toLocaleString();
 
+/// Draws started; an answer that comes back after a newer draw started is dropped.
+let timelineDraws = 0;
+
 async function drawTimeline() {
   const key = $('tl-stream').value;
   if (!key) return;
+  const draw = ++timelineDraws;
   const [camera, stream] = key.split('/');
   const end = Date.now();
   const start = end - Number($('tl-range').value);
@@ -345,6 +349,7 @@ async function drawTimeline() {
     $('main-error').textContent = e.message;
     return;
   }
+  if (draw !== timelineDraws) return;
   const bar = $('tl-bar');
   const pct = (ms) => `${((Math.min(Math.max(ms, start), end) - start) / (end - start)) * 100}%`;
   const span = (cls, a, b, title) => {
@@ -353,8 +358,12 @@ async function drawTimeline() {
     el.style.left = pct(a);
     el.style.width = `calc(${pct(b)} - ${pct(a)})`;
     el.title = title;
+    el.dataset.startMs = a;
+    el.dataset.endMs = b;
     return el;
   };
+  bar.dataset.start = start;
+  bar.dataset.end = end;
   bar.replaceChildren(
     ...data.segments.map((s) => span('rec', s.start_ms, s.end_ms, `${fmt(s.start_ms)} – ${fmt(s.end_ms)} recorded by ${s.node}`)),
     ...data.gaps.map((g) => span('gap', g.start_ms, g.end_ms, `no recording ${fmt(g.start_ms)} – ${fmt(g.end_ms)}`)),
