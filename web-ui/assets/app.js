@@ -365,12 +365,12 @@ async function drawTimeline() {
   bar.dataset.start = start;
   bar.dataset.end = end;
   bar.replaceChildren(
-    ...data.segments.map((s) => span('rec', s.start_ms, s.end_ms, `${fmt(s.start_ms)} – ${fmt(s.end_ms)} recorded by ${s.node}`)),
+    ...data.spans.map((s) => span('rec', s.start_ms, s.end_ms, `${fmt(s.start_ms)} – ${fmt(s.end_ms)} recorded by ${s.node}`)),
     ...data.gaps.map((g) => span('gap', g.start_ms, g.end_ms, `no recording ${fmt(g.start_ms)} – ${fmt(g.end_ms)}`)),
   );
   $('tl-start').textContent = fmt(start);
   $('tl-end').textContent = fmt(end);
-  $('tl-summary').textContent = `${data.segments.length} segments, ${data.gaps.length} gaps`;
+  $('tl-summary').textContent = `${data.segment_count} segments, ${data.gaps.length} gaps`;
   $('tl-gaps').tBodies[0].replaceChildren(...data.gaps.map((g) => {
     const tr = document.createElement('tr');
     for (const t of [fmt(g.start_ms), fmt(g.end_ms), `${((g.end_ms - g.start_ms) / 1000).toFixed(1)} s`]) {

@@ -238,6 +238,35 @@ fn a_range_across_segments_plays_as_one_mp4_with_range_requests_and_ends_at_a_ga
         "{media_end} vs {last_before:?}"
     );
 
+    // The timeline's merged spans: the two runs either side of the outage; a range over 6 hours has
+    // no segment list.
+    let t0 = segs[0].start_ms;
+    let t1 = segs[segs.len() - 1].end_ms;
+    let timeline = |start: i64, end: i64| -> serde_json::Value {
+        c.get(url(
+            web_port,
+            &format!("/api/streams/cam/main/recordings?start_ms={start}&end_ms={end}"),
+        ))
+        .send()
+        .expect("recordings")
+        .json()
+        .expect("json")
+    };
+    let v = timeline(t0, t1);
+    let spans = v["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2, "{v}");
+    assert_eq!(spans[0]["start_ms"], json!(t0));
+    assert_eq!(spans[0]["end_ms"], json!(last_before.end_ms));
+    assert_eq!(spans[1]["start_ms"], json!(first_after.start_ms));
+    assert_eq!(spans[1]["node"], json!("node-a"));
+    assert_eq!(
+        v["segment_count"],
+        json!(v["segments"].as_array().map(Vec::len))
+    );
+    let long = timeline(t1 - 7 * 3_600_000, t1);
+    assert!(long.get("segments").is_none(), "{long}");
+    assert_eq!(long["spans"].as_array().map(Vec::len), Some(2), "{long}");
+
     // Nothing recorded in a range: not found.
     let empty = url(
         web_port,
