@@ -27,7 +27,7 @@ use crate::playback::http::{plan_headers, plan_request, stream_body, Tap};
 use crate::playback::{Mode, Plan};
 use crate::server::AppState;
 use crate::users::Role;
-use log::{LogError, SignedLog};
+use log::{LogError, LogView};
 
 /// Where manifests are kept: `<state_dir>/exports/`.
 pub const EXPORTS_DIR: &str = "exports";
@@ -58,13 +58,14 @@ fn conflict(message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "not_logged", message)
 }
 
-/// The source segments with their leaves and proofs; refuses a segment the log does not cover with
-/// the catalog's size and hash.
-fn sources(plan: &Plan, log: &SignedLog) -> Result<Vec<SourceSegment>, ApiError> {
+/// The source segments with their leaves (proofs come after the last byte); refuses a segment the
+/// log's head does not cover with the catalog's size and hash.
+fn sources(plan: &Plan, log: &LogView) -> Result<Vec<SourceSegment>, ApiError> {
     plan.segments
         .iter()
         .map(|(row, _)| {
-            let (index, leaf) = log.leaves.get(&row.path).ok_or_else(|| {
+            let found = log.leaf(&row.path).map_err(|e| ApiError::internal(e.to_string()))?;
+            let (index, leaf) = found.ok_or_else(|| {
                 conflict(format!(
                     "segment {} is not in the node's signed log yet (the sync agent logs a segment \
                      once it is sealed): choose an earlier range or wait",
@@ -80,14 +81,10 @@ fn sources(plan: &Plan, log: &SignedLog) -> Result<Vec<SourceSegment>, ApiError>
                     row.path
                 )));
             }
-            let proof = log
-                .tree
-                .inclusion_proof(*index, log.head.head.tree_size)
-                .ok_or_else(|| ApiError::internal("no inclusion proof"))?;
             Ok(SourceSegment {
-                leaf: leaf.clone(),
-                leaf_index: Some(*index),
-                inclusion_proof: proof.iter().map(|h| base::hex::encode(h)).collect(),
+                leaf,
+                leaf_index: Some(index),
+                inclusion_proof: Vec::new(),
             })
         })
         .collect()
@@ -103,7 +100,7 @@ struct Pending {
     requested: Span,
     file_name: String,
     sources: Vec<SourceSegment>,
-    log: SignedLog,
+    log: LogView,
     plan: Arc<Plan>,
 }
 
@@ -117,6 +114,12 @@ fn finish(state: &AppState, p: &Pending, size_bytes: u64, sha256: String) -> Res
                 s.leaf.path
             ));
         }
+    }
+    let indices: Vec<u64> = p.sources.iter().filter_map(|s| s.leaf_index).collect();
+    let proofs = p.log.proofs(&indices).map_err(|e| e.to_string())?;
+    let mut segments = p.sources.clone();
+    for (s, proof) in segments.iter_mut().zip(proofs) {
+        s.inclusion_proof = proof.iter().map(|h| base::hex::encode(h)).collect();
     }
     let mut m = Manifest {
         format: MANIFEST_FORMAT.into(),
@@ -142,7 +145,7 @@ fn finish(state: &AppState, p: &Pending, size_bytes: u64, sha256: String) -> Res
             size_bytes,
             sha256,
         },
-        segments: p.sources.clone(),
+        segments,
         tree_head: Some(p.log.head.clone()),
         export_public_key: String::new(),
         signature: String::new(),
@@ -182,15 +185,18 @@ pub async fn export(
         Mode::Export,
     )
     .await?;
-    let (data_dir, node) = (state.data_dir.clone(), state.node.clone());
-    let log = web::block(move || SignedLog::load(&data_dir, &node))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| match e {
+    let plan = Arc::new(plan);
+    let (data_dir, node, planned) = (state.data_dir.clone(), state.node.clone(), plan.clone());
+    let checked = web::block(move || {
+        let log = LogView::open(&data_dir, &node).map_err(|e| match e {
             LogError::NoLog(_) => conflict(e.to_string()),
             e => ApiError::internal(e.to_string()),
         })?;
-    let sources = match sources(&plan, &log) {
+        sources(&planned, &log).map(|s| (log, s))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (log, sources) = match checked {
         Ok(s) => s,
         Err(e) => {
             audit(
@@ -216,7 +222,6 @@ pub async fn export(
         true,
         &format!("{what} id {id}"),
     );
-    let plan = Arc::new(plan);
     let total = plan.total_len;
     let pending = Pending {
         id: id.clone(),

@@ -1,9 +1,10 @@
 //! The node's signed log as an export needs it, read from the sync agent's `<data_dir>/sync.db`
-//! (tables `leaves` and `heads`, written by `nvr_sync::syncdb`) over a read-only SQLite connection:
-//! the latest signed head, the leaves it covers, and for each source segment its leaf, index and
-//! inclusion proof. The tree is rebuilt from the leaves and must give the head's root.
+//! (tables `leaves` and `heads`, written by `nvr_sync::syncdb`) over a read-only SQLite connection.
+//! Before an export's first byte: the latest signed head and each source segment's leaf, by indexed
+//! lookups ([`LogView::open`], [`LogView::leaf`]); after its last byte: the leaves the head covers,
+//! the tree rebuilt (it must give the head's root) and the inclusion proofs ([`LogView::proofs`]),
+//! whose cost grows with the log's length.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use nvr_evidence::merkle::{MerkleTree, SegmentLeaf, SignedTreeHead};
@@ -20,16 +21,15 @@ pub enum LogError {
     Inconsistent(String),
 }
 
-/// The latest signed head of `node`'s log and its tree.
-pub struct SignedLog {
+/// `node`'s log at its latest signed head.
+pub struct LogView {
+    conn: Connection,
+    node: String,
     pub head: SignedTreeHead,
-    pub tree: MerkleTree,
-    /// Segment path → (leaf index, leaf), for the leaves the head covers.
-    pub leaves: HashMap<String, (u64, SegmentLeaf)>,
 }
 
-impl SignedLog {
-    pub fn load(data_dir: &Path, node: &str) -> Result<SignedLog, LogError> {
+impl LogView {
+    pub fn open(data_dir: &Path, node: &str) -> Result<LogView, LogError> {
         let path = data_dir.join(store::layout::SYNC_DB_FILE);
         if !path.exists() {
             return Err(LogError::NoLog(format!(
@@ -53,45 +53,75 @@ impl SignedLog {
             head_json.ok_or_else(|| LogError::NoLog(format!("no signed head of {node}")))?;
         let head: SignedTreeHead = serde_json::from_str(&head_json)
             .map_err(|e| LogError::Inconsistent(format!("head: {e}")))?;
-        let size = i64::try_from(head.head.tree_size).unwrap_or(i64::MAX);
-        let mut stmt = conn.prepare(
-            "SELECT leaf_index, leaf, leaf_hash FROM leaves WHERE log_node = ?1 AND leaf_index < ?2
+        Ok(LogView {
+            conn,
+            node: node.to_owned(),
+            head,
+        })
+    }
+
+    /// The first leaf logging `path` under the head, with its index; `None` if the head covers none.
+    pub fn leaf(&self, path: &str) -> Result<Option<(u64, SegmentLeaf)>, LogError> {
+        let size = i64::try_from(self.head.head.tree_size).unwrap_or(i64::MAX);
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT leaf_index, leaf FROM leaves WHERE log_node = ?1 AND segment_path = ?2
+                 AND leaf_index < ?3 ORDER BY leaf_index LIMIT 1",
+                params![self.node, path, size],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((index, bytes)) = row else {
+            return Ok(None);
+        };
+        let leaf = SegmentLeaf::decode(&bytes)
+            .map_err(|e| LogError::Inconsistent(format!("leaf {index}: {e}")))?;
+        if leaf.path != path {
+            return Err(LogError::Inconsistent(format!(
+                "leaf {index} is indexed under {path} but logs {}",
+                leaf.path
+            )));
+        }
+        Ok(Some((index as u64, leaf)))
+    }
+
+    /// The inclusion proofs of `indices` under the head, from the tree of its leaves rebuilt and
+    /// checked against its root.
+    pub fn proofs(&self, indices: &[u64]) -> Result<Vec<Vec<[u8; 32]>>, LogError> {
+        let size = self.head.head.tree_size;
+        let mut stmt = self.conn.prepare(
+            "SELECT leaf_index, leaf_hash FROM leaves WHERE log_node = ?1 AND leaf_index < ?2
              ORDER BY leaf_index",
         )?;
-        let rows = stmt.query_map(params![node, size], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })?;
+        let rows = stmt.query_map(
+            params![self.node, i64::try_from(size).unwrap_or(i64::MAX)],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
         let mut hashes = Vec::new();
-        let mut leaves = HashMap::new();
         for row in rows {
-            let (index, bytes, hash) = row?;
+            let (index, hash) = row?;
             if index != hashes.len() as i64 {
                 return Err(LogError::Inconsistent(format!("leaf {index} out of order")));
             }
-            let hash = <[u8; 32]>::try_from(hash.as_slice())
-                .map_err(|_| LogError::Inconsistent(format!("leaf {index}: hash length")))?;
-            let leaf = SegmentLeaf::decode(&bytes)
-                .map_err(|e| LogError::Inconsistent(format!("leaf {index}: {e}")))?;
-            if leaf.leaf_hash() != hash {
-                return Err(LogError::Inconsistent(format!(
-                    "leaf {index}: stored hash is not its leaf's"
-                )));
-            }
-            hashes.push(hash);
-            leaves.insert(leaf.path.clone(), (index as u64, leaf));
+            hashes.push(
+                <[u8; 32]>::try_from(hash.as_slice())
+                    .map_err(|_| LogError::Inconsistent(format!("leaf {index}: hash length")))?,
+            );
         }
         let tree = MerkleTree::from_leaf_hashes(hashes);
-        if tree.len() != head.head.tree_size || tree.root() != head.head.root_hash {
+        if tree.len() != size || tree.root() != self.head.head.root_hash {
             return Err(LogError::Inconsistent(format!(
-                "{} leaves do not give the root of the signed head of size {}",
-                tree.len(),
-                head.head.tree_size
+                "{} leaves do not give the root of the signed head of size {size}",
+                tree.len()
             )));
         }
-        Ok(SignedLog { head, tree, leaves })
+        indices
+            .iter()
+            .map(|&i| {
+                tree.inclusion_proof(i, size)
+                    .ok_or_else(|| LogError::Inconsistent(format!("no proof for leaf {i}")))
+            })
+            .collect()
     }
 }
