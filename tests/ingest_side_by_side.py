@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Ingest side by side: the recorder and ffmpeg (-c copy) record the same URLs at the same time.
 
-    /usr/bin/python3 tests/ingest_side_by_side.py [bframes] [lossy] [uhd] [auto] [quirks]
+    /usr/bin/python3 tests/ingest_side_by_side.py [bframes] [lossy] [uhd] [auto] [quirks] [vlc]
 
 Scenarios (all by default), each on loopback with the GStreamer test camera (tests/rtsp_server.py)
 and, where a link is damaged or the SDP rewritten, tests/lossy_rtsp_proxy.py:
@@ -10,6 +10,8 @@ and, where a link is damaged or the SDP rewritten, tests/lossy_rtsp_proxy.py:
   uhd      3840x2160 H.264, 20 Mbit/s, 5 fps, key frames of about 1.2 MB, UDP
   auto     a camera refusing TCP (461), transport = "auto"; G.711 audio
   quirks   H.265 with B-frames, fmtp ending in ';', parameter sets only in band
+  vlc      VLC 3's own RTSP server (cvlc, as nobody when run as root; UDP only) serving clips made
+           with ffmpeg: H.264, H.264 with B-frames + AAC, H.265 (x265 open GOPs) with B-frames + AAC
 Prints, per stream, the recorder's frames, media duration, reconnects and loss counters, and
 ffmpeg's duration and frame count. RUN_S (default 30) sets the length; NVR_BIN the recorder
 (default target/debug/nvr). Needs the test dependencies (tests/run installs them). Docs:
@@ -56,6 +58,44 @@ def proxy(up, extra):
               os.path.join(tempfile.gettempdir(), f"side-by-side-proxy-{port}.log"))
     wait_ready(p, port)
     return p, port
+
+
+VLC_CLIPS = {  # name: ffmpeg video options (and whether the clip has AAC audio)
+    "h264": (["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0"], False),
+    "h264-bframes-aac": (["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2"], True),
+    "h265-bframes-aac": (["-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
+                          "keyint=25:min-keyint=25:bframes=2:log-level=error"], True),
+}
+
+
+def vlc(clip):
+    """VLC's RTSP server serving an MPEG-TS clip looped (see testkit/src/vlc.rs); returns (process,
+    port) once it answers a DESCRIBE."""
+    d = tempfile.mkdtemp(prefix="side-by-side-vlc-")
+    os.chmod(d, 0o755)
+    video, audio = VLC_CLIPS[clip]
+    f = d + "/clip.ts"
+    args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-map", "0:v"]
+    if audio:
+        args += ["-map", "1:a", "-c:a", "aac", "-b:a", "64k"]
+    subprocess.run(args + ["-t", str(RUN_S + 60), "-g", "25"] + video + ["-pix_fmt", "yuv420p", f], check=True)
+    os.chmod(f, 0o644)
+    port = free_port()
+    user = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"] if os.geteuid() == 0 else []
+    p = subprocess.Popen(user + ["cvlc", "-q", "--loop", f, "--sout", f"#gather:rtp{{sdp=rtsp://127.0.0.1:{port}/x}}",
+                                 "--sout-keep"], stdout=subprocess.DEVNULL, stderr=open(d + "/vlc.log", "w"),
+                         stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ, HOME=d))
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(f"DESCRIBE rtsp://127.0.0.1:{port}/x RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+                if b"m=video" in s.recv(65536):
+                    return p, port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"VLC not ready: {d}/vlc.log")
 
 
 def scenario(name, cams, ingest=""):
@@ -129,6 +169,12 @@ def main():
                                      "--sdp-drop-sprop"]); procs.append(px)
             scenario("H.265 B-frames, fmtp ending in ';', parameter sets only in band",
                      [("q265", f"rtsp://127.0.0.1:{pport}/h265", "tcp", "tcp")])
+        if not which or "vlc" in which:
+            cams = []
+            for clip in VLC_CLIPS:
+                p, port = vlc(clip); procs.append(p)
+                cams.append((clip, f"rtsp://127.0.0.1:{port}/x", "udp", "udp"))
+            scenario("VLC 3 RTSP server, UDP", cams)
     finally:
         for p in procs:
             try:

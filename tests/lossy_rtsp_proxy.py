@@ -2,15 +2,16 @@
 """A lossy link for RTSP: drops and reorders RTP packets of one interleaved channel or UDP stream.
 
     python3 tests/lossy_rtsp_proxy.py --port P --upstream-port U [--channel 0] [--udp] \
-        [--drop-percent 1.0] [--reorder-percent 0.5] [--damage-packets N] [--seed 1] \
+        [--drop-percent 1.0] [--reorder-percent 0.5] [--reorder-distance 1] [--damage-packets N] \
+        [--seed 1] \
         [--stats FILE] [--sdp-trailing-semicolon] [--sdp-drop-sprop]
 
 Listens on 127.0.0.1:P; each client gets its own connection to 127.0.0.1:U. Client-to-server bytes
 pass unchanged. Server-to-client bytes are parsed as RTSP messages and `$` interleaved frames
 (RFC 2326 section 10.12); frames of `--channel` (0: the RTP of the first stream set up) are
 damaged: each is dropped with probability `--drop-percent`, or held back and sent after the next
-frame of the channel with probability `--reorder-percent` (the frame after a held one is never
-damaged). Only the first `--damage-packets` frames of the channel are candidates (0: all), so a
+`--reorder-distance` frames of the channel (default 1) with probability `--reorder-percent` (the
+frames after a held one are never damaged). Only the first `--damage-packets` frames of the channel are candidates (0: all), so a
 test can wait for the damage to end and compare counts exactly. Decisions come from a random
 generator seeded with `--seed`.
 
@@ -18,7 +19,8 @@ generator seeded with `--seed`.
 port pair of the proxy's, and the answer's `server_port` to the same pair, so the server sends RTP
 and RTCP to the proxy and the client takes them from it. The proxy forwards what the server sends
 to the client's X and Y (and drops what the client sends, e.g. firewall-punching packets); the RTP
-of the first stream set up is damaged as above (a held datagram is sent after the next one).
+of the first stream set up is damaged as above (a held datagram is sent after the next
+`--reorder-distance`).
 
 SDP quirks of real cameras, in the DESCRIBE answer (Content-Length adjusted):
 `--sdp-trailing-semicolon` ends every `a=fmtp` line with `;` (an empty parameter),
@@ -66,6 +68,10 @@ class Damage:
             json.dump({"seen": self.seen, "dropped": self.dropped,
                        "reordered": self.reordered, "done": self.done}, f)
         os.replace(tmp, self.a.stats)
+
+    def release_held(self, passed):
+        """Whether a held frame is sent now, after `passed` frames went past it."""
+        return passed >= self.a.reorder_distance
 
     def decide(self):
         """'drop', 'hold' or 'pass' for the next frame of the channel."""
@@ -195,6 +201,7 @@ class UdpRelay:
     def forward(self, sock, dst_port, damaged):
         dst = ("127.0.0.1", dst_port)
         held = None
+        passed = 0
         try:
             while True:
                 data, src = sock.recvfrom(65536)
@@ -205,14 +212,16 @@ class UdpRelay:
                     continue
                 if held is not None:
                     sock.sendto(data, dst)
-                    sock.sendto(held, dst)
-                    held = None
+                    passed += 1
+                    if self.damage.release_held(passed):
+                        sock.sendto(held, dst)
+                        held = None
                     continue
                 verdict = self.damage.decide()
                 if verdict == "pass":
                     sock.sendto(data, dst)
                 elif verdict == "hold":
-                    held = data
+                    held, passed = data, 0
         except OSError:
             pass
 
@@ -286,6 +295,7 @@ def pipe_requests(src, dst, damage, relays):
 def pipe_damaged(src, dst, damage, channel, relays=None):
     buf = bytearray()
     held = None
+    passed = 0
     try:
         while True:
             if not recv_exact(src, buf, 1):
@@ -303,14 +313,18 @@ def pipe_damaged(src, dst, damage, channel, relays=None):
                     dst.sendall(frame)
                     continue
                 if held is not None:
-                    dst.sendall(frame + held)
-                    held = None
+                    passed += 1
+                    if damage.release_held(passed):
+                        dst.sendall(frame + held)
+                        held = None
+                    else:
+                        dst.sendall(frame)
                     continue
                 verdict = damage.decide()
                 if verdict == "pass":
                     dst.sendall(frame)
                 elif verdict == "hold":
-                    held = frame
+                    held, passed = frame, 0
                 continue
             msg = read_message(src, buf)
             if msg is None:
@@ -353,6 +367,7 @@ def main():
     p.add_argument("--udp", action="store_true")
     p.add_argument("--drop-percent", type=float, default=1.0)
     p.add_argument("--reorder-percent", type=float, default=0.5)
+    p.add_argument("--reorder-distance", type=int, default=1)
     p.add_argument("--damage-packets", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--stats")

@@ -25,7 +25,7 @@ gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstSdp  # noqa: E402
 
-KINDS = ("h264", "h265", "h264+aac", "h264+pcma", "h264+pcmu")
+KINDS = ("h264", "h265", "h264+aac", "h264+pcma", "h264+pcmu", "h264+opus")
 
 
 def b_frame_options(a, pyramid):
@@ -174,6 +174,13 @@ AUDIO_PCMU = (
     "! mulawenc ! rtppcmupay name=pay1 pt=0"
 )
 
+# Opus over RTP (RFC 7587): 48 kHz clock, 20 ms packets.
+AUDIO_OPUS = (
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 "
+    "! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 "
+    "! opusenc frame-size=20 ! rtpopuspay name=pay1 pt=98"
+)
+
 
 def launch_line(kind, a):
     if kind == "h264":
@@ -186,6 +193,8 @@ def launch_line(kind, a):
         parts = [video_h264(a), AUDIO_PCMA]
     elif kind == "h264+pcmu":
         parts = [video_h264(a), AUDIO_PCMU]
+    elif kind == "h264+opus":
+        parts = [video_h264(a), AUDIO_OPUS]
     else:  # argparse validated already
         raise ValueError(kind)
     return "( " + " ".join(parts) + " )"

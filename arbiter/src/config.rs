@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use cluster_config::{ClusterConfig, Role};
 use node_identity::{IdentityError, PeerPins};
 
-use crate::core::{StreamSpec, Takeover, Timings};
+use crate::core::{Capacity, StreamSpec, Takeover, Timings};
 
 /// A peer's arbiter.
 #[derive(Debug, Clone)]
@@ -26,8 +26,8 @@ pub struct ArbiterConfig {
     /// Where this arbiter listens for heartbeats.
     pub listen: SocketAddr,
     pub timings: Timings,
-    /// Standby: how many streams it takes over at most.
-    pub capacity: Option<u32>,
+    /// Standby: how many streams, and how many Mbit/s of them, it takes over at most.
+    pub capacity: Capacity,
     /// Primary: its standby; standby: the primaries it protects.
     pub peers: Vec<Peer>,
     /// The recorded streams of this node (primary) or of the primaries it protects (standby).
@@ -130,6 +130,7 @@ impl ArbiterConfig {
                         cluster_config::Takeover::Cold => Takeover::Cold,
                     },
                     priority: c.priority,
+                    bitrate_kbps: c.bitrate_kbps,
                 });
             }
         }
@@ -145,7 +146,10 @@ impl ArbiterConfig {
                 stream_failed_ms: settings.stream_failed_ms as i64,
                 failback_hold_ms: settings.failback_hold_ms as i64,
             },
-            capacity: node.capacity_streams,
+            capacity: Capacity {
+                streams: node.capacity_streams,
+                kbps: node.capacity_mbps.map(|m| u64::from(m) * 1000),
+            },
             peers,
             streams,
         })

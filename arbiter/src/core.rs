@@ -61,6 +61,36 @@ pub struct StreamSpec {
     pub takeover: Takeover,
     /// Higher first.
     pub priority: u32,
+    /// Its camera's `bitrate_kbps`: what it counts against a capacity in Mbit/s until a bitrate is
+    /// measured.
+    pub bitrate_kbps: Option<u32>,
+}
+
+/// A standby's capacity caps (either, both or none): streams and kbit/s of streams taken over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub streams: Option<u32>,
+    /// `capacity_mbps` × 1000.
+    pub kbps: Option<u64>,
+}
+
+impl Capacity {
+    /// A cap in streams only.
+    pub fn streams(streams: Option<u32>) -> Capacity {
+        Capacity {
+            streams,
+            kbps: None,
+        }
+    }
+}
+
+/// What a standby has taken over against its caps (the status document).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CapacityView {
+    pub streams: usize,
+    pub streams_cap: Option<u32>,
+    pub kbps: u64,
+    pub kbps_cap: Option<u64>,
 }
 
 /// Who records a stream, under which epoch.
@@ -105,6 +135,11 @@ pub enum OperatorCommand {
     /// Planned handover (upgrades): hand `stream` (every stream held here if `None`) to the living
     /// peer `to`, make-before-break at a key frame; it stays there (no failback) until handed on.
     Handover { stream: Option<String>, to: String },
+    /// A planned handover of every stream of `cameras` held here to `to`.
+    HandoverCameras { cameras: Vec<String>, to: String },
+    /// Drain `node` (this node) for an upgrade: hand every stream held here to its counterpart (a
+    /// primary's to its standby, a standby's back to each stream's owner), make-before-break.
+    Drain { node: String },
 }
 
 /// What the shell must do.
@@ -148,6 +183,10 @@ pub enum Action {
 pub enum Refusal {
     #[error("no stream {0} in this arbiter's care")]
     UnknownStream(String),
+    #[error("no stream of camera {0} in this arbiter's care")]
+    UnknownCamera(String),
+    #[error("this is the arbiter of {me}, not of {node}: a node is drained by its own arbiter")]
+    DrainElsewhere { node: String, me: String },
     #[error("{0} is not a peer of this node")]
     UnknownNode(String),
     #[error("node {0} is not alive now")]
@@ -218,8 +257,20 @@ struct Stream {
     handing_to: Option<String>,
     /// Held here after a planned handover, or handed on by one: no failback (sent in heartbeats).
     planned: bool,
+    /// The last bitrate measured by a recorder receiving it (here or on a peer), kbit/s.
+    measured_kbps: Option<u64>,
     /// When this node last asked its recorder to stop recording the stream (core time).
     fenced_at_ms: Option<i64>,
+}
+
+impl Stream {
+    /// What the stream counts against a capacity in Mbit/s: the last bitrate measured, else its
+    /// camera's `bitrate_kbps`, else 0 (kbit/s).
+    fn rate_kbps(&self) -> u64 {
+        self.measured_kbps
+            .or(self.spec.bitrate_kbps.map(u64::from))
+            .unwrap_or(0)
+    }
 }
 
 /// The state a status report shows.
@@ -234,6 +285,8 @@ pub struct StreamView {
     pub priority: u32,
     pub uncovered: bool,
     pub promote_pending: bool,
+    /// What it counts against a capacity in Mbit/s: measured, else configured (kbit/s).
+    pub bitrate_kbps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -251,8 +304,8 @@ pub struct PeerView {
 pub struct Core {
     me: String,
     timings: Timings,
-    /// Standby: how many streams it records at most.
-    capacity: Option<u32>,
+    /// Standby: how many streams, and how many kbit/s, it takes over at most.
+    capacity: Capacity,
     streams: BTreeMap<String, Stream>,
     peers: BTreeMap<String, Peer>,
     /// Core time at start: a peer never heard of is dead `node_dead_ms` after it.
@@ -268,7 +321,7 @@ impl Core {
     pub fn new(
         me: &str,
         timings: Timings,
-        capacity: Option<u32>,
+        capacity: Capacity,
         streams: Vec<StreamSpec>,
         peers: &[String],
         persisted: &BTreeMap<String, Holding>,
@@ -299,6 +352,7 @@ impl Core {
                         handing_to: None,
                         planned: false,
                         fenced_at_ms: None,
+                        measured_kbps: None,
                     },
                 )
             })
@@ -360,8 +414,19 @@ impl Core {
                 priority: s.spec.priority,
                 uncovered: s.uncovered,
                 promote_pending: s.promote_pending,
+                bitrate_kbps: s.rate_kbps(),
             })
             .collect()
+    }
+
+    /// What this node has taken over against its caps.
+    pub fn capacity(&self) -> CapacityView {
+        CapacityView {
+            streams: self.taken_over(),
+            streams_cap: self.capacity.streams,
+            kbps: self.taken_over_kbps(),
+            kbps_cap: self.capacity.kbps,
+        }
     }
 
     pub fn peers(&self) -> Vec<PeerView> {
@@ -406,6 +471,12 @@ impl Core {
             Input::Operator(OperatorCommand::Handover { stream, to }) => {
                 self.handover(stream, &to, &mut out)?;
             }
+            Input::Operator(OperatorCommand::HandoverCameras { cameras, to }) => {
+                self.handover_cameras(&cameras, &to, &mut out)?;
+            }
+            Input::Operator(OperatorCommand::Drain { node }) => {
+                self.drain(&node, &mut out)?;
+            }
         }
         self.evaluate(&mut out);
         Ok(out)
@@ -417,6 +488,18 @@ impl Core {
             .into_iter()
             .map(|h| (h.stream.clone(), h))
             .collect();
+        for h in self.local.values() {
+            Self::measured(&mut self.streams, h);
+        }
+    }
+
+    /// Keeps the bitrate a receiving recorder measured for a stream.
+    fn measured(streams: &mut BTreeMap<String, Stream>, h: &StreamHealth) {
+        if let Some(s) = streams.get_mut(&h.stream) {
+            if h.receiving && h.bitrate_kbps > 0 {
+                s.measured_kbps = Some(h.bitrate_kbps);
+            }
+        }
     }
 
     /// Checks and applies a heartbeat: nothing changes unless every check passes.
@@ -507,6 +590,9 @@ impl Core {
             .iter()
             .map(|h| (h.stream.clone(), h.clone()))
             .collect();
+        for h in &hb.health {
+            Self::measured(&mut self.streams, h);
+        }
     }
 
     /// A claim with a newer epoch than known is adopted: a stream handed to this node is promoted
@@ -600,54 +686,134 @@ impl Core {
         to: &str,
         out: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
-        let Some(peer) = self.peers.get(to) else {
-            return Err(Refusal::UnknownNode(to.to_owned()));
-        };
-        if peer.dead || peer.last_heard_ms.is_none() {
-            return Err(Refusal::PeerDead(to.to_owned()));
-        }
+        self.check_peer_alive(to)?;
         let keys: Vec<String> = match stream {
             Some(k) => {
-                let Some(s) = self.streams.get(&k) else {
-                    return Err(Refusal::UnknownStream(k));
-                };
-                if s.holding.holder != self.me {
-                    return Err(Refusal::NotHeldHere {
-                        stream: k,
-                        holder: s.holding.holder.clone(),
-                    });
-                }
+                self.check_held_here(&k)?;
                 vec![k]
             }
-            None => self
-                .streams
-                .values()
-                .filter(|s| s.holding.holder == self.me && !s.handing_back)
-                .map(|s| s.spec.key.clone())
-                .collect(),
+            None => self.held_here(),
         };
-        for k in &keys {
-            let shadowing = peer
-                .health
-                .get(k)
-                .is_some_and(|h| h.receiving && h.mode == "shadow");
+        let targets = keys.into_iter().map(|k| (k, to.to_owned())).collect();
+        self.hand_over(targets, out)
+    }
+
+    /// A planned handover of every stream of `cameras` to `to` (each camera must have a stream in
+    /// this arbiter's care, every one of them held here).
+    fn handover_cameras(
+        &mut self,
+        cameras: &[String],
+        to: &str,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
+        self.check_peer_alive(to)?;
+        let mut targets = Vec::new();
+        for camera in cameras {
+            let keys: Vec<String> = self
+                .streams
+                .keys()
+                .filter(|k| k.split('/').next() == Some(camera.as_str()))
+                .cloned()
+                .collect();
+            if keys.is_empty() {
+                return Err(Refusal::UnknownCamera(camera.clone()));
+            }
+            for k in keys {
+                self.check_held_here(&k)?;
+                targets.push((k, to.to_owned()));
+            }
+        }
+        self.hand_over(targets, out)
+    }
+
+    /// A drain of this node: every stream held here to its counterpart (its protector if this node
+    /// owns it, else its owner).
+    fn drain(&mut self, node: &str, out: &mut Vec<Action>) -> Result<(), Refusal> {
+        if node != self.me {
+            return Err(Refusal::DrainElsewhere {
+                node: node.to_owned(),
+                me: self.me.clone(),
+            });
+        }
+        let targets = self
+            .held_here()
+            .into_iter()
+            .filter_map(|k| {
+                let s = self.streams.get(&k)?;
+                let to = if s.spec.owner == self.me {
+                    s.spec.protector.clone()
+                } else {
+                    s.spec.owner.clone()
+                };
+                Some((k, to))
+            })
+            .collect();
+        self.hand_over(targets, out)
+    }
+
+    /// Streams held here and not being handed on already.
+    fn held_here(&self) -> Vec<String> {
+        self.streams
+            .values()
+            .filter(|s| s.holding.holder == self.me && !s.handing_back)
+            .map(|s| s.spec.key.clone())
+            .collect()
+    }
+
+    fn check_peer_alive(&self, node: &str) -> Result<(), Refusal> {
+        let Some(peer) = self.peers.get(node) else {
+            return Err(Refusal::UnknownNode(node.to_owned()));
+        };
+        if peer.dead || peer.last_heard_ms.is_none() {
+            return Err(Refusal::PeerDead(node.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn check_held_here(&self, key: &str) -> Result<(), Refusal> {
+        let Some(s) = self.streams.get(key) else {
+            return Err(Refusal::UnknownStream(key.to_owned()));
+        };
+        if s.holding.holder != self.me {
+            return Err(Refusal::NotHeldHere {
+                stream: key.to_owned(),
+                holder: s.holding.holder.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Hands each (stream, node) over: every check first (the node alive and shadowing the stream;
+    /// nothing changes on a refusal), then a hand-back release of each.
+    fn hand_over(
+        &mut self,
+        targets: Vec<(String, String)>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
+        for (k, to) in &targets {
+            self.check_peer_alive(to)?;
+            let shadowing = self.peers.get(to).is_some_and(|p| {
+                p.health
+                    .get(k)
+                    .is_some_and(|h| h.receiving && h.mode == "shadow")
+            });
             if !shadowing {
                 return Err(Refusal::NotShadowed {
                     stream: k.clone(),
-                    to: to.to_owned(),
+                    to: to.clone(),
                 });
             }
         }
-        for k in keys {
+        for (k, to) in targets {
             let Some(s) = self.streams.get_mut(&k) else {
                 continue;
             };
             s.handing_back = true;
-            s.handing_to = Some(to.to_owned());
+            s.handing_to = Some(to.clone());
             out.push(Action::HandBack {
                 stream: k,
                 epoch: s.holding.epoch,
-                owner: to.to_owned(),
+                owner: to,
             });
         }
         Ok(())

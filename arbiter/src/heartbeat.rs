@@ -51,6 +51,9 @@ pub struct StreamHealth {
     pub state: String,
     /// Its session delivers frames (recording or shadowing).
     pub receiving: bool,
+    /// Bitrate received over the recorder's last status interval, kbit/s (0: none, or not measured).
+    #[serde(default)]
+    pub bitrate_kbps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

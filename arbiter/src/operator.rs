@@ -4,8 +4,11 @@
 //! `{"ok":false,"error":"…"}`. `{"op":"takeover","stream":"CAM/STREAM"}` takes a stream over on this
 //! node now (its holder is down for good and the operator knows it);
 //! `{"op":"handover","to":"NODE","stream":"CAM/STREAM"}` (without `stream`: every stream held here, a
-//! drain) hands streams to a living peer, make-before-break at a key frame. The result lists what the
-//! arbiter decided.
+//! drain; `"cameras":["CAM",…]` instead of `stream`: every stream of those cameras) hands streams to a
+//! living peer, make-before-break at a key frame; `{"op":"drain","node":"NODE"}` (NODE: this node)
+//! hands every stream held here to its counterpart: a primary's to its standby, a standby's back to
+//! each stream's owner. The result lists what the arbiter decided. `nvr ctl handover` and
+//! `nvr ctl drain` send these requests.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -32,7 +35,12 @@ enum Request {
     Handover {
         #[serde(default)]
         stream: Option<String>,
+        #[serde(default)]
+        cameras: Vec<String>,
         to: String,
+    },
+    Drain {
+        node: String,
     },
 }
 
@@ -88,7 +96,26 @@ async fn one(mut conn: UnixStream, tx: mpsc::Sender<Job>) -> std::io::Result<()>
     let command = match read(&mut conn).await {
         Err(e) => return write(&mut conn, &json!({"ok": false, "error": e})).await,
         Ok(Request::Takeover { stream }) => OperatorCommand::ForceTakeover { stream },
-        Ok(Request::Handover { stream, to }) => OperatorCommand::Handover { stream, to },
+        Ok(Request::Handover {
+            stream: Some(_),
+            cameras,
+            ..
+        }) if !cameras.is_empty() => {
+            let e = "bad request: give stream or cameras, not both";
+            return write(&mut conn, &json!({"ok": false, "error": e})).await;
+        }
+        Ok(Request::Handover {
+            stream,
+            cameras,
+            to,
+        }) => {
+            if cameras.is_empty() {
+                OperatorCommand::Handover { stream, to }
+            } else {
+                OperatorCommand::HandoverCameras { cameras, to }
+            }
+        }
+        Ok(Request::Drain { node }) => OperatorCommand::Drain { node },
     };
     let (reply, rx) = oneshot::channel();
     let answer = if tx.send((command, reply)).await.is_err() {

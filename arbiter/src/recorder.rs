@@ -98,6 +98,7 @@ fn health_of(s: &Value) -> Option<StreamHealth> {
         mode: s["mode"].as_str().unwrap_or("unknown").to_owned(),
         state: state.to_owned(),
         receiving: matches!(state, "recording" | "shadowing"),
+        bitrate_kbps: s["bitrate_bps"].as_u64().unwrap_or(0) / 1000,
     })
 }
 

@@ -141,9 +141,19 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
     let mut next_heartbeat = Instant::now();
     tokio::pin!(shutdown);
     loop {
+        // Besides the ticks, the core is evaluated right when the next peer would be dead.
+        let death = core
+            .next_death_ms()
+            .map(|ms| start + Duration::from_millis(ms.max(0) as u64));
         let (now, input) = tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => (core_ms(), Input::Tick),
+            _ = async {
+                match death {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => (core_ms(), Input::Tick),
             Some((from, heartbeat)) = hb_rx.recv() => (core_ms(), Input::Heartbeat { from, heartbeat }),
             Some((command, reply)) = op_rx.recv() => {
                 let answer = match core.handle(core_ms(), Input::Operator(command)) {
@@ -378,6 +388,7 @@ impl Shell<'_> {
             streams,
             recorder: core.local_health(),
             uncovered,
+            capacity: core.capacity(),
             heartbeats_refused: self.refused,
             last_refusal: self.last_refusal.clone(),
             events: self.events.iter().cloned().collect(),

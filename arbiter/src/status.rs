@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{PeerView, StreamView};
+use crate::core::{CapacityView, PeerView, StreamView};
 use crate::heartbeat::StreamHealth;
 
 /// How many events the document keeps.
@@ -31,6 +31,8 @@ pub struct Status {
     pub recorder: Vec<StreamHealth>,
     /// Streams this node protects that no node records now.
     pub uncovered: Vec<String>,
+    /// What this node has taken over against its caps.
+    pub capacity: CapacityView,
     pub heartbeats_refused: u64,
     pub last_refusal: Option<String>,
     pub events: Vec<Event>,
@@ -79,6 +81,21 @@ pub fn render(v: &serde_json::Value) -> String {
             }
         );
     }
+    let cap = &v["capacity"];
+    if !cap["streams_cap"].is_null() || !cap["kbps_cap"].is_null() {
+        let _ = writeln!(
+            s,
+            "  taken over: {} streams (cap {}), {:.1} Mbit/s (cap {})",
+            cap["streams"],
+            cap["streams_cap"]
+                .as_u64()
+                .map_or_else(|| "none".to_owned(), |c| c.to_string()),
+            cap["kbps"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            cap["kbps_cap"]
+                .as_u64()
+                .map_or_else(|| "none".to_owned(), |c| (c / 1000).to_string())
+        );
+    }
     let _ = writeln!(s, "  heartbeats refused: {}", v["heartbeats_refused"]);
     for e in v["events"].as_array().into_iter().flatten().rev().take(10) {
         let _ = writeln!(
@@ -89,4 +106,25 @@ pub fn render(v: &serde_json::Value) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_shows_the_capacity_only_when_capped() {
+        let mut v = serde_json::json!({
+            "node": "s", "role": "standby", "peers": [], "streams": [], "events": [],
+            "heartbeats_refused": 0,
+            "capacity": {"streams": 2, "streams_cap": null, "kbps": 4500, "kbps_cap": 10000},
+        });
+        assert!(
+            render(&v).contains("  taken over: 2 streams (cap none), 4.5 Mbit/s (cap 10)\n"),
+            "{}",
+            render(&v)
+        );
+        v["capacity"]["kbps_cap"] = serde_json::Value::Null;
+        assert!(!render(&v).contains("taken over"), "{}", render(&v));
+    }
 }

@@ -29,6 +29,7 @@ fn three_primaries_one_standby_at_capacity_priorities_respected_the_rest_uncover
             node: p.name.clone(),
             cold: false,
             priority: 100 * (i as u32 + 1),
+            bitrate_kbps: None,
         })
         .collect();
     let refs: Vec<&Node> = primaries.iter().collect();
@@ -141,4 +142,83 @@ fn three_primaries_one_standby_at_capacity_priorities_respected_the_rest_uncover
         println!("{cam}: {line}");
         assert!(line.contains(" 0 missing, 0 duplicated"), "{cam}: {line}");
     }
+}
+
+/// Capacity in Mbit/s with measured bitrates: three hot cameras each configured at 100 Mbit/s
+/// (`bitrate_kbps`), a standby with room for 250 Mbit/s. By the configured figures only two would
+/// fit; the recorders measure about 2 Mbit/s each (camsim's clip), so when the primary dies the
+/// standby takes all three over, and its status counts them at their measured bitrates.
+#[test]
+fn capacity_in_mbps_counts_the_bitrates_the_recorders_measure() {
+    let dir = TestDir::new();
+    let (_camsim, port) = spawn_camsim(&dir, 3);
+    let a = node(&dir, PRIMARY);
+    let s = node(&dir, STANDBY);
+    let cams: Vec<Cam> = (1..=3)
+        .map(|i| Cam {
+            name: format!("cam{i}"),
+            url: format!("rtsp://127.0.0.1:{port}/cam{i}"),
+            node: a.name.clone(),
+            cold: false,
+            priority: 100,
+            bitrate_kbps: Some(100_000),
+        })
+        .collect();
+    let capacity = Capacity {
+        streams: None,
+        mbps: Some(250),
+    };
+    let cfg = write_cluster_with(&dir, &[&a], &s, capacity, &cams);
+    let mut rec_s = spawn_recorder(&dir, &cfg, STANDBY);
+    let mut sync_s = spawn_sync(&dir, &cfg, STANDBY);
+    let arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
+    let mut procs = [
+        spawn_recorder(&dir, &cfg, PRIMARY),
+        spawn_sync(&dir, &cfg, PRIMARY),
+        spawn_arbiter(&dir, &cfg, PRIMARY),
+    ];
+    // Measured: every stream counts well below its configured 100 Mbit/s.
+    let mut st = serde_json::Value::Null;
+    let measured = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+        st = arbiter_status(&dir, &cfg, STANDBY);
+        let mirrored = store::Reader::open(&s.data, Arc::new(base::clock::SystemClock))
+            .ok()
+            .is_some_and(|r| {
+                (1..=3).all(|i| {
+                    nvr_arbiter::mirror::copies(&r, PRIMARY, &format!("cam{i}"), "main")
+                        .is_ok_and(|c| c.len() >= 2)
+                })
+            });
+        mirrored
+            && st["peers"][0]["alive"] == true
+            && st["streams"].as_array().is_some_and(|v| {
+                v.len() == 3
+                    && v.iter().all(|x| {
+                        x["bitrate_kbps"]
+                            .as_u64()
+                            .is_some_and(|b| b > 0 && b < 20_000)
+                    })
+            })
+    });
+    assert!(measured, "{st:#}\n{}", arb_s.stderr_tail(20));
+    for p in procs.iter_mut() {
+        p.kill9();
+    }
+    let took_all = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        st = arbiter_status(&dir, &cfg, STANDBY);
+        (1..=3).all(|i| holding(&st, &format!("cam{i}/main")) == Some((STANDBY.to_owned(), 1)))
+    });
+    assert!(took_all, "{st:#}\n{}", arb_s.stderr_tail(30));
+    assert_eq!(st["uncovered"], serde_json::json!([]), "{st:#}");
+    let kbps = st["capacity"]["kbps"].as_u64().expect("capacity in status");
+    println!(
+        "three streams taken over, counted at {kbps} kbit/s in all (configured: 300 000), cap {}",
+        st["capacity"]["kbps_cap"]
+    );
+    assert!(kbps > 0 && kbps <= 250_000, "{st:#}");
+    assert_eq!(st["capacity"]["kbps_cap"], 250_000);
+    assert_eq!(st["capacity"]["streams"], 3);
+    rec_s.sigterm();
+    rec_s.expect_clean_exit(Duration::from_secs(30));
+    sync_s.sigterm();
 }

@@ -50,57 +50,6 @@ fn standby_files(data: &Path, origin: &str, camera: &str) -> Vec<(PathBuf, Strin
     by_path.into_values().collect()
 }
 
-/// `nvr frames FILES…`: the camsim sequence numbers of every frame, in file order.
-fn frame_seqs(dir: &TestDir, files: &[PathBuf]) -> Vec<u64> {
-    if files.is_empty() {
-        return Vec::new();
-    }
-    let mut args = vec!["frames".to_owned()];
-    args.extend(files.iter().map(|p| path_str(p)));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_nvr(dir, &args, Duration::from_secs(60));
-    assert!(out.status.success(), "nvr frames: {}", out.stderr);
-    out.stdout
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
-        .collect()
-}
-
-/// (missing, duplicated) between the lowest and the highest of `seqs`.
-fn missing_and_duplicated(seqs: &[u64]) -> (u64, u64) {
-    let mut sorted = seqs.to_vec();
-    sorted.sort_unstable();
-    let n = sorted.len() as u64;
-    sorted.dedup();
-    let span = match (sorted.first(), sorted.last()) {
-        (Some(a), Some(b)) => b - a + 1,
-        _ => 0,
-    };
-    (span - sorted.len() as u64, n - sorted.len() as u64)
-}
-
-/// `nvr frames --summary FILES…`: the `# all:` (or single file) line's (frames, missing, duplicated).
-fn frames_summary(dir: &TestDir, files: &[PathBuf]) -> (u64, u64, u64, String) {
-    let mut args = vec!["frames".to_owned(), "--summary".to_owned()];
-    args.extend(files.iter().map(|p| path_str(p)));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_nvr(dir, &args, Duration::from_secs(60));
-    assert!(out.status.success(), "nvr frames: {}", out.stderr);
-    let line = out.stdout.lines().last().expect("summary line").to_owned();
-    // "# NAME: N frames, seq A..B, M missing, D duplicated, U unstamped"
-    let num = |word: &str| -> u64 {
-        let parts: Vec<&str> = line.split([' ', ',']).filter(|p| !p.is_empty()).collect();
-        parts
-            .iter()
-            .position(|p| *p == word)
-            .and_then(|i| parts.get(i - 1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {word} in {line:?}"))
-    };
-    (num("frames"), num("missing"), num("duplicated"), line)
-}
-
 /// Camera simulator, and per node its recorder, sync agent and arbiter, all running; the standby
 /// shadows the hot streams, hears the primary, and holds sealed copies of its segments.
 struct Pair {
@@ -853,6 +802,119 @@ fn planned_handover_both_ways_misses_and_repeats_no_frame() {
             .find_stream(camera, "main")
             .expect("query")
             .expect("stream");
+        // The primary's own segments (the standby's, which flow back to it, are taken from the
+        // standby).
+        let mut paths: Vec<PathBuf> = primary
+            .stream_segments(id)
+            .expect("segments")
+            .iter()
+            .filter(|s| s.node == PRIMARY)
+            .map(|s| primary.absolute_path(&s.path))
+            .collect();
+        paths.extend(
+            standby_files(&p.s.data, PRIMARY, camera)
+                .into_iter()
+                .filter(|(_, node, epoch)| node == STANDBY && *epoch == Some(1))
+                .map(|(path, _, _)| path),
+        );
+        let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
+        println!("{camera} (primary, standby, primary again): {line}");
+        assert!(frames > 200, "{line}");
+        assert_eq!((missing, duplicated), (0, 0), "{camera}: {line}");
+    }
+}
+
+/// `nvr ctl handover --to NODE --camera C…` and `nvr ctl drain NODE` from the recorder's command line,
+/// through the arbiter's operator socket: two cameras go to the standby by name, a drain of the
+/// primary is refused by name while its cold camera has no session on the standby, the standby's drain
+/// hands both back; across the primary's part, the standby's and the primary's again no frame is
+/// missing or repeated. With the arbiter stopped, `nvr ctl handover` says so.
+#[test]
+fn nvr_ctl_handover_and_drain_miss_and_repeat_no_frame() {
+    let mut p = Pair::start();
+    let ctl = |node: &str, args: &[&str]| {
+        let c = path_str(&p.cfg);
+        let mut all = vec!["ctl", "--config", &c, "--node", node];
+        all.extend_from_slice(args);
+        run_nvr(&p.dir, &all, Duration::from_secs(30))
+    };
+    let hot = ["cam1/main", "cam2/main"];
+    let held_by = |node: &str, epoch: u64| {
+        let st = arbiter_status(&p.dir, &p.cfg, STANDBY);
+        hot.iter()
+            .all(|k| holding(&st, k) == Some((node.to_owned(), epoch)))
+    };
+    let out = ctl(
+        PRIMARY,
+        &[
+            "handover", "--to", STANDBY, "--camera", "cam1", "--camera", "cam2",
+        ],
+    );
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("hand_back"), "{}", out.stdout);
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            held_by(STANDBY, 1)
+        }),
+        "{}",
+        p.arb_a.stderr_tail(30)
+    );
+    // A drain of the primary: cam4 is cold, the standby has no session to continue it from.
+    let out = ctl(PRIMARY, &["drain", PRIMARY]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("refused: node node-s does not receive cam4/main now"),
+        "{}",
+        out.stderr
+    );
+    let out = ctl(PRIMARY, &["drain", STANDBY]);
+    assert!(
+        out.stderr.contains("a node is drained by its own arbiter"),
+        "{}",
+        out.stderr
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // The standby drains: both back to their owner, make-before-break.
+    let out = ctl(STANDBY, &["drain", STANDBY]);
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            held_by(PRIMARY, 2)
+                && recorder_status(&p.dir, &p.cfg, STANDBY)
+                    .as_array()
+                    .is_some_and(|v| v.iter().all(|x| x["mode"] != "record"))
+        }),
+        "{}",
+        p.arb_s.stderr_tail(30)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // Without its arbiter, the command says what is wrong.
+    p.arb_a.sigterm();
+    p.arb_a.expect_clean_exit(Duration::from_secs(15));
+    let out = ctl(PRIMARY, &["handover", "--to", STANDBY]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("is nvr-arbiter running on this node?"),
+        "{}",
+        out.stderr
+    );
+    p.arb_s.sigterm();
+    for proc in [&mut p.rec_a, &mut p.rec_s] {
+        proc.sigterm();
+        proc.expect_clean_exit(Duration::from_secs(30));
+    }
+    for proc in [&mut p.sync_a, &mut p.sync_s] {
+        proc.sigterm();
+    }
+    let primary =
+        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
+    for k in hot {
+        let camera = k.trim_end_matches("/main");
+        let id = primary
+            .find_stream(camera, "main")
+            .expect("query")
+            .expect("stream");
         let mut paths: Vec<PathBuf> = primary
             .stream_segments(id)
             .expect("segments")
@@ -866,7 +928,7 @@ fn planned_handover_both_ways_misses_and_repeats_no_frame() {
                 .map(|(path, _, _)| path),
         );
         let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
-        println!("{camera} (primary, standby, primary again): {line}");
+        println!("{camera} (primary, standby, primary again) through nvr ctl: {line}");
         assert!(frames > 200, "{line}");
         assert_eq!((missing, duplicated), (0, 0), "{camera}: {line}");
     }
@@ -950,10 +1012,13 @@ fn a_primary_flapping_every_3_s_for_a_minute_loses_no_frame_with_bounded_switche
             .find_stream(&camera, "main")
             .expect("query")
             .expect("stream");
+        // The primary's own segments (the standby's, which flow back to it, are taken from the
+        // standby).
         let mut paths: Vec<PathBuf> = primary
             .stream_segments(id)
             .expect("segments")
             .iter()
+            .filter(|s| s.node == PRIMARY)
             .map(|s| primary.absolute_path(&s.path))
             .collect();
         paths.extend(

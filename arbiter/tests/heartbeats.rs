@@ -86,14 +86,17 @@ fn forged_replayed_and_stale_heartbeats_are_refused_and_the_arbiter_resumes_afte
     );
     std::fs::create_dir_all(&s.data).expect("data dir");
     let mut arb = spawn_arbiter(&dir, &cfg, STANDBY);
-    let s_pins = s.identity.pins();
+    let a_id = node_identity::load(&a.identity_dir).expect("primary identity");
+    let s_pins = node_identity::load(&s.identity_dir)
+        .expect("standby identity")
+        .pins();
     let status = || arbiter_status(&dir, &cfg, STANDBY);
 
     // The real primary: accepted, alive.
     let mut link = None;
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
-            let l = Link::connect(&a.identity, &s_pins, &s.arbiter);
+            let l = Link::connect(&a_id, &s_pins, &s.arbiter);
             let ok = l.tls.is_some();
             link = Some(l);
             ok
@@ -176,7 +179,7 @@ fn forged_replayed_and_stale_heartbeats_are_refused_and_the_arbiter_resumes_afte
 
     // Stale: the real primary claims the stream with its old epoch: refused, nothing changes, and it
     // stays dead.
-    let mut link = Link::connect(&a.identity, &s_pins, &s.arbiter);
+    let mut link = Link::connect(&a_id, &s_pins, &s.arbiter);
     assert!(link.tls.is_some());
     n += 10;
     assert!(link.send(&hb(PRIMARY, n, PRIMARY, 0)));

@@ -78,7 +78,14 @@ fn example_config_gives_every_failover_node_its_arbiter() {
     let s = ArbiterConfig::from_cluster(&cluster, "standby-1").expect("standby-1");
     let peers: Vec<&str> = s.peers.iter().map(|p| p.pins.node.as_str()).collect();
     assert_eq!(peers, ["nvr-a", "nvr-b"]);
-    assert_eq!(s.capacity, Some(64));
+    assert_eq!(
+        s.capacity,
+        nvr_arbiter::core::Capacity {
+            streams: Some(64),
+            kbps: Some(400_000)
+        }
+    );
     assert_eq!(s.streams.len(), 3);
     assert_eq!(s.streams[0].priority, 200);
+    assert_eq!(s.streams[0].bitrate_kbps, Some(4_000));
 }

@@ -51,6 +51,18 @@ pub(crate) fn cluster(
                 ));
             }
         }
+        if let Some(u) = &n.web_url {
+            if let Some((m, ml)) = earlier.iter().find(|(m, _)| m.web_url.as_ref() == Some(u)) {
+                return Err(err(
+                    l.web_url,
+                    format!("{}.web_url", l.path),
+                    format!(
+                        "duplicate web_url {u} (also node {:?}, line {}): each node's viewer has its own",
+                        m.name, ml.web_url
+                    ),
+                ));
+            }
+        }
         if let Some(p) = &n.pins {
             for (m, ml) in earlier {
                 let Some(q) = &m.pins else { continue };
@@ -209,6 +221,16 @@ pub(crate) fn arbiter(
                 format!("{}.capacity_streams", l.path),
                 format!(
                     "node {:?} has capacity_streams but the file has no [arbiter] section",
+                    n.name
+                ),
+            ));
+        }
+        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.capacity_mbps.is_some()) {
+            return Err(err(
+                n.line,
+                format!("{}.capacity_mbps", l.path),
+                format!(
+                    "node {:?} has capacity_mbps but the file has no [arbiter] section",
                     n.name
                 ),
             ));

@@ -86,6 +86,12 @@ pub struct NodeConfig {
     pub arbiter_address: Option<SocketAddr>,
     /// Standby: how many streams it records at most on takeover (`None`: no cap).
     pub capacity_streams: Option<u32>,
+    /// Where browsers reach this node's viewer (`https://host:port`, an origin: scheme, host and port,
+    /// no path), for the page's failover between nodes. `None`: the page cannot move to this node.
+    pub web_url: Option<String>,
+    /// Standby: how many Mbit/s of streams it records at most on takeover (`None`: no cap); each
+    /// stream counts at its measured bitrate, or its camera's `bitrate_kbps` until measured.
+    pub capacity_mbps: Option<u32>,
     /// 1-based line of the node's `name` (for messages about the node).
     pub line: usize,
 }
@@ -238,6 +244,29 @@ pub struct IngestConfig {
     /// Local UDP ports for RTP/RTCP pairs, inclusive (`"50000-50999"`), for firewalls. `None`: any
     /// port from 5000 to 65000.
     pub udp_port_range: Option<(u16, u16)>,
+    /// The reorder window of UDP sessions (a camera's own keys override it).
+    pub udp_reorder: UdpReorder,
+}
+
+/// The UDP reorder window: RTP packets that arrive ahead of a missing one are held and put back in
+/// sequence, at most `max_packets` of them for at most `max_delay_ms`; a packet still missing then
+/// is counted as lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpReorder {
+    /// Packets held at most; 0 turns the window off (a packet arriving after its successor is then
+    /// lost). Default 64.
+    pub max_packets: u32,
+    /// How long a held packet waits at most for the ones missing before it. Default 50.
+    pub max_delay_ms: u64,
+}
+
+impl Default for UdpReorder {
+    fn default() -> Self {
+        UdpReorder {
+            max_packets: 64,
+            max_delay_ms: 50,
+        }
+    }
 }
 
 /// `[web]`: the web viewer (`nvr-web`), the same on every node.
@@ -262,6 +291,9 @@ pub struct WebSettings {
     /// Live streams the viewer relays at once (each is a connection to the recorder's control socket,
     /// which takes at most 64). Default 32; 1 to 60.
     pub max_live_streams: u32,
+    /// The users file, the same on every node so that every node knows every user. `None`:
+    /// `<state_dir>/users.json`.
+    pub users_file: Option<PathBuf>,
 }
 
 impl Default for WebSettings {
@@ -275,6 +307,7 @@ impl Default for WebSettings {
             state_dir: PathBuf::from("/var/lib/nvr-web"),
             session_ttl_s: 43_200,
             max_live_streams: 32,
+            users_file: None,
         }
     }
 }
@@ -339,10 +372,15 @@ pub struct CameraConfig {
     /// node, not necessarily on the machine that checks the cluster file).
     pub password_file: Option<PasswordFile>,
     pub transport: Transport,
+    /// The UDP reorder window of this camera's sessions: its `udp_reorder_*` keys over `[ingest]`'s.
+    pub udp_reorder: UdpReorder,
     /// How the standby takes this camera over (with `[arbiter]`). Default hot.
     pub takeover: Takeover,
     /// Takeover order within the standby's capacity: higher first. Default [`DEFAULT_PRIORITY`].
     pub priority: u32,
+    /// The bitrate each recorded stream of this camera is counted at against a standby's
+    /// `capacity_mbps` until one is measured (`None`: 0 until measured).
+    pub bitrate_kbps: Option<u32>,
     /// At least one stream; at most one `main` and one `sub`.
     pub streams: Vec<StreamConfig>,
 }
@@ -415,6 +453,7 @@ impl Default for IngestConfig {
             backoff_max_ms: 30_000,
             udp_recv_buffer_bytes: 8 * 1024 * 1024,
             udp_port_range: None,
+            udp_reorder: UdpReorder::default(),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use super::{
     check, ArbiterSettings, CameraConfig, ClusterConfig, IngestConfig, NodeConfig, PasswordFile,
     Pins, RecordingConfig, RetentionConfig, Role, Secret, StreamConfig, StreamKind, SyncSettings,
-    Takeover, Transport, WebSettings, DEFAULT_PRIORITY,
+    Takeover, Transport, UdpReorder, WebSettings, DEFAULT_PRIORITY,
 };
 
 /// Why a configuration file was refused.
@@ -193,7 +193,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         .iter()
         .enumerate()
     {
-        let (cam, lines) = parse_camera(table, i)?;
+        let (cam, lines) = parse_camera(table, i, ingest.udp_reorder)?;
         if let Some((_, first)) = cameras.iter().find(|(c, _)| c.name == cam.name) {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -262,6 +262,8 @@ const NODE_KEYS: &[&str] = &[
     "sync",
     "arbiter_address",
     "capacity_streams",
+    "web_url",
+    "capacity_mbps",
 ];
 
 const CAMERA_KEYS: &[&str] = &[
@@ -271,8 +273,11 @@ const CAMERA_KEYS: &[&str] = &[
     "password",
     "password_file",
     "transport",
+    "udp_reorder_max_packets",
+    "udp_reorder_max_delay_ms",
     "takeover",
     "priority",
+    "bitrate_kbps",
     "streams",
 ];
 
@@ -368,6 +373,7 @@ const WEB_KEYS: &[&str] = &[
     "state_dir",
     "session_ttl_s",
     "max_live_streams",
+    "users_file",
 ];
 
 fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
@@ -406,7 +412,31 @@ fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
         max_live_streams: t
             .int_in("max_live_streams", 1, 60)?
             .map_or(d.max_live_streams, |v| v as u32),
+        users_file: path_of("users_file")?,
     })
+}
+
+/// A viewer's address as browsers reach it, reduced to its origin (`https://host:port`, a trailing `/`
+/// dropped, the scheme's default port left out, as a browser's `Origin` header has it).
+pub fn web_origin(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e}): {text:?}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!(
+            "must be an https:// (or http://) URL, got {text:?}"
+        ));
+    }
+    if url.host_str().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!(
+            "must be the viewer's origin only, scheme://host:port (no user, path or query), got {text:?}"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn absolute_path(ctx: &Ctx<'_>, v: &Spanned<String>, path: &str) -> Result<PathBuf, ConfigError> {
@@ -484,6 +514,7 @@ pub(crate) struct NodeLines {
     /// Line of each `protects` entry.
     pub protects: Vec<usize>,
     pub arbiter_address: usize,
+    pub web_url: usize,
 }
 
 /// Lines of a camera's keys, for the cross-node checks.
@@ -531,6 +562,19 @@ fn parse_node(
     let capacity_streams = t
         .int_in("capacity_streams", 0, 100_000)?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let (web_url, web_url_line) = match t.string("web_url")? {
+        Some(v) => (
+            Some(
+                web_origin(v.get_ref())
+                    .map_err(|message| ctx.invalid(v.span(), t.key_path("web_url"), message))?,
+            ),
+            ctx.line(&v.span()),
+        ),
+        None => (None, line),
+    };
+    let capacity_mbps = t
+        .int_in("capacity_mbps", 1, 1_000_000)?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     let cert = pin(t, "cert_sha256")?;
     let key = pin(t, "signing_public_key")?;
     let pins = match (cert.clone(), key.clone()) {
@@ -574,7 +618,13 @@ fn parse_node(
     }
 
     // Keys that only one role uses are refused on the other: no key is silently ignored.
-    let standby_only: &[&str] = &["address", "listen", "protects", "capacity_streams"];
+    let standby_only: &[&str] = &[
+        "address",
+        "listen",
+        "protects",
+        "capacity_streams",
+        "capacity_mbps",
+    ];
     match role {
         Role::Primary => {
             if let Some(k) = standby_only.iter().find(|k| t.get(k).is_some()) {
@@ -631,6 +681,8 @@ fn parse_node(
             sync,
             arbiter_address: arbiter_address.map(|(a, _)| a),
             capacity_streams,
+            web_url,
+            capacity_mbps,
             line,
         },
         NodeLines {
@@ -641,6 +693,7 @@ fn parse_node(
             signing_public_key: key.map_or(line, |(_, l)| l),
             protects: protects_lines,
             arbiter_address: arbiter_address.map_or(line, |(_, l)| l),
+            web_url: web_url_line,
         },
     ))
 }
@@ -696,6 +749,24 @@ fn parse_port_range(t: &Table<'_, '_>, key: &str) -> Result<Option<(u16, u16)>, 
     }
 }
 
+/// Upper bound of `udp_reorder_max_packets`: 1024 packets, about 1.5 MB of ordinary RTP packets
+/// (the reorder buffer is scanned linearly, so it is meant to stay small).
+const MAX_UDP_REORDER_PACKETS: u64 = 1024;
+/// Upper bound of `udp_reorder_max_delay_ms`: a lost packet holds up its successors this long.
+const MAX_UDP_REORDER_DELAY_MS: u64 = 1000;
+
+/// `udp_reorder_max_packets` and `udp_reorder_max_delay_ms` of `t`, each `base`'s when absent.
+fn parse_udp_reorder(t: &Table<'_, '_>, base: UdpReorder) -> Result<UdpReorder, ConfigError> {
+    Ok(UdpReorder {
+        max_packets: t
+            .int_in("udp_reorder_max_packets", 0, MAX_UDP_REORDER_PACKETS)?
+            .map_or(base.max_packets, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        max_delay_ms: t
+            .int_in("udp_reorder_max_delay_ms", 1, MAX_UDP_REORDER_DELAY_MS)?
+            .unwrap_or(base.max_delay_ms),
+    })
+}
+
 fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
     let d = IngestConfig::default();
     let c = IngestConfig {
@@ -724,6 +795,7 @@ fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
             None => d.udp_recv_buffer_bytes,
         },
         udp_port_range: parse_port_range(t, "udp_port_range")?,
+        udp_reorder: parse_udp_reorder(t, d.udp_reorder)?,
     };
     if c.backoff_initial_ms > c.backoff_max_ms {
         // Point at whichever of the two keys is written (the initial one if both are).
@@ -766,6 +838,7 @@ fn parse_retention(t: &Table<'_, '_>) -> Result<RetentionConfig, ConfigError> {
 fn parse_camera(
     t: &Table<'_, '_>,
     index: usize,
+    udp_reorder: UdpReorder,
 ) -> Result<(CameraConfig, CameraLines), ConfigError> {
     let ctx = t.ctx;
     let name = t.string("name")?.ok_or_else(|| t.missing("name"))?;
@@ -829,6 +902,21 @@ fn parse_camera(
         },
     };
 
+    let udp_reorder = parse_udp_reorder(t, udp_reorder)?;
+    if transport == Transport::Tcp {
+        if let Some(key) = ["udp_reorder_max_packets", "udp_reorder_max_delay_ms"]
+            .into_iter()
+            .find(|k| t.get(k).is_some())
+        {
+            let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
+            return Err(ctx.invalid(
+                span,
+                t.key_path(key),
+                "applies to RTP over UDP only, but this camera's transport is \"tcp\" (set transport = \"udp\" or \"auto\", or remove the key)",
+            ));
+        }
+    }
+
     let takeover = match t.string("takeover")? {
         None => Takeover::Hot,
         Some(v) => match v.get_ref().as_str() {
@@ -846,6 +934,9 @@ fn parse_camera(
     let priority = t
         .int_in("priority", 0, 1_000_000)?
         .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let bitrate_kbps = t
+        .int_in("bitrate_kbps", 1, 10_000_000)?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
 
     let streams_path = t.key_path("streams");
     let mut streams = Vec::new();
@@ -919,8 +1010,10 @@ fn parse_camera(
             password,
             password_file,
             transport,
+            udp_reorder,
             takeover,
             priority,
+            bitrate_kbps,
             streams,
         },
         CameraLines {
@@ -1183,6 +1276,8 @@ impl<'a, 'i> Table<'a, 'i> {
                 "backoff_max_ms",
                 "udp_recv_buffer_bytes",
                 "udp_port_range",
+                "udp_reorder_max_packets",
+                "udp_reorder_max_delay_ms",
             ],
             "retention" => &[
                 "max_age_days",

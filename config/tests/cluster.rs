@@ -398,11 +398,11 @@ fn with_arbiter(arbiter: &str) -> String {
             'c',
             "127.0.0.1:7001",
             "[\"a\", \"b\"]",
-            "arbiter_address = \"127.0.0.1:7103\"\ncapacity_streams = 2",
+            "arbiter_address = \"127.0.0.1:7103\"\ncapacity_streams = 2\ncapacity_mbps = 40",
         ),
         camera("c1", "a").replace(
             "node = \"a\"\n",
-            "node = \"a\"\ntakeover = \"cold\"\npriority = 7\n",
+            "node = \"a\"\ntakeover = \"cold\"\npriority = 7\nbitrate_kbps = 2500\n",
         ),
         camera("c2", "a"),
         camera("c3", "b"),
@@ -442,6 +442,9 @@ fn arbiter_section_defaults_node_keys_and_the_standbys_protected_cameras() {
     );
     let s = c.node("s").expect("s");
     assert_eq!(s.capacity_streams, Some(2));
+    assert_eq!(s.capacity_mbps, Some(40));
+    assert_eq!(c.cameras[0].bitrate_kbps, Some(2500));
+    assert_eq!(c.cameras[1].bitrate_kbps, None);
     assert_eq!(
         s.arbiter_address,
         Some("127.0.0.1:7103".parse().expect("addr"))
@@ -513,6 +516,31 @@ fn arbiter_errors_name_file_line_and_key() {
             "nodes[0].capacity_streams: only a standby has capacity_streams",
         ),
         (
+            with_arbiter("").replace(
+                "arbiter_address = \"127.0.0.1:7101\"",
+                "arbiter_address = \"127.0.0.1:7101\"\ncapacity_mbps = 100",
+            ),
+            "nodes[0].capacity_mbps: only a standby has capacity_mbps",
+        ),
+        (
+            with_arbiter("").replace("capacity_mbps = 40", "capacity_mbps = 0"),
+            "nodes[2].capacity_mbps: must be between 1 and 1000000, got 0",
+        ),
+        (
+            with_arbiter("").replace("bitrate_kbps = 2500", "bitrate_kbps = \"fast\""),
+            "cameras[0].bitrate_kbps: ",
+        ),
+        (
+            with_arbiter("").replace("[arbiter]\n\n", "").replace(
+                "arbiter_address = \"127.0.0.1:7101\"\n",
+                "",
+            ).replace("arbiter_address = \"127.0.0.1:7102\"\n", "").replace(
+                "arbiter_address = \"127.0.0.1:7103\"\ncapacity_streams = 2\n",
+                "",
+            ),
+            "nodes[2].capacity_mbps: node \"s\" has capacity_mbps but the file has no [arbiter] section",
+        ),
+        (
             with_arbiter("").replace("[arbiter]\n\n", ""),
             "nodes[0].arbiter_address: node \"a\" has an arbiter_address but the file has no [arbiter] section",
         ),
@@ -522,4 +550,54 @@ fn arbiter_errors_name_file_line_and_key() {
         assert!(e.starts_with("cluster.toml:"), "{e}");
         assert!(e.contains(part), "expected {part:?} in {e:?}");
     }
+}
+
+#[test]
+fn web_url_is_a_viewer_origin_and_users_file_a_path() {
+    let text = two_primaries().replacen(
+        "role = \"primary\"\n",
+        "role = \"primary\"\nweb_url = \"https://10.0.0.1:443/\"\n",
+        1,
+    );
+    let text = format!("[web]\nusers_file = \"/etc/nvr/users.json\"\n{text}");
+    let c = parse(&text, "cluster.toml").expect("parses");
+    assert_eq!(
+        c.nodes[0].web_url.as_deref(),
+        Some("https://10.0.0.1"),
+        "the origin as browsers send it: no trailing /, no default port"
+    );
+    assert_eq!(c.nodes[1].web_url, None);
+    assert_eq!(
+        c.web.users_file.as_deref(),
+        Some(Path::new("/etc/nvr/users.json"))
+    );
+    for bad in [
+        "nowhere",
+        "ftp://10.0.0.1",
+        "https://10.0.0.1:8443/viewer",
+        "https://user@10.0.0.1:8443",
+        "https://10.0.0.1:8443/?x=1",
+    ] {
+        let text = two_primaries().replacen(
+            "role = \"primary\"\n",
+            &format!("role = \"primary\"\nweb_url = \"{bad}\"\n"),
+            1,
+        );
+        let e = refused(&text);
+        assert!(e.contains("nodes[0].web_url"), "{bad}: {e}");
+    }
+    let e = refused(&format!(
+        "[web]\nusers_file = \"users.json\"\n{}",
+        two_primaries()
+    ));
+    assert!(e.contains("web.users_file"), "{e}");
+    let twice = two_primaries().replace(
+        "role = \"primary\"\n",
+        "role = \"primary\"\nweb_url = \"https://10.0.0.1:8443\"\n",
+    );
+    let e = refused(&twice);
+    assert!(
+        e.contains("nodes[1].web_url") && e.contains("duplicate web_url https://10.0.0.1:8443"),
+        "{e}"
+    );
 }

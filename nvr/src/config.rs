@@ -7,7 +7,7 @@ use std::path::Path;
 pub use cluster_config::{
     load, parse, parse_byte_size, CameraConfig, ClusterConfig, ConfigError, IngestConfig,
     PasswordFile, RecorderConfig as Config, RecordingConfig, RetentionConfig, Role, Secret,
-    StreamConfig, StreamKind, Takeover, Transport,
+    StreamConfig, StreamKind, Takeover, Transport, UdpReorder,
 };
 
 /// Loads the cluster file at `path` and returns the recorder configuration of this machine's node:
@@ -43,8 +43,10 @@ pub fn demo(data_dir: &Path, urls: &[url::Url], segment_duration_ms: u64) -> Con
                 password: None,
                 password_file: None,
                 transport: Transport::Tcp,
+                udp_reorder: UdpReorder::default(),
                 takeover: cluster_config::Takeover::Hot,
                 priority: cluster_config::DEFAULT_PRIORITY,
+                bitrate_kbps: None,
                 streams: vec![StreamConfig {
                     kind: StreamKind::Main,
                     url: url.clone(),

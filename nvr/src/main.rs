@@ -95,6 +95,15 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Benchmark floor: open every stream of this node's cameras as `run` would, drop every frame
+    /// (no writing, hashing, catalog or live fan-out) until SIGTERM/SIGINT; prints what it received.
+    #[command(hide = true)]
+    Floor {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Check an exported MP4 against its signed evidence manifest, offline (docs/web.md, "Exports").
     VerifyExport {
         /// The exported MP4.
@@ -124,6 +133,9 @@ enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration_s: Option<u64>,
+        /// Do not start the web viewer (`nvr-web`, next to this executable).
+        #[arg(long)]
+        no_viewer: bool,
     },
 }
 
@@ -159,6 +171,19 @@ enum CtlCommand {
     /// The cluster as this node's arbiter sees it (nodes, heartbeat ages, holder and epoch per stream,
     /// uncovered streams): its status document `<data_dir>/arbiter-status.json`, as JSON.
     Cluster,
+    /// Planned handover through this node's arbiter: every stream held here (or those of `--camera`)
+    /// to the living peer NODE, make-before-break at a key frame; prints what the arbiter decided.
+    Handover {
+        /// The peer that takes the streams.
+        #[arg(long)]
+        to: String,
+        /// Only this camera's streams (repeatable).
+        #[arg(long = "camera")]
+        cameras: Vec<String>,
+    },
+    /// Drain NODE (this node) for an upgrade through its arbiter: every stream held here to its
+    /// counterpart (a primary's to its standby, a standby's back to each owner), make-before-break.
+    Drain { node: String },
     /// Write the stream's live video as fragmented MP4 to stdout.
     Live {
         stream: String,
@@ -180,8 +205,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Threads of the runtime's blocking pool at most (tokio's default is 512). The recorder's steady state
+/// uses two: the grouped flush pass and the catalog's progress flush (each once per interval), plus the
+/// retention pass; a recording finished by a mode change or at shutdown leaves its worker with
+/// `block_in_place`, which borrows one for the worker's core (and takes the core back itself when none
+/// is free, so the cap only delays it). Fragments are written by the fixed writer pool
+/// (`nvr::ingest::WRITER_THREADS`), not here.
+const MAX_BLOCKING_THREADS: usize = 8;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")
@@ -212,6 +246,21 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None) => anyhow::bail!("give --config or --socket"),
             };
             runtime()?.block_on(ctl(&socket, command))
+        }
+        Command::Floor { config, node } => {
+            let cfg = config::load_node(&config, node.as_deref())?;
+            let counts =
+                runtime()?.block_on(nvr::floor::run(&cfg, base::process::shutdown_signal()));
+            let get =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            println!(
+                "floor: sessions={} video_frames={} video_bytes={} errors={}",
+                get(&counts.sessions),
+                get(&counts.video_frames),
+                get(&counts.video_bytes),
+                get(&counts.errors)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file, node } => {
             let cluster = config::load(&file)?;
@@ -318,8 +367,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             streams,
             segment_s,
             duration_s,
+            no_viewer,
         } => {
-            runtime()?.block_on(demo(data_dir, streams, segment_s, duration_s))?;
+            runtime()?.block_on(demo(data_dir, streams, segment_s, duration_s, !no_viewer))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -391,10 +441,12 @@ async fn demo(
     streams: usize,
     segment_s: u64,
     duration_s: Option<u64>,
+    with_viewer: bool,
 ) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&data_dir).context("resolving the demo data directory")?;
     let sim = CamSim::bind("127.0.0.1:0".parse()?, streams, Clip::embedded()).await?;
     let cfg = config::demo(&data_dir, &sim.urls(), segment_s * 1000);
+    let viewer = with_viewer.then(|| nvr::demo_viewer::start(&data_dir, &sim.urls(), segment_s));
     let (sim_stop_tx, sim_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sim_task = tokio::spawn(sim.run(async move {
         let _ = sim_stop_rx.await;
@@ -407,6 +459,16 @@ async fn demo(
         "demo: steer it from another terminal: nvr ctl --socket {} status (or live sim1/main > live.mp4)",
         data_dir.join(store::layout::CONTROL_SOCKET_FILE).display()
     );
+    match &viewer {
+        Some(Ok(v)) => println!(
+            "demo: viewer {} (a self-signed certificate: accept it in the browser); log in as {} with password {}",
+            v.url,
+            nvr::demo_viewer::DEMO_USER,
+            v.password
+        ),
+        Some(Err(e)) => println!("demo: no viewer: {e}"),
+        None => {}
+    }
     let stop = async move {
         match duration_s {
             Some(s) => {
@@ -450,6 +512,7 @@ async fn demo(
             t.abort();
         }
     }
+    drop(viewer);
     let _ = sim_stop_tx.send(());
     let _ = sim_task.await;
     let store = store::Reader::open(&data_dir, Arc::new(SystemClock))?;
@@ -492,6 +555,27 @@ fn reload_on_sighup(
     Ok(rx)
 }
 
+/// One request to the arbiter's operator socket beside the control socket (the recorder does not link
+/// the arbiter); prints the answer, exit status 1 if it was refused.
+async fn arbiter(
+    control_socket: &std::path::Path,
+    request: &serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    let data_dir = control_socket.parent().unwrap_or(std::path::Path::new("."));
+    let path = data_dir.join(store::layout::ARBITER_SOCKET_FILE);
+    let answer = nvr::control::client::arbiter_request(&path, request).await?;
+    if answer["ok"] == true {
+        println!("{}", serde_json::to_string_pretty(&answer["result"])?);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "refused: {}",
+            answer["error"].as_str().unwrap_or("no reason given")
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
 async fn ctl(socket: &std::path::Path, command: CtlCommand) -> anyhow::Result<ExitCode> {
     use nvr::control::client;
     use nvr::control::protocol::Request;
@@ -512,6 +596,16 @@ async fn ctl(socket: &std::path::Path, command: CtlCommand) -> anyhow::Result<Ex
                 .with_context(|| format!("{}: not a status document", path.display()))?;
             println!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(ExitCode::SUCCESS);
+        }
+        CtlCommand::Handover { to, cameras } => {
+            let mut req = serde_json::json!({"op": "handover", "to": to});
+            if !cameras.is_empty() {
+                req["cameras"] = serde_json::json!(cameras);
+            }
+            return arbiter(socket, &req).await;
+        }
+        CtlCommand::Drain { node } => {
+            return arbiter(socket, &serde_json::json!({"op": "drain", "node": node})).await;
         }
         CtlCommand::Live { stream, duration_s } => {
             let stop = async move {

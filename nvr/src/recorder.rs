@@ -222,7 +222,9 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let supervisor = Supervisor::new(store.clone(), ingest_settings(&config));
+    let writer = crate::ingest::Writer::start(crate::ingest::WRITER_THREADS)
+        .map_err(|e| RecorderError::Task(format!("starting the fragment writer threads: {e}")))?;
+    let supervisor = Supervisor::new(store.clone(), ingest_settings(&config), writer);
     let started = supervisor.apply(desired_streams(&config)).await;
     tracing::info!(streams = started.added.len(), "streams started");
     let control = control::server::start(
@@ -255,6 +257,12 @@ pub async fn run(
             move || st.now_utc_ms(),
         ))
     };
+
+    let flush_task = spawn_flush(
+        store.clone(),
+        Duration::from_millis(config.recording.flush_interval_ms.max(1)),
+        stop_rx.clone(),
+    );
 
     let status_path: PathBuf = config.data_dir.join(STATUS_FILE);
     let snapshot = {
@@ -336,6 +344,8 @@ pub async fn run(
     let _ = stop_tx.send(true);
     supervisor.shutdown().await;
     let _ = control.await;
+    let _ = flush_task.await;
+    store.sync_appended();
     if let Err(e) = store.flush_progress() {
         tracing::warn!(error = %e, "cannot write segment progress to the catalog");
     }
@@ -346,6 +356,30 @@ pub async fn run(
     }
     tracing::info!("recorder stopped");
     Ok(())
+}
+
+/// Flushes every open segment's appended data in one pass per `interval` (`recording.flush_interval_ms`),
+/// on one blocking thread: the streams' tasks and the fragment writers never wait for the disk's
+/// `fdatasync` (`store::Store::sync_appended`).
+fn spawn_flush(
+    store: Arc<Store>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let store = store.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || store.sync_appended()).await {
+                tracing::warn!(error = %e, "segment flush task failed");
+            }
+        }
+    })
 }
 
 fn watchdog_enabled() -> bool {

@@ -13,11 +13,11 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Takeover};
+use crate::config::{Config, Takeover, Transport};
 use crate::frame::MediaFrame;
 use crate::ingest::{
     Command, CommandError, IngestSettings, Mode, SharedStatus, StreamChannels, StreamSpec,
-    StreamStatus, StreamTask,
+    StreamStatus, StreamTask, Writer,
 };
 use store::Store;
 
@@ -53,6 +53,8 @@ pub struct ReloadReport {
 pub struct Supervisor {
     store: Arc<Store>,
     settings: IngestSettings,
+    /// The threads that write every stream's fragments.
+    writer: Writer,
     streams: Mutex<BTreeMap<String, Entry>>,
 }
 
@@ -96,6 +98,7 @@ pub fn desired_streams(config: &Config) -> Vec<(StreamSpec, Mode)> {
                         username: cam.username.clone(),
                         password: cam.password.clone(),
                         transport: cam.transport,
+                        udp_reorder: cam.udp_reorder,
                     },
                     mode,
                 )
@@ -104,18 +107,22 @@ pub fn desired_streams(config: &Config) -> Vec<(StreamSpec, Mode)> {
         .collect()
 }
 
+/// Whether a stream's session can go on under `b` (else it restarts). The UDP reorder window
+/// matters only to a camera that may use UDP.
 fn same_camera_settings(a: &StreamSpec, b: &StreamSpec) -> bool {
     a.url == b.url
         && a.username == b.username
         && a.password == b.password
         && a.transport == b.transport
+        && (a.transport == Transport::Tcp || a.udp_reorder == b.udp_reorder)
 }
 
 impl Supervisor {
-    pub fn new(store: Arc<Store>, settings: IngestSettings) -> Arc<Supervisor> {
+    pub fn new(store: Arc<Store>, settings: IngestSettings, writer: Writer) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             store,
             settings,
+            writer,
             streams: Mutex::new(BTreeMap::new()),
         })
     }
@@ -145,6 +152,7 @@ impl Supervisor {
             self.settings,
             status.clone(),
             mode,
+            self.writer.clone(),
         );
         let task = tokio::spawn(task.run());
         self.streams().insert(
@@ -318,4 +326,41 @@ async fn wait_task(task: JoinHandle<()>) {
 
 async fn stop_entry(entry: Entry) {
     wait_task(tell_exit(entry)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StreamKind, UdpReorder};
+
+    fn spec(transport: Transport, max_packets: u32) -> StreamSpec {
+        StreamSpec {
+            camera: "cam".to_owned(),
+            kind: StreamKind::Main,
+            url: url::Url::parse("rtsp://192.0.2.1/main").expect("url"),
+            username: None,
+            password: None,
+            transport,
+            udp_reorder: UdpReorder {
+                max_packets,
+                max_delay_ms: 50,
+            },
+        }
+    }
+
+    #[test]
+    fn a_reorder_window_change_restarts_only_cameras_that_may_use_udp() {
+        for t in [Transport::Udp, Transport::Auto] {
+            assert!(!same_camera_settings(&spec(t, 64), &spec(t, 128)), "{t:?}");
+            assert!(same_camera_settings(&spec(t, 64), &spec(t, 64)), "{t:?}");
+        }
+        assert!(same_camera_settings(
+            &spec(Transport::Tcp, 64),
+            &spec(Transport::Tcp, 128)
+        ));
+        assert!(!same_camera_settings(
+            &spec(Transport::Tcp, 64),
+            &spec(Transport::Udp, 64)
+        ));
+    }
 }

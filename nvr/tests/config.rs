@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use nvr::config::{self, ConfigError, Role, Secret, StreamKind, Transport};
+use nvr::config::{self, ConfigError, Role, Secret, StreamKind, Transport, UdpReorder};
 
 const EXAMPLE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -106,6 +106,13 @@ fn example_parses_with_documented_values() {
     );
     let c2 = config::parse(&with_range, "config.example.toml").expect("with a port range");
     assert_eq!(c2.ingest.udp_port_range, Some((50_000, 50_999)));
+    assert_eq!(
+        c.ingest.udp_reorder,
+        UdpReorder {
+            max_packets: 64,
+            max_delay_ms: 50
+        }
+    );
     assert_eq!(c.retention.max_age_days, Some(30));
     assert_eq!(c.retention.max_bytes_per_stream, Some(500 << 30));
     assert_eq!(c.retention.min_free_bytes, 1 << 30);
@@ -163,6 +170,7 @@ fn example_parses_with_documented_values() {
     assert_eq!(cam.username.as_deref(), Some("admin"));
     assert_eq!(cam.password, Some(Secret("secret".to_owned())));
     assert_eq!(cam.transport, Transport::Tcp);
+    assert_eq!(cam.udp_reorder, UdpReorder::default());
     assert_eq!(cam.streams.len(), 2);
     let main = &cam.streams[0];
     assert_eq!(main.kind, StreamKind::Main);
@@ -188,6 +196,13 @@ fn example_parses_with_documented_values() {
     assert_eq!(garage.username, None);
     assert_eq!(garage.password, None);
     assert_eq!(garage.transport, Transport::Udp);
+    assert_eq!(
+        garage.udp_reorder,
+        UdpReorder {
+            max_packets: 256,
+            max_delay_ms: 200
+        }
+    );
     assert_eq!(garage.streams.len(), 1);
     assert_eq!(garage.streams[0].kind, StreamKind::Main);
     assert!(garage.streams[0].record);
@@ -201,6 +216,56 @@ fn base_parses() {
 }
 
 const MINIMAL: &str = "[[nodes]]\nname = \"a\"\nrole = \"primary\"\ndata_dir = \"/d\"\n";
+
+#[test]
+fn udp_reorder_window_per_camera_over_ingest() {
+    // [ingest] sets the packets, the garage camera (over UDP) its own delay.
+    let text = replace_line(12, "backoff_max_ms = 30000\nudp_reorder_max_packets = 128").replace(
+        "name = \"garage\"\n",
+        "name = \"garage\"\ntransport = \"udp\"\nudp_reorder_max_delay_ms = 200\n",
+    );
+    let c = config::parse(&text, "test.toml").expect("parses");
+    assert_eq!(
+        c.ingest.udp_reorder,
+        UdpReorder {
+            max_packets: 128,
+            max_delay_ms: 50
+        }
+    );
+    assert_eq!(c.cameras[0].udp_reorder, c.ingest.udp_reorder);
+    assert_eq!(
+        c.cameras[1].udp_reorder,
+        UdpReorder {
+            max_packets: 128,
+            max_delay_ms: 200
+        }
+    );
+    let c = c.recorder("nvr-a").expect("recorder view");
+    assert_eq!(c.cameras[1].udp_reorder.max_delay_ms, 200);
+
+    // Out of range on a camera, and on a camera over TCP at all.
+    let bad = text.replace(
+        "udp_reorder_max_delay_ms = 200",
+        "udp_reorder_max_packets = 5000",
+    );
+    let err = config::parse(&bad, "test.toml").expect_err("out of range");
+    assert!(
+        err.to_string()
+            .contains("cameras[1].udp_reorder_max_packets: must be between 0 and 1024, got 5000"),
+        "{err}"
+    );
+    let tcp = text.replace(
+        "transport = \"udp\"\nudp_reorder",
+        "transport = \"tcp\"\nudp_reorder",
+    );
+    let err = config::parse(&tcp, "test.toml").expect_err("tcp");
+    assert!(
+        err.to_string().contains(
+            "cameras[1].udp_reorder_max_delay_ms: applies to RTP over UDP only, but this camera's transport is \"tcp\""
+        ),
+        "{err}"
+    );
+}
 
 #[test]
 fn minimal_config_gets_defaults() {
@@ -573,6 +638,27 @@ fn bad_configs() {
             12,
             "ingest.udp_recv_buffer_bytes",
             "at most 1073741824 bytes",
+        ),
+        (
+            12,
+            "udp_reorder_max_packets = 1025",
+            12,
+            "ingest.udp_reorder_max_packets",
+            "must be between 0 and 1024, got 1025",
+        ),
+        (
+            12,
+            "udp_reorder_max_delay_ms = 0",
+            12,
+            "ingest.udp_reorder_max_delay_ms",
+            "must be between 1 and 1000, got 0",
+        ),
+        (
+            24,
+            "udp_reorder_max_packets = 128",
+            24,
+            "cameras[0].udp_reorder_max_packets",
+            "applies to RTP over UDP only",
         ),
         (
             15,

@@ -47,11 +47,11 @@ backoff_max_ms = 2000
 }
 
 fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
-    if !dir.join("data/catalog.db").exists() {
+    let Some(store) = store::Reader::open_if_ready(&dir.join("data"), Arc::new(SystemClock))
+        .expect("open catalog")
+    else {
         return Vec::new();
-    }
-    let store =
-        store::Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
+    };
     let id = store.find_stream(camera, "main").expect("find");
     match id {
         Some(id) => store.stream_segments(id).expect("segments"),

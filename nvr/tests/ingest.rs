@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base::clock::SystemClock;
+use common::vlc::{VlcClip, VlcServer, VLC_CLIP_FPS};
 use common::{
     ffprobe, wait_until, CameraOpts, GstCamera, LossyOpts, LossyProxy, NvrProcess, TestDir,
 };
@@ -37,6 +38,20 @@ fn write_config_ingest(
     cams: &[(&str, String, &str)],
     ingest: &str,
 ) -> PathBuf {
+    let cams: Vec<_> = cams
+        .iter()
+        .map(|(n, u, t)| (*n, u.clone(), *t, ""))
+        .collect();
+    write_config_cameras(dir, segment_s, &cams, ingest)
+}
+
+/// Like [`write_config_ingest`], with cameras as (name, url, transport, extra camera lines).
+fn write_config_cameras(
+    dir: &TestDir,
+    segment_s: u64,
+    cams: &[(&str, String, &str, &str)],
+    ingest: &str,
+) -> PathBuf {
     dir.write("identity/identity.toml", "node = \"test-a\"\n");
     let mut cfg = format!(
         r#"identity_dir = "{}"
@@ -60,9 +75,9 @@ data_dir = "{}"
         dir.join("identity").display(),
         dir.join("data").display()
     );
-    for (name, url, transport) in cams {
+    for (name, url, transport, extra) in cams {
         cfg.push_str(&format!(
-            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\ntransport = \"{transport}\"\n[cameras.streams.main]\nurl = \"{url}\"\n"
+            "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\ntransport = \"{transport}\"\n{extra}\n[cameras.streams.main]\nurl = \"{url}\"\n"
         ));
     }
     dir.write("nvr.toml", cfg)
@@ -74,10 +89,11 @@ fn start_nvr(config: &Path, dir: &TestDir) -> NvrProcess {
 }
 
 fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
-    if !dir.join("data/catalog.db").exists() {
+    let Some(store) =
+        Reader::open_if_ready(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog")
+    else {
         return Vec::new();
-    }
-    let store = Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
+    };
     match store.find_stream(camera, "main").expect("find stream") {
         Some(id) => store.stream_segments(id).expect("segments"),
         None => Vec::new(),
@@ -148,6 +164,11 @@ fn video_packets(path: &Path) -> Vec<Packet> {
 /// is presented before it is decoded, the presentation times are one frame apart with no hole or
 /// duplicate and start at 0, the catalog's duration is the file's, and the segments of a run meet.
 fn assert_b_frame_segments(dir: &TestDir, camera: &str, codec: &str) {
+    assert_segment_timing(dir, camera, codec, true);
+}
+
+/// [`assert_b_frame_segments`] for a camera that sends B-frames (`b_frames`) or none.
+fn assert_segment_timing(dir: &TestDir, camera: &str, codec: &str, b_frames: bool) {
     let segs = segments(dir, camera);
     assert!(segs.len() >= 2, "{camera}: segments {segs:?}");
     let mut reordered = 0;
@@ -222,7 +243,11 @@ fn assert_b_frame_segments(dir: &TestDir, camera: &str, codec: &str) {
         }
         assert_eq!(s.end_ms - s.start_ms, s.media_duration_ms, "{s:?}");
     }
-    assert!(reordered > 0, "{camera}: the camera sent no B-frames");
+    assert_eq!(
+        reordered > 0,
+        b_frames,
+        "{camera}: {reordered} frames presented before an earlier decoded one"
+    );
     for w in segs.windows(2) {
         if w[0].run_id == w[1].run_id {
             assert_eq!(
@@ -423,6 +448,100 @@ fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_d
 }
 
 #[test]
+fn a_camera_s_wider_udp_reorder_window_survives_a_reordering_the_default_does_not() {
+    let dir = TestDir::new();
+    // Noise at 2 Mbit/s: some 200 RTP packets a second, so a packet sent 100 packets late is about
+    // half a second late: beyond the default window's 64 packets, within 512 packets and 1 s.
+    let cam = GstCamera::start(
+        &[("/cam", "h264")],
+        CameraOpts {
+            pattern: "snow",
+            bitrate_kbps: 2000,
+            ..CameraOpts::default()
+        },
+    );
+    let reordering = LossyOpts {
+        reorder_percent: 0.5,
+        reorder_distance: 100,
+        damage_packets: 3000,
+        udp: true,
+        ..LossyOpts::default()
+    };
+    let wide_link = LossyProxy::start(cam.port(), reordering.clone());
+    let default_link = LossyProxy::start(cam.port(), reordering);
+    let config = write_config_cameras(
+        &dir,
+        4,
+        &[
+            (
+                "wide",
+                wide_link.url("/cam"),
+                "udp",
+                "udp_reorder_max_packets = 512\nudp_reorder_max_delay_ms = 1000",
+            ),
+            ("default", default_link.url("/cam"), "udp", ""),
+        ],
+        "",
+    );
+    let mut nvr = start_nvr(&config, &dir);
+    let received = |camera: &str| {
+        stream_status(&dir, camera)["frames_received"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Both links have reordered their share and both streams went on well past that.
+    let mut after = None;
+    let done = wait_until(Duration::from_secs(180), Duration::from_millis(300), || {
+        if !(wide_link.stats().done && default_link.stats().done) {
+            return false;
+        }
+        let (wide, default) = *after.get_or_insert((received("wide"), received("default")));
+        received("wide") > wide + 50 && received("default") > default + 50
+    });
+    let wide = stream_status(&dir, "wide");
+    let default = stream_status(&dir, "default");
+    let (wide_damage, default_damage) = (wide_link.stats(), default_link.stats());
+    let count = |st: &serde_json::Value, key: &str| st[key].as_u64().unwrap_or(0);
+    for (name, st, damage) in [
+        ("wide", &wide, &wide_damage),
+        ("default", &default, &default_damage),
+    ] {
+        eprintln!(
+            "{name} window: {} datagrams, {} sent 100 later; recorder: {} lost, {} of {} frames \
+             skipped to the next key frame",
+            damage.seen,
+            damage.reordered,
+            count(st, "rtp_packets_lost"),
+            count(st, "frames_skipped"),
+            count(st, "frames_received")
+        );
+    }
+    assert!(
+        done,
+        "wide {wide}, default {default}\nnvr:\n{}",
+        nvr.stderr_tail(40)
+    );
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    assert!(wide_damage.reordered > 0, "{wide_damage:?}");
+    // The wide window puts every late packet back in its place.
+    for key in ["rtp_packets_lost", "packet_errors", "frames_skipped"] {
+        assert_eq!(count(&wide, key), 0, "{key}: {wide}");
+    }
+    // The default window gives each one up as lost (and skips it when it comes).
+    assert_eq!(
+        count(&default, "rtp_packets_lost"),
+        default_damage.reordered,
+        "{default}"
+    );
+    assert!(count(&default, "frames_skipped") > 0, "{default}");
+    for st in [&wide, &default] {
+        assert_eq!(st["transport"], "udp", "{st}");
+        assert_eq!(st["reconnects"], 0, "{st}");
+    }
+}
+
+#[test]
 fn sdp_with_trailing_semicolons_and_parameter_sets_only_in_band_records() {
     let dir = TestDir::new();
     let cam = GstCamera::start(
@@ -604,16 +723,45 @@ fn udp_4k_key_frames_of_a_megabyte_lose_nothing_on_loopback() {
 
 #[test]
 fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
+    records_audio(&[
+        ("alaw", "h264+pcma", "recorded as alaw", "pcm_alaw"),
+        ("ulaw", "h264+pcmu", "recorded as ulaw", "pcm_mulaw"),
+    ]);
+}
+
+#[test]
+fn opus_audio_is_recorded_as_opus_and_decodes() {
+    let dir = records_audio(&[("opus", "h264+opus", "recorded as Opus", "opus")]);
+    // 48 kHz timescale and mono (the camera's sprop-stereo=0), as the `dOps` box says.
+    let segs = segments(&dir, "opus");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0", "-show_entries"])
+        .args(["stream=time_base,sample_rate,channels", "-of", "csv=p=0"])
+        .arg(dir.join("data").join(&segs[0].path))
+        .output()
+        .expect("ffprobe");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "48000,1,1/48000",
+        "{}",
+        segs[0].path
+    );
+}
+
+/// Records one GStreamer camera per `(camera, kind, status note, ffprobe codec)` (the catalog's
+/// audio codec is the camera's name) until each has sealed two segments, stops the recorder, and
+/// checks every sealed segment: the status names the audio as recorded, ffprobe shows the audio
+/// codec, ffmpeg decodes the file without an error, and the audio lasts as long as the video.
+fn records_audio(cams: &[(&str, &str, &str, &str)]) -> TestDir {
     let dir = TestDir::new();
-    let cam = GstCamera::start(
-        &[("/pcma", "h264+pcma"), ("/pcmu", "h264+pcmu")],
-        CameraOpts::default(),
-    );
-    let config = write_config(
-        &dir,
-        2,
-        &[("alaw", cam.url("/pcma")), ("ulaw", cam.url("/pcmu"))],
-    );
+    let mounts: Vec<(String, &str)> = cams.iter().map(|c| (format!("/{}", c.0), c.1)).collect();
+    let mounts: Vec<(&str, &str)> = mounts.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+    let cam = GstCamera::start(&mounts, CameraOpts::default());
+    let urls: Vec<(&str, String)> = cams
+        .iter()
+        .map(|c| (c.0, cam.url(&format!("/{}", c.0))))
+        .collect();
+    let config = write_config(&dir, 2, &urls);
     let mut nvr = start_nvr(&config, &dir);
     let sealed = |camera: &str| {
         segments(&dir, camera)
@@ -623,28 +771,25 @@ fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
     };
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-            sealed("alaw") >= 2 && sealed("ulaw") >= 2
+            cams.iter().all(|c| sealed(c.0) >= 2)
         }),
-        "alaw {}, ulaw {}; nvr:\n{}",
-        stream_status(&dir, "alaw"),
-        stream_status(&dir, "ulaw"),
+        "{:?}; nvr:\n{}",
+        cams.iter()
+            .map(|c| stream_status(&dir, c.0))
+            .collect::<Vec<_>>(),
         nvr.stderr_tail(40)
     );
-    let status_alaw = stream_status(&dir, "alaw");
+    let statuses: Vec<_> = cams.iter().map(|c| stream_status(&dir, c.0)).collect();
     nvr.sigterm();
     nvr.expect_clean_exit(Duration::from_secs(20));
-    assert!(
-        status_alaw["audio"]
-            .as_str()
-            .is_some_and(|a| a.contains("recorded as alaw")),
-        "{status_alaw}"
-    );
-    for (camera, codec, probe_codec) in
-        [("alaw", "alaw", "pcm_alaw"), ("ulaw", "ulaw", "pcm_mulaw")]
-    {
+    for (&(camera, _, note, probe_codec), status) in cams.iter().zip(&statuses) {
+        assert!(
+            status["audio"].as_str().is_some_and(|a| a.contains(note)),
+            "{status}"
+        );
         let segs = segments(&dir, camera);
         for s in &segs[..segs.len() - 1] {
-            assert_eq!(s.audio_codec.as_deref(), Some(codec), "{s:?}");
+            assert_eq!(s.audio_codec.as_deref(), Some(camera), "{s:?}");
             let path = dir.join("data").join(&s.path);
             let probe = ffprobe(&path);
             assert!(
@@ -679,6 +824,7 @@ fn g711_audio_is_recorded_as_alaw_and_ulaw_and_decodes() {
             );
         }
     }
+    dir
 }
 
 /// Records the H.264 camera `cameras[0]` and the H.265 camera `cameras[1]` of `config` until each has
@@ -716,4 +862,125 @@ fn records_h264_and_h265(dir: &TestDir, config: &Path, cameras: [&str; 2]) {
             assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
         }
     }
+}
+
+#[test]
+fn vlc_h264_over_udp_records_every_frame_like_ffmpeg() {
+    records_vlc_like_ffmpeg(VlcClip::H264, "h264", false);
+}
+
+#[test]
+fn vlc_h264_with_b_frames_and_aac_records_every_frame_like_ffmpeg() {
+    records_vlc_like_ffmpeg(VlcClip::H264BFramesAac, "h264", true);
+}
+
+/// x265's open GOPs: after the first IDR every key frame is a CRA picture. Before retina took CRA
+/// and BLA pictures as random access points, nothing was recorded (every frame skipped, waiting
+/// for an IDR that never came).
+#[test]
+fn vlc_h265_with_b_frames_open_gops_and_aac_records_every_frame_like_ffmpeg() {
+    records_vlc_like_ffmpeg(VlcClip::H265BFramesAac, "hevc", true);
+}
+
+/// Frames and whole GOPs (key frame to key frame) of a sequence of packets in decode order: the
+/// frames before the first key frame and from the last one on are not counted.
+fn whole_gops(packets: &[Packet]) -> (usize, usize) {
+    let keys: Vec<usize> = (0..packets.len()).filter(|&i| packets[i].key).collect();
+    match (keys.first(), keys.last()) {
+        (Some(first), Some(last)) => (last - first, keys.len() - 1),
+        _ => (0, 0),
+    }
+}
+
+/// Records VLC 3's RTSP server serving `clip` over UDP while ffmpeg (`-c copy`) records the same URL:
+/// the session stays up, nothing is lost, every segment decodes with its frames one period apart
+/// (see [`assert_segment_timing`]), audio is recorded as AAC where the clip has it, and the
+/// recorder's frames per whole GOP are within 0.5 % of ffmpeg's.
+fn records_vlc_like_ffmpeg(clip: VlcClip, codec: &str, b_frames: bool) {
+    let dir = TestDir::new();
+    let vlc = VlcServer::start(clip);
+    let ff_file = dir.join("ffmpeg.mp4");
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-rtsp_transport", "udp", "-i"])
+        .arg(vlc.url())
+        .args(["-map", "0:v", "-c", "copy", "-t", "16", "-y"])
+        .arg(&ff_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ffmpeg");
+    let config = write_config_transport(&dir, 4, &[("vlc", vlc.url(), "udp")]);
+    let mut nvr = start_nvr(&config, &dir);
+    let sealed = || {
+        segments(&dir, "vlc")
+            .iter()
+            .filter(|s| s.state == SegmentState::Sealed)
+            .count()
+    };
+    let recorded = wait_until(Duration::from_secs(90), Duration::from_millis(300), || {
+        sealed() >= 3
+    });
+    let st = stream_status(&dir, "vlc");
+    assert!(recorded, "status {st}\nnvr:\n{}", nvr.stderr_tail(40));
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    let ff_done = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        matches!(ffmpeg.try_wait(), Ok(Some(_)))
+    });
+    if !ff_done {
+        let _ = ffmpeg.kill();
+    }
+    let ff_out = ffmpeg.wait_with_output().expect("ffmpeg's output");
+    assert!(ff_done && ff_out.status.success(), "ffmpeg: {ff_out:?}");
+
+    assert_eq!(st["transport"], "udp", "{st}");
+    assert_eq!(
+        (st["connects"].as_u64(), st["reconnects"].as_u64()),
+        (Some(1), Some(0)),
+        "{st}"
+    );
+    assert_eq!(st["rtp_packets_lost"], 0, "{st}");
+    assert_segment_timing(&dir, "vlc", codec, b_frames);
+    let segs = segments(&dir, "vlc");
+    if clip != VlcClip::H264 {
+        assert_eq!(st["audio"], "aac", "{st}");
+        for s in &segs {
+            assert_eq!(s.audio_codec.as_deref(), Some("mp4a.40.2"), "{s:?}");
+            let probe = ffprobe(dir.join("data").join(&s.path));
+            assert_eq!(probe.audio_codec.as_deref(), Some("aac"), "{}", s.path);
+        }
+    }
+    // The last segment may end on a reference frame without the B-frames presented before it
+    // (the run was stopped before they came): the rate is that of the others.
+    let whole = &segs[..segs.len() - 1];
+    let frames: i64 = whole.iter().map(|s| s.frames).sum();
+    let media_ms: i64 = whole.iter().map(|s| s.media_duration_ms).sum();
+    let recorder_fps = frames as f64 * 1000.0 / media_ms as f64;
+    // Frames per GOP, counted in whole GOPs: independent of when each client joined and left, and
+    // of timestamps (ffmpeg rewrites some of its own while it syncs to the server's RTCP).
+    let recorded: Vec<Packet> = segs
+        .iter()
+        .flat_map(|s| video_packets(&dir.join("data").join(&s.path)))
+        .collect();
+    let (rec_frames, rec_gops) = whole_gops(&recorded);
+    let (ff_frames, ff_gops) = whole_gops(&video_packets(&ff_file));
+    eprintln!(
+        "VLC {clip:?}: recorder {frames} frames in {:.2} s of whole segments ({recorder_fps:.3} \
+         fps), {} packet errors, {} frames skipped, {rec_frames} frames in {rec_gops} whole GOPs; \
+         ffmpeg {ff_frames} frames in {ff_gops} whole GOPs",
+        media_ms as f64 / 1000.0,
+        st["packet_errors"],
+        st["frames_skipped"]
+    );
+    assert!(rec_gops >= 8 && ff_gops >= 8, "{rec_gops}, {ff_gops} GOPs");
+    let rec_per_gop = rec_frames as f64 / rec_gops as f64;
+    let ff_per_gop = ff_frames as f64 / ff_gops as f64;
+    assert!(
+        (recorder_fps - f64::from(VLC_CLIP_FPS)).abs() < 1e-9,
+        "every frame recorded: {recorder_fps} fps"
+    );
+    assert!(
+        ((rec_per_gop - ff_per_gop) / ff_per_gop).abs() <= 0.005,
+        "frames per GOP: recorder {rec_per_gop}, ffmpeg {ff_per_gop}"
+    );
 }

@@ -88,6 +88,7 @@ impl Primary {
             width: s.width as u32,
             height: s.height as u32,
             audio_codec: s.audio_codec.clone(),
+            epoch: s.epoch,
         }
     }
 
@@ -279,6 +280,39 @@ fn append_in_pieces_then_seal_publishes_read_only_and_catalogs_with_origin() {
             .len(),
         100
     );
+}
+
+/// The mirrored row carries the epoch of the origin's row (the holder's part of a timeline after a
+/// takeover), and a row without one stays without.
+#[test]
+fn the_mirrored_row_carries_the_origins_epoch() {
+    let p = primary();
+    let s = standby();
+    for (i, epoch) in [(0, Some(7)), (1, None)] {
+        let bytes = p.bytes(i);
+        s.store
+            .mirror_append(PRIMARY, p.path(i), 0, &bytes, true)
+            .expect("append");
+        let row = &p.segments[i];
+        let info = MirrorInfo { epoch, ..p.info(i) };
+        s.store
+            .mirror_seal(
+                PRIMARY,
+                p.path(i),
+                &info,
+                row.size_bytes as u64,
+                p.sha(i),
+                row.end_ms,
+                row.frames,
+            )
+            .expect("seal");
+        let held = s
+            .store
+            .sealed_segment_by_path(p.path(i))
+            .expect("lookup")
+            .expect("cataloged");
+        assert_eq!((held.node.as_str(), held.epoch), (PRIMARY, epoch));
+    }
 }
 
 #[test]

@@ -186,6 +186,43 @@ fn open_segment_progress_reaches_the_catalog_in_batches() {
     );
 }
 
+/// Appended data is flushed by one grouped pass over every open segment (`Store::sync_appended`,
+/// which the recorder runs every `flush_interval_ms`), not by each stream on its own timer: a pass
+/// syncs each file appended to since the previous one, once, and a sealed file leaves the set.
+#[test]
+fn one_grouped_pass_flushes_every_open_segment_appended_to() {
+    let f = fixture();
+    let cam2 = f.store.ensure_stream("cam2", "main").expect("stream");
+    let mut one = f.recording(60_000);
+    let mut two = Recording::new(
+        f.store.clone(),
+        cam2,
+        "cam2",
+        StreamKind::Main,
+        settings(60_000),
+    );
+    assert_eq!(f.store.sync_appended().files_synced, 0, "nothing appended");
+    push_frames(&mut one, 0, 60, 25);
+    push_frames(&mut two, 0, 60, 25);
+    let pass = f.store.sync_appended();
+    assert_eq!((pass.files_synced, pass.errors), (2, 0));
+    assert_eq!(f.store.sync_appended().files_synced, 0, "nothing new");
+    push_frames(&mut one, 60, 25, 25);
+    assert_eq!(
+        f.store.sync_appended().files_synced,
+        1,
+        "only the one appended to"
+    );
+    push_frames(&mut two, 60, 25, 25);
+    one.finish("shutdown").expect("finish");
+    two.finish("shutdown").expect("finish");
+    assert_eq!(
+        f.store.sync_appended().files_synced,
+        0,
+        "sealing fsyncs the file itself and leaves the set"
+    );
+}
+
 #[test]
 fn parameter_change_starts_a_new_segment() {
     let f = fixture();

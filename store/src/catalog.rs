@@ -701,21 +701,24 @@ impl Catalog {
     }
 
     /// Inserts a `sealed` row for a file that is already complete (mirrored or restored), or turns the
-    /// existing row of the same path (e.g. `deleted`, `missing`) into that sealed row.
+    /// existing row of the same path (e.g. `deleted`, `missing`) into that sealed row. `epoch`: the
+    /// arbiter's epoch under which the origin wrote it (its own catalog row's), if any.
     pub fn put_sealed_segment(
         &self,
         s: &SegmentInsert<'_>,
         p: &SegmentProgress,
         sha256_hex: &str,
         sealed_ms: i64,
+        epoch: Option<u64>,
     ) -> Result<SegmentId, StorageError> {
+        let epoch = epoch.map(|e| i64::try_from(e).unwrap_or(i64::MAX));
         self.conn
             .execute(
                 "INSERT INTO segments (stream_id, run_id, node, path, state, start_ms, end_ms,
                      media_duration_ms, frames, fragments, size_bytes, sha256, video_codec, width,
-                     height, audio_codec, created_ms, sealed_ms)
+                     height, audio_codec, created_ms, sealed_ms, epoch)
                  VALUES (?1, ?2, ?3, ?4, 'sealed', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                     ?16, ?17)
+                     ?16, ?17, ?18)
                  ON CONFLICT (path) DO UPDATE SET stream_id = excluded.stream_id,
                      run_id = excluded.run_id, node = excluded.node, state = 'sealed',
                      start_ms = excluded.start_ms, end_ms = excluded.end_ms,
@@ -724,7 +727,7 @@ impl Catalog {
                      sha256 = excluded.sha256, video_codec = excluded.video_codec,
                      width = excluded.width, height = excluded.height,
                      audio_codec = excluded.audio_codec, sealed_ms = excluded.sealed_ms,
-                     deleted_ms = NULL",
+                     deleted_ms = NULL, epoch = excluded.epoch",
                 params![
                     s.stream_id.0,
                     s.run_id.map(|r| r.0),
@@ -742,7 +745,8 @@ impl Catalog {
                     s.height,
                     s.audio_codec,
                     s.created_ms,
-                    sealed_ms
+                    sealed_ms,
+                    epoch
                 ],
             )
             .map_err(|e| self.e(e))?;

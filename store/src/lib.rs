@@ -12,6 +12,7 @@
 
 mod catalog;
 mod check;
+mod flush;
 pub mod frame;
 pub mod layout;
 mod mirror;
@@ -32,6 +33,7 @@ pub use catalog::{
     SegmentState, StreamId, StreamRow,
 };
 pub use check::{CheckProblem, CheckReport, SealedReference};
+pub use flush::SyncReport;
 pub use layout::{parse_media_path, MediaPathInfo};
 pub use layout::{INCOMING_DIR, QUARANTINE_DIR};
 pub use mirror::{CutTail, ExpiredStaging, MirrorError, MirrorHolding, MirrorInfo, SealOutcome};
@@ -104,6 +106,8 @@ pub struct Store {
     mirror_lock: Mutex<mirror::MirrorState>,
     /// Progress of open segments not yet written to the catalog ([`Store::flush_progress`]).
     pending_progress: Mutex<HashMap<SegmentId, catalog::SegmentProgress>>,
+    /// Open segment files appended to since the last [`Store::sync_appended`].
+    dirty: flush::DirtySegments,
 }
 
 impl std::fmt::Debug for Store {
@@ -130,6 +134,7 @@ impl Store {
             clock,
             mirror_lock: Mutex::new(mirror::MirrorState::default()),
             pending_progress: Mutex::new(HashMap::new()),
+            dirty: flush::DirtySegments::default(),
         })
     }
 
@@ -148,6 +153,7 @@ impl Store {
             clock,
             mirror_lock: Mutex::new(mirror::MirrorState::default()),
             pending_progress: Mutex::new(HashMap::new()),
+            dirty: flush::DirtySegments::default(),
         })
     }
 

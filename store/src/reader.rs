@@ -27,6 +27,23 @@ impl Reader {
         })
     }
 
+    /// Opens the catalog like [`Reader::open`], or `None` while it is not there yet: no catalog file, or
+    /// one the recorder has created but not yet initialized (a reader started beside a recorder that
+    /// is starting up sees both, one after the other).
+    pub fn open_if_ready(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Option<Reader>, StorageError> {
+        if !data_dir.join(crate::layout::CATALOG_FILE).exists() {
+            return Ok(None);
+        }
+        match Reader::open(data_dir, clock) {
+            Ok(reader) => Ok(Some(reader)),
+            Err(StorageError::NotInitialized { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.store.data_dir()
     }
@@ -118,10 +135,23 @@ mod tests {
             Reader::open(dir.path(), clock.clone()),
             Err(StorageError::NotInitialized { .. }) | Err(StorageError::Catalog { .. })
         ));
+        assert!(Reader::open_if_ready(dir.path(), clock.clone())
+            .expect("no catalog yet")
+            .is_none());
+        // Created but not initialized (the moment a recorder starting up has only opened the file).
+        drop(
+            rusqlite::Connection::open(dir.path().join(crate::layout::CATALOG_FILE))
+                .expect("create"),
+        );
+        assert!(Reader::open_if_ready(dir.path(), clock.clone())
+            .expect("uninitialized catalog")
+            .is_none());
         let owner = Store::open(dir.path(), "node-a", clock.clone()).expect("store");
         let id = owner.ensure_stream("cam", "main").expect("stream");
         owner.log_event(Some(id), "test", "hello");
-        let reader = Reader::open(dir.path(), clock).expect("reader");
+        let reader = Reader::open_if_ready(dir.path(), clock)
+            .expect("reader")
+            .expect("initialized");
         assert_eq!(reader.find_stream("cam", "main").expect("find"), Some(id));
         assert_eq!(reader.streams().expect("streams").len(), 1);
         assert_eq!(reader.events(0, 10).expect("events")[0].message, "hello");

@@ -4,7 +4,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use ring::digest;
 
@@ -49,12 +48,11 @@ pub struct SegmentWriter {
     id: SegmentId,
     relative_path: String,
     path: PathBuf,
-    file: File,
+    /// Shared with the store's set of files to flush (`flush.rs`).
+    file: Arc<File>,
     hash: digest::Context,
     start_ms: i64,
     progress: SegmentProgress,
-    dirty: bool,
-    last_sync: Instant,
 }
 
 impl std::fmt::Debug for SegmentWriter {
@@ -138,7 +136,7 @@ impl Store {
             id,
             relative_path,
             path,
-            file,
+            file: Arc::new(file),
             hash,
             start_ms: new.start_ms,
             progress: SegmentProgress {
@@ -148,8 +146,6 @@ impl Store {
                 fragments: 0,
                 size_bytes: init.len() as i64,
             },
-            dirty: true,
-            last_sync: Instant::now(),
         })
     }
 }
@@ -206,7 +202,7 @@ impl SegmentWriter {
         frames: u64,
         media_duration_ms: i64,
     ) -> Result<(), StorageError> {
-        if let Err(e) = write_all_vectored(&mut self.file, parts) {
+        if let Err(e) = write_all_vectored(&self.file, parts) {
             let _ = self.file.set_len(self.progress.size_bytes as u64);
             return Err(StorageError::io("write", &self.path, e));
         }
@@ -215,31 +211,22 @@ impl SegmentWriter {
             self.hash.update(part);
             fragment_bytes += part.len();
         }
-        self.dirty = true;
         self.progress.size_bytes += fragment_bytes as i64;
         self.progress.frames += frames as i64;
         self.progress.fragments += 1;
         self.progress.media_duration_ms = media_duration_ms;
         self.progress.end_ms = self.start_ms + media_duration_ms;
         self.store.queue_progress(self.id, self.progress);
+        // Flushed by the store's next grouped pass (`Store::sync_appended`).
+        self.store.note_appended(self.id, &self.file, &self.path);
         Ok(())
     }
 
-    /// True when data was appended and not yet flushed to disk for at least `interval`.
-    pub fn sync_due(&self, interval: std::time::Duration) -> bool {
-        self.dirty && self.last_sync.elapsed() >= interval
-    }
-
-    /// Flushes appended data to disk (fdatasync).
-    pub fn sync(&mut self) -> Result<(), StorageError> {
-        if self.dirty {
-            self.file
-                .sync_data()
-                .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
-            self.dirty = false;
-        }
-        self.last_sync = Instant::now();
-        Ok(())
+    /// Flushes appended data to disk now (fdatasync); recording leaves this to the grouped pass.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &self.path, e))
     }
 
     /// Seals the segment: fsync, read-only, directory fsync, catalog `sealed` with the SHA-256.
@@ -247,6 +234,7 @@ impl SegmentWriter {
     /// A segment that never received a fragment holds no media: its file and row are removed instead and
     /// `None` is returned.
     pub fn seal(self) -> Result<Option<SealedSegment>, StorageError> {
+        self.store.forget_appended(self.id);
         if self.progress.fragments == 0 {
             drop(self.file);
             std::fs::remove_file(&self.path)
@@ -278,7 +266,7 @@ impl SegmentWriter {
 }
 
 /// Writes every part in order (the vectored counterpart of `write_all`).
-fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> std::io::Result<()> {
+fn write_all_vectored(mut file: &File, parts: &[&[u8]]) -> std::io::Result<()> {
     let mut slices: Vec<std::io::IoSlice<'_>> = parts
         .iter()
         .filter(|p| !p.is_empty())

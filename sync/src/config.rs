@@ -50,6 +50,12 @@ pub struct SyncConfig {
     pub staging_expire_ms: u64,
     /// Primary: its standby; standby: the primaries it protects.
     pub peers: Vec<Peer>,
+    /// The cluster file has `[arbiter]`: a standby records the streams it takes over, and sends these
+    /// takeover segments back to their owners (flow-back, `docs/sync.md`); a primary receives them.
+    pub flowback: bool,
+    /// This node's own streams (`camera`, `main`/`sub`): on a primary, the only ones its standby may
+    /// send back.
+    pub own_streams: std::collections::BTreeSet<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +94,8 @@ impl SyncConfig {
                     source,
                 },
             )?;
-            let streams = cluster
-                .cameras_of(&p.node)
-                .flat_map(|c| {
-                    c.streams
-                        .iter()
-                        .map(|s| (c.name.clone(), s.kind.as_str().to_owned()))
-                })
-                .collect();
             peers.push(Peer {
-                streams,
+                streams: streams_of(cluster, &p.node),
                 pins,
                 address: p.address.map(|a| a.to_string()),
             });
@@ -120,6 +118,20 @@ impl SyncConfig {
             mirror_quota_bytes: view.settings.mirror_quota_bytes,
             staging_expire_ms: view.settings.staging_expire_ms,
             peers,
+            flowback: cluster.arbiter.is_some(),
+            own_streams: streams_of(cluster, node),
         })
     }
+}
+
+/// The streams (`camera`, `main`/`sub`) of the cameras node `node` owns in the cluster file.
+fn streams_of(cluster: &ClusterConfig, node: &str) -> std::collections::BTreeSet<(String, String)> {
+    cluster
+        .cameras_of(node)
+        .flat_map(|c| {
+            c.streams
+                .iter()
+                .map(|s| (c.name.clone(), s.kind.as_str().to_owned()))
+        })
+        .collect()
 }

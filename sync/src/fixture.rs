@@ -170,6 +170,7 @@ fn write_segments(
             },
             sha,
             leaf.end_ms,
+            None,
         )?;
     }
     drop(catalog);

@@ -41,7 +41,8 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
-    /// Print the agent's status (peers, lag, last accepted head, alarms) as JSON.
+    /// Print the agent's status (peers, lag, last accepted head, alarms; with [arbiter] the flow-back
+    /// of takeover segments) as JSON.
     Status {
         /// The cluster configuration file.
         #[arg(long, short)]

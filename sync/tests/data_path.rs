@@ -424,6 +424,7 @@ fn acknowledged_bytes_are_never_replaced_and_an_unlogged_seal_does_not_publish()
         end_ms: 1_893_456_004_000,
         frames: 100,
         leaf_index: 1_000_000,
+        epoch: None,
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()

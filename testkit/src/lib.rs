@@ -4,17 +4,23 @@
 //!
 //! * [`GstCamera`]: a real RTSP camera (GStreamer's gst-rtsp-server driven by `tests/rtsp_server.py`).
 //! * [`HostileCamera`]: a misbehaving RTSP server (`tests/hostile_camera.py`).
+//! * [`vlc::VlcServer`]: VLC 3's RTSP server serving a clip (`cvlc`).
 //! * [`NvrProcess`]: the `nvr` binary under test, stderr/stdout captured to log files in the test's
 //!   [`TestDir`]; the log tail is printed when a test panics while the process handle is alive.
 //! * [`ffprobe`]: frame count, codec, size, duration and decode errors of a recorded file.
 //! * [`free_port`], [`wait_until`], [`TestDir`].
 //! * [`systemd::assert_unit_verifies`]: `systemd-analyze verify` of a shipped unit.
+//! * [`cluster`]: the failover rig (nodes with recorder, sync agent and arbiter; the camera simulator);
+//!   [`frames`]: exact frame counts from camsim's stamps (`nvr frames`).
 //!
 //! Everything listens on 127.0.0.1 and on ports picked at run time: other processes on the machine
 //! may hold any fixed port. Child processes are started in their own process group and the whole
 //! group is killed on drop; the Python cameras also exit when their parent process goes away.
 
+pub mod cluster;
+pub mod frames;
 pub mod systemd;
+pub mod vlc;
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -438,7 +444,7 @@ pub struct GstCamera {
 
 impl GstCamera {
     /// Starts a camera with `mounts` as `(path, kind)`, kind one of `h264`, `h265`, `h264+aac`,
-    /// `h264+pcma`, `h264+pcmu`, on a free port. Returns once the server listens.
+    /// `h264+pcma`, `h264+pcmu`, `h264+opus`, on a free port. Returns once the server listens.
     pub fn start(mounts: &[(&str, &str)], opts: CameraOpts) -> GstCamera {
         GstCamera::start_on(None, mounts, opts)
     }
@@ -707,8 +713,10 @@ pub struct LossyStats {
 pub struct LossyOpts {
     /// Percent of the first stream's RTP packets (interleaved channel 0, or its UDP datagrams) dropped.
     pub drop_percent: f64,
-    /// Percent of them sent after the packet that follows them.
+    /// Percent of them sent after the packet that follows them (or the next `reorder_distance`).
     pub reorder_percent: f64,
+    /// How many packets a reordered one is sent after; 0 or 1: the next one.
+    pub reorder_distance: u32,
     /// Only the first this-many packets of the channel are damaged (0: all).
     pub damage_packets: u64,
     /// Every `a=fmtp` line of the SDP ends with `;`.
@@ -747,6 +755,10 @@ impl LossyProxy {
             "--stats".into(),
             stats.to_string_lossy().into_owned(),
         ];
+        if opts.reorder_distance > 1 {
+            args.push("--reorder-distance".into());
+            args.push(opts.reorder_distance.to_string());
+        }
         if opts.sdp_trailing_semicolon {
             args.push("--sdp-trailing-semicolon".into());
         }
@@ -1000,16 +1012,23 @@ pub fn ffprobe_url(url: &str, timeout: Duration) -> FfprobeReport {
 // NvrProcess
 // ---------------------------------------------------------------------------------------------
 
-/// Path of a workspace binary: `<target>/<profile>/<name>` next to the running test executable (`<target>/<profile>/deps/<test>-<hash>`). Panics with a hint when
-/// the binary is not there: binaries of *other* crates are not built by `cargo test -p <crate>`,
-/// which is why `tests/run` runs `cargo build --workspace --bins` first.
-fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the running test executable");
-    // deps/<test> -> deps -> <profile>
+/// Path of a workspace binary: `<target>/<profile>/<name>` next to the running test executable
+/// (`<target>/<profile>/deps/<test>-<hash>`) or benchmark binary (`<target>/<profile>/<bench>`).
+/// Panics with a hint when the binary is not there: binaries of *other* crates are not built by
+/// `cargo test -p <crate>`, which is why `tests/run` runs `cargo build --workspace --bins` first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running executable");
+    // deps/<test> -> deps -> <profile>, or <profile>/<binary> -> <profile>
     let profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()));
+        .and_then(|p| {
+            if p.ends_with("deps") {
+                p.parent()
+            } else {
+                Some(p)
+            }
+        })
+        .unwrap_or_else(|| panic!("unexpected executable path {}", exe.display()));
     let path = profile_dir.join(name);
     assert!(
         path.is_file(),

@@ -43,6 +43,8 @@ function enter(me) {
   show('main');
   buildGrid();
   fillTimelineStreams();
+  window.nvrFailover.start(me);
+  window.nvrCluster.pollAlarms();
 }
 
 $('login-form').addEventListener('submit', async (ev) => {
@@ -69,6 +71,7 @@ $('logout').addEventListener('click', async () => {
 
 $('tab-live').addEventListener('click', () => switchTab('live'));
 $('tab-timeline').addEventListener('click', () => switchTab('timeline'));
+$('tab-cluster').addEventListener('click', () => switchTab('cluster'));
 $('grid-size').addEventListener('change', () => { focused = null; buildGrid(); });
 // Tiles hidden with the page are stopped (no decoding, no stream from the recorder) and start again
 // at the live edge when it is shown.
@@ -85,7 +88,9 @@ function switchTab(tab) {
   $('tab-timeline').classList.toggle('active', tab === 'timeline');
   $('live').hidden = tab !== 'live';
   $('timeline').hidden = tab !== 'timeline';
-  if (tab === 'live') buildGrid(); else { stopTiles(); drawTimeline(); }
+  $('tab-cluster').classList.toggle('active', tab === 'cluster');
+  $('cluster').hidden = tab !== 'cluster';
+  if (tab === 'live') buildGrid(); else { stopTiles(); if (tab === 'timeline') drawTimeline(); else window.nvrCluster.drawCluster(); }
 }
 
 // --- live grid -----------------------------------------------------------------------------------

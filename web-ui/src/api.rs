@@ -10,11 +10,12 @@ use serde_json::json;
 
 use crate::audit::AuditEntry;
 use crate::auth::Authed;
+use crate::cluster_api;
 use crate::error::ApiError;
 use crate::recordings;
 use crate::server::AppState;
 use crate::session::{Session, COOKIE};
-use crate::users::{users_path, Role, Users};
+use crate::users::{Role, Users};
 
 /// Longest time range one recordings request may cover: 31 days.
 pub const MAX_RANGE_MS: i64 = 31 * 86_400_000;
@@ -31,6 +32,12 @@ pub enum RouteId {
     Recordings,
     Live,
     Audit,
+    Nodes,
+    Cluster,
+    Alarms,
+    AlarmAck,
+    Handover,
+    Drain,
     Play,
     Export,
     ExportManifest,
@@ -72,6 +79,12 @@ pub const ROUTES: &[Route] = &[
         false,
     ),
     route(RouteId::Audit, "GET", "/api/audit", false),
+    route(RouteId::Nodes, "GET", "/api/nodes", false),
+    route(RouteId::Cluster, "GET", "/api/cluster", false),
+    route(RouteId::Alarms, "GET", "/api/alarms", false),
+    route(RouteId::AlarmAck, "POST", "/api/alarms/ack", false),
+    route(RouteId::Handover, "POST", "/api/cluster/handover", false),
+    route(RouteId::Drain, "POST", "/api/cluster/drain", false),
     route(
         RouteId::Play,
         "GET",
@@ -106,6 +119,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             RouteId::Recordings => method.to(recordings),
             RouteId::Live => method.to(live),
             RouteId::Audit => method.to(audit),
+            RouteId::Nodes => method.to(cluster_api::nodes),
+            RouteId::Cluster => method.to(cluster_api::cluster),
+            RouteId::Alarms => method.to(cluster_api::alarms),
+            RouteId::AlarmAck => method.to(cluster_api::ack),
+            RouteId::Handover => method.to(cluster_api::handover),
+            RouteId::Drain => method.to(cluster_api::drain),
             RouteId::Play => method.to(crate::playback::http::play),
             RouteId::Export => method.to(crate::export::export),
             RouteId::ExportManifest => method.to(crate::export::manifest),
@@ -125,8 +144,11 @@ pub struct LoginRequest {
     password: String,
 }
 
-fn session_answer(s: &Session) -> serde_json::Value {
-    json!({"user": s.user, "role": s.role, "csrf": s.csrf, "expires_ms": s.expires_ms})
+/// The session as the page sees it; `token` is the signed session for the `Authorization: Bearer`
+/// header of requests to the other nodes' viewers (the cookie does not reach their origins).
+fn session_answer(state: &AppState, s: &Session) -> serde_json::Value {
+    json!({"user": s.user, "role": s.role, "csrf": s.csrf, "expires_ms": s.expires_ms,
+        "token": state.key.sign(s)})
 }
 
 async fn login(
@@ -157,7 +179,7 @@ async fn login(
                     "message": format!("too many failed logins: try again in {secs} s")}})));
         }
     }
-    let path = users_path(&state.state_dir);
+    let path = state.users_file.clone();
     let (name, pw) = (user.clone(), password);
     let role = web::block(move || Users::load(&path).map(|u| u.verify(&name, &pw)))
         .await
@@ -192,7 +214,7 @@ async fn login(
         .finish();
     Ok(HttpResponse::Ok()
         .cookie(cookie)
-        .json(session_answer(&session)))
+        .json(session_answer(&state, &session)))
 }
 
 async fn logout(
@@ -219,7 +241,7 @@ async fn logout(
 }
 
 async fn me(state: web::Data<AppState>, authed: Authed) -> HttpResponse {
-    let mut answer = session_answer(&authed.0);
+    let mut answer = session_answer(&state, &authed.0);
     answer["node"] = json!(state.node);
     HttpResponse::Ok().json(answer)
 }

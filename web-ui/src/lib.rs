@@ -5,13 +5,18 @@
 //! It reads the catalog only through `store::Reader` and live video only through the recorder's control
 //! socket (`docs/control.md`): it never writes recordings, and its crash never touches recording.
 
+pub mod alarms;
 pub mod api;
+pub mod arbiter;
 pub mod assets;
 pub mod audit;
 pub mod auth;
+pub mod cluster;
+pub mod cluster_api;
 pub mod control;
 pub mod error;
 pub mod export;
+pub mod peers;
 pub mod playback;
 pub mod ratelimit;
 pub mod recordings;

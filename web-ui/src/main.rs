@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use nvr_web::server::Server;
-use nvr_web::users::{users_path, Role, Users};
+use nvr_web::users::{users_file, Role, Users};
 
 #[derive(Parser)]
 #[command(name = "nvr-web", about = "NVR web viewer")]
@@ -79,10 +79,10 @@ fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
 
 fn user(config: &Path, action: UserCmd) -> anyhow::Result<()> {
     let cluster = cluster_config::load(config)?;
-    let state_dir = &cluster.web.state_dir;
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
-    let path = users_path(state_dir);
+    let path = users_file(&cluster.web);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut users = Users::load(&path)?;
     match action {
         UserCmd::Add {

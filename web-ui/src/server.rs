@@ -9,9 +9,11 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use base::clock::{Clock, SystemClock};
 use cluster_config::{CameraConfig, ClusterConfig, WebSettings};
 
+use crate::alarms::AckStore;
 use crate::audit::AuditLog;
 use crate::control::ControlClient;
 use crate::error::ApiError;
+use crate::peers::Peers;
 use crate::ratelimit::LoginLimiter;
 use crate::session::SessionKey;
 use crate::{api, assets, tls, WebError};
@@ -24,7 +26,8 @@ pub struct AppState {
     pub node: String,
     pub data_dir: PathBuf,
     pub state_dir: PathBuf,
-    /// This node's cameras.
+    /// This node's cameras, and on a standby with an arbiter those it protects (its recorder runs
+    /// them, and records them once it takes them over).
     pub cameras: Vec<CameraConfig>,
     pub key: SessionKey,
     pub session_ttl_s: u64,
@@ -35,6 +38,14 @@ pub struct AppState {
     pub live_slots: Arc<tokio::sync::Semaphore>,
     pub live_slots_total: u32,
     pub clock: Arc<dyn Clock>,
+    /// `[web] users_file`, or `<state_dir>/users.json`.
+    pub users_file: PathBuf,
+    /// The cluster file (the cluster page's nodes, cameras and retention).
+    pub cluster: Arc<ClusterConfig>,
+    /// Every node's viewer: the page's failover, CORS and the CSP.
+    pub peers: Peers,
+    /// Alarm acknowledgements (`<state_dir>/alarm-acks.json`).
+    pub acks: AckStore,
     /// Signs export manifests (`<state_dir>/export.key`).
     pub export_key: crate::export::key::ExportKey,
 }
@@ -79,7 +90,7 @@ impl Server {
             data_dir: node_cfg.data_dir.clone(),
             audit: AuditLog::open(&state_dir)?,
             state_dir,
-            cameras: cluster.cameras_of(node).cloned().collect(),
+            cameras: cameras_shown(cluster, node_cfg),
             key,
             session_ttl_s: settings.session_ttl_s,
             limiter: LoginLimiter::default(),
@@ -89,6 +100,10 @@ impl Server {
             )),
             live_slots_total: settings.max_live_streams,
             clock: Arc::new(SystemClock),
+            users_file: crate::users::users_file(&settings),
+            cluster: Arc::new(cluster.clone()),
+            peers: Peers::from_cluster(cluster),
+            acks: AckStore::new(&settings.state_dir),
             export_key: crate::export::key::ExportKey::load_or_create(&settings.state_dir)?,
         };
         Ok(Server {
@@ -114,6 +129,7 @@ impl Server {
     /// Serves until SIGTERM or SIGINT.
     pub async fn run(self) -> Result<(), WebError> {
         let state = self.state.clone();
+        let csp = state.peers.csp();
         let http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -132,14 +148,12 @@ impl Server {
                 )
                 .wrap(
                     DefaultHeaders::new()
-                        .add((
-                            "Content-Security-Policy",
-                            "default-src 'self'; media-src 'self' blob:; frame-ancestors 'none'",
-                        ))
+                        .add(("Content-Security-Policy", csp.clone()))
                         .add(("X-Content-Type-Options", "nosniff"))
                         .add(("X-Frame-Options", "DENY"))
                         .add(("Referrer-Policy", "no-referrer")),
                 )
+                .wrap(actix_web::middleware::from_fn(crate::peers::cors))
                 .configure(api::configure)
                 .route("/", web::get().to(assets::index))
                 .route("/assets/{name}", web::get().to(assets::asset))
@@ -184,6 +198,16 @@ impl Server {
             source: e,
         })
     }
+}
+
+/// The cameras a node's viewer shows: its own, and on a standby with an arbiter those of the
+/// primaries it protects (the same as its recorder runs).
+fn cameras_shown(cluster: &ClusterConfig, node: &cluster_config::NodeConfig) -> Vec<CameraConfig> {
+    let mut cameras: Vec<CameraConfig> = cluster.cameras_of(&node.name).cloned().collect();
+    if cluster.arbiter.is_some() && node.role == cluster_config::Role::Standby {
+        cameras.extend(cluster.protected_by(&node.name).cloned());
+    }
+    cameras
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

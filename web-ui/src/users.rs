@@ -58,6 +58,15 @@ pub fn users_path(state_dir: &Path) -> PathBuf {
     state_dir.join("users.json")
 }
 
+/// The users file of a cluster: `[web] users_file` (the same path on every node, so that every node
+/// knows every user), or `<state_dir>/users.json`.
+pub fn users_file(settings: &cluster_config::WebSettings) -> PathBuf {
+    settings
+        .users_file
+        .clone()
+        .unwrap_or_else(|| users_path(&settings.state_dir))
+}
+
 impl Users {
     /// The users of `path`; none when the file does not exist.
     pub fn load(path: &Path) -> Result<Users, WebError> {

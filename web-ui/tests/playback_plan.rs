@@ -68,6 +68,7 @@ fn write_segment(store: &Store, rel: &str, start_ms: i64, width: u16, base: u64)
             },
             &store::sha256_file(&path).expect("hash"),
             start_ms + 4000,
+            None,
         )
         .expect("row");
 }

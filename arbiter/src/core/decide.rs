@@ -14,6 +14,16 @@ impl Core {
         self.now_ms - since > self.timings.node_dead_ms
     }
 
+    /// The core time at which the next living peer is dead unless heard before (the shell evaluates
+    /// then, so that detection does not wait for its next periodic tick); `None` without living peers.
+    pub fn next_death_ms(&self) -> Option<i64> {
+        self.peers
+            .values()
+            .filter(|p| !p.dead)
+            .map(|p| p.last_heard_ms.unwrap_or(self.started_ms) + self.timings.node_dead_ms + 1)
+            .min()
+    }
+
     /// Failure detection and takeovers, after every input.
     pub(super) fn evaluate(&mut self, out: &mut Vec<Action>) {
         let names: Vec<String> = self.peers.keys().cloned().collect();
@@ -121,36 +131,79 @@ impl Core {
     }
 
     /// How many streams this node holds that it does not own.
-    fn taken_over(&self) -> usize {
+    pub(super) fn taken_over(&self) -> usize {
         self.streams
             .values()
             .filter(|s| s.holding.holder == self.me && s.spec.owner != self.me)
             .count()
     }
 
+    /// How many kbit/s of streams this node holds that it does not own (each at its measured or
+    /// configured bitrate).
+    pub(super) fn taken_over_kbps(&self) -> u64 {
+        self.streams
+            .values()
+            .filter(|s| s.holding.holder == self.me && s.spec.owner != self.me)
+            .map(Stream::rate_kbps)
+            .sum()
+    }
+
+    /// Whether one more stream of `kbps` fits beside what is taken over now, less `freed` (a count
+    /// and a rate given up to make room).
+    fn fits(&self, kbps: u64, freed: (usize, u64)) -> bool {
+        let streams_ok = self
+            .capacity
+            .streams
+            .is_none_or(|c| self.taken_over().saturating_sub(freed.0) < c as usize);
+        let kbps_ok = self
+            .capacity
+            .kbps
+            .is_none_or(|c| self.taken_over_kbps().saturating_sub(freed.1) + kbps <= c);
+        streams_ok && kbps_ok
+    }
+
+    /// The capacity as words, for alarms.
+    fn capacity_words(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = self.capacity.streams {
+            parts.push(format!("{c} streams"));
+        }
+        if let Some(c) = self.capacity.kbps {
+            parts.push(format!(
+                "{} Mbit/s ({:.1} taken)",
+                c / 1000,
+                self.taken_over_kbps() as f64 / 1000.0
+            ));
+        }
+        parts.join(" and ")
+    }
+
     /// Takes `keys` over with new epochs, within the capacity; the rest are reported uncovered.
     pub(super) fn take(&mut self, keys: &[String], reason: &str, out: &mut Vec<Action>) {
         for key in keys {
-            let over_capacity = self
-                .capacity
-                .is_some_and(|c| self.taken_over() >= c as usize);
-            if over_capacity {
-                let priority = self.streams.get(key).map_or(0, |s| s.spec.priority);
-                if !self.preempt_below(priority, key, out) {
-                    let Some(s) = self.streams.get_mut(key) else {
-                        continue;
-                    };
-                    if !s.uncovered {
-                        s.uncovered = true;
-                        out.push(Action::Alarm {
-                            message: format!(
-                                "{key} is uncovered: {reason}, and this node is at its capacity of {} streams",
-                                self.capacity.unwrap_or(0)
-                            ),
-                        });
-                    }
+            let Some((priority, kbps)) = self
+                .streams
+                .get(key)
+                .map(|s| (s.spec.priority, s.rate_kbps()))
+            else {
+                continue;
+            };
+            if !self.fits(kbps, (0, 0)) && !self.preempt_below(priority, kbps, key, out) {
+                let words = self.capacity_words();
+                let Some(s) = self.streams.get_mut(key) else {
                     continue;
+                };
+                if !s.uncovered {
+                    s.uncovered = true;
+                    out.push(Action::Alarm {
+                        message: format!(
+                            "{key} is uncovered: {reason}, and this node is at its capacity of {words} \
+                             ({key} counts {:.1} Mbit/s)",
+                            kbps as f64 / 1000.0
+                        ),
+                    });
                 }
+                continue;
             }
             let me = self.me.clone();
             let Some(s) = self.streams.get_mut(key) else {
@@ -172,47 +225,63 @@ impl Core {
         }
     }
 
-    /// At capacity: gives up the lowest-priority stream this node took over, if its priority is below
-    /// `priority`, to make room for `for_key`. It is released here and held by nobody under a new epoch
-    /// (uncovered, reported). Returns whether room was made.
-    fn preempt_below(&mut self, priority: u32, for_key: &str, out: &mut Vec<Action>) -> bool {
+    /// At capacity: gives up the lowest-priority streams this node took over whose priority is below
+    /// `priority`, as few as make room for `for_key` (of `kbps`); none if even all of them would not.
+    /// Each is released here and held by nobody under a new epoch (uncovered, reported; taken back
+    /// when room frees). Returns whether room was made.
+    fn preempt_below(
+        &mut self,
+        priority: u32,
+        kbps: u64,
+        for_key: &str,
+        out: &mut Vec<Action>,
+    ) -> bool {
         let me = self.me.clone();
-        let victim = self
+        let mut candidates: Vec<(u32, String, u64)> = self
             .streams
             .values()
             .filter(|s| s.holding.holder == me && s.spec.owner != me && s.spec.priority < priority)
-            .min_by(|a, b| {
-                a.spec
-                    .priority
-                    .cmp(&b.spec.priority)
-                    .then_with(|| b.spec.key.cmp(&a.spec.key))
-            })
-            .map(|s| s.spec.key.clone());
-        let Some(victim) = victim else {
+            .map(|s| (s.spec.priority, s.spec.key.clone(), s.rate_kbps()))
+            .collect();
+        // Lowest priority first; among equals, the last by name first.
+        candidates.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+        let mut victims = Vec::new();
+        let mut freed = (0usize, 0u64);
+        for (_, key, rate) in candidates {
+            if self.fits(kbps, freed) {
+                break;
+            }
+            freed = (freed.0 + 1, freed.1 + rate);
+            victims.push(key);
+        }
+        if victims.is_empty() || !self.fits(kbps, freed) {
             return false;
-        };
-        let Some(v) = self.streams.get_mut(&victim) else {
-            return false;
-        };
-        v.holding = Holding {
-            holder: NOBODY.to_owned(),
-            epoch: v.holding.epoch + 1,
-        };
-        v.promote_pending = false;
-        v.uncovered = true;
-        out.push(Action::Persist);
-        out.push(Action::Release {
-            stream: victim.clone(),
-            epoch: v.holding.epoch,
-            reason: format!("room for {for_key}, of higher priority"),
-        });
-        out.push(Action::Alarm {
-            message: format!(
-                "{victim} is uncovered: released to make room for {for_key}, of higher priority \
-                 (capacity {} streams)",
-                self.capacity.unwrap_or(0)
-            ),
-        });
+        }
+        for victim in victims {
+            let Some(v) = self.streams.get_mut(&victim) else {
+                continue;
+            };
+            v.holding = Holding {
+                holder: NOBODY.to_owned(),
+                epoch: v.holding.epoch + 1,
+            };
+            v.promote_pending = false;
+            v.uncovered = true;
+            let epoch = v.holding.epoch;
+            out.push(Action::Persist);
+            out.push(Action::Release {
+                stream: victim.clone(),
+                epoch,
+                reason: format!("room for {for_key}, of higher priority"),
+            });
+            out.push(Action::Alarm {
+                message: format!(
+                    "{victim} is uncovered: released to make room for {for_key}, of higher priority \
+                     (capacity {})",
+                    self.capacity_words()
+                ),
+            });
+        }
         true
     }
 

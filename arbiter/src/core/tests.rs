@@ -21,6 +21,7 @@ fn spec(key: &str, owner: &str, takeover: Takeover, priority: u32) -> StreamSpec
         protector: "s".to_owned(),
         takeover,
         priority,
+        bitrate_kbps: None,
     }
 }
 
@@ -35,7 +36,7 @@ fn standby(capacity: Option<u32>) -> Core {
     Core::new(
         "s",
         T,
-        capacity,
+        Capacity::streams(capacity),
         streams(),
         &["a".to_owned()],
         &BTreeMap::new(),
@@ -47,7 +48,7 @@ fn primary() -> Core {
     Core::new(
         "a",
         T,
-        None,
+        Capacity::default(),
         streams(),
         &["s".to_owned()],
         &BTreeMap::new(),
@@ -68,6 +69,7 @@ fn hb_from(core: &Core, n: u64, receiving: bool) -> Heartbeat {
                 mode: "record".to_owned(),
                 state: if receiving { "recording" } else { "backoff" }.to_owned(),
                 receiving,
+                bitrate_kbps: 0,
             })
             .collect(),
     }
@@ -101,6 +103,7 @@ fn local_receiving(core: &mut Core, now_ms: i64) {
             mode: "shadow".to_owned(),
             state: "shadowing".to_owned(),
             receiving: true,
+            bitrate_kbps: 0,
         })
         .collect();
     core.handle(now_ms, Input::LocalHealth(Some(health)))
@@ -125,10 +128,12 @@ fn heartbeats_keep_the_primary_alive_and_silence_promotes_in_priority_order() {
             .expect("accepted");
         assert!(promotes(&acts).is_empty());
     }
-    // 1000 ms of silence is not yet dead; 1001 is.
+    // 1000 ms of silence is not yet dead; 1001 is, which is when the shell is told to evaluate.
+    assert_eq!(s.next_death_ms(), Some(t + 1_001));
     let acts = s.handle(t + 1_000, Input::Tick).expect("tick");
     assert!(promotes(&acts).is_empty(), "{acts:?}");
     let acts = s.handle(t + 1_001, Input::Tick).expect("tick");
+    assert_eq!(s.next_death_ms(), None, "no living peer left");
     assert_eq!(
         promotes(&acts),
         [("a2/main".to_owned(), 1), ("a1/main".to_owned(), 1)],
@@ -224,11 +229,19 @@ fn a_higher_priority_stream_preempts_a_lower_one_at_capacity() {
         spec("b1/main", "b", Takeover::Hot, 200),
     ];
     let peers = ["a".to_owned(), "b".to_owned()];
-    let mut s = Core::new("s", T, Some(1), streams, &peers, &BTreeMap::new(), 0);
+    let mut s = Core::new(
+        "s",
+        T,
+        Capacity::streams(Some(1)),
+        streams,
+        &peers,
+        &BTreeMap::new(),
+        0,
+    );
     let b = Core::new(
         "b",
         T,
-        None,
+        Capacity::default(),
         vec![spec("b1/main", "b", Takeover::Hot, 200)],
         &["s".to_owned()],
         &BTreeMap::new(),
@@ -282,6 +295,382 @@ fn a_higher_priority_stream_preempts_a_lower_one_at_capacity() {
         .streams()
         .iter()
         .any(|v| v.stream == "a1/main" && v.uncovered));
+}
+
+/// `nvr ctl handover --camera` and `nvr ctl drain`: a camera's streams go to the peer named; a drain
+/// of the primary hands each stream to its standby and a drain of the standby each back to its owner;
+/// refusals (an unknown camera, another node's drain, a peer that does not shadow) change nothing.
+#[test]
+fn handover_by_camera_and_drain_both_ways() {
+    let mut a = primary();
+    let mut s = standby(None);
+    let shadowing = |core: &Core, n: u64| {
+        let mut h = hb_from(core, n, true);
+        for x in &mut h.health {
+            x.mode = "shadow".into();
+        }
+        h
+    };
+    let hear = |core: &mut Core, t: i64, from: &str, heartbeat: Heartbeat| {
+        core.handle(
+            t,
+            Input::Heartbeat {
+                from: from.into(),
+                heartbeat,
+            },
+        )
+        .expect("hb")
+    };
+    hear(&mut a, 100, "s", shadowing(&s, 1));
+    hear(&mut s, 100, "a", hb_from(&a, 1, true));
+    let cameras = |to: &str, cams: &[&str]| {
+        Input::Operator(OperatorCommand::HandoverCameras {
+            cameras: cams.iter().map(|c| (*c).to_owned()).collect(),
+            to: to.to_owned(),
+        })
+    };
+    let drain = |node: &str| {
+        Input::Operator(OperatorCommand::Drain {
+            node: node.to_owned(),
+        })
+    };
+    let before = a.holdings();
+    assert_eq!(
+        a.handle(200, cameras("s", &["a1", "zz"]))
+            .expect_err("unknown camera")
+            .to_string(),
+        "no stream of camera zz in this arbiter's care"
+    );
+    assert_eq!(
+        a.handle(200, drain("s"))
+            .expect_err("elsewhere")
+            .to_string(),
+        "this is the arbiter of a, not of s: a node is drained by its own arbiter"
+    );
+    assert!(matches!(
+        s.handle(200, cameras("a", &["a1"])),
+        Err(Refusal::NotHeldHere { .. })
+    ));
+    assert_eq!(a.holdings(), before);
+    assert!(!a.streams.values().any(|x| x.handing_back));
+
+    // a → s by camera: a1 only.
+    let acts = a.handle(300, cameras("s", &["a1"])).expect("handover");
+    let handed: Vec<(&str, &str)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [("a1/main", "s")]);
+    let last = FrameId {
+        hash: "ab".repeat(16),
+        wall_ms: 300,
+    };
+    a.handle(
+        400,
+        Input::HandedBack {
+            stream: "a1/main".into(),
+            epoch: 0,
+            result: Ok(last.clone()),
+        },
+    )
+    .expect("released");
+    // a drains: the rest (a2) goes to its standby.
+    let acts = a.handle(450, drain("a")).expect("drain");
+    let handed: Vec<(&str, &str)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [("a2/main", "s")]);
+    a.handle(
+        460,
+        Input::HandedBack {
+            stream: "a2/main".into(),
+            epoch: 0,
+            result: Ok(last.clone()),
+        },
+    )
+    .expect("released");
+    let acts = hear(&mut s, 500, "a", hb_from(&a, 2, true));
+    assert_eq!(
+        promotes(&acts),
+        [("a1/main".to_owned(), 1), ("a2/main".to_owned(), 1)]
+    );
+    for k in ["a1/main", "a2/main"] {
+        s.handle(
+            600,
+            Input::Promoted {
+                stream: k.into(),
+                epoch: 1,
+                result: Ok(()),
+            },
+        )
+        .expect("ok");
+    }
+    // The standby drains while a does not shadow yet: refused by name, nothing changes.
+    assert!(matches!(
+        s.handle(650, drain("s")),
+        Err(Refusal::NotShadowed { .. })
+    ));
+    // a shadows both: the standby's drain hands each back to its owner.
+    let mut h = hb_from(&a, 3, true);
+    for x in &mut h.health {
+        x.mode = "shadow".into();
+    }
+    hear(&mut s, 700, "a", h);
+    let acts = s.handle(700, drain("s")).expect("drain");
+    let handed: Vec<(&str, &str)> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [("a1/main", "a"), ("a2/main", "a")]);
+}
+
+/// A standby with a cap in kbit/s (and optionally in streams) protecting `streams` of never-heard
+/// primaries (`spec` with a configured bitrate): (key, owner, priority, configured kbit/s).
+fn mbps_standby(streams: Option<u32>, kbps: u64, specs: &[(&str, &str, u32, Option<u32>)]) -> Core {
+    let specs: Vec<StreamSpec> = specs
+        .iter()
+        .map(|(key, owner, priority, rate)| StreamSpec {
+            bitrate_kbps: *rate,
+            ..spec(key, owner, Takeover::Hot, *priority)
+        })
+        .collect();
+    let mut peers: Vec<String> = specs.iter().map(|s| s.owner.clone()).collect();
+    peers.dedup();
+    Core::new(
+        "s",
+        T,
+        Capacity {
+            streams,
+            kbps: Some(kbps),
+        },
+        specs,
+        &peers,
+        &BTreeMap::new(),
+        0,
+    )
+}
+
+/// The local recorder shadows `rates` (key, measured kbit/s).
+fn local_rates(core: &mut Core, now_ms: i64, rates: &[(&str, u64)]) {
+    let health = rates
+        .iter()
+        .map(|(k, r)| StreamHealth {
+            stream: (*k).to_owned(),
+            mode: "shadow".to_owned(),
+            state: "shadowing".to_owned(),
+            receiving: true,
+            bitrate_kbps: *r,
+        })
+        .collect();
+    core.handle(now_ms, Input::LocalHealth(Some(health)))
+        .expect("local health");
+}
+
+fn held_by_me(core: &Core) -> Vec<String> {
+    core.holdings()
+        .into_iter()
+        .filter(|(_, h)| h.holder == core.me())
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[test]
+fn a_capacity_in_mbps_counts_configured_bitrates_until_measured() {
+    // 5 Mbit/s: x1 (3 Mbit/s) first; x2 (3) does not fit beside it and is uncovered; x3 (1.5) does.
+    let specs = [
+        ("x1/main", "a", 300, Some(3_000)),
+        ("x2/main", "a", 200, Some(3_000)),
+        ("x3/main", "a", 100, Some(1_500)),
+    ];
+    let mut s = mbps_standby(None, 5_000, &specs);
+    let acts = s.handle(1_001, Input::Tick).expect("tick");
+    assert_eq!(
+        promotes(&acts),
+        [("x1/main".to_owned(), 1), ("x3/main".to_owned(), 1)]
+    );
+    assert!(
+        alarms(&acts).iter().any(|m| m.starts_with(
+            "x2/main is uncovered: node a dead: never heard, and this node is at its capacity of 5 Mbit/s"
+        )),
+        "{acts:?}"
+    );
+    assert_eq!(s.capacity().kbps, 4_500);
+    assert_eq!(s.capacity().streams, 2);
+
+    // Measured: x2 is 1 Mbit/s in fact, so x1 + x2 fit and x3 (1.5) no longer does.
+    let mut s = mbps_standby(None, 5_000, &specs);
+    local_rates(&mut s, 500, &[("x2/main", 1_000)]);
+    let acts = s.handle(1_001, Input::Tick).expect("tick");
+    assert_eq!(
+        promotes(&acts),
+        [("x1/main".to_owned(), 1), ("x2/main".to_owned(), 1)]
+    );
+    assert!(alarms(&acts)
+        .iter()
+        .any(|m| m.starts_with("x3/main is uncovered")));
+    let view = s.streams();
+    let rate = |k: &str| view.iter().find(|v| v.stream == k).map(|v| v.bitrate_kbps);
+    assert_eq!(
+        (rate("x1/main"), rate("x2/main"), rate("x3/main")),
+        (Some(3_000), Some(1_000), Some(1_500))
+    );
+}
+
+#[test]
+fn both_caps_hold_at_once() {
+    // Room for 10 Mbit/s but only 2 streams: the third is uncovered though it would fit in Mbit/s.
+    let specs = [
+        ("x1/main", "a", 300, Some(1_000)),
+        ("x2/main", "a", 200, Some(1_000)),
+        ("x3/main", "a", 100, Some(1_000)),
+    ];
+    let mut s = mbps_standby(Some(2), 10_000, &specs);
+    let acts = s.handle(1_001, Input::Tick).expect("tick");
+    assert_eq!(held_by_me(&s), ["x1/main", "x2/main"]);
+    assert!(alarms(&acts).iter().any(|m| m.starts_with(
+        "x3/main is uncovered: node a dead: never heard, and this node is at its capacity of 2 streams and 10 Mbit/s"
+    )));
+}
+
+/// One higher-priority stream may need several lower ones given up; none is given up when even all
+/// of them would not make room; and the streams given up are taken back when room frees.
+#[test]
+fn preemption_in_mbps_gives_up_as_few_as_needed_and_takes_them_back_when_room_frees() {
+    let specs = [
+        ("a1/main", "a", 100, Some(1_500)),
+        ("a2/main", "a", 110, Some(1_500)),
+        ("a3/main", "a", 120, Some(1_500)),
+        ("b1/main", "b", 200, Some(2_500)),
+        ("c1/main", "c", 300, Some(9_000)),
+    ];
+    let mut s = mbps_standby(None, 5_000, &specs);
+    // b and c are heard (alive, recording); a is never heard: its three streams are taken (4.5).
+    let hb = |node: &str, n: u64, keys: &[&str], mode: &str| Heartbeat {
+        node: node.to_owned(),
+        seq: Seq { boot_ms: 1, n },
+        sent_ms: 0,
+        holdings: Vec::new(),
+        health: keys
+            .iter()
+            .map(|k| StreamHealth {
+                stream: (*k).to_owned(),
+                mode: mode.to_owned(),
+                state: if mode == "shadow" {
+                    "shadowing"
+                } else {
+                    "recording"
+                }
+                .to_owned(),
+                receiving: true,
+                bitrate_kbps: 0,
+            })
+            .collect(),
+    };
+    let mut acts = Vec::new();
+    for n in 1..=5u64 {
+        let t = n as i64 * 200;
+        for (node, key) in [("b", "b1/main"), ("c", "c1/main")] {
+            acts.extend(
+                s.handle(
+                    t,
+                    Input::Heartbeat {
+                        from: node.into(),
+                        heartbeat: hb(node, n, &[key], "record"),
+                    },
+                )
+                .expect("alive"),
+            );
+        }
+    }
+    acts.extend(s.handle(1_001, Input::Tick).expect("tick"));
+    assert_eq!(held_by_me(&s), ["a1/main", "a2/main", "a3/main"]);
+    // c dies: its 9 Mbit/s stream cannot fit even with all of a's given up: nothing is given up.
+    // b dies too (at the same time): 2.5 Mbit/s needs two of a's 1.5 given up, the two lowest.
+    let acts = s.handle(2_001, Input::Tick).expect("tick");
+    assert_eq!(held_by_me(&s), ["a3/main", "b1/main"], "{acts:?}");
+    let released: Vec<&str> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Release { stream, .. } => Some(stream.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, ["a1/main", "a2/main"]);
+    assert!(alarms(&acts)
+        .iter()
+        .any(|m| m.starts_with("c1/main is uncovered")));
+    assert_eq!(s.capacity().kbps, 4_000);
+    s.handle(
+        2_050,
+        Input::Promoted {
+            stream: "b1/main".into(),
+            epoch: 1,
+            result: Ok(()),
+        },
+    )
+    .expect("promoted");
+    // b comes back and shadows its stream; after the hold-down the standby hands b1 back, and the
+    // room it frees goes back to a's streams (nobody records them), highest priority first.
+    let mut acts = Vec::new();
+    let mut t = 2_001;
+    let mut handback = None;
+    for n in 6..=70u64 {
+        t += 200;
+        acts.extend(
+            s.handle(
+                t,
+                Input::Heartbeat {
+                    from: "b".into(),
+                    heartbeat: hb("b", n, &["b1/main"], "shadow"),
+                },
+            )
+            .expect("b back"),
+        );
+        if let Some(Action::HandBack { stream, epoch, .. }) =
+            acts.iter().find(|a| matches!(a, Action::HandBack { .. }))
+        {
+            handback = Some((stream.clone(), *epoch));
+            break;
+        }
+    }
+    let (stream, epoch) = handback.expect("b1 handed back after the hold-down");
+    let last = FrameId {
+        wall_ms: t,
+        hash: "00".repeat(16),
+    };
+    let acts = s
+        .handle(
+            t + 10,
+            Input::HandedBack {
+                stream,
+                epoch,
+                result: Ok(last),
+            },
+        )
+        .expect("handed back");
+    assert_eq!(
+        held_by_me(&s),
+        ["a1/main", "a2/main", "a3/main"],
+        "{acts:?}"
+    );
+    assert_eq!(
+        promotes(&acts),
+        [("a2/main".to_owned(), 3), ("a1/main".to_owned(), 3)]
+    );
+    assert!(s
+        .streams()
+        .iter()
+        .all(|v| v.uncovered == (v.stream == "c1/main")));
 }
 
 /// Failback: the owner, back and shadowing its stream for the hold-down time, gets it back: the
@@ -855,6 +1244,7 @@ fn fencing_is_repeated_while_the_recorder_still_records_a_stream_held_elsewhere(
                     mode: mode.to_owned(),
                     state: "recording".to_owned(),
                     receiving: true,
+                    bitrate_kbps: 0,
                 })
                 .collect(),
         ))
@@ -937,7 +1327,15 @@ fn persisted_holdings_survive_a_restart_and_resume_the_promotion() {
     let mut s = standby(None);
     s.handle(1_001, Input::Tick).expect("tick");
     let saved = s.holdings();
-    let mut again = Core::new("s", T, None, streams(), &["a".to_owned()], &saved, 50_000);
+    let mut again = Core::new(
+        "s",
+        T,
+        Capacity::default(),
+        streams(),
+        &["a".to_owned()],
+        &saved,
+        50_000,
+    );
     assert_eq!(again.holdings(), saved);
     let acts = again.handle(50_000, Input::Tick).expect("tick");
     assert_eq!(
@@ -1092,7 +1490,7 @@ proptest! {
                 Step::RestartA => {
                     boot_a += 1;
                     n_a = 0;
-                    a = Core::new("a", T, None, streams(), &["s".to_owned()], &persisted_a, now);
+                    a = Core::new("a", T, Capacity::default(), streams(), &["s".to_owned()], &persisted_a, now);
                 }
                 Step::PromotedAll => {
                     for (k, h) in s.holdings() {
@@ -1114,6 +1512,60 @@ proptest! {
                     prop_assert_eq!(&ha.holder, &h.holder, "two holders with epoch {}", h.epoch);
                 }
             }
+        }
+    }
+}
+
+proptest! {
+    /// Whatever the streams' priorities and bitrates (configured or measured) and the caps: what a
+    /// standby takes over when its primaries die stays within both caps, and a stream is left
+    /// uncovered only if it would not fit even with every lower-priority stream taken given up.
+    #[test]
+    fn takeovers_stay_within_both_caps_and_leave_out_only_what_cannot_fit(
+        rates in proptest::collection::vec(
+            (0u32..4, proptest::option::of(1u32..4_000), proptest::option::of(1u64..4_000)),
+            1..10,
+        ),
+        streams_cap in proptest::option::of(0u32..6),
+        kbps_cap in 0u64..12_000,
+    ) {
+        let specs: Vec<(String, String, u32, Option<u32>)> = rates
+            .iter()
+            .enumerate()
+            .map(|(i, (priority, configured, _))| {
+                (format!("x{i}/main"), if i % 2 == 0 { "a" } else { "b" }.to_owned(), *priority, *configured)
+            })
+            .collect();
+        let refs: Vec<(&str, &str, u32, Option<u32>)> = specs
+            .iter()
+            .map(|(k, o, p, r)| (k.as_str(), o.as_str(), *p, *r))
+            .collect();
+        let mut s = mbps_standby(streams_cap, kbps_cap, &refs);
+        let measured: Vec<(&str, u64)> = specs
+            .iter()
+            .zip(&rates)
+            .filter_map(|((k, ..), (_, _, m))| m.map(|m| (k.as_str(), m)))
+            .collect();
+        local_rates(&mut s, 500, &measured);
+        for t in [1_001, 1_500, 2_000] {
+            s.handle(t, Input::Tick).expect("tick");
+        }
+        let view = s.streams();
+        let taken: Vec<&StreamView> = view.iter().filter(|v| v.holder == "s").collect();
+        let used: u64 = taken.iter().map(|v| v.bitrate_kbps).sum();
+        prop_assert!(used <= kbps_cap, "{used} > {kbps_cap}");
+        prop_assert_eq!(s.capacity().kbps, used);
+        if let Some(c) = streams_cap {
+            prop_assert!(taken.len() <= c as usize);
+        }
+        for u in view.iter().filter(|v| v.holder != "s") {
+            prop_assert!(u.uncovered, "{} neither taken nor uncovered", u.stream);
+            let lower: Vec<&&StreamView> = taken.iter().filter(|v| v.priority < u.priority).collect();
+            let kbps_after = used - lower.iter().map(|v| v.bitrate_kbps).sum::<u64>();
+            let count_after = taken.len() - lower.len();
+            let would_fit = kbps_after + u.bitrate_kbps <= kbps_cap
+                && streams_cap.is_none_or(|c| count_after < c as usize);
+            prop_assert!(!would_fit, "{} left out though it fits: {view:?}", u.stream);
         }
     }
 }

@@ -1,6 +1,9 @@
 //! `nvr-bench`: the recorder against `ffmpeg -c copy -f segment` on the same looped RTSP streams, and the
 //! recorder's shadow mode and live fan-out.
 //!
+//! The recorder's and the floor's thread counts are sampled with their memory (`Threads:` of
+//! `/proc/PID/status`, peak over the window). At the end a summary table over every N is printed.
+//!
 //! For each stream count N: start `nvr camsim` with N streams (its own process, not measured; the
 //! embedded clip, or with `--gop-s S` an ffmpeg-encoded 720p25 2 Mbit/s clip with an S-second GOP), then
 //! in turn, each after a warm-up and for the same window:
@@ -8,6 +11,9 @@
 //! - **record**: the recorder records all N streams. CPU % of one core per stream (/proc utime+stime),
 //!   memory per stream as PSS (`/proc/PID/smaps_rollup`, sampled every second: mean and peak) and peak
 //!   RSS, frames lost counted exactly from camsim's frame stamps in the recorded segments.
+//! - **floor**: `nvr floor` on the same configuration: the same RTSP sessions in the same runtime
+//!   set-up, every frame depacketized and dropped (no writing, hashing, catalog or fan-out). Measured
+//!   like the recorder; the recorder / floor CPU ratio is the cost of the recorder's own work.
 //! - **live** (`--live`): the same recorder with 16 subscribers on `cam1/main` through the control
 //!   socket, then one subscriber on each of `cam1`..`cam16`: latency of every received fragment (arrival
 //!   wall time − the frame's stamped send time, p50/p99/max) and the recorder's CPU with subscribers.
@@ -55,6 +61,9 @@ struct Args {
     /// leaves glibc's default (8 per core).
     #[arg(long, default_value_t = 2)]
     malloc_arena_max: u32,
+    /// Skip the floor (`nvr floor`: the same sessions, frames dropped).
+    #[arg(long)]
+    no_floor: bool,
     /// Skip the ffmpeg peer (recorder figures only).
     #[arg(long)]
     no_ffmpeg: bool,
@@ -158,6 +167,19 @@ fn count_packets(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Threads of a process (`Threads:` of /proc/PID/status); 0 if the process is gone.
+fn threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
 /// Proportional set size (`Pss:` of /proc/PID/smaps_rollup) in KiB; 0 if the process is gone.
 fn pss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
@@ -179,6 +201,18 @@ struct Window {
     pss_mean_kib: f64,
     pss_peak_kib: u64,
     rss_peak_kib: u64,
+    /// Peak thread count, summed over the processes.
+    threads_peak: u64,
+    /// The machine's 1-minute load average at the window's end (other work on the shared machine).
+    load_1m: f64,
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_1m() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 /// Measures `pids` for `seconds`: CPU from utime+stime, PSS summed over the processes once a second.
@@ -186,7 +220,7 @@ fn measure(pids: &[u32], seconds: u64, n: usize) -> Window {
     let ticks = |pids: &[u32]| -> u64 { pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).sum() };
     let c0 = ticks(pids);
     let t0 = Instant::now();
-    let (mut sum, mut peak, mut samples) = (0u64, 0u64, 0u64);
+    let (mut sum, mut peak, mut samples, mut threads_peak) = (0u64, 0u64, 0u64, 0u64);
     let end = t0 + Duration::from_secs(seconds);
     while Instant::now() < end {
         std::thread::sleep(
@@ -196,6 +230,7 @@ fn measure(pids: &[u32], seconds: u64, n: usize) -> Window {
         sum += pss;
         peak = peak.max(pss);
         samples += 1;
+        threads_peak = threads_peak.max(pids.iter().map(|p| threads(*p)).sum());
     }
     let c1 = ticks(pids);
     let wall_s = t0.elapsed().as_secs_f64();
@@ -206,6 +241,8 @@ fn measure(pids: &[u32], seconds: u64, n: usize) -> Window {
         pss_mean_kib: sum as f64 / samples.max(1) as f64,
         pss_peak_kib: peak,
         rss_peak_kib: pids.iter().map(|p| peak_rss_kib(*p).unwrap_or(0)).sum(),
+        threads_peak,
+        load_1m: load_1m(),
     }
 }
 
@@ -307,6 +344,44 @@ impl Recorder {
             bail!("recorder did not stop within 60 s of SIGTERM");
         }
         Ok(self.data)
+    }
+}
+
+/// `nvr floor` on the recorder's configuration: the same sessions, every frame dropped.
+struct Floor {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Floor {
+    fn start(nvr: &Path, dir: &Path, port: u16, n: usize, arena_max: u32) -> Result<Self> {
+        let data = dir.join("floor-data");
+        std::fs::create_dir_all(&data)?;
+        let cfg = write_config(dir, &data, port, n, true)?;
+        let out = dir.join("floor.out");
+        let mut cmd = Command::new(nvr);
+        if arena_max > 0 {
+            cmd.env("MALLOC_ARENA_MAX", arena_max.to_string());
+        }
+        let child = cmd
+            .args(["floor", "--config"])
+            .arg(&cfg)
+            .args(["--node", "bench"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(dir.join("floor.log"))?)
+            .spawn()?;
+        Ok(Floor { child, out })
+    }
+
+    /// Stops the floor and returns its summary line (`floor: sessions=… video_frames=…`).
+    fn stop(mut self) -> Result<String> {
+        signal(self.child.id(), "-TERM");
+        if !wait_exit(&mut self.child, Duration::from_secs(30)) {
+            let _ = self.child.kill();
+            bail!("nvr floor did not stop within 30 s of SIGTERM");
+        }
+        Ok(std::fs::read_to_string(&self.out)?.trim().to_owned())
     }
 }
 
@@ -542,13 +617,15 @@ fn mib(kib: f64) -> f64 {
 fn print_window(label: &str, n: usize, w: &Window, extra: &str) {
     println!(
         "  {label:<16} cpu {:>6.3} %/stream ({:>6.1} % total)  PSS/stream mean {:>6.3} MiB, peak {:>6.3} MiB  \
-         (total mean {:>7.1} MiB)  peak RSS {:>8.1} MiB{extra}",
+         (total mean {:>7.1} MiB)  peak RSS {:>8.1} MiB  threads {:>4}  load {:.2}{extra}",
         w.cpu_pct_per_stream,
         w.cpu_pct,
         mib(w.pss_mean_kib) / n as f64,
         mib(w.pss_peak_kib as f64) / n as f64,
         mib(w.pss_mean_kib),
         mib(w.rss_peak_kib as f64),
+        w.threads_peak,
+        w.load_1m,
     );
 }
 
@@ -567,7 +644,13 @@ fn encode_clip(work: &Path, gop_s: u32) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn run_count(nvr: &Path, work: &Path, clip: Option<&Path>, n: usize, args: &Args) -> Result<()> {
+fn run_count(
+    nvr: &Path,
+    work: &Path,
+    clip: Option<&Path>,
+    n: usize,
+    args: &Args,
+) -> Result<Summary> {
     let dir = work.join(format!("n{n}"));
     std::fs::create_dir_all(&dir)?;
     let port = free_port()?;
@@ -591,7 +674,16 @@ fn run_count(nvr: &Path, work: &Path, clip: Option<&Path>, n: usize, args: &Args
     result
 }
 
-fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Result<()> {
+/// One stream count's figures for the summary table.
+struct Summary {
+    n: usize,
+    record: Window,
+    frames: Frames,
+    floor: Option<Window>,
+    ffmpeg_cpu_pct_per_stream: Option<f64>,
+}
+
+fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Result<Summary> {
     println!("N = {n} streams:");
     // Record mode, then live fan-out on the same recorder.
     let rec = Recorder::start(nvr, dir, "nvr", port, n, true, args.malloc_arena_max)?;
@@ -632,6 +724,21 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
         );
     }
 
+    let floor = if args.no_floor {
+        None
+    } else {
+        let floor = Floor::start(nvr, dir, port, n, args.malloc_arena_max)?;
+        std::thread::sleep(Duration::from_secs(args.warmup_seconds));
+        let w = measure(&[floor.child.id()], args.seconds, n);
+        let received = floor.stop()?;
+        print_window("floor", n, &w, &format!("  {received}"));
+        println!(
+            "  ratio record / floor (same run): cpu {:.2}",
+            record.cpu_pct_per_stream / w.cpu_pct_per_stream.max(1e-9)
+        );
+        Some(w)
+    };
+
     let shadow = if args.shadow {
         let rec = Recorder::start(
             nvr,
@@ -668,8 +775,10 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
         None
     };
 
+    let mut ffmpeg_cpu_pct_per_stream = None;
     if !args.no_ffmpeg {
         let ff = run_ffmpeg(dir, port, n, args)?;
+        ffmpeg_cpu_pct_per_stream = Some(ff.window.cpu_pct_per_stream);
         print_window(
             "ffmpeg",
             n,
@@ -688,7 +797,49 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
         }
         println!();
     }
-    Ok(())
+    Ok(Summary {
+        n,
+        record,
+        frames,
+        floor,
+        ffmpeg_cpu_pct_per_stream,
+    })
+}
+
+/// The summary over every stream count, as a Markdown table (`docs/performance.md`).
+fn print_summary(rows: &[Summary]) {
+    println!(
+        "\n| streams | recorder CPU %/stream | floor CPU %/stream | recorder / floor | ffmpeg CPU %/stream | \
+         recorder / ffmpeg | recorder PSS MiB/stream mean (peak) | MB/stream | recorder threads (peak) | \
+         floor threads | frames lost (exact) | load (1 min) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("–".to_owned(), |v| format!("{v:.digits$}"));
+    for r in rows {
+        let rec = r.record.cpu_pct_per_stream;
+        let floor = r.floor.as_ref().map(|w| w.cpu_pct_per_stream);
+        let pss_mib = mib(r.record.pss_mean_kib) / r.n as f64;
+        println!(
+            "| {} | {:.3} | {} | {} | {} | {} | {:.3} ({:.3}) | {:.3} | {} | {} | {} / {} | {:.2} |",
+            r.n,
+            rec,
+            opt(floor, 3),
+            opt(floor.map(|f| rec / f.max(1e-9)), 2),
+            opt(r.ffmpeg_cpu_pct_per_stream, 3),
+            opt(r.ffmpeg_cpu_pct_per_stream.map(|f| rec / f.max(1e-9)), 2),
+            pss_mib,
+            mib(r.record.pss_peak_kib as f64) / r.n as f64,
+            pss_mib * 1.048_576,
+            r.record.threads_peak,
+            r.floor
+                .as_ref()
+                .map_or("–".to_owned(), |w| w.threads_peak.to_string()),
+            r.frames.missing,
+            r.frames.expected,
+            r.record.load_1m,
+        );
+    }
 }
 
 fn main() -> Result<()> {
@@ -721,8 +872,10 @@ fn main() -> Result<()> {
             a => a.to_string(),
         }
     );
+    let mut rows = Vec::new();
     for &n in &args.streams {
-        run_count(&nvr, &work, clip.as_deref(), n, &args)?;
+        rows.push(run_count(&nvr, &work, clip.as_deref(), n, &args)?);
     }
+    print_summary(&rows);
     Ok(())
 }

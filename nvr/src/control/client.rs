@@ -24,6 +24,14 @@ pub enum ClientError {
     BadResponse(String),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "cannot connect to the arbiter's socket {path} (is nvr-arbiter running on this node?)"
+    )]
+    ArbiterConnect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 async fn connect(path: &Path) -> Result<UnixStream, ClientError> {
@@ -54,6 +62,27 @@ pub async fn request(path: &Path, request: &Request) -> Result<serde_json::Value
             error.unwrap_or_else(|| "refused".to_owned()),
         )),
     }
+}
+
+/// Sends one request to the arbiter's operator socket `<data_dir>/arbiter.sock` (the same framing:
+/// a 4-byte big-endian length, then JSON; `docs/failover.md`, "Operator command") and returns its
+/// answer, `{"ok":true,"result":…}` or `{"ok":false,"error":…}`. The recorder does not link the
+/// arbiter: `nvr ctl handover` and `nvr ctl drain` speak its documented protocol.
+pub async fn arbiter_request(
+    path: &Path,
+    request: &serde_json::Value,
+) -> Result<serde_json::Value, ClientError> {
+    let mut stream =
+        UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::ArbiterConnect {
+                path: path.to_owned(),
+                source,
+            })?;
+    let body = serde_json::to_vec(request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    write_frame(&mut stream, &body).await?;
+    let frame = read_frame(&mut stream, MAX_RESPONSE_BYTES).await?;
+    serde_json::from_slice(&frame).map_err(|e| ClientError::BadResponse(e.to_string()))
 }
 
 /// Writes a stream's live fMP4 to `out` until `stop` resolves or the recorder ends it; returns the

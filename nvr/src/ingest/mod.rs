@@ -16,18 +16,29 @@ pub mod ring;
 mod session;
 mod task;
 mod timing;
+mod writer;
 
 pub use command::{Command, CommandError, Mode, PromoteReport, ReleaseReport};
 pub use loss::LossCounts;
 pub use recording::{AudioTrack, Recording, VideoTrack};
 pub use ring::RingLimits;
 pub use task::{StreamChannels, StreamTask, COMMAND_QUEUE, LIVE_QUEUE};
+pub use writer::{Writer, WriterError, WRITER_THREADS};
+
+/// Opens and plays a stream's RTSP session as the recorder does and returns its frames (for `nvr
+/// floor`, which receives without recording).
+pub async fn connect_session(
+    spec: &StreamSpec,
+    settings: IngestSettings,
+) -> Result<retina::client::Demuxed, IngestError> {
+    Ok(session::connect(spec, settings).await?.demuxed)
+}
 
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::config::{Secret, StreamKind, Transport};
+use crate::config::{Secret, StreamKind, Transport, UdpReorder};
 use store::StorageError;
 
 /// What to record: one camera stream.
@@ -39,6 +50,8 @@ pub struct StreamSpec {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub transport: Transport,
+    /// The reorder window of UDP sessions.
+    pub udp_reorder: UdpReorder,
 }
 
 /// Timing of ingest and segmenting.
@@ -196,6 +209,8 @@ pub enum IngestError {
     BadData(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("{0}")]
+    Writer(#[from] WriterError),
 }
 
 impl IngestError {

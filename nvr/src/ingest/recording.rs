@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use std::time::Duration;
 
 use super::timing::{fragment_timing, reorder_delay, Next, Timeline};
 use super::{IngestError, IngestSettings};
@@ -344,7 +343,7 @@ impl Recording {
         self.discontinuities
     }
 
-    /// Adds an AAC frame; `ts` in the audio clock, `duration` in samples.
+    /// Adds an audio frame (AAC, G.711, Opus); `ts` in the audio clock, `duration` in samples.
     pub fn push_audio(&mut self, ts: i64, duration: u32, data: impl Into<Bytes>) {
         let data = data.into();
         if self.audio.is_some() && !self.gop.is_empty() {
@@ -548,7 +547,6 @@ impl Recording {
         )?;
         self.frames_written += gop.len() as u64;
         self.bytes_written += fragment_bytes as u64;
-        self.sync_if_due()?;
         Ok(())
     }
 
@@ -572,24 +570,6 @@ impl Recording {
             .unwrap_or(self.gop_audio.len());
         let later = self.gop_audio.split_off(split);
         std::mem::replace(&mut self.gop_audio, later)
-    }
-
-    /// Whether appended data has waited a flush interval for `fdatasync` (cheap: no system call).
-    pub fn sync_due(&self) -> bool {
-        self.segment.as_ref().is_some_and(|seg| {
-            seg.writer
-                .sync_due(Duration::from_millis(self.settings.flush_interval_ms))
-        })
-    }
-
-    /// Flushes appended data if the flush interval has passed.
-    pub fn sync_if_due(&mut self) -> Result<(), StorageError> {
-        if self.sync_due() {
-            if let Some(seg) = self.segment.as_mut() {
-                seg.writer.sync()?;
-            }
-        }
-        Ok(())
     }
 
     /// Ends the run: writes buffered frames (nothing received is dropped), seals the segment, closes the run.

@@ -14,7 +14,7 @@ pub(super) struct Connected {
     pub demuxed: retina::client::Demuxed,
     pub video_i: usize,
     pub audio_i: Option<usize>,
-    /// Audio as recorded (`aac`) or why not.
+    /// Audio as recorded (`aac`, `alaw`, `ulaw`, `opus`) or why not.
     pub audio_note: Option<String>,
     pub h265: bool,
     /// The transport in use (`tcp` or `udp`).
@@ -26,7 +26,7 @@ pub(super) struct Connected {
 /// RTSP status of a SETUP whose transport the server does not offer.
 const UNSUPPORTED_TRANSPORT: u16 = 461;
 
-/// Connects, DESCRIBEs, SETUPs video (and AAC audio) and PLAYs. With `transport = "auto"` a SETUP
+/// Connects, DESCRIBEs, SETUPs video (and AAC, G.711 or Opus audio) and PLAYs. With `transport = "auto"` a SETUP
 /// refused with 461 (Unsupported Transport) over TCP is repeated over UDP.
 pub(super) async fn connect(
     spec: &StreamSpec,
@@ -78,10 +78,11 @@ pub(super) async fn connect(
                 Some(i),
                 Some("pcmu (G.711 µ-law): recorded as ulaw".to_owned()),
             ),
+            "opus" => (Some(i), Some("opus: recorded as Opus".to_owned())),
             other => (
                 None,
                 Some(format!(
-                    "{other}: not recorded (AAC and G.711 PCMA/PCMU audio are recorded)"
+                    "{other}: not recorded (AAC, G.711 PCMA/PCMU and Opus audio are recorded)"
                 )),
             ),
         },
@@ -95,7 +96,7 @@ pub(super) async fn connect(
     let mut transport = first;
     let setup = |t: Transport| {
         let transport = match t {
-            Transport::Udp => retina::client::Transport::Udp(udp_options(&settings)),
+            Transport::Udp => retina::client::Transport::Udp(udp_options(spec, &settings)),
             _ => retina::client::Transport::Tcp(Default::default()),
         };
         SetupOptions::default()
@@ -155,18 +156,18 @@ pub(super) async fn connect(
     })
 }
 
-/// RTP packets over UDP that arrive out of order are put back in sequence within this many packets
-/// held back ...
-const UDP_REORDER_MAX_PACKETS: usize = 64;
-/// ... and this long: a packet still missing then is counted as lost. 64 packets are under 100 KB;
-/// 50 ms is below a frame interval at 20 fps, so a real loss delays a frame by at most that.
-const UDP_REORDER_MAX_DELAY: Duration = Duration::from_millis(50);
-
-/// UDP options: the receive buffer and the port range of the configuration, and the reorder window.
-fn udp_options(settings: &IngestSettings) -> retina::client::UdpTransportOptions {
+/// UDP options: the receive buffer and the port range of the configuration, and the camera's
+/// reorder window.
+fn udp_options(
+    spec: &StreamSpec,
+    settings: &IngestSettings,
+) -> retina::client::UdpTransportOptions {
     let mut o = retina::client::UdpTransportOptions::default()
         .recv_buffer_bytes(usize::try_from(settings.udp_recv_buffer_bytes).unwrap_or(usize::MAX))
-        .reorder_window(UDP_REORDER_MAX_PACKETS, UDP_REORDER_MAX_DELAY);
+        .reorder_window(
+            usize::try_from(spec.udp_reorder.max_packets).unwrap_or(usize::MAX),
+            Duration::from_millis(spec.udp_reorder.max_delay_ms),
+        );
     if let Some((first, last)) = settings.udp_port_range {
         o = o.port_range(first..last.saturating_add(1));
     }
@@ -233,25 +234,30 @@ pub(super) fn video_track(v: &retina::codec::VideoParameters) -> Result<VideoTra
 }
 
 /// The MP4 track of an audio stream: AAC from retina's parameters, G.711 (`pcma`, `pcmu`) as
-/// `alaw`/`ulaw` sample entries (retina builds entries for AAC only). `None` while the stream's
-/// parameters are not known.
+/// `alaw`/`ulaw` and Opus as `Opus` sample entries (retina builds entries for AAC only). `None`
+/// while the stream's parameters are not known.
 pub(super) fn audio_track(
     stream: &retina::client::Stream,
 ) -> Result<Option<AudioTrack>, IngestError> {
     let Some(retina::codec::ParametersRef::Audio(a)) = stream.parameters() else {
         return Ok(None);
     };
-    let g711 = match stream.encoding_name() {
-        "pcma" => Some((store::mp4::G711::ALaw, "alaw")),
-        "pcmu" => Some((store::mp4::G711::MuLaw, "ulaw")),
-        _ => None,
-    };
-    let (codec, sample_entry) = match g711 {
-        Some((law, codec)) => (
-            codec.to_owned(),
-            store::mp4::g711_sample_entry(law, a.channels().get(), a.clock_rate()),
+    let channels = a.channels().get();
+    let (codec, sample_entry) = match stream.encoding_name() {
+        "pcma" => (
+            "alaw".to_owned(),
+            store::mp4::g711_sample_entry(store::mp4::G711::ALaw, channels, a.clock_rate()),
         ),
-        None => (
+        "pcmu" => (
+            "ulaw".to_owned(),
+            store::mp4::g711_sample_entry(store::mp4::G711::MuLaw, channels, a.clock_rate()),
+        ),
+        "opus" => (
+            "opus".to_owned(),
+            store::mp4::opus_sample_entry(channels)
+                .map_err(|e| IngestError::BadData(format!("Opus audio parameters: {e}")))?,
+        ),
+        _ => (
             a.rfc6381_codec().unwrap_or("mp4a").to_owned(),
             a.mp4_sample_entry()
                 .build()
@@ -260,7 +266,7 @@ pub(super) fn audio_track(
     };
     Ok(Some(AudioTrack {
         codec,
-        channels: a.channels().get(),
+        channels,
         clock_rate: a.clock_rate(),
         sample_entry,
     }))

@@ -22,7 +22,7 @@ use super::ring::ShadowRing;
 use super::session::{audio_track, blocking, connect, video_track, Connected};
 use super::{
     update, AudioTrack, Command, CommandError, IngestError, IngestSettings, Mode, PromoteReport,
-    Recording, ReleaseReport, SharedStatus, StreamSpec, StreamState, VideoTrack,
+    Recording, ReleaseReport, SharedStatus, StreamSpec, StreamState, VideoTrack, Writer,
 };
 use crate::frame::{AudioFrame, FrameId, MediaFrame, VideoFrame, MATCH_TOLERANCE_MS};
 use base::job::{random_jitter_unit, Backoff};
@@ -59,6 +59,12 @@ enum Flow {
     Exit,
 }
 
+/// A video frame that completes a fragment, waiting to be handed to the writer pool with the recording.
+struct FragmentWrite {
+    frame: Arc<VideoFrame>,
+    params: Option<VideoTrack>,
+}
+
 struct PendingPromote {
     after: FrameId,
     deadline: Instant,
@@ -78,6 +84,10 @@ pub struct StreamTask {
     stream_id: StreamId,
     ring: ShadowRing,
     rec: Option<Recording>,
+    /// The pool that writes fragments (see `writer.rs`).
+    writer: Writer,
+    /// Set by a frame that completes a fragment; written (awaited) before the next item is read.
+    fragment_write: Option<FragmentWrite>,
     h265: bool,
     video_track: Option<Arc<VideoTrack>>,
     audio_track: Option<Arc<AudioTrack>>,
@@ -106,6 +116,7 @@ impl StreamTask {
         settings: IngestSettings,
         status: SharedStatus,
         mode: Mode,
+        writer: Writer,
     ) -> (StreamTask, StreamChannels) {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (live_tx, _) = broadcast::channel(LIVE_QUEUE);
@@ -122,6 +133,8 @@ impl StreamTask {
             mode,
             stream_id,
             rec: None,
+            writer,
+            fragment_write: None,
             h265: false,
             video_track: None,
             audio_track: None,
@@ -396,12 +409,6 @@ impl StreamTask {
                 _ = tick.tick() => {
                     let last_ms = self.store.now_utc_ms() - last_frame.elapsed().as_millis() as i64;
                     self.publish(Some(last_ms), true);
-                    if let Some(rec) = self.rec.as_mut() {
-                        // Leave the async worker only when there is something to flush.
-                        if rec.sync_due() {
-                            blocking(|| rec.sync_if_due())?;
-                        }
-                    }
                     if self.pending_promote.as_ref().is_some_and(|p| Instant::now() >= p.deadline) {
                         self.promote_fallback()?;
                     }
@@ -423,6 +430,9 @@ impl StreamTask {
                     };
                     if self.on_item(c, item)? {
                         last_frame = Instant::now();
+                    }
+                    if let Some(w) = self.fragment_write.take() {
+                        self.write_fragment(w).await?;
                     }
                     let written = self.frames_written();
                     *delivered |= written > 0 || self.mode != Mode::Record;
@@ -656,7 +666,7 @@ impl StreamTask {
         let from_ring = items.len();
         for item in items {
             match item {
-                MediaFrame::Video(v) => self.push_video(&v)?,
+                MediaFrame::Video(v) => self.push_video(&v, false)?,
                 MediaFrame::Audio(a) => self.push_audio(&a),
             }
         }
@@ -681,7 +691,7 @@ impl StreamTask {
             }
         }
         match self.mode {
-            Mode::Record => self.push_video(&frame)?,
+            Mode::Record => self.push_video(&frame, true)?,
             Mode::Shadow => {
                 self.ring.push(MediaFrame::Video(frame.clone()));
                 if self
@@ -731,7 +741,10 @@ impl StreamTask {
         let _ = reply.send(Ok(report));
     }
 
-    fn push_video(&mut self, frame: &VideoFrame) -> Result<(), IngestError> {
+    /// Adds a frame to the recording. One that may complete a fragment is written on the writer pool:
+    /// with `defer` it is kept in `fragment_write` for the session loop to await (the hot path), else
+    /// written here leaving the worker with `block_in_place` (frames replayed from the shadow ring).
+    fn push_video(&mut self, frame: &Arc<VideoFrame>, defer: bool) -> Result<(), IngestError> {
         let params = match &self.pushed_track {
             Some(t) if Arc::ptr_eq(t, &frame.track) => None,
             _ => {
@@ -756,17 +769,50 @@ impl StreamTask {
         // Only a frame that completes a fragment touches the disk; the others are buffered without
         // leaving the async worker.
         if rec.may_write(frame.ts, frame.key) {
+            if defer {
+                self.fragment_write = Some(FragmentWrite {
+                    frame: frame.clone(),
+                    params,
+                });
+                return Ok(());
+            }
             blocking(|| rec.push_video(frame.ts, frame.key, data, params))?;
         } else {
             rec.push_video(frame.ts, frame.key, data, params)?;
         }
-        if !was_recording && rec.is_recording() {
+        self.after_push(was_recording, frame);
+        Ok(())
+    }
+
+    /// Writes a fragment on the writer pool: the recording goes to a writer thread with the frame
+    /// that completes the fragment and comes back with the result.
+    async fn write_fragment(&mut self, w: FragmentWrite) -> Result<(), IngestError> {
+        let Some(mut rec) = self.rec.take() else {
+            return Ok(());
+        };
+        let was_recording = rec.is_recording();
+        let (ts, key, data) = (w.frame.ts, w.frame.key, w.frame.data.clone());
+        let (rec, result) = self
+            .writer
+            .run(move || {
+                let result = rec.push_video(ts, key, data, w.params);
+                (rec, result)
+            })
+            .await?;
+        self.rec = Some(rec);
+        result?;
+        self.after_push(was_recording, &w.frame);
+        Ok(())
+    }
+
+    /// Answers a pending promotion once its first frame has started the recording.
+    fn after_push(&mut self, was_recording: bool, frame: &VideoFrame) {
+        if !was_recording && self.rec.as_ref().is_some_and(Recording::is_recording) {
             if let Some((reply, mut report)) = self.promote_reply.take() {
                 report.first_frame = Some(frame.id().clone());
                 let _ = reply.send(Ok(report));
             }
         }
-        Ok(())
     }
 
     fn push_audio(&mut self, frame: &AudioFrame) {
@@ -785,6 +831,13 @@ impl StreamTask {
         let Some(mut rec) = self.rec.take() else {
             return;
         };
+        // A frame still waiting for the writer pool is recorded too (nothing received is dropped).
+        if let Some(w) = self.fragment_write.take() {
+            let f = &w.frame;
+            if let Err(e) = blocking(|| rec.push_video(f.ts, f.key, f.data.clone(), w.params)) {
+                tracing::error!(stream = %self.label, error = %e, "could not write the last fragment");
+            }
+        }
         if let Err(e) = blocking(|| rec.finish(reason)) {
             tracing::error!(stream = %self.label, error = %e, "could not finish the recording");
             let message = e.to_string();

@@ -98,10 +98,18 @@ pub(super) fn fragment_timing(
         dts.push(prev + d);
     }
     if let (Some(&last_dts), Some(&last_slot)) = (dts.last(), sorted.last()) {
+        // The frame after the last slot: one period on. A short fragment (a run that ended on a
+        // reference frame before the B-frames presented ahead of it came) may show only a longer
+        // step than the period, so the shorter of its own and the stream's is taken.
+        let period = i64::from(if t.typical > 0 {
+            typical.min(t.typical)
+        } else {
+            typical
+        });
         let target = match next {
             Some(n) if n.exact => n.ts - t.origin_ts,
-            Some(n) => n.ts.min(last_slot + i64::from(typical)) - t.origin_ts,
-            None => last_slot + i64::from(typical) - t.origin_ts,
+            Some(n) => n.ts.min(last_slot + period) - t.origin_ts,
+            None => last_slot + period - t.origin_ts,
         };
         let d = target - last_dts;
         let d = if d > 0 && d <= max {
@@ -233,5 +241,16 @@ mod tests {
         assert_eq!(typical, F as u32);
         let total: u32 = timing.iter().map(|s| s.duration).sum();
         assert_eq!(i64::from(total), 13 * F, "decode span = presentation span");
+    }
+
+    #[test]
+    fn a_run_ending_on_a_short_fragment_keeps_the_earlier_frame_period() {
+        // The last fragment is K0 P3 only: the run ended before B1 and B2 arrived, so the
+        // fragment's own smallest step (3 frames) is not the frame period; earlier ones said F.
+        let pts: Vec<i64> = [0, 3].iter().map(|i| i * F).collect();
+        let t = timeline(0, F, 0);
+        let (timing, _) = fragment_timing(&pts, t, None);
+        let total: u32 = timing.iter().map(|s| s.duration).sum();
+        assert_eq!(i64::from(total), 4 * F, "decode span = presentation span");
     }
 }

@@ -68,6 +68,9 @@ pub struct MirrorInfo {
     pub width: u32,
     pub height: u32,
     pub audio_codec: Option<String>,
+    /// The arbiter's epoch under which the origin wrote the segment (its catalog row's `epoch`), kept
+    /// in the mirrored row so a node's catalog shows which holder wrote each part of a timeline.
+    pub epoch: Option<u64>,
 }
 
 /// What sealing a mirrored segment did besides publishing it.

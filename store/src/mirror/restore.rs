@@ -221,6 +221,7 @@ impl Store {
             },
             &want,
             now_ms,
+            None,
         )?;
         self.log_event(
             Some(stream_id),

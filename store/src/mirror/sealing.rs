@@ -13,7 +13,8 @@ impl Store {
     /// acknowledged are never dropped, so the path cannot be started afresh with other bytes. Then: fsync,
     /// read-only, publish at `path` with a hard link (never replaces: an existing file with the same hash
     /// is an idempotent success, a different one is `Contradiction` and left untouched), fsync the
-    /// directory, catalog row (`node` = origin, `sealed`, no run), remove the staging copy.
+    /// directory, catalog row (`node` = origin, `epoch` = the origin's, `sealed`, no run), remove the
+    /// staging copy.
     /// Sealing again with the same hash succeeds without doing anything.
     #[allow(clippy::too_many_arguments)]
     pub fn mirror_seal(
@@ -216,6 +217,7 @@ impl Store {
                 },
                 &sha,
                 now_ms,
+                info.epoch,
             )
         })?;
         self.remove_staging(&mut guard, origin, &staged)?;

@@ -40,11 +40,13 @@
 //! with back-patched sizes and [`scan`] a bounds-checked reader that never allocates in proportion to
 //! an untrusted count.
 
+mod audio;
 mod boxes;
 mod fragment;
 mod init;
 mod scan;
 
+pub use audio::{g711_sample_entry, opus_sample_entry, G711, OPUS_PRE_SKIP};
 pub use fragment::{FragmentBuilder, SampleInfo};
 pub use init::{init_segment, TrackKind, TrackSpec};
 pub use scan::{
@@ -76,36 +78,6 @@ pub enum Mp4Error {
     /// Reading the file failed.
     #[error("reading segment file: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// G.711 companding law of a [`g711_sample_entry`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum G711 {
-    /// A-law (RTP `PCMA`): sample entry `alaw`.
-    ALaw,
-    /// µ-law (RTP `PCMU`): sample entry `ulaw`.
-    MuLaw,
-}
-
-/// An `alaw`/`ulaw` audio sample entry (ISO/IEC 14496-12 `AudioSampleEntry` v0: 16-bit sample
-/// size as QuickTime and ffmpeg write it, the rate as 16.16). Each MP4 sample then holds one RTP
-/// packet's 8-bit samples, its duration their count.
-pub fn g711_sample_entry(law: G711, channels: u16, sample_rate_hz: u32) -> Vec<u8> {
-    let mut e = Vec::with_capacity(36);
-    e.extend_from_slice(&36u32.to_be_bytes());
-    e.extend_from_slice(match law {
-        G711::ALaw => b"alaw",
-        G711::MuLaw => b"ulaw",
-    });
-    e.extend_from_slice(&[0; 6]); // reserved
-    e.extend_from_slice(&1u16.to_be_bytes()); // data_reference_index
-    e.extend_from_slice(&[0; 8]); // reserved
-    e.extend_from_slice(&channels.to_be_bytes());
-    e.extend_from_slice(&16u16.to_be_bytes()); // samplesize
-    e.extend_from_slice(&[0; 4]); // pre_defined, reserved
-    let rate = u32::try_from(u64::from(sample_rate_hz) << 16).unwrap_or(0);
-    e.extend_from_slice(&rate.to_be_bytes());
-    e
 }
 
 /// An `avc1` sample entry with a minimal (not decodable) `avcC`, for tests and benchmarks that write

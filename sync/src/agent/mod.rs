@@ -2,6 +2,7 @@
 //! keeps the signed log; the standby side ([`standby`]) accepts, verifies and stores them write-once;
 //! [`restore`] fetches verified copies back. Shared here: status, alarms, connection plumbing.
 
+pub mod flowback;
 mod history;
 pub mod preauth;
 pub mod primary;
@@ -86,7 +87,22 @@ pub struct PeerStatus {
     pub unverified_segments: u64,
     /// Standby: the oldest of them by path, if any.
     pub oldest_unverified: Option<String>,
+    /// Receiving side: sealed copies of this peer's segments held here (counted at each connection,
+    /// then as they are sealed).
+    pub segments_held: u64,
     pub streams: BTreeMap<String, StreamLag>,
+}
+
+/// The flow-back direction in the status ([`flowback`]): on a standby (`origin`) its takeover
+/// segments going back to each owner, on a primary (`receiver`) those received from its standby.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowbackStatus {
+    pub role: String,
+    /// Per peer: connection, bytes, last head; on the origin the lag per stream, on the receiver the
+    /// segments held and unverified.
+    pub peers: BTreeMap<String, PeerStatus>,
+    /// Ongoing stalls of this direction.
+    pub stalls: Vec<stall::Stall>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -105,6 +121,12 @@ pub struct AgentStatus {
     pub tamper: Option<tamper::TamperStatus>,
     /// Ongoing conditions that stop mirroring progress, oldest first ([`stall`]).
     pub stalls: Vec<stall::Stall>,
+    /// With `[arbiter]`: the flow-back direction of takeover segments ([`flowback`]).
+    pub flowback: Option<FlowbackStatus>,
+    /// Where the flow-back side keeps its status (its own peers and stalls, so they never mix with
+    /// this direction's).
+    #[serde(skip)]
+    pub flowback_shared: Option<SharedStatus>,
     #[serde(skip)]
     pub stall_map: stall::Stalls,
     /// A stall lasting this long raises an alarm.
@@ -140,9 +162,20 @@ pub fn now_ms() -> i64 {
 /// Alarms shown in the status file (the newest).
 const STATUS_ALARMS: usize = 20;
 
-/// Writes `sync-status.json` atomically (the alarm count and the newest alarms only, not every one).
+/// Writes `sync-status.json` atomically (the alarm count and the newest alarms only, not every one),
+/// with the flow-back direction's part.
 pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
-    let overdue = with_status(status, |s| stall::refresh(s, now_ms()));
+    let mut overdue = with_status(status, |s| stall::refresh(s, now_ms()));
+    let flowback = with_status(status, |s| s.flowback_shared.clone()).map(|fb| {
+        with_status(&fb, |f| {
+            overdue.extend(stall::refresh(f, now_ms()));
+            FlowbackStatus {
+                role: f.role.clone(),
+                peers: f.peers.clone(),
+                stalls: f.stalls.clone(),
+            }
+        })
+    });
     for st in overdue {
         let detail = format!(
             "{} (for {} ms, since {})",
@@ -163,6 +196,7 @@ pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
         s.pid = std::process::id();
         s.alarms_total = total;
         s.recent_alarms = recent;
+        s.flowback = flowback;
         s.clone()
     });
     let path = data_dir.join(STATUS_FILE);

@@ -5,7 +5,7 @@
 //! it through `Store::restore_sealed`); the recorder never waits for it. A connection resumes from what
 //! the standby says it holds, so nothing already received is sent again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,9 +38,15 @@ const MAX_LEAVES_PER_HEAD: u64 = 500;
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The primary's signed log: Merkle tree of leaves plus the last of the chain of signed heads (the
-/// chain itself stays in `sync.db`).
+/// chain itself stays in `sync.db`). A standby keeps one such log per owner it sends takeover segments
+/// back to ([`Log::load_flowback`]).
 pub struct Log {
     node: String,
+    /// The log's name in `sync.db`: the node's own, or `<node>><owner>` for a flow-back log.
+    key: String,
+    /// Only segments of these streams (`camera`, `main`/`sub`) are logged and mirrored; `None`: all of
+    /// the node's.
+    streams: Option<BTreeSet<(String, String)>>,
     pub tree: MerkleTree,
     logged: HashMap<String, u64>,
     /// The last signed head and its id in `sync.db` (heads are sent in id order).
@@ -51,15 +57,36 @@ pub struct Log {
 
 impl Log {
     pub fn load(node: &str, db: &SyncDb) -> Result<Log, AgentError> {
+        Self::load_keyed(node, node, None, db)
+    }
+
+    /// A standby's log of its own segments of `owner`'s streams (its takeover segments), signed with
+    /// its key and sent back to `owner`: one log per owner, so an owner learns nothing of another's
+    /// cameras.
+    pub fn load_flowback(
+        node: &str,
+        owner: &str,
+        streams: BTreeSet<(String, String)>,
+        db: &SyncDb,
+    ) -> Result<Log, AgentError> {
+        Self::load_keyed(node, &flowback_log_key(node, owner), Some(streams), db)
+    }
+
+    fn load_keyed(
+        node: &str,
+        key: &str,
+        streams: Option<BTreeSet<(String, String)>>,
+        db: &SyncDb,
+    ) -> Result<Log, AgentError> {
         let mut tree = MerkleTree::new();
         let mut logged = HashMap::new();
-        for (bytes, hash) in db.leaves(node)? {
+        for (bytes, hash) in db.leaves(key)? {
             let index = tree.push(hash);
             if let Ok(leaf) = SegmentLeaf::decode(&bytes) {
                 logged.insert(leaf.path, index);
             }
         }
-        let (last_head_id, last_head) = match db.last_head(node)? {
+        let (last_head_id, last_head) = match db.last_head(key)? {
             Some((id, h)) => match serde_json::from_str::<SignedTreeHead>(&h.head_json) {
                 Ok(sth) => (id, Some(sth)),
                 Err(e) => {
@@ -72,6 +99,8 @@ impl Log {
         };
         Ok(Log {
             node: node.to_owned(),
+            key: key.to_owned(),
+            streams,
             tree,
             logged,
             last_head,
@@ -82,6 +111,19 @@ impl Log {
 
     pub fn leaf_index(&self, path: &str) -> Option<u64> {
         self.logged.get(path).copied()
+    }
+
+    /// The log's name in `sync.db`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether segment `path` belongs in this log (a flow-back log takes its owner's streams only).
+    pub fn covers(&self, path: &str) -> bool {
+        self.streams.as_ref().is_none_or(|streams| {
+            store::parse_media_path(std::path::Path::new(path))
+                .is_some_and(|i| streams.contains(&(i.camera, i.stream)))
+        })
     }
 
     /// Appends leaves for newly sealed segments and signs heads: one per `MAX_LEAVES_PER_HEAD` new
@@ -112,6 +154,12 @@ impl Log {
             }
             let mut blocked = false;
             for row in &rows {
+                if !self.covers(&row.path) {
+                    if !blocked {
+                        self.scan_after_id = row.id.0;
+                    }
+                    continue;
+                }
                 if row.state == SegmentState::Open || row.sha256.is_none() {
                     blocked = true;
                     continue;
@@ -145,7 +193,7 @@ impl Log {
                 };
                 let hash = leaf.leaf_hash();
                 let index = self.tree.len();
-                db.append_leaf(&self.node, index, &leaf.encode(), &hash, &row.path)?;
+                db.append_leaf(&self.key, index, &leaf.encode(), &hash, &row.path)?;
                 self.tree.push(hash);
                 self.logged.insert(row.path.clone(), index);
                 if advance {
@@ -196,14 +244,14 @@ impl Log {
         let signed = head.sign(&|m| id.sign(m));
         let json = serde_json::to_string(&signed).map_err(|e| AgentError::Peer(e.to_string()))?;
         db.store_head(
-            &self.node,
+            &self.key,
             head.tree_size,
             &head.head_hash(),
             &json,
             now_ms(),
         )?;
         self.last_head_id = db
-            .head_id(&self.node, &head.head_hash())?
+            .head_id(&self.key, &head.head_hash())?
             .unwrap_or(self.last_head_id);
         self.last_head = Some(signed);
         Ok(())
@@ -217,12 +265,17 @@ impl Log {
         to: u64,
     ) -> Result<Vec<serde_json::Value>, AgentError> {
         Ok(db
-            .leaves_range(&self.node, from, to)?
+            .leaves_range(&self.key, from, to)?
             .iter()
             .filter_map(|(bytes, _)| SegmentLeaf::decode(bytes).ok())
             .map(|l| to_json(&l))
             .collect())
     }
+}
+
+/// The `sync.db` name of `node`'s flow-back log to `owner` (`>` is in no node name).
+pub fn flowback_log_key(node: &str, owner: &str) -> String {
+    format!("{node}>{owner}")
 }
 
 /// Runs the primary side until `shutdown`.
@@ -265,6 +318,16 @@ pub async fn run(
         });
     });
 
+    if cfg.flowback {
+        tokio::spawn(super::flowback::receive_loop(
+            cfg.clone(),
+            id.clone(),
+            store.clone(),
+            db.clone(),
+            status.clone(),
+            shutdown.clone(),
+        ));
+    }
     let (repair_tx, mut repair_rx) = mpsc::unbounded_channel::<RepairRequest>();
     tokio::spawn(super::tamper::tamper_loop(
         store.clone(),
@@ -490,11 +553,60 @@ async fn session(
 ) -> Result<(), AgentError> {
     let tls = connect(id, standby).await?;
     let mut conn = Conn::new(tls);
+    let view = handshake(&mut conn, &cfg.node_name, standby).await?;
+    let route = Route {
+        cfg,
+        id,
+        peer: standby,
+        store,
+        db,
+        status,
+        writes_status: true,
+    };
+    mirror(&route, conn, view, log, wake, repair_rx, shutdown).await
+}
+
+/// Who mirrors to whom in one session: this node (`cfg.node_name`) is the origin of the segments
+/// `log` covers, `peer` receives them (the standby, or for flow-back the owner of the cameras).
+pub(super) struct Route<'a> {
+    pub cfg: &'a SyncConfig,
+    pub id: &'a NodeIdentity,
+    pub peer: &'a Peer,
+    pub store: &'a Arc<Store>,
+    pub db: &'a Arc<SyncDb>,
+    /// Where this direction's peer status and stalls go.
+    pub status: &'a SharedStatus,
+    /// Whether this loop writes the status file (the flow-back's status is written by the agent's
+    /// main loop, as part of its own).
+    pub writes_status: bool,
+}
+
+/// Mirrors `log`'s segments over an established session (`view`: what the receiving side said it
+/// holds) until the connection fails or `shutdown`: new bytes of open and sealed segments, seals and
+/// signed heads, the receiver's acknowledgements, repair fetches both ways.
+pub(super) async fn mirror<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    route: &Route<'_>,
+    conn: Conn<S>,
+    view: StandbyView,
+    log: &mut Log,
+    wake: &Notify,
+    repair_rx: &mut mpsc::UnboundedReceiver<RepairRequest>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let Route {
+        cfg,
+        id,
+        peer: standby,
+        store,
+        db,
+        status,
+        writes_status,
+    } = *route;
     let StandbyView {
         holdings,
         head: standby_head,
         sealed_below_leaf,
-    } = handshake(&mut conn, &cfg.node_name, standby).await?;
+    } = view;
     let peer_name = standby.pins.node.clone();
     tracing::info!(peer = %peer_name, holdings = holdings.len(), head = ?standby_head.as_ref().map(|h| h.head.tree_size), "connected to standby");
     with_status(status, |s| {
@@ -513,7 +625,7 @@ async fn session(
     let mut sent_head_id = 0i64;
     if let Some(h) = &standby_head {
         let hash = h.head.head_hash();
-        match db.head_id(&cfg.node_name, &hash)? {
+        match db.head_id(log.key(), &hash)? {
             Some(i) => {
                 standby_size = h.head.tree_size;
                 sent_head_id = i;
@@ -565,6 +677,7 @@ async fn session(
     // A row that needs nothing more: deleted, summed up as held, or mirrored and sealed already.
     let needs_nothing = |log: &Log, mirrors: &HashMap<String, Mirror>, row: &SegmentRow| {
         row.state == SegmentState::Deleted
+            || !log.covers(&row.path)
             || log.leaf_index(&row.path).is_some_and(|i| i < sealed_below)
             || mirrors.get(&row.path).is_some_and(|m| m.done)
     };
@@ -630,7 +743,7 @@ async fn session(
                                 raise_alarm(db, "bad_countersignature", Some(&peer_name), None, "standby's countersignature does not verify");
                             } else {
                                 let json = serde_json::to_string(&cs).unwrap_or_default();
-                                db.set_countersignature(&cfg.node_name, &head.head.head_hash(), &json)?;
+                                db.set_countersignature(log.key(), &head.head.head_hash(), &json)?;
                             }
                             standby_size = head.head.tree_size;
                             sent_head_id = i;
@@ -802,6 +915,7 @@ async fn session(
                             end_ms: row.end_ms,
                             frames: row.frames,
                             leaf_index,
+                            epoch: row.epoch,
                         },
                     )
                     .await?;
@@ -829,7 +943,7 @@ async fn session(
 
         // Tree heads, in the order they were signed, each with the leaves it adds.
         let next_head = if head_in_flight.is_none() && sent_head_id < log.last_head_id() {
-            db.head_after(&cfg.node_name, sent_head_id)?
+            db.head_after(log.key(), sent_head_id)?
         } else {
             None
         };
@@ -861,12 +975,22 @@ async fn session(
         with_status(status, |s| {
             s.log_size = log.tree.len();
             if let Some(p) = s.peers.get_mut(&peer_name) {
+                // A stream none of whose segments waited in this pass waits for nothing (one that
+                // stopped being recorded here, e.g. a takeover handed back, keeps no stale lag).
+                for (k, v) in p.streams.iter_mut() {
+                    if !lags.contains_key(k) && v.waiting_since_ms.is_some() {
+                        v.acked_bytes = v.local_bytes;
+                        v.lag_bytes = 0;
+                        v.lag_ms = 0;
+                        v.waiting_since_ms = None;
+                    }
+                }
                 for (k, v) in lags {
                     p.streams.insert(k, v);
                 }
             }
         });
-        if last_status.elapsed() >= STATUS_INTERVAL {
+        if writes_status && last_status.elapsed() >= STATUS_INTERVAL {
             write_status(&cfg.data_dir, status, db);
             last_status = Instant::now();
         }

@@ -25,7 +25,10 @@ use super::{
 };
 use crate::config::SyncConfig;
 use crate::identity::{self, NodeIdentity, PeerPins};
-use crate::proto::{ErrorCode, Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
+use crate::proto::{
+    ErrorCode, Message, Role, SegmentInfo, SegmentKey, FLOWBACK_PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 
 mod repair;
 mod sealed;
@@ -45,6 +48,39 @@ pub(super) struct Shared {
     streams: HashMap<String, std::collections::BTreeSet<(String, String)>>,
     /// Per connected primary, where the scrub sends damaged copies to repair from it.
     repair_queues: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<store::SegmentRow>>>,
+    /// With `[arbiter]`: this standby's takeover segments go back to their owners
+    /// ([`super::flowback`]).
+    flowback: Option<super::flowback::Origin>,
+}
+
+impl Shared {
+    /// The receiving side's state: this node (`id`) accepts from each of `peers` the segments of
+    /// the streams the peer carries, into `store` and `db`, with status and stalls in `status`.
+    pub(super) fn receiving(
+        id: NodeIdentity,
+        peers: &[crate::config::Peer],
+        store: Arc<Store>,
+        db: Arc<SyncDb>,
+        status: SharedStatus,
+        flowback: Option<super::flowback::Origin>,
+    ) -> Shared {
+        Shared {
+            node: id.node.clone(),
+            id,
+            pins: peers.iter().map(|p| p.pins.clone()).collect(),
+            store,
+            db,
+            origins: Mutex::new(HashMap::new()),
+            accept_lock: tokio::sync::Mutex::new(()),
+            status,
+            streams: peers
+                .iter()
+                .map(|p| (p.pins.node.clone(), p.streams.clone()))
+                .collect(),
+            repair_queues: Mutex::new(HashMap::new()),
+            flowback,
+        }
+    }
 }
 
 /// Runs the standby side until `shutdown`.
@@ -76,25 +112,25 @@ pub async fn run(
     for p in &pins {
         primary_absent(&status, &p.node, "not connected since this agent started");
     }
-    let shared = Arc::new(Shared {
-        node: cfg.node_name.clone(),
+    let flowback = if cfg.flowback {
+        let origin = tokio::task::block_in_place(|| super::flowback::Origin::load(&cfg, &id, &db))?;
+        with_status(&status, |s| s.flowback_shared = Some(origin.status.clone()));
+        Some(origin)
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared::receiving(
         id,
-        pins,
+        &cfg.peers,
         store,
         db,
-        origins: Mutex::new(HashMap::new()),
-        accept_lock: tokio::sync::Mutex::new(()),
-        status: status.clone(),
-        streams: cfg
-            .peers
-            .iter()
-            .map(|p| (p.pins.node.clone(), p.streams.clone()))
-            .collect(),
-        repair_queues: Mutex::new(HashMap::new()),
-    });
+        status.clone(),
+        flowback,
+    ));
     if cfg.scrub_interval_ms > 0 {
         tokio::spawn(scrub_loop(
             shared.clone(),
+            None,
             cfg.scrub_interval_ms,
             cfg.scrub_bytes_per_s,
             shutdown.clone(),
@@ -163,7 +199,20 @@ pub async fn run(
                         return;
                     };
                     let name = peer.node.clone();
-                    let result = serve(&shared, peer, Conn::new(tls), shutdown).await;
+                    let mut conn = Conn::new(tls);
+                    let result = match hello(&shared, &peer, &mut conn).await {
+                        Ok(Session::FlowBack) => {
+                            if let Some(origin) = &shared.flowback {
+                                let r = super::flowback::serve_origin(&shared, origin, &peer, conn, shutdown).await;
+                                if let Err(e) = r {
+                                    tracing::warn!(peer = %name, error = %e, "flow-back connection ended");
+                                }
+                            }
+                            return;
+                        }
+                        Ok(Session::Mirror) => receive(&shared, &peer, conn, shutdown).await,
+                        Err(e) => Err(e),
+                    };
                     repair_queues(&shared).retain(|_, tx| !tx.is_closed());
                     with_status(&shared.status, |s| {
                         if let Some(p) = s.peers.get_mut(&name) {
@@ -243,7 +292,7 @@ fn heads_refused(status: &SharedStatus, origin: &str, reason: &str) {
 const EXPIRY_TICKS: u64 = 5;
 
 /// Moves every primary's staging copies idle for `max_idle_ms` to quarantine, with an alarm each.
-fn expire_staging(shared: &Shared, max_idle_ms: u64) {
+pub(super) fn expire_staging(shared: &Shared, max_idle_ms: u64) {
     for pins in &shared.pins {
         let origin = &pins.node;
         let r =
@@ -279,51 +328,97 @@ fn repair_queues(
     }
 }
 
-async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+/// What a pinned primary's connection is for, by its `Hello`.
+enum Session {
+    /// It mirrors its segments here (`role` primary): answered with `HelloAck`, then [`receive`].
+    Mirror,
+    /// It receives this standby's takeover segments of its cameras (`role` standby, protocol version
+    /// 3): [`super::flowback::serve_origin`].
+    FlowBack,
+}
+
+/// Reads and checks a primary's `Hello`: the protocol version (2 or 3; flow-back needs 3 and a
+/// cluster with `[arbiter]`), the node its certificate belongs to, its role.
+async fn hello<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     shared: &Shared,
-    peer: PeerPins,
+    peer: &PeerPins,
+    conn: &mut Conn<S>,
+) -> Result<Session, AgentError> {
+    let origin = &peer.node;
+    let Some(Message::Hello {
+        protocol_version,
+        node,
+        role,
+        ..
+    }) = conn.recv(HANDSHAKE_TIMEOUT).await?
+    else {
+        return Err(AgentError::Peer("expected Hello".into()));
+    };
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol_version) {
+        conn.send(&Message::Error {
+            code: ErrorCode::VersionMismatch,
+            message: format!("protocol {protocol_version} not supported (this standby speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION})"),
+        })
+        .await?;
+        return Err(AgentError::Peer("protocol version mismatch".into()));
+    }
+    if node != *origin {
+        raise_alarm(
+            &shared.db,
+            "impersonation",
+            Some(origin),
+            None,
+            &format!("certificate of {origin} said it is {node} ({role:?})"),
+        );
+        conn.send(&Message::Error {
+            code: ErrorCode::Unauthorized,
+            message: "certificate and Hello disagree".into(),
+        })
+        .await?;
+        return Err(AgentError::Peer("certificate and Hello disagree".into()));
+    }
+    match role {
+        Role::Primary => {
+            conn.send(&Message::HelloAck {
+                protocol_version,
+                node: shared.node.clone(),
+            })
+            .await?;
+            Ok(Session::Mirror)
+        }
+        Role::Standby
+            if shared.flowback.is_some() && protocol_version >= FLOWBACK_PROTOCOL_VERSION =>
+        {
+            Ok(Session::FlowBack)
+        }
+        Role::Standby => {
+            let message = if shared.flowback.is_some() {
+                format!("flow-back needs protocol {FLOWBACK_PROTOCOL_VERSION}")
+            } else {
+                "no flow-back without [arbiter] in the cluster file".to_owned()
+            };
+            conn.send(&Message::Error {
+                code: ErrorCode::Unauthorized,
+                message: message.clone(),
+            })
+            .await?;
+            Err(AgentError::Peer(message))
+        }
+    }
+}
+
+/// Receives a peer's segments after the handshake (the `Hello` exchange, either way round): sends what
+/// is held here (`StandbyState`), then stores what arrives write-once, checks heads and seals, until
+/// the connection ends or `shutdown`. A standby receives so from its primaries, and a primary from its
+/// standby (flow-back of takeover segments).
+pub(super) async fn receive<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    shared: &Shared,
+    peer: &PeerPins,
     mut conn: Conn<S>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
+    let peer = peer.clone();
     let origin = peer.node.clone();
-    match conn.recv(HANDSHAKE_TIMEOUT).await? {
-        Some(Message::Hello {
-            protocol_version,
-            node,
-            role,
-            ..
-        }) => {
-            if protocol_version != PROTOCOL_VERSION {
-                conn.send(&Message::Error {
-                    code: ErrorCode::VersionMismatch,
-                    message: format!("protocol {protocol_version} not supported (this standby speaks {PROTOCOL_VERSION})"),
-                })
-                .await?;
-                return Err(AgentError::Peer("protocol version mismatch".into()));
-            }
-            if node != origin || role != Role::Primary {
-                raise_alarm(
-                    &shared.db,
-                    "impersonation",
-                    Some(&origin),
-                    None,
-                    &format!("certificate of {origin} said it is {node} ({role:?})"),
-                );
-                conn.send(&Message::Error {
-                    code: ErrorCode::Unauthorized,
-                    message: "certificate and Hello disagree".into(),
-                })
-                .await?;
-                return Err(AgentError::Peer("certificate and Hello disagree".into()));
-            }
-        }
-        other => return Err(AgentError::Peer(format!("expected Hello, got {other:?}"))),
-    }
-    conn.send(&Message::HelloAck {
-        protocol_version: PROTOCOL_VERSION,
-        node: shared.node.clone(),
-    })
-    .await?;
     tokio::task::block_in_place(|| load_origin(shared, &origin))?;
     send_standby_state(shared, &mut conn, &origin).await?;
     tracing::info!(peer = %origin, "primary connected");
@@ -445,6 +540,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 end_ms,
                 frames,
                 leaf_index: _,
+                epoch,
             } => {
                 let seal = sealed::Seal {
                     key,
@@ -452,6 +548,7 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                     sha256,
                     end_ms,
                     frames,
+                    epoch,
                 };
                 sealed::handle(shared, &mut conn, &origin, &infos, &mut waiting, seal).await?;
             }
@@ -760,12 +857,14 @@ async fn send_file<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     }
 }
 
-/// Re-hashes every sealed copy held here (mirrored and own) against the catalog, whose hashes were
-/// verified against the primaries' logs when the copies were sealed; a mismatch (bit rot, tampering on
-/// the standby itself) is an alarm, raised once per segment, and a mirrored copy is repaired from its
-/// primary while that is connected and still holds a copy matching the log ([`repair`]).
-async fn scrub_loop(
+/// Re-hashes every sealed copy held here (mirrored and own; only those recorded by `node`, if given)
+/// against the catalog, whose hashes were verified against the primaries' logs when the copies were
+/// sealed; a mismatch (bit rot, tampering on the standby itself) is an alarm, raised once per segment,
+/// and a mirrored copy is repaired from its primary while that is connected and still holds a copy
+/// matching the log ([`repair`]).
+pub(super) async fn scrub_loop(
     shared: Arc<Shared>,
+    node: Option<String>,
     interval_ms: u64,
     bytes_per_s: u64,
     mut shutdown: watch::Receiver<bool>,
@@ -773,7 +872,10 @@ async fn scrub_loop(
     let mut reported = std::collections::HashSet::new();
     loop {
         let store = shared.store.clone();
-        match tokio::task::spawn_blocking(move || store.scrub_pass(None, bytes_per_s)).await {
+        let node = node.clone();
+        match tokio::task::spawn_blocking(move || store.scrub_pass(node.as_deref(), bytes_per_s))
+            .await
+        {
             Ok(Ok((bytes, damaged))) => {
                 with_status(&shared.status, |s| {
                     s.scrub_passes += 1;

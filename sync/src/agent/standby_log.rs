@@ -207,6 +207,12 @@ fn standby_holdings(shared: &Shared, origin: &str) -> Result<(Vec<Holding>, u64)
         log.publish_unverified(shared, origin);
     }
     shared.db.delete_held_seals(origin, &gone)?;
+    let held = sealed.len() as u64;
+    with_status(&shared.status, |s| {
+        if let Some(p) = s.peers.get_mut(origin) {
+            p.segments_held = held;
+        }
+    });
     let deleted: HashSet<String> = shared
         .store
         .catalog()

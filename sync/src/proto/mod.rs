@@ -46,7 +46,20 @@ pub use validate::{
 /// Version 2 pages what grows with history: `StandbyState` (holdings of open and recent segments plus
 /// `sealed_below_leaf`), `TreeHead` (`first_leaf`) and `FetchListReply` (`more`), and adds `HeadChain`
 /// (restore imports the chain of heads).
-pub const PROTOCOL_VERSION: u16 = 2;
+///
+/// Version 3 adds `epoch` to `SegmentSealed` (the arbiter's epoch of the origin's catalog row) and the
+/// flow-back connection: a primary connects to its standby with `Hello { role: Standby }` and receives
+/// the standby's takeover segments of its cameras (`docs/sync.md`). A version 3 standby still accepts
+/// a version 2 primary (no epochs, no flow-back: [`MIN_PROTOCOL_VERSION`]); a version 2 standby refuses
+/// a version 3 primary, so standbys are upgraded first.
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// The oldest protocol version a standby still accepts from a primary (its `SegmentSealed` carries no
+/// `epoch`, read as none).
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
+
+/// The first protocol version with the flow-back connection.
+pub const FLOWBACK_PROTOCOL_VERSION: u16 = 3;
 
 /// Most entries in one page of a paged message (`StandbyState::holdings`, `TreeHead::leaves`,
 /// `FetchListReply::segments`, `HeadChain::heads`); a decoded page with more is `Malformed`. Senders also keep a page's JSON
@@ -313,6 +326,10 @@ pub enum Message {
         end_ms: i64,
         frames: i64,
         leaf_index: u64,
+        /// The arbiter's epoch under which the origin wrote the segment (its catalog row's), if any;
+        /// absent in version 2.
+        #[serde(default)]
+        epoch: Option<u64>,
     },
     /// A new signed tree head with its consistency proof from the previous one and the new leaves
     /// (opaque JSON here; defined by the Merkle log module).

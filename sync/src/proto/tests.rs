@@ -81,6 +81,7 @@ fn samples() -> Vec<Message> {
             end_ms: i64::MAX,
             frames: 900,
             leaf_index: 7,
+            epoch: Some(3),
         },
         Message::TreeHead {
             head: json!({"size": 8}),
@@ -540,7 +541,11 @@ fn bad_metadata_bodies_are_errors() {
             r#"{{"segment_sealed":{{"key":{{"origin_node":"a","path":"b"}},"size_bytes":1,"sha256":"{sha}","end_ms":0,"frames":0,"leaf_index":0}}}}"#
         )
     };
-    assert!(decode_frame(6, &zstd_body(sealed(&sha('a')).as_bytes()), &l).is_ok());
+    // A version 2 seal has no epoch: read as none.
+    match decode_frame(6, &zstd_body(sealed(&sha('a')).as_bytes()), &l) {
+        Ok(Message::SegmentSealed { epoch: None, .. }) => {}
+        other => panic!("version 2 seal: {other:?}"),
+    }
     for bad in [sha('A'), sha('g'), "ab".into(), String::new()] {
         assert!(matches!(
             decode_frame(6, &zstd_body(sealed(&bad).as_bytes()), &l),
@@ -927,18 +932,22 @@ fn message() -> impl Strategy<Value = Message> {
             hex(32..=32),
             any::<i64>(),
             any::<i64>(),
-            any::<u64>()
+            any::<u64>(),
+            any::<Option<u64>>()
         )
-            .prop_map(|(key, size_bytes, sha256, end_ms, frames, leaf_index)| {
-                Message::SegmentSealed {
-                    key,
-                    size_bytes,
-                    sha256,
-                    end_ms,
-                    frames,
-                    leaf_index,
+            .prop_map(
+                |(key, size_bytes, sha256, end_ms, frames, leaf_index, epoch)| {
+                    Message::SegmentSealed {
+                        key,
+                        size_bytes,
+                        sha256,
+                        end_ms,
+                        frames,
+                        leaf_index,
+                        epoch,
+                    }
                 }
-            }),
+            ),
         (
             json_value(),
             0..u64::MAX / 2,

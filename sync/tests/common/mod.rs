@@ -726,6 +726,9 @@ pub struct ClusterFile {
     /// 0 = scrubbing off.
     pub scrub_interval_ms: u64,
     pub extra: String,
+    /// With `[arbiter]` (defaults) and these `arbiter_address`es of the primary and the standby: the
+    /// standby records what it takes over and sends it back (flow-back).
+    pub arbiter: Option<(String, String)>,
 }
 
 impl ClusterFile {
@@ -752,6 +755,7 @@ impl ClusterFile {
             reconcile_interval_ms: 2000,
             scrub_interval_ms: 0,
             extra: String::new(),
+            arbiter: None,
         }
     }
 
@@ -768,7 +772,14 @@ impl ClusterFile {
                 s.push('\n');
             }
         }
-        let node = |s: &mut String, id: &Identity, role: &str, data: &Path| {
+        if self.arbiter.is_some() {
+            s.push_str("\n[arbiter]\n");
+        }
+        let node = |s: &mut String,
+                    id: &Identity,
+                    role: &str,
+                    data: &Path,
+                    arbiter: Option<&str>| {
             let _ = writeln!(
                 s,
                 "\n[[nodes]]\nname = {}\nrole = {}\ndata_dir = {}\nidentity_dir = {}\ncert_sha256 = {}\nsigning_public_key = {}",
@@ -779,9 +790,16 @@ impl ClusterFile {
                 toml_string(&id.cert_sha256),
                 toml_string(&id.signing_public_key)
             );
+            if let Some(a) = arbiter {
+                let _ = writeln!(s, "arbiter_address = {}", toml_string(a));
+            }
         };
-        node(&mut s, &self.primary, "primary", &self.primary_data);
-        node(&mut s, &self.standby, "standby", &self.standby_data);
+        let (arb_a, arb_s) = match &self.arbiter {
+            Some((a, s)) => (Some(a.as_str()), Some(s.as_str())),
+            None => (None, None),
+        };
+        node(&mut s, &self.primary, "primary", &self.primary_data, arb_a);
+        node(&mut s, &self.standby, "standby", &self.standby_data, arb_s);
         let _ = writeln!(
             s,
             "address = {}\nprotects = [{}]",

@@ -114,6 +114,7 @@ fn insert(
         },
         sha,
         end_ms,
+        None,
     )?;
     Ok(())
 }

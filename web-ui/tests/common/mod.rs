@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod rig;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

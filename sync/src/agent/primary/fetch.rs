@@ -25,7 +25,7 @@ fn copy_matching_log(
         return Ok(Err(format!("{} is not in this node's log", key.path)));
     };
     let leaf = db
-        .leaves_range(&log.node, index, index + 1)?
+        .leaves_range(log.key(), index, index + 1)?
         .first()
         .and_then(|(bytes, _)| SegmentLeaf::decode(bytes).ok());
     let Some(leaf) = leaf else {

@@ -29,6 +29,8 @@ pub(super) struct Seal {
     pub sha256: String,
     pub end_ms: i64,
     pub frames: i64,
+    /// The origin's epoch of the segment (its catalog row's), kept in the mirrored row.
+    pub epoch: Option<u64>,
 }
 
 /// Seals `seal.key` once a logged leaf covers its path (until then it waits in `waiting`), if its hash
@@ -97,6 +99,7 @@ pub(super) async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         sha256,
         end_ms,
         frames,
+        epoch,
     } = seal;
     if base::hex::encode(&logged) != sha256 {
         let reason = format!(
@@ -124,6 +127,7 @@ pub(super) async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         width: info.width,
         height: info.height,
         audio_codec: info.audio_codec.clone(),
+        epoch,
     };
     let r = tokio::task::block_in_place(|| {
         shared.store.mirror_seal(
@@ -148,6 +152,7 @@ pub(super) async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
             with_status(&shared.status, |s| {
                 if let Some(p) = s.peers.get_mut(origin) {
                     p.segments_sealed_on_peer += 1;
+                    p.segments_held += 1;
                 }
             });
             conn.send(&Message::Ack {

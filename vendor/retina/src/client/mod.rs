@@ -653,6 +653,11 @@ impl UdpTransportOptions {
     /// `max_delay`, and at most `max_packets` packets are held. A packet still missing then is
     /// taken as lost (reported through `loss` as usual), and one arriving later still is skipped.
     /// The default, `max_packets == 0`, holds nothing: out-of-order packets are skipped.
+    ///
+    /// Held packets stay in the stream's receive buffer, so a window costs up to `max_packets`
+    /// packets of memory, and a packet that is really lost delays its successors by up to
+    /// `max_delay`. The buffer is searched linearly: it is meant for windows of up to about a
+    /// thousand packets.
     pub fn reorder_window(mut self, max_packets: usize, max_delay: std::time::Duration) -> Self {
         self.reorder_max_packets = max_packets;
         self.reorder_max_delay = max_delay;

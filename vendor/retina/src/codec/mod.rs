@@ -113,6 +113,7 @@ pub mod h264;
 pub mod h265;
 
 pub(crate) mod onvif;
+pub(crate) mod opus;
 pub(crate) mod simple_audio;
 
 /// Configuration options controlling how depacketized frames are formatted.
@@ -745,6 +746,12 @@ impl VideoFrame {
     /// The former is defined in ISO/IEC 14496-12; the latter in H.264. Both
     /// mean that this picture can be decoded without any other AND no pictures
     /// following this one depend on any pictures before this one.
+    ///
+    /// For H.265 this is every intra random access point (IRAP) picture: IDR,
+    /// and also CRA and BLA, which open-GOP encoders send instead of IDR after
+    /// the first. RASL pictures following a CRA or BLA in decoding order may
+    /// reference pictures before it; a decoder starting at that CRA or BLA
+    /// skips them.
     #[inline]
     pub fn is_random_access_point(&self) -> bool {
         self.is_random_access_point
@@ -804,6 +811,7 @@ pub struct Depacketizer(DepacketizerInner);
 #[derive(Debug)]
 enum DepacketizerInner {
     Aac(Box<aac::Depacketizer>),
+    Opus(Box<opus::Depacketizer>),
     SimpleAudio(Box<simple_audio::Depacketizer>),
     G723(Box<g723::Depacketizer>),
     H264(Box<h264::Depacketizer>),
@@ -852,6 +860,10 @@ impl Depacketizer {
             ("audio", "mpeg4-generic") => DepacketizerInner::Aac(Box::new(aac::Depacketizer::new(
                 clock_rate,
                 channels,
+                format_specific_params,
+            )?)),
+            ("audio", "opus") => DepacketizerInner::Opus(Box::new(opus::Depacketizer::new(
+                clock_rate,
                 format_specific_params,
             )?)),
             ("audio", "g726-16") => DepacketizerInner::SimpleAudio(Box::new(
@@ -913,6 +925,7 @@ impl Depacketizer {
             #[cfg(feature = "h265")]
             DepacketizerInner::H265(d) => d.check_invariants(),
             DepacketizerInner::Onvif(_) => {}
+            DepacketizerInner::Opus(_) => {}
             DepacketizerInner::SimpleAudio(_) => {}
             DepacketizerInner::Jpeg(_) => {}
         }
@@ -948,6 +961,7 @@ impl Depacketizer {
             #[cfg(feature = "h265")]
             DepacketizerInner::H265(d) => d.parameters(),
             DepacketizerInner::Onvif(d) => d.parameters(),
+            DepacketizerInner::Opus(d) => d.parameters(),
             DepacketizerInner::SimpleAudio(d) => d.parameters(),
             DepacketizerInner::Jpeg(d) => d.parameters(),
         }
@@ -966,6 +980,7 @@ impl Depacketizer {
             #[cfg(feature = "h265")]
             DepacketizerInner::H265(d) => d.push(pkt),
             DepacketizerInner::Onvif(d) => d.push(pkt),
+            DepacketizerInner::Opus(d) => d.push(pkt),
             DepacketizerInner::SimpleAudio(d) => d.push(pkt),
             DepacketizerInner::Jpeg(d) => d.push(pkt),
         }
@@ -983,6 +998,7 @@ impl Depacketizer {
             #[cfg(feature = "h265")]
             DepacketizerInner::H265(d) => d.pull(),
             DepacketizerInner::Onvif(d) => d.pull(),
+            DepacketizerInner::Opus(d) => d.pull(),
             DepacketizerInner::SimpleAudio(d) => d.pull(),
             DepacketizerInner::Jpeg(d) => d.pull(),
         }
@@ -1019,6 +1035,10 @@ mod tests {
             (
                 "onvif::Depacketizer",
                 std::mem::size_of::<onvif::Depacketizer>(),
+            ),
+            (
+                "opus::Depacketizer",
+                std::mem::size_of::<opus::Depacketizer>(),
             ),
             (
                 "simple_audio::Depacketizer",

@@ -122,12 +122,6 @@ impl UnitType {
             | UnitType::RsvVclR13
             | UnitType::RsvVclN14
             | UnitType::RsvVclR15
-            | UnitType::BlaWLp
-            | UnitType::BlaWRadl
-            | UnitType::BlaNLp
-            | UnitType::CraNut
-            | UnitType::RsvIrapVcl22
-            | UnitType::RsvIrapVcl23
             | UnitType::RsvVcl24
             | UnitType::RsvVcl25
             | UnitType::RsvVcl26
@@ -136,7 +130,16 @@ impl UnitType {
             | UnitType::RsvVcl29
             | UnitType::RsvVcl30
             | UnitType::RsvVcl31 => UnitTypeClass::Vcl { intra_coded: false },
-            UnitType::IdrWRadl | UnitType::IdrNLp => UnitTypeClass::Vcl { intra_coded: true },
+            // IRAP pictures (T.REC H.265 Table 7-1: `nal_unit_type` BLA_W_LP to RSV_IRAP_VCL23,
+            // i.e. BLA, IDR and CRA) contain I slices only.
+            UnitType::BlaWLp
+            | UnitType::BlaWRadl
+            | UnitType::BlaNLp
+            | UnitType::IdrWRadl
+            | UnitType::IdrNLp
+            | UnitType::CraNut
+            | UnitType::RsvIrapVcl22
+            | UnitType::RsvIrapVcl23 => UnitTypeClass::Vcl { intra_coded: true },
             _ => UnitTypeClass::NonVcl,
         }
     }
@@ -1392,6 +1395,24 @@ mod tests {
     use crate::testutil::init_logging;
 
     use super::*;
+
+    #[test]
+    fn irap_unit_types_are_intra_coded() {
+        for t in 0..=31u8 {
+            let class = UnitType::try_from(t).unwrap().unit_type_class();
+            assert_eq!(
+                class,
+                UnitTypeClass::Vcl {
+                    intra_coded: (16..=23).contains(&t)
+                },
+                "nal_unit_type {t}"
+            );
+        }
+        assert_eq!(
+            UnitType::CraNut.unit_type_class(),
+            UnitTypeClass::Vcl { intra_coded: true }
+        );
+    }
 
     struct LoggingBitReader<R>(R);
 
