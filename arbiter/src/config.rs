@@ -28,8 +28,11 @@ pub struct ArbiterConfig {
     pub timings: Timings,
     /// Standby: how many streams, and how many Mbit/s of them, it takes over at most.
     pub capacity: Capacity,
-    /// Primary: its standby; standby: the primaries it protects.
+    /// Primary: its standby; standby: the primaries it protects; witness: every node that takes part
+    /// in failover. Primaries and standbys also the witness, if the cluster has one.
     pub peers: Vec<Peer>,
+    /// The cluster's witness node (arbiter only), if any.
+    pub witness: Option<String>,
     /// The recorded streams of this node (primary) or of the primaries it protects (standby).
     pub streams: Vec<StreamSpec>,
 }
@@ -73,14 +76,26 @@ impl ArbiterConfig {
             .select_node(Some(name))
             .map_err(ConfigError::Cluster)?
             .clone();
-        let peer_nodes: Vec<&cluster_config::NodeConfig> = match node.role {
+        let mut peer_nodes: Vec<&cluster_config::NodeConfig> = match node.role {
             Role::Primary => cluster.standby_of(name).into_iter().collect(),
             Role::Standby => node
                 .protects
                 .iter()
                 .filter_map(|p| cluster.node(p))
                 .collect(),
+            Role::Witness => cluster
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.role == Role::Standby
+                        || (n.role == Role::Primary && cluster.standby_of(&n.name).is_some())
+                })
+                .collect(),
         };
+        let witness = cluster.witness().map(|w| w.name.clone());
+        if !peer_nodes.is_empty() && node.role != Role::Witness {
+            peer_nodes.extend(cluster.witness());
+        }
         if peer_nodes.is_empty() {
             return Err(ConfigError::NotInFailover {
                 origin,
@@ -116,6 +131,7 @@ impl ArbiterConfig {
             let mine = match node.role {
                 Role::Primary => c.node == name,
                 Role::Standby => protector.name == name,
+                Role::Witness => false,
             };
             if !mine {
                 continue;
@@ -139,7 +155,9 @@ impl ArbiterConfig {
             role: node.role,
             data_dir: node.data_dir.clone(),
             identity_dir: node.identity_dir.clone(),
-            listen: node.arbiter_address.ok_or_else(|| no_address(name))?,
+            listen: node
+                .arbiter_listen_address()
+                .ok_or_else(|| no_address(name))?,
             timings: Timings {
                 heartbeat_interval_ms: settings.heartbeat_interval_ms as i64,
                 node_dead_ms: settings.node_dead_ms as i64,
@@ -151,6 +169,7 @@ impl ArbiterConfig {
                 kbps: node.capacity_mbps.map(|m| u64::from(m) * 1000),
             },
             peers,
+            witness,
             streams,
         })
     }

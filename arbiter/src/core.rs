@@ -233,6 +233,10 @@ struct Peer {
     deaths_ms: Vec<i64>,
     /// Reported as flapping (until it is stable for a window).
     flapping: bool,
+    /// A witness: the nodes it hears, as of its last accepted heartbeat.
+    hears: Vec<String>,
+    /// Silent here while the witness hears it: reported once (a partition between the two).
+    vouched: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -313,6 +317,11 @@ pub struct Core {
     now_ms: i64,
     /// This node's own stream health, as last read from its recorder.
     local: BTreeMap<String, StreamHealth>,
+    /// The cluster's witness (one of `peers`), if any.
+    witness: Option<String>,
+    /// Cut off from every peer, the standby and the witness alike: this node records none of the
+    /// streams it holds (they are in `shadow`) until it hears a peer again.
+    standing_down: bool,
 }
 
 impl Core {
@@ -366,7 +375,36 @@ impl Core {
             started_ms: now_ms,
             now_ms,
             local: BTreeMap::new(),
+            witness: None,
+            standing_down: false,
         }
+    }
+
+    /// Names the cluster's witness node (it must be one of the peers): a standby then takes a stream
+    /// of a silent holder over only if the witness does not hear that holder either, and a node
+    /// that hears neither its standby nor the witness stands down.
+    pub fn with_witness(mut self, witness: Option<String>) -> Core {
+        self.witness = witness.filter(|w| self.peers.contains_key(w) || *w == self.me);
+        self
+    }
+
+    /// Whether this node is the witness.
+    pub fn is_witness(&self) -> bool {
+        self.witness.as_deref() == Some(self.me.as_str())
+    }
+
+    /// The peers heard now (what a witness sends in its heartbeats).
+    pub fn hears(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.dead && p.last_heard_ms.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Cut off from every peer: the streams it holds are in `shadow` (see [`Core::with_witness`]).
+    pub fn standing_down(&self) -> bool {
+        self.standing_down
     }
 
     pub fn me(&self) -> &str {
@@ -578,6 +616,8 @@ impl Core {
                 message: format!("node {from} is heard again"),
             });
         }
+        peer.hears = hb.hears.clone();
+        peer.vouched = false;
         for h in &hb.health {
             if h.receiving {
                 peer.failing_since_ms.remove(&h.stream);
@@ -866,3 +906,6 @@ impl Core {
 mod decide;
 #[cfg(test)]
 mod tests;
+mod witness;
+#[cfg(test)]
+mod witness_tests;

@@ -65,6 +65,10 @@ pub struct Heartbeat {
     pub sent_ms: i64,
     pub holdings: Vec<Claim>,
     pub health: Vec<StreamHealth>,
+    /// A witness's heartbeats: the nodes it hears now (their heartbeats accepted within
+    /// `node_dead_ms`). Empty from other nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hears: Vec<String>,
 }
 
 /// Errors of the heartbeat framing.

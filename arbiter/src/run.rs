@@ -66,6 +66,13 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
             expected: cfg.node_name.clone(),
         });
     }
+    if cfg.role == cluster_config::Role::Witness {
+        // No recorder creates a witness's data directory: the arbiter keeps its state there.
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| RunError::Operator {
+            dir: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+    }
     let persisted = state::load(&cfg.data_dir)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -85,7 +92,8 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
         &peers,
         &persisted,
         core_ms(),
-    );
+    )
+    .with_witness(cfg.witness.clone());
     let boot_ms = clock.now_utc_ms();
     let mut seq_n = 0u64;
     let heartbeat_of = |core: &Core, n: u64| Heartbeat {
@@ -94,6 +102,11 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
         sent_ms: clock.now_utc_ms(),
         holdings: core.claims(),
         health: core.local_health(),
+        hears: if core.is_witness() {
+            core.hears()
+        } else {
+            Vec::new()
+        },
     };
 
     let (hb_tx, mut hb_rx) = mpsc::channel::<net::Received>(256);
@@ -120,11 +133,13 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
             interval,
         )));
     }
-    tasks.push(tokio::spawn(poll_health(
-        cfg.control_socket(),
-        interval,
-        report_tx.clone(),
-    )));
+    if !core.is_witness() {
+        tasks.push(tokio::spawn(poll_health(
+            cfg.control_socket(),
+            interval,
+            report_tx.clone(),
+        )));
+    }
     tracing::info!(node = %cfg.node_name, listen = %cfg.listen, peers = ?peers, streams = cfg.streams.len(), "arbiter running");
 
     let mut shell = Shell {
@@ -389,6 +404,12 @@ impl Shell<'_> {
             recorder: core.local_health(),
             uncovered,
             capacity: core.capacity(),
+            standing_down: core.standing_down(),
+            hears: if core.is_witness() {
+                core.hears()
+            } else {
+                Vec::new()
+            },
             heartbeats_refused: self.refused,
             last_refusal: self.last_refusal.clone(),
             events: self.events.iter().cloned().collect(),

@@ -33,6 +33,11 @@ pub struct Status {
     pub uncovered: Vec<String>,
     /// What this node has taken over against its caps.
     pub capacity: CapacityView,
+    /// Cut off from its standby and the witness: the streams it holds are in shadow.
+    pub standing_down: bool,
+    /// A witness: the nodes it hears now (what its heartbeats say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hears: Vec<String>,
     pub heartbeats_refused: u64,
     pub last_refusal: Option<String>,
     pub events: Vec<Event>,
@@ -52,7 +57,17 @@ pub fn write(data_dir: &Path, status: &Status) -> std::io::Result<()> {
 pub fn render(v: &serde_json::Value) -> String {
     let mut s = String::new();
     let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-    let _ = writeln!(s, "node {} ({})", str_of(&v["node"]), str_of(&v["role"]));
+    let _ = writeln!(
+        s,
+        "node {} ({}){}",
+        str_of(&v["node"]),
+        str_of(&v["role"]),
+        if v["standing_down"] == true {
+            ": STANDING DOWN (no peer heard; its streams in shadow)"
+        } else {
+            ""
+        }
+    );
     for p in v["peers"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,

@@ -65,6 +65,7 @@ fn hb(node: &str, n: u64, holder: &str, epoch: u64) -> Heartbeat {
             planned: false,
         }],
         health: Vec::new(),
+        hears: Vec::new(),
     }
 }
 

@@ -126,6 +126,7 @@ pub(crate) fn cluster(
         let in_sync = match n.role {
             Role::Standby => true,
             Role::Primary => nodes.iter().any(|(m, _)| m.protects.contains(&n.name)),
+            Role::Witness => false,
         };
         if in_sync && n.pins.is_none() {
             return Err(err(
@@ -155,8 +156,9 @@ pub(crate) fn cluster(
                     l.node,
                     path,
                     format!(
-                        "node {:?} is a standby; cameras are recorded by primaries",
-                        c.node
+                        "node {:?} is a {}; cameras are recorded by primaries",
+                        c.node,
+                        n.role.as_str()
                     ),
                 ));
             }
@@ -215,6 +217,16 @@ pub(crate) fn arbiter(
                 ),
             ));
         }
+        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.role == Role::Witness) {
+            return Err(err(
+                n.line,
+                format!("{}.role", l.path),
+                format!(
+                    "node {:?} is a witness but the file has no [arbiter] section",
+                    n.name
+                ),
+            ));
+        }
         if let Some((n, l)) = nodes.iter().find(|(n, _)| n.capacity_streams.is_some()) {
             return Err(err(
                 n.line,
@@ -243,7 +255,16 @@ pub(crate) fn arbiter(
             .any(|(s, _)| s.role == Role::Standby && s.protects.iter().any(|p| p == name))
     };
     for (i, (n, l)) in nodes.iter().enumerate() {
-        let takes_part = n.role == Role::Standby || protected(&n.name);
+        if n.role == Role::Witness {
+            if let Some((m, _)) = nodes[..i].iter().find(|(m, _)| m.role == Role::Witness) {
+                return Err(err(
+                    n.line,
+                    format!("{}.role", l.path),
+                    format!("a second witness (node {:?} is one already)", m.name),
+                ));
+            }
+        }
+        let takes_part = matches!(n.role, Role::Standby | Role::Witness) || protected(&n.name);
         if !takes_part {
             continue;
         }

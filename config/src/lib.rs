@@ -49,6 +49,10 @@ pub enum Role {
     Primary,
     /// Records nothing; its sync agent listens for the primaries it protects and keeps their copies.
     Standby,
+    /// Runs only an arbiter (no recorder, no cameras, no sync agent): it heartbeats with every node
+    /// that takes part in failover and tells them whom it hears, so that a standby takes a primary
+    /// over only if the witness lost it too, and a primary cut off from both stands down.
+    Witness,
 }
 
 impl Role {
@@ -56,6 +60,7 @@ impl Role {
         match self {
             Role::Primary => "primary",
             Role::Standby => "standby",
+            Role::Witness => "witness",
         }
     }
 }
@@ -84,6 +89,9 @@ pub struct NodeConfig {
     /// Where this node's arbiter listens for heartbeats (IP and port); required on every primary
     /// with a standby and every standby when `[arbiter]` is present.
     pub arbiter_address: Option<SocketAddr>,
+    /// What this node's arbiter binds when that differs from `arbiter_address` (a port forward or
+    /// proxy in between); defaults to `arbiter_address`.
+    pub arbiter_listen: Option<SocketAddr>,
     /// Standby: how many streams it records at most on takeover (`None`: no cap).
     pub capacity_streams: Option<u32>,
     /// Where browsers reach this node's viewer (`https://host:port`, an origin: scheme, host and port,
@@ -100,6 +108,11 @@ impl NodeConfig {
     /// The address its agent binds: `listen`, or else `address` (standbys only).
     pub fn listen_address(&self) -> Option<SocketAddr> {
         self.listen.or(self.address)
+    }
+
+    /// The address its arbiter binds: `arbiter_listen`, or else `arbiter_address`.
+    pub fn arbiter_listen_address(&self) -> Option<SocketAddr> {
+        self.arbiter_listen.or(self.arbiter_address)
     }
 }
 
@@ -480,6 +493,11 @@ impl ClusterConfig {
         self.nodes
             .iter()
             .find(|n| n.role == Role::Standby && n.protects.iter().any(|p| p == name))
+    }
+
+    /// The witness node (arbiter only), if the cluster has one.
+    pub fn witness(&self) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.role == Role::Witness)
     }
 
     /// The cameras protected by standby `name` (owned by the primaries it protects), in file order.

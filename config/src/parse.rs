@@ -264,6 +264,7 @@ const NODE_KEYS: &[&str] = &[
     "capacity_streams",
     "web_url",
     "capacity_mbps",
+    "arbiter_listen",
 ];
 
 const CAMERA_KEYS: &[&str] = &[
@@ -540,11 +541,12 @@ fn parse_node(
     let role = match role_v.get_ref().as_str() {
         "primary" => Role::Primary,
         "standby" => Role::Standby,
+        "witness" => Role::Witness,
         other => {
             return Err(ctx.invalid(
                 role_v.span(),
                 t.key_path("role"),
-                format!("must be \"primary\" or \"standby\", got {other:?}"),
+                format!("must be \"primary\", \"standby\" or \"witness\", got {other:?}"),
             ))
         }
     };
@@ -559,6 +561,17 @@ fn parse_node(
     let address = socket_address(t, "address")?;
     let listen = socket_address(t, "listen")?;
     let arbiter_address = socket_address(t, "arbiter_address")?;
+    let arbiter_listen = socket_address(t, "arbiter_listen")?;
+    if arbiter_listen.is_some() && arbiter_address.is_none() {
+        let span = t
+            .get("arbiter_listen")
+            .map_or_else(|| t.span.clone(), |v| v.span());
+        return Err(ctx.invalid(
+            span,
+            t.key_path("arbiter_listen"),
+            "needs arbiter_address (where the peers reach this arbiter)",
+        ));
+    }
     let capacity_streams = t
         .int_in("capacity_streams", 0, 100_000)?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
@@ -626,13 +639,20 @@ fn parse_node(
         "capacity_mbps",
     ];
     match role {
-        Role::Primary => {
+        Role::Primary | Role::Witness => {
             if let Some(k) = standby_only.iter().find(|k| t.get(k).is_some()) {
                 let span = t.get(k).map_or_else(|| t.span.clone(), |v| v.span());
                 return Err(ctx.invalid(
                     span,
                     t.key_path(k),
-                    format!("only a standby has {k} (this node is a primary)"),
+                    format!("only a standby has {k} (this node is a {})", role.as_str()),
+                ));
+            }
+            if role == Role::Witness && t.get("sync").is_some() {
+                return Err(ctx.invalid(
+                    t.get("sync").map_or_else(|| t.span.clone(), |v| v.span()),
+                    t.key_path("sync"),
+                    "a witness runs no sync agent",
                 ));
             }
         }
@@ -680,6 +700,7 @@ fn parse_node(
             protects,
             sync,
             arbiter_address: arbiter_address.map(|(a, _)| a),
+            arbiter_listen: arbiter_listen.map(|(a, _)| a),
             capacity_streams,
             web_url,
             capacity_mbps,

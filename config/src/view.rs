@@ -68,6 +68,14 @@ impl ClusterConfig {
     /// here (errors name the file, line and key).
     pub fn recorder(&self, name: &str) -> Result<RecorderConfig, ConfigError> {
         let node = self.node_or_err(name)?;
+        if node.role == Role::Witness {
+            return Err(ConfigError::Invalid {
+                origin: self.origin.clone(),
+                line: node.line,
+                path: format!("node {name:?}"),
+                message: "a witness runs no recorder (only nvr-arbiter)".to_owned(),
+            });
+        }
         let with_password = |c: &CameraConfig| -> Result<CameraConfig, ConfigError> {
             let mut c = c.clone();
             if let Some(f) = &c.password_file {
@@ -129,6 +137,14 @@ impl ClusterConfig {
                 .filter_map(|p| self.node(p))
                 .map(|p| peer(p, None))
                 .collect(),
+            Role::Witness => {
+                return Err(ConfigError::Invalid {
+                    origin: self.origin.clone(),
+                    line: node.line,
+                    path: format!("node {name:?}"),
+                    message: "a witness runs no sync agent (only nvr-arbiter)".to_owned(),
+                })
+            }
         };
         // The parser refuses sync nodes without pins; a None here would be a parser bug, reported anyway.
         let peers: Option<Vec<SyncPeer>> = peers.into_iter().collect();
@@ -184,6 +200,9 @@ impl ClusterConfig {
                         ),
                         None => writeln!(s, "  sync: not protected by a standby"),
                     };
+                }
+                Role::Witness => {
+                    let _ = writeln!(s, "  witness: arbiter only, no recorder or sync agent");
                 }
                 Role::Standby => {
                     let _ = writeln!(

@@ -449,6 +449,20 @@ fn arbiter_section_defaults_node_keys_and_the_standbys_protected_cameras() {
         s.arbiter_address,
         Some("127.0.0.1:7103".parse().expect("addr"))
     );
+    // The arbiter binds its arbiter_address unless arbiter_listen says otherwise (a proxy between).
+    assert_eq!(s.arbiter_listen_address(), s.arbiter_address);
+    let c = parse(
+        &with_arbiter("").replace(
+            "arbiter_address = \"127.0.0.1:7103\"",
+            "arbiter_address = \"127.0.0.1:7103\"\narbiter_listen = \"127.0.0.1:7203\"",
+        ),
+        "cluster.toml",
+    )
+    .expect("parses");
+    assert_eq!(
+        c.node("s").expect("s").arbiter_listen_address(),
+        Some("127.0.0.1:7203".parse().expect("addr"))
+    );
     let c1 = &c.cameras[0];
     assert_eq!(
         (c1.takeover, c1.priority),
@@ -541,6 +555,13 @@ fn arbiter_errors_name_file_line_and_key() {
             "nodes[2].capacity_mbps: node \"s\" has capacity_mbps but the file has no [arbiter] section",
         ),
         (
+            with_arbiter("").replace(
+                "arbiter_address = \"127.0.0.1:7102\"",
+                "arbiter_listen = \"127.0.0.1:7102\"",
+            ),
+            "nodes[1].arbiter_listen: needs arbiter_address",
+        ),
+        (
             with_arbiter("").replace("[arbiter]\n\n", ""),
             "nodes[0].arbiter_address: node \"a\" has an arbiter_address but the file has no [arbiter] section",
         ),
@@ -600,4 +621,69 @@ fn web_url_is_a_viewer_origin_and_users_file_a_path() {
         e.contains("nodes[1].web_url") && e.contains("duplicate web_url https://10.0.0.1:8443"),
         "{e}"
     );
+}
+
+/// `with_arbiter` plus a witness node `w` (arbiter only).
+fn with_witness(extra: &str) -> String {
+    format!(
+        "{}[[nodes]]\nname = \"w\"\nrole = \"witness\"\ndata_dir = \"/data/w\"\n\
+         identity_dir = \"/id/w\"\ncert_sha256 = \"{}\"\nsigning_public_key = \"{}\"\n\
+         arbiter_address = \"127.0.0.1:7109\"\n{extra}\n",
+        with_arbiter(""),
+        pin('e'),
+        pin('E')
+    )
+}
+
+#[test]
+fn a_witness_runs_only_an_arbiter_and_is_checked_like_one() {
+    let c = parse(&with_witness(""), "cluster.toml").expect("parses");
+    let w = c.witness().expect("witness");
+    assert_eq!((w.name.as_str(), w.role), ("w", Role::Witness));
+    assert!(c.summary().contains("node w (witness)"), "{}", c.summary());
+    let no_recorder = c.recorder("w").expect_err("refused").to_string();
+    assert!(
+        no_recorder.contains("a witness runs no recorder"),
+        "{no_recorder}"
+    );
+    let no_sync = c.sync_node("w").expect_err("refused").to_string();
+    assert!(
+        no_sync.contains("a witness runs no sync agent"),
+        "{no_sync}"
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with_witness("").replace("[arbiter]\n\n", "").replace(
+                "arbiter_address = \"127.0.0.1:71",
+                "# arbiter_address = \"127.0.0.1:71",
+            ),
+            "node \"w\" is a witness but the file has no [arbiter] section",
+        ),
+        (
+            with_witness("address = \"127.0.0.1:7400\""),
+            "only a standby has address (this node is a witness)",
+        ),
+        (
+            with_witness("").replace("arbiter_address = \"127.0.0.1:7109\"", ""),
+            "missing: node \"w\" takes part in failover",
+        ),
+        (
+            format!(
+                "{}[[nodes]]\nname = \"w2\"\nrole = \"witness\"\ndata_dir = \"/data/w2\"\n\
+                 cert_sha256 = \"{}\"\nsigning_public_key = \"{}\"\narbiter_address = \"127.0.0.1:7110\"\n",
+                with_witness(""),
+                pin('f'),
+                pin('F')
+            ),
+            "a second witness (node \"w\" is one already)",
+        ),
+        (
+            with_witness("").replace("node = \"b\"", "node = \"w\""),
+            "node \"w\" is a witness; cameras are recorded by primaries",
+        ),
+    ];
+    for (text, part) in cases {
+        let e = refused(&text);
+        assert!(e.contains(part), "expected {part:?} in {e:?}");
+    }
 }

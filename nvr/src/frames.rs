@@ -22,6 +22,12 @@ pub enum FramesError {
     Mp4 { path: PathBuf, source: Mp4Error },
     #[error("{}: no video track", path.display())]
     NoVideoTrack { path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] store::StorageError),
+    #[error("the catalog has no stream {0}")]
+    UnknownStream(String),
+    #[error("bad stream {0:?}: expected CAMERA/STREAM")]
+    BadStream(String),
 }
 
 /// One video sample of a segment file.
@@ -53,6 +59,11 @@ pub struct Summary {
 
 /// Lists the video samples of the complete fragments of the segment file at `path`, in file order.
 pub fn list(path: &Path) -> Result<Vec<FrameInfo>, FramesError> {
+    Ok(list_with_timescale(path)?.1)
+}
+
+/// [`list`], with the video track's timescale.
+fn list_with_timescale(path: &Path) -> Result<(u32, Vec<FrameInfo>), FramesError> {
     let data = std::fs::read(path).map_err(|source| FramesError::Io {
         path: path.to_owned(),
         source,
@@ -68,7 +79,7 @@ pub fn list(path: &Path) -> Result<Vec<FrameInfo>, FramesError> {
         .ok_or_else(|| FramesError::NoVideoTrack {
             path: path.to_owned(),
         })?;
-    Ok(samples
+    let frames = samples
         .iter()
         .filter(|s| s.track_id == video.track_id)
         .map(|s| {
@@ -84,7 +95,39 @@ pub fn list(path: &Path) -> Result<Vec<FrameInfo>, FramesError> {
                 decode_time: s.decode_time,
             }
         })
-        .collect())
+        .collect();
+    Ok((video.timescale, frames))
+}
+
+/// The frames of a stream's de-duplicated timeline in the data directory `reader` reads: every open
+/// and sealed segment, oldest first, without the frames trimmed from it because another node's copy
+/// holds them (`store::timeline`). Each frame with its file; also the number of trimmed frames.
+pub fn list_timeline(
+    reader: &store::Reader,
+    stream: &str,
+) -> Result<(Vec<(FrameInfo, PathBuf)>, u64), FramesError> {
+    let (camera, kind) = stream
+        .split_once('/')
+        .ok_or_else(|| FramesError::BadStream(stream.to_owned()))?;
+    let id = reader
+        .find_stream(camera, kind)?
+        .ok_or_else(|| FramesError::UnknownStream(stream.to_owned()))?;
+    let mut out = Vec::new();
+    let mut trimmed = 0;
+    for part in reader.timeline(id, i64::MIN, i64::MAX)? {
+        let path = reader.absolute_path(&part.segment.path);
+        let (timescale, frames) = list_with_timescale(&path)?;
+        let first = frames.first().map_or(0, |f| f.decode_time);
+        for f in frames {
+            let offset = store::frame::to_90k(f.decode_time.saturating_sub(first), timescale);
+            if part.keeps(offset) {
+                out.push((f, path.clone()));
+            } else {
+                trimmed += 1;
+            }
+        }
+    }
+    Ok((out, trimmed))
 }
 
 /// Sequence range, missing and duplicated frames of `frames` (in any order; pass several files'
@@ -253,6 +296,109 @@ mod tests {
         assert!(matches!(
             list(&dir.path().join("junk.mp4")),
             Err(FramesError::Mp4 { .. })
+        ));
+    }
+
+    /// Stamped frames `first..last` of `cam/main` recorded by `store`'s node into one sealed segment.
+    fn record(
+        store: &std::sync::Arc<store::Store>,
+        first: u64,
+        last: u64,
+        start_ms: i64,
+        epoch: Option<u64>,
+    ) {
+        let stream_id = store.ensure_stream("cam", "main").expect("stream");
+        let run_id = store
+            .catalog()
+            .insert_run(stream_id, store.node(), start_ms)
+            .expect("run");
+        let tracks = [TrackSpec {
+            track_id: 1,
+            kind: TrackKind::Video {
+                width: 64,
+                height: 64,
+            },
+            timescale: 90_000,
+            sample_entry: store::mp4::synthetic_avc1_sample_entry(64, 64),
+            presentation_delay: 0,
+        }];
+        let mut w = store
+            .create_segment(&store::NewSegment {
+                stream_id,
+                run_id,
+                camera: "cam",
+                stream: "main",
+                start_ms,
+                tracks: &tracks,
+                video_codec: "avc1.64001f",
+                width: 64,
+                height: 64,
+                audio_codec: None,
+                epoch,
+            })
+            .expect("create");
+        let mut b = FragmentBuilder::new(1, &[(1, 0)]);
+        for seq in first..last {
+            let mut data = Vec::new();
+            let slice = [vec![0x65], seq.to_be_bytes().to_vec()].concat();
+            // Each node's session stamps its own send time: only the slice names the frame.
+            let sei = encode_sei(FrameStamp {
+                seq,
+                send_time_us: start_ms as u64,
+            });
+            for nal in [&sei, &slice] {
+                data.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                data.extend_from_slice(nal);
+            }
+            let info = SampleInfo {
+                duration: 3600,
+                size: data.len() as u32,
+                is_sync: seq == first,
+                composition_offset: 0,
+            };
+            b.push_sample(0, info, &data);
+        }
+        let duration_ms = 40 * (last - first) as i64;
+        w.append_fragment(&b.finish(), last - first, duration_ms)
+            .expect("append");
+        w.seal().expect("seal");
+    }
+
+    /// Two nodes' overlapping copies in one catalog: the timeline lists each stamped frame once and
+    /// counts what was trimmed; the files, listed one by one, still hold every frame.
+    #[test]
+    fn the_timeline_of_a_stream_skips_trimmed_frames() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock: std::sync::Arc<dyn base::clock::Clock> =
+            std::sync::Arc::new(base::clock::ManualClock::new(1_700_000_100_000));
+        let open = |node: &str| {
+            std::sync::Arc::new(store::Store::open(dir.path(), node, clock.clone()).expect("store"))
+        };
+        let (a, s) = (open("node-a"), open("node-s"));
+        record(&a, 0, 50, 1_700_000_000_000, None);
+        record(&s, 30, 80, 1_700_000_000_000 + 30 * 40 + 4, Some(1));
+        let reader = store::Reader::open(dir.path(), clock.clone()).expect("reader");
+        let (frames, trimmed) = list_timeline(&reader, "cam/main").expect("timeline");
+        let infos: Vec<FrameInfo> = frames.into_iter().map(|(f, _)| f).collect();
+        let sum = summarize(&infos);
+        assert_eq!(
+            (
+                sum.first,
+                sum.last,
+                sum.count,
+                sum.missing,
+                sum.duplicated,
+                trimmed
+            ),
+            (Some(0), Some(79), 80, 0, 0, 20)
+        );
+        assert!(matches!(
+            list_timeline(&reader, "cam/sub"),
+            Err(FramesError::UnknownStream(_))
+        ));
+        assert!(matches!(
+            list_timeline(&reader, "cam"),
+            Err(FramesError::BadStream(_))
         ));
     }
 }

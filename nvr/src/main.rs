@@ -87,10 +87,18 @@ enum Command {
     },
     /// List the camsim frame stamps in recorded segment files: one line per video sample
     /// `SEQ SEND_TIME_US KEY FILE`, then a `# FILE: ...` summary per file and `# all: ...` over all files
-    /// (sequence range, missing, duplicated, unstamped frames).
+    /// (sequence range, missing, duplicated, unstamped frames). With `--data-dir DIR --timeline
+    /// CAM/STREAM`: the stream's de-duplicated timeline in that data directory instead (every segment
+    /// of the catalog without its trimmed frames), then `# trimmed: N frames` and `# CAM/STREAM: ...`.
     Frames {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "timeline")]
         files: Vec<PathBuf>,
+        /// A data directory whose catalog holds the `--timeline` stream.
+        #[arg(long, requires = "timeline")]
+        data_dir: Option<PathBuf>,
+        /// The stream (CAM/STREAM) whose timeline in `--data-dir` to list.
+        #[arg(long, requires = "data_dir", conflicts_with = "files")]
+        timeline: Option<String>,
         /// Print only the summary lines.
         #[arg(long)]
         summary: bool,
@@ -338,7 +346,31 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             export_key,
         } => verify_export(&file, &manifest, node_key, config, &export_key),
-        Command::Frames { files, summary } => {
+        Command::Frames {
+            data_dir: Some(data_dir),
+            timeline: Some(stream),
+            summary,
+            ..
+        } => {
+            let reader = store::Reader::open(&data_dir, Arc::new(SystemClock))?;
+            let (frames, trimmed) = nvr::frames::list_timeline(&reader, &stream)?;
+            if !summary {
+                for (f, path) in &frames {
+                    println!(
+                        "{}",
+                        nvr::frames::frame_line(f, &path.display().to_string())
+                    );
+                }
+            }
+            let frames: Vec<_> = frames.into_iter().map(|(f, _)| f).collect();
+            println!("# trimmed: {trimmed} frames");
+            println!(
+                "{}",
+                nvr::frames::summary_line(&nvr::frames::summarize(&frames), &stream)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Frames { files, summary, .. } => {
             let mut all = Vec::new();
             for path in &files {
                 let frames = nvr::frames::list(path)?;

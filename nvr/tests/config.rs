@@ -336,7 +336,7 @@ fn bad_configs() {
             r#"role = "arbiter""#,
             44,
             "nodes[0].role",
-            "must be \"primary\" or \"standby\", got \"arbiter\"",
+            "must be \"primary\", \"standby\" or \"witness\", got \"arbiter\"",
         ),
         (44, "", 42, "nodes[0].role", "missing (required)"),
         (

@@ -10,6 +10,10 @@ use serde::Serialize;
 
 use super::StorageError;
 
+mod trims;
+pub use trims::Trim;
+pub(crate) use trims::TrimInsert;
+
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -66,6 +70,22 @@ CREATE INDEX events_time ON events (time_ms);
     // NULL for segments written without an arbiter's promotion.
     r#"
 ALTER TABLE segments ADD COLUMN epoch INTEGER;
+"#,
+    // 2 -> 3: trims of de-duplication (`store::timeline`): a span of a segment whose frames another
+    // segment (`kept_segment_id`) holds too, in 90 kHz units of decode time since the segment's first
+    // video frame, `[start_90k, end_90k)`. Files are never rewritten; readers skip what is trimmed.
+    r#"
+CREATE TABLE trims (
+    id               INTEGER PRIMARY KEY,
+    segment_id       INTEGER NOT NULL REFERENCES segments (id),
+    kept_segment_id  INTEGER NOT NULL REFERENCES segments (id),
+    start_90k        INTEGER NOT NULL,
+    end_90k          INTEGER NOT NULL,
+    frames           INTEGER NOT NULL,
+    created_ms       INTEGER NOT NULL,
+    UNIQUE (segment_id, kept_segment_id, start_90k)
+);
+CREATE INDEX trims_segment ON trims (segment_id);
 "#,
 ];
 

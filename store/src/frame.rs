@@ -8,13 +8,14 @@
 //! far less than [`MATCH_TOLERANCE_MS`].
 //!
 //! The one implementation: the recorder names received frames with it (`nvr::frame`), the arbiter
-//! names the last frame of a mirrored segment file with [`last_frame_in_file`].
+//! names the last frame of a mirrored segment file with [`last_frame_in_file`], and de-duplication
+//! (`crate::timeline`) names every frame of overlapping copies with [`frames_in_file`].
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::mp4::{scan_samples, Handler, Mp4Error};
+use crate::mp4::{scan_samples, Handler, Mp4Error, ScannedSample};
 
 /// Two ids with the same hash name the same frame if their wall times are at most this far apart.
 pub const MATCH_TOLERANCE_MS: i64 = 1_000;
@@ -98,17 +99,20 @@ pub enum FrameFileError {
     Mp4 { path: PathBuf, source: Mp4Error },
 }
 
-/// The id of the last video frame in the complete fragments of the segment file at `path` (a growing
-/// or mirrored copy may end in a partial fragment, which is ignored), `None` if it holds none.
-///
-/// Its wall time is the recording node's: the segment's `start_ms` (its first frame's wall time, as in
-/// the file name) plus the frame's decode time since the segment's first frame.
-pub fn last_frame_in_file(path: &Path, start_ms: i64) -> Result<Option<FrameId>, FrameFileError> {
-    let data = std::fs::read(path).map_err(|source| FrameFileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let (report, samples) = scan_samples(&data).map_err(|source| FrameFileError::Mp4 {
+/// One video frame of a segment file: its identity and where it lies in the file's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFrame {
+    pub id: FrameId,
+    /// Decode time since the file's first video frame, in 90 kHz units.
+    pub offset_90k: u64,
+}
+
+/// The video samples of the complete fragments of `data`: (H.265?, timescale, samples).
+fn video_samples(
+    data: &[u8],
+    path: &Path,
+) -> Result<Option<(bool, u32, Vec<ScannedSample>)>, FrameFileError> {
+    let (report, samples) = scan_samples(data).map_err(|source| FrameFileError::Mp4 {
         path: path.to_owned(),
         source,
     })?;
@@ -116,21 +120,88 @@ pub fn last_frame_in_file(path: &Path, start_ms: i64) -> Result<Option<FrameId>,
         return Ok(None);
     };
     let h265 = matches!(&video.sample_entry_type, b"hvc1" | b"hev1");
-    let mut video_samples = samples.iter().filter(|s| s.track_id == video.track_id);
-    let Some(first) = video_samples.next() else {
-        return Ok(None);
-    };
-    let last = video_samples.next_back().unwrap_or(first);
-    let start = usize::try_from(last.offset).unwrap_or(usize::MAX);
+    let samples = samples
+        .into_iter()
+        .filter(|s| s.track_id == video.track_id)
+        .collect();
+    Ok(Some((h265, video.timescale.max(1), samples)))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, FrameFileError> {
+    std::fs::read(path).map_err(|source| FrameFileError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The id of `sample` of `data`, whose file starts at `start_ms` with the sample decoded at `first`.
+fn sample_id(
+    data: &[u8],
+    sample: &ScannedSample,
+    h265: bool,
+    timescale: u32,
+    first: u64,
+    start_ms: i64,
+) -> FrameId {
+    let start = usize::try_from(sample.offset).unwrap_or(usize::MAX);
     let bytes = start
-        .checked_add(last.size as usize)
+        .checked_add(sample.size as usize)
         .and_then(|end| data.get(start..end))
         .unwrap_or_default();
-    let timescale = i64::from(video.timescale.max(1));
-    let since_first =
-        i64::try_from(last.decode_time.saturating_sub(first.decode_time)).unwrap_or(0);
-    let wall_ms = start_ms.saturating_add(since_first.saturating_mul(1000) / timescale);
-    Ok(Some(FrameId::of(bytes, h265, wall_ms)))
+    let since_first = i64::try_from(sample.decode_time.saturating_sub(first)).unwrap_or(0);
+    let wall_ms = start_ms.saturating_add(since_first.saturating_mul(1000) / i64::from(timescale));
+    FrameId::of(bytes, h265, wall_ms)
+}
+
+/// Converts a duration in `timescale` units to 90 kHz units.
+pub fn to_90k(units: u64, timescale: u32) -> u64 {
+    if timescale == 90_000 {
+        return units;
+    }
+    let scaled = u128::from(units) * 90_000 / u128::from(timescale.max(1));
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
+/// The id of the last video frame in the complete fragments of the segment file at `path` (a growing
+/// or mirrored copy may end in a partial fragment, which is ignored), `None` if it holds none.
+///
+/// Its wall time is the recording node's: the segment's `start_ms` (its first frame's wall time, as in
+/// the file name) plus the frame's decode time since the segment's first frame.
+pub fn last_frame_in_file(path: &Path, start_ms: i64) -> Result<Option<FrameId>, FrameFileError> {
+    let data = read(path)?;
+    let Some((h265, timescale, samples)) = video_samples(&data, path)? else {
+        return Ok(None);
+    };
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return Ok(None);
+    };
+    Ok(Some(sample_id(
+        &data,
+        last,
+        h265,
+        timescale,
+        first.decode_time,
+        start_ms,
+    )))
+}
+
+/// Every video frame in the complete fragments of the segment file at `path`, in file order, named
+/// as [`last_frame_in_file`] names the last one (used by de-duplication, `crate::timeline`).
+pub fn frames_in_file(path: &Path, start_ms: i64) -> Result<Vec<FileFrame>, FrameFileError> {
+    let data = read(path)?;
+    let Some((h265, timescale, samples)) = video_samples(&data, path)? else {
+        return Ok(Vec::new());
+    };
+    let Some(first) = samples.first().map(|s| s.decode_time) else {
+        return Ok(Vec::new());
+    };
+    Ok(samples
+        .iter()
+        .map(|s| FileFrame {
+            id: sample_id(&data, s, h265, timescale, first, start_ms),
+            offset_90k: to_90k(s.decode_time.saturating_sub(first), timescale),
+        })
+        .collect())
 }
 
 #[cfg(test)]

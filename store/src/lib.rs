@@ -9,6 +9,8 @@
 //! - Sealing = fsync file, record the SHA-256 computed while writing, make the file read-only, fsync the
 //!   directory, then mark the row `sealed`. A sealed file is never modified again.
 //! - After a crash, [`Store::recover`] cuts every open segment after its last complete fragment and seals it.
+//! - Overlapping copies of one stream from different nodes are de-duplicated in the catalog only
+//!   ([`timeline`]): a trim is a row, never a change to a file.
 
 mod catalog;
 mod check;
@@ -22,6 +24,7 @@ mod recovery;
 mod repair;
 mod retention;
 mod segment;
+pub mod timeline;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use catalog::{gaps_between, migrate};
 pub use catalog::{
     Catalog, EventRow, Gap, RunId, RunRow, SegmentId, SegmentInsert, SegmentProgress, SegmentRow,
-    SegmentState, StreamId, StreamRow,
+    SegmentState, StreamId, StreamRow, Trim,
 };
 pub use check::{CheckProblem, CheckReport, SealedReference};
 pub use flush::SyncReport;
@@ -41,6 +44,7 @@ pub use reader::Reader;
 pub use recovery::RecoveryReport;
 pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};
 pub use segment::{sha256_file, NewSegment, SealedSegment, SegmentWriter};
+pub use timeline::TimelineSegment;
 
 use base::clock::Clock;
 

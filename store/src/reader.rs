@@ -86,6 +86,17 @@ impl Reader {
         self.store.gaps_in_range(stream, start_ms, end_ms)
     }
 
+    /// The de-duplicated timeline of `stream` over `[start_ms, end_ms)`: its segments with the trims
+    /// in effect on each (see [`Store::timeline`]); playback and frame counting skip what is trimmed.
+    pub fn timeline(
+        &self,
+        stream: StreamId,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<crate::TimelineSegment>, StorageError> {
+        self.store.timeline(stream, start_ms, end_ms)
+    }
+
     /// Every segment row of a stream, whatever its state.
     pub fn stream_segments(&self, stream: StreamId) -> Result<Vec<SegmentRow>, StorageError> {
         self.store.catalog().stream_segments(stream)

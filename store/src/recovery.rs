@@ -183,6 +183,7 @@ impl Store {
         let now_ms = self.now_utc_ms();
         self.catalog()
             .seal_segment(row.id, &progress, &sha, now_ms)?;
+        self.deduplicate_logged(row.id);
         let msg = format!(
             "{}: recovered {} fragments, {frames} frames, {media_duration_ms} ms; cut {cut_bytes} bytes of an incomplete fragment",
             row.path,
@@ -292,6 +293,7 @@ impl Store {
             &format!("{rel_str}: file without catalog row indexed ({frames} frames, cut {cut_bytes} bytes)"),
         )?;
         drop(cat);
+        self.deduplicate_logged(id);
         tracing::warn!(path = rel_str, "indexed media file that had no catalog row");
         report.indexed.push(rel_str.to_owned());
         Ok(())

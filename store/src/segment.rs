@@ -253,6 +253,7 @@ impl SegmentWriter {
             .catalog()
             .seal_segment(self.id, &self.progress, &sha256_hex, sealed_ms)?;
         self.store.forget_progress(self.id);
+        self.store.deduplicate_logged(self.id);
         Ok(Some(SealedSegment {
             id: self.id,
             path: self.relative_path,

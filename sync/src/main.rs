@@ -130,6 +130,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 match cfg.role {
                     Role::Primary => agent::primary::run(cfg, id, status, rx).await,
                     Role::Standby => agent::standby::run(cfg, id, status, rx).await,
+                    // Refused by `SyncConfig::load` (`ClusterConfig::sync_node`).
+                    Role::Witness => Ok(()),
                 }
             })?;
             Ok(ExitCode::SUCCESS)

@@ -30,6 +30,11 @@ pub struct Node {
     pub data: PathBuf,
     pub arbiter: String,
     pub sync: String,
+    /// Where peers reach this node's arbiter when that is not `arbiter` (a proxy in front of it): the
+    /// cluster file's `arbiter_address`, with `arbiter_listen = arbiter`.
+    pub arbiter_public: Option<String>,
+    /// Likewise for a standby's sync agent: its `address`, with `listen = sync`.
+    pub sync_public: Option<String>,
 }
 
 /// Generates node `name`'s identity with `nvr-sync keygen` and picks its ports.
@@ -60,6 +65,8 @@ pub fn node(dir: &TestDir, name: &str) -> Node {
         data: dir.join(format!("data-{name}")),
         arbiter: format!("127.0.0.1:{}", free_port()),
         sync: format!("127.0.0.1:{}", free_port()),
+        arbiter_public: None,
+        sync_public: None,
     }
 }
 
@@ -128,6 +135,19 @@ pub fn write_cluster_with(
     capacity: Capacity,
     cameras: &[Cam],
 ) -> PathBuf {
+    write_cluster_file(dir, "cluster.toml", primaries, s, None, capacity, cameras)
+}
+
+/// [`write_cluster_with`] into `file`, with a witness node (arbiter only) if `witness` is given.
+pub fn write_cluster_file(
+    dir: &TestDir,
+    file: &str,
+    primaries: &[&Node],
+    s: &Node,
+    witness: Option<&Node>,
+    capacity: Capacity,
+    cameras: &[Cam],
+) -> PathBuf {
     let mut t = String::from(
         "[recording]\nsegment_duration_s = 4\nflush_interval_ms = 200\nshadow_ring_ms = 8000\n\n\
          [ingest]\nconnect_timeout_ms = 3000\nframe_timeout_ms = 3000\nbackoff_initial_ms = 300\n\
@@ -139,7 +159,8 @@ pub fn write_cluster_with(
     let nodes = primaries
         .iter()
         .map(|n| (*n, "primary"))
-        .chain([(s, "standby")]);
+        .chain([(s, "standby")])
+        .chain(witness.map(|w| (w, "witness")));
     for (n, role) in nodes {
         let _ = write!(
             t,
@@ -150,8 +171,11 @@ pub fn write_cluster_with(
             path_str(&n.identity_dir),
             n.cert_sha256,
             n.signing_public_key,
-            n.arbiter
+            n.arbiter_public.as_ref().unwrap_or(&n.arbiter)
         );
+        if n.arbiter_public.is_some() {
+            let _ = writeln!(t, "arbiter_listen = \"{}\"", n.arbiter);
+        }
         if role == "standby" {
             let protects: Vec<String> = primaries
                 .iter()
@@ -160,9 +184,12 @@ pub fn write_cluster_with(
             let _ = write!(
                 t,
                 "address = \"{}\"\nprotects = [{}]\n",
-                n.sync,
+                n.sync_public.as_ref().unwrap_or(&n.sync),
                 protects.join(", ")
             );
+            if n.sync_public.is_some() {
+                let _ = writeln!(t, "listen = \"{}\"", n.sync);
+            }
             if let Some(c) = capacity.streams {
                 let _ = writeln!(t, "capacity_streams = {c}");
             }
@@ -185,7 +212,7 @@ pub fn write_cluster_with(
         }
         let _ = write!(t, "[cameras.streams.main]\nurl = \"{}\"\n", c.url);
     }
-    dir.write("cluster.toml", t)
+    dir.write(file, t)
 }
 
 /// `nvr camsim` serving `streams` streams (`cam1`..), with `extra` arguments (e.g. `--clip FILE`),

@@ -1,6 +1,6 @@
 //! Exact frame counts from camsim's stamps in recorded files, through `nvr frames` (a process).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cluster::path_str;
@@ -60,6 +60,17 @@ pub fn missing_and_duplicated(seqs: &[u64]) -> (u64, u64) {
     (span - sorted.len() as u64, n - sorted.len() as u64)
 }
 
+/// The number before `word` in an `nvr frames` summary line ("# NAME: N frames, seq A..B, M missing, …").
+fn number_before(line: &str, word: &str) -> u64 {
+    let parts: Vec<&str> = line.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    parts
+        .iter()
+        .position(|p| *p == word)
+        .and_then(|i| parts.get(i.checked_sub(1)?))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {word} in {line:?}"))
+}
+
 /// `nvr frames --summary FILES…`: the `# all:` (or single file) line's (frames, missing, duplicated).
 pub fn frames_summary(dir: &TestDir, files: &[PathBuf]) -> (u64, u64, u64, String) {
     let mut args = vec!["frames".to_owned(), "--summary".to_owned()];
@@ -67,16 +78,44 @@ pub fn frames_summary(dir: &TestDir, files: &[PathBuf]) -> (u64, u64, u64, Strin
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run_nvr(dir, &args, Duration::from_secs(120));
     assert!(out.status.success(), "nvr frames: {}", out.stderr);
-    let line = out.stdout.lines().last().expect("summary line").to_owned();
     // "# NAME: N frames, seq A..B, M missing, D duplicated, U unstamped"
-    let num = |word: &str| -> u64 {
-        let parts: Vec<&str> = line.split([' ', ',']).filter(|p| !p.is_empty()).collect();
-        parts
-            .iter()
-            .position(|p| *p == word)
-            .and_then(|i| parts.get(i.checked_sub(1)?))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {word} in {line:?}"))
-    };
-    (num("frames"), num("missing"), num("duplicated"), line)
+    let line = out.stdout.lines().last().expect("summary line").to_owned();
+    (
+        number_before(&line, "frames"),
+        number_before(&line, "missing"),
+        number_before(&line, "duplicated"),
+        line,
+    )
+}
+
+/// `nvr frames --data-dir DATA --timeline STREAM --summary`: the stream's de-duplicated timeline in
+/// that catalog: (frames, missing, duplicated, trimmed, summary line).
+pub fn timeline_summary(dir: &TestDir, data: &Path, stream: &str) -> (u64, u64, u64, u64, String) {
+    let d = path_str(data);
+    let out = run_nvr(
+        dir,
+        &[
+            "frames",
+            "--data-dir",
+            &d,
+            "--timeline",
+            stream,
+            "--summary",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "nvr frames: {}", out.stderr);
+    let trimmed_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# trimmed:"))
+        .expect("trimmed line");
+    let line = out.stdout.lines().last().expect("summary line").to_owned();
+    (
+        number_before(&line, "frames"),
+        number_before(&line, "missing"),
+        number_before(&line, "duplicated"),
+        number_before(trimmed_line, "frames"),
+        line,
+    )
 }

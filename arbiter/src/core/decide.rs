@@ -65,9 +65,11 @@ impl Core {
                 });
             }
         }
+        self.stand_down(out);
         // Streams this node protects whose holder is dead, or whose session failed on a living holder
         // while this node still receives it.
         let mut wanted: Vec<(String, String)> = Vec::new();
+        let mut vouched: Vec<String> = Vec::new();
         for s in self.streams.values() {
             if s.spec.protector != self.me || s.holding.holder == self.me {
                 continue;
@@ -80,7 +82,18 @@ impl Core {
             let Some(p) = self.peers.get(holder) else {
                 continue;
             };
-            if p.dead {
+            // The witness hears the silent holder, whose last heartbeat said it records the stream: a
+            // partition between the two, not a death. (One that had not yet learned it holds the
+            // stream, e.g. a hand-back cut off midway, records nothing: taken over again.)
+            let records_there = p
+                .health
+                .get(&s.spec.key)
+                .is_some_and(|h| h.mode == "record");
+            if p.dead && records_there && self.witness_hears(holder) {
+                if !p.vouched && !vouched.contains(holder) {
+                    vouched.push(holder.clone());
+                }
+            } else if p.dead {
                 let silent = p.last_heard_ms.map_or_else(
                     || "never heard".to_owned(),
                     |t| format!("heartbeats missing for {} ms", self.now_ms - t),
@@ -99,6 +112,17 @@ impl Core {
                     ));
                 }
             }
+        }
+        for node in vouched {
+            if let Some(p) = self.peers.get_mut(&node) {
+                p.vouched = true;
+            }
+            out.push(Action::Alarm {
+                message: format!(
+                    "node {node} is silent here but the witness hears it: a partition between the \
+                     two, no takeover"
+                ),
+            });
         }
         if !wanted.is_empty() {
             // Priority order (higher first), then name, within the capacity.
@@ -343,8 +367,11 @@ impl Core {
     /// recorder was not up yet, or refused it).
     fn fence(&mut self, out: &mut Vec<Action>) {
         let now = self.now_ms;
+        let standing_down = self.standing_down;
         for s in self.streams.values_mut() {
-            if s.holding.holder == self.me || s.handing_back {
+            let held_here =
+                s.holding.holder == self.me && !(standing_down && s.spec.owner == self.me);
+            if held_here || s.handing_back {
                 continue;
             }
             let recording = self
@@ -358,15 +385,20 @@ impl Core {
             out.push(Action::Release {
                 stream: s.spec.key.clone(),
                 epoch: s.holding.epoch,
-                reason: format!(
-                    "recorded here while {} holds it under epoch {}",
-                    if s.holding.holder == NOBODY {
-                        "no node"
-                    } else {
-                        s.holding.holder.as_str()
-                    },
-                    s.holding.epoch
-                ),
+                reason: if s.holding.holder == self.me {
+                    "recorded here while standing down (cut off from the standby and the witness)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "recorded here while {} holds it under epoch {}",
+                        if s.holding.holder == NOBODY {
+                            "no node"
+                        } else {
+                            s.holding.holder.as_str()
+                        },
+                        s.holding.epoch
+                    )
+                },
             });
         }
     }

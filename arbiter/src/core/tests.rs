@@ -72,6 +72,7 @@ fn hb_from(core: &Core, n: u64, receiving: bool) -> Heartbeat {
                 bitrate_kbps: 0,
             })
             .collect(),
+        hears: Vec::new(),
     }
 }
 
@@ -560,6 +561,7 @@ fn preemption_in_mbps_gives_up_as_few_as_needed_and_takes_them_back_when_room_fr
         seq: Seq { boot_ms: 1, n },
         sent_ms: 0,
         holdings: Vec::new(),
+        hears: Vec::new(),
         health: keys
             .iter()
             .map(|k| StreamHealth {

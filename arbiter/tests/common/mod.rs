@@ -11,9 +11,13 @@ pub use testkit::cluster::*;
 pub use testkit::frames::*;
 pub use testkit::{free_port, nvr_sync_bin, run_nvr, wait_until, NvrProcess, TestDir};
 
-/// A loopback TCP proxy in front of one camera that can cut the connections opened after the first
-/// `keep` and refuse every new one: the camera becomes unreachable for one node only (the one that
-/// connected later), while the other's session goes on.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A loopback TCP proxy that can cut the connections opened after the first `keep` and refuse every
+/// new one, and let them through again ([`CameraProxy::heal`]). In front of one camera: the camera
+/// becomes unreachable for one node only (the one that connected later), while the other's session
+/// goes on. In front of an arbiter's or a sync agent's listener (`keep` 0): a partition of that link.
 pub struct CameraProxy {
     pub port: u16,
     state: std::sync::Arc<ProxyState>,
@@ -77,6 +81,16 @@ impl CameraProxy {
         self.state.conns.lock().expect("lock").len()
     }
 
+    /// Lets new connections through again after [`CameraProxy::cut_after`].
+    pub fn heal(&self) {
+        *self.state.refuse_from.lock().expect("lock") = None;
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// Cuts every connection from the `keep`-th on and refuses all new ones.
     pub fn cut_after(&self, keep: usize) {
         *self.state.refuse_from.lock().expect("lock") = Some(keep);
@@ -84,4 +98,40 @@ impl CameraProxy {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
+}
+
+pub fn reader(data: &Path) -> store::Reader {
+    store::Reader::open(data, std::sync::Arc::new(base::clock::SystemClock)).expect("catalog")
+}
+
+/// Sealed segments of `camera`/main written by `node` in the catalog of `data`: (path, absolute path).
+pub fn sealed_segments(data: &Path, camera: &str, node: &str) -> Vec<(String, PathBuf)> {
+    let r = reader(data);
+    let Some(id) = r.find_stream(camera, "main").expect("stream") else {
+        return Vec::new();
+    };
+    r.stream_segments(id)
+        .expect("segments")
+        .into_iter()
+        .filter(|s| s.node == node && s.state == store::SegmentState::Sealed)
+        .map(|s| (s.path.clone(), r.absolute_path(&s.path)))
+        .collect()
+}
+
+/// Waits (up to 2 minutes) until the standby whose data directory is `standby` holds a sealed copy of
+/// every segment the primary (`primary`, node `PRIMARY`) sealed of `cam1`..`cam{streams}`.
+pub fn mirrored_all(primary: &Path, standby: &Path, streams: usize) -> bool {
+    wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+        (1..=streams).all(|i| {
+            let camera = format!("cam{i}");
+            let held: std::collections::BTreeSet<String> =
+                sealed_segments(standby, &camera, PRIMARY)
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
+            sealed_segments(primary, &camera, PRIMARY)
+                .iter()
+                .all(|(p, _)| held.contains(p))
+        })
+    })
 }

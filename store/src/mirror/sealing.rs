@@ -193,7 +193,7 @@ impl Store {
         let stream_id = self.ensure_stream(&info.camera, &info.stream)?;
         let now_ms = self.now_utc_ms();
         // Durable before the seal is acknowledged: the primary counts on it from then on.
-        self.catalog().durably(|c| {
+        let id = self.catalog().durably(|c| {
             c.put_sealed_segment(
                 &SegmentInsert {
                     stream_id,
@@ -229,6 +229,8 @@ impl Store {
                 data.len()
             ),
         );
+        drop(guard);
+        self.deduplicate_logged(id);
         Ok(outcome)
     }
 
