@@ -112,6 +112,23 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Check an exported MP4 against its signed evidence manifest, offline (docs/web.md, "Exports").
+    VerifyExport {
+        /// The exported MP4.
+        file: PathBuf,
+        /// Its manifest (JSON).
+        manifest: PathBuf,
+        /// The recording node's signing public key (hex, or a file holding it): its `[[nodes]]`
+        /// `signing_public_key`.
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        node_key: Option<String>,
+        /// Or take the manifest's node's `signing_public_key` from this cluster file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The node's export public key (hex, or a file holding it, e.g. the viewer's `export.pub`).
+        #[arg(long)]
+        export_key: String,
+    },
     /// Demo without cameras: the camera simulator plus the recorder, recording into a local folder.
     Demo {
         #[arg(long, default_value = "demo-data")]
@@ -322,6 +339,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::VerifyExport {
+            file,
+            manifest,
+            node_key,
+            config,
+            export_key,
+        } => verify_export(&file, &manifest, node_key, config, &export_key),
         Command::Frames {
             data_dir: Some(data_dir),
             timeline: Some(stream),
@@ -379,6 +403,67 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             runtime()?.block_on(demo(data_dir, streams, segment_s, duration_s, !no_viewer))?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A 32-byte key given as 64 hex digits, or the path of a file whose first line they are.
+fn key_arg(value: &str, what: &str) -> anyhow::Result<[u8; 32]> {
+    let text = if value.len() == 64 {
+        value.to_owned()
+    } else {
+        std::fs::read_to_string(value)
+            .with_context(|| format!("reading the {what} from {value}"))?
+    };
+    base::hex::decode(text.trim())
+        .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+        .with_context(|| format!("the {what} is not 64 hex digits (an Ed25519 public key)"))
+}
+
+fn verify_export(
+    file: &std::path::Path,
+    manifest: &std::path::Path,
+    node_key: Option<String>,
+    config: Option<PathBuf>,
+    export_key: &str,
+) -> anyhow::Result<ExitCode> {
+    use nvr_evidence::manifest::{verify, Manifest};
+    let bytes =
+        std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let node_key = match (node_key, config) {
+        (Some(k), _) => key_arg(&k, "node key")?,
+        (None, Some(path)) => {
+            let node = Manifest::from_file_bytes(&bytes)
+                .map(|m| m.node)
+                .unwrap_or_default();
+            let cluster = config::load(&path)?;
+            let pins = cluster
+                .nodes
+                .iter()
+                .find(|n| n.name == node)
+                .and_then(|n| n.pins.clone())
+                .with_context(|| format!("{}: no node {node:?} with pins", path.display()))?;
+            key_arg(&pins.signing_public_key, "node key")?
+        }
+        (None, None) => anyhow::bail!("give --node-key or --config"),
+    };
+    let export_key = key_arg(export_key, "export key")?;
+    match verify(&bytes, file, &node_key, &export_key) {
+        Ok(v) => {
+            println!(
+                "verified: {} (SHA-256 {}) was exported from {} segment(s) in the node's signed log \
+                 ({} leaves, head of {} ms)",
+                file.display(),
+                v.file_sha256,
+                v.segments,
+                v.tree_size,
+                v.head_timestamp_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("NOT VERIFIED: {}: {e}", file.display());
+            Ok(ExitCode::FAILURE)
         }
     }
 }

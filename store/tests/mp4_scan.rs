@@ -4,8 +4,8 @@
 //! byte flips (fixed-seed xorshift) and hand-made hostile boxes.
 
 use store::mp4::{
-    init_segment, scan, scan_file, scan_samples, FragmentBuilder, Handler, Mp4Error, SampleInfo,
-    TrackKind, TrackSpec,
+    init_segment, scan, scan_file, scan_file_headers, scan_samples, FragmentBuilder, Handler,
+    Mp4Error, SampleInfo, TrackKind, TrackSpec,
 };
 
 const VIDEO_TICKS_PER_FRAME: u32 = 3600;
@@ -224,6 +224,30 @@ fn truncation_anywhere_in_last_fragment_ends_at_previous_fragment() {
         assert_eq!(r.trailing_bytes, (cut - prev_end) as u64, "cut at {cut}");
         assert_eq!(r.fragments.len(), 2, "cut at {cut}");
     }
+}
+
+/// Reading only the init and the `moof`s finds what a scan of the whole file finds, whole, cut
+/// anywhere in its last fragment, or followed by garbage.
+#[test]
+fn scan_of_headers_only_agrees_with_the_whole_file_scan() {
+    let (file, ends) = build_file(4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("seg.mp4");
+    let mut garbage = file.clone();
+    garbage.extend_from_slice(b"\0\0\0\x10moofjunkjunk");
+    let cuts = (ends[2]..file.len()).map(|cut| file[..cut].to_vec());
+    for bytes in std::iter::once(file.clone()).chain(cuts).chain([garbage]) {
+        std::fs::write(&path, &bytes).expect("write");
+        let whole = scan(&bytes).expect("scan");
+        assert_eq!(
+            scan_file_headers(&path).expect("scan headers"),
+            whole,
+            "{} bytes",
+            bytes.len()
+        );
+    }
+    std::fs::write(&path, &file[..20]).expect("write");
+    assert!(scan_file_headers(&path).is_err());
 }
 
 #[test]

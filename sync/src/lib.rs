@@ -11,6 +11,6 @@ pub mod agent;
 pub mod config;
 pub mod fixture;
 pub use node_identity as identity;
-pub mod merkle;
+pub use nvr_evidence::merkle;
 pub mod proto;
 pub mod syncdb;

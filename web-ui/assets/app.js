@@ -337,9 +337,13 @@ $('tl-range').addEventListener('change', drawTimeline);
 
 const fmt = (ms) => new Date(ms).toLocaleString();
 
+/// Draws started; an answer that comes back after a newer draw started is dropped.
+let timelineDraws = 0;
+
 async function drawTimeline() {
   const key = $('tl-stream').value;
   if (!key) return;
+  const draw = ++timelineDraws;
   const [camera, stream] = key.split('/');
   const end = Date.now();
   const start = end - Number($('tl-range').value);
@@ -350,6 +354,7 @@ async function drawTimeline() {
     $('main-error').textContent = e.message;
     return;
   }
+  if (draw !== timelineDraws) return;
   const bar = $('tl-bar');
   const pct = (ms) => `${((Math.min(Math.max(ms, start), end) - start) / (end - start)) * 100}%`;
   const span = (cls, a, b, title) => {
@@ -358,15 +363,19 @@ async function drawTimeline() {
     el.style.left = pct(a);
     el.style.width = `calc(${pct(b)} - ${pct(a)})`;
     el.title = title;
+    el.dataset.startMs = a;
+    el.dataset.endMs = b;
     return el;
   };
+  bar.dataset.start = start;
+  bar.dataset.end = end;
   bar.replaceChildren(
-    ...data.segments.map((s) => span('rec', s.start_ms, s.end_ms, `${fmt(s.start_ms)} – ${fmt(s.end_ms)} recorded by ${s.node}`)),
+    ...data.spans.map((s) => span('rec', s.start_ms, s.end_ms, `${fmt(s.start_ms)} – ${fmt(s.end_ms)} recorded by ${s.node}`)),
     ...data.gaps.map((g) => span('gap', g.start_ms, g.end_ms, `no recording ${fmt(g.start_ms)} – ${fmt(g.end_ms)}`)),
   );
   $('tl-start').textContent = fmt(start);
   $('tl-end').textContent = fmt(end);
-  $('tl-summary').textContent = `${data.segments.length} segments, ${data.gaps.length} gaps`;
+  $('tl-summary').textContent = `${data.segment_count} segments, ${data.gaps.length} gaps`;
   $('tl-gaps').tBodies[0].replaceChildren(...data.gaps.map((g) => {
     const tr = document.createElement('tr');
     for (const t of [fmt(g.start_ms), fmt(g.end_ms), `${((g.end_ms - g.start_ms) / 1000).toFixed(1)} s`]) {

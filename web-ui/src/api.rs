@@ -38,6 +38,9 @@ pub enum RouteId {
     AlarmAck,
     Handover,
     Drain,
+    Play,
+    Export,
+    ExportManifest,
 }
 
 /// One API route: which, its method and path pattern, and whether it answers without a session.
@@ -82,6 +85,24 @@ pub const ROUTES: &[Route] = &[
     route(RouteId::AlarmAck, "POST", "/api/alarms/ack", false),
     route(RouteId::Handover, "POST", "/api/cluster/handover", false),
     route(RouteId::Drain, "POST", "/api/cluster/drain", false),
+    route(
+        RouteId::Play,
+        "GET",
+        "/api/streams/{camera}/{stream}/play.mp4",
+        false,
+    ),
+    route(
+        RouteId::Export,
+        "GET",
+        "/api/streams/{camera}/{stream}/export.mp4",
+        false,
+    ),
+    route(
+        RouteId::ExportManifest,
+        "GET",
+        "/api/exports/{id}/manifest",
+        false,
+    ),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -104,6 +125,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             RouteId::AlarmAck => method.to(cluster_api::ack),
             RouteId::Handover => method.to(cluster_api::handover),
             RouteId::Drain => method.to(cluster_api::drain),
+            RouteId::Play => method.to(crate::playback::http::play),
+            RouteId::Export => method.to(crate::export::export),
+            RouteId::ExportManifest => method.to(crate::export::manifest),
         };
         cfg.route(r.path, handler);
     }

@@ -109,7 +109,11 @@ pub async fn cors(
             h.insert(header::VARY, HeaderValue::from_static("Origin"));
             h.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("retry-after"),
+                // Playback's and exports' headers, so that a page on another node's origin reads them.
+                HeaderValue::from_static(
+                    "retry-after, content-range, x-media-start-ms, x-media-end-ms, x-frames, \
+                     x-stop, x-next-start-ms, x-export-id, x-manifest",
+                ),
             );
         }
     }

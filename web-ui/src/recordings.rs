@@ -1,11 +1,29 @@
-//! What the API says of a stream's recordings over a time range: its segments and the gaps between
-//! them, read from the catalog through `store::Reader` (shared by the API and its benchmark).
+//! What the API says of a stream's recordings over a time range: its recorded spans (contiguous
+//! segments of one node merged), its segments (ranges up to [`SEGMENT_LIST_MAX_MS`]) and the gaps
+//! between them, read from the catalog through `store::Reader` (shared by the API and its benchmark).
 
 use serde_json::{json, Value};
-use store::{Reader, StorageError};
+use store::{Reader, SegmentRow, StorageError};
 
-/// `{"start_ms", "end_ms", "segments": [...], "gaps": [...]}` of `camera`/`stream` over
-/// `[start_ms, end_ms)`; `None` if the catalog has no such stream.
+/// Longest range whose answer lists every segment (6 hours: 360 rows of 60 s segments); a longer one
+/// has the merged `spans` only, so a month is a few rows rather than 40 000.
+pub const SEGMENT_LIST_MAX_MS: i64 = 6 * 3_600_000;
+
+/// Contiguous segments recorded by one node, merged: `(start_ms, end_ms, node)`.
+pub fn spans(segments: &[SegmentRow]) -> Vec<(i64, i64, &str)> {
+    let mut out: Vec<(i64, i64, &str)> = Vec::new();
+    for s in segments {
+        match out.last_mut() {
+            Some(last) if last.2 == s.node && s.start_ms <= last.1 => last.1 = last.1.max(s.end_ms),
+            _ => out.push((s.start_ms, s.end_ms, &s.node)),
+        }
+    }
+    out
+}
+
+/// `{"start_ms", "end_ms", "spans": [...], "segment_count", "segments": [...] (ranges up to
+/// SEGMENT_LIST_MAX_MS), "gaps": [...]}` of `camera`/`stream` over `[start_ms, end_ms)`; `None` if the
+/// catalog has no such stream.
 pub fn recordings_json(
     reader: &Reader,
     camera: &str,
@@ -17,19 +35,26 @@ pub fn recordings_json(
         return Ok(None);
     };
     let segments = reader.segments_in_range(id, start_ms, end_ms)?;
-    let gaps = reader.gaps_in_range(id, start_ms, end_ms)?;
-    let segments: Vec<Value> = segments
-        .iter()
-        .map(|s| {
-            json!({"start_ms": s.start_ms, "end_ms": s.end_ms, "node": s.node,
-                "state": s.state.as_str(), "frames": s.frames, "size_bytes": s.size_bytes,
-                "video_codec": s.video_codec, "width": s.width, "height": s.height})
-        })
-        .collect();
-    let gaps: Vec<Value> = gaps
+    let gaps: Vec<Value> = store::gaps_between(&segments, start_ms, end_ms)
         .iter()
         .map(|g| json!({"start_ms": g.start_ms, "end_ms": g.end_ms}))
         .collect();
-    Ok(Some(json!({
-        "start_ms": start_ms, "end_ms": end_ms, "segments": segments, "gaps": gaps})))
+    let spans: Vec<Value> = spans(&segments)
+        .iter()
+        .map(|(s, e, node)| json!({"start_ms": s, "end_ms": e, "node": node}))
+        .collect();
+    let mut answer = json!({
+        "start_ms": start_ms, "end_ms": end_ms, "spans": spans,
+        "segment_count": segments.len(), "gaps": gaps});
+    if end_ms - start_ms <= SEGMENT_LIST_MAX_MS {
+        answer["segments"] = segments
+            .iter()
+            .map(|s| {
+                json!({"start_ms": s.start_ms, "end_ms": s.end_ms, "node": s.node,
+                    "state": s.state.as_str(), "frames": s.frames, "size_bytes": s.size_bytes,
+                    "video_codec": s.video_codec, "width": s.width, "height": s.height})
+            })
+            .collect();
+    }
+    Ok(Some(answer))
 }

@@ -46,6 +46,8 @@ pub struct AppState {
     pub peers: Peers,
     /// Alarm acknowledgements (`<state_dir>/alarm-acks.json`).
     pub acks: AckStore,
+    /// Signs export manifests (`<state_dir>/export.key`).
+    pub export_key: crate::export::key::ExportKey,
 }
 
 /// The viewer of node `node` of `cluster`, ready to serve.
@@ -102,6 +104,7 @@ impl Server {
             cluster: Arc::new(cluster.clone()),
             peers: Peers::from_cluster(cluster),
             acks: AckStore::new(&settings.state_dir),
+            export_key: crate::export::key::ExportKey::load_or_create(&settings.state_dir)?,
         };
         Ok(Server {
             state: web::Data::new(state),
@@ -180,6 +183,10 @@ impl Server {
                 cert.fingerprint()
             );
         }
+        println!(
+            "nvr-web export key (Ed25519) {}",
+            self.state.export_key.public_hex()
+        );
         let server = http.disable_signals().run();
         let handle = server.handle();
         tokio::spawn(async move {

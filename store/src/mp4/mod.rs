@@ -50,8 +50,8 @@ pub use audio::{g711_sample_entry, opus_sample_entry, G711, OPUS_PRE_SKIP};
 pub use fragment::{FragmentBuilder, SampleInfo};
 pub use init::{init_segment, TrackKind, TrackSpec};
 pub use scan::{
-    scan, scan_file, scan_samples, Handler, ScanReport, ScannedFragment, ScannedSample,
-    ScannedTrack, ScannedTrackRun,
+    scan, scan_file, scan_file_headers, scan_samples, Handler, ScanReport, ScannedFragment,
+    ScannedSample, ScannedTrack, ScannedTrackRun,
 };
 
 /// Errors from building an init segment or scanning a segment file's init.

@@ -107,6 +107,97 @@ pub fn scan_file(path: impl AsRef<Path>) -> Result<ScanReport, Mp4Error> {
     scan(&data)
 }
 
+/// [`scan_file`] without reading the media: the init and every `moof` (with the `mdat` header after
+/// it) are read, each `mdat`'s payload is skipped by its size (checked against the file's length).
+/// The same rules decide what counts as a complete fragment, except that the payload's bytes are not
+/// looked at; for an hour of video it reads a few hundred kilobytes instead of the whole files (the
+/// viewer plans a playback range from it). [`ScanReport::trailing_bytes`] counts from the file's
+/// length when the scan started.
+pub fn scan_file_headers(path: impl AsRef<Path>) -> Result<ScanReport, Mp4Error> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let read_at = |pos: u64, len: u64| -> Result<Vec<u8>, Mp4Error> {
+        let len = len.min(file_len.saturating_sub(pos));
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        file.read_exact_at(&mut buf, pos)?;
+        Ok(buf)
+    };
+    // The init: every box up to and including the moov, read whole.
+    let mut init = Vec::new();
+    loop {
+        let head = read_at(init.len() as u64, 16)?;
+        let h = match read_header(&head, 0) {
+            Ok(Some(h)) => h,
+            _ => break,
+        };
+        if h.total_len > file_len - init.len() as u64 || matches!(&h.box_type, b"moof" | b"mdat") {
+            break;
+        }
+        let is_moov = &h.box_type == b"moov";
+        init.extend_from_slice(&read_at(init.len() as u64, h.total_len)?);
+        if is_moov {
+            break;
+        }
+    }
+    let (init_len, tracks, trex) = scan_init(&init)?;
+    let mut fragments = Vec::new();
+    let mut pos = init_len as u64;
+    let mut valid_len = pos;
+    loop {
+        let head = read_at(pos, 16)?;
+        let h = match read_header(&head, 0) {
+            Ok(Some(h)) => h,
+            _ => break,
+        };
+        if matches!(&h.box_type, b"free" | b"skip") && h.size_field != 0 {
+            if h.total_len > file_len - pos {
+                break;
+            }
+            pos += h.total_len;
+            continue;
+        }
+        if &h.box_type != b"moof" || h.size_field == 0 || h.total_len > file_len - pos {
+            break;
+        }
+        let moof_len = h.total_len as usize;
+        let buf = read_at(pos, h.total_len + 16)?;
+        let Some(mh) = read_header(&buf, moof_len).ok().flatten() else {
+            break;
+        };
+        let mdat_pos = pos + h.total_len;
+        if &mh.box_type != b"mdat" || mh.size_field == 0 || mh.total_len > file_len - mdat_pos {
+            break;
+        }
+        let moof = Bx {
+            box_type: h.box_type,
+            offset: pos,
+            header_len: h.header_len,
+            body: &buf[h.header_len..moof_len],
+        };
+        let payload = mdat_pos + mh.header_len as u64..mdat_pos + mh.total_len;
+        let Ok((sequence_number, runs)) = parse_moof(&moof, payload, &trex, None) else {
+            break;
+        };
+        let len = h.total_len + mh.total_len;
+        fragments.push(ScannedFragment {
+            offset: pos,
+            len,
+            sequence_number,
+            tracks: runs,
+        });
+        pos += len;
+        valid_len = pos;
+    }
+    Ok(ScanReport {
+        init_len: init_len as u64,
+        tracks,
+        fragments,
+        valid_len,
+        trailing_bytes: file_len - valid_len,
+    })
+}
+
 /// Reads a possibly truncated or damaged segment file.
 ///
 /// Errors only if the init (`ftyp` + `moov`) is absent, truncated or malformed; anything wrong after
