@@ -43,6 +43,7 @@ function enter(me) {
   show('main');
   buildGrid();
   fillTimelineStreams();
+  window.nvrExport.setRole(me.role);
   window.nvrFailover.start(me);
   window.nvrCluster.pollAlarms();
 }
