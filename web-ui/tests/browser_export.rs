@@ -98,9 +98,7 @@ fn an_operator_exports_from_the_page_and_the_downloads_verify() {
 
     let out_dir = dir.join("downloads");
     std::fs::create_dir_all(&out_dir).expect("downloads dir");
-    let shot = std::env::var("NVR_WEB_SCREENSHOT")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| dir.join("export.png"));
+    let shot = dir.join("export.png");
     let out = Command::new("node")
         .arg(script_dir.join("export.mjs"))
         .arg(format!("{base}/"))
@@ -160,6 +158,9 @@ fn an_operator_exports_from_the_page_and_the_downloads_verify() {
     );
     assert!(ok.status.success(), "{}{}", ok.stdout, ok.stderr);
     assert!(ok.stdout.contains("verified: "), "{}", ok.stdout);
+    if let Ok(keep) = std::env::var("NVR_WEB_SCREENSHOT") {
+        let _ = std::fs::copy(&shot, keep.replace(".png", "-export.png"));
+    }
     let probe = testkit::ffprobe(mp4);
     assert!(probe.frames > 0, "{probe:?}");
     assert!(probe.stderr_errors.trim().is_empty(), "{probe:?}");
