@@ -62,7 +62,7 @@ try {
   await page.waitForTimeout(500);
   const before = await page.evaluate(() => { const f = window.nvrPlayback.frames; return { n: f.length, last: f[f.length - 1] }; });
   await page.click('#pb-step');
-  await page.waitForFunction((n) => window.nvrPlayback.frames.length > n, before.n, { timeout: 10000 });
+  await page.waitForFunction((n) => window.nvrPlayback.frames.length > n, before.n, { timeout: 30000 });
   await page.waitForTimeout(300);
   const after = await page.evaluate(() => { const f = window.nvrPlayback.frames; return f[f.length - 1]; });
   // 4×, playing on to the end of the recording before the outage: the page goes on after the gap.
