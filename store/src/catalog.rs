@@ -818,6 +818,36 @@ impl Catalog {
         Ok(())
     }
 
+    /// Events of `stream` with `start_ms <= time_ms < end_ms`, oldest first, at most `limit`.
+    pub fn stream_events_in_range(
+        &self,
+        stream: StreamId,
+        start_ms: i64,
+        end_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StorageError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, time_ms, stream_id, kind, message FROM events \
+                 WHERE time_ms >= ?2 AND time_ms < ?3 AND stream_id = ?1 ORDER BY time_ms, id LIMIT ?4",
+            )
+            .map_err(|e| self.e(e))?;
+        let rows = stmt
+            .query_map(params![stream.0, start_ms, end_ms, limit], |r| {
+                Ok(EventRow {
+                    id: r.get(0)?,
+                    time_ms: r.get(1)?,
+                    stream_id: r.get::<_, Option<i64>>(2)?.map(StreamId),
+                    kind: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.e(e))
+    }
+
     /// Events with id greater than `after_id`, oldest first, at most `limit`.
     pub fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRow>, StorageError> {
         let mut stmt = self

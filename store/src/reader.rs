@@ -115,6 +115,19 @@ impl Reader {
         self.store.catalog().events(after_id, limit)
     }
 
+    /// Events of `stream` in `[start_ms, end_ms)`, oldest first, at most `limit`.
+    pub fn stream_events_in_range(
+        &self,
+        stream: StreamId,
+        start_ms: i64,
+        end_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StorageError> {
+        self.store
+            .catalog()
+            .stream_events_in_range(stream, start_ms, end_ms, limit)
+    }
+
     /// Compares catalog and files (see [`Store::check`]).
     pub fn check(&self, rehash: bool) -> Result<CheckReport, StorageError> {
         self.store.check(rehash)
@@ -168,5 +181,39 @@ mod tests {
         assert_eq!(reader.events(0, 10).expect("events")[0].message, "hello");
         assert!(reader.runs(id).expect("runs").is_empty());
         assert!(reader.check(true).expect("check").ok());
+    }
+
+    #[test]
+    fn a_streams_events_over_a_range_oldest_first_and_limited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock: Arc<dyn Clock> = Arc::new(base::clock::ManualClock::new(1_000));
+        let owner = Store::open(dir.path(), "node-a", clock.clone()).expect("store");
+        let (cam, other) = (
+            owner.ensure_stream("cam", "main").expect("stream"),
+            owner.ensure_stream("cam", "sub").expect("stream"),
+        );
+        let cat = owner.catalog();
+        for (t, s, m) in [
+            (500, Some(cam), "before"),
+            (1_000, Some(cam), "a"),
+            (1_500, Some(other), "other"),
+            (1_700, None, "node-wide"),
+            (2_000, Some(cam), "b"),
+            (2_500, Some(cam), "c"),
+            (3_000, Some(cam), "at the end"),
+        ] {
+            cat.log_event(t, s, "test", m).expect("event");
+        }
+        let reader = Reader::open(dir.path(), clock).expect("reader");
+        let messages = |limit| -> Vec<String> {
+            reader
+                .stream_events_in_range(cam, 1_000, 3_000, limit)
+                .expect("events")
+                .into_iter()
+                .map(|e| e.message)
+                .collect()
+        };
+        assert_eq!(messages(10), ["a", "b", "c"]);
+        assert_eq!(messages(2), ["a", "b"]);
     }
 }

@@ -1,5 +1,6 @@
 // The viewer's page: login, live grid (MSE over the chunked fMP4 of /api/streams/…/live) and a
-// per-stream timeline of recordings and gaps. Uses only the JSON API (docs/api.md).
+// per-stream timeline of recordings, gaps and the stream's events, zoomed from a day to a minute (buttons or
+// the mouse wheel). Uses only the JSON API (docs/api.md).
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -43,6 +44,7 @@ function enter(me) {
   show('main');
   buildGrid();
   fillTimelineStreams();
+  window.nvrExport.setRole(me.role);
   window.nvrFailover.start(me);
   window.nvrCluster.pollAlarms();
 }
@@ -331,9 +333,49 @@ async function fillTimelineStreams() {
   }
 }
 
+/// What the timeline shows: `spanMs` ending at `endMs` (null: now). Zoom runs from a day to a minute.
+const tlView = { spanMs: 3600000, endMs: null };
+const TL_MIN_SPAN_MS = 60000;
+const TL_MAX_SPAN_MS = 86400000;
+
+/// Zooms by `factor` (below 1: in) keeping wall time `atMs` (default: the middle) at its place.
+function tlZoom(factor, atMs) {
+  const bar = $('tl-bar');
+  const start = Number(bar.dataset.start);
+  const end = Number(bar.dataset.end);
+  if (!end) return;
+  const span = Math.min(Math.max(Math.round(tlView.spanMs * factor), TL_MIN_SPAN_MS), TL_MAX_SPAN_MS);
+  const at = atMs === undefined ? (start + end) / 2 : atMs;
+  const newEnd = Math.round(at + (1 - (at - start) / (end - start)) * span);
+  tlView.spanMs = span;
+  tlView.endMs = newEnd >= Date.now() ? null : newEnd;
+  drawTimeline();
+}
+
+function tlSpanText(ms) {
+  if (ms >= 3600000) return `${+(ms / 3600000).toFixed(1)} h`;
+  if (ms >= 60000) return `${+(ms / 60000).toFixed(1)} min`;
+  return `${ms / 1000} s`;
+}
+
 $('tl-refresh').addEventListener('click', drawTimeline);
 $('tl-stream').addEventListener('change', drawTimeline);
-$('tl-range').addEventListener('change', drawTimeline);
+$('tl-range').addEventListener('change', () => {
+  tlView.spanMs = Number($('tl-range').value);
+  tlView.endMs = null;
+  drawTimeline();
+});
+$('tl-zoom-in').addEventListener('click', () => tlZoom(0.5));
+$('tl-zoom-out').addEventListener('click', () => tlZoom(2));
+$('tl-bar').addEventListener('wheel', (ev) => {
+  ev.preventDefault();
+  const bar = $('tl-bar');
+  const r = bar.getBoundingClientRect();
+  const f = Math.min(Math.max((ev.clientX - r.left) / r.width, 0), 1);
+  const start = Number(bar.dataset.start);
+  const end = Number(bar.dataset.end);
+  tlZoom(ev.deltaY < 0 ? 0.5 : 2, start + f * (end - start));
+}, { passive: false });
 
 const fmt = (ms) => new Date(ms).toLocaleString();
 
@@ -345,8 +387,8 @@ async function drawTimeline() {
   if (!key) return;
   const draw = ++timelineDraws;
   const [camera, stream] = key.split('/');
-  const end = Date.now();
-  const start = end - Number($('tl-range').value);
+  const end = tlView.endMs === null ? Date.now() : tlView.endMs;
+  const start = end - tlView.spanMs;
   let data;
   try {
     data = await api('GET', `/api/streams/${encodeURIComponent(camera)}/${encodeURIComponent(stream)}/recordings?start_ms=${start}&end_ms=${end}`);
@@ -372,10 +414,20 @@ async function drawTimeline() {
   bar.replaceChildren(
     ...data.spans.map((s) => span('rec', s.start_ms, s.end_ms, `${fmt(s.start_ms)} – ${fmt(s.end_ms)} recorded by ${s.node}`)),
     ...data.gaps.map((g) => span('gap', g.start_ms, g.end_ms, `no recording ${fmt(g.start_ms)} – ${fmt(g.end_ms)}`)),
+    ...data.events.map((e) => {
+      const el = document.createElement('span');
+      el.className = 'event';
+      el.style.left = pct(e.time_ms);
+      el.title = `${fmt(e.time_ms)} ${e.kind}: ${e.message}`;
+      el.dataset.timeMs = e.time_ms;
+      el.dataset.kind = e.kind;
+      return el;
+    }),
   );
+  $('tl-span').textContent = tlSpanText(tlView.spanMs);
   $('tl-start').textContent = fmt(start);
   $('tl-end').textContent = fmt(end);
-  $('tl-summary').textContent = `${data.segment_count} segments, ${data.gaps.length} gaps`;
+  $('tl-summary').textContent = `${data.segment_count} segments, ${data.gaps.length} gaps, ${data.events.length}${data.events_truncated ? '+' : ''} events (orange marks; hover for what happened)`;
   $('tl-gaps').tBodies[0].replaceChildren(...data.gaps.map((g) => {
     const tr = document.createElement('tr');
     for (const t of [fmt(g.start_ms), fmt(g.end_ms), `${((g.end_ms - g.start_ms) / 1000).toFixed(1)} s`]) {

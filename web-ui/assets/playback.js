@@ -33,9 +33,11 @@ function pbCursor(ms) {
 }
 
 let pbDragging = false;
+let pbDragFrom = null;
 $('tl-bar').addEventListener('pointerdown', (ev) => {
   if (!$('tl-bar').dataset.start) return;
   pbDragging = true;
+  pbDragFrom = pbTimeAt(ev);
   $('tl-bar').setPointerCapture(ev.pointerId);
   pbCursor(pbTimeAt(ev));
 });
@@ -43,7 +45,9 @@ $('tl-bar').addEventListener('pointermove', (ev) => { if (pbDragging) pbCursor(p
 $('tl-bar').addEventListener('pointerup', (ev) => {
   if (!pbDragging) return;
   pbDragging = false;
-  playAt(pbTimeAt(ev));
+  // A shift-drag chooses the range to export (export.js; operators and admins) instead of seeking.
+  if (ev.shiftKey && !$('export').hidden) window.nvrExport.select(pbDragFrom, pbTimeAt(ev));
+  else playAt(pbTimeAt(ev));
 });
 
 $('pb-speed').addEventListener('change', () => { $('pb-video').playbackRate = Number($('pb-speed').value); });

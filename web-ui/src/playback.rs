@@ -14,6 +14,7 @@
 //! closes them, the manifest lists them) and stops only at a change of codec parameters.
 
 pub mod body;
+mod dedup;
 pub mod http;
 
 use std::path::PathBuf;
@@ -88,6 +89,16 @@ struct Scanned {
     report: ScanReport,
     /// Index of the video track (else the first) in `report.tracks`.
     clock_track: usize,
+    /// Decode time of the clock track's first fragment.
+    first_decode: u64,
+}
+
+impl Scanned {
+    /// Wall time of clock-track decode time `decode` in a segment starting at `row_start_ms`.
+    fn wall(&self, row_start_ms: i64, decode: u64) -> i64 {
+        let timescale = i64::from(self.report.tracks[self.clock_track].timescale.max(1));
+        row_start_ms + (decode.saturating_sub(self.first_decode) as i64) * 1000 / timescale
+    }
 }
 
 fn scan(path: &std::path::Path) -> Result<Scanned, PlanError> {
@@ -109,10 +120,24 @@ fn scan(path: &std::path::Path) -> Result<Scanned, PlanError> {
         .iter()
         .position(|t| t.handler == Handler::Video)
         .unwrap_or(0);
+    let first_decode = report
+        .tracks
+        .get(clock_track)
+        .and_then(|clock| {
+            report
+                .fragments
+                .iter()
+                .find_map(|f| run_of(f, clock.track_id).map(|r| r.base_decode_time))
+        })
+        .unwrap_or(0);
+    if report.tracks.is_empty() {
+        return Err(bad("no track in the init section".to_owned()));
+    }
     Ok(Scanned {
         init,
         report,
         clock_track,
+        first_decode,
     })
 }
 
@@ -135,13 +160,11 @@ pub fn plan(
     let id: StreamId = reader
         .find_stream(camera, stream)?
         .ok_or_else(|| PlanError::NoStream(format!("{camera}/{stream}")))?;
-    let rows = reader.segments_in_range(id, start_ms, end_ms)?;
+    let parts = dedup::parts(reader, reader.timeline(id, start_ms, end_ms)?, start_ms)?;
     let mut b = Builder::new(start_ms, end_ms);
     let mut covered_until_ms = i64::MIN;
-    for row in rows {
-        if row.end_ms <= covered_until_ms {
-            continue; // wholly inside what is planned already (an overlapping copy)
-        }
+    for part in parts {
+        let row = &part.segment.row;
         if covered_until_ms != i64::MIN && row.start_ms > covered_until_ms && !b.is_empty() {
             if mode == Mode::Playback {
                 b.stop = Stop::Gap {
@@ -153,9 +176,7 @@ pub fn plan(
             b.gaps.push((covered_until_ms, row.start_ms));
         }
         covered_until_ms = covered_until_ms.max(row.end_ms);
-        let path = reader.absolute_path(&row.path);
-        let scanned = scan(&path)?;
-        if !b.add_segment(row, path, scanned) {
+        if !b.add_part(&part) {
             break;
         }
     }
@@ -198,26 +219,18 @@ impl Builder {
         self.pieces.is_empty()
     }
 
-    /// Adds the fragments of one segment that fall in the range; false once the plan must end.
-    fn add_segment(&mut self, row: SegmentRow, path: PathBuf, s: Scanned) -> bool {
+    /// Adds the fragments of one part that fall in the range; false once the plan must end.
+    fn add_part(&mut self, part: &dedup::Part) -> bool {
+        let row = &part.segment.row;
+        let s = &part.segment.scanned;
         if !self.pieces.is_empty() && s.init != self.init {
             self.stop = Stop::CodecChange {
-                next_ms: row.start_ms,
+                next_ms: part.start_ms,
             };
             return false;
         }
         let clock = &s.report.tracks[s.clock_track];
-        let timescale = i64::from(clock.timescale);
-        let first_decode = s
-            .report
-            .fragments
-            .iter()
-            .find_map(|f| run_of(f, clock.track_id).map(|r| r.base_decode_time))
-            .unwrap_or(0);
-        // Wall time of each fragment from the segment's start and its decode time.
-        let wall = |decode: u64| {
-            row.start_ms + (decode.saturating_sub(first_decode) as i64) * 1000 / timescale
-        };
+        let wall = |decode: u64| s.wall(row.start_ms, decode);
         let frags = &s.report.fragments;
         let sync_start = |i: usize| {
             run_of(&frags[i], clock.track_id)
@@ -227,17 +240,17 @@ impl Builder {
         // The first fragment of the output: the last one starting with a key frame at or before
         // start_ms, else the first key frame after it.
         let from = if self.pieces.is_empty() {
-            let before = (0..frags.len())
+            let before = (part.from..part.to)
                 .rev()
                 .find(|&i| sync_start(i).is_some_and(|t| t <= self.start_ms));
-            match before.or_else(|| (0..frags.len()).find(|&i| sync_start(i).is_some())) {
+            match before.or_else(|| (part.from..part.to).find(|&i| sync_start(i).is_some())) {
                 Some(i) => i,
                 None => return true,
             }
         } else {
-            0
+            part.from
         };
-        let chosen: Vec<usize> = (from..frags.len())
+        let chosen: Vec<usize> = (from..part.to)
             .filter(|&i| run_of(&frags[i], clock.track_id).is_some())
             .take_while(|&i| {
                 run_of(&frags[i], clock.track_id)
@@ -277,7 +290,13 @@ impl Builder {
                 },
             ));
         }
-        let segment = self.segments.len();
+        let segment = match self.segments.iter().position(|(r, _)| r.id == row.id) {
+            Some(i) => i,
+            None => {
+                self.segments.push((row.clone(), part.segment.path.clone()));
+                self.segments.len() - 1
+            }
+        };
         for &i in &chosen {
             let f = &frags[i];
             let run = run_of(f, clock.track_id);
@@ -297,7 +316,6 @@ impl Builder {
             self.out_len += f.len;
         }
         self.next_decode = ends;
-        self.segments.push((row, path));
         true
     }
 

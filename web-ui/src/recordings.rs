@@ -1,6 +1,6 @@
 //! What the API says of a stream's recordings over a time range: its recorded spans (contiguous
-//! segments of one node merged), its segments (ranges up to [`SEGMENT_LIST_MAX_MS`]) and the gaps
-//! between them, read from the catalog through `store::Reader` (shared by the API and its benchmark).
+//! segments of one node merged), its segments (ranges up to [`SEGMENT_LIST_MAX_MS`]), the gaps
+//! between them and the stream's events (the catalog's: camera errors, trims, recovery …), read from the catalog through `store::Reader` (shared by the API and its benchmark).
 
 use serde_json::{json, Value};
 use store::{Reader, SegmentRow, StorageError};
@@ -8,6 +8,9 @@ use store::{Reader, SegmentRow, StorageError};
 /// Longest range whose answer lists every segment (6 hours: 360 rows of 60 s segments); a longer one
 /// has the merged `spans` only, so a month is a few rows rather than 40 000.
 pub const SEGMENT_LIST_MAX_MS: i64 = 6 * 3_600_000;
+
+/// Most events in one answer (the oldest of the range first; `events_truncated` says more exist).
+pub const EVENT_LIST_MAX: u32 = 500;
 
 /// Contiguous segments recorded by one node, merged: `(start_ms, end_ms, node)`.
 pub fn spans(segments: &[SegmentRow]) -> Vec<(i64, i64, &str)> {
@@ -43,9 +46,17 @@ pub fn recordings_json(
         .iter()
         .map(|(s, e, node)| json!({"start_ms": s, "end_ms": e, "node": node}))
         .collect();
+    let mut events: Vec<Value> = reader
+        .stream_events_in_range(id, start_ms, end_ms, EVENT_LIST_MAX + 1)?
+        .iter()
+        .map(|e| json!({"time_ms": e.time_ms, "kind": e.kind, "message": e.message}))
+        .collect();
+    let events_truncated = events.len() > EVENT_LIST_MAX as usize;
+    events.truncate(EVENT_LIST_MAX as usize);
     let mut answer = json!({
         "start_ms": start_ms, "end_ms": end_ms, "spans": spans,
-        "segment_count": segments.len(), "gaps": gaps});
+        "segment_count": segments.len(), "gaps": gaps,
+        "events": events, "events_truncated": events_truncated});
     if end_ms - start_ms <= SEGMENT_LIST_MAX_MS {
         answer["segments"] = segments
             .iter()

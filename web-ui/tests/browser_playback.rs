@@ -3,7 +3,9 @@
 //! draws the outage as a gap at the catalog's times and place; a click on the bar plays from the time
 //! clicked, the first frame shown being the recording's frame at that time (± 1 frame, told by its camsim
 //! stamp); playback crosses a segment boundary without a stall (frames in sequence, none held long);
-//! one frame step shows the next frame; at 4× it plays to the outage and goes on after it. `NVR_WEB_SCREENSHOT=FILE.png` keeps the
+//! one frame step shows the next frame; at 4× it plays to the outage and goes on after it. The stream's
+//! events are drawn at the catalog's times (the outage's camera error among them); the + button halves
+//! the visible span around its middle and the mouse wheel doubles it. `NVR_WEB_SCREENSHOT=FILE.png` keeps the
 //! screenshot.
 
 mod common;
@@ -51,7 +53,8 @@ fn a_click_on_the_timeline_plays_from_that_time_across_segments_and_the_outage_i
         "web",
     );
     let mut nvr = NvrProcess::spawn(&dir, &["run", "--config", &config.to_string_lossy()]);
-    web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
+    // An operator, so that the screenshots show the export controls too.
+    web_user(&dir, &config, &["add", "alice", "--role", "operator"]);
     let _web = start_web(&dir, &config, web_port);
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
@@ -223,8 +226,62 @@ fn a_click_on_the_timeline_plays_from_that_time_across_segments_and_the_outage_i
         "{}",
         result["continued"]
     );
+    // The stream's events (the catalog's, in the recordings answer) are drawn at their times; the
+    // outage's camera error is among them, at its place on the bar.
+    let drawn: Vec<(i64, String, f64)> = result["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["time_ms"].as_i64().unwrap_or(-1),
+                e["kind"].as_str().unwrap_or("").to_owned(),
+                e["left"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    let catalog: Vec<(i64, String)> = r
+        .stream_events_in_range(id, bar.0 as i64, bar.1 as i64, 1000)
+        .expect("events")
+        .into_iter()
+        .map(|e| (e.time_ms, e.kind))
+        .collect();
+    let drawn_kinds: Vec<(i64, String)> = drawn.iter().map(|(t, k, _)| (*t, k.clone())).collect();
+    assert_eq!(drawn_kinds, catalog, "events drawn vs the catalog's");
+    let (t, _, left) = drawn
+        .iter()
+        .find(|(t, k, _)| {
+            k == "stream_error" && (outage[0].start_ms..=outage[0].end_ms).contains(t)
+        })
+        .unwrap_or_else(|| panic!("no camera error drawn in the outage {outage:?}: {drawn:?}"));
+    let want = (*t as f64 - bar.0) / (bar.1 - bar.0) * 100.0;
+    assert!(
+        (left - want).abs() < 0.01,
+        "event drawn at {left}%, belongs at {want}%"
+    );
+    // Zoom: + halves the visible span around its middle, the wheel doubles it again.
+    let zoom = &result["zoom"];
+    let span = |v: &Value| {
+        let (a, b) = (
+            v["start"].as_f64().unwrap_or(0.0),
+            v["end"].as_f64().unwrap_or(0.0),
+        );
+        (b - a, (a + b) / 2.0)
+    };
+    let (from_span, from_mid) = span(&zoom["from"]);
+    let (in_span, in_mid) = span(&zoom["zoom_in"]);
+    let (out_span, _) = span(&zoom["wheel_out"]);
+    assert_eq!(from_span, 600_000.0, "{zoom}");
+    assert_eq!(in_span, 300_000.0, "{zoom}");
+    assert!((in_mid - from_mid).abs() <= 1.0, "{zoom}");
+    assert_eq!(out_span, 600_000.0, "{zoom}");
+    assert_eq!(zoom["label"], "10 min", "{zoom}");
     if let Ok(keep) = std::env::var("NVR_WEB_SCREENSHOT") {
         let _ = std::fs::copy(&shot, keep.replace(".png", "-playback.png"));
+        let _ = std::fs::copy(
+            dir.join("playback-zoom.png"),
+            keep.replace(".png", "-timeline-zoom.png"),
+        );
     }
     nvr.sigterm();
     nvr.expect_clean_exit(Duration::from_secs(30));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod rig;
+pub mod signed_log;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
