@@ -341,6 +341,7 @@ impl Shell<'_> {
         let tx = self.report_tx.clone();
         tokio::spawn(async move {
             let epoch = job.epoch;
+            let asked_ms = SystemClock.now_utc_ms();
             let result = job.run().await;
             match &result {
                 Ok(answer) => tracing::info!(stream = %job.stream, epoch, %answer, "promoted"),
@@ -348,7 +349,7 @@ impl Shell<'_> {
                     tracing::warn!(stream = %job.stream, epoch, error = %e, "promotion failed")
                 }
             }
-            let ok = result.is_ok();
+            let answer = result.as_ref().ok().cloned();
             let _ = tx
                 .send(Report::Promoted {
                     stream: job.stream.clone(),
@@ -356,8 +357,8 @@ impl Shell<'_> {
                     result: result.map(|_| ()),
                 })
                 .await;
-            if ok {
-                if let Some(message) = job.gap_report().await {
+            if let Some(answer) = answer {
+                if let Some(message) = job.gap_report(&answer, asked_ms).await {
                     let _ = tx.send(Report::Event(message)).await;
                 }
             }

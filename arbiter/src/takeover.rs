@@ -1,6 +1,7 @@
 //! Carrying out one promotion decided by the core: find the frame to continue after (hot: the last
-//! frame held from the previous holder; cold: none), ask the recorder, then report how far the first
-//! frame recorded here is from the last frame held from the previous holder (the gap of the takeover).
+//! frame held from the previous holder; cold: none), ask the recorder, then report the gap of the
+//! takeover on one clock: the recorder measures it in its own session with the camera, from the frame
+//! it continued after to the first frame it recorded (the two nodes' wall clocks are never compared).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,18 +102,64 @@ impl Promotion {
         .map_err(|e| e.to_string())
     }
 
-    /// Once the first segment under the new epoch exists: the time between the last frame held from
-    /// the previous holder and the first frame recorded here (one frame interval for a seamless hot
-    /// takeover; detection + connect + up to a GOP for a cold one). `None` if either is unknown.
-    pub async fn gap_report(&self) -> Option<String> {
-        let last = match &self.after {
-            Some(a) => a.clone(),
-            None => self.last_held().await.ok().flatten()?,
+    /// The gap of the takeover, from the recorder's `answer`: on one clock (the presentation times
+    /// of this node's own session with the camera, `gap_90k`) when the frame it continued after was
+    /// in the shadow ring; otherwise "not known", with what can be said instead. `asked_ms`: when
+    /// the promotion was asked, on this node's clock. `None` for a promotion that found the stream
+    /// recorded already (a restarted arbiter asking again: its gap was reported the first time).
+    pub async fn gap_report(&self, answer: &serde_json::Value, asked_ms: i64) -> Option<String> {
+        if answer["already_recording"] == true {
+            return None;
+        }
+        let mode = match self.takeover {
+            Takeover::Hot => "hot",
+            Takeover::Cold => "cold",
         };
+        let stream = &self.stream;
+        let origin = &self.origin;
+        if let Some(g) = answer["gap_90k"].as_i64() {
+            return Some(format!(
+                "{stream}: {mode} takeover gap {:.1} ms ({g} in 90 kHz units, on this node's session \
+                 clock: from the last frame held from {origin} to the first frame recorded here)",
+                g as f64 / 90.0
+            ));
+        }
+        if let Some(ms) = answer["gap_ms"].as_i64() {
+            return Some(format!(
+                "{stream}: {mode} takeover gap not known on one clock (the last frame held from \
+                 {origin} was not in the shadow ring: recording started at its oldest key frame, \
+                 {ms} ms later by the two nodes' wall clocks)"
+            ));
+        }
+        if answer["first_frame"].is_object() {
+            return Some(format!(
+                "{stream}: {mode} takeover gap not known (nothing held from {origin}: recording \
+                 started at the shadow ring's newest key frame)"
+            ));
+        }
+        // A cold start: the session opened on the promotion. Only a bound on this node's clock.
+        let first_ms = self.first_recorded_ms().await;
+        Some(match first_ms {
+            Some(first) => format!(
+                "{stream}: {mode} takeover gap not known on one clock (cold start: the session opened on \
+                 the promotion); at least {} ms if {origin} had stopped by then: from the promotion \
+                 to the first frame recorded here, on this node's clock",
+                first - asked_ms
+            ),
+            None => format!(
+                "{stream}: {mode} takeover gap not known (cold start: nothing recorded here within {} s)",
+                GAP_REPORT_WAIT.as_secs()
+            ),
+        })
+    }
+
+    /// The wall time (this node's clock) of the first frame written under the new epoch, once the
+    /// first segment exists (waits up to [`GAP_REPORT_WAIT`]).
+    async fn first_recorded_ms(&self) -> Option<i64> {
         let (camera, kind) = self.camera_kind();
         let (data_dir, node, epoch) = (self.data_dir.clone(), self.node.clone(), self.epoch);
         let deadline = tokio::time::Instant::now() + GAP_REPORT_WAIT;
-        let first_ms = loop {
+        loop {
             let (d, n, c, k) = (data_dir.clone(), node.clone(), camera.clone(), kind.clone());
             let found = tokio::task::spawn_blocking(move || {
                 let reader = store::Reader::open(&d, Arc::new(SystemClock)).ok()?;
@@ -123,25 +170,13 @@ impl Promotion {
             .await
             .ok()
             .flatten();
-            if let Some(ms) = found {
-                break ms;
+            if found.is_some() {
+                return found;
             }
             if tokio::time::Instant::now() >= deadline {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        Some(format!(
-            "{}: {} takeover gap {} ms (last frame held from {} at {}, first frame recorded here at {})",
-            self.stream,
-            match self.takeover {
-                Takeover::Hot => "hot",
-                Takeover::Cold => "cold",
-            },
-            first_ms - last.wall_ms,
-            self.origin,
-            last.wall_ms,
-            first_ms
-        ))
+        }
     }
 }

@@ -17,6 +17,8 @@ use common::*;
 /// running beside it (the issue asks for 10).
 const STREAMS: usize = 4;
 const COLD: &str = "cam4";
+/// The frame interval of camsim's shipped clip (25 fps, `camsim/src/clip.rs`).
+const CLIP_FRAME_MS: f64 = 40.0;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -309,7 +311,20 @@ fn kill_9_of_the_primary_hot_streams_continue_on_the_standby_without_a_missing_f
             assert!(gap.contains("cold takeover gap"), "{gap}");
             assert!(missing > 0, "{camera}: {line}");
         } else {
+            // Seamless: the first frame recorded here follows the last one held by one frame interval,
+            // measured on one clock (the standby's own session with the camera), ±1 frame.
             assert!(gap.contains("hot takeover gap"), "{gap}");
+            let gap_ms: f64 = gap
+                .split("takeover gap ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no gap figure in {gap:?}"));
+            assert!(
+                (gap_ms - CLIP_FRAME_MS).abs() <= CLIP_FRAME_MS,
+                "{camera}: a seamless hot takeover's gap is one frame interval: {gaps:#?}"
+            );
+            assert!(gap.contains("on this node's session clock"), "{gap}");
             assert_eq!(
                 missing, 0,
                 "{camera}: frames missing in the merged timeline: {line}"
@@ -330,8 +345,10 @@ fn kill_9_of_the_primary_hot_streams_continue_on_the_standby_without_a_missing_f
         assert!(t.contains("epoch 1"), "{t}");
         if t.starts_with(&format!("{COLD}/main")) {
             assert!(t.contains("after nothing (cold start)"), "{t}");
+            assert!(t.contains("gap not known on one clock"), "{t}");
         } else {
             assert!(t.contains("after the last frame held from node-a"), "{t}");
+            assert!(t.contains("on this node's session clock"), "{t}");
         }
     }
 }

@@ -218,6 +218,9 @@ fn handover(dir: &TestDir, from: &Path, to: &Path) -> (Value, Value) {
         ],
     );
     assert_eq!(promoted["gap_ms"], Value::Null, "{promoted}");
+    // On one clock (the new holder's own session): one frame interval of the camera's 25 fps.
+    let frame_90k = i64::from(90_000 / CameraOpts::default().fps);
+    assert_eq!(promoted["gap_90k"].as_i64(), Some(frame_90k), "{promoted}");
     assert_eq!(
         promoted["first_frame"]["hash"], released["key_frame"]["hash"],
         "the new holder starts exactly at the release key frame: {promoted} vs {released}"
@@ -273,6 +276,11 @@ fn runtime_control_of_one_stream_leaves_the_others_untouched() {
     assert_eq!(promoted["starts_mid_gop"], false);
     let gap_ms = promoted["gap_ms"].as_i64().unwrap_or(0);
     assert!((50_000..=60_000).contains(&gap_ms), "{promoted}");
+    assert_eq!(
+        promoted["gap_90k"],
+        Value::Null,
+        "not on one clock: {promoted}"
+    );
     assert!(wait_frames(&dir, &config, "c1", "frames", 120));
     let released = ctl_ok(&dir, &config, &["release", "c1/main", "--off"]);
     assert!(released["key_frame"]["hash"].is_string(), "{released}");
@@ -357,6 +365,11 @@ fn release_and_promote_hand_a_stream_over_at_a_named_frame() {
         &["promote", "cam/main", "--after", &b_key.to_string()],
     );
     assert_eq!(promoted_a["starts_mid_gop"], true, "{promoted_a}");
+    assert_eq!(
+        promoted_a["gap_90k"].as_i64(),
+        Some(i64::from(90_000 / CameraOpts::default().fps)),
+        "one frame interval on A's own session clock: {promoted_a}"
+    );
     assert!(
         promoted_a["from_ring"].as_u64().unwrap_or(0) > 0,
         "{promoted_a}"

@@ -61,6 +61,11 @@ pub struct PromoteReport {
     /// The requested frame was not in the ring: recording started at the ring's oldest key frame,
     /// this much wall time after the requested frame (negative: frames may be duplicated).
     pub gap_ms: Option<i64>,
+    /// The requested frame was in the ring (or arrived while the promotion waited for it): the
+    /// presentation time from it to the first frame written, in this node's own session with the
+    /// camera (90 kHz units; one frame interval for a seamless takeover). `None` otherwise: no frame
+    /// of this session is known to be the requested one, so no gap on one clock exists.
+    pub gap_90k: Option<i64>,
     /// The recording starts on a frame that is not a key frame (it continues another node's part).
     pub starts_mid_gop: bool,
 }

@@ -95,8 +95,11 @@ pub struct StreamTask {
     pushed_track: Option<Arc<VideoTrack>>,
     last_video: Option<Arc<VideoFrame>>,
     pending_promote: Option<PendingPromote>,
-    /// A promotion answered once its first frame is written.
-    promote_reply: Option<(Reply<PromoteReport>, PromoteReport)>,
+    /// A promotion answered once its first frame is written, with the session timestamp (90 kHz)
+    /// of the frame it continues after, if that frame was received here.
+    promote_reply: Option<(Reply<PromoteReport>, PromoteReport, Option<i64>)>,
+    /// The `takeover` event of an arbiter's promotion, logged with the gap once it is answered.
+    takeover_note: Option<String>,
     /// The arbiter's epoch of the last promotion (recorded with every segment of this holding).
     epoch: Option<u64>,
     pending_release: Option<(Mode, Reply<ReleaseReport>)>,
@@ -142,6 +145,7 @@ impl StreamTask {
             last_video: None,
             pending_promote: None,
             promote_reply: None,
+            takeover_note: None,
             epoch: None,
             pending_release: None,
             window_frames: 0,
@@ -282,12 +286,16 @@ impl StreamTask {
                     // Cold: the session opens now and records from its first key frame.
                     self.mode = Mode::Record;
                     self.note_takeover(epoch, reason, None);
-                    let _ = reply.send(Ok(PromoteReport {
-                        first_frame: None,
-                        from_ring: 0,
-                        gap_ms: None,
-                        starts_mid_gop: false,
-                    }));
+                    self.send_promote(
+                        reply,
+                        PromoteReport {
+                            first_frame: None,
+                            from_ring: 0,
+                            gap_ms: None,
+                            gap_90k: None,
+                            starts_mid_gop: false,
+                        },
+                    );
                 }
             }
             Command::Release { reply, .. } => {
@@ -507,7 +515,7 @@ impl StreamTask {
                 if m == Mode::Record && old != Mode::Record {
                     // Start at the ring's newest key frame (pre-roll), or at the next key frame.
                     let start = self.ring.newest_key().unwrap_or(self.ring.len());
-                    self.start_recording(start, false)?;
+                    self.start_recording(start, false, None)?;
                 }
                 if m != Mode::Shadow {
                     self.ring.clear();
@@ -569,9 +577,32 @@ impl StreamTask {
             after.map_or_else(|| "nothing (cold start)".to_owned(), |a| a.to_string()),
             reason.map_or_else(String::new, |r| format!(": {r}"))
         );
-        tracing::info!("{message}");
-        self.store
-            .log_event(Some(self.stream_id), "takeover", &message);
+        self.takeover_note = Some(message);
+    }
+
+    /// Answers a promotion and logs its pending `takeover` event with the gap: on one clock (this
+    /// node's session) when the frame it continues after was received here, else "not known".
+    fn send_promote(&mut self, reply: Reply<PromoteReport>, report: PromoteReport) {
+        if let Some(note) = self.takeover_note.take() {
+            let gap = match (report.gap_90k, report.gap_ms) {
+                (Some(g), _) => format!(
+                    "gap {g} (90 kHz) = {:.1} ms on this node's session clock",
+                    g as f64 / 90.0
+                ),
+                (None, Some(ms)) => format!(
+                    "gap not known on one clock (the frame was not in the shadow ring; the oldest \
+                     key frame is {ms} ms after it by the two nodes' wall clocks)"
+                ),
+                (None, None) => "gap not known on one clock (no frame of this session continues \
+                                 a received one)"
+                    .to_owned(),
+            };
+            let message = format!("{note}; {gap}");
+            tracing::info!("{message}");
+            self.store
+                .log_event(Some(self.stream_id), "takeover", &message);
+        }
+        let _ = reply.send(Ok(report));
     }
 
     /// Shadow → record after `after` (see [`Command::Promote`]).
@@ -582,13 +613,14 @@ impl StreamTask {
     ) -> Result<(), IngestError> {
         let Some(after) = after else {
             let start = self.ring.newest_key().unwrap_or(self.ring.len());
-            let report = self.start_recording(start, false)?;
-            return self.answer_promote(reply, report);
+            let report = self.start_recording(start, false, None)?;
+            return self.answer_promote(reply, report, None);
         };
         if let Some(i) = self.ring.position(&after) {
             let mid = self.ring.video_at(i + 1).is_none_or(|v| !v.key);
-            let report = self.start_recording(i + 1, mid)?;
-            return self.answer_promote(reply, report);
+            let after_ts = self.ring.video_at(i).map(|v| v.ts);
+            let report = self.start_recording(i + 1, mid, after_ts)?;
+            return self.answer_promote(reply, report, after_ts);
         }
         let not_seen_yet = self
             .ring
@@ -603,14 +635,14 @@ impl StreamTask {
             return Ok(());
         }
         let report = self.start_after_gap(&after)?;
-        self.answer_promote(reply, report)
+        self.answer_promote(reply, report, None)
     }
 
     /// The requested frame is not in the ring: start at its oldest key frame and report the gap.
     fn start_after_gap(&mut self, after: &FrameId) -> Result<PromoteReport, IngestError> {
         let start = self.ring.oldest_key().unwrap_or(self.ring.len());
         let start_wall = self.ring.video_at(start).map(|v| v.wall_ms);
-        let mut report = self.start_recording(start, false)?;
+        let mut report = self.start_recording(start, false, None)?;
         report.gap_ms = Some(start_wall.unwrap_or_else(|| self.store.now_utc_ms()) - after.wall_ms);
         tracing::warn!(stream = %self.label, after = %after, gap_ms = ?report.gap_ms, "promotion: requested frame not in the ring");
         Ok(report)
@@ -619,33 +651,44 @@ impl StreamTask {
     fn promote_fallback(&mut self) -> Result<(), IngestError> {
         if let Some(p) = self.pending_promote.take() {
             let report = self.start_after_gap(&p.after)?;
-            self.answer_promote(p.reply, report)?;
+            self.answer_promote(p.reply, report, None)?;
         }
         Ok(())
     }
 
-    /// Answers a promotion now if its first frame is written, else when it is.
+    /// Answers a promotion now if its first frame is written, else when it is (`after_ts`: the
+    /// session timestamp of the frame it continues after, for the gap).
     fn answer_promote(
         &mut self,
         reply: Reply<PromoteReport>,
         report: PromoteReport,
+        after_ts: Option<i64>,
     ) -> Result<(), IngestError> {
         if report.first_frame.is_some() {
-            let _ = reply.send(Ok(report));
+            self.send_promote(reply, report);
         } else {
-            self.promote_reply = Some((reply, report));
+            self.promote_reply = Some((reply, report, after_ts));
         }
         Ok(())
     }
 
     /// Starts a recording with the ring's items from `start` on (`mid`: the first frame need not be
-    /// a key frame) and switches to record mode.
-    fn start_recording(&mut self, start: usize, mid: bool) -> Result<PromoteReport, IngestError> {
+    /// a key frame; `after_ts`: the session timestamp of the frame it continues after) and switches
+    /// to record mode.
+    fn start_recording(
+        &mut self,
+        start: usize,
+        mid: bool,
+        after_ts: Option<i64>,
+    ) -> Result<PromoteReport, IngestError> {
         let items = self.ring.take_from(start);
-        let first_video = items.iter().find_map(|f| match f {
-            MediaFrame::Video(v) => Some(v.id().clone()),
-            MediaFrame::Audio(_) => None,
-        });
+        let (first_video, first_ts) = items
+            .iter()
+            .find_map(|f| match f {
+                MediaFrame::Video(v) => Some((Some(v.id().clone()), Some(v.ts))),
+                MediaFrame::Audio(_) => None,
+            })
+            .unwrap_or((None, None));
         let mut rec = Recording::new(
             self.store.clone(),
             self.stream_id,
@@ -671,10 +714,15 @@ impl StreamTask {
             }
         }
         let recording = self.rec.as_ref().is_some_and(Recording::is_recording);
+        let gap_90k = match (recording, first_ts, after_ts) {
+            (true, Some(first), Some(after)) => Some(first - after),
+            _ => None,
+        };
         Ok(PromoteReport {
             first_frame: if recording { first_video } else { None },
             from_ring,
             gap_ms: None,
+            gap_90k,
             starts_mid_gop: mid,
         })
     }
@@ -700,8 +748,8 @@ impl StreamTask {
                     .is_some_and(|p| p.after.matches(frame.id()))
                 {
                     if let Some(p) = self.pending_promote.take() {
-                        let report = self.start_recording(self.ring.len(), true)?;
-                        self.answer_promote(p.reply, report)?;
+                        let report = self.start_recording(self.ring.len(), true, Some(frame.ts))?;
+                        self.answer_promote(p.reply, report, Some(frame.ts))?;
                     }
                 }
             }
@@ -808,9 +856,10 @@ impl StreamTask {
     /// Answers a pending promotion once its first frame has started the recording.
     fn after_push(&mut self, was_recording: bool, frame: &VideoFrame) {
         if !was_recording && self.rec.as_ref().is_some_and(Recording::is_recording) {
-            if let Some((reply, mut report)) = self.promote_reply.take() {
+            if let Some((reply, mut report, after_ts)) = self.promote_reply.take() {
                 report.first_frame = Some(frame.id().clone());
-                let _ = reply.send(Ok(report));
+                report.gap_90k = after_ts.map(|t| frame.ts - t);
+                self.send_promote(reply, report);
             }
         }
     }
@@ -852,9 +901,10 @@ impl StreamTask {
             s.bytes = s.bytes_before_session;
             s.current_segment = None;
         });
-        if let Some((reply, mut report)) = self.promote_reply.take() {
+        if let Some((reply, mut report, _)) = self.promote_reply.take() {
             report.first_frame = None;
-            let _ = reply.send(Ok(report));
+            report.gap_90k = None;
+            self.send_promote(reply, report);
         }
     }
 
