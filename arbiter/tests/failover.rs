@@ -781,34 +781,7 @@ fn planned_handover_both_ways_misses_and_repeats_no_frame() {
     for proc in [&mut p.sync_a, &mut p.sync_s] {
         proc.sigterm();
     }
-    let primary =
-        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
-    for k in &hot {
-        let camera = k.trim_end_matches("/main");
-        let id = primary
-            .find_stream(camera, "main")
-            .expect("query")
-            .expect("stream");
-        // The primary's own segments (the standby's, which flow back to it, are taken from the
-        // standby).
-        let mut paths: Vec<PathBuf> = primary
-            .stream_segments(id)
-            .expect("segments")
-            .iter()
-            .filter(|s| s.node == PRIMARY)
-            .map(|s| primary.absolute_path(&s.path))
-            .collect();
-        paths.extend(
-            standby_files(&p.s.data, PRIMARY, camera)
-                .into_iter()
-                .filter(|(_, node, epoch)| node == STANDBY && *epoch == Some(1))
-                .map(|(path, _, _)| path),
-        );
-        let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
-        println!("{camera} (primary, standby, primary again): {line}");
-        assert!(frames > 200, "{line}");
-        assert_eq!((missing, duplicated), (0, 0), "{camera}: {line}");
-    }
+    assert_primary_standby_primary_again(&p, &hot, "");
 }
 
 /// `nvr ctl handover --to NODE --camera C…` and `nvr ctl drain NODE` from the recorder's command line,
@@ -894,10 +867,17 @@ fn nvr_ctl_handover_and_drain_miss_and_repeat_no_frame() {
     for proc in [&mut p.sync_a, &mut p.sync_s] {
         proc.sigterm();
     }
+    assert_primary_standby_primary_again(&p, &hot, " through nvr ctl");
+}
+
+/// After a handover to the standby and back (epoch 1 on the standby): per stream of `streams`, the
+/// primary's own segments and the standby's epoch-1 segments together miss and repeat no frame. The
+/// primary's own rows only: the standby's part flows back into its catalog too.
+fn assert_primary_standby_primary_again<S: AsRef<str>>(p: &Pair, streams: &[S], how: &str) {
     let primary =
         store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
-    for k in hot {
-        let camera = k.trim_end_matches("/main");
+    for k in streams {
+        let camera = k.as_ref().trim_end_matches("/main");
         let id = primary
             .find_stream(camera, "main")
             .expect("query")
@@ -906,7 +886,6 @@ fn nvr_ctl_handover_and_drain_miss_and_repeat_no_frame() {
             .stream_segments(id)
             .expect("segments")
             .iter()
-            // The primary's own rows: the standby's part flows back into this catalog too.
             .filter(|s| s.node == PRIMARY)
             .map(|s| primary.absolute_path(&s.path))
             .collect();
@@ -917,7 +896,7 @@ fn nvr_ctl_handover_and_drain_miss_and_repeat_no_frame() {
                 .map(|(path, _, _)| path),
         );
         let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
-        println!("{camera} (primary, standby, primary again) through nvr ctl: {line}");
+        println!("{camera} (primary, standby, primary again){how}: {line}");
         assert!(frames > 200, "{line}");
         assert_eq!((missing, duplicated), (0, 0), "{camera}: {line}");
     }

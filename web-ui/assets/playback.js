@@ -279,9 +279,10 @@ async function playAt(t) {
       }
       pump();
     }
-    while (pending.length) { pump(); await settle(); }
-    await settle();
-    if (ms.readyState === 'open') ms.endOfStream();
+    // Until nothing is pending and the buffer is idle: the updateend listener's pump may start a
+    // remove() right after the last append, and endOfStream() throws while the buffer updates.
+    while (pending.length || (sb && sb.updating)) { pump(); await settle(); }
+    if (ms.readyState === 'open' && !(sb && sb.updating)) ms.endOfStream();
   } catch (e) {
     if (!s.abort.signal.aborted) pbStatus(e.message);
   }
