@@ -299,7 +299,8 @@ mod tests {
         ));
     }
 
-    /// Stamped frames `first..last` of `cam/main` recorded by `store`'s node into one sealed segment.
+    /// Stamped frames `first..last` of `cam/main` recorded by `store`'s node into one sealed segment,
+    /// de-duplicated.
     fn record(
         store: &std::sync::Arc<store::Store>,
         first: u64,
@@ -362,6 +363,8 @@ mod tests {
         w.append_fragment(&b.finish(), last - first, duration_ms)
             .expect("append");
         w.seal().expect("seal");
+        // What the store's de-duplication job does after a seal.
+        store.deduplicate_pending().expect("de-duplication pass");
     }
 
     /// Two nodes' overlapping copies in one catalog: the timeline lists each stamped frame once and

@@ -1,8 +1,10 @@
-//! The recorder process: recovery, one ingest task per recorded stream, retention, status and systemd.
+//! The recorder process: recovery, one ingest task per recorded stream, retention, de-duplication,
+//! status and systemd.
 //!
 //! Start-up order: open the store, run recovery, start streams, then tell systemd READY. Every second the
 //! status (`<data_dir>/status.json`, replaced atomically) is written and, if every stream loop is alive,
-//! systemd's watchdog is pinged. On shutdown every stream writes what it buffered and seals its segment.
+//! systemd's watchdog is pinged. On shutdown every stream writes what it buffered and seals its segment,
+//! then the de-duplication job makes its last pass (`store::dedup_job`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,9 @@ use crate::ingest::{IngestSettings, RingLimits, StreamState, StreamStatus};
 use crate::supervisor::{desired_streams, Supervisor};
 use base::clock::{Clock, SystemClock};
 use base::job::{run_job, Job, JobStatus, JobTiming};
-use store::{free_bytes, RecoveryReport, RetentionPolicy, StorageError, Store, StreamLimits};
+use store::{
+    free_bytes, DedupStatus, RecoveryReport, RetentionPolicy, StorageError, Store, StreamLimits,
+};
 
 pub use store::layout::STATUS_FILE;
 const DAY_MS: i64 = 86_400_000;
@@ -39,6 +43,8 @@ pub struct NodeStatus {
     pub pid: u32,
     pub streams: Vec<StreamStatus>,
     pub retention: JobStatus,
+    /// De-duplication of overlapping copies (`store::dedup_job`): the job and the segments waiting.
+    pub dedup: DedupStatus,
     pub recovery: RecoveryReport,
 }
 
@@ -220,6 +226,10 @@ pub async fn run(
     if !recovery.is_empty() {
         tracing::warn!(?recovery, "start-up recovery");
     }
+    // Seals (recovery's above, the streams' below) only mark their rows; this job compares them with
+    // other nodes' copies. It stops after the streams have sealed, with a last pass.
+    let (dedup_stop_tx, dedup_stop_rx) = watch::channel(false);
+    let dedup = store.start_dedup_job(dedup_stop_rx);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let writer = crate::ingest::Writer::start(crate::ingest::WRITER_THREADS)
@@ -269,6 +279,7 @@ pub async fn run(
         let store = store.clone();
         let supervisor = supervisor.clone();
         let retention_status = retention_status.clone();
+        let dedup_status = dedup.status.clone();
         let node = config.node_name.clone();
         move || NodeStatus {
             node: node.clone(),
@@ -276,6 +287,7 @@ pub async fn run(
             pid: std::process::id(),
             streams: supervisor.statuses(),
             retention: lock(&retention_status),
+            dedup: dedup_status.snapshot(),
             recovery: recovery.clone(),
         }
     };
@@ -350,6 +362,8 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot write segment progress to the catalog");
     }
     let _ = retention_task.await;
+    let _ = dedup_stop_tx.send(true);
+    let _ = dedup.task.await;
     let _ = status_task.await;
     if let Err(e) = write_status(&status_path, &snapshot()) {
         tracing::warn!(error = %e, "cannot write status file");

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use super::StorageError;
 
+mod dedup_marks;
 mod trims;
+pub use dedup_marks::DedupMark;
 pub use trims::Trim;
 pub(crate) use trims::TrimInsert;
 
@@ -86,6 +88,13 @@ CREATE TABLE trims (
     UNIQUE (segment_id, kept_segment_id, start_90k)
 );
 CREATE INDEX trims_segment ON trims (segment_id);
+"#,
+    // 3 -> 4: segments sealed but not yet compared with overlapping copies of other nodes
+    // (`store::dedup_job`). A seal sets the mark in its own statement; the de-duplication job clears it.
+    // It counts seals, so a mark set again while the job works on the segment is not lost.
+    r#"
+ALTER TABLE segments ADD COLUMN dedup_pending INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX segments_dedup_pending ON segments (id) WHERE dedup_pending > 0;
 "#,
 ];
 
@@ -554,6 +563,8 @@ impl Catalog {
         tx.commit().map_err(|e| self.e(e))
     }
 
+    /// Marks the row `sealed` with its final values, and to be de-duplicated (`dedup_pending`) in the
+    /// same statement.
     pub fn seal_segment(
         &self,
         id: SegmentId,
@@ -564,7 +575,8 @@ impl Catalog {
         self.conn
             .execute(
                 "UPDATE segments SET state = 'sealed', end_ms = ?2, media_duration_ms = ?3, frames = ?4,
-                     fragments = ?5, size_bytes = ?6, sha256 = ?7, sealed_ms = ?8 WHERE id = ?1",
+                     fragments = ?5, size_bytes = ?6, sha256 = ?7, sealed_ms = ?8,
+                     dedup_pending = dedup_pending + 1 WHERE id = ?1",
                 params![
                     id.0,
                     p.end_ms,

@@ -10,10 +10,12 @@
 //!   directory, then mark the row `sealed`. A sealed file is never modified again.
 //! - After a crash, [`Store::recover`] cuts every open segment after its last complete fragment and seals it.
 //! - Overlapping copies of one stream from different nodes are de-duplicated in the catalog only
-//!   ([`timeline`]): a trim is a row, never a change to a file.
+//!   ([`timeline`]): a trim is a row, never a change to a file. A seal only marks its row (in the same
+//!   statement); the background [`dedup_job`] compares and clears the mark, off the recording path.
 
 mod catalog;
 mod check;
+pub mod dedup_job;
 mod flush;
 pub mod frame;
 pub mod layout;
@@ -36,6 +38,7 @@ pub use catalog::{
     SegmentState, StreamId, StreamRow, Trim,
 };
 pub use check::{CheckProblem, CheckReport, SealedReference};
+pub use dedup_job::{DedupError, DedupJob, DedupPass, DedupStatus, DedupStatusSource};
 pub use flush::SyncReport;
 pub use layout::{parse_media_path, MediaPathInfo};
 pub use layout::{INCOMING_DIR, QUARANTINE_DIR};
@@ -112,6 +115,8 @@ pub struct Store {
     pending_progress: Mutex<HashMap<SegmentId, catalog::SegmentProgress>>,
     /// Open segment files appended to since the last [`Store::sync_appended`].
     dirty: flush::DirtySegments,
+    /// Wakes this process's de-duplication job after a seal; counts what it has to do.
+    dedup: dedup_job::DedupSignal,
 }
 
 impl std::fmt::Debug for Store {
@@ -139,6 +144,7 @@ impl Store {
             mirror_lock: Mutex::new(mirror::MirrorState::default()),
             pending_progress: Mutex::new(HashMap::new()),
             dirty: flush::DirtySegments::default(),
+            dedup: dedup_job::DedupSignal::default(),
         })
     }
 
@@ -158,6 +164,7 @@ impl Store {
             mirror_lock: Mutex::new(mirror::MirrorState::default()),
             pending_progress: Mutex::new(HashMap::new()),
             dirty: flush::DirtySegments::default(),
+            dedup: dedup_job::DedupSignal::default(),
         })
     }
 

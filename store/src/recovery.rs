@@ -7,7 +7,8 @@
 //! 3. Media files with no catalog row are scanned, sealed and indexed.
 //! 4. Rows whose file is gone are marked `missing`.
 //!
-//! Everything done is logged and written to the catalog's event log.
+//! Everything done is logged and written to the catalog's event log. A segment sealed here is marked
+//! for de-duplication like any seal; the store's job compares it once its process starts the job.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -183,7 +184,7 @@ impl Store {
         let now_ms = self.now_utc_ms();
         self.catalog()
             .seal_segment(row.id, &progress, &sha, now_ms)?;
-        self.deduplicate_logged(row.id);
+        self.dedup_marked();
         let msg = format!(
             "{}: recovered {} fragments, {frames} frames, {media_duration_ms} ms; cut {cut_bytes} bytes of an incomplete fragment",
             row.path,
@@ -293,7 +294,7 @@ impl Store {
             &format!("{rel_str}: file without catalog row indexed ({frames} frames, cut {cut_bytes} bytes)"),
         )?;
         drop(cat);
-        self.deduplicate_logged(id);
+        self.dedup_marked();
         tracing::warn!(path = rel_str, "indexed media file that had no catalog row");
         report.indexed.push(rel_str.to_owned());
         Ok(())

@@ -229,7 +229,8 @@ impl SegmentWriter {
             .map_err(|e| StorageError::io("fdatasync", &self.path, e))
     }
 
-    /// Seals the segment: fsync, read-only, directory fsync, catalog `sealed` with the SHA-256.
+    /// Seals the segment: fsync, read-only, directory fsync, catalog `sealed` with the SHA-256 (and
+    /// marked for the de-duplication job, which it wakes: the seal itself never reads other copies).
     ///
     /// A segment that never received a fragment holds no media: its file and row are removed instead and
     /// `None` is returned.
@@ -253,7 +254,8 @@ impl SegmentWriter {
             .catalog()
             .seal_segment(self.id, &self.progress, &sha256_hex, sealed_ms)?;
         self.store.forget_progress(self.id);
-        self.store.deduplicate_logged(self.id);
+        // The row is marked to be de-duplicated; the store's job compares it, not this thread.
+        self.store.dedup_marked();
         Ok(Some(SealedSegment {
             id: self.id,
             path: self.relative_path,

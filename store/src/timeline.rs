@@ -3,7 +3,8 @@
 //! When two nodes recorded the same camera at the same time (a partition without a witness, a
 //! returning primary that records before it learns of the takeover, fragments of a dead primary that
 //! were not mirrored), one catalog ends up with segments of different nodes that overlap in time.
-//! [`Store::deduplicate`] compares such a pair frame by frame (`crate::frame`: slice hash + wall
+//! [`Store::deduplicate`] (run by the background [`crate::dedup_job`] for every sealed segment)
+//! compares such a pair frame by frame (`crate::frame`: slice hash + wall
 //! time): the frames both hold are kept in one copy ([`kept_first`] decides which, the same way on
 //! every node) and trimmed from the other. Sealed files are evidence and never change: a trim is a
 //! catalog row (`trims`, in 90 kHz units of decode time) plus a `trim` event naming both segments,
@@ -81,8 +82,9 @@ impl Store {
     /// Compares the sealed segment `id` with every sealed segment of its stream from another node that
     /// overlaps it, and trims the frames a pair holds twice from the copy [`kept_first`] does not
     /// keep. Idempotent (a pair trimmed before is not compared again) and safe beside other processes
-    /// doing the same. Called whenever a segment is sealed: by the recorder, by recovery, and for a
-    /// mirrored copy. Returns the trims recorded now.
+    /// doing the same. Run by the de-duplication job ([`crate::dedup_job`]) for every segment sealed
+    /// (by the recorder, by recovery, a mirrored copy), off the seal path. Returns the trims recorded
+    /// now.
     pub fn deduplicate(&self, id: SegmentId) -> Result<Vec<Trim>, StorageError> {
         let Some(row) = self.catalog().segment(id)? else {
             return Ok(Vec::new());
@@ -131,14 +133,6 @@ impl Store {
             done.extend(added);
         }
         Ok(done)
-    }
-
-    /// [`Store::deduplicate`] where a failure must not fail the caller (a seal): logged and left for
-    /// the next seal that concerns the pair; until then the frames stay in both copies.
-    pub fn deduplicate_logged(&self, id: SegmentId) {
-        if let Err(e) = self.deduplicate(id) {
-            tracing::warn!(error = %e, segment = id.0, "de-duplication failed; both copies stay in the timeline");
-        }
     }
 
     /// The timeline of `stream` over `[start_ms, end_ms)`: its open and sealed segments, oldest first,
@@ -196,4 +190,4 @@ fn trim_inserts(trimmed: &SegmentRow, kept: &SegmentRow, runs: &[DuplicateRun]) 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

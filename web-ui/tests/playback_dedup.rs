@@ -1,5 +1,5 @@
 //! Playback and export over two nodes' overlapping copies of one stream in one catalog (real H.264
-//! from ffmpeg, written through the store as the recorders write it, de-duplicated when sealed): the
+//! from ffmpeg, written through the store as the recorders write it, de-duplicated after the seal): the
 //! plan skips the trimmed fragments, so the output holds every picture exactly once, in order, and
 //! ffmpeg decodes it; a kept copy lying inside a trimmed one plays in the trimmed one's hole.
 
@@ -73,7 +73,8 @@ fn store(dir: &Path, node: &str) -> Arc<Store> {
 }
 
 /// Records pictures `first..last` (1 s fragments) into one sealed segment of `cam/main` starting at
-/// `start_ms` under `epoch`; sealing it de-duplicates it against the other node's copies.
+/// `start_ms` under `epoch`; the de-duplication job's pass (as the recorder's job runs it after a
+/// seal) then trims it against the other node's copies.
 fn record(
     store: &Arc<Store>,
     cam: &Camera,
@@ -128,7 +129,9 @@ fn record(
         w.append_fragment(&b.finish(), chunk.len() as u64, done_ms)
             .expect("append");
     }
-    w.seal().expect("seal").expect("sealed").id
+    let id = w.seal().expect("seal").expect("sealed").id;
+    store.deduplicate_pending().expect("de-duplication pass");
+    id
 }
 
 fn whole(p: &Plan) -> Vec<u8> {

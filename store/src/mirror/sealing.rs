@@ -193,8 +193,8 @@ impl Store {
         let stream_id = self.ensure_stream(&info.camera, &info.stream)?;
         let now_ms = self.now_utc_ms();
         // Durable before the seal is acknowledged: the primary counts on it from then on.
-        let id = self.catalog().durably(|c| {
-            c.put_sealed_segment(
+        self.catalog().durably(|c| {
+            c.put_sealed_segment_to_deduplicate(
                 &SegmentInsert {
                     stream_id,
                     run_id: None,
@@ -230,7 +230,7 @@ impl Store {
             ),
         );
         drop(guard);
-        self.deduplicate_logged(id);
+        self.dedup_marked();
         Ok(outcome)
     }
 

@@ -12,24 +12,30 @@ use crate::frame::picture_hash;
 use crate::mp4::{FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
 use crate::{MirrorInfo, NewSegment};
 
-const T0_MS: i64 = 1_700_000_000_000;
+pub(crate) const T0_MS: i64 = 1_700_000_000_000;
 
 /// Picture `n` of the test camera: one length-prefixed slice (an IDR every 25 pictures).
 fn picture(n: u32) -> Vec<u8> {
+    picture_of_size(n, 0)
+}
+
+/// Picture `n` with its slice padded to at least `size_bytes` (a camera's bitrate).
+pub(crate) fn picture_of_size(n: u32, size_bytes: usize) -> Vec<u8> {
     let mut nal = vec![if n % 25 == 0 { 0x65 } else { 0x41 }];
     nal.extend_from_slice(&n.to_be_bytes());
+    nal.resize(size_bytes.max(nal.len()), (n % 251) as u8);
     let mut data = (nal.len() as u32).to_be_bytes().to_vec();
     data.extend_from_slice(&nal);
     data
 }
 
-fn store(dir: &Path, node: &str) -> Arc<Store> {
+pub(crate) fn store(dir: &Path, node: &str) -> Arc<Store> {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0_MS + 600_000));
     Arc::new(Store::open(dir, node, clock).expect("store"))
 }
 
 /// Records pictures `first..last` (25 fps, 1 s fragments) into one sealed segment of `cam/main`
-/// starting at `start_ms`, under `epoch`.
+/// starting at `start_ms`, under `epoch`, then runs the de-duplication job's pass.
 fn record(
     store: &Arc<Store>,
     first: u32,
@@ -37,6 +43,21 @@ fn record(
     start_ms: i64,
     epoch: Option<u64>,
 ) -> SegmentId {
+    let w = write_segment(store, first..last, start_ms, epoch, 0);
+    let id = w.seal().expect("seal").expect("sealed").id;
+    store.deduplicate_pending().expect("de-duplication pass");
+    id
+}
+
+/// Writes pictures `range` (25 fps, 1 s fragments, each padded to `size_bytes`) into one open
+/// segment of `cam/main` starting at `start_ms`, under `epoch`: sealing it is the caller's.
+pub(crate) fn write_segment(
+    store: &Arc<Store>,
+    range: std::ops::Range<u32>,
+    start_ms: i64,
+    epoch: Option<u64>,
+    size_bytes: usize,
+) -> crate::SegmentWriter {
     let stream_id = store.ensure_stream("cam", "main").expect("stream");
     let run_id = store
         .catalog()
@@ -67,11 +88,11 @@ fn record(
             epoch,
         })
         .expect("create");
-    let pictures: Vec<u32> = (first..last).collect();
+    let pictures: Vec<u32> = range.collect();
     for (i, chunk) in pictures.chunks(25).enumerate() {
         let mut b = FragmentBuilder::new(i as u32 + 1, &[(1, 3600 * 25 * i as u64)]);
         for &n in chunk {
-            let data = picture(n);
+            let data = picture_of_size(n, size_bytes);
             let info = SampleInfo {
                 duration: 3600,
                 size: data.len() as u32,
@@ -84,7 +105,7 @@ fn record(
         w.append_fragment(&b.finish(), chunk.len() as u64, done_ms)
             .expect("append");
     }
-    w.seal().expect("seal").expect("sealed").id
+    w
 }
 
 /// The picture numbers of `stream`'s timeline in `store`, in timeline order.
@@ -106,7 +127,7 @@ fn timeline_pictures(store: &Store) -> Vec<u32> {
     out
 }
 
-fn trim_events(store: &Store) -> Vec<String> {
+pub(crate) fn trim_events(store: &Store) -> Vec<String> {
     store
         .catalog()
         .events(0, 1_000)
@@ -117,7 +138,14 @@ fn trim_events(store: &Store) -> Vec<String> {
         .collect()
 }
 
+/// Mirrors `from`'s sealed segment `id` into `to` and runs `to`'s de-duplication pass.
 fn mirror(from: &Store, to: &Store, id: SegmentId) {
+    mirror_sealed(from, to, id);
+    to.deduplicate_pending().expect("de-duplication pass");
+}
+
+/// Mirrors `from`'s sealed segment `id` into `to` (staging, then the seal), as the sync agent does.
+pub(crate) fn mirror_sealed(from: &Store, to: &Store, id: SegmentId) {
     let row = from.catalog().segment(id).expect("query").expect("row");
     let data = std::fs::read(from.absolute_path(&row.path)).expect("read");
     to.mirror_append(&row.node, &row.path, 0, &data, true)

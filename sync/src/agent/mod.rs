@@ -123,6 +123,10 @@ pub struct AgentStatus {
     pub stalls: Vec<stall::Stall>,
     /// With `[arbiter]`: the flow-back direction of takeover segments ([`flowback`]).
     pub flowback: Option<FlowbackStatus>,
+    /// The store's de-duplication job ([`start_dedup`]): mirrored copies sealed here waiting for it.
+    pub dedup: Option<store::DedupStatus>,
+    #[serde(skip)]
+    pub dedup_source: Option<store::DedupStatusSource>,
     /// Where the flow-back side keeps its status (its own peers and stalls, so they never mix with
     /// this direction's).
     #[serde(skip)]
@@ -153,6 +157,19 @@ pub fn open_storage(
         Arc::new(base::clock::SystemClock),
     )?;
     Ok((Arc::new(store), Arc::new(SyncDb::open(&cfg.data_dir)?)))
+}
+
+/// Starts the store's de-duplication job: a mirrored copy sealed here only marks its row, the job
+/// compares it with this node's overlapping copies (`store::dedup_job`). Its status goes into the
+/// agent's; the task ends after a last pass once `shutdown` is true.
+pub fn start_dedup(
+    store: &Arc<store::Store>,
+    status: &SharedStatus,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let job = store.start_dedup_job(shutdown);
+    with_status(status, |s| s.dedup_source = Some(job.status.clone()));
+    job.task
 }
 
 pub fn now_ms() -> i64 {
@@ -197,6 +214,7 @@ pub fn write_status(data_dir: &Path, status: &SharedStatus, db: &SyncDb) {
         s.alarms_total = total;
         s.recent_alarms = recent;
         s.flowback = flowback;
+        s.dedup = s.dedup_source.as_ref().map(|d| d.snapshot());
         s.clone()
     });
     let path = data_dir.join(STATUS_FILE);

@@ -286,6 +286,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let (store, db) = super::open_storage(&cfg)?;
+    // With `[arbiter]` this agent seals its standby's takeover segments here (flow-back).
+    let dedup_task = super::start_dedup(&store, &status, shutdown.clone());
     let mut log = Log::load(&cfg.node_name, &db).inspect_err(|e| {
         raise_alarm(
             &db,
@@ -402,6 +404,7 @@ pub async fn run(
             }
         }
     }
+    let _ = dedup_task.await;
     Ok(())
 }
 

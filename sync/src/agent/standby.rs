@@ -92,6 +92,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let (store, db) = super::open_storage(&cfg)?;
     store.set_mirror_quota(cfg.mirror_quota_bytes);
+    let dedup_task = super::start_dedup(&store, &status, shutdown.clone());
     let pins: Vec<PeerPins> = cfg.peers.iter().map(|p| p.pins.clone()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(identity::server_config(&id, &pins)?);
     let Some(listen) = cfg.listen else {
@@ -234,6 +235,7 @@ pub async fn run(
             }
         }
     }
+    let _ = dedup_task.await;
     write_status(&cfg.data_dir, &status, &shared.db);
     Ok(())
 }
