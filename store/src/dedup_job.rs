@@ -6,8 +6,8 @@
 //! in the same statement or transaction that seals the row, and wakes this process's job. The job
 //! ([`Store::start_dedup_job`], the shared `base::job` shape) de-duplicates every marked segment and
 //! clears each mark once its comparison is recorded; a mark whose comparison failed stays and is
-//! retried after the backoff. Marks are durable: what a crash (or a process without the job, such as
-//! a restore) leaves marked is done at the next start. On a clean stop the job makes one last pass
+//! retried after the backoff. Marks are durable: what a crash (or a process that seals without
+//! running the job) leaves marked is done at the next start. On a clean stop the job makes one last pass
 //! after its owner has sealed what was open, so nothing is left for later.
 //!
 //! The result is the one a synchronous de-duplication at every seal gives: a pair is compared once
