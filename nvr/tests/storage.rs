@@ -223,6 +223,88 @@ fn one_grouped_pass_flushes_every_open_segment_appended_to() {
     );
 }
 
+/// Bytes of disk a file holds (`st_blocks`), whatever its length says.
+fn allocated_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("meta").blocks() * 512
+}
+
+/// An open segment reserves its blocks ahead (`PREALLOCATE_BYTES`) without changing its length; the
+/// reservation is released when it is sealed, and by recovery after a crash; lengths, catalog sizes
+/// and hashes are those of the data.
+#[test]
+fn preallocated_blocks_are_released_at_seal_and_by_recovery() {
+    let f = fixture();
+    let cam2 = f.store.ensure_stream("cam2", "main").expect("stream");
+    let mut sealed = f.recording(60_000);
+    let mut crashed = Recording::new(
+        f.store.clone(),
+        cam2,
+        "cam2",
+        StreamKind::Main,
+        settings(60_000),
+    );
+    push_frames(&mut sealed, 0, 90, 25);
+    push_frames(&mut crashed, 0, 90, 25);
+    let open = f.store.catalog().open_segments("node-a").expect("open");
+    assert_eq!(open.len(), 2);
+    let paths: Vec<_> = open
+        .iter()
+        .map(|s| f.store.absolute_path(&s.path))
+        .collect();
+    for p in &paths {
+        let len = std::fs::metadata(p).expect("meta").len();
+        assert!(len < 100_000, "{len}");
+        assert!(
+            allocated_bytes(p) >= store::PREALLOCATE_BYTES,
+            "reserved ahead: {} bytes for {len}",
+            allocated_bytes(p)
+        );
+        let scan = store::mp4::scan_file(p).expect("scan");
+        assert_eq!((scan.fragments.len(), scan.trailing_bytes), (3, 0));
+    }
+    let released = |p: &std::path::Path| {
+        let len = std::fs::metadata(p).expect("meta").len();
+        assert!(
+            allocated_bytes(p) <= len + 64 * 1024,
+            "{}: {} bytes held for {len}",
+            p.display(),
+            allocated_bytes(p)
+        );
+    };
+    sealed.finish("shutdown").expect("finish");
+    released(&paths[0]);
+    std::mem::forget(crashed); // no finish(): like kill -9
+    drop(f.store);
+
+    let store = Store::open(f._dir.path(), "node-a", f.clock.clone()).expect("reopen");
+    let report = store.recover().expect("recover");
+    assert_eq!(report.recovered.len(), 1, "{report:?}");
+    assert_eq!(report.recovered[0].1, 0, "nothing to cut");
+    released(&paths[1]);
+    let segs = store
+        .segments_in_range(cam2, 0, i64::MAX)
+        .expect("segments");
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].frames, 75);
+    for p in &paths {
+        let rel = p.strip_prefix(f._dir.path()).expect("relative");
+        let row = store
+            .catalog()
+            .segment_by_path(&rel.to_string_lossy())
+            .expect("query")
+            .expect("row");
+        assert_eq!(row.state, SegmentState::Sealed);
+        assert_eq!(
+            row.size_bytes as u64,
+            std::fs::metadata(p).expect("meta").len()
+        );
+    }
+    let check = store.check(true).expect("check");
+    assert!(check.ok(), "{:?}", check.problems);
+    assert_eq!(check.sealed_checked, 2, "both hashes match their files");
+}
+
 #[test]
 fn parameter_change_starts_a_new_segment() {
     let f = fixture();

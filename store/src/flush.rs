@@ -1,6 +1,10 @@
 //! Grouped flushing of open segments: an append notes its file as dirty, and one pass
 //! ([`Store::sync_appended`], run by the recorder every `flush_interval_ms`) `fdatasync`s every dirty
-//! file in turn, instead of each stream syncing its own file on its own timer. The bound stays what
+//! file in turn, instead of each stream syncing its own file on its own timer. The pass first starts
+//! the writeback of every dirty file (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which waits for
+//! nothing), so the data of all of them is in flight together and each `fdatasync` then mostly
+//! writes the file's metadata and waits for what is already under way: one submission and one wait
+//! per pass instead of one per file, at the same guarantee (every file still gets its `fdatasync`). The bound stays what
 //! `docs/storage.md` promises: appended data is on disk at most one flush interval (plus the length of
 //! one pass) after it was written; a process crash loses nothing that was appended, a power loss at
 //! most that interval.
@@ -58,6 +62,10 @@ impl Store {
     pub fn sync_appended(&self) -> SyncReport {
         let batch: Vec<Dirty> = self.dirty.lock().drain().map(|(_, d)| d).collect();
         let mut report = SyncReport::default();
+        for d in &batch {
+            // An error here is the disk's and the `fdatasync` below reports it.
+            let _ = start_writeback(&d.file);
+        }
         for d in batch {
             match d.file.sync_data() {
                 Ok(()) => report.files_synced += 1,
@@ -69,5 +77,21 @@ impl Store {
             }
         }
         report
+    }
+}
+
+/// Starts the writeback of `file`'s dirty pages without waiting for it (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`: no durability by itself, the `fdatasync` after it gives that). Neither
+/// rustix nor nix offers this call, hence `libc`.
+#[allow(unsafe_code)]
+fn start_writeback(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`), and the
+    // call takes no pointers.
+    let r = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

@@ -46,7 +46,7 @@ pub use mirror::{CutTail, ExpiredStaging, MirrorError, MirrorHolding, MirrorInfo
 pub use reader::Reader;
 pub use recovery::RecoveryReport;
 pub use retention::{free_bytes, RetentionPolicy, RetentionReport, StreamLimits};
-pub use segment::{sha256_file, NewSegment, SealedSegment, SegmentWriter};
+pub use segment::{sha256_file, NewSegment, SealedSegment, SegmentWriter, PREALLOCATE_BYTES};
 pub use timeline::TimelineSegment;
 
 use base::clock::Clock;

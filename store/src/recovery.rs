@@ -301,11 +301,9 @@ impl Store {
     }
 }
 
-/// Truncates a file after its last complete fragment; returns the bytes cut off.
+/// Truncates a file after its last complete fragment; returns the bytes cut off. Called even when
+/// nothing is cut: truncating also releases the blocks an open segment had preallocated past its end.
 fn cut_to_valid(path: &Path, scan: &mp4::ScanReport) -> Result<u64, StorageError> {
-    if scan.trailing_bytes == 0 {
-        return Ok(0);
-    }
     let meta = std::fs::metadata(path).map_err(|e| StorageError::io("stat", path, e))?;
     let mut perms = meta.permissions();
     if perms.readonly() {

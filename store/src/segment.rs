@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ring::digest;
+use rustix::fs::FallocateFlags;
 
 use super::catalog::{SegmentInsert, SegmentProgress};
 use super::{layout, RunId, SegmentId, SegmentState, StorageError, Store, StreamId};
@@ -42,6 +43,12 @@ pub struct SealedSegment {
     pub sha256_hex: String,
 }
 
+/// Blocks reserved ahead of an open segment's end at a time (`fallocate` with `FALLOC_FL_KEEP_SIZE`):
+/// the file system allocates a segment's blocks once per this many bytes instead of at every
+/// append's write and flush. The file's length (what readers and the catalog see) is unchanged; the
+/// unused part is released when the segment is sealed, and by recovery after a crash.
+pub const PREALLOCATE_BYTES: u64 = 4 << 20;
+
 /// An open segment being written. Only whole fragments are appended, each with one `write`.
 pub struct SegmentWriter {
     store: Arc<Store>,
@@ -53,6 +60,8 @@ pub struct SegmentWriter {
     hash: digest::Context,
     start_ms: i64,
     progress: SegmentProgress,
+    /// End of the blocks reserved so far (0: none; `None`: the file system cannot preallocate).
+    allocated_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for SegmentWriter {
@@ -146,6 +155,7 @@ impl Store {
                 fragments: 0,
                 size_bytes: init.len() as i64,
             },
+            allocated_bytes: Some(0),
         })
     }
 }
@@ -202,8 +212,12 @@ impl SegmentWriter {
         frames: u64,
         media_duration_ms: i64,
     ) -> Result<(), StorageError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.preallocate(len as u64);
         if let Err(e) = write_all_vectored(&self.file, parts) {
+            // Also releases the preallocated blocks past the end.
             let _ = self.file.set_len(self.progress.size_bytes as u64);
+            self.allocated_bytes = self.allocated_bytes.map(|_| 0);
             return Err(StorageError::io("write", &self.path, e));
         }
         let mut fragment_bytes = 0usize;
@@ -222,6 +236,30 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Reserves blocks for the next `len` bytes if the reserved ones end before them:
+    /// [`PREALLOCATE_BYTES`] at a time, without changing the file's length. A file system that cannot
+    /// (`EOPNOTSUPP`) or a full disk only means no reservation: the write itself reports real errors.
+    fn preallocate(&mut self, len: u64) {
+        let Some(allocated) = self.allocated_bytes else {
+            return;
+        };
+        let size = self.progress.size_bytes as u64;
+        if size + len <= allocated {
+            return;
+        }
+        let want = len.max(PREALLOCATE_BYTES);
+        match rustix::fs::fallocate(&*self.file, FallocateFlags::KEEP_SIZE, size, want) {
+            Ok(()) => self.allocated_bytes = Some(size + want),
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                tracing::debug!(path = %self.relative_path, "file system cannot preallocate");
+                self.allocated_bytes = None;
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.relative_path, error = %e, "preallocation failed");
+            }
+        }
+    }
+
     /// Flushes appended data to disk now (fdatasync); recording leaves this to the grouped pass.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.file
@@ -229,8 +267,9 @@ impl SegmentWriter {
             .map_err(|e| StorageError::io("fdatasync", &self.path, e))
     }
 
-    /// Seals the segment: fsync, read-only, directory fsync, catalog `sealed` with the SHA-256 (and
-    /// marked for the de-duplication job, which it wakes: the seal itself never reads other copies).
+    /// Seals the segment: preallocated blocks past its end released, fsync, read-only, directory
+    /// fsync, catalog `sealed` with the SHA-256 (and marked for the de-duplication job, which it wakes:
+    /// the seal itself never reads other copies).
     ///
     /// A segment that never received a fragment holds no media: its file and row are removed instead and
     /// `None` is returned.
@@ -243,6 +282,15 @@ impl SegmentWriter {
             self.store.forget_progress(self.id);
             self.store.catalog().delete_segment_row(self.id)?;
             return Ok(None);
+        }
+        if self
+            .allocated_bytes
+            .is_some_and(|a| a > self.progress.size_bytes as u64)
+        {
+            // Truncating to its own length releases the blocks preallocated past the end.
+            self.file
+                .set_len(self.progress.size_bytes as u64)
+                .map_err(|e| StorageError::io("truncate", &self.path, e))?;
         }
         self.file
             .sync_all()
