@@ -147,6 +147,15 @@ fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
     })
 }
 
+/// The index the next leaf of `log_node`'s log takes: the number of its leaves.
+fn next_leaf_index(conn: &Connection, log_node: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
+        params![log_node],
+        |r| r.get(0),
+    )
+}
+
 fn alarm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmRow> {
     Ok(AlarmRow {
         id: r.get(0)?,
@@ -218,28 +227,12 @@ impl SyncDb {
         leaf_hash: &[u8; 32],
         segment_path: &str,
     ) -> Result<(), StorageError> {
-        let index = to_i64("leaf index", leaf_index)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.e(e))?;
-        let next: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
-                params![log_node],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.e(e))?;
-        if index != next {
-            return Err(StorageError::SyncDb(format!(
-                "log {log_node}: leaf {leaf_index} appended, the next index is {next}"
-            )));
-        }
-        tx.execute(
-            "INSERT INTO leaves (log_node, leaf_index, leaf, leaf_hash, segment_path)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![log_node, index, leaf, &leaf_hash[..], segment_path],
-        )
-        .map_err(|e| self.e(e))?;
-        tx.commit().map_err(|e| self.e(e))
+        let leaf = NewLeaf {
+            leaf,
+            leaf_hash,
+            segment_path,
+        };
+        self.append_leaves(log_node, leaf_index, &[leaf])
     }
 
     /// Appends `leaves` to `log_node`'s log as indexes `first_index..`, in one transaction: all of
@@ -311,13 +304,7 @@ impl SyncDb {
         leaves: &[NewLeaf<'_>],
     ) -> Result<(), StorageError> {
         let first = to_i64("leaf index", first_index)?;
-        let next: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
-                params![log_node],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.e(e))?;
+        let next = next_leaf_index(tx, log_node).map_err(|e| self.e(e))?;
         if first != next {
             return Err(StorageError::SyncDb(format!(
                 "log {log_node}: leaf {first_index} appended, the next index is {next}"
@@ -425,14 +412,7 @@ impl SyncDb {
 
     /// Number of leaves of `log_node`'s log.
     pub fn leaf_count(&self, log_node: &str) -> Result<u64, StorageError> {
-        let n: i64 = self
-            .conn()
-            .query_row(
-                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
-                params![log_node],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.e(e))?;
+        let n = next_leaf_index(&self.conn(), log_node).map_err(|e| self.e(e))?;
         Ok(n.max(0) as u64)
     }
 
