@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use catalog::{gaps_between, migrate};
+pub use catalog::{gaps_between, migrate, query_rows};
 pub use catalog::{
     Catalog, EventRow, Gap, RunId, RunRow, SegmentId, SegmentInsert, SegmentProgress, SegmentRow,
     SegmentState, StreamId, StreamRow, Trim,
