@@ -393,10 +393,8 @@ fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
         } else {
             "key_file"
         };
-        let span = t.get(present).map_or_else(|| t.span.clone(), |v| v.span());
-        return Err(t.ctx.invalid(
-            span,
-            t.key_path(present),
+        return Err(t.invalid_key(
+            present,
             "cert_file and key_file go together: give both, or neither for a self-signed certificate",
         ));
     }
@@ -537,19 +535,16 @@ fn parse_node(
     check_name(ctx, &name, &t.key_path("name"))?;
     let line = ctx.line(&name.span());
 
-    let role_v = t.string("role")?.ok_or_else(|| t.missing("role"))?;
-    let role = match role_v.get_ref().as_str() {
-        "primary" => Role::Primary,
-        "standby" => Role::Standby,
-        "witness" => Role::Witness,
-        other => {
-            return Err(ctx.invalid(
-                role_v.span(),
-                t.key_path("role"),
-                format!("must be \"primary\", \"standby\" or \"witness\", got {other:?}"),
-            ))
-        }
-    };
+    let role = t
+        .choice(
+            "role",
+            &[
+                ("primary", Role::Primary),
+                ("standby", Role::Standby),
+                ("witness", Role::Witness),
+            ],
+        )?
+        .ok_or_else(|| t.missing("role"))?;
     let data_dir = match t.string("data_dir")? {
         Some(v) => absolute_path(ctx, &v, &t.key_path("data_dir"))?,
         None => return Err(t.missing("data_dir")),
@@ -563,12 +558,8 @@ fn parse_node(
     let arbiter_address = socket_address(t, "arbiter_address")?;
     let arbiter_listen = socket_address(t, "arbiter_listen")?;
     if arbiter_listen.is_some() && arbiter_address.is_none() {
-        let span = t
-            .get("arbiter_listen")
-            .map_or_else(|| t.span.clone(), |v| v.span());
-        return Err(ctx.invalid(
-            span,
-            t.key_path("arbiter_listen"),
+        return Err(t.invalid_key(
+            "arbiter_listen",
             "needs arbiter_address (where the peers reach this arbiter)",
         ));
     }
@@ -641,19 +632,13 @@ fn parse_node(
     match role {
         Role::Primary | Role::Witness => {
             if let Some(k) = standby_only.iter().find(|k| t.get(k).is_some()) {
-                let span = t.get(k).map_or_else(|| t.span.clone(), |v| v.span());
-                return Err(ctx.invalid(
-                    span,
-                    t.key_path(k),
+                return Err(t.invalid_key(
+                    k,
                     format!("only a standby has {k} (this node is a {})", role.as_str()),
                 ));
             }
             if role == Role::Witness && t.get("sync").is_some() {
-                return Err(ctx.invalid(
-                    t.get("sync").map_or_else(|| t.span.clone(), |v| v.span()),
-                    t.key_path("sync"),
-                    "a witness runs no sync agent",
-                ));
+                return Err(t.invalid_key("sync", "a witness runs no sync agent"));
             }
         }
         Role::Standby => {
@@ -665,12 +650,8 @@ fn parse_node(
                 ));
             }
             if protects.is_empty() {
-                let span = t
-                    .get("protects")
-                    .map_or_else(|| t.span.clone(), |v| v.span());
-                return Err(ctx.invalid(
-                    span,
-                    t.key_path("protects"),
+                return Err(t.invalid_key(
+                    "protects",
                     "a standby must protect at least one primary (protects = [\"nvr-a\"])",
                 ));
             }
@@ -805,10 +786,8 @@ fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
             .unwrap_or(d.backoff_max_ms),
         udp_recv_buffer_bytes: match t.byte_size("udp_recv_buffer_bytes", false)? {
             Some(n) if n > MAX_UDP_RECV_BUFFER_BYTES => {
-                return Err(t.ctx.invalid(
-                    t.get("udp_recv_buffer_bytes")
-                        .map_or_else(|| t.span.clone(), |v| v.span()),
-                    t.key_path("udp_recv_buffer_bytes"),
+                return Err(t.invalid_key(
+                    "udp_recv_buffer_bytes",
                     format!("at most {MAX_UDP_RECV_BUFFER_BYTES} bytes (1 GiB), got {n}"),
                 ))
             }
@@ -825,10 +804,8 @@ fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
         } else {
             "backoff_max_ms"
         };
-        let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
-        return Err(t.ctx.invalid(
-            span,
-            t.key_path(key),
+        return Err(t.invalid_key(
+            key,
             format!(
                 "backoff_initial_ms ({}) must not exceed backoff_max_ms ({})",
                 c.backoff_initial_ms, c.backoff_max_ms
@@ -899,29 +876,19 @@ fn parse_camera(
         } else {
             "password_file"
         };
-        let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
-        return Err(ctx.invalid(
-            span,
-            t.key_path(key),
-            "a password is set but username is not",
-        ));
+        return Err(t.invalid_key(key, "a password is set but username is not"));
     }
 
-    let transport = match t.string("transport")? {
-        None => Transport::Tcp,
-        Some(v) => match v.get_ref().as_str() {
-            "tcp" => Transport::Tcp,
-            "udp" => Transport::Udp,
-            "auto" => Transport::Auto,
-            other => {
-                return Err(ctx.invalid(
-                    v.span(),
-                    t.key_path("transport"),
-                    format!("must be \"tcp\", \"udp\" or \"auto\", got {other:?}"),
-                ))
-            }
-        },
-    };
+    let transport = t
+        .choice(
+            "transport",
+            &[
+                ("tcp", Transport::Tcp),
+                ("udp", Transport::Udp),
+                ("auto", Transport::Auto),
+            ],
+        )?
+        .unwrap_or(Transport::Tcp);
 
     let udp_reorder = parse_udp_reorder(t, udp_reorder)?;
     if transport == Transport::Tcp {
@@ -929,29 +896,16 @@ fn parse_camera(
             .into_iter()
             .find(|k| t.get(k).is_some())
         {
-            let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
-            return Err(ctx.invalid(
-                span,
-                t.key_path(key),
-                "applies to RTP over UDP only, but this camera's transport is \"tcp\" (set transport = \"udp\" or \"auto\", or remove the key)",
-            ));
+            return Err(t.invalid_key(key, "applies to RTP over UDP only, but this camera's transport is \"tcp\" (set transport = \"udp\" or \"auto\", or remove the key)"));
         }
     }
 
-    let takeover = match t.string("takeover")? {
-        None => Takeover::Hot,
-        Some(v) => match v.get_ref().as_str() {
-            "hot" => Takeover::Hot,
-            "cold" => Takeover::Cold,
-            other => {
-                return Err(ctx.invalid(
-                    v.span(),
-                    t.key_path("takeover"),
-                    format!("must be \"hot\" or \"cold\", got {other:?}"),
-                ))
-            }
-        },
-    };
+    let takeover = t
+        .choice(
+            "takeover",
+            &[("hot", Takeover::Hot), ("cold", Takeover::Cold)],
+        )?
+        .unwrap_or(Takeover::Hot);
     let priority = t
         .int_in("priority", 0, 1_000_000)?
         .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
@@ -1239,6 +1193,39 @@ impl<'a, 'i> Table<'a, 'i> {
             .iter()
             .find(|(k, _)| k.get_ref() == key)
             .map(|(_, v)| v)
+    }
+
+    /// An error about `key`, at its line (the table's where the key is absent).
+    fn invalid_key(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let span = self
+            .get(key)
+            .map_or_else(|| self.span.clone(), |v| v.span());
+        self.ctx.invalid(span, self.key_path(key), message)
+    }
+
+    /// A string that must be one of `choices` (each its spelling in the file and its value).
+    fn choice<T: Copy>(&self, key: &str, choices: &[(&str, T)]) -> Result<Option<T>, ConfigError> {
+        let Some(v) = self.string(key)? else {
+            return Ok(None);
+        };
+        if let Some((_, value)) = choices.iter().find(|(name, _)| *name == v.get_ref()) {
+            return Ok(Some(*value));
+        }
+        let mut names: Vec<String> = choices
+            .iter()
+            .map(|(name, _)| format!("{name:?}"))
+            .collect();
+        let last = names.pop().unwrap_or_default();
+        let expected = if names.is_empty() {
+            last
+        } else {
+            format!("{} or {last}", names.join(", "))
+        };
+        Err(self.ctx.invalid(
+            v.span(),
+            self.key_path(key),
+            format!("must be {expected}, got {:?}", v.get_ref()),
+        ))
     }
 
     fn missing(&self, key: &str) -> ConfigError {
