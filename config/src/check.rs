@@ -10,12 +10,7 @@ pub(crate) fn cluster(
     nodes: &[(NodeConfig, NodeLines)],
     cameras: &[(CameraConfig, CameraLines)],
 ) -> Result<(), ConfigError> {
-    let err = |line: usize, path: String, message: String| ConfigError::Invalid {
-        origin: origin.to_owned(),
-        line,
-        path,
-        message,
-    };
+    let err = |line: usize, path: String, message: String| invalid(origin, line, path, message);
 
     for (i, (n, l)) in nodes.iter().enumerate() {
         let earlier = &nodes[..i];
@@ -200,52 +195,43 @@ pub(crate) fn arbiter(
     enabled: bool,
     nodes: &[(NodeConfig, NodeLines)],
 ) -> Result<(), ConfigError> {
-    let err = |line: usize, path: String, message: String| ConfigError::Invalid {
-        origin: origin.to_owned(),
-        line,
-        path,
-        message,
-    };
+    let err = |line: usize, path: String, message: String| invalid(origin, line, path, message);
     if !enabled {
-        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.arbiter_address.is_some()) {
-            return Err(err(
-                l.arbiter_address,
-                format!("{}.arbiter_address", l.path),
-                format!(
-                    "node {:?} has an arbiter_address but the file has no [arbiter] section",
-                    n.name
-                ),
-            ));
-        }
-        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.role == Role::Witness) {
-            return Err(err(
-                n.line,
-                format!("{}.role", l.path),
-                format!(
-                    "node {:?} is a witness but the file has no [arbiter] section",
-                    n.name
-                ),
-            ));
-        }
-        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.capacity_streams.is_some()) {
-            return Err(err(
-                n.line,
-                format!("{}.capacity_streams", l.path),
-                format!(
-                    "node {:?} has capacity_streams but the file has no [arbiter] section",
-                    n.name
-                ),
-            ));
-        }
-        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.capacity_mbps.is_some()) {
-            return Err(err(
-                n.line,
-                format!("{}.capacity_mbps", l.path),
-                format!(
-                    "node {:?} has capacity_mbps but the file has no [arbiter] section",
-                    n.name
-                ),
-            ));
+        // What only the arbiter reads: the key, what the message says of the node, and the line of
+        // a node that sets it.
+        type ArbiterOnly = (
+            &'static str,
+            &'static str,
+            fn(&NodeConfig, &NodeLines) -> Option<usize>,
+        );
+        let arbiter_only: [ArbiterOnly; 4] = [
+            ("arbiter_address", "has an arbiter_address", |n, l| {
+                n.arbiter_address.map(|_| l.arbiter_address)
+            }),
+            ("role", "is a witness", |n, _| {
+                (n.role == Role::Witness).then_some(n.line)
+            }),
+            ("capacity_streams", "has capacity_streams", |n, _| {
+                n.capacity_streams.map(|_| n.line)
+            }),
+            ("capacity_mbps", "has capacity_mbps", |n, _| {
+                n.capacity_mbps.map(|_| n.line)
+            }),
+        ];
+        for (key, what, set_at) in arbiter_only {
+            if let Some((n, l, line)) = nodes
+                .iter()
+                .find_map(|(n, l)| set_at(n, l).map(|line| (n, l, line)))
+            {
+                return Err(err(
+                    line,
+                    format!("{}.{key}", l.path),
+                    format!(
+                        "node {:?} {what} but the file has no [arbiter] section",
+                        n.name
+                    ),
+                ));
+            }
         }
         return Ok(());
     }
@@ -315,4 +301,13 @@ pub(crate) fn arbiter(
         }
     }
     Ok(())
+}
+
+fn invalid(origin: &str, line: usize, path: String, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        line,
+        path,
+        message,
+    }
 }
