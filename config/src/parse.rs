@@ -579,18 +579,73 @@ fn parse_node(
     let capacity_mbps = t
         .int_in("capacity_mbps", 1, 1_000_000)?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let cert = pin(t, "cert_sha256")?;
-    let key = pin(t, "signing_public_key")?;
-    let pins = match (cert.clone(), key.clone()) {
-        (Some((cert_sha256, _)), Some((signing_public_key, _))) => Some(Pins {
-            cert_sha256,
-            signing_public_key,
-        }),
-        (None, None) => None,
-        (Some(_), None) => return Err(t.missing("signing_public_key")),
-        (None, Some(_)) => return Err(t.missing("cert_sha256")),
+    let pins = parse_pins(t)?;
+
+    let (protects, protects_lines) = parse_protects(t)?;
+    check_role_keys(t, role, address.is_some(), &protects)?;
+
+    let sync = match t.get("sync") {
+        None => *cluster_sync,
+        Some(v) => {
+            let DeValue::Table(st) = v.get_ref() else {
+                return Err(t.wrong_type("sync", v, "a table"));
+            };
+            let st = Table::new(ctx, st, v.span(), t.key_path("sync"), NODE_SYNC_KEYS)?;
+            parse_sync(&st, cluster_sync)?
+        }
     };
 
+    Ok((
+        NodeConfig {
+            name: name.into_inner(),
+            role,
+            data_dir,
+            identity_dir,
+            address: address.map(|(a, _)| a),
+            listen: listen.map(|(a, _)| a),
+            pins: pins.as_ref().map(|(p, _, _)| p.clone()),
+            protects,
+            sync,
+            arbiter_address: arbiter_address.map(|(a, _)| a),
+            arbiter_listen: arbiter_listen.map(|(a, _)| a),
+            capacity_streams,
+            web_url,
+            capacity_mbps,
+            line,
+        },
+        NodeLines {
+            path: format!("nodes[{index}]"),
+            address: address.map_or(line, |(_, l)| l),
+            listen: listen.or(address).map_or(line, |(_, l)| l),
+            cert_sha256: pins.as_ref().map_or(line, |(_, l, _)| *l),
+            signing_public_key: pins.as_ref().map_or(line, |(_, _, l)| *l),
+            protects: protects_lines,
+            arbiter_address: arbiter_address.map_or(line, |(_, l)| l),
+            web_url: web_url_line,
+        },
+    ))
+}
+
+/// A node's pins (both keys or neither), with the line of each key.
+fn parse_pins(t: &Table<'_, '_>) -> Result<Option<(Pins, usize, usize)>, ConfigError> {
+    match (pin(t, "cert_sha256")?, pin(t, "signing_public_key")?) {
+        (Some((cert_sha256, cert_line)), Some((signing_public_key, key_line))) => Ok(Some((
+            Pins {
+                cert_sha256,
+                signing_public_key,
+            },
+            cert_line,
+            key_line,
+        ))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(t.missing("signing_public_key")),
+        (None, Some(_)) => Err(t.missing("cert_sha256")),
+    }
+}
+
+/// A standby's `protects`: node names, each once, with their lines.
+fn parse_protects(t: &Table<'_, '_>) -> Result<(Vec<String>, Vec<usize>), ConfigError> {
+    let ctx = t.ctx;
     let mut protects = Vec::new();
     let mut protects_lines = Vec::new();
     if let Some(v) = t.get("protects") {
@@ -620,8 +675,16 @@ fn parse_node(
             protects.push(s.into_inner());
         }
     }
+    Ok((protects, protects_lines))
+}
 
-    // Keys that only one role uses are refused on the other: no key is silently ignored.
+/// Keys that only one role uses are refused on the other: no key is silently ignored.
+fn check_role_keys(
+    t: &Table<'_, '_>,
+    role: Role,
+    has_address: bool,
+    protects: &[String],
+) -> Result<(), ConfigError> {
     let standby_only: &[&str] = &[
         "address",
         "listen",
@@ -642,8 +705,8 @@ fn parse_node(
             }
         }
         Role::Standby => {
-            if address.is_none() {
-                return Err(ctx.invalid(
+            if !has_address {
+                return Err(t.ctx.invalid(
                     t.span.clone(),
                     t.key_path("address"),
                     "missing (required on a standby: where primaries reach its sync agent)",
@@ -657,47 +720,7 @@ fn parse_node(
             }
         }
     }
-
-    let sync = match t.get("sync") {
-        None => *cluster_sync,
-        Some(v) => {
-            let DeValue::Table(st) = v.get_ref() else {
-                return Err(t.wrong_type("sync", v, "a table"));
-            };
-            let st = Table::new(ctx, st, v.span(), t.key_path("sync"), NODE_SYNC_KEYS)?;
-            parse_sync(&st, cluster_sync)?
-        }
-    };
-
-    Ok((
-        NodeConfig {
-            name: name.into_inner(),
-            role,
-            data_dir,
-            identity_dir,
-            address: address.map(|(a, _)| a),
-            listen: listen.map(|(a, _)| a),
-            pins,
-            protects,
-            sync,
-            arbiter_address: arbiter_address.map(|(a, _)| a),
-            arbiter_listen: arbiter_listen.map(|(a, _)| a),
-            capacity_streams,
-            web_url,
-            capacity_mbps,
-            line,
-        },
-        NodeLines {
-            path: format!("nodes[{index}]"),
-            address: address.map_or(line, |(_, l)| l),
-            listen: listen.or(address).map_or(line, |(_, l)| l),
-            cert_sha256: cert.map_or(line, |(_, l)| l),
-            signing_public_key: key.map_or(line, |(_, l)| l),
-            protects: protects_lines,
-            arbiter_address: arbiter_address.map_or(line, |(_, l)| l),
-            web_url: web_url_line,
-        },
-    ))
+    Ok(())
 }
 
 fn parse_recording(t: &Table<'_, '_>) -> Result<RecordingConfig, ConfigError> {
