@@ -870,6 +870,75 @@ fn parse_camera(
     check_name(ctx, &node, &t.key_path("node"))?;
     let node_line = ctx.line(&node.span());
 
+    let (username, password, password_file) = parse_credentials(t)?;
+
+    let transport = t
+        .choice(
+            "transport",
+            &[
+                ("tcp", Transport::Tcp),
+                ("udp", Transport::Udp),
+                ("auto", Transport::Auto),
+            ],
+        )?
+        .unwrap_or(Transport::Tcp);
+
+    let udp_reorder = parse_udp_reorder(t, udp_reorder)?;
+    if transport == Transport::Tcp {
+        if let Some(key) = ["udp_reorder_max_packets", "udp_reorder_max_delay_ms"]
+            .into_iter()
+            .find(|k| t.get(k).is_some())
+        {
+            return Err(t.invalid_key(
+                key,
+                "applies to RTP over UDP only, but this camera's transport is \"tcp\" (set transport = \"udp\" or \"auto\", or remove the key)",
+            ));
+        }
+    }
+
+    let takeover = t
+        .choice(
+            "takeover",
+            &[("hot", Takeover::Hot), ("cold", Takeover::Cold)],
+        )?
+        .unwrap_or(Takeover::Hot);
+    let priority = t
+        .int_in("priority", 0, 1_000_000)?
+        .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let bitrate_kbps = t
+        .int_in("bitrate_kbps", 1, 10_000_000)?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+
+    let streams = parse_streams(t)?;
+
+    Ok((
+        CameraConfig {
+            name: name.into_inner(),
+            node: node.into_inner(),
+            username,
+            password,
+            password_file,
+            transport,
+            udp_reorder,
+            takeover,
+            priority,
+            bitrate_kbps,
+            streams,
+        },
+        CameraLines {
+            path: format!("cameras[{index}]"),
+            name: name_line,
+            node: node_line,
+        },
+    ))
+}
+
+/// A camera's `username`, `password` and `password_file`.
+type Credentials = (Option<String>, Option<Secret>, Option<PasswordFile>);
+
+/// A camera's `username` and its password, given in the file or as a `password_file` (not both).
+fn parse_credentials(t: &Table<'_, '_>) -> Result<Credentials, ConfigError> {
+    let ctx = t.ctx;
     let username = match t.string("username")? {
         Some(u) if u.get_ref().is_empty() => {
             return Err(ctx.invalid(u.span(), t.key_path("username"), "must not be empty"))
@@ -901,51 +970,19 @@ fn parse_camera(
         };
         return Err(t.invalid_key(key, "a password is set but username is not"));
     }
+    Ok((username, password, password_file))
+}
 
-    let transport = t
-        .choice(
-            "transport",
-            &[
-                ("tcp", Transport::Tcp),
-                ("udp", Transport::Udp),
-                ("auto", Transport::Auto),
-            ],
-        )?
-        .unwrap_or(Transport::Tcp);
+const NO_STREAMS: &str =
+    "camera has no streams (add [cameras.streams.main] and/or [cameras.streams.sub])";
 
-    let udp_reorder = parse_udp_reorder(t, udp_reorder)?;
-    if transport == Transport::Tcp {
-        if let Some(key) = ["udp_reorder_max_packets", "udp_reorder_max_delay_ms"]
-            .into_iter()
-            .find(|k| t.get(k).is_some())
-        {
-            return Err(t.invalid_key(key, "applies to RTP over UDP only, but this camera's transport is \"tcp\" (set transport = \"udp\" or \"auto\", or remove the key)"));
-        }
-    }
-
-    let takeover = t
-        .choice(
-            "takeover",
-            &[("hot", Takeover::Hot), ("cold", Takeover::Cold)],
-        )?
-        .unwrap_or(Takeover::Hot);
-    let priority = t
-        .int_in("priority", 0, 1_000_000)?
-        .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
-    let bitrate_kbps = t
-        .int_in("bitrate_kbps", 1, 10_000_000)?
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-
+/// A camera's `[cameras.streams.main]` and `[cameras.streams.sub]`, at least one.
+fn parse_streams(t: &Table<'_, '_>) -> Result<Vec<StreamConfig>, ConfigError> {
+    let ctx = t.ctx;
     let streams_path = t.key_path("streams");
     let mut streams = Vec::new();
     match t.get("streams") {
-        None => {
-            return Err(ctx.invalid(
-                t.span.clone(),
-                streams_path,
-                "camera has no streams (add [cameras.streams.main] and/or [cameras.streams.sub])",
-            ))
-        }
+        None => return Err(ctx.invalid(t.span.clone(), streams_path, NO_STREAMS)),
         Some(v) => {
             let DeValue::Table(st) = v.get_ref() else {
                 return Err(ctx.invalid(
@@ -991,35 +1028,11 @@ fn parse_camera(
                 streams.push(parse_stream(&table, kind)?);
             }
             if streams.is_empty() {
-                return Err(ctx.invalid(
-                    v.span(),
-                    streams_path,
-                    "camera has no streams (add [cameras.streams.main] and/or [cameras.streams.sub])",
-                ));
+                return Err(ctx.invalid(v.span(), streams_path, NO_STREAMS));
             }
         }
     }
-
-    Ok((
-        CameraConfig {
-            name: name.into_inner(),
-            node: node.into_inner(),
-            username,
-            password,
-            password_file,
-            transport,
-            udp_reorder,
-            takeover,
-            priority,
-            bitrate_kbps,
-            streams,
-        },
-        CameraLines {
-            path: format!("cameras[{index}]"),
-            name: name_line,
-            node: node_line,
-        },
-    ))
+    Ok(streams)
 }
 
 fn password_file_of(t: &Table<'_, '_>, f: &Spanned<String>) -> Result<PasswordFile, ConfigError> {
