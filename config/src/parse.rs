@@ -138,34 +138,47 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         Some(v) => absolute_path(&ctx, &v, "identity_dir")?,
         None => PathBuf::from(DEFAULT_IDENTITY_DIR),
     };
-    let recording = match root.table("recording")? {
-        Some(t) => parse_recording(&t)?,
-        None => RecordingConfig::default(),
-    };
-    let ingest = match root.table("ingest")? {
-        Some(t) => parse_ingest(&t)?,
-        None => IngestConfig::default(),
-    };
-    let retention = match root.table("retention")? {
-        Some(t) => parse_retention(&t)?,
-        None => RetentionConfig::default(),
-    };
-    let sync = match root.table("sync")? {
-        Some(t) => parse_sync(&t, &SyncSettings::default())?,
-        None => SyncSettings::default(),
-    };
-    let web = match root.table("web")? {
-        Some(t) => parse_web(&t)?,
-        None => WebSettings::default(),
-    };
-    let arbiter = match root.table("arbiter")? {
-        Some(t) => Some(parse_arbiter(&t)?),
-        None => None,
-    };
+    let recording = root
+        .section("recording", parse_recording)?
+        .unwrap_or_default();
+    let ingest = root.section("ingest", parse_ingest)?.unwrap_or_default();
+    let retention = root
+        .section("retention", parse_retention)?
+        .unwrap_or_default();
+    let sync = root
+        .section("sync", |t| parse_sync(t, &SyncSettings::default()))?
+        .unwrap_or_default();
+    let web = root.section("web", parse_web)?.unwrap_or_default();
+    let arbiter = root.section("arbiter", parse_arbiter)?;
+    let nodes = parse_nodes(&root, &identity_dir, &sync)?;
+    let cameras = parse_cameras(&root, ingest.udp_reorder)?;
 
+    check::cluster(origin, &nodes, &cameras)?;
+    check::arbiter(origin, arbiter.is_some(), &nodes)?;
+
+    Ok(ClusterConfig {
+        origin: origin.to_owned(),
+        recording,
+        ingest,
+        retention,
+        sync,
+        web,
+        arbiter,
+        nodes: nodes.into_iter().map(|(n, _)| n).collect(),
+        cameras: cameras.into_iter().map(|(c, _)| c).collect(),
+    })
+}
+
+/// The `[[nodes]]` tables, at least one, each name once.
+fn parse_nodes(
+    root: &Table<'_, '_>,
+    identity_dir: &Path,
+    sync: &SyncSettings,
+) -> Result<Vec<(NodeConfig, NodeLines)>, ConfigError> {
+    let (ctx, origin) = (root.ctx, root.ctx.origin);
     let mut nodes: Vec<(NodeConfig, NodeLines)> = Vec::new();
     for (i, table) in root.array_of_tables("nodes", NODE_KEYS)?.iter().enumerate() {
-        let (node, lines) = parse_node(table, i, &identity_dir, &sync)?;
+        let (node, lines) = parse_node(table, i, identity_dir, sync)?;
         if let Some((first, _)) = nodes.iter().find(|(n, _)| n.name == node.name) {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -186,14 +199,22 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
             "no nodes: add one [[nodes]] table per node of the cluster",
         ));
     }
+    Ok(nodes)
+}
 
+/// The `[[cameras]]` tables, each name once.
+fn parse_cameras(
+    root: &Table<'_, '_>,
+    udp_reorder: UdpReorder,
+) -> Result<Vec<(CameraConfig, CameraLines)>, ConfigError> {
+    let origin = root.ctx.origin;
     let mut cameras: Vec<(CameraConfig, CameraLines)> = Vec::new();
     for (i, table) in root
         .array_of_tables("cameras", CAMERA_KEYS)?
         .iter()
         .enumerate()
     {
-        let (cam, lines) = parse_camera(table, i, ingest.udp_reorder)?;
+        let (cam, lines) = parse_camera(table, i, udp_reorder)?;
         if let Some((_, first)) = cameras.iter().find(|(c, _)| c.name == cam.name) {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -207,21 +228,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         }
         cameras.push((cam, lines));
     }
-
-    check::cluster(origin, &nodes, &cameras)?;
-    check::arbiter(origin, arbiter.is_some(), &nodes)?;
-
-    Ok(ClusterConfig {
-        origin: origin.to_owned(),
-        recording,
-        ingest,
-        retention,
-        sync,
-        web,
-        arbiter,
-        nodes: nodes.into_iter().map(|(n, _)| n).collect(),
-        cameras: cameras.into_iter().map(|(c, _)| c).collect(),
-    })
+    Ok(cameras)
 }
 
 /// Where `nvr-sync keygen` is told to write a node's identity unless the file says otherwise.
@@ -1262,6 +1269,15 @@ impl<'a, 'i> Table<'a, 'i> {
             self.key_path(key),
             format!("must be {expected}, got {:?}", v.get_ref()),
         ))
+    }
+
+    /// The sub-table `key` read by `parse`, if present.
+    fn section<T>(
+        &self,
+        key: &str,
+        parse: impl FnOnce(&Table<'a, 'i>) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.table(key)?.map(|t| parse(&t)).transpose()
     }
 
     fn missing(&self, key: &str) -> ConfigError {
