@@ -2,11 +2,11 @@
 //!
 //! A heartbeat says who sends it, a sequence number that only grows (the sender's start time, then a
 //! counter: a replayed or reordered heartbeat is refused), the sender's view of every stream's holder
-//! and epoch, and the health of the streams of its recorder. Each frame is a 4-byte big-endian length
-//! and that many bytes of JSON, at most [`MAX_HEARTBEAT_BYTES`].
+//! and epoch, and the health of the streams of its recorder. Each frame (`base::frame`) is a 4-byte
+//! big-endian length and that many bytes of JSON, at most [`MAX_HEARTBEAT_BYTES`].
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Largest heartbeat frame.
 pub const MAX_HEARTBEAT_BYTES: u32 = 1 << 20;
@@ -74,42 +74,37 @@ pub struct Heartbeat {
 /// Errors of the heartbeat framing.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("connection closed")]
-    Closed,
-    #[error("heartbeat of {0} bytes exceeds the limit of {MAX_HEARTBEAT_BYTES} bytes")]
-    TooLarge(u32),
+    #[error("heartbeat: {0}")]
+    Frame(#[from] base::frame::FrameError),
     #[error("malformed heartbeat: {0}")]
     Malformed(#[from] serde_json::Error),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+}
+
+impl FrameError {
+    /// The peer closed the connection between heartbeats.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, FrameError::Frame(base::frame::FrameError::Closed))
+    }
 }
 
 /// Reads one heartbeat.
 pub async fn read(r: &mut (impl AsyncRead + Unpin)) -> Result<Heartbeat, FrameError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_be_bytes(len);
-    if len > MAX_HEARTBEAT_BYTES {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf).await?;
+    let buf = base::frame::read_frame(r, MAX_HEARTBEAT_BYTES).await?;
     Ok(serde_json::from_slice(&buf)?)
 }
 
 /// Writes one heartbeat.
 pub async fn write(w: &mut (impl AsyncWrite + Unpin), hb: &Heartbeat) -> Result<(), FrameError> {
     let data = serde_json::to_vec(hb)?;
-    let len = u32::try_from(data.len())
-        .ok()
-        .filter(|l| *l <= MAX_HEARTBEAT_BYTES)
-        .ok_or(FrameError::TooLarge(u32::MAX))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(&data).await?;
-    w.flush().await?;
+    if data.len() > MAX_HEARTBEAT_BYTES as usize {
+        return Err(base::frame::FrameError::TooLarge {
+            len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+            max: MAX_HEARTBEAT_BYTES,
+        }
+        .into());
+    }
+    base::frame::write_frame(w, &data)
+        .await
+        .map_err(base::frame::FrameError::Io)?;
     Ok(())
 }

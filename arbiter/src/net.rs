@@ -64,7 +64,7 @@ pub async fn serve(
                             return;
                         }
                     }
-                    Err(heartbeat::FrameError::Closed) => return,
+                    Err(e) if e.is_closed() => return,
                     Err(e) => {
                         tracing::warn!(peer = %peer.node, error = %e, "heartbeat connection dropped");
                         return;

@@ -14,9 +14,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base::frame::{read_frame, write_frame};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -130,29 +130,23 @@ async fn one(mut conn: UnixStream, tx: mpsc::Sender<Job>) -> std::io::Result<()>
 }
 
 async fn read(conn: &mut UnixStream) -> Result<Request, String> {
-    let mut len = [0u8; 4];
-    conn.read_exact(&mut len)
+    let buf = read_frame(conn, MAX_REQUEST_BYTES)
         .await
-        .map_err(|e| format!("reading the request: {e}"))?;
-    let len = u32::from_be_bytes(len);
-    if len == 0 || len > MAX_REQUEST_BYTES {
-        return Err(format!(
-            "bad request frame: {len} bytes (1 to {MAX_REQUEST_BYTES})"
-        ));
-    }
-    let mut buf = vec![0u8; len as usize];
-    conn.read_exact(&mut buf)
-        .await
-        .map_err(|e| format!("reading the request: {e}"))?;
+        .map_err(|e| match e {
+            base::frame::FrameError::TooLarge { len, .. } => {
+                format!("bad request frame: {len} bytes (1 to {MAX_REQUEST_BYTES})")
+            }
+            base::frame::FrameError::Empty => {
+                format!("bad request frame: 0 bytes (1 to {MAX_REQUEST_BYTES})")
+            }
+            e => format!("reading the request: {e}"),
+        })?;
     serde_json::from_slice(&buf).map_err(|e| format!("bad request: {e}"))
 }
 
 async fn write(conn: &mut UnixStream, v: &Value) -> std::io::Result<()> {
     let body = serde_json::to_vec(v).map_err(std::io::Error::other)?;
-    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
-    conn.write_all(&len.to_be_bytes()).await?;
-    conn.write_all(&body).await?;
-    conn.flush().await
+    write_frame(conn, &body).await
 }
 
 /// Client side (`nvr-arbiter takeover`): sends `request`, returns the answer.
@@ -165,13 +159,11 @@ pub async fn request(data_dir: &Path, request: &Value) -> std::io::Result<Value>
         )
     })?;
     write(&mut conn, request).await?;
-    let mut len = [0u8; 4];
-    conn.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len);
-    if len > 16 << 20 {
-        return Err(std::io::Error::other(format!("answer of {len} bytes")));
-    }
-    let mut buf = vec![0u8; len as usize];
-    conn.read_exact(&mut buf).await?;
+    let buf = read_frame(&mut conn, 16 << 20).await.map_err(|e| match e {
+        base::frame::FrameError::TooLarge { len, .. } => {
+            std::io::Error::other(format!("answer of {len} bytes"))
+        }
+        e => e.into(),
+    })?;
     serde_json::from_slice(&buf).map_err(std::io::Error::other)
 }

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use base::frame::{read_frame, write_frame, FrameError};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::heartbeat::StreamHealth;
@@ -53,17 +53,13 @@ async fn exchange(socket: &Path, req: &Value) -> Result<Value, RecorderError> {
     };
     let mut s = UnixStream::connect(socket).await.map_err(io)?;
     let body = serde_json::to_vec(req).map_err(|e| RecorderError::Malformed(e.to_string()))?;
-    let len = u32::try_from(body.len()).map_err(|_| RecorderError::TooLarge(u32::MAX))?;
-    s.write_all(&len.to_be_bytes()).await.map_err(io)?;
-    s.write_all(&body).await.map_err(io)?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).await.map_err(io)?;
-    let len = u32::from_be_bytes(len);
-    if len > MAX_ANSWER_BYTES {
-        return Err(RecorderError::TooLarge(len));
-    }
-    let mut buf = vec![0u8; len as usize];
-    s.read_exact(&mut buf).await.map_err(io)?;
+    write_frame(&mut s, &body).await.map_err(io)?;
+    let buf = read_frame(&mut s, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| match e {
+            FrameError::TooLarge { len, .. } => RecorderError::TooLarge(len),
+            e => io(e.into()),
+        })?;
     let answer: Value =
         serde_json::from_slice(&buf).map_err(|e| RecorderError::Malformed(e.to_string()))?;
     if answer["ok"] == Value::Bool(true) {

@@ -40,17 +40,8 @@ pub enum RunError {
 
 /// What the background tasks tell the loop.
 enum Report {
-    Health(Option<Vec<crate::heartbeat::StreamHealth>>),
-    Promoted {
-        stream: String,
-        epoch: u64,
-        result: Result<(), String>,
-    },
-    HandedBack {
-        stream: String,
-        epoch: u64,
-        result: Result<store::frame::FrameId, String>,
-    },
+    /// An input of the core: the local recorder's health, the result of a promotion or hand-back.
+    Input(Input),
     /// Something to show in the status document's events.
     Event(String),
 }
@@ -183,9 +174,7 @@ pub async fn run(cfg: ArbiterConfig, shutdown: impl Future<Output = ()>) -> Resu
                 continue;
             }
             Some(r) = report_rx.recv() => (core_ms(), match r {
-                Report::Health(h) => Input::LocalHealth(h),
-                Report::Promoted { stream, epoch, result } => Input::Promoted { stream, epoch, result },
-                Report::HandedBack { stream, epoch, result } => Input::HandedBack { stream, epoch, result },
+                Report::Input(input) => input,
                 Report::Event(message) => {
                     tracing::info!("{message}");
                     shell.event(message);
@@ -238,7 +227,7 @@ async fn poll_health(socket: std::path::PathBuf, interval: Duration, tx: mpsc::S
                 None
             }
         };
-        if tx.send(Report::Health(h)).await.is_err() {
+        if tx.send(Report::Input(Input::LocalHealth(h))).await.is_err() {
             return;
         }
     }
@@ -351,11 +340,11 @@ impl Shell<'_> {
             }
             let answer = result.as_ref().ok().cloned();
             let _ = tx
-                .send(Report::Promoted {
+                .send(Report::Input(Input::Promoted {
                     stream: job.stream.clone(),
                     epoch,
                     result: result.map(|_| ()),
-                })
+                }))
                 .await;
             if let Some(answer) = answer {
                 if let Some(message) = job.gap_report(&answer, asked_ms).await {
@@ -373,11 +362,11 @@ impl Shell<'_> {
         tokio::spawn(async move {
             let result = recorder::release_for_handback(&socket, &stream).await;
             let _ = tx
-                .send(Report::HandedBack {
+                .send(Report::Input(Input::HandedBack {
                     stream,
                     epoch,
                     result: result.map_err(|e| e.to_string()),
-                })
+                }))
                 .await;
         });
     }

@@ -1,5 +1,6 @@
 //! Atomic file replacement: the one way status files, keys and configuration written by the programs
-//! are updated, so a reader (or a crash) sees the old or the new content, never a mix.
+//! are updated, so a reader (or a crash) sees the old or the new content, never a mix; and
+//! [`write_new`], the one way a key made at first start is written (never over an existing file).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -36,6 +37,19 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates `path` with permission bits `mode` and writes `contents` to disk (`fsync`). An existing
+/// file is never replaced: its error is [`std::io::ErrorKind::AlreadyExists`].
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +70,18 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("status.json")]);
+    }
+
+    #[test]
+    fn write_new_never_replaces_and_sets_the_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret.key");
+        write_new(&path, b"key", 0o600).expect("create");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = write_new(&path, b"other", 0o600).expect_err("exists");
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).expect("read"), b"key");
     }
 }

@@ -10,18 +10,20 @@ pub(crate) fn cluster(
     nodes: &[(NodeConfig, NodeLines)],
     cameras: &[(CameraConfig, CameraLines)],
 ) -> Result<(), ConfigError> {
-    let err = |line: usize, path: String, message: String| ConfigError::Invalid {
-        origin: origin.to_owned(),
-        line,
-        path,
-        message,
-    };
+    node_clashes(origin, nodes)?;
+    protections(origin, nodes)?;
+    sync_pins(origin, nodes)?;
+    camera_owners(origin, nodes, cameras)
+}
 
+/// No two nodes share an address, a listener on one host, a viewer URL or a pin.
+fn node_clashes(origin: &str, nodes: &[(NodeConfig, NodeLines)]) -> Result<(), ConfigError> {
     for (i, (n, l)) in nodes.iter().enumerate() {
         let earlier = &nodes[..i];
         if let Some(a) = n.address {
             if let Some((m, ml)) = earlier.iter().find(|(m, _)| m.address == Some(a)) {
-                return Err(err(
+                return Err(invalid(
+                    origin,
                     l.address,
                     format!("{}.address", l.path),
                     format!(
@@ -33,7 +35,8 @@ pub(crate) fn cluster(
         }
         if let Some(la) = n.listen_address() {
             if let Some((m, ml)) = earlier.iter().find(|(m, _)| same_listener(n, m)) {
-                return Err(err(
+                return Err(invalid(
+                    origin,
                     l.listen,
                     format!(
                         "{}.{}",
@@ -53,7 +56,8 @@ pub(crate) fn cluster(
         }
         if let Some(u) = &n.web_url {
             if let Some((m, ml)) = earlier.iter().find(|(m, _)| m.web_url.as_ref() == Some(u)) {
-                return Err(err(
+                return Err(invalid(
+                    origin,
                     l.web_url,
                     format!("{}.web_url", l.path),
                     format!(
@@ -67,7 +71,8 @@ pub(crate) fn cluster(
             for (m, ml) in earlier {
                 let Some(q) = &m.pins else { continue };
                 if p.cert_sha256 == q.cert_sha256 {
-                    return Err(err(
+                    return Err(invalid(
+                        origin,
                         l.cert_sha256,
                         format!("{}.cert_sha256", l.path),
                         format!(
@@ -77,7 +82,8 @@ pub(crate) fn cluster(
                     ));
                 }
                 if p.signing_public_key == q.signing_public_key {
-                    return Err(err(
+                    return Err(invalid(
+                        origin,
                         l.signing_public_key,
                         format!("{}.signing_public_key", l.path),
                         format!(
@@ -89,16 +95,20 @@ pub(crate) fn cluster(
             }
         }
     }
+    Ok(())
+}
 
-    // Who protects whom: known primaries, each protected by at most one standby.
+/// Who protects whom: known primaries, each protected by at most one standby.
+fn protections(origin: &str, nodes: &[(NodeConfig, NodeLines)]) -> Result<(), ConfigError> {
     for (n, l) in nodes.iter().filter(|(n, _)| n.role == Role::Standby) {
         for (j, (p, line)) in n.protects.iter().zip(&l.protects).enumerate() {
             let path = format!("{}.protects[{j}]", l.path);
             let Some((target, _)) = nodes.iter().find(|(m, _)| m.name == *p) else {
-                return Err(err(*line, path, format!("unknown node {p:?}")));
+                return Err(invalid(origin, *line, path, format!("unknown node {p:?}")));
             };
             if target.role != Role::Primary {
-                return Err(err(
+                return Err(invalid(
+                    origin,
                     *line,
                     path,
                     format!("node {p:?} is a {}, not a primary", target.role.as_str()),
@@ -109,7 +119,8 @@ pub(crate) fn cluster(
                 .take_while(|(m, _)| m.name != n.name)
                 .find(|(m, _)| m.protects.contains(p));
             if let Some((m, _)) = other {
-                return Err(err(
+                return Err(invalid(
+                    origin,
                     *line,
                     path,
                     format!(
@@ -120,8 +131,11 @@ pub(crate) fn cluster(
             }
         }
     }
+    Ok(())
+}
 
-    // Nodes that take part in sync need their pins.
+/// Nodes that take part in sync need their pins.
+fn sync_pins(origin: &str, nodes: &[(NodeConfig, NodeLines)]) -> Result<(), ConfigError> {
     for (n, l) in nodes {
         let in_sync = match n.role {
             Role::Standby => true,
@@ -129,7 +143,8 @@ pub(crate) fn cluster(
             Role::Witness => false,
         };
         if in_sync && n.pins.is_none() {
-            return Err(err(
+            return Err(invalid(
+                origin,
                 n.line,
                 format!("{}.cert_sha256", l.path),
                 format!(
@@ -139,20 +154,30 @@ pub(crate) fn cluster(
             ));
         }
     }
+    Ok(())
+}
 
+/// Every camera is recorded by a known primary.
+fn camera_owners(
+    origin: &str,
+    nodes: &[(NodeConfig, NodeLines)],
+    cameras: &[(CameraConfig, CameraLines)],
+) -> Result<(), ConfigError> {
     for (c, l) in cameras {
         let path = format!("{}.node", l.path);
         match nodes.iter().find(|(n, _)| n.name == c.node) {
             None => {
                 let known: Vec<&str> = nodes.iter().map(|(n, _)| n.name.as_str()).collect();
-                return Err(err(
+                return Err(invalid(
+                    origin,
                     l.node,
                     path,
                     format!("unknown node {:?} (nodes: {})", c.node, known.join(", ")),
                 ));
             }
             Some((n, _)) if n.role != Role::Primary => {
-                return Err(err(
+                return Err(invalid(
+                    origin,
                     l.node,
                     path,
                     format!(
@@ -200,54 +225,8 @@ pub(crate) fn arbiter(
     enabled: bool,
     nodes: &[(NodeConfig, NodeLines)],
 ) -> Result<(), ConfigError> {
-    let err = |line: usize, path: String, message: String| ConfigError::Invalid {
-        origin: origin.to_owned(),
-        line,
-        path,
-        message,
-    };
     if !enabled {
-        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.arbiter_address.is_some()) {
-            return Err(err(
-                l.arbiter_address,
-                format!("{}.arbiter_address", l.path),
-                format!(
-                    "node {:?} has an arbiter_address but the file has no [arbiter] section",
-                    n.name
-                ),
-            ));
-        }
-        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.role == Role::Witness) {
-            return Err(err(
-                n.line,
-                format!("{}.role", l.path),
-                format!(
-                    "node {:?} is a witness but the file has no [arbiter] section",
-                    n.name
-                ),
-            ));
-        }
-        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.capacity_streams.is_some()) {
-            return Err(err(
-                n.line,
-                format!("{}.capacity_streams", l.path),
-                format!(
-                    "node {:?} has capacity_streams but the file has no [arbiter] section",
-                    n.name
-                ),
-            ));
-        }
-        if let Some((n, l)) = nodes.iter().find(|(n, _)| n.capacity_mbps.is_some()) {
-            return Err(err(
-                n.line,
-                format!("{}.capacity_mbps", l.path),
-                format!(
-                    "node {:?} has capacity_mbps but the file has no [arbiter] section",
-                    n.name
-                ),
-            ));
-        }
-        return Ok(());
+        return no_arbiter_keys(origin, nodes);
     }
     let protected = |name: &str| {
         nodes
@@ -257,7 +236,8 @@ pub(crate) fn arbiter(
     for (i, (n, l)) in nodes.iter().enumerate() {
         if n.role == Role::Witness {
             if let Some((m, _)) = nodes[..i].iter().find(|(m, _)| m.role == Role::Witness) {
-                return Err(err(
+                return Err(invalid(
+                    origin,
                     n.line,
                     format!("{}.role", l.path),
                     format!("a second witness (node {:?} is one already)", m.name),
@@ -269,7 +249,8 @@ pub(crate) fn arbiter(
             continue;
         }
         let Some(a) = n.arbiter_address else {
-            return Err(err(
+            return Err(invalid(
+                origin,
                 n.line,
                 format!("{}.arbiter_address", l.path),
                 format!(
@@ -280,7 +261,8 @@ pub(crate) fn arbiter(
             ));
         };
         if n.pins.is_none() {
-            return Err(err(
+            return Err(invalid(
+                origin,
                 n.line,
                 format!("{}.cert_sha256", l.path),
                 format!(
@@ -294,7 +276,8 @@ pub(crate) fn arbiter(
             .iter()
             .find(|(m, _)| m.arbiter_address == Some(a))
         {
-            return Err(err(
+            return Err(invalid(
+                origin,
                 l.arbiter_address,
                 format!("{}.arbiter_address", l.path),
                 format!(
@@ -307,7 +290,8 @@ pub(crate) fn arbiter(
             .iter()
             .any(|(m, _)| m.listen_address() == Some(a) || m.address == Some(a))
         {
-            return Err(err(
+            return Err(invalid(
+                origin,
                 l.arbiter_address,
                 format!("{}.arbiter_address", l.path),
                 format!("arbiter address {a} is also a sync address"),
@@ -315,4 +299,55 @@ pub(crate) fn arbiter(
         }
     }
     Ok(())
+}
+
+/// Without `[arbiter]`: no node sets what only the arbiter reads (it would be silently ignored).
+fn no_arbiter_keys(origin: &str, nodes: &[(NodeConfig, NodeLines)]) -> Result<(), ConfigError> {
+    // What only the arbiter reads: the key, what the message says of the node, and the line of
+    // a node that sets it.
+    type ArbiterOnly = (
+        &'static str,
+        &'static str,
+        fn(&NodeConfig, &NodeLines) -> Option<usize>,
+    );
+    let arbiter_only: [ArbiterOnly; 4] = [
+        ("arbiter_address", "has an arbiter_address", |n, l| {
+            n.arbiter_address.map(|_| l.arbiter_address)
+        }),
+        ("role", "is a witness", |n, _| {
+            (n.role == Role::Witness).then_some(n.line)
+        }),
+        ("capacity_streams", "has capacity_streams", |n, _| {
+            n.capacity_streams.map(|_| n.line)
+        }),
+        ("capacity_mbps", "has capacity_mbps", |n, _| {
+            n.capacity_mbps.map(|_| n.line)
+        }),
+    ];
+    for (key, what, set_at) in arbiter_only {
+        if let Some((n, l, line)) = nodes
+            .iter()
+            .find_map(|(n, l)| set_at(n, l).map(|line| (n, l, line)))
+        {
+            return Err(invalid(
+                origin,
+                line,
+                format!("{}.{key}", l.path),
+                format!(
+                    "node {:?} {what} but the file has no [arbiter] section",
+                    n.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn invalid(origin: &str, line: usize, path: String, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        line,
+        path,
+        message,
+    }
 }

@@ -138,34 +138,47 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         Some(v) => absolute_path(&ctx, &v, "identity_dir")?,
         None => PathBuf::from(DEFAULT_IDENTITY_DIR),
     };
-    let recording = match root.table("recording")? {
-        Some(t) => parse_recording(&t)?,
-        None => RecordingConfig::default(),
-    };
-    let ingest = match root.table("ingest")? {
-        Some(t) => parse_ingest(&t)?,
-        None => IngestConfig::default(),
-    };
-    let retention = match root.table("retention")? {
-        Some(t) => parse_retention(&t)?,
-        None => RetentionConfig::default(),
-    };
-    let sync = match root.table("sync")? {
-        Some(t) => parse_sync(&t, &SyncSettings::default())?,
-        None => SyncSettings::default(),
-    };
-    let web = match root.table("web")? {
-        Some(t) => parse_web(&t)?,
-        None => WebSettings::default(),
-    };
-    let arbiter = match root.table("arbiter")? {
-        Some(t) => Some(parse_arbiter(&t)?),
-        None => None,
-    };
+    let recording = root
+        .section("recording", parse_recording)?
+        .unwrap_or_default();
+    let ingest = root.section("ingest", parse_ingest)?.unwrap_or_default();
+    let retention = root
+        .section("retention", parse_retention)?
+        .unwrap_or_default();
+    let sync = root
+        .section("sync", |t| parse_sync(t, &SyncSettings::default()))?
+        .unwrap_or_default();
+    let web = root.section("web", parse_web)?.unwrap_or_default();
+    let arbiter = root.section("arbiter", parse_arbiter)?;
+    let nodes = parse_nodes(&root, &identity_dir, &sync)?;
+    let cameras = parse_cameras(&root, ingest.udp_reorder)?;
 
+    check::cluster(origin, &nodes, &cameras)?;
+    check::arbiter(origin, arbiter.is_some(), &nodes)?;
+
+    Ok(ClusterConfig {
+        origin: origin.to_owned(),
+        recording,
+        ingest,
+        retention,
+        sync,
+        web,
+        arbiter,
+        nodes: nodes.into_iter().map(|(n, _)| n).collect(),
+        cameras: cameras.into_iter().map(|(c, _)| c).collect(),
+    })
+}
+
+/// The `[[nodes]]` tables, at least one, each name once.
+fn parse_nodes(
+    root: &Table<'_, '_>,
+    identity_dir: &Path,
+    sync: &SyncSettings,
+) -> Result<Vec<(NodeConfig, NodeLines)>, ConfigError> {
+    let (ctx, origin) = (root.ctx, root.ctx.origin);
     let mut nodes: Vec<(NodeConfig, NodeLines)> = Vec::new();
     for (i, table) in root.array_of_tables("nodes", NODE_KEYS)?.iter().enumerate() {
-        let (node, lines) = parse_node(table, i, &identity_dir, &sync)?;
+        let (node, lines) = parse_node(table, i, identity_dir, sync)?;
         if let Some((first, _)) = nodes.iter().find(|(n, _)| n.name == node.name) {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -186,14 +199,22 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
             "no nodes: add one [[nodes]] table per node of the cluster",
         ));
     }
+    Ok(nodes)
+}
 
+/// The `[[cameras]]` tables, each name once.
+fn parse_cameras(
+    root: &Table<'_, '_>,
+    udp_reorder: UdpReorder,
+) -> Result<Vec<(CameraConfig, CameraLines)>, ConfigError> {
+    let origin = root.ctx.origin;
     let mut cameras: Vec<(CameraConfig, CameraLines)> = Vec::new();
     for (i, table) in root
         .array_of_tables("cameras", CAMERA_KEYS)?
         .iter()
         .enumerate()
     {
-        let (cam, lines) = parse_camera(table, i, ingest.udp_reorder)?;
+        let (cam, lines) = parse_camera(table, i, udp_reorder)?;
         if let Some((_, first)) = cameras.iter().find(|(c, _)| c.name == cam.name) {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -207,21 +228,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         }
         cameras.push((cam, lines));
     }
-
-    check::cluster(origin, &nodes, &cameras)?;
-    check::arbiter(origin, arbiter.is_some(), &nodes)?;
-
-    Ok(ClusterConfig {
-        origin: origin.to_owned(),
-        recording,
-        ingest,
-        retention,
-        sync,
-        web,
-        arbiter,
-        nodes: nodes.into_iter().map(|(n, _)| n).collect(),
-        cameras: cameras.into_iter().map(|(c, _)| c).collect(),
-    })
+    Ok(cameras)
 }
 
 /// Where `nvr-sync keygen` is told to write a node's identity unless the file says otherwise.
@@ -393,10 +400,8 @@ fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
         } else {
             "key_file"
         };
-        let span = t.get(present).map_or_else(|| t.span.clone(), |v| v.span());
-        return Err(t.ctx.invalid(
-            span,
-            t.key_path(present),
+        return Err(t.invalid_key(
+            present,
             "cert_file and key_file go together: give both, or neither for a self-signed certificate",
         ));
     }
@@ -537,19 +542,16 @@ fn parse_node(
     check_name(ctx, &name, &t.key_path("name"))?;
     let line = ctx.line(&name.span());
 
-    let role_v = t.string("role")?.ok_or_else(|| t.missing("role"))?;
-    let role = match role_v.get_ref().as_str() {
-        "primary" => Role::Primary,
-        "standby" => Role::Standby,
-        "witness" => Role::Witness,
-        other => {
-            return Err(ctx.invalid(
-                role_v.span(),
-                t.key_path("role"),
-                format!("must be \"primary\", \"standby\" or \"witness\", got {other:?}"),
-            ))
-        }
-    };
+    let role = t
+        .choice(
+            "role",
+            &[
+                ("primary", Role::Primary),
+                ("standby", Role::Standby),
+                ("witness", Role::Witness),
+            ],
+        )?
+        .ok_or_else(|| t.missing("role"))?;
     let data_dir = match t.string("data_dir")? {
         Some(v) => absolute_path(ctx, &v, &t.key_path("data_dir"))?,
         None => return Err(t.missing("data_dir")),
@@ -563,12 +565,8 @@ fn parse_node(
     let arbiter_address = socket_address(t, "arbiter_address")?;
     let arbiter_listen = socket_address(t, "arbiter_listen")?;
     if arbiter_listen.is_some() && arbiter_address.is_none() {
-        let span = t
-            .get("arbiter_listen")
-            .map_or_else(|| t.span.clone(), |v| v.span());
-        return Err(ctx.invalid(
-            span,
-            t.key_path("arbiter_listen"),
+        return Err(t.invalid_key(
+            "arbiter_listen",
             "needs arbiter_address (where the peers reach this arbiter)",
         ));
     }
@@ -588,18 +586,73 @@ fn parse_node(
     let capacity_mbps = t
         .int_in("capacity_mbps", 1, 1_000_000)?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let cert = pin(t, "cert_sha256")?;
-    let key = pin(t, "signing_public_key")?;
-    let pins = match (cert.clone(), key.clone()) {
-        (Some((cert_sha256, _)), Some((signing_public_key, _))) => Some(Pins {
-            cert_sha256,
-            signing_public_key,
-        }),
-        (None, None) => None,
-        (Some(_), None) => return Err(t.missing("signing_public_key")),
-        (None, Some(_)) => return Err(t.missing("cert_sha256")),
+    let pins = parse_pins(t)?;
+
+    let (protects, protects_lines) = parse_protects(t)?;
+    check_role_keys(t, role, address.is_some(), &protects)?;
+
+    let sync = match t.get("sync") {
+        None => *cluster_sync,
+        Some(v) => {
+            let DeValue::Table(st) = v.get_ref() else {
+                return Err(t.wrong_type("sync", v, "a table"));
+            };
+            let st = Table::new(ctx, st, v.span(), t.key_path("sync"), NODE_SYNC_KEYS)?;
+            parse_sync(&st, cluster_sync)?
+        }
     };
 
+    Ok((
+        NodeConfig {
+            name: name.into_inner(),
+            role,
+            data_dir,
+            identity_dir,
+            address: address.map(|(a, _)| a),
+            listen: listen.map(|(a, _)| a),
+            pins: pins.as_ref().map(|(p, _, _)| p.clone()),
+            protects,
+            sync,
+            arbiter_address: arbiter_address.map(|(a, _)| a),
+            arbiter_listen: arbiter_listen.map(|(a, _)| a),
+            capacity_streams,
+            web_url,
+            capacity_mbps,
+            line,
+        },
+        NodeLines {
+            path: format!("nodes[{index}]"),
+            address: address.map_or(line, |(_, l)| l),
+            listen: listen.or(address).map_or(line, |(_, l)| l),
+            cert_sha256: pins.as_ref().map_or(line, |(_, l, _)| *l),
+            signing_public_key: pins.as_ref().map_or(line, |(_, _, l)| *l),
+            protects: protects_lines,
+            arbiter_address: arbiter_address.map_or(line, |(_, l)| l),
+            web_url: web_url_line,
+        },
+    ))
+}
+
+/// A node's pins (both keys or neither), with the line of each key.
+fn parse_pins(t: &Table<'_, '_>) -> Result<Option<(Pins, usize, usize)>, ConfigError> {
+    match (pin(t, "cert_sha256")?, pin(t, "signing_public_key")?) {
+        (Some((cert_sha256, cert_line)), Some((signing_public_key, key_line))) => Ok(Some((
+            Pins {
+                cert_sha256,
+                signing_public_key,
+            },
+            cert_line,
+            key_line,
+        ))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(t.missing("signing_public_key")),
+        (None, Some(_)) => Err(t.missing("cert_sha256")),
+    }
+}
+
+/// A standby's `protects`: node names, each once, with their lines.
+fn parse_protects(t: &Table<'_, '_>) -> Result<(Vec<String>, Vec<usize>), ConfigError> {
+    let ctx = t.ctx;
     let mut protects = Vec::new();
     let mut protects_lines = Vec::new();
     if let Some(v) = t.get("protects") {
@@ -629,8 +682,16 @@ fn parse_node(
             protects.push(s.into_inner());
         }
     }
+    Ok((protects, protects_lines))
+}
 
-    // Keys that only one role uses are refused on the other: no key is silently ignored.
+/// Keys that only one role uses are refused on the other: no key is silently ignored.
+fn check_role_keys(
+    t: &Table<'_, '_>,
+    role: Role,
+    has_address: bool,
+    protects: &[String],
+) -> Result<(), ConfigError> {
     let standby_only: &[&str] = &[
         "address",
         "listen",
@@ -641,82 +702,32 @@ fn parse_node(
     match role {
         Role::Primary | Role::Witness => {
             if let Some(k) = standby_only.iter().find(|k| t.get(k).is_some()) {
-                let span = t.get(k).map_or_else(|| t.span.clone(), |v| v.span());
-                return Err(ctx.invalid(
-                    span,
-                    t.key_path(k),
+                return Err(t.invalid_key(
+                    k,
                     format!("only a standby has {k} (this node is a {})", role.as_str()),
                 ));
             }
             if role == Role::Witness && t.get("sync").is_some() {
-                return Err(ctx.invalid(
-                    t.get("sync").map_or_else(|| t.span.clone(), |v| v.span()),
-                    t.key_path("sync"),
-                    "a witness runs no sync agent",
-                ));
+                return Err(t.invalid_key("sync", "a witness runs no sync agent"));
             }
         }
         Role::Standby => {
-            if address.is_none() {
-                return Err(ctx.invalid(
+            if !has_address {
+                return Err(t.ctx.invalid(
                     t.span.clone(),
                     t.key_path("address"),
                     "missing (required on a standby: where primaries reach its sync agent)",
                 ));
             }
             if protects.is_empty() {
-                let span = t
-                    .get("protects")
-                    .map_or_else(|| t.span.clone(), |v| v.span());
-                return Err(ctx.invalid(
-                    span,
-                    t.key_path("protects"),
+                return Err(t.invalid_key(
+                    "protects",
                     "a standby must protect at least one primary (protects = [\"nvr-a\"])",
                 ));
             }
         }
     }
-
-    let sync = match t.get("sync") {
-        None => *cluster_sync,
-        Some(v) => {
-            let DeValue::Table(st) = v.get_ref() else {
-                return Err(t.wrong_type("sync", v, "a table"));
-            };
-            let st = Table::new(ctx, st, v.span(), t.key_path("sync"), NODE_SYNC_KEYS)?;
-            parse_sync(&st, cluster_sync)?
-        }
-    };
-
-    Ok((
-        NodeConfig {
-            name: name.into_inner(),
-            role,
-            data_dir,
-            identity_dir,
-            address: address.map(|(a, _)| a),
-            listen: listen.map(|(a, _)| a),
-            pins,
-            protects,
-            sync,
-            arbiter_address: arbiter_address.map(|(a, _)| a),
-            arbiter_listen: arbiter_listen.map(|(a, _)| a),
-            capacity_streams,
-            web_url,
-            capacity_mbps,
-            line,
-        },
-        NodeLines {
-            path: format!("nodes[{index}]"),
-            address: address.map_or(line, |(_, l)| l),
-            listen: listen.or(address).map_or(line, |(_, l)| l),
-            cert_sha256: cert.map_or(line, |(_, l)| l),
-            signing_public_key: key.map_or(line, |(_, l)| l),
-            protects: protects_lines,
-            arbiter_address: arbiter_address.map_or(line, |(_, l)| l),
-            web_url: web_url_line,
-        },
-    ))
+    Ok(())
 }
 
 fn parse_recording(t: &Table<'_, '_>) -> Result<RecordingConfig, ConfigError> {
@@ -805,10 +816,8 @@ fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
             .unwrap_or(d.backoff_max_ms),
         udp_recv_buffer_bytes: match t.byte_size("udp_recv_buffer_bytes", false)? {
             Some(n) if n > MAX_UDP_RECV_BUFFER_BYTES => {
-                return Err(t.ctx.invalid(
-                    t.get("udp_recv_buffer_bytes")
-                        .map_or_else(|| t.span.clone(), |v| v.span()),
-                    t.key_path("udp_recv_buffer_bytes"),
+                return Err(t.invalid_key(
+                    "udp_recv_buffer_bytes",
                     format!("at most {MAX_UDP_RECV_BUFFER_BYTES} bytes (1 GiB), got {n}"),
                 ))
             }
@@ -825,10 +834,8 @@ fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
         } else {
             "backoff_max_ms"
         };
-        let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
-        return Err(t.ctx.invalid(
-            span,
-            t.key_path(key),
+        return Err(t.invalid_key(
+            key,
             format!(
                 "backoff_initial_ms ({}) must not exceed backoff_max_ms ({})",
                 c.backoff_initial_ms, c.backoff_max_ms
@@ -870,6 +877,75 @@ fn parse_camera(
     check_name(ctx, &node, &t.key_path("node"))?;
     let node_line = ctx.line(&node.span());
 
+    let (username, password, password_file) = parse_credentials(t)?;
+
+    let transport = t
+        .choice(
+            "transport",
+            &[
+                ("tcp", Transport::Tcp),
+                ("udp", Transport::Udp),
+                ("auto", Transport::Auto),
+            ],
+        )?
+        .unwrap_or(Transport::Tcp);
+
+    let udp_reorder = parse_udp_reorder(t, udp_reorder)?;
+    if transport == Transport::Tcp {
+        if let Some(key) = ["udp_reorder_max_packets", "udp_reorder_max_delay_ms"]
+            .into_iter()
+            .find(|k| t.get(k).is_some())
+        {
+            return Err(t.invalid_key(
+                key,
+                "applies to RTP over UDP only, but this camera's transport is \"tcp\" (set transport = \"udp\" or \"auto\", or remove the key)",
+            ));
+        }
+    }
+
+    let takeover = t
+        .choice(
+            "takeover",
+            &[("hot", Takeover::Hot), ("cold", Takeover::Cold)],
+        )?
+        .unwrap_or(Takeover::Hot);
+    let priority = t
+        .int_in("priority", 0, 1_000_000)?
+        .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let bitrate_kbps = t
+        .int_in("bitrate_kbps", 1, 10_000_000)?
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+
+    let streams = parse_streams(t)?;
+
+    Ok((
+        CameraConfig {
+            name: name.into_inner(),
+            node: node.into_inner(),
+            username,
+            password,
+            password_file,
+            transport,
+            udp_reorder,
+            takeover,
+            priority,
+            bitrate_kbps,
+            streams,
+        },
+        CameraLines {
+            path: format!("cameras[{index}]"),
+            name: name_line,
+            node: node_line,
+        },
+    ))
+}
+
+/// A camera's `username`, `password` and `password_file`.
+type Credentials = (Option<String>, Option<Secret>, Option<PasswordFile>);
+
+/// A camera's `username` and its password, given in the file or as a `password_file` (not both).
+fn parse_credentials(t: &Table<'_, '_>) -> Result<Credentials, ConfigError> {
+    let ctx = t.ctx;
     let username = match t.string("username")? {
         Some(u) if u.get_ref().is_empty() => {
             return Err(ctx.invalid(u.span(), t.key_path("username"), "must not be empty"))
@@ -899,76 +975,21 @@ fn parse_camera(
         } else {
             "password_file"
         };
-        let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
-        return Err(ctx.invalid(
-            span,
-            t.key_path(key),
-            "a password is set but username is not",
-        ));
+        return Err(t.invalid_key(key, "a password is set but username is not"));
     }
+    Ok((username, password, password_file))
+}
 
-    let transport = match t.string("transport")? {
-        None => Transport::Tcp,
-        Some(v) => match v.get_ref().as_str() {
-            "tcp" => Transport::Tcp,
-            "udp" => Transport::Udp,
-            "auto" => Transport::Auto,
-            other => {
-                return Err(ctx.invalid(
-                    v.span(),
-                    t.key_path("transport"),
-                    format!("must be \"tcp\", \"udp\" or \"auto\", got {other:?}"),
-                ))
-            }
-        },
-    };
+const NO_STREAMS: &str =
+    "camera has no streams (add [cameras.streams.main] and/or [cameras.streams.sub])";
 
-    let udp_reorder = parse_udp_reorder(t, udp_reorder)?;
-    if transport == Transport::Tcp {
-        if let Some(key) = ["udp_reorder_max_packets", "udp_reorder_max_delay_ms"]
-            .into_iter()
-            .find(|k| t.get(k).is_some())
-        {
-            let span = t.get(key).map_or_else(|| t.span.clone(), |v| v.span());
-            return Err(ctx.invalid(
-                span,
-                t.key_path(key),
-                "applies to RTP over UDP only, but this camera's transport is \"tcp\" (set transport = \"udp\" or \"auto\", or remove the key)",
-            ));
-        }
-    }
-
-    let takeover = match t.string("takeover")? {
-        None => Takeover::Hot,
-        Some(v) => match v.get_ref().as_str() {
-            "hot" => Takeover::Hot,
-            "cold" => Takeover::Cold,
-            other => {
-                return Err(ctx.invalid(
-                    v.span(),
-                    t.key_path("takeover"),
-                    format!("must be \"hot\" or \"cold\", got {other:?}"),
-                ))
-            }
-        },
-    };
-    let priority = t
-        .int_in("priority", 0, 1_000_000)?
-        .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
-    let bitrate_kbps = t
-        .int_in("bitrate_kbps", 1, 10_000_000)?
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-
+/// A camera's `[cameras.streams.main]` and `[cameras.streams.sub]`, at least one.
+fn parse_streams(t: &Table<'_, '_>) -> Result<Vec<StreamConfig>, ConfigError> {
+    let ctx = t.ctx;
     let streams_path = t.key_path("streams");
     let mut streams = Vec::new();
     match t.get("streams") {
-        None => {
-            return Err(ctx.invalid(
-                t.span.clone(),
-                streams_path,
-                "camera has no streams (add [cameras.streams.main] and/or [cameras.streams.sub])",
-            ))
-        }
+        None => return Err(ctx.invalid(t.span.clone(), streams_path, NO_STREAMS)),
         Some(v) => {
             let DeValue::Table(st) = v.get_ref() else {
                 return Err(ctx.invalid(
@@ -1014,35 +1035,11 @@ fn parse_camera(
                 streams.push(parse_stream(&table, kind)?);
             }
             if streams.is_empty() {
-                return Err(ctx.invalid(
-                    v.span(),
-                    streams_path,
-                    "camera has no streams (add [cameras.streams.main] and/or [cameras.streams.sub])",
-                ));
+                return Err(ctx.invalid(v.span(), streams_path, NO_STREAMS));
             }
         }
     }
-
-    Ok((
-        CameraConfig {
-            name: name.into_inner(),
-            node: node.into_inner(),
-            username,
-            password,
-            password_file,
-            transport,
-            udp_reorder,
-            takeover,
-            priority,
-            bitrate_kbps,
-            streams,
-        },
-        CameraLines {
-            path: format!("cameras[{index}]"),
-            name: name_line,
-            node: node_line,
-        },
-    ))
+    Ok(streams)
 }
 
 fn password_file_of(t: &Table<'_, '_>, f: &Spanned<String>) -> Result<PasswordFile, ConfigError> {
@@ -1239,6 +1236,48 @@ impl<'a, 'i> Table<'a, 'i> {
             .iter()
             .find(|(k, _)| k.get_ref() == key)
             .map(|(_, v)| v)
+    }
+
+    /// An error about `key`, at its line (the table's where the key is absent).
+    fn invalid_key(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let span = self
+            .get(key)
+            .map_or_else(|| self.span.clone(), |v| v.span());
+        self.ctx.invalid(span, self.key_path(key), message)
+    }
+
+    /// A string that must be one of `choices` (each its spelling in the file and its value).
+    fn choice<T: Copy>(&self, key: &str, choices: &[(&str, T)]) -> Result<Option<T>, ConfigError> {
+        let Some(v) = self.string(key)? else {
+            return Ok(None);
+        };
+        if let Some((_, value)) = choices.iter().find(|(name, _)| *name == v.get_ref()) {
+            return Ok(Some(*value));
+        }
+        let mut names: Vec<String> = choices
+            .iter()
+            .map(|(name, _)| format!("{name:?}"))
+            .collect();
+        let last = names.pop().unwrap_or_default();
+        let expected = if names.is_empty() {
+            last
+        } else {
+            format!("{} or {last}", names.join(", "))
+        };
+        Err(self.ctx.invalid(
+            v.span(),
+            self.key_path(key),
+            format!("must be {expected}, got {:?}", v.get_ref()),
+        ))
+    }
+
+    /// The sub-table `key` read by `parse`, if present.
+    fn section<T>(
+        &self,
+        key: &str,
+        parse: impl FnOnce(&Table<'a, 'i>) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.table(key)?.map(|t| parse(&t)).transpose()
     }
 
     fn missing(&self, key: &str) -> ConfigError {

@@ -36,9 +36,9 @@ mod tls;
 mod tests;
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -488,23 +488,15 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// Creates `path` with `mode` (never an existing file) and writes `contents` durably.
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                IdentityError::AlreadyExists {
-                    path: path.to_owned(),
-                }
-            } else {
-                io_err(path, e)
+    base::fs::write_new(path, contents, mode).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            IdentityError::AlreadyExists {
+                path: path.to_owned(),
             }
-        })?;
-    f.write_all(contents)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io_err(path, e))
+        } else {
+            io_err(path, e)
+        }
+    })
 }
 
 /// Reads a private key file, refusing it if group or others have any access to it.

@@ -84,28 +84,74 @@ pub fn peer_of(conn: &CommonState, allowed: &[PeerPins]) -> Option<PeerPins> {
     allowed.iter().find(|p| p.cert_sha256 == digest).cloned()
 }
 
-fn pin_refused() -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+/// The one pin rule of both directions: a certificate is accepted if and only if SHA-256 of its
+/// DER is pinned; handshake signatures are verified with the provider's algorithms; TLS 1.2 is
+/// refused. [`PinnedClientVerifier`] and [`PinnedServerVerifier`] differ only in the trait they
+/// answer for.
+#[derive(Debug)]
+struct PinCheck {
+    pins: Vec<[u8; 32]>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-fn tls12_refused() -> rustls::Error {
-    // Unreachable: both configs offer only TLS 1.3. Refuse rather than trust it.
-    rustls::Error::General("TLS 1.2 is not accepted between sync nodes".into())
+impl PinCheck {
+    fn new(pins: Vec<[u8; 32]>, provider: &CryptoProvider) -> Self {
+        PinCheck {
+            pins,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        if self.pins.contains(&sha256(end_entity)) {
+            Ok(())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+}
+
+/// The handshake-signature methods, the same in [`ClientCertVerifier`] and [`ServerCertVerifier`]:
+/// TLS 1.2 refused, TLS 1.3 verified with the pinned check's algorithms.
+macro_rules! pinned_signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            // Unreachable: both configs offer only TLS 1.3. Refuse rather than trust it.
+            Err(rustls::Error::General(
+                "TLS 1.2 is not accepted between sync nodes".into(),
+            ))
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.algorithms.supported_schemes()
+        }
+    };
 }
 
 /// Accepts client certificates by pin only.
 #[derive(Debug)]
-pub(super) struct PinnedClientVerifier {
-    allowed: Vec<[u8; 32]>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
+pub(super) struct PinnedClientVerifier(PinCheck);
 
 impl PinnedClientVerifier {
     pub(super) fn new(allowed: &[PeerPins], provider: &CryptoProvider) -> Self {
-        PinnedClientVerifier {
-            allowed: allowed.iter().map(|p| p.cert_sha256).collect(),
-            algorithms: provider.signature_verification_algorithms,
-        }
+        let pins = allowed.iter().map(|p| p.cert_sha256).collect();
+        PinnedClientVerifier(PinCheck::new(pins, provider))
     }
 }
 
@@ -128,50 +174,20 @@ impl ClientCertVerifier for PinnedClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let digest = sha256(end_entity);
-        if self.allowed.contains(&digest) {
-            Ok(ClientCertVerified::assertion())
-        } else {
-            Err(pin_refused())
-        }
+        self.0.check(end_entity)?;
+        Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(tls12_refused())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    pinned_signature_checks!();
 }
 
 /// Accepts exactly one server certificate, by pin.
 #[derive(Debug)]
-pub(super) struct PinnedServerVerifier {
-    pin: [u8; 32],
-    algorithms: WebPkiSupportedAlgorithms,
-}
+pub(super) struct PinnedServerVerifier(PinCheck);
 
 impl PinnedServerVerifier {
     pub(super) fn new(pin: [u8; 32], provider: &CryptoProvider) -> Self {
-        PinnedServerVerifier {
-            pin,
-            algorithms: provider.signature_verification_algorithms,
-        }
+        PinnedServerVerifier(PinCheck::new(vec![pin], provider))
     }
 }
 
@@ -184,32 +200,9 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if sha256(end_entity) == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(pin_refused())
-        }
+        self.0.check(end_entity)?;
+        Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(tls12_refused())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    pinned_signature_checks!();
 }

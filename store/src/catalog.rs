@@ -278,6 +278,16 @@ fn segment_from_row(row: &Row<'_>) -> rusqlite::Result<SegmentRow> {
     })
 }
 
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        id: r.get(0)?,
+        time_ms: r.get(1)?,
+        stream_id: r.get::<_, Option<i64>>(2)?.map(StreamId),
+        kind: r.get(3)?,
+        message: r.get(4)?,
+    })
+}
+
 /// The catalog connection.
 pub struct Catalog {
     conn: Connection,
@@ -330,6 +340,15 @@ impl Catalog {
 
     fn e(&self, source: rusqlite::Error) -> StorageError {
         err(&self.path, source)
+    }
+
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StorageError> {
+        query_rows(&self.conn, &self.path, sql, params, f)
     }
 
     fn configure(&self) -> Result<(), StorageError> {
@@ -410,21 +429,17 @@ impl Catalog {
     }
 
     pub fn streams(&self) -> Result<Vec<StreamRow>, StorageError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, camera, kind FROM streams ORDER BY camera, kind")
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.rows(
+            "SELECT id, camera, kind FROM streams ORDER BY camera, kind",
+            [],
+            |r| {
                 Ok(StreamRow {
                     id: StreamId(r.get(0)?),
                     camera: r.get(1)?,
                     kind: r.get(2)?,
                 })
-            })
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+            },
+        )
     }
 
     pub fn find_stream(&self, camera: &str, kind: &str) -> Result<Option<StreamId>, StorageError> {
@@ -466,34 +481,22 @@ impl Catalog {
 
     /// Runs of `node` that were never ended (the process died while recording).
     pub fn open_runs(&self, node: &str) -> Result<Vec<RunRow>, StorageError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, stream_id, node, start_ms, end_ms, end_reason FROM runs
-                 WHERE node = ?1 AND end_ms IS NULL ORDER BY id",
-            )
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params![node], run_from_row)
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            "SELECT id, stream_id, node, start_ms, end_ms, end_reason FROM runs
+             WHERE node = ?1 AND end_ms IS NULL ORDER BY id",
+            params![node],
+            run_from_row,
+        )
     }
 
     /// Runs of `stream`, oldest first.
     pub fn runs(&self, stream: StreamId) -> Result<Vec<RunRow>, StorageError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, stream_id, node, start_ms, end_ms, end_reason FROM runs
-                 WHERE stream_id = ?1 ORDER BY start_ms, id",
-            )
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params![stream.0], run_from_row)
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            "SELECT id, stream_id, node, start_ms, end_ms, end_reason FROM runs
+             WHERE stream_id = ?1 ORDER BY start_ms, id",
+            params![stream.0],
+            run_from_row,
+        )
     }
 
     /// The latest end of the segments of `run` (or `None` if it has none).
@@ -638,12 +641,7 @@ impl Catalog {
         params: impl rusqlite::Params,
     ) -> Result<Vec<SegmentRow>, StorageError> {
         let sql = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE {where_clause}");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params, segment_from_row)
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(&sql, params, segment_from_row)
     }
 
     /// Open and sealed segments of `stream` overlapping `[start_ms, end_ms)`, oldest first.
@@ -796,22 +794,14 @@ impl Catalog {
     pub fn all_segment_paths(
         &self,
     ) -> Result<Vec<(SegmentId, String, SegmentState)>, StorageError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, path, state FROM segments")
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                let state: String = r.get(2)?;
-                Ok((
-                    SegmentId(r.get(0)?),
-                    r.get(1)?,
-                    SegmentState::parse(&state)?,
-                ))
-            })
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows("SELECT id, path, state FROM segments", [], |r| {
+            let state: String = r.get(2)?;
+            Ok((
+                SegmentId(r.get(0)?),
+                r.get(1)?,
+                SegmentState::parse(&state)?,
+            ))
+        })
     }
 
     pub fn log_event(
@@ -838,49 +828,21 @@ impl Catalog {
         end_ms: i64,
         limit: u32,
     ) -> Result<Vec<EventRow>, StorageError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, time_ms, stream_id, kind, message FROM events \
-                 WHERE time_ms >= ?2 AND time_ms < ?3 AND stream_id = ?1 ORDER BY time_ms, id LIMIT ?4",
-            )
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params![stream.0, start_ms, end_ms, limit], |r| {
-                Ok(EventRow {
-                    id: r.get(0)?,
-                    time_ms: r.get(1)?,
-                    stream_id: r.get::<_, Option<i64>>(2)?.map(StreamId),
-                    kind: r.get(3)?,
-                    message: r.get(4)?,
-                })
-            })
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            "SELECT id, time_ms, stream_id, kind, message FROM events \
+             WHERE time_ms >= ?2 AND time_ms < ?3 AND stream_id = ?1 ORDER BY time_ms, id LIMIT ?4",
+            params![stream.0, start_ms, end_ms, limit],
+            event_from_row,
+        )
     }
 
     /// Events with id greater than `after_id`, oldest first, at most `limit`.
     pub fn events(&self, after_id: i64, limit: u32) -> Result<Vec<EventRow>, StorageError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, time_ms, stream_id, kind, message FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params![after_id, limit], |r| {
-                Ok(EventRow {
-                    id: r.get(0)?,
-                    time_ms: r.get(1)?,
-                    stream_id: r.get::<_, Option<i64>>(2)?.map(StreamId),
-                    kind: r.get(3)?,
-                    message: r.get(4)?,
-                })
-            })
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            "SELECT id, time_ms, stream_id, kind, message FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            params![after_id, limit],
+            event_from_row,
+        )
     }
 }
 
@@ -919,6 +881,21 @@ pub fn migrate(
         tx.commit().map_err(|e| err(path, e))?;
         tracing::info!(db = %path.display(), version = version + 1, "{what} schema migrated");
     }
+}
+
+/// Every row of `sql` with `params`, each through `f` (a cached statement); an error names the
+/// database at `path`. The one way the catalog and `sync.db` read lists of rows.
+pub fn query_rows<T>(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StorageError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(|e| err(path, e))?;
+    let rows = stmt.query_map(params, f).map_err(|e| err(path, e))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| err(path, e))
 }
 
 fn err(path: &Path, source: rusqlite::Error) -> StorageError {

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use catalog::{gaps_between, migrate};
+pub use catalog::{gaps_between, migrate, query_rows};
 pub use catalog::{
     Catalog, EventRow, Gap, RunId, RunRow, SegmentId, SegmentInsert, SegmentProgress, SegmentRow,
     SegmentState, StreamId, StreamRow, Trim,
@@ -135,17 +135,13 @@ impl Store {
             .map_err(|e| StorageError::io("create directory", data_dir, e))?;
         let catalog_path = data_dir.join(layout::CATALOG_FILE);
         let catalog = Catalog::open(&catalog_path)?;
-        Ok(Store {
-            data_dir: data_dir.to_owned(),
-            node: node.to_owned(),
+        Ok(Store::with_catalog(
+            data_dir,
+            node,
             catalog_path,
-            catalog: Mutex::new(catalog),
+            catalog,
             clock,
-            mirror_lock: Mutex::new(mirror::MirrorState::default()),
-            pending_progress: Mutex::new(HashMap::new()),
-            dirty: flush::DirtySegments::default(),
-            dedup: dedup_job::DedupSignal::default(),
-        })
+        ))
     }
 
     /// Opens an existing store for reading; other processes use [`Reader`], which offers queries only.
@@ -155,9 +151,25 @@ impl Store {
     ) -> Result<Store, StorageError> {
         let catalog_path = data_dir.join(layout::CATALOG_FILE);
         let catalog = Catalog::open_read_only(&catalog_path)?;
-        Ok(Store {
+        Ok(Store::with_catalog(
+            data_dir,
+            "",
+            catalog_path,
+            catalog,
+            clock,
+        ))
+    }
+
+    fn with_catalog(
+        data_dir: &Path,
+        node: &str,
+        catalog_path: PathBuf,
+        catalog: Catalog,
+        clock: Arc<dyn Clock>,
+    ) -> Store {
+        Store {
             data_dir: data_dir.to_owned(),
-            node: String::new(),
+            node: node.to_owned(),
             catalog_path,
             catalog: Mutex::new(catalog),
             clock,
@@ -165,7 +177,7 @@ impl Store {
             pending_progress: Mutex::new(HashMap::new()),
             dirty: flush::DirtySegments::default(),
             dedup: dedup_job::DedupSignal::default(),
-        })
+        }
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use cluster_config::{ClusterConfig, Role};
+pub use cluster_config::{ClusterConfig, Role, SyncSettings};
 
 use crate::identity::{IdentityError, PeerPins};
 
@@ -26,28 +26,8 @@ pub struct SyncConfig {
     pub role: Role,
     /// Standby: where to accept primaries.
     pub listen: Option<SocketAddr>,
-    /// Primary: a signed tree head at least this often while connected (and on every seal batch).
-    pub head_interval_ms: u64,
-    /// Primary: full pass over the catalog this often (file events can be missed).
-    pub reconcile_interval_ms: u64,
-    /// Re-hash of sealed segments against the log: one pass this often; 0 = off.
-    pub scrub_interval_ms: u64,
-    /// Re-hash rate limit of the scrub.
-    pub scrub_bytes_per_s: u64,
-    /// Primary: cap of the media bytes sent per second; 0 = no cap.
-    pub bandwidth_bytes_per_s: u64,
-    /// Primary: tampered sealed files within `tamper_window_ms` that raise the one `tampering` alarm.
-    pub tamper_threshold_files: u32,
-    /// Primary: the tamper watch's counting window.
-    pub tamper_window_ms: u64,
-    /// Primary: file events the tamper watch queues at most before it falls back to a pass.
-    pub tamper_queue_events: u32,
-    /// Anything that stops mirroring progress raises an alarm once it has lasted this long.
-    pub stall_alarm_ms: u64,
-    /// Standby: unverified bytes (staging and quarantine) each primary may hold here; 0 = no quota.
-    pub mirror_quota_bytes: u64,
-    /// Standby: a staging copy idle this long goes to quarantine and its path is closed.
-    pub staging_expire_ms: u64,
+    /// The cluster's `[sync]` settings with this node's overrides (`cluster_config::SyncSettings`).
+    pub settings: SyncSettings,
     /// Primary: its standby; standby: the primaries it protects.
     pub peers: Vec<Peer>,
     /// The cluster file has `[arbiter]`: a standby records the streams it takes over, and sends these
@@ -106,17 +86,7 @@ impl SyncConfig {
             identity_dir: view.identity_dir,
             role: view.role,
             listen: view.listen,
-            head_interval_ms: view.settings.head_interval_ms,
-            reconcile_interval_ms: view.settings.reconcile_interval_ms,
-            scrub_interval_ms: view.settings.scrub_interval_ms,
-            scrub_bytes_per_s: view.settings.scrub_bytes_per_s,
-            bandwidth_bytes_per_s: view.settings.bandwidth_bytes_per_s,
-            tamper_threshold_files: view.settings.tamper_threshold_files,
-            tamper_window_ms: view.settings.tamper_window_ms,
-            tamper_queue_events: view.settings.tamper_queue_events,
-            stall_alarm_ms: view.settings.stall_alarm_ms,
-            mirror_quota_bytes: view.settings.mirror_quota_bytes,
-            staging_expire_ms: view.settings.staging_expire_ms,
+            settings: view.settings,
             peers,
             flowback: cluster.arbiter.is_some(),
             own_streams: streams_of(cluster, node),

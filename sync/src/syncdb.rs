@@ -147,6 +147,18 @@ fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
     })
 }
 
+/// The index the next leaf of `log_node`'s log takes: the number of its leaves.
+fn next_leaf_index(conn: &Connection, log_node: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
+        params![log_node],
+        |r| r.get(0),
+    )
+}
+
+/// The columns [`alarm_row`] reads.
+const SELECT_ALARMS: &str = "SELECT id, time_ms, kind, peer, segment_path, detail FROM alarms";
+
 fn alarm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmRow> {
     Ok(AlarmRow {
         id: r.get(0)?,
@@ -156,6 +168,14 @@ fn alarm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmRow> {
         segment_path: r.get(4)?,
         detail: r.get(5)?,
     })
+}
+
+/// The columns [`stored_head`] reads, then the head's id ([`stored_head_with_id`]).
+const SELECT_HEADS: &str =
+    "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id FROM heads";
+
+fn stored_head_with_id(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, StoredHead)> {
+    Ok((r.get(5)?, stored_head(r)?))
 }
 
 fn stored_head(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHead> {
@@ -209,6 +229,15 @@ impl SyncDb {
         }
     }
 
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StorageError> {
+        store::query_rows(&self.conn(), &self.path, sql, params, f)
+    }
+
     /// Appends leaf `leaf_index` to `log_node`'s log; it must be the next one (== the number of leaves).
     pub fn append_leaf(
         &self,
@@ -218,28 +247,12 @@ impl SyncDb {
         leaf_hash: &[u8; 32],
         segment_path: &str,
     ) -> Result<(), StorageError> {
-        let index = to_i64("leaf index", leaf_index)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.e(e))?;
-        let next: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
-                params![log_node],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.e(e))?;
-        if index != next {
-            return Err(StorageError::SyncDb(format!(
-                "log {log_node}: leaf {leaf_index} appended, the next index is {next}"
-            )));
-        }
-        tx.execute(
-            "INSERT INTO leaves (log_node, leaf_index, leaf, leaf_hash, segment_path)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![log_node, index, leaf, &leaf_hash[..], segment_path],
-        )
-        .map_err(|e| self.e(e))?;
-        tx.commit().map_err(|e| self.e(e))
+        let leaf = NewLeaf {
+            leaf,
+            leaf_hash,
+            segment_path,
+        };
+        self.append_leaves(log_node, leaf_index, &[leaf])
     }
 
     /// Appends `leaves` to `log_node`'s log as indexes `first_index..`, in one transaction: all of
@@ -311,13 +324,7 @@ impl SyncDb {
         leaves: &[NewLeaf<'_>],
     ) -> Result<(), StorageError> {
         let first = to_i64("leaf index", first_index)?;
-        let next: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
-                params![log_node],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.e(e))?;
+        let next = next_leaf_index(tx, log_node).map_err(|e| self.e(e))?;
         if first != next {
             return Err(StorageError::SyncDb(format!(
                 "log {log_node}: leaf {first_index} appended, the next index is {next}"
@@ -382,15 +389,11 @@ impl SyncDb {
 
     /// `origin`'s held seals, by path.
     pub fn held_seals(&self, origin: &str) -> Result<Vec<HeldSeal>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT segment_path, size_bytes, sha256, start_ms, end_ms, frames
-                 FROM held_seals WHERE origin = ?1 ORDER BY segment_path",
-            )
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params![origin], |r| {
+        self.rows(
+            "SELECT segment_path, size_bytes, sha256, start_ms, end_ms, frames
+             FROM held_seals WHERE origin = ?1 ORDER BY segment_path",
+            params![origin],
+            |r| {
                 Ok(HeldSeal {
                     path: r.get(0)?,
                     size_bytes: r.get::<_, i64>(1)?.max(0) as u64,
@@ -399,11 +402,8 @@ impl SyncDb {
                     end_ms: r.get(4)?,
                     frames: r.get(5)?,
                 })
-            })
-            .map_err(|e| self.e(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Forgets `origin`'s held seals of `paths` (published, or their staging copy gone).
@@ -425,14 +425,7 @@ impl SyncDb {
 
     /// Number of leaves of `log_node`'s log.
     pub fn leaf_count(&self, log_node: &str) -> Result<u64, StorageError> {
-        let n: i64 = self
-            .conn()
-            .query_row(
-                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves WHERE log_node = ?1",
-                params![log_node],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.e(e))?;
+        let n = next_leaf_index(&self.conn(), log_node).map_err(|e| self.e(e))?;
         Ok(n.max(0) as u64)
     }
 
@@ -448,24 +441,16 @@ impl SyncDb {
         from: u64,
         to: u64,
     ) -> Result<Vec<Leaf>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT leaf, leaf_hash FROM leaves WHERE log_node = ?1 AND leaf_index >= ?2
-                 AND leaf_index < ?3 ORDER BY leaf_index",
-            )
-            .map_err(|e| self.e(e))?;
         let (from, to) = (
             i64::try_from(from).unwrap_or(i64::MAX),
             i64::try_from(to).unwrap_or(i64::MAX),
         );
-        let rows = stmt
-            .query_map(params![log_node, from, to], |r| {
-                Ok((r.get(0)?, hash32(r.get(1)?)?))
-            })
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            "SELECT leaf, leaf_hash FROM leaves WHERE log_node = ?1 AND leaf_index >= ?2
+             AND leaf_index < ?3 ORDER BY leaf_index",
+            params![log_node, from, to],
+            |r| Ok((r.get(0)?, hash32(r.get(1)?)?)),
+        )
     }
 
     /// The segment paths of at most `limit` leaves of `log_node`'s log from index `from`, in index
@@ -476,20 +461,14 @@ impl SyncDb {
         from: u64,
         limit: usize,
     ) -> Result<Vec<String>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT segment_path FROM leaves WHERE log_node = ?1 AND leaf_index >= ?2
-                 ORDER BY leaf_index LIMIT ?3",
-            )
-            .map_err(|e| self.e(e))?;
         let from = i64::try_from(from).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![log_node, from, limit], |r| r.get(0))
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            "SELECT segment_path FROM leaves WHERE log_node = ?1 AND leaf_index >= ?2
+             ORDER BY leaf_index LIMIT ?3",
+            params![log_node, from, limit],
+            |r| r.get(0),
+        )
     }
 
     /// The index of the first leaf of `log_node`'s log for `segment_path`.
@@ -588,15 +567,7 @@ impl SyncDb {
         log_node: &str,
         after_id: i64,
     ) -> Result<Option<(i64, StoredHead)>, StorageError> {
-        self.conn()
-            .query_row(
-                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
-                 FROM heads WHERE log_node = ?1 AND id > ?2 ORDER BY id LIMIT 1",
-                params![log_node, after_id],
-                |r| Ok((r.get(5)?, stored_head(r)?)),
-            )
-            .optional()
-            .map_err(|e| self.e(e))
+        Ok(self.heads_after(log_node, after_id, 1)?.pop())
     }
 
     /// At most `limit` heads of `log_node` stored after the one with id `after_id`, in id order, with
@@ -607,34 +578,22 @@ impl SyncDb {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<(i64, StoredHead)>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
-                 FROM heads WHERE log_node = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-            )
-            .map_err(|e| self.e(e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![log_node, after_id, limit], |r| {
-                Ok((r.get(5)?, stored_head(r)?))
-            })
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            &format!("{SELECT_HEADS} WHERE log_node = ?1 AND id > ?2 ORDER BY id LIMIT ?3"),
+            params![log_node, after_id, limit],
+            stored_head_with_id,
+        )
     }
 
     /// The head of `log_node` stored last, with its id.
     pub fn last_head(&self, log_node: &str) -> Result<Option<(i64, StoredHead)>, StorageError> {
-        self.conn()
-            .query_row(
-                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms, id
-                 FROM heads WHERE log_node = ?1 ORDER BY id DESC LIMIT 1",
-                params![log_node],
-                |r| Ok((r.get(5)?, stored_head(r)?)),
-            )
-            .optional()
-            .map_err(|e| self.e(e))
+        let last = self.rows(
+            &format!("{SELECT_HEADS} WHERE log_node = ?1 ORDER BY id DESC LIMIT 1"),
+            params![log_node],
+            stored_head_with_id,
+        )?;
+        Ok(last.into_iter().next())
     }
 
     /// The number of stored heads of `log_node`.
@@ -656,31 +615,23 @@ impl SyncDb {
         log_node: &str,
         head_hash: &[u8; 32],
     ) -> Result<Option<StoredHead>, StorageError> {
-        self.conn()
-            .query_row(
-                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms
-                 FROM heads WHERE log_node = ?1 AND head_hash = ?2 ORDER BY id DESC LIMIT 1",
-                params![log_node, &head_hash[..]],
-                stored_head,
-            )
-            .optional()
-            .map_err(|e| self.e(e))
+        let found = self.rows(
+            &format!(
+                "{SELECT_HEADS} WHERE log_node = ?1 AND head_hash = ?2 ORDER BY id DESC LIMIT 1"
+            ),
+            params![log_node, &head_hash[..]],
+            stored_head,
+        )?;
+        Ok(found.into_iter().next())
     }
 
     /// Every stored head of `log_node`, by tree size then received order.
     pub fn heads(&self, log_node: &str) -> Result<Vec<StoredHead>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT tree_size, head_hash, head_json, countersignature_json, received_ms
-                 FROM heads WHERE log_node = ?1 ORDER BY tree_size, id",
-            )
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params![log_node], stored_head)
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            &format!("{SELECT_HEADS} WHERE log_node = ?1 ORDER BY tree_size, id"),
+            params![log_node],
+            stored_head,
+        )
     }
 
     /// Records an alarm and returns its id. (The caller also writes it to the log.)
@@ -713,35 +664,21 @@ impl SyncDb {
 
     /// The last `limit` alarms, newest first.
     pub fn recent_alarms(&self, limit: usize) -> Result<Vec<AlarmRow>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, time_ms, kind, peer, segment_path, detail FROM alarms
-                 ORDER BY id DESC LIMIT ?1",
-            )
-            .map_err(|e| self.e(e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![limit], alarm_row)
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            &format!("{SELECT_ALARMS} ORDER BY id DESC LIMIT ?1"),
+            params![limit],
+            alarm_row,
+        )
     }
 
     /// Alarms with id greater than `since_id`, oldest first.
     pub fn alarms(&self, since_id: i64) -> Result<Vec<AlarmRow>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, time_ms, kind, peer, segment_path, detail FROM alarms
-                 WHERE id > ?1 ORDER BY id",
-            )
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params![since_id], alarm_row)
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            &format!("{SELECT_ALARMS} WHERE id > ?1 ORDER BY id"),
+            params![since_id],
+            alarm_row,
+        )
     }
 }
 

@@ -409,9 +409,9 @@ fn identity_files_and_sync_configs() {
     assert_eq!(p.data_dir, data_a);
     assert_eq!(p.identity_dir, a.dir);
     assert_eq!(p.listen, None);
-    assert_eq!(p.head_interval_ms, 1000);
-    assert_eq!(p.reconcile_interval_ms, 2000);
-    assert_eq!(p.scrub_interval_ms, 0);
+    assert_eq!(p.settings.head_interval_ms, 1000);
+    assert_eq!(p.settings.reconcile_interval_ms, 2000);
+    assert_eq!(p.settings.scrub_interval_ms, 0);
     assert_eq!(p.peers.len(), 1);
     assert_eq!(p.peers[0].pins.node, "standby-1");
     assert_eq!(p.peers[0].address.as_deref(), Some(listen.as_str()));
@@ -447,7 +447,7 @@ fn identity_files_and_sync_configs() {
     let c = cluster_config::parse(&cfg.to_toml(), "t.toml").expect("parses");
     let view = nvr_sync::config::SyncConfig::from_cluster(&c, "node-a").expect("view");
     assert_eq!(view.peers[0].address.as_deref(), Some("127.0.0.1:9"));
-    assert_eq!(view.bandwidth_bytes_per_s, 1000);
+    assert_eq!(view.settings.bandwidth_bytes_per_s, 1000);
     let view = nvr_sync::config::SyncConfig::from_cluster(&c, "standby-1").expect("view");
     assert_eq!(view.listen.map(|l| l.to_string()), Some(listen));
 }

@@ -50,8 +50,8 @@ fn example_config_parses_for_every_node() {
     let cfg = SyncConfig::from_cluster(&cluster, "nvr-a").expect("nvr-a");
     assert_eq!(cfg.node_name, "nvr-a");
     assert_eq!(cfg.role, Role::Primary);
-    assert_eq!(cfg.head_interval_ms, 3_600_000);
-    assert_eq!(cfg.bandwidth_bytes_per_s, 2_000_000);
+    assert_eq!(cfg.settings.head_interval_ms, 3_600_000);
+    assert_eq!(cfg.settings.bandwidth_bytes_per_s, 2_000_000);
     assert_eq!(cfg.peers.len(), 1);
     assert_eq!(cfg.peers[0].pins.node, "standby-1");
     assert_eq!(cfg.peers[0].address.as_deref(), Some("192.0.2.20:7443"));

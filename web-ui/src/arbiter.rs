@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base::frame::{read_frame, write_frame, FrameError};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 /// The whole exchange, connection to answer.
@@ -61,19 +61,12 @@ async fn exchange(path: &Path, request: &Value) -> Result<Value, ArbiterError> {
     };
     let mut conn = UnixStream::connect(path).await.map_err(unreachable)?;
     let body = serde_json::to_vec(request).map_err(|e| ArbiterError::BadAnswer(e.to_string()))?;
-    let len = u32::try_from(body.len()).map_err(|e| ArbiterError::BadAnswer(e.to_string()))?;
-    conn.write_all(&len.to_be_bytes())
+    write_frame(&mut conn, &body).await.map_err(unreachable)?;
+    let buf = read_frame(&mut conn, MAX_ANSWER_BYTES)
         .await
-        .map_err(unreachable)?;
-    conn.write_all(&body).await.map_err(unreachable)?;
-    conn.flush().await.map_err(unreachable)?;
-    let mut len = [0u8; 4];
-    conn.read_exact(&mut len).await.map_err(unreachable)?;
-    let len = u32::from_be_bytes(len);
-    if len > MAX_ANSWER_BYTES {
-        return Err(ArbiterError::BadAnswer(format!("{len} bytes")));
-    }
-    let mut buf = vec![0u8; len as usize];
-    conn.read_exact(&mut buf).await.map_err(unreachable)?;
+        .map_err(|e| match e {
+            FrameError::TooLarge { len, .. } => ArbiterError::BadAnswer(format!("{len} bytes")),
+            e => unreachable(e.into()),
+        })?;
     serde_json::from_slice(&buf).map_err(|e| ArbiterError::BadAnswer(e.to_string()))
 }

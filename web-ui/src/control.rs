@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base::frame::{write_frame, FrameError};
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 /// Largest frame accepted from the recorder (a key frame of a high bit-rate camera fits easily).
-pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_FRAME_BYTES: u32 = 32 * 1024 * 1024;
 /// How long an answer may take (the recorder answers within 30 s).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(35);
 
@@ -27,7 +27,7 @@ pub enum ControlError {
     #[error("control socket {path}: no answer within {ANSWER_TIMEOUT:?}")]
     Timeout { path: PathBuf },
     #[error("control socket {path}: frame of {len} bytes exceeds {MAX_FRAME_BYTES}")]
-    FrameTooLarge { path: PathBuf, len: usize },
+    FrameTooLarge { path: PathBuf, len: u32 },
     #[error("control socket {path}: answer is not JSON: {message}")]
     BadAnswer { path: PathBuf, message: String },
     /// The recorder refused the request (its message).
@@ -59,9 +59,7 @@ impl ControlClient {
         let fut = async {
             let mut s = UnixStream::connect(&self.path).await.map_err(self.io())?;
             let body = serde_json::to_vec(request).unwrap_or_default();
-            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-            frame.extend_from_slice(&body);
-            s.write_all(&frame).await.map_err(self.io())?;
+            write_frame(&mut s, &body).await.map_err(self.io())?;
             let answer = read_frame(&mut s, &self.path)
                 .await?
                 .ok_or_else(|| self.io()(std::io::ErrorKind::UnexpectedEof.into()))?;
@@ -112,24 +110,16 @@ impl ControlClient {
 
 /// One frame, or `None` at a clean end of the connection.
 async fn read_frame(s: &mut UnixStream, path: &Path) -> Result<Option<Vec<u8>>, ControlError> {
-    let io = |source| ControlError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut len = [0u8; 4];
-    match s.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(io(e)),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(ControlError::FrameTooLarge {
+    match base::frame::read_frame(s, MAX_FRAME_BYTES).await {
+        Ok(frame) => Ok(Some(frame)),
+        Err(FrameError::Closed) => Ok(None),
+        Err(FrameError::TooLarge { len, .. }) => Err(ControlError::FrameTooLarge {
             path: path.to_owned(),
             len,
-        });
+        }),
+        Err(e) => Err(ControlError::Io {
+            path: path.to_owned(),
+            source: e.into(),
+        }),
     }
-    let mut buf = vec![0u8; len];
-    s.read_exact(&mut buf).await.map_err(io)?;
-    Ok(Some(buf))
 }

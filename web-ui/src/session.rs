@@ -3,8 +3,6 @@
 //! Each session carries its own CSRF token, which every state-changing request must echo in the
 //! `X-CSRF-Token` header.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -93,14 +91,7 @@ impl SessionKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = vec![0u8; 32];
                 rand::rng().fill_bytes(&mut bytes);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(WebError::io(&path))?;
-                f.write_all(&bytes).map_err(WebError::io(&path))?;
-                f.sync_all().map_err(WebError::io(&path))?;
+                base::fs::write_new(&path, &bytes, 0o600).map_err(WebError::io(&path))?;
                 SessionKey::new(bytes).map_err(|message| WebError::BadFile { path, message })
             }
             Err(e) => Err(WebError::io(path)(e)),

@@ -1,11 +1,12 @@
 //! Messages and framing of the control socket.
 //!
-//! Every message, both ways, is a frame: a 4-byte big-endian length, then that many bytes. Requests
-//! and responses are JSON objects; a request may be at most [`MAX_REQUEST_BYTES`]. After a successful
-//! `live` response the server sends media frames (fragmented MP4 bytes) until the client closes.
+//! Every message, both ways, is a frame (`base::frame`): a 4-byte big-endian length, then that many
+//! bytes. Requests and responses are JSON objects; a request may be at most [`MAX_REQUEST_BYTES`].
+//! After a successful `live` response the server sends media frames (fragmented MP4 bytes) until the
+//! client closes.
 
+pub use base::frame::{read_frame, write_frame, FrameError};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::frame::FrameId;
 use crate::ingest::Mode;
@@ -88,48 +89,6 @@ impl Response {
             error: Some(message.into()),
         }
     }
-}
-
-/// Errors of framing.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error("connection closed")]
-    Closed,
-    #[error("frame of {0} bytes exceeds the limit of {1} bytes")]
-    TooLarge(u32, u32),
-    #[error("empty frame")]
-    Empty,
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Reads one frame of at most `max` bytes.
-pub async fn read_frame(r: &mut (impl AsyncRead + Unpin), max: u32) -> Result<Vec<u8>, FrameError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_be_bytes(len);
-    if len > max {
-        return Err(FrameError::TooLarge(len, max));
-    }
-    if len == 0 {
-        return Err(FrameError::Empty);
-    }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf).await?;
-    Ok(buf)
-}
-
-/// Writes one frame.
-pub async fn write_frame(w: &mut (impl AsyncWrite + Unpin), data: &[u8]) -> std::io::Result<()> {
-    let len =
-        u32::try_from(data.len()).map_err(|_| std::io::Error::other("frame larger than 4 GiB"))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(data).await?;
-    w.flush().await
 }
 
 #[cfg(test)]

@@ -121,21 +121,15 @@ impl Catalog {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Trim>, StorageError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT t.segment_id, t.kept_segment_id, t.start_90k, t.end_90k, t.frames
-                 FROM trims t JOIN segments s ON s.id = t.segment_id
-                     JOIN segments k ON k.id = t.kept_segment_id
-                 WHERE s.stream_id = ?1 AND s.start_ms < ?3 AND s.end_ms > ?2
-                     AND k.state IN ('open', 'sealed')
-                 ORDER BY t.segment_id, t.start_90k",
-            )
-            .map_err(|e| self.e(e))?;
-        let rows = stmt
-            .query_map(params![stream.0, start_ms, end_ms], trim_from_row)
-            .map_err(|e| self.e(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.e(e))
+        self.rows(
+            "SELECT t.segment_id, t.kept_segment_id, t.start_90k, t.end_90k, t.frames
+             FROM trims t JOIN segments s ON s.id = t.segment_id
+                 JOIN segments k ON k.id = t.kept_segment_id
+             WHERE s.stream_id = ?1 AND s.start_ms < ?3 AND s.end_ms > ?2
+                 AND k.state IN ('open', 'sealed')
+             ORDER BY t.segment_id, t.start_90k",
+            params![stream.0, start_ms, end_ms],
+            trim_from_row,
+        )
     }
 }

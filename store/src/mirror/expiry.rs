@@ -72,34 +72,3 @@ fn expired_marker(staged: &Path) -> PathBuf {
     name.push(EXPIRED_SUFFIX);
     PathBuf::from(name)
 }
-
-/// Staging copies under `root` (relative canonical paths, with their metadata).
-fn staging_files(root: &Path) -> Result<Vec<(String, std::fs::Metadata)>, StorageError> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(StorageError::io("list", &dir, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
-            let p = entry.path();
-            let meta = entry
-                .metadata()
-                .map_err(|e| StorageError::io("stat", &p, e))?;
-            if meta.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let Some(rel) = p.strip_prefix(root).ok().and_then(|r| r.to_str()) else {
-                continue;
-            };
-            if meta.is_file() && parse_canonical(rel).is_ok() {
-                out.push((rel.to_owned(), meta));
-            }
-        }
-    }
-    Ok(out)
-}

@@ -283,38 +283,56 @@ impl Store {
             })
             .collect();
         let root = self.data_dir.join(INCOMING_DIR).join(origin);
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StorageError::io("list", &dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
-                let p = entry.path();
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| StorageError::io("stat", &p, e))?;
-                if meta.is_dir() {
-                    stack.push(p);
-                    continue;
-                }
-                let Some(rel) = p.strip_prefix(&root).ok().and_then(|r| r.to_str()) else {
-                    continue;
-                };
-                // Left over by a crash between catalog row and staging removal: the sealed row counts.
-                if !meta.is_file() || sealed_paths.contains(rel) || parse_canonical(rel).is_err() {
-                    continue;
-                }
-                out.push(MirrorHolding {
-                    path: rel.to_owned(),
-                    bytes_held: meta.len(),
-                    sealed_sha256: None,
-                });
+        for (rel, meta) in staging_files(&root)? {
+            // Left over by a crash between catalog row and staging removal: the sealed row counts.
+            if sealed_paths.contains(rel.as_str()) {
+                continue;
             }
+            out.push(MirrorHolding {
+                path: rel,
+                bytes_held: meta.len(),
+                sealed_sha256: None,
+            });
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
+}
+
+/// Every entry below `root` that is not a directory, with its metadata (links not followed); a
+/// missing `root`, or a directory gone meanwhile, holds nothing. The one walk of a staging tree
+/// (`incoming/<origin>/`), for holdings, expiry and the quota's count.
+fn entries_below(root: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>, StorageError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StorageError::io("list", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
+            let p = entry.path();
+            let meta = entry
+                .metadata()
+                .map_err(|e| StorageError::io("stat", &p, e))?;
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p, meta));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Staging copies under `root`: files at canonical segment paths, relative to `root`, with their
+/// metadata.
+fn staging_files(root: &Path) -> Result<Vec<(String, std::fs::Metadata)>, StorageError> {
+    let staged = entries_below(root)?.into_iter().filter_map(|(p, meta)| {
+        let rel = p.strip_prefix(root).ok()?.to_str()?;
+        (meta.is_file() && parse_canonical(rel).is_ok()).then(|| (rel.to_owned(), meta))
+    });
+    Ok(staged.collect())
 }

@@ -65,26 +65,8 @@ impl Store {
 
     /// Walks `incoming/<origin>/` and the quarantine entries named `<ms>_<origin>_media~…`.
     fn count_unverified(&self, origin: &str) -> Result<u64, StorageError> {
-        let mut total = 0u64;
-        let mut stack = vec![self.data_dir.join(INCOMING_DIR).join(origin)];
-        while let Some(dir) = stack.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StorageError::io("list", &dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| StorageError::io("stat", &entry.path(), e))?;
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                } else {
-                    total += meta.len();
-                }
-            }
-        }
+        let staging = entries_below(&self.data_dir.join(INCOMING_DIR).join(origin))?;
+        let mut total: u64 = staging.iter().map(|(_, meta)| meta.len()).sum();
         let quarantine = self.data_dir.join(QUARANTINE_DIR);
         let entries = match std::fs::read_dir(&quarantine) {
             Ok(e) => Some(e),

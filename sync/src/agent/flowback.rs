@@ -33,7 +33,7 @@ fn side_status(cfg: &SyncConfig, role: &str, peers: &[&str]) -> SharedStatus {
     let mut s = AgentStatus {
         node: cfg.node_name.clone(),
         role: role.to_owned(),
-        stall_alarm_ms: cfg.stall_alarm_ms,
+        stall_alarm_ms: cfg.settings.stall_alarm_ms,
         ..AgentStatus::default()
     };
     for p in peers {
@@ -161,7 +161,7 @@ pub async fn receive_loop(
     let name = standby.pins.node.clone();
     let side = side_status(&cfg, "receiver", &[name.as_str()]);
     with_status(&status, |s| s.flowback_shared = Some(side.clone()));
-    store.set_mirror_quota(cfg.mirror_quota_bytes);
+    store.set_mirror_quota(cfg.settings.mirror_quota_bytes);
     let shared = Arc::new(Shared::receiving(
         id,
         std::slice::from_ref(&standby),
@@ -172,17 +172,17 @@ pub async fn receive_loop(
     ));
     tokio::spawn(expire_loop(
         shared.clone(),
-        cfg.staging_expire_ms,
+        cfg.settings.staging_expire_ms,
         shutdown.clone(),
     ));
     // The standby's copies are scrubbed here as a standby scrubs a primary's (this node's own
     // segments are the primary side's), and a damaged one is repaired from the standby.
-    if cfg.scrub_interval_ms > 0 {
+    if cfg.settings.scrub_interval_ms > 0 {
         tokio::spawn(standby::scrub_loop(
             shared.clone(),
             Some(name.clone()),
-            cfg.scrub_interval_ms,
-            cfg.scrub_bytes_per_s,
+            cfg.settings.scrub_interval_ms,
+            cfg.settings.scrub_bytes_per_s,
             shutdown.clone(),
         ));
     }

@@ -299,7 +299,7 @@ pub async fn run(
     })?;
     let standby = cfg.peers[0].clone();
     with_status(&status, |s| {
-        s.stall_alarm_ms = cfg.stall_alarm_ms;
+        s.stall_alarm_ms = cfg.settings.stall_alarm_ms;
         s.node = cfg.node_name.clone();
         s.role = "primary".into();
         s.peers.entry(standby.pins.node.clone()).or_default().node = standby.pins.node.clone();
@@ -311,7 +311,7 @@ pub async fn run(
     let (watcher, events) = super::watch::watch_media(
         &cfg.data_dir,
         wake.clone(),
-        cfg.tamper_queue_events as usize,
+        cfg.settings.tamper_queue_events as usize,
     );
     with_status(&status, |s| {
         s.tamper = Some(super::tamper::TamperStatus {
@@ -340,7 +340,7 @@ pub async fn run(
         repair_tx.clone(),
         shutdown.clone(),
     ));
-    if cfg.scrub_interval_ms > 0 {
+    if cfg.settings.scrub_interval_ms > 0 {
         tokio::spawn(scrub_loop(
             store.clone(),
             db.clone(),
@@ -391,7 +391,7 @@ pub async fn run(
                 let delay = backoff.next_delay_ms(base::job::random_jitter_unit());
                 tracing::warn!(peer = %standby.pins.node, error = %e, retry_in_ms = delay, "standby connection ended");
                 // Keep the log and heads current while disconnected.
-                let head_interval = Duration::from_millis(cfg.head_interval_ms);
+                let head_interval = Duration::from_millis(cfg.settings.head_interval_ms);
                 if let Err(e) =
                     update_log(&mut log, &store, &db, &id, &status, head_interval, false)
                 {
@@ -666,7 +666,7 @@ pub(super) async fn mirror<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
         mut writer,
     } = conn;
 
-    let head_interval = Duration::from_millis(cfg.head_interval_ms);
+    let head_interval = Duration::from_millis(cfg.settings.head_interval_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rx = Instant::now();
@@ -692,7 +692,7 @@ pub(super) async fn mirror<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     let mut head_in_flight: Option<(i64, SignedTreeHead)> = None;
     let mut streams: HashMap<i64, (String, String)> = HashMap::new();
     let mut repairs = Repairs::default();
-    let mut budget = Budget::new(cfg.bandwidth_bytes_per_s);
+    let mut budget = Budget::new(cfg.settings.bandwidth_bytes_per_s);
     let mut nonce = 0u64;
 
     loop {
@@ -820,7 +820,7 @@ pub(super) async fn mirror<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
 
         // The log first, so a sealed segment has its leaf index when announced.
         update_log(log, store, db, id, status, head_interval, true)?;
-        if last_reconcile.elapsed() >= Duration::from_millis(cfg.reconcile_interval_ms) {
+        if last_reconcile.elapsed() >= Duration::from_millis(cfg.settings.reconcile_interval_ms) {
             let resume_after = tokio::task::block_in_place(|| {
                 skip_done(store, &cfg.node_name, 0, |row| {
                     needs_nothing(log, &mirrors, row)
@@ -1192,7 +1192,7 @@ async fn scrub_loop(
     loop {
         let store2 = store.clone();
         let node = cfg.node_name.clone();
-        let rate = cfg.scrub_bytes_per_s;
+        let rate = cfg.settings.scrub_bytes_per_s;
         let db2 = db.clone();
         let pass = tokio::task::spawn_blocking(move || {
             store2.scrub_pass_against(Some(node.as_str()), rate, &|row| {
@@ -1223,7 +1223,7 @@ async fn scrub_loop(
             Err(e) => tracing::warn!(error = %e, "scrub task failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(cfg.scrub_interval_ms)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(cfg.settings.scrub_interval_ms)) => {}
             _ = shutdown.changed() => return,
         }
     }

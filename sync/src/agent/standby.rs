@@ -91,7 +91,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let (store, db) = super::open_storage(&cfg)?;
-    store.set_mirror_quota(cfg.mirror_quota_bytes);
+    store.set_mirror_quota(cfg.settings.mirror_quota_bytes);
     let dedup_task = super::start_dedup(&store, &status, shutdown.clone());
     let pins: Vec<PeerPins> = cfg.peers.iter().map(|p| p.pins.clone()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(identity::server_config(&id, &pins)?);
@@ -103,7 +103,7 @@ pub async fn run(
         .map_err(io_err(format!("listen on {listen}")))?;
     tracing::info!(%listen, primaries = pins.len(), "standby listening");
     with_status(&status, |s| {
-        s.stall_alarm_ms = cfg.stall_alarm_ms;
+        s.stall_alarm_ms = cfg.settings.stall_alarm_ms;
         s.node = cfg.node_name.clone();
         s.role = "standby".into();
         for p in &pins {
@@ -128,12 +128,12 @@ pub async fn run(
         status.clone(),
         flowback,
     ));
-    if cfg.scrub_interval_ms > 0 {
+    if cfg.settings.scrub_interval_ms > 0 {
         tokio::spawn(scrub_loop(
             shared.clone(),
             None,
-            cfg.scrub_interval_ms,
-            cfg.scrub_bytes_per_s,
+            cfg.settings.scrub_interval_ms,
+            cfg.settings.scrub_bytes_per_s,
             shutdown.clone(),
         ));
     }
@@ -147,7 +147,7 @@ pub async fn run(
             _ = tick.tick() => {
                 ticks += 1;
                 if ticks % EXPIRY_TICKS == 1 {
-                    expire_staging(&shared, cfg.staging_expire_ms);
+                    expire_staging(&shared, cfg.settings.staging_expire_ms);
                 }
                 write_status(&cfg.data_dir, &status, &shared.db)
             }

@@ -286,8 +286,8 @@ pub async fn tamper_loop(
         good: HashMap::new(),
     };
     let mut rate = Rate {
-        threshold: cfg.tamper_threshold_files.max(1) as usize,
-        window: Duration::from_millis(cfg.tamper_window_ms),
+        threshold: cfg.settings.tamper_threshold_files.max(1) as usize,
+        window: Duration::from_millis(cfg.settings.tamper_window_ms),
         recent: VecDeque::new(),
         last: None,
     };

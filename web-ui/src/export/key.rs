@@ -3,8 +3,6 @@
 //! `<state_dir>/export.pub` (hex, one line) and printed at every start; `nvr verify-export` needs it
 //! beside the node's signing key (docs/web.md, "Exports").
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use ring::rand::SystemRandom;
@@ -39,14 +37,7 @@ impl ExportKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                     .map_err(|_| bad("cannot generate a key".into()))?;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(WebError::io(&path))?;
-                f.write_all(doc.as_ref()).map_err(WebError::io(&path))?;
-                f.sync_all().map_err(WebError::io(&path))?;
+                base::fs::write_new(&path, doc.as_ref(), 0o600).map_err(WebError::io(&path))?;
                 doc.as_ref().to_vec()
             }
             Err(e) => return Err(WebError::io(&path)(e)),
