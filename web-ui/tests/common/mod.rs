@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use testkit::{free_port, wait_until, NvrProcess, TestDir};
+use testkit::{wait_until, NvrProcess, TestDir};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -22,26 +22,7 @@ pub fn web_bin() -> PathBuf {
 
 /// `nvr camsim` with one stream (`/cam1`) on `port` (a free one if `None`).
 pub fn start_camsim(dir: &TestDir, port: Option<u16>) -> (NvrProcess, u16) {
-    for _ in 0..5 {
-        let port = port.unwrap_or_else(free_port);
-        let mut sim = NvrProcess::spawn(
-            dir,
-            &[
-                "camsim",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--streams",
-                "1",
-            ],
-        );
-        if wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            sim.stdout().contains("camsim serving")
-        }) {
-            return (sim, port);
-        }
-        sim.kill9();
-    }
-    panic!("camsim did not start");
+    testkit::cluster::spawn_camsim_on(dir, 1, &[], port)
 }
 
 /// A one-node cluster file `<name>.toml` (node `node-a`, data in `data/`, camera `cam` at `camera_url`
