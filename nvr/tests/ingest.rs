@@ -2,7 +2,7 @@
 //! GStreamer's x264/x265 encoders, recorded by the real `nvr` binary and checked with ffprobe packet
 //! by packet.
 
-use testkit as common;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,9 +12,10 @@ use std::time::Duration;
 use base::clock::SystemClock;
 use common::vlc::{VlcClip, VlcServer, VLC_CLIP_FPS};
 use common::{
-    ffprobe, wait_until, CameraOpts, GstCamera, LossyOpts, LossyProxy, NvrProcess, TestDir,
+    ffprobe, probe_segment, segments, start_nvr, stream_status, wait_until, CameraOpts, GstCamera,
+    LossyOpts, LossyProxy, TestDir,
 };
-use store::{Reader, SegmentRow, SegmentState};
+use store::{Reader, SegmentState};
 
 /// 25 fps test cameras: one frame is 3600 ticks of the 90 kHz clock, 40 ms.
 const FRAME_TICKS: i64 = 3600;
@@ -81,35 +82,6 @@ data_dir = "{}"
         ));
     }
     dir.write("nvr.toml", cfg)
-}
-
-fn start_nvr(config: &Path, dir: &TestDir) -> NvrProcess {
-    let config = config.to_string_lossy().into_owned();
-    NvrProcess::spawn(dir, &["run", "--config", &config])
-}
-
-fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
-    let Some(store) =
-        Reader::open_if_ready(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog")
-    else {
-        return Vec::new();
-    };
-    match store.find_stream(camera, "main").expect("find stream") {
-        Some(id) => store.stream_segments(id).expect("segments"),
-        None => Vec::new(),
-    }
-}
-
-fn stream_status(dir: &TestDir, camera: &str) -> serde_json::Value {
-    std::fs::read(dir.join("data/status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            v["streams"]
-                .as_array()
-                .and_then(|a| a.iter().find(|s| s["camera"] == camera).cloned())
-        })
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Local ports of the IPv4 UDP sockets on this machine (`/proc/net/udp`).
@@ -273,7 +245,7 @@ fn b_frames_get_composition_offsets_growing_decode_times_and_presentation_durati
         2,
         &[("bf264", cam.url("/h264")), ("bf265", cam.url("/h265"))],
     );
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = |camera: &str| {
         segments(&dir, camera)
             .iter()
@@ -308,7 +280,7 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
         },
     );
     let config = write_config(&dir, 4, &[("lossy", proxy.url("/cam"))]);
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let counted = |st: &serde_json::Value| {
         (
             st["rtp_packets_lost"].as_u64().unwrap_or(0),
@@ -343,14 +315,7 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
     for s in &segs {
         assert_eq!(s.state, SegmentState::Sealed);
         assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
-        let probe = ffprobe(dir.join("data").join(&s.path));
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{}: {}",
-            s.path,
-            probe.stderr_errors
-        );
-        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+        probe_segment(&dir, s);
     }
     let store = Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
     let loss_events: Vec<_> = store
@@ -383,7 +348,7 @@ fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_d
         },
     );
     let config = write_config_transport(&dir, 4, &[("lossy", proxy.url("/cam"), "udp")]);
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let lost = |st: &serde_json::Value| st["rtp_packets_lost"].as_u64().unwrap_or(0);
     // Once the damage is over, the status counts the dropped datagrams and nothing else: a
     // reordered one is put back in its place.
@@ -436,14 +401,7 @@ fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_d
     for s in &segs {
         assert_eq!(s.state, SegmentState::Sealed);
         assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
-        let probe = ffprobe(dir.join("data").join(&s.path));
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{}: {}",
-            s.path,
-            probe.stderr_errors
-        );
-        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+        probe_segment(&dir, s);
     }
 }
 
@@ -483,7 +441,7 @@ fn a_camera_s_wider_udp_reorder_window_survives_a_reordering_the_default_does_no
         ],
         "",
     );
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let received = |camera: &str| {
         stream_status(&dir, camera)["frames_received"]
             .as_u64()
@@ -606,7 +564,7 @@ fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
             ("tcponly", cam.url("/cam"), "tcp"),
         ],
     );
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = |camera: &str| {
         segments(&dir, camera)
             .iter()
@@ -632,14 +590,7 @@ fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
     nvr.sigterm();
     nvr.expect_clean_exit(Duration::from_secs(20));
     for s in segments(&dir, "auto") {
-        let probe = ffprobe(dir.join("data").join(&s.path));
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{}: {}",
-            s.path,
-            probe.stderr_errors
-        );
-        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+        probe_segment(&dir, &s);
     }
 }
 
@@ -669,7 +620,7 @@ fn udp_4k_key_frames_of_a_megabyte_lose_nothing_on_loopback() {
         &[("uhd", cam.url("/cam"), "udp")],
         &format!("udp_port_range = \"{first}-{last}\""),
     );
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = || {
         segments(&dir, "uhd")
             .iter()
@@ -762,7 +713,7 @@ fn records_audio(cams: &[(&str, &str, &str, &str)]) -> TestDir {
         .map(|c| (c.0, cam.url(&format!("/{}", c.0))))
         .collect();
     let config = write_config(&dir, 2, &urls);
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = |camera: &str| {
         segments(&dir, camera)
             .iter()
@@ -831,7 +782,7 @@ fn records_audio(cams: &[(&str, &str, &str, &str)]) -> TestDir {
 /// sealed two segments, stops the recorder cleanly, and checks that every file decodes without error
 /// with the right codec and the catalog's frame count.
 fn records_h264_and_h265(dir: &TestDir, config: &Path, cameras: [&str; 2]) {
-    let mut nvr = start_nvr(config, dir);
+    let mut nvr = start_nvr(dir, config);
     let sealed = |camera: &str| {
         segments(dir, camera)
             .iter()
@@ -910,7 +861,7 @@ fn records_vlc_like_ffmpeg(clip: VlcClip, codec: &str, b_frames: bool) {
         .spawn()
         .expect("run ffmpeg");
     let config = write_config_transport(&dir, 4, &[("vlc", vlc.url(), "udp")]);
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = || {
         segments(&dir, "vlc")
             .iter()
