@@ -104,6 +104,29 @@ fn stop_and_converge(p: &mut Pair, timeout: Duration) {
     );
 }
 
+/// Waits (a minute at most) until the standby holds `n` sealed copies of node-a's segments.
+fn wait_mirrored(p: &Pair, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+            sealed_on(&p.data_s, "node-a").len() >= n
+        }),
+        "nothing mirrored\n{}",
+        p.primary.stderr_tail(30)
+    );
+}
+
+/// Stops node-a's agent, for a test to speak to the standby in its place: node-a's identity and the
+/// standby as node-a's agent reaches it.
+fn stand_in_for_the_primary_agent(
+    p: &mut Pair,
+) -> (nvr_sync::identity::NodeIdentity, nvr_sync::config::Peer) {
+    p.primary.sigterm();
+    p.primary.expect_clean_exit(Duration::from_secs(20));
+    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
+    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
+    (id, cfg.peers[0].clone())
+}
+
 /// Issue 8, defect 2. The primary mirrors bytes before they are durable; a power loss then cuts its
 /// open segment back to an earlier fragment boundary, so the standby holds more than the primary's
 /// sealed file. The standby must seal the prefix that matches the primary's hash (the longer tail
@@ -338,18 +361,8 @@ fn acknowledged_bytes_are_never_replaced_and_an_unlogged_seal_does_not_publish()
     use nvr_sync::proto::{Message, SegmentKey};
 
     let mut p = start_pair(|_| {});
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= 2
-        }),
-        "nothing mirrored\n{}",
-        p.primary.stderr_tail(30)
-    );
-    p.primary.sigterm();
-    p.primary.expect_clean_exit(Duration::from_secs(20));
-    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
-    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
-    let standby = cfg.peers[0].clone();
+    wait_mirrored(&p, 2);
+    let (id, standby) = stand_in_for_the_primary_agent(&mut p);
     let path = "media/cam1/main/2030-01-01/20300101T000000000Z_node-a.mp4";
     let key = SegmentKey {
         origin_node: "node-a".into(),
@@ -438,19 +451,9 @@ fn invented_cameras_are_refused_and_unverified_bytes_stop_at_the_quota() {
 
     const QUOTA: u64 = 12_000_000;
     let mut p = start_pair(|c| c.extra = format!("mirror_quota_bytes = {QUOTA}"));
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= 2
-        }),
-        "nothing mirrored\n{}",
-        p.primary.stderr_tail(30)
-    );
-    p.primary.sigterm();
-    p.primary.expect_clean_exit(Duration::from_secs(20));
+    wait_mirrored(&p, 2);
+    let (id, standby) = stand_in_for_the_primary_agent(&mut p);
     let verified = media_files(&p.data_s);
-    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
-    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
-    let standby = cfg.peers[0].clone();
     let key = |camera: &str| SegmentKey {
         origin_node: "node-a".into(),
         path: format!("media/{camera}/main/2030-01-01/20300101T000000000Z_node-a.mp4"),
@@ -522,19 +525,9 @@ fn a_stale_staging_copy_expires_to_quarantine_and_its_path_stays_closed() {
     use nvr_sync::proto::{Message, SegmentKey};
 
     let mut p = start_pair(|c| c.extra = "staging_expire_ms = 3000".into());
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= 2
-        }),
-        "nothing mirrored\n{}",
-        p.primary.stderr_tail(30)
-    );
-    p.primary.sigterm();
-    p.primary.expect_clean_exit(Duration::from_secs(20));
+    wait_mirrored(&p, 2);
+    let (id, standby) = stand_in_for_the_primary_agent(&mut p);
     let verified = media_files(&p.data_s);
-    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
-    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
-    let standby = cfg.peers[0].clone();
     let path = "media/cam1/main/2030-01-01/20300101T000000000Z_node-a.mp4";
     let key = SegmentKey {
         origin_node: "node-a".into(),
@@ -758,13 +751,7 @@ fn new_segments_and_acknowledged_seals_are_durable_first() {
 #[test]
 fn a_damaged_copy_on_the_standby_is_repaired_from_the_primary() {
     let p = start_pair(|c| c.scrub_interval_ms = 1000);
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= 3
-        }),
-        "nothing mirrored\n{}",
-        p.primary.stderr_tail(30)
-    );
+    wait_mirrored(&p, 3);
     let (path, sha) = sealed_on(&p.data_s, "node-a")
         .into_iter()
         .next()

@@ -281,15 +281,7 @@ fn link_stalls_refusals_and_cuts_are_caught_up_without_loss() {
 #[test]
 fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     let (mut p, _) = start_pair(2, 1000, false);
-    assert!(
-        wait_until(
-            Duration::from_secs(40),
-            Duration::from_millis(300),
-            || sealed_on(&p.data_s, "node-a").len() >= 4
-        ),
-        "nothing sealed on the standby; {}",
-        p.standby.stderr_tail(20)
-    );
+    wait_sealed_on_standby(&p, 4);
     let standby_before = media_files(&p.data_s);
     // Encrypt every sealed segment on the primary; flip bytes in the open ones.
     let store = store::Reader::open(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
@@ -396,17 +388,21 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     );
 }
 
+/// Waits (40 s at most) until the standby holds `n` sealed copies of node-a's segments.
+fn wait_sealed_on_standby(p: &Pair, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(40), Duration::from_millis(300), || {
+            sealed_on(&p.data_s, "node-a").len() >= n
+        }),
+        "nothing sealed on the standby; {}",
+        p.standby.stderr_tail(20)
+    );
+}
+
 #[test]
 fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     let (mut p, _) = start_pair(1, 0, false);
-    assert!(
-        wait_until(
-            Duration::from_secs(40),
-            Duration::from_millis(300),
-            || sealed_on(&p.data_s, "node-a").len() >= 3
-        ),
-        "nothing sealed on the standby"
-    );
+    wait_sealed_on_standby(&p, 3);
     stop_and_converge(&mut p, Duration::from_secs(30));
     let want = sealed_on(&p.data_a, "node-a");
     p.primary.sigterm();
@@ -447,14 +443,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
     use nvr_sync::proto::{Message, SegmentKey};
 
     let (mut p, _) = start_pair(1, 0, false);
-    assert!(
-        wait_until(
-            Duration::from_secs(40),
-            Duration::from_millis(300),
-            || sealed_on(&p.data_s, "node-a").len() >= 3
-        ),
-        "nothing sealed on the standby"
-    );
+    wait_sealed_on_standby(&p, 3);
     // Give the standby a moment to accept the head covering them, then stop the honest agent.
     std::thread::sleep(Duration::from_secs(2));
     p.primary.sigterm();
