@@ -12,8 +12,8 @@ use std::time::Duration;
 use base::clock::SystemClock;
 use common::vlc::{VlcClip, VlcServer, VLC_CLIP_FPS};
 use common::{
-    ffprobe, probe_segment, segments, start_nvr, stream_status, wait_until, CameraOpts, GstCamera,
-    LossyOpts, LossyProxy, TestDir,
+    ffprobe, node_config, probe_segment, segments, start_nvr, stream_status, wait_until,
+    CameraOpts, GstCamera, LossyOpts, LossyProxy, TestDir,
 };
 use store::{Reader, SegmentState};
 
@@ -53,29 +53,7 @@ fn write_config_cameras(
     cams: &[(&str, String, &str, &str)],
     ingest: &str,
 ) -> PathBuf {
-    dir.write("identity/identity.toml", "node = \"test-a\"\n");
-    let mut cfg = format!(
-        r#"identity_dir = "{}"
-
-[recording]
-segment_duration_s = {segment_s}
-flush_interval_ms = 500
-
-[ingest]
-connect_timeout_ms = 3000
-frame_timeout_ms = 3000
-backoff_initial_ms = 300
-backoff_max_ms = 2000
-{ingest}
-
-[[nodes]]
-name = "test-a"
-role = "primary"
-data_dir = "{}"
-"#,
-        dir.join("identity").display(),
-        dir.join("data").display()
-    );
+    let mut cfg = node_config(dir, segment_s, ingest);
     for (name, url, transport, extra) in cams {
         cfg.push_str(&format!(
             "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\ntransport = \"{transport}\"\n{extra}\n[cameras.streams.main]\nurl = \"{url}\"\n"

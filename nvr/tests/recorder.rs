@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use base::clock::SystemClock;
 use common::{
-    ffprobe, sealed_count, segments, start_nvr, status, stream_status, wait_until, CameraAuth,
-    CameraOpts, GstCamera, HostileCamera, HostileMode, NvrProcess, TestDir,
+    ffprobe, node_config, sealed_count, segments, start_nvr, status, stream_status, wait_until,
+    CameraAuth, CameraOpts, GstCamera, HostileCamera, HostileMode, NvrProcess, TestDir,
 };
 use store::{Reader, SegmentRow, SegmentState, StreamId};
 
@@ -34,28 +34,9 @@ fn cam(name: &'static str, url: String) -> Cam {
 /// file (`<dir>/identity/identity.toml`, naming it), so that `nvr` picks the node by its identity as on
 /// an installed node. Returns the path of the configuration. `sections` is extra TOML (e.g. `[retention]`).
 fn write_config(dir: &TestDir, segment_s: u64, cams: &[Cam], sections: &str) -> PathBuf {
-    let identity_dir = dir.join("identity");
-    dir.write("identity/identity.toml", "node = \"test-a\"\n");
-    let mut cfg = format!(
-        r#"identity_dir = "{}"
-
-[recording]
-segment_duration_s = {segment_s}
-flush_interval_ms = 500
-
-[ingest]
-connect_timeout_ms = 3000
-frame_timeout_ms = 3000
-backoff_initial_ms = 300
-backoff_max_ms = 2000
-
-{sections}
-
-[[nodes]]
-name = "test-a"
-role = "primary"
-data_dir = "{}"
-
+    let mut cfg = node_config(dir, segment_s, &format!("\n{sections}"));
+    cfg.push_str(
+        r#"
 # Another node's camera: never recorded here.
 [[nodes]]
 name = "test-b"
@@ -68,8 +49,6 @@ node = "test-b"
 [cameras.streams.main]
 url = "rtsp://127.0.0.1:9/other"
 "#,
-        identity_dir.display(),
-        dir.join("data").display()
     );
     for c in cams {
         cfg.push_str(&format!(

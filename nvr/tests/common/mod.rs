@@ -13,6 +13,36 @@ use std::sync::Arc;
 use base::clock::SystemClock;
 use store::{Reader, SegmentRow, SegmentState};
 
+/// The start of a cluster file with the one primary node `test-a` (data in `<dir>/data`), whose
+/// identity file (`<dir>/identity/identity.toml`, naming it) is written so that `nvr` picks the node
+/// by its identity as on an installed node: segments of `segment_s`, and `after_ingest` right after
+/// the `[ingest]` table's lines (more of them, or other tables). Cameras and other nodes follow.
+pub fn node_config(dir: &TestDir, segment_s: u64, after_ingest: &str) -> String {
+    dir.write("identity/identity.toml", "node = \"test-a\"\n");
+    format!(
+        r#"identity_dir = "{}"
+
+[recording]
+segment_duration_s = {segment_s}
+flush_interval_ms = 500
+
+[ingest]
+connect_timeout_ms = 3000
+frame_timeout_ms = 3000
+backoff_initial_ms = 300
+backoff_max_ms = 2000
+{after_ingest}
+
+[[nodes]]
+name = "test-a"
+role = "primary"
+data_dir = "{}"
+"#,
+        dir.join("identity").display(),
+        dir.join("data").display()
+    )
+}
+
 /// `nvr run --config CONFIG`.
 pub fn start_nvr(dir: &TestDir, config: &Path) -> NvrProcess {
     let config = config.to_string_lossy().into_owned();
