@@ -10,12 +10,12 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    browser_scripts, client, one_camera, run_browser_script, sealed_segments, start_web, web_user,
-    PASSWORD,
+    browser_scripts, client, one_camera, run_browser_script, start_recorder_and_agent, start_web,
+    wait_sealed_segments, web_user, PASSWORD,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::{nvr_sync_bin, run_nvr, wait_until, NvrProcess, TestDir};
+use testkit::{run_nvr, wait_until, TestDir};
 
 #[test]
 fn an_operator_exports_from_the_page_and_the_downloads_verify() {
@@ -23,27 +23,12 @@ fn an_operator_exports_from_the_page_and_the_downloads_verify() {
     let dir = TestDir::new();
     let (_sim, _, web_port, config) = one_camera(&dir);
     common::signed_log::add_node_keys(&dir, &config);
-    let config_arg = config.to_string_lossy().into_owned();
-    let nvr = NvrProcess::spawn(&dir, &["run", "--config", &config_arg]);
-    let _agent = NvrProcess::spawn_program(
-        &dir,
-        "nvr-sync",
-        nvr_sync_bin(),
-        &["run", "--config", &config_arg],
-        &[("RUST_LOG", "info")],
-    );
+    let (nvr, _agent) = start_recorder_and_agent(&dir, &config);
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     web_user(&dir, &config, &["add", "olga", "--role", "operator"]);
     let _web = start_web(&dir, &config, web_port);
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            sealed_segments(&dir).len() >= 4
-        }),
-        "not four sealed segments: {}",
-        nvr.stderr_tail(30)
-    );
     // Whole seconds inside segments 1 and 2 (the page's fields are to the second).
-    let segs = sealed_segments(&dir);
+    let segs = wait_sealed_segments(&dir, 4, &nvr);
     let from_ms = (segs[1].start_ms + 999) / 1000 * 1000;
     let to_ms = segs[2].end_ms / 1000 * 1000;
 
@@ -110,6 +95,7 @@ fn an_operator_exports_from_the_page_and_the_downloads_verify() {
     assert_eq!(m["exported_by"], "olga", "{m}");
 
     let export_key = dir.join("web/export.pub").to_string_lossy().into_owned();
+    let config_arg = config.to_string_lossy().into_owned();
     let ok = run_nvr(
         &dir,
         &[

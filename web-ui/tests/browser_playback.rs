@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{
     browser_scripts, one_camera, run_browser_script, sealed_segments, start_camsim, start_web,
-    web_user, PASSWORD,
+    wait_sealed_segments, web_user, PASSWORD,
 };
 use serde_json::Value;
 use testkit::{run_nvr, wait_until, NvrProcess, TestDir};
@@ -35,13 +35,7 @@ fn a_click_on_the_timeline_plays_from_that_time_across_segments_and_the_outage_i
     // An operator, so that the screenshots show the export controls too.
     web_user(&dir, &config, &["add", "alice", "--role", "operator"]);
     let _web = start_web(&dir, &config, web_port);
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            sealed_segments(&dir).len() >= 4
-        }),
-        "not four sealed segments: {}",
-        nvr.stderr_tail(30)
-    );
+    wait_sealed_segments(&dir, 4, &nvr);
     // A real 10 s outage.
     sim.kill9();
     std::thread::sleep(Duration::from_secs(10));

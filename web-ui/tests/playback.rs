@@ -9,7 +9,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{client, one_camera, sealed_segments, start_camsim, start_web, web_user, PASSWORD};
+use common::{
+    client, one_camera, sealed_segments, start_camsim, start_web, wait_sealed_segments, web_user,
+    PASSWORD,
+};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -80,14 +83,7 @@ fn a_range_across_segments_plays_as_one_mp4_with_range_requests_and_ends_at_a_ga
     assert_eq!(status, StatusCode::OK);
 
     // Six sealed 2 s segments of one run.
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            sealed_segments(&dir).len() >= 6
-        }),
-        "not six sealed segments: {}",
-        nvr.stderr_tail(30)
-    );
-    let segs = sealed_segments(&dir);
+    let segs = wait_sealed_segments(&dir, 6, &nvr);
     let run = segs[1].run_id;
     let range: Vec<_> = segs[1..5].to_vec();
     assert!(range.iter().all(|s| s.run_id == run), "{range:?}");

@@ -190,6 +190,38 @@ pub fn sealed_segments(dir: &TestDir) -> Vec<store::SegmentRow> {
         .collect()
 }
 
+/// Waits (a minute at most) until `<dir>/data` holds `n` sealed segments of `cam/main`, and returns
+/// them; panics with the recorder's log otherwise.
+pub fn wait_sealed_segments(
+    dir: &TestDir,
+    n: usize,
+    recorder: &NvrProcess,
+) -> Vec<store::SegmentRow> {
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+            sealed_segments(dir).len() >= n
+        }),
+        "not {n} sealed segments: {}",
+        recorder.stderr_tail(30)
+    );
+    sealed_segments(dir)
+}
+
+/// `nvr run` and `nvr-sync run` (which keeps the signed log exports need) on `config`:
+/// (recorder, sync agent).
+pub fn start_recorder_and_agent(dir: &TestDir, config: &Path) -> (NvrProcess, NvrProcess) {
+    let config_arg = config.to_string_lossy().into_owned();
+    let nvr = NvrProcess::spawn(dir, &["run", "--config", &config_arg]);
+    let agent = NvrProcess::spawn_program(
+        dir,
+        "nvr-sync",
+        testkit::nvr_sync_bin(),
+        &["run", "--config", &config_arg],
+        &[("RUST_LOG", "info")],
+    );
+    (nvr, agent)
+}
+
 /// The browser scripts' folder, `tests/browser`; panics when playwright-core is not installed there.
 pub fn browser_scripts() -> &'static Path {
     let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
