@@ -231,11 +231,7 @@ fn a_fetch_reads_only_the_requested_bytes() {
     }
     let cfg = cluster.write(&dir);
     let standby = spawn_sync(&dir, &cfg, "standby-1");
-    assert!(wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || standby.stderr_tail(50).contains("standby listening")
-    ));
+    wait_standby_listening(&standby);
     let peer = nvr_sync::config::SyncConfig::load(&cfg, Some("node-a"))
         .expect("config")
         .peers[0]

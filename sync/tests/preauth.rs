@@ -57,11 +57,7 @@ fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
 fn idle_unauthenticated_connections_are_capped_and_the_primary_gets_through() {
     let p = pair();
     let standby = spawn_sync(&p.dir, &p.cfg, "standby-1");
-    assert!(wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || standby.stderr_tail(50).contains("standby listening")
-    ));
+    wait_standby_listening(&standby);
     let base_fds = open_fds(standby.pid().expect("pid"));
     // 300 connections that never start a TLS handshake, then the real primary (accepted after them).
     let idle = idle_connections(&p.listen, 300);
@@ -107,11 +103,7 @@ fn accept_errors_back_off_and_the_primary_gets_through_afterwards() {
         ],
         &[("RUST_LOG", "info")],
     );
-    assert!(wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || standby.stderr_tail(50).contains("standby listening")
-    ));
+    wait_standby_listening(&standby);
     let idle = idle_connections(&p.listen, 100);
     assert!(wait_until(
         Duration::from_secs(30),

@@ -51,6 +51,20 @@ fn camsim(dir: &TestDir, port: u16) -> NvrProcess {
     )
 }
 
+/// The primary loses everything, its sync.db too, and is restored from the standby: the restore's
+/// report.
+fn wipe_and_restore_the_primary(n: &Nodes) -> serde_json::Value {
+    std::fs::remove_dir_all(&n.data_a).expect("wipe the primary");
+    restore_report(
+        &n.dir,
+        &n.cfg,
+        "node-a",
+        None,
+        None,
+        Duration::from_secs(120),
+    )
+}
+
 #[test]
 fn restore_onto_a_wiped_primary_rejoins_the_pair_and_reports_what_is_missing() {
     let cam_port = free_port();
@@ -79,15 +93,7 @@ fn restore_onto_a_wiped_primary_rejoins_the_pair_and_reports_what_is_missing() {
     let before = standby_head(&n.data_s);
 
     // The primary loses everything, its sync.db too, and is restored from the standby.
-    std::fs::remove_dir_all(&n.data_a).expect("wipe the primary");
-    let report = restore_report(
-        &n.dir,
-        &n.cfg,
-        "node-a",
-        None,
-        None,
-        Duration::from_secs(120),
-    );
+    let report = wipe_and_restore_the_primary(&n);
     assert_eq!(report["leaves_imported"].as_u64(), Some(before), "{report}");
     let heads_of = |data: &Path| -> Vec<[u8; 32]> {
         nvr_sync::syncdb::SyncDb::open(data)
@@ -146,11 +152,7 @@ fn restore_onto_a_wiped_primary_rejoins_the_pair_and_reports_what_is_missing() {
         .expect("drop the standby's row");
     std::fs::remove_file(n.data_s.join(&lost)).expect("drop the standby's file");
     let standby = spawn_sync(&n.dir, &n.cfg, "standby-1");
-    assert!(wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || standby.stderr_tail(50).contains("standby listening")
-    ));
+    wait_standby_listening(&standby);
     std::fs::remove_file(n.data_a.join(&lost)).expect("lose the primary's copy too");
     let out = sync_restore(
         &n.dir,
@@ -233,15 +235,7 @@ fn sealed_but_unlogged_segments_are_held_unverified_and_restored() {
     primary.sigterm();
     primary.expect_clean_exit(Duration::from_secs(20));
 
-    std::fs::remove_dir_all(&n.data_a).expect("wipe the primary");
-    let report = restore_report(
-        &n.dir,
-        &n.cfg,
-        "node-a",
-        None,
-        None,
-        Duration::from_secs(120),
-    );
+    let report = wipe_and_restore_the_primary(&n);
     assert_eq!(
         report["unverified"].as_array().map(Vec::len),
         Some(unverified as usize),

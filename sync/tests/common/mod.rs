@@ -815,6 +815,17 @@ pub fn spawn_pair(dir: &TestDir, cfg: &Path) -> (NvrProcess, NvrProcess, NvrProc
     (standby, recorder, primary)
 }
 
+/// Waits (30 s at most) until the standby's agent `standby` says it listens.
+pub fn wait_standby_listening(standby: &NvrProcess) {
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            standby.stderr_tail(50).contains("standby listening")
+        }),
+        "the standby does not listen:\n{}",
+        standby.stderr_tail(30)
+    );
+}
+
 /// The agent's status file in `data_dir` (`Null` while there is none, or it is being replaced).
 pub fn status_file(data_dir: &Path) -> serde_json::Value {
     fs::read(data_dir.join("sync-status.json"))
