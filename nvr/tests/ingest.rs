@@ -243,6 +243,20 @@ fn b_frames_get_composition_offsets_growing_decode_times_and_presentation_durati
     assert_b_frame_segments(&dir, "bf265", "hevc");
 }
 
+/// Stops the recorder cleanly; `camera`'s recording is then one run (no reconnect) of at least two
+/// sealed segments that decode with the catalog's frame counts.
+fn stop_and_assert_one_run(dir: &TestDir, nvr: &mut common::NvrProcess, camera: &str) {
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    let segs = segments(dir, camera);
+    assert!(segs.len() >= 2, "{segs:?}");
+    for s in &segs {
+        assert_eq!(s.state, SegmentState::Sealed);
+        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
+        probe_segment(dir, s);
+    }
+}
+
 #[test]
 fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
     let dir = TestDir::new();
@@ -285,16 +299,7 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
     assert_eq!(st["connects"], 1, "the session stayed up: {st}");
     assert_eq!(st["reconnects"], 0, "{st}");
     assert!(st["frames_skipped"].as_u64().unwrap_or(0) > 0, "{st}");
-    nvr.sigterm();
-    nvr.expect_clean_exit(Duration::from_secs(20));
-
-    let segs = segments(&dir, "lossy");
-    assert!(segs.len() >= 2, "{segs:?}");
-    for s in &segs {
-        assert_eq!(s.state, SegmentState::Sealed);
-        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
-        probe_segment(&dir, s);
-    }
+    stop_and_assert_one_run(&dir, &mut nvr, "lossy");
     let store = Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
     let loss_events: Vec<_> = store
         .events(0, 1000)
@@ -371,16 +376,7 @@ fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_d
     assert_eq!(st["transport"], "udp", "{st}");
     assert_eq!(st["connects"], 1, "the session stayed up: {st}");
     assert_eq!(st["reconnects"], 0, "{st}");
-    nvr.sigterm();
-    nvr.expect_clean_exit(Duration::from_secs(20));
-
-    let segs = segments(&dir, "lossy");
-    assert!(segs.len() >= 2, "{segs:?}");
-    for s in &segs {
-        assert_eq!(s.state, SegmentState::Sealed);
-        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
-        probe_segment(&dir, s);
-    }
+    stop_and_assert_one_run(&dir, &mut nvr, "lossy");
 }
 
 #[test]
