@@ -43,11 +43,7 @@ fn start(
     let (camsim, cam_port) = rig::cluster::spawn_camsim(&dir, streams);
     let mut cluster = new_pair(&dir);
     let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
-    let standby_listen = cluster.standby_listen.clone();
-    let proxy = via_proxy.then(|| FaultProxy::start(standby_listen.parse().expect("addr")));
-    if let Some(p) = &proxy {
-        cluster.standby_address = p.address();
-    }
+    let proxy = cluster.through_proxy(via_proxy);
     cluster.cameras = camsim_cameras(cam_port, streams);
     cluster.segment_s = segment_s;
     cluster.scrub_interval_ms = scrub_interval_ms;

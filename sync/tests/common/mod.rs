@@ -904,6 +904,16 @@ impl ClusterFile {
     /// `primary` (recording into `primary_data`, no cameras yet) protected by `standby` (storing into
     /// `standby_data`, listening and reached on `standby_listen`). Segments of 4 s, fast sync
     /// intervals (head 1 s, reconcile 2 s), scrub off.
+    /// With `via`, a [`FaultProxy`] in front of the standby's listener, through which the primary
+    /// then reaches it; the proxy, to cut or throttle the link.
+    pub fn through_proxy(&mut self, via: bool) -> Option<FaultProxy> {
+        let proxy = via.then(|| FaultProxy::start(self.standby_listen.parse().expect("addr")));
+        if let Some(p) = &proxy {
+            self.standby_address = p.address();
+        }
+        proxy
+    }
+
     pub fn pair(
         primary: &Identity,
         primary_data: &Path,
