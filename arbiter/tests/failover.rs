@@ -841,31 +841,41 @@ fn nvr_ctl_handover_and_drain_miss_and_repeat_no_frame() {
     assert_primary_standby_primary_again(&p, &hot, " through nvr ctl");
 }
 
+/// The files of `camera` each node recorded itself: the primary's own segments in its catalog (the
+/// standby's, which flow back to it, are taken from the standby), then the standby's own copies (of
+/// epoch `only_epoch` if given).
+fn recorded_by_each_node(p: &Pair, camera: &str, only_epoch: Option<u64>) -> Vec<PathBuf> {
+    let primary =
+        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
+    let id = primary
+        .find_stream(camera, "main")
+        .expect("query")
+        .expect("stream");
+    let mut paths: Vec<PathBuf> = primary
+        .stream_segments(id)
+        .expect("segments")
+        .iter()
+        .filter(|s| s.node == PRIMARY)
+        .map(|s| primary.absolute_path(&s.path))
+        .collect();
+    paths.extend(
+        standby_files(&p.s.data, PRIMARY, camera)
+            .into_iter()
+            .filter(|(_, node, epoch)| {
+                node == STANDBY && only_epoch.is_none_or(|e| *epoch == Some(e))
+            })
+            .map(|(path, _, _)| path),
+    );
+    paths
+}
+
 /// After a handover to the standby and back (epoch 1 on the standby): per stream of `streams`, the
 /// primary's own segments and the standby's epoch-1 segments together miss and repeat no frame. The
 /// primary's own rows only: the standby's part flows back into its catalog too.
 fn assert_primary_standby_primary_again<S: AsRef<str>>(p: &Pair, streams: &[S], how: &str) {
-    let primary =
-        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
     for k in streams {
         let camera = k.as_ref().trim_end_matches("/main");
-        let id = primary
-            .find_stream(camera, "main")
-            .expect("query")
-            .expect("stream");
-        let mut paths: Vec<PathBuf> = primary
-            .stream_segments(id)
-            .expect("segments")
-            .iter()
-            .filter(|s| s.node == PRIMARY)
-            .map(|s| primary.absolute_path(&s.path))
-            .collect();
-        paths.extend(
-            standby_files(&p.s.data, PRIMARY, camera)
-                .into_iter()
-                .filter(|(_, node, epoch)| node == STANDBY && *epoch == Some(1))
-                .map(|(path, _, _)| path),
-        );
+        let paths = recorded_by_each_node(p, camera, Some(1));
         let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
         println!("{camera} (primary, standby, primary again){how}: {line}");
         assert!(frames > 200, "{line}");
@@ -924,29 +934,9 @@ fn a_primary_flapping_every_3_s_for_a_minute_loses_no_frame_with_bounded_switche
     );
     p.stop_all();
     println!("{flaps}; declared dead {deaths} times (the status keeps the last events)");
-    let primary =
-        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
     for i in 1..STREAMS {
         let camera = format!("cam{i}");
-        let id = primary
-            .find_stream(&camera, "main")
-            .expect("query")
-            .expect("stream");
-        // The primary's own segments (the standby's, which flow back to it, are taken from the
-        // standby).
-        let mut paths: Vec<PathBuf> = primary
-            .stream_segments(id)
-            .expect("segments")
-            .iter()
-            .filter(|s| s.node == PRIMARY)
-            .map(|s| primary.absolute_path(&s.path))
-            .collect();
-        paths.extend(
-            standby_files(&p.s.data, PRIMARY, &camera)
-                .into_iter()
-                .filter(|(_, node, _)| node == STANDBY)
-                .map(|(path, _, _)| path),
-        );
+        let paths = recorded_by_each_node(&p, &camera, None);
         let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
         println!("{camera} (both nodes): {line}");
         assert!(frames > 1000, "{line}");
