@@ -35,9 +35,7 @@ fn three_primaries_one_standby_at_capacity_priorities_respected_the_rest_uncover
     let refs: Vec<&Node> = primaries.iter().collect();
     let cfg = write_cluster_many(&dir, &refs, &s, Some(2), &cams);
 
-    let mut rec_s = spawn_recorder(&dir, &cfg, STANDBY);
-    let mut sync_s = spawn_sync(&dir, &cfg, STANDBY);
-    let mut arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
+    let (mut rec_s, mut sync_s, mut arb_s) = spawn_node(&dir, &cfg, STANDBY);
     let mut procs: Vec<NvrProcess> = Vec::new();
     for p in &primaries {
         procs.push(spawn_recorder(&dir, &cfg, &p.name));
@@ -84,12 +82,7 @@ fn three_primaries_one_standby_at_capacity_priorities_respected_the_rest_uncover
     });
     let st = arbiter_status(&dir, &cfg, STANDBY);
     assert!(settled, "{st:#}\n{}", arb_s.stderr_tail(30));
-    let events: Vec<String> = st["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["message"].as_str().map(str::to_owned))
-        .collect();
+    let events = event_messages(&st);
     assert!(
         events
             .iter()
@@ -169,9 +162,7 @@ fn capacity_in_mbps_counts_the_bitrates_the_recorders_measure() {
         mbps: Some(250),
     };
     let cfg = write_cluster_with(&dir, &[&a], &s, capacity, &cams);
-    let mut rec_s = spawn_recorder(&dir, &cfg, STANDBY);
-    let mut sync_s = spawn_sync(&dir, &cfg, STANDBY);
-    let arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
+    let (mut rec_s, mut sync_s, arb_s) = spawn_node(&dir, &cfg, STANDBY);
     let mut procs = [
         spawn_recorder(&dir, &cfg, PRIMARY),
         spawn_sync(&dir, &cfg, PRIMARY),

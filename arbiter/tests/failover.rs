@@ -74,16 +74,10 @@ impl Pair {
         let (camsim, port) = spawn_camsim(&dir, STREAMS);
         let a = node(&dir, PRIMARY);
         let s = node(&dir, STANDBY);
-        let cams: Vec<(String, String)> = (1..=STREAMS)
-            .map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:{port}/cam{i}")))
-            .collect();
+        let cams = camsim_cameras(port, STREAMS);
         let cfg = write_cluster(&dir, &a, &s, &cams, &[COLD]);
-        let rec_s = spawn_recorder(&dir, &cfg, STANDBY);
-        let sync_s = spawn_sync(&dir, &cfg, STANDBY);
-        let arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
-        let rec_a = spawn_recorder(&dir, &cfg, PRIMARY);
-        let sync_a = spawn_sync(&dir, &cfg, PRIMARY);
-        let arb_a = spawn_arbiter(&dir, &cfg, PRIMARY);
+        let (rec_s, sync_s, arb_s) = spawn_node(&dir, &cfg, STANDBY);
+        let (rec_a, sync_a, arb_a) = spawn_node(&dir, &cfg, PRIMARY);
         let p = Pair {
             dir,
             cfg,
@@ -133,6 +127,35 @@ impl Pair {
                     }
                 })
         })
+    }
+
+    /// The arbiters are told to stop (recording goes on unchanged).
+    fn stop_arbiters(&mut self) {
+        for proc in [&mut self.arb_a, &mut self.arb_s] {
+            proc.sigterm();
+        }
+    }
+
+    /// The recorders stop cleanly: every segment sealed.
+    fn stop_recorders(&mut self) {
+        for proc in [&mut self.rec_a, &mut self.rec_s] {
+            proc.sigterm();
+            proc.expect_clean_exit(Duration::from_secs(30));
+        }
+    }
+
+    /// The sync agents are told to stop.
+    fn stop_agents(&mut self) {
+        for proc in [&mut self.sync_a, &mut self.sync_s] {
+            proc.sigterm();
+        }
+    }
+
+    /// The arbiters, then the recorders, then the sync agents.
+    fn stop_all(&mut self) {
+        self.stop_arbiters();
+        self.stop_recorders();
+        self.stop_agents();
     }
 
     fn standby_hears_primary(&self) -> bool {
@@ -201,17 +224,7 @@ fn kill_9_of_the_primary_hot_streams_continue_on_the_standby_without_a_missing_f
         "the primary is dead: {st:#}"
     );
     // Detection, as the standby reports it: "node node-a is dead (silent for N ms)".
-    let events: Vec<(i64, String)> = st["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| {
-            (
-                e["time_ms"].as_i64().unwrap_or(0),
-                e["message"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
+    let events: Vec<(i64, String)> = status_events(&st);
     let (dead_at_ms, dead_msg) = events
         .iter()
         .find(|(_, m)| m.starts_with(&format!("node {PRIMARY} is dead")))
@@ -226,13 +239,9 @@ fn kill_9_of_the_primary_hot_streams_continue_on_the_standby_without_a_missing_f
     // Let the standby record on its own for a few segments' worth; the arbiter reports each takeover's
     // gap once the first segment under the new epoch exists.
     std::thread::sleep(Duration::from_secs(6));
-    let gaps: Vec<String> = arbiter_status(&dir, &cfg, STANDBY)["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
+    let gaps: Vec<String> = event_messages(&arbiter_status(&dir, &cfg, STANDBY))
+        .into_iter()
         .filter(|m| m.contains("takeover gap"))
-        .map(str::to_owned)
         .collect();
     assert_eq!(gaps.len(), STREAMS, "{gaps:#?}");
     // kill -9 of the standby's arbiter while it holds the streams: restarted, it resumes its epochs;
@@ -254,13 +263,9 @@ fn kill_9_of_the_primary_hot_streams_continue_on_the_standby_without_a_missing_f
         arb_s.stderr_tail(20)
     );
     std::thread::sleep(Duration::from_secs(2));
-    let failures: Vec<String> = arbiter_status(&dir, &cfg, STANDBY)["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
+    let failures: Vec<String> = event_messages(&arbiter_status(&dir, &cfg, STANDBY))
+        .into_iter()
         .filter(|m| m.contains("failed"))
-        .map(str::to_owned)
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
     arb_s.sigterm();
@@ -481,9 +486,7 @@ fn a_camera_unreachable_from_the_primary_only_moves_that_stream_alone() {
     let kept = proxy.connections();
     let mut sync_s = spawn_sync(&dir, &cfg, STANDBY);
     let mut arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
-    let mut rec_a = spawn_recorder(&dir, &cfg, PRIMARY);
-    let mut sync_a = spawn_sync(&dir, &cfg, PRIMARY);
-    let mut arb_a = spawn_arbiter(&dir, &cfg, PRIMARY);
+    let (mut rec_a, mut sync_a, mut arb_a) = spawn_node(&dir, &cfg, PRIMARY);
     let mirrored = wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
         ["cam1", "cam2"].iter().all(|c| {
             standby_files(&s.data, PRIMARY, c)
@@ -525,13 +528,9 @@ fn a_camera_unreachable_from_the_primary_only_moves_that_stream_alone() {
         "{st:#}"
     );
     assert!(st["peers"][0]["alive"] == true, "{st:#}");
-    let event = st["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["message"].as_str())
+    let event = event_messages(&st)
+        .into_iter()
         .find(|m| m.starts_with("promoting cam1/main with epoch 1"))
-        .map(str::to_owned)
         .expect("promotion event");
     assert!(
         event.contains("session of cam1/main failed on node-a"),
@@ -624,13 +623,8 @@ fn failback_after_the_primary_returns_misses_and_repeats_no_frame() {
     });
     assert!(recording_again, "{}", p.arb_a.stderr_tail(30));
     std::thread::sleep(Duration::from_secs(4));
-    for proc in [&mut p.arb_a, &mut p.arb_s] {
-        proc.sigterm();
-    }
-    for proc in [&mut p.rec_a, &mut p.rec_s] {
-        proc.sigterm();
-        proc.expect_clean_exit(Duration::from_secs(30));
-    }
+    p.stop_arbiters();
+    p.stop_recorders();
     // Settling: every segment the primary sealed reaches the standby, whose catalog then holds the
     // whole stream.
     assert!(
@@ -638,14 +632,9 @@ fn failback_after_the_primary_returns_misses_and_repeats_no_frame() {
         "mirroring did not catch up:\n{}",
         p.sync_a.stderr_tail(30)
     );
-    for proc in [&mut p.sync_a, &mut p.sync_s] {
-        proc.sigterm();
-    }
-    let events: Vec<String> = st["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+    p.stop_agents();
+    let events: Vec<String> = event_messages(&st)
+        .into_iter()
         .filter(|m| m.contains("handed back") || m.contains("handing"))
         .collect();
     for e in &events {
@@ -747,40 +736,27 @@ fn planned_handover_both_ways_misses_and_repeats_no_frame() {
         "{out:?}"
     );
 
-    for k in &hot {
-        handover(PRIMARY, STANDBY, k);
-    }
-    assert!(
-        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-            held_by(STANDBY, 1) && modes(STANDBY, "record") && modes(PRIMARY, "shadow")
-        }),
-        "{}",
-        p.arb_a.stderr_tail(30)
-    );
+    // Every hot stream handed from `from` to `to`, which then records them under `epoch` while
+    // `from` shadows them (`from_arbiter`'s log if not).
+    let hand_over_all = |from: &str, to: &str, epoch: u64, from_arbiter: &NvrProcess| {
+        for k in &hot {
+            handover(from, to, k);
+        }
+        assert!(
+            wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+                held_by(to, epoch) && modes(to, "record") && modes(from, "shadow")
+            }),
+            "{}",
+            from_arbiter.stderr_tail(30)
+        );
+    };
+    hand_over_all(PRIMARY, STANDBY, 1, &p.arb_a);
     // Past the failback hold-down (3 s): still on the standby.
     std::thread::sleep(Duration::from_secs(5));
     assert!(held_by(STANDBY, 1), "a planned handover was undone");
-    for k in &hot {
-        handover(STANDBY, PRIMARY, k);
-    }
-    assert!(
-        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-            held_by(PRIMARY, 2) && modes(PRIMARY, "record") && modes(STANDBY, "shadow")
-        }),
-        "{}",
-        p.arb_s.stderr_tail(30)
-    );
+    hand_over_all(STANDBY, PRIMARY, 2, &p.arb_s);
     std::thread::sleep(Duration::from_secs(3));
-    for proc in [&mut p.arb_a, &mut p.arb_s] {
-        proc.sigterm();
-    }
-    for proc in [&mut p.rec_a, &mut p.rec_s] {
-        proc.sigterm();
-        proc.expect_clean_exit(Duration::from_secs(30));
-    }
-    for proc in [&mut p.sync_a, &mut p.sync_s] {
-        proc.sigterm();
-    }
+    p.stop_all();
     assert_primary_standby_primary_again(&p, &hot, "");
 }
 
@@ -860,41 +836,46 @@ fn nvr_ctl_handover_and_drain_miss_and_repeat_no_frame() {
         out.stderr
     );
     p.arb_s.sigterm();
-    for proc in [&mut p.rec_a, &mut p.rec_s] {
-        proc.sigterm();
-        proc.expect_clean_exit(Duration::from_secs(30));
-    }
-    for proc in [&mut p.sync_a, &mut p.sync_s] {
-        proc.sigterm();
-    }
+    p.stop_recorders();
+    p.stop_agents();
     assert_primary_standby_primary_again(&p, &hot, " through nvr ctl");
+}
+
+/// The files of `camera` each node recorded itself: the primary's own segments in its catalog (the
+/// standby's, which flow back to it, are taken from the standby), then the standby's own copies (of
+/// epoch `only_epoch` if given).
+fn recorded_by_each_node(p: &Pair, camera: &str, only_epoch: Option<u64>) -> Vec<PathBuf> {
+    let primary =
+        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
+    let id = primary
+        .find_stream(camera, "main")
+        .expect("query")
+        .expect("stream");
+    let mut paths: Vec<PathBuf> = primary
+        .stream_segments(id)
+        .expect("segments")
+        .iter()
+        .filter(|s| s.node == PRIMARY)
+        .map(|s| primary.absolute_path(&s.path))
+        .collect();
+    paths.extend(
+        standby_files(&p.s.data, PRIMARY, camera)
+            .into_iter()
+            .filter(|(_, node, epoch)| {
+                node == STANDBY && only_epoch.is_none_or(|e| *epoch == Some(e))
+            })
+            .map(|(path, _, _)| path),
+    );
+    paths
 }
 
 /// After a handover to the standby and back (epoch 1 on the standby): per stream of `streams`, the
 /// primary's own segments and the standby's epoch-1 segments together miss and repeat no frame. The
 /// primary's own rows only: the standby's part flows back into its catalog too.
 fn assert_primary_standby_primary_again<S: AsRef<str>>(p: &Pair, streams: &[S], how: &str) {
-    let primary =
-        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
     for k in streams {
         let camera = k.as_ref().trim_end_matches("/main");
-        let id = primary
-            .find_stream(camera, "main")
-            .expect("query")
-            .expect("stream");
-        let mut paths: Vec<PathBuf> = primary
-            .stream_segments(id)
-            .expect("segments")
-            .iter()
-            .filter(|s| s.node == PRIMARY)
-            .map(|s| primary.absolute_path(&s.path))
-            .collect();
-        paths.extend(
-            standby_files(&p.s.data, PRIMARY, camera)
-                .into_iter()
-                .filter(|(_, node, epoch)| node == STANDBY && *epoch == Some(1))
-                .map(|(path, _, _)| path),
-        );
+        let paths = recorded_by_each_node(p, camera, Some(1));
         let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
         println!("{camera} (primary, standby, primary again){how}: {line}");
         assert!(frames > 200, "{line}");
@@ -935,17 +916,7 @@ fn a_primary_flapping_every_3_s_for_a_minute_loses_no_frame_with_bounded_switche
         assert!(epoch <= 5, "switches bounded: epoch {epoch}");
     }
     assert!(st["peers"][0]["flapping"] == true, "{st:#}");
-    let events: Vec<(i64, String)> = st["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| {
-            (
-                e["time_ms"].as_i64().unwrap_or(0),
-                e["message"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
+    let events: Vec<(i64, String)> = status_events(&st);
     let (flapped_at, flaps) = events
         .iter()
         .find(|(_, m)| m.starts_with("node node-a flaps"))
@@ -961,40 +932,11 @@ fn a_primary_flapping_every_3_s_for_a_minute_loses_no_frame_with_bounded_switche
             .any(|(t, m)| *t > flapped_at && m.contains("handing")),
         "nothing handed back once it flaps: {events:#?}"
     );
-    for proc in [&mut p.arb_a, &mut p.arb_s] {
-        proc.sigterm();
-    }
-    for proc in [&mut p.rec_a, &mut p.rec_s] {
-        proc.sigterm();
-        proc.expect_clean_exit(Duration::from_secs(30));
-    }
-    for proc in [&mut p.sync_a, &mut p.sync_s] {
-        proc.sigterm();
-    }
+    p.stop_all();
     println!("{flaps}; declared dead {deaths} times (the status keeps the last events)");
-    let primary =
-        store::Reader::open(&p.a.data, Arc::new(base::clock::SystemClock)).expect("catalog");
     for i in 1..STREAMS {
         let camera = format!("cam{i}");
-        let id = primary
-            .find_stream(&camera, "main")
-            .expect("query")
-            .expect("stream");
-        // The primary's own segments (the standby's, which flow back to it, are taken from the
-        // standby).
-        let mut paths: Vec<PathBuf> = primary
-            .stream_segments(id)
-            .expect("segments")
-            .iter()
-            .filter(|s| s.node == PRIMARY)
-            .map(|s| primary.absolute_path(&s.path))
-            .collect();
-        paths.extend(
-            standby_files(&p.s.data, PRIMARY, &camera)
-                .into_iter()
-                .filter(|(_, node, _)| node == STANDBY)
-                .map(|(path, _, _)| path),
-        );
+        let paths = recorded_by_each_node(&p, &camera, None);
         let (frames, missing, duplicated, line) = frames_summary(&p.dir, &paths);
         println!("{camera} (both nodes): {line}");
         assert!(frames > 1000, "{line}");

@@ -96,9 +96,7 @@ fn takeover_segments_flow_back_to_the_owner_as_one_timeline_without_a_missing_fr
     let (_camsim, port) = spawn_camsim(&dir, STREAMS);
     let a = node(&dir, PRIMARY);
     let s = node(&dir, STANDBY);
-    let cams: Vec<(String, String)> = (1..=STREAMS)
-        .map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:{port}/cam{i}")))
-        .collect();
+    let cams = camsim_cameras(port, STREAMS);
     let cfg = write_cluster(&dir, &a, &s, &cams, &[]);
     // Scrubbing every second: a flowed-back copy damaged on the owner is found and repaired.
     let text = std::fs::read_to_string(&cfg).expect("cluster file");
@@ -107,12 +105,8 @@ fn takeover_segments_flow_back_to_the_owner_as_one_timeline_without_a_missing_fr
         text.replace("scrub_interval_ms = 0", "scrub_interval_ms = 1000"),
     )
     .expect("cluster file");
-    let mut rec_s = spawn_recorder(&dir, &cfg, STANDBY);
-    let mut sync_s = spawn_sync(&dir, &cfg, STANDBY);
-    let mut arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
-    let mut rec_a = spawn_recorder(&dir, &cfg, PRIMARY);
-    let mut sync_a = spawn_sync(&dir, &cfg, PRIMARY);
-    let mut arb_a = spawn_arbiter(&dir, &cfg, PRIMARY);
+    let (mut rec_s, mut sync_s, mut arb_s) = spawn_node(&dir, &cfg, STANDBY);
+    let (mut rec_a, mut sync_a, mut arb_a) = spawn_node(&dir, &cfg, PRIMARY);
     let cameras: Vec<String> = (1..=STREAMS).map(|i| format!("cam{i}")).collect();
 
     let ready = wait_until(Duration::from_secs(90), Duration::from_millis(500), || {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,17 +16,6 @@ use common::*;
 const STREAMS: usize = 2;
 /// How long the links stay cut.
 const PARTITION: Duration = Duration::from_secs(30);
-
-fn modes(dir: &TestDir, cfg: &Path, node: &str) -> Vec<String> {
-    recorder_status(dir, cfg, node)
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .map(|x| x["mode"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[test]
 fn a_partition_of_the_arbiter_and_sync_links_loses_no_frame_and_leaves_no_duplicate() {
@@ -41,16 +29,10 @@ fn a_partition_of_the_arbiter_and_sync_links_loses_no_frame_and_leaves_no_duplic
     a.arbiter_public = Some(to_arbiter_a.address());
     s.arbiter_public = Some(to_arbiter_s.address());
     s.sync_public = Some(to_sync_s.address());
-    let cams: Vec<(String, String)> = (1..=STREAMS)
-        .map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:{port}/cam{i}")))
-        .collect();
+    let cams = camsim_cameras(port, STREAMS);
     let cfg = write_cluster(&dir, &a, &s, &cams, &[]);
-    let mut rec_s = spawn_recorder(&dir, &cfg, STANDBY);
-    let mut sync_s = spawn_sync(&dir, &cfg, STANDBY);
-    let mut arb_s = spawn_arbiter(&dir, &cfg, STANDBY);
-    let mut rec_a = spawn_recorder(&dir, &cfg, PRIMARY);
-    let mut sync_a = spawn_sync(&dir, &cfg, PRIMARY);
-    let mut arb_a = spawn_arbiter(&dir, &cfg, PRIMARY);
+    let (mut rec_s, mut sync_s, mut arb_s) = spawn_node(&dir, &cfg, STANDBY);
+    let (mut rec_a, mut sync_a, mut arb_a) = spawn_node(&dir, &cfg, PRIMARY);
     let streams: Vec<String> = (1..=STREAMS).map(|i| format!("cam{i}/main")).collect();
     // The epoch `node` holds every stream under (the lowest), if it holds them all. Epochs are not
     // assumed: under load the standby may take over once at start-up, before it first hears the
@@ -72,7 +54,9 @@ fn a_partition_of_the_arbiter_and_sync_links_loses_no_frame_and_leaves_no_duplic
     let ready = wait_until(Duration::from_secs(90), Duration::from_millis(300), || {
         arbiter_status(&dir, &cfg, STANDBY)["peers"][0]["alive"] == true
             && held_by(PRIMARY).is_some()
-            && modes(&dir, &cfg, STANDBY).iter().all(|m| m == "shadow")
+            && recorder_modes(&dir, &cfg, STANDBY)
+                .iter()
+                .all(|m| m == "shadow")
             && (1..=STREAMS)
                 .all(|i| sealed_segments(&s.data, &format!("cam{i}"), PRIMARY).len() >= 2)
     });
@@ -92,7 +76,9 @@ fn a_partition_of_the_arbiter_and_sync_links_loses_no_frame_and_leaves_no_duplic
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
             held_by(STANDBY).is_some_and(|e| e > epoch_before)
-                && modes(&dir, &cfg, STANDBY).iter().all(|m| m == "record")
+                && recorder_modes(&dir, &cfg, STANDBY)
+                    .iter()
+                    .all(|m| m == "record")
         }),
         "the standby did not take over:\n{}",
         arb_s.stderr_tail(30)
@@ -102,14 +88,18 @@ fn a_partition_of_the_arbiter_and_sync_links_loses_no_frame_and_leaves_no_duplic
     // Without a witness the primary, which hears nobody either, records on: both record.
     std::thread::sleep(PARTITION.saturating_sub(cut.elapsed()));
     assert!(
-        modes(&dir, &cfg, PRIMARY).iter().all(|m| m == "record"),
+        recorder_modes(&dir, &cfg, PRIMARY)
+            .iter()
+            .all(|m| m == "record"),
         "{:?}",
-        modes(&dir, &cfg, PRIMARY)
+        recorder_modes(&dir, &cfg, PRIMARY)
     );
     assert!(
-        modes(&dir, &cfg, STANDBY).iter().all(|m| m == "record"),
+        recorder_modes(&dir, &cfg, STANDBY)
+            .iter()
+            .all(|m| m == "record"),
         "{:?}",
-        modes(&dir, &cfg, STANDBY)
+        recorder_modes(&dir, &cfg, STANDBY)
     );
     for p in [&to_arbiter_a, &to_arbiter_s, &to_sync_s] {
         p.heal();
@@ -121,8 +111,12 @@ fn a_partition_of_the_arbiter_and_sync_links_loses_no_frame_and_leaves_no_duplic
     assert!(
         wait_until(Duration::from_secs(90), Duration::from_millis(300), || {
             held_by(PRIMARY).is_some_and(|e| e > epoch_taken)
-                && modes(&dir, &cfg, PRIMARY).iter().all(|m| m == "record")
-                && modes(&dir, &cfg, STANDBY).iter().all(|m| m == "shadow")
+                && recorder_modes(&dir, &cfg, PRIMARY)
+                    .iter()
+                    .all(|m| m == "record")
+                && recorder_modes(&dir, &cfg, STANDBY)
+                    .iter()
+                    .all(|m| m == "shadow")
         }),
         "no failback after the heal:\n{}\n{}",
         arb_s.stderr_tail(30),
@@ -133,23 +127,13 @@ fn a_partition_of_the_arbiter_and_sync_links_loses_no_frame_and_leaves_no_duplic
 
     // Settling: the arbiters stop (recording unchanged), then the recorders (every segment sealed);
     // the sync agents mirror what is left, then stop.
-    for p in [&mut arb_a, &mut arb_s] {
-        p.sigterm();
-        p.expect_clean_exit(Duration::from_secs(15));
-    }
-    for p in [&mut rec_a, &mut rec_s] {
-        p.sigterm();
-        p.expect_clean_exit(Duration::from_secs(30));
-    }
-    assert!(
-        mirrored_all(&a.data, &s.data, STREAMS),
-        "mirroring did not catch up:\n{}",
-        sync_a.stderr_tail(30)
+    settle(
+        &mut [&mut arb_a, &mut arb_s],
+        &mut [&mut rec_a, &mut rec_s],
+        &mut [&mut sync_a, &mut sync_s],
+        (&a.data, &s.data),
+        STREAMS,
     );
-    for p in [&mut sync_a, &mut sync_s] {
-        p.sigterm();
-        p.expect_clean_exit(Duration::from_secs(30));
-    }
 
     let trims: Vec<String> = reader(&s.data)
         .events(0, 100_000)
@@ -166,15 +150,7 @@ fn a_partition_of_the_arbiter_and_sync_links_loses_no_frame_and_leaves_no_duplic
     );
     for camera in (1..=STREAMS).map(|i| format!("cam{i}")) {
         // Every frame either node recorded: the primary's own segments and the standby's own.
-        let mut files: Vec<PathBuf> = sealed_segments(&a.data, &camera, PRIMARY)
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect();
-        files.extend(
-            sealed_segments(&s.data, &camera, STANDBY)
-                .into_iter()
-                .map(|(_, p)| p),
-        );
+        let files = own_recordings(&a.data, &s.data, &camera);
         let (all_frames, all_missing, all_duplicated, all_line) = frames_summary(&dir, &files);
         // The standby's timeline: the mirrored copies and its own segments, de-duplicated.
         let stream = format!("{camera}/main");

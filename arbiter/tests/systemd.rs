@@ -21,19 +21,7 @@ fn arbiter_unit_passes_systemd_analyze_verify_without_warnings() {
         std::path::Path::new(env!("CARGO_BIN_EXE_nvr-arbiter")),
     );
     // The recorder must never depend on the arbiter.
-    let recorder = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/nvr.service"
-    ));
-    assert!(!recorder.contains("nvr-arbiter"));
-    for key in ["Requires=", "BindsTo="] {
-        assert!(
-            !UNIT
-                .lines()
-                .any(|l| l.starts_with(key) && l.contains("nvr.service")),
-            "{key}"
-        );
-    }
+    testkit::systemd::assert_independent_of_the_recorder(UNIT, "nvr-arbiter");
 }
 
 /// The heartbeats are authenticated with the node's TLS key, which only the `nvr-sync` user can read

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,30 +15,8 @@ use common::*;
 const STREAMS: usize = 2;
 const WITNESS: &str = "node-w";
 
-fn modes(dir: &TestDir, cfg: &Path, node: &str) -> Vec<String> {
-    recorder_status(dir, cfg, node)
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .map(|x| x["mode"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn all(modes: &[String], mode: &str) -> bool {
     modes.len() == STREAMS && modes.iter().all(|m| m == mode)
-}
-
-fn events(st: &serde_json::Value) -> Vec<String> {
-    st["events"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .filter_map(|e| e["message"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {
@@ -139,8 +117,8 @@ fn with_a_witness_a_partition_records_once_and_an_isolated_primary_stands_down()
         hears_all(&arbiter_status(&dir, &cfg_s, STANDBY))
             && arbiter_status(&dir, &cfg_w, WITNESS)["hears"]
                 == serde_json::json!([PRIMARY, STANDBY])
-            && all(&modes(&dir, &cfg_s, STANDBY), "shadow")
-            && all(&modes(&dir, &cfg_a, PRIMARY), "record")
+            && all(&recorder_modes(&dir, &cfg_s, STANDBY), "shadow")
+            && all(&recorder_modes(&dir, &cfg_a, PRIMARY), "record")
             && (1..=STREAMS)
                 .all(|i| sealed_segments(&s.data, &format!("cam{i}"), PRIMARY).len() >= 2)
     });
@@ -170,14 +148,14 @@ fn with_a_witness_a_partition_records_once_and_an_isolated_primary_stands_down()
             arbiter_status(&dir, &cfg_s, STANDBY)
         );
         assert!(
-            all(&modes(&dir, &cfg_s, STANDBY), "shadow"),
+            all(&recorder_modes(&dir, &cfg_s, STANDBY), "shadow"),
             "the standby records: {:?}",
-            modes(&dir, &cfg_s, STANDBY)
+            recorder_modes(&dir, &cfg_s, STANDBY)
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(all(&modes(&dir, &cfg_a, PRIMARY), "record"));
-    let said = events(&arbiter_status(&dir, &cfg_s, STANDBY));
+    assert!(all(&recorder_modes(&dir, &cfg_a, PRIMARY), "record"));
+    let said = event_messages(&arbiter_status(&dir, &cfg_s, STANDBY));
     assert!(
         said.iter()
             .any(|m| m == &format!("node {PRIMARY} is silent here but the witness hears it: a partition between the two, no takeover")),
@@ -220,15 +198,15 @@ fn with_a_witness_a_partition_records_once_and_an_isolated_primary_stands_down()
         wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
             held_by(STANDBY, epoch + 1)
                 && arbiter_status(&dir, &cfg_a, PRIMARY)["standing_down"] == true
-                && all(&modes(&dir, &cfg_s, STANDBY), "record")
-                && all(&modes(&dir, &cfg_a, PRIMARY), "shadow")
+                && all(&recorder_modes(&dir, &cfg_s, STANDBY), "record")
+                && all(&recorder_modes(&dir, &cfg_a, PRIMARY), "shadow")
         }),
         "no stand-down and takeover:\n{}\n{}",
         arb_a.stderr_tail(20),
         arb_s.stderr_tail(20)
     );
     let switched_s = isolated.elapsed().as_secs_f64();
-    let said = events(&arbiter_status(&dir, &cfg_a, PRIMARY));
+    let said = event_messages(&arbiter_status(&dir, &cfg_a, PRIMARY));
     assert!(
         said.iter().any(|m| m.contains("standing down")),
         "{said:#?}"
@@ -246,8 +224,10 @@ fn with_a_witness_a_partition_records_once_and_an_isolated_primary_stands_down()
                 && streams
                     .iter()
                     .all(|k| holding(&st, k).is_some_and(|h| h.1 > epoch))
-                && all(&modes(&dir, &cfg_s, STANDBY), "record")
-                && !modes(&dir, &cfg_a, PRIMARY).iter().any(|m| m == "record")
+                && all(&recorder_modes(&dir, &cfg_s, STANDBY), "record")
+                && !recorder_modes(&dir, &cfg_a, PRIMARY)
+                    .iter()
+                    .any(|m| m == "record")
         }),
         "after the heal:\n{}\n{}",
         arb_a.stderr_tail(30),
@@ -255,34 +235,16 @@ fn with_a_witness_a_partition_records_once_and_an_isolated_primary_stands_down()
     );
     std::thread::sleep(Duration::from_secs(3));
 
-    for p in [&mut arb_a, &mut arb_s, &mut arb_w] {
-        p.sigterm();
-        p.expect_clean_exit(Duration::from_secs(15));
-    }
-    for p in [&mut rec_a, &mut rec_s] {
-        p.sigterm();
-        p.expect_clean_exit(Duration::from_secs(30));
-    }
-    assert!(
-        mirrored_all(&a.data, &s.data, STREAMS),
-        "mirroring did not catch up:\n{}",
-        sync_a.stderr_tail(30)
+    settle(
+        &mut [&mut arb_a, &mut arb_s, &mut arb_w],
+        &mut [&mut rec_a, &mut rec_s],
+        &mut [&mut sync_a, &mut sync_s],
+        (&a.data, &s.data),
+        STREAMS,
     );
-    for p in [&mut sync_a, &mut sync_s] {
-        p.sigterm();
-        p.expect_clean_exit(Duration::from_secs(30));
-    }
     println!("isolated primary: stood down and taken over within {switched_s:.2} s (polled)");
     for camera in (1..=STREAMS).map(|i| format!("cam{i}")) {
-        let mut files: Vec<PathBuf> = sealed_segments(&a.data, &camera, PRIMARY)
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect();
-        files.extend(
-            sealed_segments(&s.data, &camera, STANDBY)
-                .into_iter()
-                .map(|(_, p)| p),
-        );
+        let files = own_recordings(&a.data, &s.data, &camera);
         let (_, all_missing, _, all_line) = frames_summary(&dir, &files);
         let twice = duplicated_since(&dir, &files, isolated_ms);
         let (_, missing, duplicated, trimmed, line) =

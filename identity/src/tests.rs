@@ -35,14 +35,16 @@ type ServerOutcome = Result<(Option<PeerPins>, Vec<u8>), String>;
 type ClientOutcome = Result<(Option<PeerPins>, Vec<u8>), String>;
 
 /// One connection over loopback: the server accepts one TLS client, reads "ping", answers with
-/// "pong:" + the peer's node name; the client sends "ping" and reads to EOF.
+/// "pong:" + the peer's node name; the client (expecting the server `server_pins`, by name and
+/// pins) sends "ping" and reads to EOF.
 async fn exchange(
     server: Arc<ServerConfig>,
     server_allowed: Vec<PeerPins>,
     client: Arc<ClientConfig>,
-    server_pins_for_client: Vec<PeerPins>,
-    sni: ServerName<'static>,
+    server_pins: PeerPins,
 ) -> (ServerOutcome, ClientOutcome) {
+    let sni = server_name(&server_pins).unwrap();
+    let server_pins_for_client = vec![server_pins];
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server_task = tokio::spawn(async move {
@@ -93,14 +95,22 @@ async fn pinned_exchange(
     allowed.push(client.pins());
     let sc = server_config(server, &allowed).unwrap();
     let cc = client_config(client, &server.pins()).unwrap();
-    exchange(
-        sc,
-        allowed,
-        cc,
-        vec![server.pins()],
-        server_name(&server.pins()).unwrap(),
-    )
-    .await
+    exchange(sc, allowed, cc, server.pins()).await
+}
+
+/// A client config at `version` that pins `server`'s certificate; how (or whether) the client
+/// presents its own certificate is left to the test.
+fn pinning_client_builder(
+    server: &NodeIdentity,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = PinnedServerVerifier::new(server.cert_sha256(), &provider);
+    ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
 }
 
 // (a) both directions, peer_of names the right peer, data round-trips.
@@ -129,14 +139,7 @@ async fn unknown_client_is_refused() {
     let (_tc, stranger) = new_identity("stranger");
     let sc = server_config(&server, &[known.pins()]).unwrap();
     let cc = client_config(&stranger, &server.pins()).unwrap();
-    let (s, c) = exchange(
-        sc,
-        vec![known.pins()],
-        cc,
-        vec![server.pins()],
-        server_name(&server.pins()).unwrap(),
-    )
-    .await;
+    let (s, c) = exchange(sc, vec![known.pins()], cc, server.pins()).await;
     let s = s.unwrap_err();
     assert!(s.starts_with("server handshake:"), "{s}");
     // TLS 1.3: the client may finish its half of the handshake before the server's alert
@@ -156,14 +159,7 @@ async fn empty_allow_list_refuses_all() {
     let (_tb, client) = new_identity("client");
     let sc = server_config(&server, &[]).unwrap();
     let cc = client_config(&client, &server.pins()).unwrap();
-    let (s, c) = exchange(
-        sc,
-        vec![],
-        cc,
-        vec![server.pins()],
-        server_name(&server.pins()).unwrap(),
-    )
-    .await;
+    let (s, c) = exchange(sc, vec![], cc, server.pins()).await;
     assert!(s.is_err());
     assert!(c.is_err());
 }
@@ -177,14 +173,7 @@ async fn client_refuses_unpinned_server() {
     let (_tc, client) = new_identity("standby");
     let sc = server_config(&impostor, &[client.pins()]).unwrap();
     let cc = client_config(&client, &real.pins()).unwrap();
-    let (s, c) = exchange(
-        sc,
-        vec![client.pins()],
-        cc,
-        vec![real.pins()],
-        server_name(&real.pins()).unwrap(),
-    )
-    .await;
+    let (s, c) = exchange(sc, vec![client.pins()], cc, real.pins()).await;
     let c = c.unwrap_err();
     assert!(c.starts_with("client handshake:"), "{c}");
     assert!(
@@ -201,22 +190,8 @@ async fn client_without_certificate_is_refused() {
     let (_ta, server) = new_identity("server");
     let (_tb, client) = new_identity("client");
     let sc = server_config(&server, &[client.pins()]).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = PinnedServerVerifier::new(server.cert_sha256(), &provider);
-    let cc = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    let (s, c) = exchange(
-        sc,
-        vec![client.pins()],
-        Arc::new(cc),
-        vec![server.pins()],
-        server_name(&server.pins()).unwrap(),
-    )
-    .await;
+    let cc = pinning_client_builder(&server, &rustls::version::TLS13).with_no_client_auth();
+    let (s, c) = exchange(sc, vec![client.pins()], Arc::new(cc), server.pins()).await;
     let s = s.unwrap_err();
     assert!(s.contains("no certificates"), "{s}");
     assert!(c.is_err());
@@ -228,23 +203,10 @@ async fn tls12_client_is_refused() {
     let (_ta, server) = new_identity("server");
     let (_tb, client) = new_identity("client");
     let sc = server_config(&server, &[client.pins()]).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = PinnedServerVerifier::new(server.cert_sha256(), &provider);
-    let cc = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+    let cc = pinning_client_builder(&server, &rustls::version::TLS12)
         .with_client_auth_cert(vec![client.cert_der().clone()], client.tls_key_der())
         .unwrap();
-    let (s, c) = exchange(
-        sc,
-        vec![client.pins()],
-        Arc::new(cc),
-        vec![server.pins()],
-        server_name(&server.pins()).unwrap(),
-    )
-    .await;
+    let (s, c) = exchange(sc, vec![client.pins()], Arc::new(cc), server.pins()).await;
     let s = s.unwrap_err();
     assert!(s.starts_with("server handshake:"), "{s}");
     let c = c.unwrap_err();
@@ -500,23 +462,9 @@ async fn pinned_certificate_without_its_key_is_refused() {
 
     // Thief as client, claiming to be the pinned "victim" client.
     let sc = server_config(&server, &[victim.pins()]).unwrap();
-    let cc = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(
-            server.cert_sha256(),
-            &provider,
-        )))
+    let cc = pinning_client_builder(&server, &rustls::version::TLS13)
         .with_client_cert_resolver(CopiedCert::new(&victim, &thief));
-    let (s, c) = exchange(
-        sc,
-        vec![victim.pins()],
-        Arc::new(cc),
-        vec![server.pins()],
-        server_name(&server.pins()).unwrap(),
-    )
-    .await;
+    let (s, c) = exchange(sc, vec![victim.pins()], Arc::new(cc), server.pins()).await;
     let s = s.unwrap_err();
     assert!(s.starts_with("server handshake:"), "{s}");
     assert!(c.is_err());
@@ -532,14 +480,7 @@ async fn pinned_certificate_without_its_key_is_refused() {
         .with_cert_resolver(CopiedCert::new(&victim, &thief));
     forged.send_tls13_tickets = 0;
     let cc = client_config(&server, &victim.pins()).unwrap();
-    let (s, c) = exchange(
-        Arc::new(forged),
-        vec![server.pins()],
-        cc,
-        vec![victim.pins()],
-        server_name(&victim.pins()).unwrap(),
-    )
-    .await;
+    let (s, c) = exchange(Arc::new(forged), vec![server.pins()], cc, victim.pins()).await;
     let c = c.unwrap_err();
     assert!(c.starts_with("client handshake:"), "{c}");
     assert!(s.is_err());

@@ -2,7 +2,7 @@
 //! GStreamer's x264/x265 encoders, recorded by the real `nvr` binary and checked with ffprobe packet
 //! by packet.
 
-use testkit as common;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,9 +12,10 @@ use std::time::Duration;
 use base::clock::SystemClock;
 use common::vlc::{VlcClip, VlcServer, VLC_CLIP_FPS};
 use common::{
-    ffprobe, wait_until, CameraOpts, GstCamera, LossyOpts, LossyProxy, NvrProcess, TestDir,
+    ffprobe, node_config, probe_segment, segments, start_nvr, stream_status, wait_until,
+    CameraOpts, GstCamera, LossyOpts, LossyProxy, TestDir,
 };
-use store::{Reader, SegmentRow, SegmentState};
+use store::{Reader, SegmentState};
 
 /// 25 fps test cameras: one frame is 3600 ticks of the 90 kHz clock, 40 ms.
 const FRAME_TICKS: i64 = 3600;
@@ -52,64 +53,13 @@ fn write_config_cameras(
     cams: &[(&str, String, &str, &str)],
     ingest: &str,
 ) -> PathBuf {
-    dir.write("identity/identity.toml", "node = \"test-a\"\n");
-    let mut cfg = format!(
-        r#"identity_dir = "{}"
-
-[recording]
-segment_duration_s = {segment_s}
-flush_interval_ms = 500
-
-[ingest]
-connect_timeout_ms = 3000
-frame_timeout_ms = 3000
-backoff_initial_ms = 300
-backoff_max_ms = 2000
-{ingest}
-
-[[nodes]]
-name = "test-a"
-role = "primary"
-data_dir = "{}"
-"#,
-        dir.join("identity").display(),
-        dir.join("data").display()
-    );
+    let mut cfg = node_config(dir, segment_s, ingest);
     for (name, url, transport, extra) in cams {
         cfg.push_str(&format!(
             "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\ntransport = \"{transport}\"\n{extra}\n[cameras.streams.main]\nurl = \"{url}\"\n"
         ));
     }
     dir.write("nvr.toml", cfg)
-}
-
-fn start_nvr(config: &Path, dir: &TestDir) -> NvrProcess {
-    let config = config.to_string_lossy().into_owned();
-    NvrProcess::spawn(dir, &["run", "--config", &config])
-}
-
-fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
-    let Some(store) =
-        Reader::open_if_ready(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog")
-    else {
-        return Vec::new();
-    };
-    match store.find_stream(camera, "main").expect("find stream") {
-        Some(id) => store.stream_segments(id).expect("segments"),
-        None => Vec::new(),
-    }
-}
-
-fn stream_status(dir: &TestDir, camera: &str) -> serde_json::Value {
-    std::fs::read(dir.join("data/status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            v["streams"]
-                .as_array()
-                .and_then(|a| a.iter().find(|s| s["camera"] == camera).cloned())
-        })
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Local ports of the IPv4 UDP sockets on this machine (`/proc/net/udp`).
@@ -175,15 +125,8 @@ fn assert_segment_timing(dir: &TestDir, camera: &str, codec: &str, b_frames: boo
     for s in &segs {
         assert_eq!(s.state, SegmentState::Sealed, "{camera}: {s:?}");
         let path = dir.join("data").join(&s.path);
-        let probe = ffprobe(&path);
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{camera} {}: {}",
-            s.path,
-            probe.stderr_errors
-        );
+        let probe = probe_segment(dir, s);
         assert_eq!(probe.codec, codec);
-        assert_eq!(probe.frames as i64, s.frames, "{camera} {}", s.path);
         let packets = video_packets(&path);
         assert_eq!(packets.len() as i64, s.frames, "{camera} {}", s.path);
         assert!(packets[0].key, "{camera} {}: starts on a key frame", s.path);
@@ -273,7 +216,7 @@ fn b_frames_get_composition_offsets_growing_decode_times_and_presentation_durati
         2,
         &[("bf264", cam.url("/h264")), ("bf265", cam.url("/h265"))],
     );
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = |camera: &str| {
         segments(&dir, camera)
             .iter()
@@ -293,6 +236,20 @@ fn b_frames_get_composition_offsets_growing_decode_times_and_presentation_durati
     assert_b_frame_segments(&dir, "bf265", "hevc");
 }
 
+/// Stops the recorder cleanly; `camera`'s recording is then one run (no reconnect) of at least two
+/// sealed segments that decode with the catalog's frame counts.
+fn stop_and_assert_one_run(dir: &TestDir, nvr: &mut common::NvrProcess, camera: &str) {
+    nvr.sigterm();
+    nvr.expect_clean_exit(Duration::from_secs(20));
+    let segs = segments(dir, camera);
+    assert!(segs.len() >= 2, "{segs:?}");
+    for s in &segs {
+        assert_eq!(s.state, SegmentState::Sealed);
+        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
+        probe_segment(dir, s);
+    }
+}
+
 #[test]
 fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
     let dir = TestDir::new();
@@ -308,7 +265,7 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
         },
     );
     let config = write_config(&dir, 4, &[("lossy", proxy.url("/cam"))]);
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let counted = |st: &serde_json::Value| {
         (
             st["rtp_packets_lost"].as_u64().unwrap_or(0),
@@ -335,23 +292,7 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
     assert_eq!(st["connects"], 1, "the session stayed up: {st}");
     assert_eq!(st["reconnects"], 0, "{st}");
     assert!(st["frames_skipped"].as_u64().unwrap_or(0) > 0, "{st}");
-    nvr.sigterm();
-    nvr.expect_clean_exit(Duration::from_secs(20));
-
-    let segs = segments(&dir, "lossy");
-    assert!(segs.len() >= 2, "{segs:?}");
-    for s in &segs {
-        assert_eq!(s.state, SegmentState::Sealed);
-        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
-        let probe = ffprobe(dir.join("data").join(&s.path));
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{}: {}",
-            s.path,
-            probe.stderr_errors
-        );
-        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
-    }
+    stop_and_assert_one_run(&dir, &mut nvr, "lossy");
     let store = Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog");
     let loss_events: Vec<_> = store
         .events(0, 1000)
@@ -383,7 +324,7 @@ fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_d
         },
     );
     let config = write_config_transport(&dir, 4, &[("lossy", proxy.url("/cam"), "udp")]);
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let lost = |st: &serde_json::Value| st["rtp_packets_lost"].as_u64().unwrap_or(0);
     // Once the damage is over, the status counts the dropped datagrams and nothing else: a
     // reordered one is put back in its place.
@@ -428,23 +369,7 @@ fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_d
     assert_eq!(st["transport"], "udp", "{st}");
     assert_eq!(st["connects"], 1, "the session stayed up: {st}");
     assert_eq!(st["reconnects"], 0, "{st}");
-    nvr.sigterm();
-    nvr.expect_clean_exit(Duration::from_secs(20));
-
-    let segs = segments(&dir, "lossy");
-    assert!(segs.len() >= 2, "{segs:?}");
-    for s in &segs {
-        assert_eq!(s.state, SegmentState::Sealed);
-        assert_eq!(s.run_id, segs[0].run_id, "one run: no reconnect");
-        let probe = ffprobe(dir.join("data").join(&s.path));
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{}: {}",
-            s.path,
-            probe.stderr_errors
-        );
-        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
-    }
+    stop_and_assert_one_run(&dir, &mut nvr, "lossy");
 }
 
 #[test]
@@ -483,7 +408,7 @@ fn a_camera_s_wider_udp_reorder_window_survives_a_reordering_the_default_does_no
         ],
         "",
     );
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let received = |camera: &str| {
         stream_status(&dir, camera)["frames_received"]
             .as_u64()
@@ -606,7 +531,7 @@ fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
             ("tcponly", cam.url("/cam"), "tcp"),
         ],
     );
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = |camera: &str| {
         segments(&dir, camera)
             .iter()
@@ -632,14 +557,7 @@ fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
     nvr.sigterm();
     nvr.expect_clean_exit(Duration::from_secs(20));
     for s in segments(&dir, "auto") {
-        let probe = ffprobe(dir.join("data").join(&s.path));
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{}: {}",
-            s.path,
-            probe.stderr_errors
-        );
-        assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
+        probe_segment(&dir, &s);
     }
 }
 
@@ -669,7 +587,7 @@ fn udp_4k_key_frames_of_a_megabyte_lose_nothing_on_loopback() {
         &[("uhd", cam.url("/cam"), "udp")],
         &format!("udp_port_range = \"{first}-{last}\""),
     );
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = || {
         segments(&dir, "uhd")
             .iter()
@@ -762,7 +680,7 @@ fn records_audio(cams: &[(&str, &str, &str, &str)]) -> TestDir {
         .map(|c| (c.0, cam.url(&format!("/{}", c.0))))
         .collect();
     let config = write_config(&dir, 2, &urls);
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = |camera: &str| {
         segments(&dir, camera)
             .iter()
@@ -831,7 +749,7 @@ fn records_audio(cams: &[(&str, &str, &str, &str)]) -> TestDir {
 /// sealed two segments, stops the recorder cleanly, and checks that every file decodes without error
 /// with the right codec and the catalog's frame count.
 fn records_h264_and_h265(dir: &TestDir, config: &Path, cameras: [&str; 2]) {
-    let mut nvr = start_nvr(config, dir);
+    let mut nvr = start_nvr(dir, config);
     let sealed = |camera: &str| {
         segments(dir, camera)
             .iter()
@@ -910,7 +828,7 @@ fn records_vlc_like_ffmpeg(clip: VlcClip, codec: &str, b_frames: bool) {
         .spawn()
         .expect("run ffmpeg");
     let config = write_config_transport(&dir, 4, &[("vlc", vlc.url(), "udp")]);
-    let mut nvr = start_nvr(&config, &dir);
+    let mut nvr = start_nvr(&dir, &config);
     let sealed = || {
         segments(&dir, "vlc")
             .iter()

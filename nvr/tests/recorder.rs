@@ -1,16 +1,16 @@
 //! End-to-end tests of the recorder process against real RTSP servers (GStreamer's gst-rtsp-server and
 //! a hostile camera) on loopback: the real `nvr` binary, real files, real signals.
 
-use testkit as common;
+mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base::clock::SystemClock;
 use common::{
-    ffprobe, wait_until, CameraAuth, CameraOpts, GstCamera, HostileCamera, HostileMode, NvrProcess,
-    TestDir,
+    ffprobe, node_config, probe_segment, sealed_count, segments, start_nvr, status, stream_status,
+    wait_until, CameraAuth, CameraOpts, GstCamera, HostileCamera, HostileMode, NvrProcess, TestDir,
 };
 use store::{Reader, SegmentRow, SegmentState, StreamId};
 
@@ -34,28 +34,9 @@ fn cam(name: &'static str, url: String) -> Cam {
 /// file (`<dir>/identity/identity.toml`, naming it), so that `nvr` picks the node by its identity as on
 /// an installed node. Returns the path of the configuration. `sections` is extra TOML (e.g. `[retention]`).
 fn write_config(dir: &TestDir, segment_s: u64, cams: &[Cam], sections: &str) -> PathBuf {
-    let identity_dir = dir.join("identity");
-    dir.write("identity/identity.toml", "node = \"test-a\"\n");
-    let mut cfg = format!(
-        r#"identity_dir = "{}"
-
-[recording]
-segment_duration_s = {segment_s}
-flush_interval_ms = 500
-
-[ingest]
-connect_timeout_ms = 3000
-frame_timeout_ms = 3000
-backoff_initial_ms = 300
-backoff_max_ms = 2000
-
-{sections}
-
-[[nodes]]
-name = "test-a"
-role = "primary"
-data_dir = "{}"
-
+    let mut cfg = node_config(dir, segment_s, &format!("\n{sections}"));
+    cfg.push_str(
+        r#"
 # Another node's camera: never recorded here.
 [[nodes]]
 name = "test-b"
@@ -68,8 +49,6 @@ node = "test-b"
 [cameras.streams.main]
 url = "rtsp://127.0.0.1:9/other"
 "#,
-        identity_dir.display(),
-        dir.join("data").display()
     );
     for c in cams {
         cfg.push_str(&format!(
@@ -87,50 +66,12 @@ url = "rtsp://127.0.0.1:9/other"
     dir.write("nvr.toml", cfg)
 }
 
-fn start_nvr(dir: &TestDir, config: &Path) -> NvrProcess {
-    let config = config.to_string_lossy().into_owned();
-    NvrProcess::spawn(dir, &["run", "--config", &config])
-}
-
 fn open_store(dir: &TestDir) -> Reader {
     Reader::open(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog read-only")
 }
 
 fn stream_id(store: &Reader, camera: &str) -> Option<StreamId> {
     store.find_stream(camera, "main").expect("find stream")
-}
-
-fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
-    let Some(store) =
-        Reader::open_if_ready(&dir.join("data"), Arc::new(SystemClock)).expect("open catalog")
-    else {
-        return Vec::new();
-    };
-    match stream_id(&store, camera) {
-        Some(id) => store.stream_segments(id).expect("segments"),
-        None => Vec::new(),
-    }
-}
-
-fn sealed_count(dir: &TestDir, camera: &str) -> usize {
-    segments(dir, camera)
-        .iter()
-        .filter(|s| s.state == SegmentState::Sealed)
-        .count()
-}
-
-fn status(dir: &TestDir) -> serde_json::Value {
-    std::fs::read(dir.join("data/status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
-fn stream_status(dir: &TestDir, camera: &str) -> serde_json::Value {
-    status(dir)["streams"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["camera"] == camera).cloned())
-        .unwrap_or(serde_json::Value::Null)
 }
 
 fn now_ms() -> i64 {
@@ -146,21 +87,9 @@ fn assert_segments_sound(dir: &TestDir, camera: &str, codec: &str) -> Vec<Segmen
     assert!(!segs.is_empty(), "{camera}: no segments");
     for s in &segs {
         assert_eq!(s.state, SegmentState::Sealed, "{camera}: {s:?}");
-        let path = dir.join("data").join(&s.path);
-        let probe = ffprobe(&path);
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{camera} {}: decode errors: {}",
-            s.path,
-            probe.stderr_errors
-        );
+        let probe = probe_segment(dir, s);
         assert_eq!(probe.codec, codec, "{camera} {}", s.path);
         assert_eq!((probe.width, probe.height), (320, 240));
-        assert_eq!(
-            probe.frames as i64, s.frames,
-            "{camera} {}: ffprobe frames vs catalog",
-            s.path
-        );
         let catalog_s = s.media_duration_ms as f64 / 1000.0;
         // The container duration is the longest track's; the last audio frame starts before the
         // video's end and may reach past it: a few AAC frames, or one G.711 packet (128 ms from
@@ -295,19 +224,26 @@ fn records_h264_h265_and_aac_into_decodable_continuous_segments() {
     assert!(check.0.success(), "nvr check: {}", check.1);
 }
 
-#[test]
-fn kill_9_mid_segment_loses_at_most_the_fragment_being_written() {
-    let dir = TestDir::new();
+/// A camera `c1` recorded in 60 s segments, once the recorder's status counts `frames` of its frames:
+/// (the camera, the configuration, the recorder).
+fn record_c1(dir: &TestDir, frames: u64) -> (GstCamera, PathBuf, NvrProcess) {
     let camera = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
-    let config = write_config(&dir, 60, &[cam("c1", camera.url("/cam"))], "");
-    let mut nvr = start_nvr(&dir, &config);
+    let config = write_config(dir, 60, &[cam("c1", camera.url("/cam"))], "");
+    let nvr = start_nvr(dir, &config);
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-            stream_status(&dir, "c1")["frames"].as_u64().unwrap_or(0) >= 150
+            stream_status(dir, "c1")["frames"].as_u64().unwrap_or(0) >= frames
         }),
         "no recording; log:\n{}",
         nvr.stderr_tail(40)
     );
+    (camera, config, nvr)
+}
+
+#[test]
+fn kill_9_mid_segment_loses_at_most_the_fragment_being_written() {
+    let dir = TestDir::new();
+    let (_camera, config, mut nvr) = record_c1(&dir, 150);
     std::thread::sleep(Duration::from_millis(500));
     let before = segments(&dir, "c1");
     assert_eq!(before.len(), 1);
@@ -445,16 +381,7 @@ fn long_gop_cameras_get_one_second_fragments_and_kill_9_loses_at_most_one() {
 #[test]
 fn sigterm_loses_nothing_and_check_detects_tampering() {
     let dir = TestDir::new();
-    let camera = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
-    let config = write_config(&dir, 60, &[cam("c1", camera.url("/cam"))], "");
-    let mut nvr = start_nvr(&dir, &config);
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-            stream_status(&dir, "c1")["frames"].as_u64().unwrap_or(0) >= 100
-        }),
-        "no recording; log:\n{}",
-        nvr.stderr_tail(40)
-    );
+    let (_camera, config, mut nvr) = record_c1(&dir, 100);
     // Stop in the middle of a GOP: the buffered part must still be written.
     std::thread::sleep(Duration::from_millis(1500));
     let stop_ms = now_ms();

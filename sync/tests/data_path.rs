@@ -25,29 +25,13 @@ struct Pair {
 /// cluster file before it is written.
 fn start_pair(adjust: impl FnOnce(&mut ClusterFile)) -> Pair {
     let dir = TestDir::new();
-    let cam_port = free_port();
-    let camsim = NvrProcess::spawn(
-        &dir,
-        &[
-            "camsim",
-            "--listen",
-            &format!("127.0.0.1:{cam_port}"),
-            "--streams",
-            "1",
-        ],
-    );
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    let (camsim, cam_port) = rig::cluster::spawn_camsim(&dir, 1);
+    let mut cluster = new_pair(&dir);
+    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
     cluster.cameras = vec![("cam1".into(), format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
     adjust(&mut cluster);
     let cfg = cluster.write(&dir);
-    let standby = spawn_sync(&dir, &cfg, "standby-1");
-    let recorder = spawn_recorder(&dir, &cfg, "node-a");
-    let primary = spawn_sync(&dir, &cfg, "node-a");
+    let (standby, recorder, primary) = spawn_pair(&dir, &cfg);
     Pair {
         dir,
         data_a,
@@ -58,48 +42,6 @@ fn start_pair(adjust: impl FnOnce(&mut ClusterFile)) -> Pair {
         primary,
         standby,
     }
-}
-
-fn reader(data_dir: &Path) -> Option<store::Reader> {
-    if !data_dir.join("catalog.db").exists() {
-        return None;
-    }
-    store::Reader::open(data_dir, std::sync::Arc::new(base::clock::SystemClock)).ok()
-}
-
-/// Segments of `node` in `state` on the store at `data_dir` (path -> sha256, empty when open).
-fn segments_on(
-    data_dir: &Path,
-    node: &str,
-    state: store::SegmentState,
-) -> BTreeMap<String, String> {
-    let Some(store) = reader(data_dir) else {
-        return BTreeMap::new();
-    };
-    store
-        .segments_in_state(state)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.node == node)
-        .map(|r| (r.path, r.sha256.unwrap_or_default()))
-        .collect()
-}
-
-fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
-    segments_on(data_dir, node, store::SegmentState::Sealed)
-}
-
-fn alarms(data_dir: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
-    nvr_sync::syncdb::SyncDb::open(data_dir)
-        .and_then(|db| db.alarms(0))
-        .unwrap_or_default()
-}
-
-fn status_file(data_dir: &Path) -> serde_json::Value {
-    std::fs::read(data_dir.join("sync-status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The stalls listed in the status file at `data_dir`.
@@ -160,6 +102,29 @@ fn stop_and_converge(p: &mut Pair, timeout: Duration) {
         p.primary.stderr_tail(30),
         p.standby.stderr_tail(30)
     );
+}
+
+/// Waits (a minute at most) until the standby holds `n` sealed copies of node-a's segments.
+fn wait_mirrored(p: &Pair, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
+            sealed_on(&p.data_s, "node-a").len() >= n
+        }),
+        "nothing mirrored\n{}",
+        p.primary.stderr_tail(30)
+    );
+}
+
+/// Stops node-a's agent, for a test to speak to the standby in its place: node-a's identity and the
+/// standby as node-a's agent reaches it.
+fn stand_in_for_the_primary_agent(
+    p: &mut Pair,
+) -> (nvr_sync::identity::NodeIdentity, nvr_sync::config::Peer) {
+    p.primary.sigterm();
+    p.primary.expect_clean_exit(Duration::from_secs(20));
+    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
+    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
+    (id, cfg.peers[0].clone())
 }
 
 /// Issue 8, defect 2. The primary mirrors bytes before they are durable; a power loss then cuts its
@@ -393,22 +358,11 @@ async fn next_reply<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
 /// covers the path.
 #[test]
 fn acknowledged_bytes_are_never_replaced_and_an_unlogged_seal_does_not_publish() {
-    use nvr_sync::agent::{primary, Conn};
-    use nvr_sync::proto::{Message, SegmentInfo, SegmentKey};
+    use nvr_sync::proto::{Message, SegmentKey};
 
     let mut p = start_pair(|_| {});
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= 2
-        }),
-        "nothing mirrored\n{}",
-        p.primary.stderr_tail(30)
-    );
-    p.primary.sigterm();
-    p.primary.expect_clean_exit(Duration::from_secs(20));
-    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
-    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
-    let standby = cfg.peers[0].clone();
+    wait_mirrored(&p, 2);
+    let (id, standby) = stand_in_for_the_primary_agent(&mut p);
     let path = "media/cam1/main/2030-01-01/20300101T000000000Z_node-a.mp4";
     let key = SegmentKey {
         origin_node: "node-a".into(),
@@ -427,38 +381,10 @@ fn acknowledged_bytes_are_never_replaced_and_an_unlogged_seal_does_not_publish()
         epoch: None,
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
-        let tls = primary::connect(&id, &standby).await.expect("connect");
-        let mut conn = Conn::new(tls);
-        primary::handshake(&mut conn, "node-a", &standby)
-            .await
-            .expect("handshake");
-        let info = SegmentInfo {
-            camera: "cam1".into(),
-            stream: "main".into(),
-            start_ms: 1_893_456_000_000,
-            video_codec: "avc1.640028".into(),
-            width: 640,
-            height: 480,
-            audio_codec: None,
-        };
-        conn.send(&Message::SegmentOpen {
-            key: key.clone(),
-            info,
-        })
-        .await
-        .expect("send");
-        conn.send(&Message::SegmentData {
-            key: key.clone(),
-            offset: 0,
-            data: held.clone().into(),
-        })
-        .await
-        .expect("send");
+        let (mut conn, _) = connect_as_node_a(&id, &standby).await;
+        open_segment_with(&mut conn, &key, "cam1", held.clone()).await;
         match next_reply(&mut conn).await {
             Message::Ack { bytes_durable, .. } => assert_eq!(bytes_durable, 4096),
             other => panic!("expected Ack, got {other:?}"),
@@ -521,51 +447,24 @@ fn acknowledged_bytes_are_never_replaced_and_an_unlogged_seal_does_not_publish()
 /// quarantine) stop at the per-origin quota with an alarm, leaving every verified copy alone.
 #[test]
 fn invented_cameras_are_refused_and_unverified_bytes_stop_at_the_quota() {
-    use nvr_sync::agent::{primary, Conn};
-    use nvr_sync::proto::{Message, SegmentInfo, SegmentKey};
+    use nvr_sync::proto::{Message, SegmentKey};
 
     const QUOTA: u64 = 12_000_000;
     let mut p = start_pair(|c| c.extra = format!("mirror_quota_bytes = {QUOTA}"));
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= 2
-        }),
-        "nothing mirrored\n{}",
-        p.primary.stderr_tail(30)
-    );
-    p.primary.sigterm();
-    p.primary.expect_clean_exit(Duration::from_secs(20));
+    wait_mirrored(&p, 2);
+    let (id, standby) = stand_in_for_the_primary_agent(&mut p);
     let verified = media_files(&p.data_s);
-    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
-    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
-    let standby = cfg.peers[0].clone();
     let key = |camera: &str| SegmentKey {
         origin_node: "node-a".into(),
         path: format!("media/{camera}/main/2030-01-01/20300101T000000000Z_node-a.mp4"),
     };
-    let info = |camera: &str| SegmentInfo {
-        camera: camera.into(),
-        stream: "main".into(),
-        start_ms: 1_893_456_000_000,
-        video_codec: "avc1.640028".into(),
-        width: 640,
-        height: 480,
-        audio_codec: None,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let acked = rt.block_on(async {
-        let tls = primary::connect(&id, &standby).await.expect("connect");
-        let mut conn = Conn::new(tls);
-        primary::handshake(&mut conn, "node-a", &standby)
-            .await
-            .expect("handshake");
+        let (mut conn, _) = connect_as_node_a(&id, &standby).await;
         // An invented camera.
         conn.send(&Message::SegmentOpen {
             key: key("cam9"),
-            info: info("cam9"),
+            info: segment_info("cam9"),
         })
         .await
         .expect("send");
@@ -583,7 +482,7 @@ fn invented_cameras_are_refused_and_unverified_bytes_stop_at_the_quota() {
         // A real camera, but far more bytes than the quota, never sealed.
         conn.send(&Message::SegmentOpen {
             key: key("cam1"),
-            info: info("cam1"),
+            info: segment_info("cam1"),
         })
         .await
         .expect("send");
@@ -623,62 +522,23 @@ fn invented_cameras_are_refused_and_unverified_bytes_stop_at_the_quota() {
 /// cannot be started again with other bytes.
 #[test]
 fn a_stale_staging_copy_expires_to_quarantine_and_its_path_stays_closed() {
-    use nvr_sync::agent::{primary, Conn};
-    use nvr_sync::proto::{Message, SegmentInfo, SegmentKey};
+    use nvr_sync::proto::{Message, SegmentKey};
 
     let mut p = start_pair(|c| c.extra = "staging_expire_ms = 3000".into());
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= 2
-        }),
-        "nothing mirrored\n{}",
-        p.primary.stderr_tail(30)
-    );
-    p.primary.sigterm();
-    p.primary.expect_clean_exit(Duration::from_secs(20));
+    wait_mirrored(&p, 2);
+    let (id, standby) = stand_in_for_the_primary_agent(&mut p);
     let verified = media_files(&p.data_s);
-    let id = nvr_sync::identity::load(&identity_dir(&p.dir, "node-a")).expect("identity");
-    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
-    let standby = cfg.peers[0].clone();
     let path = "media/cam1/main/2030-01-01/20300101T000000000Z_node-a.mp4";
     let key = SegmentKey {
         origin_node: "node-a".into(),
         path: path.into(),
     };
     let held = vec![0x44u8; 4096];
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let send = |data: Vec<u8>| {
         rt.block_on(async {
-            let tls = primary::connect(&id, &standby).await.expect("connect");
-            let mut conn = Conn::new(tls);
-            primary::handshake(&mut conn, "node-a", &standby)
-                .await
-                .expect("handshake");
-            let info = SegmentInfo {
-                camera: "cam1".into(),
-                stream: "main".into(),
-                start_ms: 1_893_456_000_000,
-                video_codec: "avc1.640028".into(),
-                width: 640,
-                height: 480,
-                audio_codec: None,
-            };
-            conn.send(&Message::SegmentOpen {
-                key: key.clone(),
-                info,
-            })
-            .await
-            .expect("send");
-            conn.send(&Message::SegmentData {
-                key: key.clone(),
-                offset: 0,
-                data: data.into(),
-            })
-            .await
-            .expect("send");
+            let (mut conn, _) = connect_as_node_a(&id, &standby).await;
+            open_segment_with(&mut conn, &key, "cam1", data).await;
             next_reply(&mut conn).await
         })
     };
@@ -891,13 +751,7 @@ fn new_segments_and_acknowledged_seals_are_durable_first() {
 #[test]
 fn a_damaged_copy_on_the_standby_is_repaired_from_the_primary() {
     let p = start_pair(|c| c.scrub_interval_ms = 1000);
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= 3
-        }),
-        "nothing mirrored\n{}",
-        p.primary.stderr_tail(30)
-    );
+    wait_mirrored(&p, 3);
     let (path, sha) = sealed_on(&p.data_s, "node-a")
         .into_iter()
         .next()
@@ -945,12 +799,8 @@ fn a_damaged_copy_on_the_standby_is_repaired_from_the_primary() {
 fn a_segment_that_never_completes_does_not_stop_the_2100_after_it() {
     const AFTER: u64 = 2100;
     let dir = TestDir::new();
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    let mut cluster = new_pair(&dir);
+    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
     cluster.cameras = vec![("cam1".into(), "rtsp://127.0.0.1:9/cam1".into())];
     cluster.extra = "stall_alarm_ms = 3000".into();
     let cfg = cluster.write(&dir);

@@ -6,25 +6,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use nvr_sync::agent::Conn;
-use nvr_sync::proto::{Message, Role, SegmentInfo, SegmentKey, PROTOCOL_VERSION};
-
-fn alarms(data_dir: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
-    nvr_sync::syncdb::SyncDb::open(data_dir)
-        .and_then(|db| db.alarms(0))
-        .unwrap_or_default()
-}
-
-fn status_file(data_dir: &Path) -> serde_json::Value {
-    std::fs::read(data_dir.join("sync-status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
+use nvr_sync::proto::{Message, Role, SegmentKey, PROTOCOL_VERSION};
 
 /// The next message from the owner that is not a `Ping`.
 async fn next_reply<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
@@ -50,12 +36,9 @@ fn an_owner_refuses_takeover_bytes_that_contradict_what_it_holds() {
     use tokio_rustls::TlsAcceptor;
 
     let dir = TestDir::new();
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    let mut cluster = new_pair(&dir);
+    let data_a = cluster.primary_data.clone();
+    let listen = cluster.standby_listen.clone();
     cluster.cameras = vec![("cam1".into(), "rtsp://127.0.0.1:9/cam1".into())];
     cluster.arbiter = Some((
         format!("127.0.0.1:{}", free_port()),
@@ -74,20 +57,8 @@ fn an_owner_refuses_takeover_bytes_that_contradict_what_it_holds() {
     };
     let held = vec![0x11u8; 4096];
     let forged = vec![0x22u8; 4096];
-    let info = |camera: &str| SegmentInfo {
-        camera: camera.into(),
-        stream: "main".into(),
-        start_ms: 1_893_456_000_000,
-        video_codec: "avc1.640028".into(),
-        width: 640,
-        height: 480,
-        audio_codec: None,
-    };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let mut owner = None;
     rt.block_on(async {
         let listener = TcpListener::bind(&listen).await.expect("bind");
@@ -138,19 +109,7 @@ fn an_owner_refuses_takeover_bytes_that_contradict_what_it_holds() {
                 other => panic!("expected StandbyState, got {other:?}"),
             }
         }
-        conn.send(&Message::SegmentOpen {
-            key: key.clone(),
-            info: info("cam1"),
-        })
-        .await
-        .expect("send");
-        conn.send(&Message::SegmentData {
-            key: key.clone(),
-            offset: 0,
-            data: held.clone().into(),
-        })
-        .await
-        .expect("send");
+        open_segment_with(&mut conn, &key, "cam1", held.clone()).await;
         match next_reply(&mut conn).await {
             Message::Ack { bytes_durable, .. } => assert_eq!(bytes_durable, 4096),
             other => panic!("expected Ack, got {other:?}"),
@@ -174,7 +133,7 @@ fn an_owner_refuses_takeover_bytes_that_contradict_what_it_holds() {
         };
         conn.send(&Message::SegmentOpen {
             key: foreign.clone(),
-            info: info("cam9"),
+            info: segment_info("cam9"),
         })
         .await
         .expect("send");
@@ -226,12 +185,7 @@ fn a_standby_speaks_version_2_to_old_primaries_and_flow_back_only_in_version_3()
     use nvr_sync::proto::ErrorCode;
 
     let dir = TestDir::new();
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    let mut cluster = new_pair(&dir);
     cluster.cameras = vec![("cam1".into(), "rtsp://127.0.0.1:9/cam1".into())];
     cluster.arbiter = Some((
         format!("127.0.0.1:{}", free_port()),
@@ -244,10 +198,7 @@ fn a_standby_speaks_version_2_to_old_primaries_and_flow_back_only_in_version_3()
         .expect("config")
         .peers[0]
         .clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let hello = |protocol_version: u16, role: Role| Message::Hello {
             protocol_version,

@@ -12,13 +12,6 @@ use common::*;
 const COUNT: u64 = 100_000;
 const PAYLOAD_BYTES: usize = 1000;
 
-fn status_file(data_dir: &Path) -> serde_json::Value {
-    std::fs::read(data_dir.join("sync-status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// Sealed catalog rows of `node`'s camera `camera` in `data_dir` (path -> sha256).
 fn sealed_of_camera(data_dir: &Path, node: &str, camera: &str) -> Vec<(String, String)> {
     let clock = std::sync::Arc::new(base::clock::SystemClock);
@@ -35,32 +28,12 @@ fn sealed_of_camera(data_dir: &Path, node: &str, camera: &str) -> Vec<(String, S
         .collect()
 }
 
-fn alarms(data_dir: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
-    nvr_sync::syncdb::SyncDb::open(data_dir)
-        .and_then(|db| db.alarms(0))
-        .unwrap_or_default()
-}
-
 #[test]
 fn reconnect_and_restore_with_100k_logged_segments() {
     let dir = TestDir::new();
-    let cam_port = free_port();
-    let _camsim = NvrProcess::spawn(
-        &dir,
-        &[
-            "camsim",
-            "--listen",
-            &format!("127.0.0.1:{cam_port}"),
-            "--streams",
-            "1",
-        ],
-    );
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
-    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let (_camsim, cam_port) = rig::cluster::spawn_camsim(&dir, 1);
+    let mut cluster = new_pair(&dir);
+    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
     let now_ms = chrono::Utc::now().timestamp_millis();
     let history = nvr_sync::fixture::History {
         count: COUNT,
@@ -70,15 +43,11 @@ fn reconnect_and_restore_with_100k_logged_segments() {
         segment_ms: 10_000,
         payload: (0..PAYLOAD_BYTES).map(|i| (i % 251) as u8).collect(),
     };
-    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
+    build_history(&cluster, &history);
 
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
     cluster.cameras = vec![("cam1".into(), format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
     let cfg = cluster.write(&dir);
-    let mut standby = spawn_sync(&dir, &cfg, "standby-1");
-    let mut recorder = spawn_recorder(&dir, &cfg, "node-a");
-    let mut primary = spawn_sync(&dir, &cfg, "node-a");
+    let (mut standby, mut recorder, mut primary) = spawn_pair(&dir, &cfg);
 
     // New recordings are mirrored and logged past the old history.
     let mirrored = wait_until(Duration::from_secs(180), Duration::from_millis(500), || {
@@ -118,7 +87,7 @@ fn reconnect_and_restore_with_100k_logged_segments() {
     for (path, _) in &want {
         std::fs::remove_file(data_a.join(path)).expect("remove a recorded file");
     }
-    let out = sync_restore(
+    let report = restore_report(
         &dir,
         &cfg,
         "node-a",
@@ -126,13 +95,6 @@ fn reconnect_and_restore_with_100k_logged_segments() {
         None,
         Duration::from_secs(300),
     );
-    assert!(
-        out.status.success(),
-        "restore failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
     assert!(report["log_size"].as_u64().unwrap_or(0) > COUNT, "{report}");
     assert_eq!(
         report["listed"].as_u64(),
@@ -153,23 +115,9 @@ fn reconnect_and_restore_with_100k_logged_segments() {
 fn a_head_that_cannot_be_written_leaves_no_leaves_behind() {
     const OLD: u64 = 10;
     let dir = TestDir::new();
-    let cam_port = free_port();
-    let _camsim = NvrProcess::spawn(
-        &dir,
-        &[
-            "camsim",
-            "--listen",
-            &format!("127.0.0.1:{cam_port}"),
-            "--streams",
-            "1",
-        ],
-    );
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
-    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let (_camsim, cam_port) = rig::cluster::spawn_camsim(&dir, 1);
+    let mut cluster = new_pair(&dir);
+    let data_s = cluster.standby_data.clone();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let history = nvr_sync::fixture::History {
         count: OLD,
@@ -178,7 +126,7 @@ fn a_head_that_cannot_be_written_leaves_no_leaves_behind() {
         segment_ms: 10_000,
         payload: vec![7; PAYLOAD_BYTES],
     };
-    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
+    build_history(&cluster, &history);
     let sync_db = |data: &Path| {
         rusqlite::Connection::open(data.join("sync.db")).expect("open sync.db directly")
     };
@@ -189,13 +137,9 @@ fn a_head_that_cannot_be_written_leaves_no_leaves_behind() {
         ))
         .expect("install the fault");
 
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
     cluster.cameras = vec![("cam1".into(), format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
     let cfg = cluster.write(&dir);
-    let mut standby = spawn_sync(&dir, &cfg, "standby-1");
-    let _recorder = spawn_recorder(&dir, &cfg, "node-a");
-    let primary = spawn_sync(&dir, &cfg, "node-a");
+    let (mut standby, _recorder, primary) = spawn_pair(&dir, &cfg);
 
     let refused = wait_until(Duration::from_secs(90), Duration::from_millis(300), || {
         alarms(&data_s)
@@ -258,17 +202,12 @@ fn peak_rss_bytes(pid: u32) -> u64 {
 /// standby a few MiB of memory, not the whole file.
 #[test]
 fn a_fetch_reads_only_the_requested_bytes() {
-    use nvr_sync::agent::{primary, Conn};
     use nvr_sync::proto::{Message, SegmentKey};
 
     const BIG: u64 = 4 << 30;
     let dir = TestDir::new();
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
-    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let cluster = new_pair(&dir);
+    let data_s = cluster.standby_data.clone();
     let history = nvr_sync::fixture::History {
         count: 3,
         camera: "old".into(),
@@ -276,7 +215,7 @@ fn a_fetch_reads_only_the_requested_bytes() {
         segment_ms: 10_000,
         payload: vec![1; PAYLOAD_BYTES],
     };
-    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
+    build_history(&cluster, &history);
     // The standby's copy of the first segment becomes a sparse 4 GiB file ending in known bytes.
     let path = nvr_sync::syncdb::SyncDb::open(&data_s)
         .and_then(|db| db.leaf_paths("node-a", 0, 1))
@@ -290,28 +229,17 @@ fn a_fetch_reads_only_the_requested_bytes() {
         f.seek(SeekFrom::Start(BIG - 4096)).expect("seek");
         f.write_all(&[0x5a; 4096]).expect("write the tail");
     }
-    let listen = format!("127.0.0.1:{}", free_port());
-    let cfg = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen).write(&dir);
+    let cfg = cluster.write(&dir);
     let standby = spawn_sync(&dir, &cfg, "standby-1");
-    assert!(wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || standby.stderr_tail(50).contains("standby listening")
-    ));
+    wait_standby_listening(&standby);
     let peer = nvr_sync::config::SyncConfig::load(&cfg, Some("node-a"))
         .expect("config")
         .peers[0]
         .clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let id_a = nvr_sync::identity::load(&cluster.primary.dir).expect("load node-a identity");
+    let rt = runtime();
     let got = rt.block_on(async {
-        let tls = primary::connect(&id_a, &peer).await.expect("connect");
-        let mut conn = Conn::new(tls);
-        primary::handshake(&mut conn, "node-a", &peer)
-            .await
-            .expect("handshake");
+        let (mut conn, _) = connect_as_node_a(&id_a, &peer).await;
         conn.send(&Message::FetchRequest {
             key: SegmentKey {
                 origin_node: "node-a".into(),
@@ -352,12 +280,8 @@ fn a_fetch_reads_only_the_requested_bytes() {
 fn heads_and_alarms_stay_out_of_memory_and_idle_logs_do_not_grow() {
     const ROWS: i64 = 500_000;
     let dir = TestDir::new();
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
-    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let mut cluster = new_pair(&dir);
+    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
     let history = nvr_sync::fixture::History {
         count: 3,
         camera: "old".into(),
@@ -365,7 +289,7 @@ fn heads_and_alarms_stay_out_of_memory_and_idle_logs_do_not_grow() {
         segment_ms: 10_000,
         payload: vec![2; PAYLOAD_BYTES],
     };
-    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
+    build_history(&cluster, &history);
     {
         // Older heads (ids below the real one, same content) and alarms, as months would leave.
         let mut c = rusqlite::Connection::open(data_a.join("sync.db")).expect("open sync.db");
@@ -394,8 +318,6 @@ fn heads_and_alarms_stay_out_of_memory_and_idle_logs_do_not_grow() {
     let heads_s = db_s.head_count("node-a").expect("heads");
     assert_eq!(heads_a, ROWS as u64 + 1);
 
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
     cluster.head_interval_ms = 3_600_000;
     let cfg = cluster.write(&dir);
     let standby = spawn_sync(&dir, &cfg, "standby-1");
@@ -443,23 +365,9 @@ fn heads_and_alarms_stay_out_of_memory_and_idle_logs_do_not_grow() {
 fn leaves_no_head_covers_are_dropped_at_start() {
     const OLD: u64 = 10;
     let dir = TestDir::new();
-    let cam_port = free_port();
-    let _camsim = NvrProcess::spawn(
-        &dir,
-        &[
-            "camsim",
-            "--listen",
-            &format!("127.0.0.1:{cam_port}"),
-            "--streams",
-            "1",
-        ],
-    );
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
-    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let (_camsim, cam_port) = rig::cluster::spawn_camsim(&dir, 1);
+    let mut cluster = new_pair(&dir);
+    let data_s = cluster.standby_data.clone();
     let history = nvr_sync::fixture::History {
         count: OLD,
         camera: "old".into(),
@@ -467,7 +375,7 @@ fn leaves_no_head_covers_are_dropped_at_start() {
         segment_ms: 10_000,
         payload: vec![5; PAYLOAD_BYTES],
     };
-    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
+    build_history(&cluster, &history);
     let db = nvr_sync::syncdb::SyncDb::open(&data_s).expect("standby sync.db");
     let stray = nvr_sync::merkle::SegmentLeaf {
         origin_node: "node-a".into(),
@@ -488,13 +396,9 @@ fn leaves_no_head_covers_are_dropped_at_start() {
     )
     .expect("a leaf beyond the head");
 
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
     cluster.cameras = vec![("cam1".into(), format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
     let cfg = cluster.write(&dir);
-    let standby = spawn_sync(&dir, &cfg, "standby-1");
-    let _recorder = spawn_recorder(&dir, &cfg, "node-a");
-    let primary = spawn_sync(&dir, &cfg, "node-a");
+    let (standby, _recorder, primary) = spawn_pair(&dir, &cfg);
     let accepted = wait_until(Duration::from_secs(90), Duration::from_millis(300), || {
         status_file(&data_s)["peers"]["node-a"]["last_head_size"]
             .as_u64()

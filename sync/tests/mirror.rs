@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,51 +33,24 @@ fn start_pair(
     via_proxy: bool,
 ) -> (Pair, Option<FaultProxy>) {
     let dir = TestDir::new();
-    let cam_port = free_port();
-    let camsim = NvrProcess::spawn(
-        &dir,
-        &[
-            "camsim",
-            "--listen",
-            &format!("127.0.0.1:{cam_port}"),
-            "--streams",
-            &streams.to_string(),
-        ],
-    );
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let cams: Vec<(String, String)> = (1..=streams)
-        .map(|i| {
-            (
-                format!("cam{i}"),
-                format!("rtsp://127.0.0.1:{cam_port}/cam{i}"),
-            )
-        })
-        .collect();
-    let standby_listen = format!("127.0.0.1:{}", free_port());
-    let proxy = via_proxy.then(|| FaultProxy::start(standby_listen.parse().expect("addr")));
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &standby_listen);
-    if let Some(p) = &proxy {
-        cluster.standby_address = p.address();
-    }
-    cluster.cameras = cams;
+    let (camsim, cam_port) = rig::cluster::spawn_camsim(&dir, streams);
+    let mut cluster = new_pair(&dir);
+    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
+    let proxy = cluster.through_proxy(via_proxy);
+    cluster.cameras = camsim_cameras(cam_port, streams);
     cluster.segment_s = 4;
     cluster.scrub_interval_ms = scrub_interval_ms;
     let cfg = cluster.write(&dir);
-    let standby = spawn_sync(&dir, &cfg, "standby-1");
-    let recorder = spawn_recorder(&dir, &cfg, "node-a");
-    let primary = spawn_sync(&dir, &cfg, "node-a");
+    let (standby, recorder, primary) = spawn_pair(&dir, &cfg);
     (
         Pair {
             dir,
-            a,
-            s,
+            a: cluster.primary.clone(),
+            s: cluster.standby.clone(),
             data_a,
             data_s,
             cfg,
-            standby_listen,
+            standby_listen: cluster.standby_listen.clone(),
             _camsim: camsim,
             recorder,
             primary,
@@ -86,32 +58,6 @@ fn start_pair(
         },
         proxy,
     )
-}
-
-fn status_file(data_dir: &Path) -> serde_json::Value {
-    std::fs::read(data_dir.join("sync-status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// Sealed segments of the recorder (path -> sha256 from the catalog).
-fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
-    if !data_dir.join("catalog.db").exists() {
-        return BTreeMap::new();
-    }
-    // The catalog may still be being created by another process: nothing sealed yet, then.
-    let clock = std::sync::Arc::new(base::clock::SystemClock);
-    let Ok(store) = store::Reader::open(data_dir, clock) else {
-        return BTreeMap::new();
-    };
-    let Ok(rows) = store.segments_in_state(store::SegmentState::Sealed) else {
-        return BTreeMap::new();
-    };
-    rows.into_iter()
-        .filter(|r| r.node == node)
-        .map(|r| (r.path, r.sha256.unwrap_or_default()))
-        .collect()
 }
 
 fn standby_alarms(data_s: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
@@ -331,15 +277,7 @@ fn link_stalls_refusals_and_cuts_are_caught_up_without_loss() {
 #[test]
 fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     let (mut p, _) = start_pair(2, 1000, false);
-    assert!(
-        wait_until(
-            Duration::from_secs(40),
-            Duration::from_millis(300),
-            || sealed_on(&p.data_s, "node-a").len() >= 4
-        ),
-        "nothing sealed on the standby; {}",
-        p.standby.stderr_tail(20)
-    );
+    wait_sealed_on_standby(&p, 4);
     let standby_before = media_files(&p.data_s);
     // Encrypt every sealed segment on the primary; flip bytes in the open ones.
     let store = store::Reader::open(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
@@ -408,19 +346,13 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     assert!(p.recorder.is_running(), "recording never stops");
     stop_and_converge(&mut p, Duration::from_secs(40));
     // Restore (on top of the automatic repair) leaves the primary bit-identical to what was recorded.
-    let out = sync_restore(
+    restore_report(
         &p.dir,
         &p.cfg,
         "node-a",
         None,
         None,
         Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "restore failed:\n{}{}",
-        out.stdout,
-        out.stderr
     );
     let want = sealed_on(&p.data_a, "node-a");
     let files = media_files(&p.data_a);
@@ -452,17 +384,21 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     );
 }
 
+/// Waits (40 s at most) until the standby holds `n` sealed copies of node-a's segments.
+fn wait_sealed_on_standby(p: &Pair, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(40), Duration::from_millis(300), || {
+            sealed_on(&p.data_s, "node-a").len() >= n
+        }),
+        "nothing sealed on the standby; {}",
+        p.standby.stderr_tail(20)
+    );
+}
+
 #[test]
 fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     let (mut p, _) = start_pair(1, 0, false);
-    assert!(
-        wait_until(
-            Duration::from_secs(40),
-            Duration::from_millis(300),
-            || sealed_on(&p.data_s, "node-a").len() >= 3
-        ),
-        "nothing sealed on the standby"
-    );
+    wait_sealed_on_standby(&p, 3);
     stop_and_converge(&mut p, Duration::from_secs(30));
     let want = sealed_on(&p.data_a, "node-a");
     p.primary.sigterm();
@@ -481,19 +417,13 @@ fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
     assert_eq!(report["listed"], 0, "{report}");
     assert!(media_files(&p.data_a).is_empty(), "nothing restored");
-    let out = sync_restore(
+    restore_report(
         &p.dir,
         &p.cfg,
         "node-a",
         None,
         None,
         Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "restore failed:\n{}{}",
-        out.stdout,
-        out.stderr
     );
     assert_eq!(sealed_on(&p.data_a, "node-a"), want);
     assert_eq!(media_files(&p.data_a), want);
@@ -509,14 +439,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
     use nvr_sync::proto::{Message, SegmentKey};
 
     let (mut p, _) = start_pair(1, 0, false);
-    assert!(
-        wait_until(
-            Duration::from_secs(40),
-            Duration::from_millis(300),
-            || sealed_on(&p.data_s, "node-a").len() >= 3
-        ),
-        "nothing sealed on the standby"
-    );
+    wait_sealed_on_standby(&p, 3);
     // Give the standby a moment to accept the head covering them, then stop the honest agent.
     std::thread::sleep(Duration::from_secs(2));
     p.primary.sigterm();
@@ -544,10 +467,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         .collect();
     assert!(own_heads.len() >= 2 && !own_leaves.is_empty());
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         // A stranger with an unpinned certificate never gets a session.
         let refused = match primary::connect(&stranger, &standby).await {
@@ -561,11 +481,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         };
         assert!(refused, "unknown certificate accepted");
 
-        let tls = primary::connect(&id, &standby).await.expect("connect");
-        let mut conn = Conn::new(tls);
-        let view = primary::handshake(&mut conn, "node-a", &standby)
-            .await
-            .expect("handshake");
+        let (mut conn, view) = connect_as_node_a(&id, &standby).await;
         let held_head = view.head.expect("standby holds a head");
         // Sealed copies are summed up (`sealed_below_leaf`) rather than listed: one from the catalog.
         let sealed_path = sealed_on(&p.data_s, "node-a")

@@ -9,13 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn status_file(data_dir: &Path) -> serde_json::Value {
-    std::fs::read(data_dir.join("sync-status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -30,12 +23,8 @@ struct Pair {
 /// A primary and its standby that already share a small logged history (no recorder needed).
 fn pair() -> Pair {
     let dir = TestDir::new();
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let id_a = nvr_sync::identity::load(&a.dir).expect("load node-a identity");
-    let id_s = nvr_sync::identity::load(&s.dir).expect("load standby identity");
+    let cluster = new_pair(&dir);
+    let data_a = cluster.primary_data.clone();
     let history = nvr_sync::fixture::History {
         count: 3,
         camera: "old".into(),
@@ -43,9 +32,9 @@ fn pair() -> Pair {
         segment_ms: 10_000,
         payload: vec![3; 1000],
     };
-    nvr_sync::fixture::build(&history, &data_a, &id_a, &data_s, &id_s).expect("build history");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let cfg = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen).write(&dir);
+    build_history(&cluster, &history);
+    let listen = cluster.standby_listen.clone();
+    let cfg = cluster.write(&dir);
     Pair {
         dir,
         cfg,
@@ -68,11 +57,7 @@ fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
 fn idle_unauthenticated_connections_are_capped_and_the_primary_gets_through() {
     let p = pair();
     let standby = spawn_sync(&p.dir, &p.cfg, "standby-1");
-    assert!(wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || standby.stderr_tail(50).contains("standby listening")
-    ));
+    wait_standby_listening(&standby);
     let base_fds = open_fds(standby.pid().expect("pid"));
     // 300 connections that never start a TLS handshake, then the real primary (accepted after them).
     let idle = idle_connections(&p.listen, 300);
@@ -118,11 +103,7 @@ fn accept_errors_back_off_and_the_primary_gets_through_afterwards() {
         ],
         &[("RUST_LOG", "info")],
     );
-    assert!(wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || standby.stderr_tail(50).contains("standby listening")
-    ));
+    wait_standby_listening(&standby);
     let idle = idle_connections(&p.listen, 100);
     assert!(wait_until(
         Duration::from_secs(30),

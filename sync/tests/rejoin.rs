@@ -9,34 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn status_file(data_dir: &Path) -> serde_json::Value {
-    std::fs::read(data_dir.join("sync-status.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// Sealed segments of `node` in `data_dir` (path -> sha256).
-fn sealed_on(data_dir: &Path, node: &str) -> std::collections::BTreeMap<String, String> {
-    let clock = std::sync::Arc::new(base::clock::SystemClock);
-    let Ok(reader) = store::Reader::open(data_dir, clock) else {
-        return Default::default();
-    };
-    reader
-        .segments_in_state(store::SegmentState::Sealed)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.node == node)
-        .map(|r| (r.path, r.sha256.unwrap_or_default()))
-        .collect()
-}
-
-fn alarms(data_dir: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
-    nvr_sync::syncdb::SyncDb::open(data_dir)
-        .and_then(|db| db.alarms(0))
-        .unwrap_or_default()
-}
-
 fn standby_head(data_s: &Path) -> u64 {
     nvr_sync::syncdb::SyncDb::open(data_s)
         .ok()
@@ -54,12 +26,8 @@ struct Nodes {
 
 fn nodes(cam_port: u16) -> Nodes {
     let dir = TestDir::new();
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &listen);
+    let mut cluster = new_pair(&dir);
+    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
     cluster.cameras = vec![("cam1".into(), format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
     let cfg = cluster.write(&dir);
     Nodes {
@@ -80,6 +48,20 @@ fn camsim(dir: &TestDir, port: u16) -> NvrProcess {
             "--streams",
             "1",
         ],
+    )
+}
+
+/// The primary loses everything, its sync.db too, and is restored from the standby: the restore's
+/// report.
+fn wipe_and_restore_the_primary(n: &Nodes) -> serde_json::Value {
+    std::fs::remove_dir_all(&n.data_a).expect("wipe the primary");
+    restore_report(
+        &n.dir,
+        &n.cfg,
+        "node-a",
+        None,
+        None,
+        Duration::from_secs(120),
     )
 }
 
@@ -111,22 +93,7 @@ fn restore_onto_a_wiped_primary_rejoins_the_pair_and_reports_what_is_missing() {
     let before = standby_head(&n.data_s);
 
     // The primary loses everything, its sync.db too, and is restored from the standby.
-    std::fs::remove_dir_all(&n.data_a).expect("wipe the primary");
-    let out = sync_restore(
-        &n.dir,
-        &n.cfg,
-        "node-a",
-        None,
-        None,
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "restore:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
+    let report = wipe_and_restore_the_primary(&n);
     assert_eq!(report["leaves_imported"].as_u64(), Some(before), "{report}");
     let heads_of = |data: &Path| -> Vec<[u8; 32]> {
         nvr_sync::syncdb::SyncDb::open(data)
@@ -185,11 +152,7 @@ fn restore_onto_a_wiped_primary_rejoins_the_pair_and_reports_what_is_missing() {
         .expect("drop the standby's row");
     std::fs::remove_file(n.data_s.join(&lost)).expect("drop the standby's file");
     let standby = spawn_sync(&n.dir, &n.cfg, "standby-1");
-    assert!(wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || standby.stderr_tail(50).contains("standby listening")
-    ));
+    wait_standby_listening(&standby);
     std::fs::remove_file(n.data_a.join(&lost)).expect("lose the primary's copy too");
     let out = sync_restore(
         &n.dir,
@@ -272,22 +235,7 @@ fn sealed_but_unlogged_segments_are_held_unverified_and_restored() {
     primary.sigterm();
     primary.expect_clean_exit(Duration::from_secs(20));
 
-    std::fs::remove_dir_all(&n.data_a).expect("wipe the primary");
-    let out = sync_restore(
-        &n.dir,
-        &n.cfg,
-        "node-a",
-        None,
-        None,
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "restore:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
+    let report = wipe_and_restore_the_primary(&n);
     assert_eq!(
         report["unverified"].as_array().map(Vec::len),
         Some(unverified as usize),

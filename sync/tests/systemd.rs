@@ -22,22 +22,7 @@ fn sync_unit_passes_systemd_analyze_verify_without_warnings() {
         std::path::Path::new(env!("CARGO_BIN_EXE_nvr-sync")),
     );
     // The recorder must never depend on the agent.
-    let recorder = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/nvr.service"
-    ));
-    assert!(
-        !recorder.contains("nvr-sync"),
-        "nvr.service must not depend on nvr-sync.service"
-    );
-    for key in ["Requires=", "BindsTo="] {
-        assert!(
-            !UNIT
-                .lines()
-                .any(|l| l.starts_with(key) && l.contains("nvr.service")),
-            "{key}"
-        );
-    }
+    testkit::systemd::assert_independent_of_the_recorder(UNIT, "nvr-sync");
 }
 
 #[test]

@@ -40,35 +40,11 @@ fn start(
     via_proxy: bool,
 ) -> Rig {
     let dir = TestDir::new();
-    let cam_port = free_port();
-    let camsim = NvrProcess::spawn(
-        &dir,
-        &[
-            "camsim",
-            "--listen",
-            &format!("127.0.0.1:{cam_port}"),
-            "--streams",
-            &streams.to_string(),
-        ],
-    );
-    let a = keygen(&dir, "node-a");
-    let s = keygen(&dir, "standby-1");
-    let data_a = dir.join("data-a");
-    let data_s = dir.join("data-s");
-    let standby_listen = format!("127.0.0.1:{}", free_port());
-    let mut cluster = ClusterFile::pair(&a, &data_a, &s, &data_s, &standby_listen);
-    let proxy = via_proxy.then(|| FaultProxy::start(standby_listen.parse().expect("addr")));
-    if let Some(p) = &proxy {
-        cluster.standby_address = p.address();
-    }
-    cluster.cameras = (1..=streams)
-        .map(|i| {
-            (
-                format!("cam{i}"),
-                format!("rtsp://127.0.0.1:{cam_port}/cam{i}"),
-            )
-        })
-        .collect();
+    let (camsim, cam_port) = rig::cluster::spawn_camsim(&dir, streams);
+    let mut cluster = new_pair(&dir);
+    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
+    let proxy = cluster.through_proxy(via_proxy);
+    cluster.cameras = camsim_cameras(cam_port, streams);
     cluster.segment_s = segment_s;
     cluster.scrub_interval_ms = scrub_interval_ms;
     cluster.extra = sync_extra.to_owned();
@@ -79,9 +55,7 @@ fn start(
         text = text.replace(old, &format!("[retention]\nmin_free_bytes = 0\n{r}\n"));
     }
     let cfg = dir.write("cluster.toml", text);
-    let standby = spawn_sync(&dir, &cfg, "standby-1");
-    let recorder = spawn_recorder(&dir, &cfg, "node-a");
-    let primary = spawn_sync(&dir, &cfg, "node-a");
+    let (standby, recorder, primary) = spawn_pair(&dir, &cfg);
     Rig {
         dir,
         data_a,
@@ -95,13 +69,6 @@ fn start(
     }
 }
 
-fn open_reader(data_dir: &Path) -> Option<store::Reader> {
-    if !data_dir.join("catalog.db").exists() {
-        return None;
-    }
-    store::Reader::open(data_dir, std::sync::Arc::new(base::clock::SystemClock)).ok()
-}
-
 /// Sealed rows of node-a in `data_dir`'s catalog.
 fn sealed_rows(data_dir: &Path) -> Vec<store::SegmentRow> {
     open_reader(data_dir)
@@ -110,12 +77,6 @@ fn sealed_rows(data_dir: &Path) -> Vec<store::SegmentRow> {
         .into_iter()
         .filter(|r| r.node == "node-a")
         .collect()
-}
-
-fn alarms(data_dir: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
-    nvr_sync::syncdb::SyncDb::open(data_dir)
-        .and_then(|db| db.alarms(0))
-        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {

@@ -218,8 +218,19 @@ pub fn write_cluster_file(
 /// `nvr camsim` serving `streams` streams (`cam1`..), with `extra` arguments (e.g. `--clip FILE`),
 /// on a free port.
 pub fn spawn_camsim_with(dir: &TestDir, streams: usize, extra: &[&str]) -> (NvrProcess, u16) {
+    spawn_camsim_on(dir, streams, extra, None)
+}
+
+/// [`spawn_camsim_with`] on `port` (a camera that comes back where it was), or on a free port if
+/// `None`; waits until it serves, trying again a few times.
+pub fn spawn_camsim_on(
+    dir: &TestDir,
+    streams: usize,
+    extra: &[&str],
+    port: Option<u16>,
+) -> (NvrProcess, u16) {
     for _ in 0..5 {
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let listen = format!("127.0.0.1:{port}");
         let n = streams.to_string();
         let mut args = vec!["camsim", "--listen", &listen, "--streams", &n];

@@ -43,3 +43,26 @@ pub fn assert_unit_verifies(unit: &str, file_name: &str, installed_exec: &str, b
         "systemd-analyze verify warns about {file_name}:\n{all}"
     );
 }
+
+/// `unit` (the text of `systemd/<program>.service`) neither requires nor binds to the recorder's
+/// `nvr.service`, and the recorder's unit never names `program`: each stops and starts on its own, and
+/// the recorder never waits for it.
+pub fn assert_independent_of_the_recorder(unit: &str, program: &str) {
+    for key in ["Requires=", "BindsTo="] {
+        assert!(
+            !unit
+                .lines()
+                .map(str::trim)
+                .any(|l| l.starts_with(key) && l.contains("nvr.service")),
+            "{program}.service: {key}nvr.service"
+        );
+    }
+    let recorder = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/nvr.service"
+    ));
+    assert!(
+        !recorder.contains(program),
+        "nvr.service must not depend on {program}.service"
+    );
+}

@@ -8,7 +8,9 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, now_ms, start_camsim, start_web, web_user, write_config, PASSWORD};
+use common::{
+    client, now_ms, one_camera, start_camsim, start_web, web_user, write_config, PASSWORD,
+};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -282,15 +284,7 @@ fn recordings(c: &Client, port: u16, start_ms: i64, end_ms: i64) -> Value {
 #[test]
 fn recordings_and_gaps_match_the_catalog_and_live_video_decodes() {
     let dir = TestDir::new();
-    let (mut sim, cam_port) = start_camsim(&dir, None);
-    let web_port = free_port();
-    let config = write_config(
-        &dir,
-        "a",
-        Some(&format!("rtsp://127.0.0.1:{cam_port}/cam1")),
-        web_port,
-        "web",
-    );
+    let (mut sim, cam_port, web_port, config) = one_camera(&dir);
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,

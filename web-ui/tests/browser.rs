@@ -5,31 +5,15 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{start_camsim, start_web, web_user, write_config, PASSWORD};
+use common::{browser_scripts, one_camera, run_browser_script, start_web, web_user, PASSWORD};
 use serde_json::Value;
-use testkit::{free_port, NvrProcess, TestDir};
+use testkit::{NvrProcess, TestDir};
 
 #[test]
 fn chromium_logs_in_and_a_live_tile_plays() {
-    let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core missing: run tests/run, or `npm ci` in {}",
-        script_dir.display()
-    );
+    browser_scripts();
     let dir = TestDir::new();
-    let (_sim, cam_port) = start_camsim(&dir, None);
-    let web_port = free_port();
-    let config = write_config(
-        &dir,
-        "a",
-        Some(&format!("rtsp://127.0.0.1:{cam_port}/cam1")),
-        web_port,
-        "web",
-    );
+    let (_sim, cam_port, web_port, config) = one_camera(&dir);
     // A sub stream that is not recorded (the recorder opens it while it has live viewers): the grid
     // shows it, a click shows the main stream.
     let mut text = std::fs::read_to_string(&config).expect("config");
@@ -41,22 +25,16 @@ fn chromium_logs_in_and_a_live_tile_plays() {
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     let _web = start_web(&dir, &config, web_port);
     let shot = dir.join("live.png");
-    let out = Command::new("node")
-        .arg(script_dir.join("live.mjs"))
-        .arg(format!("https://localhost:{web_port}/"))
-        .arg("alice")
-        .arg(PASSWORD)
-        .arg(&shot)
-        .current_dir(script_dir)
-        .output()
-        .expect("run node (tests/run installs nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let result = run_browser_script(
+        "live.mjs",
+        [
+            format!("https://localhost:{web_port}/"),
+            "alice".to_owned(),
+            PASSWORD.to_owned(),
+            shot.to_string_lossy().into_owned(),
+        ],
+        String::new,
     );
-    let result: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert!(
         result["wrong_password_error"]
             .as_str()

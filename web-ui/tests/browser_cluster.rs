@@ -13,11 +13,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{rig, start_camsim, web_user, PASSWORD};
+use common::{rig, run_browser_script, start_camsim, web_user, PASSWORD};
 use serde_json::Value;
 use testkit::{free_port, wait_until, TestDir};
 
@@ -49,32 +48,26 @@ struct Run<'a> {
 
 /// Runs the page in chromium; its JSON result.
 fn run_page(run: &Run<'_>) -> Value {
-    let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core missing: run tests/run, or `npm ci` in {}",
-        script_dir.display()
-    );
     let others: Vec<String> = run.others_a.iter().map(u32::to_string).collect();
-    let out = Command::new("node")
-        .arg(script_dir.join("failover.mjs"))
-        .args([run.url_a, run.url_b, "root", PASSWORD])
-        .arg(run.web_a.to_string())
-        .arg(others.join(","))
-        .arg(screenshot_dir())
-        .args([run.mode, run.stream_a, run.stream_b])
-        .arg(if run.pages { "pages" } else { "live" })
-        .arg(run.prefix)
-        .current_dir(script_dir)
-        .output()
-        .expect("run node (tests/run installs nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON line")
+    let screenshots = screenshot_dir();
+    run_browser_script(
+        "failover.mjs",
+        [
+            run.url_a,
+            run.url_b,
+            "root",
+            PASSWORD,
+            &run.web_a.to_string(),
+            &others.join(","),
+            &screenshots.to_string_lossy(),
+            run.mode,
+            run.stream_a,
+            run.stream_b,
+            if run.pages { "pages" } else { "live" },
+            run.prefix,
+        ],
+        String::new,
+    )
 }
 
 /// The page went on from `node_b` without a reload and with the same session, its live tile within

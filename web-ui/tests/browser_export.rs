@@ -7,72 +7,28 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, start_camsim, start_web, web_user, write_config, PASSWORD};
+use common::{
+    browser_scripts, client, one_camera, run_browser_script, start_recorder_and_agent, start_web,
+    wait_sealed_segments, web_user, PASSWORD,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::{free_port, nvr_sync_bin, run_nvr, wait_until, NvrProcess, TestDir};
-
-fn sealed(dir: &TestDir) -> Vec<store::SegmentRow> {
-    let Ok(reader) = store::Reader::open(&dir.join("data"), Arc::new(base::clock::SystemClock))
-    else {
-        return Vec::new();
-    };
-    let Ok(Some(id)) = reader.find_stream("cam", "main") else {
-        return Vec::new();
-    };
-    reader
-        .stream_segments(id)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s.state == store::SegmentState::Sealed)
-        .collect()
-}
+use testkit::{run_nvr, wait_until, TestDir};
 
 #[test]
 fn an_operator_exports_from_the_page_and_the_downloads_verify() {
-    let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core missing: run tests/run, or `npm ci` in {}",
-        script_dir.display()
-    );
+    browser_scripts();
     let dir = TestDir::new();
-    let (_sim, cam_port) = start_camsim(&dir, None);
-    let web_port = free_port();
-    let config = write_config(
-        &dir,
-        "a",
-        Some(&format!("rtsp://127.0.0.1:{cam_port}/cam1")),
-        web_port,
-        "web",
-    );
+    let (_sim, _, web_port, config) = one_camera(&dir);
     common::signed_log::add_node_keys(&dir, &config);
-    let config_arg = config.to_string_lossy().into_owned();
-    let nvr = NvrProcess::spawn(&dir, &["run", "--config", &config_arg]);
-    let _agent = NvrProcess::spawn_program(
-        &dir,
-        "nvr-sync",
-        nvr_sync_bin(),
-        &["run", "--config", &config_arg],
-        &[("RUST_LOG", "info")],
-    );
+    let (nvr, _agent) = start_recorder_and_agent(&dir, &config);
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     web_user(&dir, &config, &["add", "olga", "--role", "operator"]);
     let _web = start_web(&dir, &config, web_port);
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            sealed(&dir).len() >= 4
-        }),
-        "not four sealed segments: {}",
-        nvr.stderr_tail(30)
-    );
     // Whole seconds inside segments 1 and 2 (the page's fields are to the second).
-    let segs = sealed(&dir);
+    let segs = wait_sealed_segments(&dir, 4, &nvr);
     let from_ms = (segs[1].start_ms + 999) / 1000 * 1000;
     let to_ms = segs[2].end_ms / 1000 * 1000;
 
@@ -99,24 +55,20 @@ fn an_operator_exports_from_the_page_and_the_downloads_verify() {
     let out_dir = dir.join("downloads");
     std::fs::create_dir_all(&out_dir).expect("downloads dir");
     let shot = dir.join("export.png");
-    let out = Command::new("node")
-        .arg(script_dir.join("export.mjs"))
-        .arg(format!("{base}/"))
-        .args(["olga", "alice", PASSWORD])
-        .arg(from_ms.to_string())
-        .arg(to_ms.to_string())
-        .arg(&out_dir)
-        .arg(&shot)
-        .current_dir(script_dir)
-        .output()
-        .expect("run node (tests/run installs nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let result = run_browser_script(
+        "export.mjs",
+        [
+            format!("{base}/"),
+            "olga".to_owned(),
+            "alice".to_owned(),
+            PASSWORD.to_owned(),
+            from_ms.to_string(),
+            to_ms.to_string(),
+            out_dir.to_string_lossy().into_owned(),
+            shot.to_string_lossy().into_owned(),
+        ],
+        String::new,
     );
-    let result: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(result["operator_sees_export"], true, "{result}");
     assert_eq!(result["viewer_sees_export"], false, "{result}");
     assert_eq!(result["last"]["ok"], true, "{result}");
@@ -143,6 +95,7 @@ fn an_operator_exports_from_the_page_and_the_downloads_verify() {
     assert_eq!(m["exported_by"], "olga", "{m}");
 
     let export_key = dir.join("web/export.pub").to_string_lossy().into_owned();
+    let config_arg = config.to_string_lossy().into_owned();
     let ok = run_nvr(
         &dir,
         &[

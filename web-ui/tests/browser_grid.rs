@@ -8,10 +8,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{start_web, web_user, write_config, PASSWORD};
+use common::{browser_scripts, run_browser_script, start_web, web_user, write_config, PASSWORD};
 use serde_json::Value;
 use testkit::{free_port, NvrProcess, TestDir};
 
@@ -30,12 +27,7 @@ fn ticks(v: &Value, who: &str) -> f64 {
 
 #[test]
 fn sixteen_live_tiles_latency_and_cpu() {
-    let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core missing: run tests/run, or `npm ci` in {}",
-        script_dir.display()
-    );
+    browser_scripts();
     let seconds: u64 = std::env::var("NVR_GRID_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -56,26 +48,24 @@ fn sixteen_live_tiles_latency_and_cpu() {
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     let web = start_web(&dir, &config, web_port);
     let pid = |p: &NvrProcess| p.pid().expect("running").to_string();
-    let out = Command::new("node")
-        .arg(script_dir.join("grid.mjs"))
-        .arg(format!("https://localhost:{web_port}/"))
-        .arg("alice")
-        .arg(PASSWORD)
-        .arg(pid(&web.process))
-        .arg(pid(&nvr))
-        .arg(seconds.to_string())
-        .current_dir(script_dir)
-        .output()
-        .expect("run node (tests/run installs nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "grid benchmark failed:\n{stdout}\n{}\nnvr-web: {}\nrecorder: {}",
-        String::from_utf8_lossy(&out.stderr),
-        web.process.stderr_tail(20),
-        nvr.stderr_tail(20)
+    let result = run_browser_script(
+        "grid.mjs",
+        [
+            format!("https://localhost:{web_port}/"),
+            "alice".to_owned(),
+            PASSWORD.to_owned(),
+            pid(&web.process),
+            pid(&nvr),
+            seconds.to_string(),
+        ],
+        || {
+            format!(
+                "\nnvr-web: {}\nrecorder: {}",
+                web.process.stderr_tail(20),
+                nvr.stderr_tail(20)
+            )
+        },
     );
-    let result: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(result["tiles"], TILES, "{result}");
 
     // Latency: every tile plays, p99 over all tiles under 1 s.

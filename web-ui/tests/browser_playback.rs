@@ -10,14 +10,15 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{start_camsim, start_web, web_user, write_config, PASSWORD};
+use common::{
+    browser_scripts, one_camera, run_browser_script, sealed_segments, start_camsim, start_web,
+    wait_sealed_segments, web_user, PASSWORD,
+};
 use serde_json::Value;
-use testkit::{free_port, run_nvr, wait_until, NvrProcess, TestDir};
+use testkit::{run_nvr, wait_until, NvrProcess, TestDir};
 
 fn reader(dir: &TestDir) -> Option<(store::Reader, store::StreamId)> {
     let r = store::Reader::open(&dir.join("data"), Arc::new(base::clock::SystemClock)).ok()?;
@@ -25,57 +26,33 @@ fn reader(dir: &TestDir) -> Option<(store::Reader, store::StreamId)> {
     Some((r, id))
 }
 
-fn sealed(dir: &TestDir) -> Vec<store::SegmentRow> {
-    reader(dir)
-        .and_then(|(r, id)| r.stream_segments(id).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s.state == store::SegmentState::Sealed)
-        .collect()
-}
-
 #[test]
 fn a_click_on_the_timeline_plays_from_that_time_across_segments_and_the_outage_is_a_gap() {
-    let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core missing: run tests/run, or `npm ci` in {}",
-        script_dir.display()
-    );
+    browser_scripts();
     let dir = TestDir::new();
-    let (mut sim, cam_port) = start_camsim(&dir, None);
-    let web_port = free_port();
-    let config = write_config(
-        &dir,
-        "a",
-        Some(&format!("rtsp://127.0.0.1:{cam_port}/cam1")),
-        web_port,
-        "web",
-    );
+    let (mut sim, cam_port, web_port, config) = one_camera(&dir);
     let mut nvr = NvrProcess::spawn(&dir, &["run", "--config", &config.to_string_lossy()]);
     // An operator, so that the screenshots show the export controls too.
     web_user(&dir, &config, &["add", "alice", "--role", "operator"]);
     let _web = start_web(&dir, &config, web_port);
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            sealed(&dir).len() >= 4
-        }),
-        "not four sealed segments: {}",
-        nvr.stderr_tail(30)
-    );
+    wait_sealed_segments(&dir, 4, &nvr);
     // A real 10 s outage.
     sim.kill9();
     std::thread::sleep(Duration::from_secs(10));
     let (_sim2, _) = start_camsim(&dir, Some(cam_port));
-    let run = sealed(&dir)[0].run_id;
+    let run = sealed_segments(&dir)[0].run_id;
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            sealed(&dir).iter().filter(|s| s.run_id != run).count() >= 2
+            sealed_segments(&dir)
+                .iter()
+                .filter(|s| s.run_id != run)
+                .count()
+                >= 2
         }),
         "no recording after the outage: {}",
         nvr.stderr_tail(30)
     );
-    let segs = sealed(&dir);
+    let segs = sealed_segments(&dir);
     let (r, id) = reader(&dir).expect("catalog");
     let first = segs[0].start_ms;
     let outage: Vec<store::Gap> = r
@@ -91,23 +68,17 @@ fn a_click_on_the_timeline_plays_from_that_time_across_segments_and_the_outage_i
     let t_ms = seg.start_ms + 700;
 
     let shot = dir.join("playback.png");
-    let out = Command::new("node")
-        .arg(script_dir.join("playback.mjs"))
-        .arg(format!("https://localhost:{web_port}/"))
-        .arg("alice")
-        .arg(PASSWORD)
-        .arg(t_ms.to_string())
-        .arg(&shot)
-        .current_dir(script_dir)
-        .output()
-        .expect("run node (tests/run installs nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let result = run_browser_script(
+        "playback.mjs",
+        [
+            format!("https://localhost:{web_port}/"),
+            "alice".to_owned(),
+            PASSWORD.to_owned(),
+            t_ms.to_string(),
+            shot.to_string_lossy().into_owned(),
+        ],
+        String::new,
     );
-    let result: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
 
     // The outage is drawn as a gap with the catalog's times, at its place on the bar.
     let bar = (

@@ -19,6 +19,50 @@ use testkit::{wait_until, TestDir};
 
 const STREAM: &str = "cam/main";
 
+/// A client logged in to one viewer, with its CSRF token.
+struct Session {
+    client: Client,
+    base: String,
+    csrf: String,
+}
+
+impl Session {
+    /// Logs `user` in to the viewer of `node` (`web-NODE/tls.crt` in `dir`) listening on `listen`.
+    fn login(dir: &TestDir, node: &str, listen: &str, user: &str) -> Session {
+        let port = port_of(listen);
+        let client = client(&dir.join(format!("web-{node}/tls.crt")), port);
+        let base = format!("https://localhost:{port}");
+        let (status, me) = post(
+            &client,
+            &base,
+            "/api/login",
+            None,
+            json!({"user": user, "password": PASSWORD}),
+        );
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert!(
+            me["token"].is_string(),
+            "the session token for other nodes: {me}"
+        );
+        let csrf = me["csrf"].as_str().expect("csrf").to_owned();
+        Session { client, base, csrf }
+    }
+
+    fn get(&self, path: &str) -> (StatusCode, Value) {
+        get(&self.client, &self.base, path)
+    }
+
+    /// A POST with this session's CSRF token.
+    fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        post(&self.client, &self.base, path, Some(&self.csrf), body)
+    }
+
+    /// A POST without the CSRF token (refused whatever the role).
+    fn post_without_csrf(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        post(&self.client, &self.base, path, None, body)
+    }
+}
+
 fn get(c: &Client, base: &str, path: &str) -> (StatusCode, Value) {
     let r = c.get(format!("{base}{path}")).send().expect("request");
     (r.status(), r.json().unwrap_or(Value::Null))
@@ -39,22 +83,13 @@ fn post(
     (r.status(), r.json().unwrap_or(Value::Null))
 }
 
-/// A logged-in client and its CSRF token.
-fn session(dir: &TestDir, port: u16, base: &str, user: &str) -> (Client, String) {
-    let c = client(&dir.join("web-node-a/tls.crt"), port);
-    let (status, me) = post(
-        &c,
-        base,
-        "/api/login",
-        None,
-        json!({"user": user, "password": PASSWORD}),
-    );
-    assert_eq!(status, StatusCode::OK, "{me}");
-    assert!(
-        me["token"].is_string(),
-        "the session token for other nodes: {me}"
-    );
-    (c, me["csrf"].as_str().expect("csrf").to_owned())
+/// The port of a `[web] listen` address.
+fn port_of(listen: &str) -> u16 {
+    listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
 }
 
 fn stream_of<'a>(view: &'a Value, key: &str) -> Option<&'a Value> {
@@ -64,8 +99,8 @@ fn stream_of<'a>(view: &'a Value, key: &str) -> Option<&'a Value> {
         .find(|s| s["stream"] == key)
 }
 
-fn audit_events(c: &Client, base: &str) -> Vec<Value> {
-    get(c, base, "/api/audit?lines=1000").1["entries"]
+fn audit_events(session: &Session) -> Vec<Value> {
+    session.get("/api/audit?lines=1000").1["entries"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -92,26 +127,19 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     }
     assert!(dir.join("users.json").is_file(), "[web] users_file is used");
     let _web = rig::spawn_web(&dir, &cfg, "node-a", &a.web_url);
-    let port: u16 = a
-        .web_listen
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let base = format!("https://localhost:{port}");
-    let (admin, admin_csrf) = session(&dir, port, &base, "root");
-    let (operator, operator_csrf) = session(&dir, port, &base, "olga");
-    let (viewer, viewer_csrf) = session(&dir, port, &base, "vic");
+    let admin = Session::login(&dir, "node-a", &a.web_listen, "root");
+    let operator = Session::login(&dir, "node-a", &a.web_listen, "olga");
+    let viewer = Session::login(&dir, "node-a", &a.web_listen, "vic");
 
     // The viewers of every node, for the page's failover.
-    let (_, nodes) = get(&viewer, &base, "/api/nodes");
+    let (_, nodes) = viewer.get("/api/nodes");
     assert_eq!(nodes["nodes"][0]["web_url"], json!(a.web_url), "{nodes}");
     assert_eq!(nodes["nodes"][1]["name"], "node-s", "{nodes}");
 
     // The arbiter's view: both nodes alive, node-a holds the stream, the standby mirrors it.
     let mut view = Value::Null;
     let ready = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
-        view = get(&viewer, &base, "/api/cluster").1;
+        view = viewer.get("/api/cluster").1;
         let st = stream_of(&view, STREAM);
         view["source"] == "arbiter"
             && view["nodes"][1]["alive"] == true
@@ -150,7 +178,7 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     let mut alarm = Value::Null;
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            let alarms = get(&viewer, &base, "/api/alarms").1;
+            let alarms = viewer.get("/api/alarms").1;
             alarm = alarms["alarms"]
                 .as_array()
                 .and_then(|l| l.iter().find(|x| x["category"] == "tampering").cloned())
@@ -158,7 +186,7 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
             !alarm.is_null()
         }),
         "no tampering alarm: {:#}",
-        get(&viewer, &base, "/api/alarms").1
+        viewer.get("/api/alarms").1
     );
     assert_eq!(alarm["banner"], true, "{alarm}");
     assert_eq!(alarm["node"], "node-a", "{alarm}");
@@ -167,50 +195,26 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
 
     // Only an admin acknowledges, with the CSRF token, an alarm that exists.
     let ack = json!({"id": id});
-    let got = post(
-        &viewer,
-        &base,
-        "/api/alarms/ack",
-        Some(&viewer_csrf),
-        ack.clone(),
-    );
+    let got = viewer.post("/api/alarms/ack", ack.clone());
     assert_eq!(
         (got.0, &got.1["error"]["code"]),
         (StatusCode::FORBIDDEN, &json!("forbidden")),
         "{got:?}"
     );
-    let got = post(
-        &operator,
-        &base,
-        "/api/alarms/ack",
-        Some(&operator_csrf),
-        ack.clone(),
-    );
+    let got = operator.post("/api/alarms/ack", ack.clone());
     assert_eq!(got.0, StatusCode::FORBIDDEN, "{got:?}");
-    let got = post(&admin, &base, "/api/alarms/ack", None, ack.clone());
+    let got = admin.post_without_csrf("/api/alarms/ack", ack.clone());
     assert_eq!(
         (got.0, &got.1["error"]["code"]),
         (StatusCode::FORBIDDEN, &json!("csrf")),
         "{got:?}"
     );
-    let got = post(
-        &admin,
-        &base,
-        "/api/alarms/ack",
-        Some(&admin_csrf),
-        json!({"id": "sync:999999"}),
-    );
+    let got = admin.post("/api/alarms/ack", json!({"id": "sync:999999"}));
     assert_eq!(got.0, StatusCode::NOT_FOUND, "{got:?}");
-    let got = post(
-        &admin,
-        &base,
-        "/api/alarms/ack",
-        Some(&admin_csrf),
-        ack.clone(),
-    );
+    let got = admin.post("/api/alarms/ack", ack.clone());
     assert_eq!(got.0, StatusCode::OK, "{got:?}");
     assert_eq!(got.1["acknowledged"]["by"], "root", "{got:?}");
-    let alarms = get(&viewer, &base, "/api/alarms").1;
+    let alarms = viewer.get("/api/alarms").1;
     let acked = alarms["alarms"]
         .as_array()
         .and_then(|l| l.iter().find(|x| x["id"] == json!(id)).cloned())
@@ -226,57 +230,21 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     // and the standby then records the stream under a new epoch.
     let epoch = st["epoch"].as_u64().expect("epoch");
     let handover = json!({"stream": STREAM, "to": "node-s"});
-    let got = post(
-        &viewer,
-        &base,
-        "/api/cluster/handover",
-        Some(&viewer_csrf),
-        handover.clone(),
-    );
+    let got = viewer.post("/api/cluster/handover", handover.clone());
     assert_eq!(got.0, StatusCode::FORBIDDEN, "{got:?}");
-    let got = post(
-        &operator,
-        &base,
-        "/api/cluster/handover",
-        Some(&operator_csrf),
-        handover.clone(),
-    );
+    let got = operator.post("/api/cluster/handover", handover.clone());
     assert_eq!(got.0, StatusCode::FORBIDDEN, "{got:?}");
-    let got = post(
-        &admin,
-        &base,
-        "/api/cluster/handover",
-        None,
-        handover.clone(),
-    );
+    let got = admin.post_without_csrf("/api/cluster/handover", handover.clone());
     assert_eq!(got.1["error"]["code"], "csrf", "{got:?}");
-    let got = post(
-        &operator,
-        &base,
-        "/api/cluster/drain",
-        Some(&operator_csrf),
-        json!({"to": "node-s"}),
-    );
+    let got = operator.post("/api/cluster/drain", json!({"to": "node-s"}));
     assert_eq!(got.0, StatusCode::FORBIDDEN, "{got:?}");
-    let got = post(
-        &admin,
-        &base,
-        "/api/cluster/drain",
-        Some(&admin_csrf),
-        json!({"to": "nowhere"}),
-    );
+    let got = admin.post("/api/cluster/drain", json!({"to": "nowhere"}));
     assert_eq!(got.0, StatusCode::BAD_REQUEST, "{got:?}");
-    let got = post(
-        &admin,
-        &base,
-        "/api/cluster/handover",
-        Some(&admin_csrf),
-        handover.clone(),
-    );
+    let got = admin.post("/api/cluster/handover", handover.clone());
     assert_eq!(got.0, StatusCode::OK, "{got:?}");
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            view = get(&viewer, &base, "/api/cluster").1;
+            view = viewer.get("/api/cluster").1;
             stream_of(&view, STREAM)
                 .is_some_and(|st| st["holder"] == "node-s" && st["epoch"].as_u64() > Some(epoch))
         }),
@@ -284,7 +252,7 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     );
 
     // Every admin action is in the audit log: the refused ones and the ones carried out.
-    let entries = audit_events(&admin, &base);
+    let entries = audit_events(&admin);
     let count = |event: &str, ok: bool| {
         entries
             .iter()
@@ -300,33 +268,19 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     // The standby's viewer shows the camera it protects, now recorded there, and plays it live.
     let cfg_s = rig::write_cluster(&dir, &[&a, &s], &cams, true, &s);
     let _web_s = rig::spawn_web(&dir, &cfg_s, "node-s", &s.web_url);
-    let port_s: u16 = s
-        .web_listen
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let base_s = format!("https://localhost:{port_s}");
-    let on_s = client(&dir.join("web-node-s/tls.crt"), port_s);
-    let (status, _) = post(
-        &on_s,
-        &base_s,
-        "/api/login",
-        None,
-        json!({"user": "vic", "password": PASSWORD}),
-    );
-    assert_eq!(status, StatusCode::OK);
+    let on_s = Session::login(&dir, "node-s", &s.web_listen, "vic");
     let mut cams_s = Value::Null;
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(300), || {
-            cams_s = get(&on_s, &base_s, "/api/cameras").1;
+            cams_s = on_s.get("/api/cameras").1;
             cams_s["cameras"][0]["name"] == "cam"
                 && cams_s["cameras"][0]["streams"][0]["status"]["mode"] == "record"
         }),
         "{cams_s:#}"
     );
     let mut live = on_s
-        .get(format!("{base_s}/api/streams/cam/main/live"))
+        .client
+        .get(format!("{}/api/streams/cam/main/live", on_s.base))
         .send()
         .expect("live");
     assert_eq!(live.status(), StatusCode::OK);
@@ -336,32 +290,17 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     drop(live);
 
     // A drain of the standby (through its own viewer and arbiter) hands the stream back to node-a.
-    let admin_s = client(&dir.join("web-node-s/tls.crt"), port_s);
-    let (status, login_s) = post(
-        &admin_s,
-        &base_s,
-        "/api/login",
-        None,
-        json!({"user": "root", "password": PASSWORD}),
-    );
-    assert_eq!(status, StatusCode::OK, "{login_s}");
-    let csrf_s = login_s["csrf"].as_str().expect("csrf");
-    let got = post(
-        &admin_s,
-        &base_s,
-        "/api/cluster/drain",
-        Some(csrf_s),
-        json!({"to": "node-a"}),
-    );
+    let admin_s = Session::login(&dir, "node-s", &s.web_listen, "root");
+    let got = admin_s.post("/api/cluster/drain", json!({"to": "node-a"}));
     assert_eq!(got.0, StatusCode::OK, "{got:?}");
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            view = get(&viewer, &base, "/api/cluster").1;
+            view = viewer.get("/api/cluster").1;
             stream_of(&view, STREAM).is_some_and(|st| st["holder"] == "node-a")
         }),
         "drain not carried out: {view:#}"
     );
-    let drained = get(&admin_s, &base_s, "/api/audit?lines=100").1;
+    let drained = admin_s.get("/api/audit?lines=100").1;
     assert!(
         drained["entries"].as_array().is_some_and(|l| l
             .iter()
@@ -373,7 +312,7 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
     drop(sim);
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            get(&viewer, &base, "/api/alarms").1["alarms"]
+            viewer.get("/api/alarms").1["alarms"]
                 .as_array()
                 .is_some_and(|l| {
                     l.iter().any(|x| {
@@ -384,7 +323,7 @@ fn cluster_view_alarms_acknowledged_by_admins_and_handover_through_the_arbiter()
                 })
         }),
         "no camera-down alarm: {:#}",
-        get(&viewer, &base, "/api/alarms").1
+        viewer.get("/api/alarms").1
     );
 }
 
@@ -437,17 +376,11 @@ fn without_an_arbiter_the_cluster_view_is_the_sync_agents() {
     ];
     web_user(&dir, &cfg, &["add", "vic", "--role", "viewer"]);
     let _web = rig::spawn_web(&dir, &cfg, "node-a", &a.web_url);
-    let port: u16 = a
-        .web_listen
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let base = format!("https://localhost:{port}");
-    let (viewer, _) = session(&dir, port, &base, "vic");
+    let viewer = Session::login(&dir, "node-a", &a.web_listen, "vic");
+    let base = viewer.base.clone();
     let mut view = Value::Null;
     let ready = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
-        view = get(&viewer, &base, "/api/cluster").1;
+        view = viewer.get("/api/cluster").1;
         view["source"] == "sync"
             && view["nodes"][1]["alive"] == true
             && stream_of(&view, STREAM).is_some_and(|st| st["mirror"][0]["peer"] == "node-s")
@@ -468,9 +401,9 @@ fn without_an_arbiter_the_cluster_view_is_the_sync_agents() {
     );
     // The session as a bearer token (what the page sends to another node's viewer), without a cookie;
     // changed, it is refused.
-    let (_, me) = get(&viewer, &base, "/api/me");
+    let (_, me) = viewer.get("/api/me");
     let token = me["token"].as_str().expect("token").to_owned();
-    let fresh = client(&dir.join("web-node-a/tls.crt"), port);
+    let fresh = client(&dir.join("web-node-a/tls.crt"), port_of(&a.web_listen));
     let bearer = |t: &str| {
         let r = fresh
             .get(format!("{base}/api/me"))
@@ -552,12 +485,9 @@ fn without_an_arbiter_the_cluster_view_is_the_sync_agents() {
 
     // Handover needs an arbiter: none answers on this node.
     web_user(&dir, &cfg, &["add", "root", "--role", "admin"]);
-    let (admin, csrf) = session(&dir, port, &base, "root");
-    let got = post(
-        &admin,
-        &base,
+    let admin = Session::login(&dir, "node-a", &a.web_listen, "root");
+    let got = admin.post(
         "/api/cluster/handover",
-        Some(&csrf),
         json!({"stream": STREAM, "to": "node-s"}),
     );
     assert_eq!(

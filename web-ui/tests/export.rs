@@ -6,14 +6,16 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, start_camsim, start_web, web_user, write_config, PASSWORD};
+use common::{
+    client, one_camera, start_recorder_and_agent, start_web, wait_sealed_segments, web_user,
+    PASSWORD,
+};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::{free_port, nvr_sync_bin, run_nvr, wait_until, NvrProcess, TestDir};
+use testkit::{run_nvr, wait_until, TestDir};
 
 fn url(port: u16, path: &str) -> String {
     format!("https://localhost:{port}{path}")
@@ -32,22 +34,6 @@ fn login(dir: &TestDir, port: u16, user: &str) -> Client {
 }
 
 /// Sealed segments of cam/main, oldest first.
-fn sealed(dir: &TestDir) -> Vec<store::SegmentRow> {
-    let Ok(reader) = store::Reader::open(&dir.join("data"), Arc::new(base::clock::SystemClock))
-    else {
-        return Vec::new();
-    };
-    let Ok(Some(id)) = reader.find_stream("cam", "main") else {
-        return Vec::new();
-    };
-    reader
-        .stream_segments(id)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s.state == store::SegmentState::Sealed)
-        .collect()
-}
-
 fn verify(
     dir: &TestDir,
     mp4: &std::path::Path,
@@ -67,26 +53,11 @@ fn verify(
 #[test]
 fn an_operator_exports_a_range_that_verifies_offline_and_a_changed_byte_does_not() {
     let dir = TestDir::new();
-    let (_sim, cam_port) = start_camsim(&dir, None);
-    let web_port = free_port();
-    let config = write_config(
-        &dir,
-        "a",
-        Some(&format!("rtsp://127.0.0.1:{cam_port}/cam1")),
-        web_port,
-        "web",
-    );
+    let (_sim, _, web_port, config) = one_camera(&dir);
     // The node's keys, and a standby that is never started (its pins only).
     let key_a = common::signed_log::add_node_keys(&dir, &config);
+    let (mut nvr, _agent) = start_recorder_and_agent(&dir, &config);
     let config_arg = config.to_string_lossy().into_owned();
-    let mut nvr = NvrProcess::spawn(&dir, &["run", "--config", &config_arg]);
-    let _agent = NvrProcess::spawn_program(
-        &dir,
-        "nvr-sync",
-        nvr_sync_bin(),
-        &["run", "--config", &config_arg],
-        &[("RUST_LOG", "info")],
-    );
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     web_user(&dir, &config, &["add", "olga", "--role", "operator"]);
     let web = start_web(&dir, &config, web_port);
@@ -100,14 +71,7 @@ fn an_operator_exports_a_range_that_verifies_offline_and_a_changed_byte_does_not
         web.process.stdout()
     );
 
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            sealed(&dir).len() >= 5
-        }),
-        "not five sealed segments: {}",
-        nvr.stderr_tail(30)
-    );
-    let segs = sealed(&dir);
+    let segs = wait_sealed_segments(&dir, 5, &nvr);
     let (start_ms, end_ms) = (segs[1].start_ms, segs[3].end_ms);
     let frames: i64 = segs[1..=3].iter().map(|s| s.frames).sum();
     let export = url(

@@ -9,9 +9,9 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, start_camsim, start_web, web_user, write_config, PASSWORD};
+use common::{client, one_camera, start_web, web_user, PASSWORD};
 use serde_json::json;
-use testkit::{free_port, run_nvr, NvrProcess, TestDir};
+use testkit::{run_nvr, NvrProcess, TestDir};
 
 fn login(c: &reqwest::blocking::Client, port: u16) {
     let r = c
@@ -43,15 +43,7 @@ fn open_live(
 #[test]
 fn a_killed_viewer_with_live_viewers_loses_no_recorded_frame() {
     let dir = TestDir::new();
-    let (_sim, cam_port) = start_camsim(&dir, None);
-    let web_port = free_port();
-    let config = write_config(
-        &dir,
-        "a",
-        Some(&format!("rtsp://127.0.0.1:{cam_port}/cam1")),
-        web_port,
-        "web",
-    );
+    let (_sim, _, web_port, config) = one_camera(&dir);
     let mut nvr = NvrProcess::spawn(&dir, &["run", "--config", &config.to_string_lossy()]);
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     let mut web = start_web(&dir, &config, web_port);

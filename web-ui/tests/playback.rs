@@ -7,34 +7,22 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, start_camsim, start_web, web_user, write_config, PASSWORD};
+use common::{
+    client, one_camera, sealed_segments, start_camsim, start_web, wait_sealed_segments, web_user,
+    PASSWORD,
+};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::json;
-use testkit::{free_port, run_nvr, wait_until, NvrProcess, TestDir};
+use testkit::{run_nvr, wait_until, NvrProcess, TestDir};
 
 fn url(port: u16, path: &str) -> String {
     format!("https://localhost:{port}{path}")
 }
 
 /// Sealed segments of cam/main, oldest first.
-fn sealed(dir: &TestDir) -> Vec<store::SegmentRow> {
-    let reader =
-        store::Reader::open(&dir.join("data"), Arc::new(base::clock::SystemClock)).expect("reader");
-    let Ok(Some(id)) = reader.find_stream("cam", "main") else {
-        return Vec::new();
-    };
-    reader
-        .stream_segments(id)
-        .expect("segments")
-        .into_iter()
-        .filter(|s| s.state == store::SegmentState::Sealed)
-        .collect()
-}
-
 fn header(r: &reqwest::blocking::Response, name: &str) -> String {
     r.headers()
         .get(name)
@@ -79,15 +67,7 @@ fn packet_dts(path: &std::path::Path) -> Vec<f64> {
 #[test]
 fn a_range_across_segments_plays_as_one_mp4_with_range_requests_and_ends_at_a_gap() {
     let dir = TestDir::new();
-    let (mut sim, cam_port) = start_camsim(&dir, None);
-    let web_port = free_port();
-    let config = write_config(
-        &dir,
-        "a",
-        Some(&format!("rtsp://127.0.0.1:{cam_port}/cam1")),
-        web_port,
-        "web",
-    );
+    let (mut sim, cam_port, web_port, config) = one_camera(&dir);
     let mut nvr = NvrProcess::spawn(&dir, &["run", "--config", &config.to_string_lossy()]);
     web_user(&dir, &config, &["add", "alice", "--role", "viewer"]);
     let _web = start_web(&dir, &config, web_port);
@@ -103,14 +83,7 @@ fn a_range_across_segments_plays_as_one_mp4_with_range_requests_and_ends_at_a_ga
     assert_eq!(status, StatusCode::OK);
 
     // Six sealed 2 s segments of one run.
-    assert!(
-        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            sealed(&dir).len() >= 6
-        }),
-        "not six sealed segments: {}",
-        nvr.stderr_tail(30)
-    );
-    let segs = sealed(&dir);
+    let segs = wait_sealed_segments(&dir, 6, &nvr);
     let run = segs[1].run_id;
     let range: Vec<_> = segs[1..5].to_vec();
     assert!(range.iter().all(|s| s.run_id == run), "{range:?}");
@@ -201,16 +174,16 @@ fn a_range_across_segments_plays_as_one_mp4_with_range_requests_and_ends_at_a_ga
     sim.kill9();
     std::thread::sleep(Duration::from_secs(5));
     let (_sim2, _) = start_camsim(&dir, Some(cam_port));
-    let before = sealed(&dir).len();
+    let before = sealed_segments(&dir).len();
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-            let s = sealed(&dir);
+            let s = sealed_segments(&dir);
             s.len() >= before + 2 && s.iter().any(|x| x.run_id != run)
         }),
         "no new run after the outage: {}",
         nvr.stderr_tail(30)
     );
-    let segs = sealed(&dir);
+    let segs = sealed_segments(&dir);
     let after = segs.iter().position(|s| s.run_id != run).expect("new run");
     let (last_before, first_after) = (&segs[after - 1], &segs[after]);
     assert!(

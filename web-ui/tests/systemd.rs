@@ -44,22 +44,7 @@ fn web_unit_keeps_required_settings_and_the_recorder_never_waits_for_it() {
             "nvr-web.service lacks `{required}`"
         );
     }
-    for key in ["Requires=", "BindsTo="] {
-        assert!(
-            !settings
-                .iter()
-                .any(|l| l.starts_with(key) && l.contains("nvr.service")),
-            "{key}"
-        );
-    }
-    let recorder = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/nvr.service"
-    ));
-    assert!(
-        !recorder.contains("nvr-web"),
-        "nvr.service must not depend on nvr-web.service"
-    );
+    testkit::systemd::assert_independent_of_the_recorder(UNIT, "nvr-web");
 }
 
 #[test]

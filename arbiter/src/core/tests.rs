@@ -76,6 +76,67 @@ fn hb_from(core: &Core, n: u64, receiving: bool) -> Heartbeat {
     }
 }
 
+/// A heartbeat from `from`, as the shell hands it to the core.
+fn heartbeat_in(from: &str, heartbeat: Heartbeat) -> Input {
+    Input::Heartbeat {
+        from: from.into(),
+        heartbeat,
+    }
+}
+
+/// `core` hears `heartbeat` from `from` at `t_ms` and accepts it.
+fn hear(core: &mut Core, t_ms: i64, from: &str, heartbeat: Heartbeat) -> Vec<Action> {
+    core.handle(t_ms, heartbeat_in(from, heartbeat))
+        .expect("heartbeat accepted")
+}
+
+/// `core`'s heartbeat with every stream in shadow mode (a standby, or an owner shadowing its
+/// streams back).
+fn shadowing(core: &Core, n: u64) -> Heartbeat {
+    let mut h = hb_from(core, n, true);
+    for x in &mut h.health {
+        x.mode = "shadow".into();
+    }
+    h
+}
+
+/// The (stream, new owner) of every hand-back in `actions`.
+fn hand_backs(actions: &[Action]) -> Vec<(&str, &str)> {
+    actions
+        .iter()
+        .filter_map(|x| match x {
+            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The shell reports `stream` handed back at `epoch` after the frame `last`.
+fn report_handed_back(core: &mut Core, t_ms: i64, stream: &str, epoch: u64, last: &FrameId) {
+    core.handle(
+        t_ms,
+        Input::HandedBack {
+            stream: stream.into(),
+            epoch,
+            result: Ok(last.clone()),
+        },
+    )
+    .expect("released");
+}
+
+/// The shell reports `stream` promoted at `epoch`.
+fn report_promoted(core: &mut Core, t_ms: i64, stream: &str, epoch: u64) {
+    core.handle(
+        t_ms,
+        Input::Promoted {
+            stream: stream.into(),
+            epoch,
+            result: Ok(()),
+        },
+    )
+    .expect("promoted");
+}
+
 fn promotes(actions: &[Action]) -> Vec<(String, u64)> {
     actions
         .iter()
@@ -118,15 +179,7 @@ fn heartbeats_keep_the_primary_alive_and_silence_promotes_in_priority_order() {
     let mut t = 0;
     for n in 1..=10 {
         t += 200;
-        let acts = s
-            .handle(
-                t,
-                Input::Heartbeat {
-                    from: "a".into(),
-                    heartbeat: hb_from(&a, n, true),
-                },
-            )
-            .expect("accepted");
+        let acts = hear(&mut s, t, "a", hb_from(&a, n, true));
         assert!(promotes(&acts).is_empty());
     }
     // 1000 ms of silence is not yet dead; 1001 is, which is when the shell is told to evaluate.
@@ -166,15 +219,7 @@ fn heartbeats_keep_the_primary_alive_and_silence_promotes_in_priority_order() {
     // No second promotion while the first is in flight; a confirmed one is not repeated.
     assert!(promotes(&s.handle(t + 1_200, Input::Tick).expect("tick")).is_empty());
     for k in ["a1/main", "a2/main"] {
-        s.handle(
-            t + 1_300,
-            Input::Promoted {
-                stream: k.into(),
-                epoch: 1,
-                result: Ok(()),
-            },
-        )
-        .expect("promoted");
+        report_promoted(&mut s, t + 1_300, k, 1);
     }
     assert!(promotes(&s.handle(t + 5_000, Input::Tick).expect("tick")).is_empty());
 }
@@ -253,10 +298,7 @@ fn a_higher_priority_stream_preempts_a_lower_one_at_capacity() {
         let mut h = hb_from(&b, n as u64, true);
         h.node = "b".into();
         let from = "b".to_owned();
-        acts.extend(
-            s.handle(n * 200, Input::Heartbeat { from, heartbeat: h })
-                .expect("b alive"),
-        );
+        acts.extend(hear(&mut s, n * 200, &from, h));
     }
     // a was never heard: dead after the grace, taken over; b is alive.
     assert_eq!(promotes(&acts), [("a1/main".to_owned(), 1)]);
@@ -305,23 +347,6 @@ fn a_higher_priority_stream_preempts_a_lower_one_at_capacity() {
 fn handover_by_camera_and_drain_both_ways() {
     let mut a = primary();
     let mut s = standby(None);
-    let shadowing = |core: &Core, n: u64| {
-        let mut h = hb_from(core, n, true);
-        for x in &mut h.health {
-            x.mode = "shadow".into();
-        }
-        h
-    };
-    let hear = |core: &mut Core, t: i64, from: &str, heartbeat: Heartbeat| {
-        core.handle(
-            t,
-            Input::Heartbeat {
-                from: from.into(),
-                heartbeat,
-            },
-        )
-        .expect("hb")
-    };
     hear(&mut a, 100, "s", shadowing(&s, 1));
     hear(&mut s, 100, "a", hb_from(&a, 1, true));
     let cameras = |to: &str, cams: &[&str]| {
@@ -357,61 +382,23 @@ fn handover_by_camera_and_drain_both_ways() {
 
     // a → s by camera: a1 only.
     let acts = a.handle(300, cameras("s", &["a1"])).expect("handover");
-    let handed: Vec<(&str, &str)> = acts
-        .iter()
-        .filter_map(|x| match x {
-            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(handed, [("a1/main", "s")]);
+    assert_eq!(hand_backs(&acts), [("a1/main", "s")]);
     let last = FrameId {
         hash: "ab".repeat(16),
         wall_ms: 300,
     };
-    a.handle(
-        400,
-        Input::HandedBack {
-            stream: "a1/main".into(),
-            epoch: 0,
-            result: Ok(last.clone()),
-        },
-    )
-    .expect("released");
+    report_handed_back(&mut a, 400, "a1/main", 0, &last);
     // a drains: the rest (a2) goes to its standby.
     let acts = a.handle(450, drain("a")).expect("drain");
-    let handed: Vec<(&str, &str)> = acts
-        .iter()
-        .filter_map(|x| match x {
-            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(handed, [("a2/main", "s")]);
-    a.handle(
-        460,
-        Input::HandedBack {
-            stream: "a2/main".into(),
-            epoch: 0,
-            result: Ok(last.clone()),
-        },
-    )
-    .expect("released");
+    assert_eq!(hand_backs(&acts), [("a2/main", "s")]);
+    report_handed_back(&mut a, 460, "a2/main", 0, &last);
     let acts = hear(&mut s, 500, "a", hb_from(&a, 2, true));
     assert_eq!(
         promotes(&acts),
         [("a1/main".to_owned(), 1), ("a2/main".to_owned(), 1)]
     );
     for k in ["a1/main", "a2/main"] {
-        s.handle(
-            600,
-            Input::Promoted {
-                stream: k.into(),
-                epoch: 1,
-                result: Ok(()),
-            },
-        )
-        .expect("ok");
+        report_promoted(&mut s, 600, k, 1);
     }
     // The standby drains while a does not shadow yet: refused by name, nothing changes.
     assert!(matches!(
@@ -419,20 +406,9 @@ fn handover_by_camera_and_drain_both_ways() {
         Err(Refusal::NotShadowed { .. })
     ));
     // a shadows both: the standby's drain hands each back to its owner.
-    let mut h = hb_from(&a, 3, true);
-    for x in &mut h.health {
-        x.mode = "shadow".into();
-    }
-    hear(&mut s, 700, "a", h);
+    hear(&mut s, 700, "a", shadowing(&a, 3));
     let acts = s.handle(700, drain("s")).expect("drain");
-    let handed: Vec<(&str, &str)> = acts
-        .iter()
-        .filter_map(|x| match x {
-            Action::HandBack { stream, owner, .. } => Some((stream.as_str(), owner.as_str())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(handed, [("a1/main", "a"), ("a2/main", "a")]);
+    assert_eq!(hand_backs(&acts), [("a1/main", "a"), ("a2/main", "a")]);
 }
 
 /// A standby with a cap in kbit/s (and optionally in streams) protecting `streams` of never-heard
@@ -583,14 +559,8 @@ fn preemption_in_mbps_gives_up_as_few_as_needed_and_takes_them_back_when_room_fr
         let t = n as i64 * 200;
         for (node, key) in [("b", "b1/main"), ("c", "c1/main")] {
             acts.extend(
-                s.handle(
-                    t,
-                    Input::Heartbeat {
-                        from: node.into(),
-                        heartbeat: hb(node, n, &[key], "record"),
-                    },
-                )
-                .expect("alive"),
+                s.handle(t, heartbeat_in(node, hb(node, n, &[key], "record")))
+                    .expect("alive"),
             );
         }
     }
@@ -612,15 +582,7 @@ fn preemption_in_mbps_gives_up_as_few_as_needed_and_takes_them_back_when_room_fr
         .iter()
         .any(|m| m.starts_with("c1/main is uncovered")));
     assert_eq!(s.capacity().kbps, 4_000);
-    s.handle(
-        2_050,
-        Input::Promoted {
-            stream: "b1/main".into(),
-            epoch: 1,
-            result: Ok(()),
-        },
-    )
-    .expect("promoted");
+    report_promoted(&mut s, 2_050, "b1/main", 1);
     // b comes back and shadows its stream; after the hold-down the standby hands b1 back, and the
     // room it frees goes back to a's streams (nobody records them), highest priority first.
     let mut acts = Vec::new();
@@ -628,16 +590,7 @@ fn preemption_in_mbps_gives_up_as_few_as_needed_and_takes_them_back_when_room_fr
     let mut handback = None;
     for n in 6..=70u64 {
         t += 200;
-        acts.extend(
-            s.handle(
-                t,
-                Input::Heartbeat {
-                    from: "b".into(),
-                    heartbeat: hb("b", n, &["b1/main"], "shadow"),
-                },
-            )
-            .expect("b back"),
-        );
+        acts.extend(hear(&mut s, t, "b", hb("b", n, &["b1/main"], "shadow")));
         if let Some(Action::HandBack { stream, epoch, .. }) =
             acts.iter().find(|a| matches!(a, Action::HandBack { .. }))
         {
@@ -684,26 +637,10 @@ fn failback_after_the_hold_down_hands_the_stream_back_after_the_last_written_fra
     let mut s = standby(None);
     s.handle(1_001, Input::Tick).expect("tick");
     for k in ["a1/main", "a2/main"] {
-        s.handle(
-            1_100,
-            Input::Promoted {
-                stream: k.into(),
-                epoch: 1,
-                result: Ok(()),
-            },
-        )
-        .expect("promoted");
+        report_promoted(&mut s, 1_100, k, 1);
     }
     // The owner comes back, adopts the standby's epochs and releases (its streams go to shadow).
-    let acts = a
-        .handle(
-            2_000,
-            Input::Heartbeat {
-                from: "s".into(),
-                heartbeat: hb_from(&s, 1, true),
-            },
-        )
-        .expect("adopt");
+    let acts = hear(&mut a, 2_000, "s", hb_from(&s, 1, true));
     assert_eq!(
         acts.iter()
             .filter(|x| matches!(x, Action::Release { .. }))
@@ -723,15 +660,7 @@ fn failback_after_the_hold_down_hands_the_stream_back_after_the_last_written_fra
     let mut t = 2_000;
     for n in 1..=60 {
         t += 200;
-        let acts = s
-            .handle(
-                t,
-                Input::Heartbeat {
-                    from: "a".into(),
-                    heartbeat: shadow_hb(&a, n),
-                },
-            )
-            .expect("accepted");
+        let acts = hear(&mut s, t, "a", shadow_hb(&a, n));
         handbacks.extend(
             acts.into_iter()
                 .filter(|x| matches!(x, Action::HandBack { .. })),
@@ -770,15 +699,7 @@ fn failback_after_the_hold_down_hands_the_stream_back_after_the_last_written_fra
         }
     );
     // The owner learns it from the standby's next heartbeat and promotes exactly after that frame.
-    let acts = a
-        .handle(
-            t,
-            Input::Heartbeat {
-                from: "s".into(),
-                heartbeat: hb_from(&s, 2, true),
-            },
-        )
-        .expect("accepted");
+    let acts = hear(&mut a, t, "s", hb_from(&s, 2, true));
     let promoted: Vec<(String, u64, Option<FrameId>)> = acts
         .iter()
         .filter_map(|x| match x {
@@ -823,30 +744,9 @@ fn failback_after_the_hold_down_hands_the_stream_back_after_the_last_written_fra
 fn planned_handover_both_ways_and_refusals() {
     let mut a = primary();
     let mut s = standby(None);
-    let shadowing = |core: &Core, n: u64| {
-        let mut h = hb_from(core, n, true);
-        for x in &mut h.health {
-            x.mode = "shadow".into();
-        }
-        h
-    };
     // Each hears the other; the standby shadows both streams.
-    a.handle(
-        100,
-        Input::Heartbeat {
-            from: "s".into(),
-            heartbeat: shadowing(&s, 1),
-        },
-    )
-    .expect("hb");
-    s.handle(
-        100,
-        Input::Heartbeat {
-            from: "a".into(),
-            heartbeat: hb_from(&a, 1, true),
-        },
-    )
-    .expect("hb");
+    hear(&mut a, 100, "s", shadowing(&s, 1));
+    hear(&mut s, 100, "a", hb_from(&a, 1, true));
     let op = |to: &str, stream: Option<&str>| {
         Input::Operator(OperatorCommand::Handover {
             stream: stream.map(str::to_owned),
@@ -882,15 +782,7 @@ fn planned_handover_both_ways_and_refusals() {
         wall_ms: 300,
     };
     for k in ["a1/main", "a2/main"] {
-        a.handle(
-            400,
-            Input::HandedBack {
-                stream: k.into(),
-                epoch: 0,
-                result: Ok(last.clone()),
-            },
-        )
-        .expect("released");
+        report_handed_back(&mut a, 400, k, 0, &last);
     }
     assert_eq!(
         a.holdings()["a1/main"],
@@ -899,15 +791,7 @@ fn planned_handover_both_ways_and_refusals() {
             epoch: 1
         }
     );
-    let acts = s
-        .handle(
-            500,
-            Input::Heartbeat {
-                from: "a".into(),
-                heartbeat: hb_from(&a, 2, true),
-            },
-        )
-        .expect("hb");
+    let acts = hear(&mut s, 500, "a", hb_from(&a, 2, true));
     let promoted: Vec<(String, Option<FrameId>)> = acts
         .iter()
         .filter_map(|x| match x {
@@ -920,33 +804,13 @@ fn planned_handover_both_ways_and_refusals() {
         .iter()
         .all(|(_, after)| *after == Some(last.clone())));
     for k in ["a1/main", "a2/main"] {
-        s.handle(
-            600,
-            Input::Promoted {
-                stream: k.into(),
-                epoch: 1,
-                result: Ok(()),
-            },
-        )
-        .expect("ok");
+        report_promoted(&mut s, 600, k, 1);
     }
     // The owner shadows them, but a planned handover is not undone by failback.
     let mut t = 600;
     for n in 3..=80 {
         t += 200;
-        let mut h = hb_from(&a, n, true);
-        for x in &mut h.health {
-            x.mode = "shadow".into();
-        }
-        let acts = s
-            .handle(
-                t,
-                Input::Heartbeat {
-                    from: "a".into(),
-                    heartbeat: h,
-                },
-            )
-            .expect("hb");
+        let acts = hear(&mut s, t, "a", shadowing(&a, n));
         assert!(
             !acts.iter().any(|x| matches!(x, Action::HandBack { .. })),
             "{acts:?}"
@@ -959,15 +823,7 @@ fn planned_handover_both_ways_and_refusals() {
     assert!(acts
         .iter()
         .any(|x| matches!(x, Action::HandBack { stream, .. } if stream == "a1/main")));
-    s.handle(
-        t,
-        Input::HandedBack {
-            stream: "a1/main".into(),
-            epoch: 1,
-            result: Ok(last.clone()),
-        },
-    )
-    .expect("released");
+    report_handed_back(&mut s, t, "a1/main", 1, &last);
     assert_eq!(
         s.holdings()["a1/main"],
         Holding {
@@ -990,40 +846,16 @@ fn a_flapping_primary_is_taken_over_once_and_gets_nothing_back_until_stable() {
     let mut step = |t: i64, alive: bool, a: &mut Core, s: &mut Core, all: &mut Vec<Action>| {
         if alive {
             n_s += 1;
-            let _ = a.handle(
-                t,
-                Input::Heartbeat {
-                    from: "s".into(),
-                    heartbeat: hb_from(s, n_s, true),
-                },
-            );
+            let _ = a.handle(t, heartbeat_in("s", hb_from(s, n_s, true)));
             n_a += 1;
-            let mut h = hb_from(a, n_a, true);
-            for x in &mut h.health {
-                x.mode = "shadow".into();
-            }
-            if let Ok(acts) = s.handle(
-                t,
-                Input::Heartbeat {
-                    from: "a".into(),
-                    heartbeat: h,
-                },
-            ) {
+            if let Ok(acts) = s.handle(t, heartbeat_in("a", shadowing(a, n_a))) {
                 all.extend(acts);
             }
         }
         let acts = s.handle(t, Input::Tick).expect("tick");
         for x in &acts {
             if let Action::Promote { stream, epoch, .. } = x {
-                s.handle(
-                    t,
-                    Input::Promoted {
-                        stream: stream.clone(),
-                        epoch: *epoch,
-                        result: Ok(()),
-                    },
-                )
-                .expect("promoted");
+                report_promoted(s, t, stream, *epoch);
             }
         }
         all.extend(acts);
@@ -1070,24 +902,11 @@ fn a_flapping_primary_is_taken_over_once_and_gets_nothing_back_until_stable() {
 fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
     let a = primary();
     let mut s = standby(None);
-    s.handle(
-        100,
-        Input::Heartbeat {
-            from: "a".into(),
-            heartbeat: hb_from(&a, 5, true),
-        },
-    )
-    .expect("accepted");
+    hear(&mut s, 100, "a", hb_from(&a, 5, true));
     // Replayed (same and older sequence).
     for n in [5, 4] {
         let e = s
-            .handle(
-                200,
-                Input::Heartbeat {
-                    from: "a".into(),
-                    heartbeat: hb_from(&a, n, true),
-                },
-            )
+            .handle(200, heartbeat_in("a", hb_from(&a, n, true)))
             .expect_err("replay");
         assert!(matches!(e, Refusal::Replayed { .. }), "{e}");
     }
@@ -1095,37 +914,22 @@ fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
     let mut old = hb_from(&a, 99, true);
     old.seq.boot_ms = 0;
     assert!(matches!(
-        s.handle(
-            200,
-            Input::Heartbeat {
-                from: "a".into(),
-                heartbeat: old
-            }
-        ),
+        s.handle(200, heartbeat_in("a", old)),
         Err(Refusal::Replayed { .. })
     ));
     // Unknown peer, or a body naming another node than the certificate.
     assert!(matches!(
-        s.handle(
-            200,
-            Input::Heartbeat {
-                from: "x".into(),
-                heartbeat: hb_from(&a, 6, true)
-            }
-        ),
+        s.handle(200, heartbeat_in("x", hb_from(&a, 6, true))),
         Err(Refusal::UnknownPeer(_))
     ));
     assert!(matches!(
         s.handle(
             200,
-            Input::Heartbeat {
-                from: "a".into(),
-                heartbeat: {
-                    let mut h = hb_from(&a, 6, true);
-                    h.node = "s".into();
-                    h
-                }
-            }
+            heartbeat_in("a", {
+                let mut h = hb_from(&a, 6, true);
+                h.node = "s".into();
+                h
+            })
         ),
         Err(Refusal::WrongSender { .. })
     ));
@@ -1136,13 +940,7 @@ fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
     let before = s.holdings();
     // The old primary claims its streams with epoch 0: stale, refused, nothing changes.
     let e = s
-        .handle(
-            1_200,
-            Input::Heartbeat {
-                from: "a".into(),
-                heartbeat: hb_from(&a, 7, true),
-            },
-        )
+        .handle(1_200, heartbeat_in("a", hb_from(&a, 7, true)))
         .expect_err("stale");
     assert!(
         matches!(
@@ -1163,13 +961,7 @@ fn replayed_forged_stale_and_conflicting_heartbeats_change_nothing() {
         c.epoch = 1;
     }
     assert!(matches!(
-        s.handle(
-            1_300,
-            Input::Heartbeat {
-                from: "a".into(),
-                heartbeat: hb
-            }
-        ),
+        s.handle(1_300, heartbeat_in("a", hb)),
         Err(Refusal::Conflict { .. })
     ));
     assert_eq!(s.holdings(), before);
@@ -1181,15 +973,7 @@ fn a_returning_primary_adopts_the_newer_epoch_and_releases_its_streams() {
     let mut s = standby(None);
     s.handle(1_001, Input::Tick).expect("tick");
     let hb = hb_from(&s, 1, true);
-    let acts = a
-        .handle(
-            5_000,
-            Input::Heartbeat {
-                from: "s".into(),
-                heartbeat: hb,
-            },
-        )
-        .expect("accepted");
+    let acts = hear(&mut a, 5_000, "s", hb);
     let released: Vec<&Action> = acts
         .iter()
         .filter(|x| matches!(x, Action::Release { .. }))
@@ -1204,14 +988,7 @@ fn a_returning_primary_adopts_the_newer_epoch_and_releases_its_streams() {
         }
     );
     // Now its heartbeats agree and are accepted again.
-    s.handle(
-        5_100,
-        Input::Heartbeat {
-            from: "a".into(),
-            heartbeat: hb_from(&a, 1, true),
-        },
-    )
-    .expect("accepted");
+    hear(&mut s, 5_100, "a", hb_from(&a, 1, true));
     assert!(s.peers().iter().all(|p| p.alive));
 }
 
@@ -1227,15 +1004,7 @@ fn fencing_is_repeated_while_the_recorder_still_records_a_stream_held_elsewhere(
             .filter(|x| matches!(x, Action::Release { .. }))
             .count()
     };
-    let acts = a
-        .handle(
-            2_000,
-            Input::Heartbeat {
-                from: "s".into(),
-                heartbeat: hb_from(&s, 1, true),
-            },
-        )
-        .expect("adopt");
+    let acts = hear(&mut a, 2_000, "s", hb_from(&s, 1, true));
     assert_eq!(releases(&acts), 2);
     let recording = |mode: &str| {
         Input::LocalHealth(Some(
@@ -1276,26 +1045,11 @@ fn a_failed_session_on_a_living_primary_moves_that_stream_alone() {
     local_receiving(&mut s, 0);
     let mut hb = hb_from(&a, 1, true);
     hb.health[0].receiving = false; // a1 fails on the primary, a2 is fine
-    s.handle(
-        100,
-        Input::Heartbeat {
-            from: "a".into(),
-            heartbeat: hb.clone(),
-        },
-    )
-    .expect("hb");
+    hear(&mut s, 100, "a", hb.clone());
     let mut acts = Vec::new();
     for (i, t) in (300..=2_300).step_by(200).enumerate() {
         hb.seq.n = 2 + i as u64;
-        acts = s
-            .handle(
-                t,
-                Input::Heartbeat {
-                    from: "a".into(),
-                    heartbeat: hb.clone(),
-                },
-            )
-            .expect("hb");
+        acts = hear(&mut s, t, "a", hb.clone());
         if t <= 2_100 {
             assert!(promotes(&acts).is_empty(), "at {t}: {acts:?}");
         }
@@ -1311,15 +1065,7 @@ fn a_stream_the_standby_does_not_receive_does_not_move_on_a_living_primary() {
     let mut hb = hb_from(&a, 1, false);
     for n in 1..=20 {
         hb.seq.n = n;
-        let acts = s
-            .handle(
-                n as i64 * 200,
-                Input::Heartbeat {
-                    from: "a".into(),
-                    heartbeat: hb.clone(),
-                },
-            )
-            .expect("hb");
+        let acts = hear(&mut s, n as i64 * 200, "a", hb.clone());
         assert!(promotes(&acts).is_empty());
     }
 }
@@ -1351,14 +1097,7 @@ fn persisted_holdings_survive_a_restart_and_resume_the_promotion() {
 fn operator_forces_a_takeover_and_unknown_streams_are_refused() {
     let a = primary();
     let mut s = standby(None);
-    s.handle(
-        100,
-        Input::Heartbeat {
-            from: "a".into(),
-            heartbeat: hb_from(&a, 1, true),
-        },
-    )
-    .expect("hb");
+    hear(&mut s, 100, "a", hb_from(&a, 1, true));
     let acts = s
         .handle(
             200,
@@ -1456,7 +1195,7 @@ proptest! {
                     sent_a.push(hb.clone());
                     if deliver {
                         let seq = hb.seq;
-                        if s.handle(now, Input::Heartbeat { from: "a".into(), heartbeat: hb }).is_err() {
+                        if s.handle(now, heartbeat_in("a", hb)).is_err() {
                             prop_assert_eq!(s.holdings(), before_s.clone());
                         } else {
                             accepted_a = Some(seq);
@@ -1467,7 +1206,7 @@ proptest! {
                     n_s += 1;
                     let hb = hb_from(&s, n_s, true);
                     if deliver {
-                        let r = a.handle(now, Input::Heartbeat { from: "s".into(), heartbeat: hb });
+                        let r = a.handle(now, heartbeat_in("s", hb));
                         if r.is_err() {
                             prop_assert_eq!(a.holdings(), before_a.clone());
                         }
@@ -1478,7 +1217,7 @@ proptest! {
                     // whenever one at least as new was accepted.
                     if let Some(hb) = sent_a.get(i).cloned() {
                         let seq = hb.seq;
-                        let r = s.handle(now, Input::Heartbeat { from: "a".into(), heartbeat: hb });
+                        let r = s.handle(now, heartbeat_in("a", hb));
                         if accepted_a.is_some_and(|last| seq <= last) {
                             prop_assert!(r.is_err(), "a replay was accepted");
                         }

@@ -135,3 +135,79 @@ pub fn mirrored_all(primary: &Path, standby: &Path, streams: usize) -> bool {
         })
     })
 }
+
+/// The messages of a status document's events, oldest first.
+pub fn event_messages(status: &serde_json::Value) -> Vec<String> {
+    status_events(status).into_iter().map(|(_, m)| m).collect()
+}
+
+/// Ends a run so that its recordings can be compared: the arbiters stop (recording unchanged), then
+/// the recorders (every segment sealed); the sync agents (`syncs`, the primary's first) mirror what
+/// is left of `cam1`..`cam{streams}` from `primary` to `standby`, then stop.
+pub fn settle(
+    arbiters: &mut [&mut NvrProcess],
+    recorders: &mut [&mut NvrProcess],
+    syncs: &mut [&mut NvrProcess],
+    (primary, standby): (&Path, &Path),
+    streams: usize,
+) {
+    for p in arbiters.iter_mut() {
+        p.sigterm();
+        p.expect_clean_exit(Duration::from_secs(15));
+    }
+    for p in recorders.iter_mut() {
+        p.sigterm();
+        p.expect_clean_exit(Duration::from_secs(30));
+    }
+    assert!(
+        mirrored_all(primary, standby, streams),
+        "mirroring did not catch up:\n{}",
+        syncs[0].stderr_tail(30)
+    );
+    for p in syncs.iter_mut() {
+        p.sigterm();
+        p.expect_clean_exit(Duration::from_secs(30));
+    }
+}
+
+/// Every file either node recorded of `camera`/main itself: the primary's (`PRIMARY`) sealed
+/// segments in `primary`, then the standby's (`STANDBY`) in `standby`.
+pub fn own_recordings(primary: &Path, standby: &Path, camera: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = sealed_segments(primary, camera, PRIMARY)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    files.extend(
+        sealed_segments(standby, camera, STANDBY)
+            .into_iter()
+            .map(|(_, p)| p),
+    );
+    files
+}
+
+/// The cameras `cam1`..`cam{streams}` of the camera simulator on `port`, as `write_cluster` takes them.
+pub fn camsim_cameras(port: u16, streams: usize) -> Vec<(String, String)> {
+    (1..=streams)
+        .map(|i| (format!("cam{i}"), format!("rtsp://127.0.0.1:{port}/cam{i}")))
+        .collect()
+}
+
+/// `node`'s recorder, sync agent and arbiter, started in that order: (recorder, sync, arbiter).
+pub fn spawn_node(dir: &TestDir, cfg: &Path, node: &str) -> (NvrProcess, NvrProcess, NvrProcess) {
+    let recorder = spawn_recorder(dir, cfg, node);
+    let sync = spawn_sync(dir, cfg, node);
+    let arbiter = spawn_arbiter(dir, cfg, node);
+    (recorder, sync, arbiter)
+}
+
+/// The mode of each stream in `node`'s recorder status.
+pub fn recorder_modes(dir: &TestDir, cfg: &Path, node: &str) -> Vec<String> {
+    recorder_status(dir, cfg, node)
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|x| x["mode"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -704,6 +704,175 @@ pub fn keygen_in_process(dir: &TestDir, node: &str) -> Identity {
     read_identity(&id_dir)
 }
 
+/// The pair most tests run: `node-a` (data in `<dir>/data-a`) and `standby-1` (`<dir>/data-s`) with
+/// fresh identities ([`keygen`]), the standby listening on a free port; adjust, then write.
+pub fn new_pair(dir: &TestDir) -> ClusterFile {
+    let a = keygen(dir, "node-a");
+    let s = keygen(dir, "standby-1");
+    let listen = format!("127.0.0.1:{}", free_port());
+    ClusterFile::pair(&a, &dir.join("data-a"), &s, &dir.join("data-s"), &listen)
+}
+
+/// The cameras `cam1`..`camN` of a camsim serving `streams` streams on `cam_port`, as
+/// [`ClusterFile::cameras`] lists them.
+pub fn camsim_cameras(cam_port: u16, streams: usize) -> Vec<(String, String)> {
+    (1..=streams)
+        .map(|i| {
+            (
+                format!("cam{i}"),
+                format!("rtsp://127.0.0.1:{cam_port}/cam{i}"),
+            )
+        })
+        .collect()
+}
+
+/// Builds `history` straight into both nodes' stores and signed logs (`nvr_sync::fixture`), before
+/// any agent of the pair runs.
+pub fn build_history(cluster: &ClusterFile, history: &nvr_sync::fixture::History) {
+    let id_a = nvr_sync::identity::load(&cluster.primary.dir).expect("load node-a identity");
+    let id_s = nvr_sync::identity::load(&cluster.standby.dir).expect("load standby identity");
+    nvr_sync::fixture::build(
+        history,
+        &cluster.primary_data,
+        &id_a,
+        &cluster.standby_data,
+        &id_s,
+    )
+    .expect("build history");
+}
+
+/// A runtime for the tests that speak the sync protocol themselves.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// What the tests that speak the protocol themselves say a segment of `camera`'s main stream is
+/// (starting 2030-01-01, H.264 640x480).
+pub fn segment_info(camera: &str) -> nvr_sync::proto::SegmentInfo {
+    nvr_sync::proto::SegmentInfo {
+        camera: camera.into(),
+        stream: "main".into(),
+        start_ms: 1_893_456_000_000,
+        video_codec: "avc1.640028".into(),
+        width: 640,
+        height: 480,
+        audio_codec: None,
+    }
+}
+
+/// node-a's agent's connection to `standby`, through the handshake, and what the standby said it
+/// holds.
+pub async fn connect_as_node_a(
+    id: &nvr_sync::identity::NodeIdentity,
+    standby: &nvr_sync::config::Peer,
+) -> (
+    nvr_sync::agent::Conn<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    nvr_sync::agent::primary::StandbyView,
+) {
+    use nvr_sync::agent::{primary, Conn};
+    let tls = primary::connect(id, standby).await.expect("connect");
+    let mut conn = Conn::new(tls);
+    let view = primary::handshake(&mut conn, "node-a", standby)
+        .await
+        .expect("handshake");
+    (conn, view)
+}
+
+/// Opens the segment `key` of `camera` ([`segment_info`]) and sends `data` as its first bytes.
+pub async fn open_segment_with<S>(
+    conn: &mut nvr_sync::agent::Conn<S>,
+    key: &nvr_sync::proto::SegmentKey,
+    camera: &str,
+    data: Vec<u8>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use nvr_sync::proto::Message;
+    conn.send(&Message::SegmentOpen {
+        key: key.clone(),
+        info: segment_info(camera),
+    })
+    .await
+    .expect("send");
+    conn.send(&Message::SegmentData {
+        key: key.clone(),
+        offset: 0,
+        data: data.into(),
+    })
+    .await
+    .expect("send");
+}
+
+/// The standby's agent, then node-a's recorder and agent, of the pair in cluster file `cfg`:
+/// (standby, recorder, primary).
+pub fn spawn_pair(dir: &TestDir, cfg: &Path) -> (NvrProcess, NvrProcess, NvrProcess) {
+    let standby = spawn_sync(dir, cfg, "standby-1");
+    let recorder = spawn_recorder(dir, cfg, "node-a");
+    let primary = spawn_sync(dir, cfg, "node-a");
+    (standby, recorder, primary)
+}
+
+/// Waits (30 s at most) until the standby's agent `standby` says it listens.
+pub fn wait_standby_listening(standby: &NvrProcess) {
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            standby.stderr_tail(50).contains("standby listening")
+        }),
+        "the standby does not listen:\n{}",
+        standby.stderr_tail(30)
+    );
+}
+
+/// The agent's status file in `data_dir` (`Null` while there is none, or it is being replaced).
+pub fn status_file(data_dir: &Path) -> serde_json::Value {
+    fs::read(data_dir.join("sync-status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The alarms the agent with `data_dir` raised (none while its sync.db is not there).
+pub fn alarms(data_dir: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
+    nvr_sync::syncdb::SyncDb::open(data_dir)
+        .and_then(|db| db.alarms(0))
+        .unwrap_or_default()
+}
+
+/// The catalog of the store at `data_dir`, once the recorder or agent has made one.
+pub fn open_reader(data_dir: &Path) -> Option<store::Reader> {
+    if !data_dir.join("catalog.db").exists() {
+        return None;
+    }
+    store::Reader::open(data_dir, Arc::new(base::clock::SystemClock)).ok()
+}
+
+/// Segments of `node` in `state` on the store at `data_dir` (path -> sha256; empty while there is no
+/// catalog, or it is being created).
+pub fn segments_on(
+    data_dir: &Path,
+    node: &str,
+    state: store::SegmentState,
+) -> BTreeMap<String, String> {
+    let Some(store) = open_reader(data_dir) else {
+        return BTreeMap::new();
+    };
+    store
+        .segments_in_state(state)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.node == node)
+        .map(|r| (r.path, r.sha256.unwrap_or_default()))
+        .collect()
+}
+
+/// Sealed segments of `node` on the store at `data_dir` (path -> sha256).
+pub fn sealed_on(data_dir: &Path, node: &str) -> BTreeMap<String, String> {
+    segments_on(data_dir, node, store::SegmentState::Sealed)
+}
+
 /// The one cluster file of a primary (recording `cameras`) and the standby that protects it; both nodes'
 /// processes read the same file, each with `--node`. Build one with [`ClusterFile::pair`], adjust
 /// fields, then [`ClusterFile::write`]. `extra` is appended verbatim to the `[sync]` table.
@@ -735,6 +904,16 @@ impl ClusterFile {
     /// `primary` (recording into `primary_data`, no cameras yet) protected by `standby` (storing into
     /// `standby_data`, listening and reached on `standby_listen`). Segments of 4 s, fast sync
     /// intervals (head 1 s, reconcile 2 s), scrub off.
+    /// With `via`, a [`FaultProxy`] in front of the standby's listener, through which the primary
+    /// then reaches it; the proxy, to cut or throttle the link.
+    pub fn through_proxy(&mut self, via: bool) -> Option<FaultProxy> {
+        let proxy = via.then(|| FaultProxy::start(self.standby_listen.parse().expect("addr")));
+        if let Some(p) = &proxy {
+            self.standby_address = p.address();
+        }
+        proxy
+    }
+
     pub fn pair(
         primary: &Identity,
         primary_data: &Path,
@@ -931,6 +1110,26 @@ pub fn sync_restore(
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_sync(dir, &args, timeout)
+}
+
+/// [`sync_restore`] that must succeed: its JSON report.
+pub fn restore_report(
+    dir: &TestDir,
+    config: &Path,
+    node: &str,
+    camera: Option<&str>,
+    range_ms: Option<(i64, i64)>,
+    timeout: Duration,
+) -> serde_json::Value {
+    let out = sync_restore(dir, config, node, camera, range_ms, timeout);
+    assert!(
+        out.status.success(),
+        "restore failed:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("restore report: {e}\n{}", out.stdout))
 }
 
 /// Reads exactly `n` bytes or fails after `timeout` (for tests talking through a proxy).

@@ -6,10 +6,13 @@
 pub mod rig;
 pub mod signed_log;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
-use testkit::{free_port, wait_until, NvrProcess, TestDir};
+use testkit::{wait_until, NvrProcess, TestDir};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -19,26 +22,7 @@ pub fn web_bin() -> PathBuf {
 
 /// `nvr camsim` with one stream (`/cam1`) on `port` (a free one if `None`).
 pub fn start_camsim(dir: &TestDir, port: Option<u16>) -> (NvrProcess, u16) {
-    for _ in 0..5 {
-        let port = port.unwrap_or_else(free_port);
-        let mut sim = NvrProcess::spawn(
-            dir,
-            &[
-                "camsim",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--streams",
-                "1",
-            ],
-        );
-        if wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            sim.stdout().contains("camsim serving")
-        }) {
-            return (sim, port);
-        }
-        sim.kill9();
-    }
-    panic!("camsim did not start");
+    testkit::cluster::spawn_camsim_on(dir, 1, &[], port)
 }
 
 /// A one-node cluster file `<name>.toml` (node `node-a`, data in `data/`, camera `cam` at `camera_url`
@@ -170,4 +154,105 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// camsim with one stream and the one-node cluster file `a.toml` recording it (`write_config`), the
+/// viewer to listen on a free port with its state in `web/`: (camsim, its port, the viewer's port,
+/// the cluster file).
+pub fn one_camera(dir: &TestDir) -> (NvrProcess, u16, u16, PathBuf) {
+    let (sim, cam_port) = start_camsim(dir, None);
+    let web_port = testkit::free_port();
+    let config = write_config(
+        dir,
+        "a",
+        Some(&format!("rtsp://127.0.0.1:{cam_port}/cam1")),
+        web_port,
+        "web",
+    );
+    (sim, cam_port, web_port, config)
+}
+
+/// The sealed segments of `cam/main` in `dir/data`; none while the catalog or the stream is not
+/// there yet.
+pub fn sealed_segments(dir: &TestDir) -> Vec<store::SegmentRow> {
+    let Ok(reader) = store::Reader::open(&dir.join("data"), Arc::new(base::clock::SystemClock))
+    else {
+        return Vec::new();
+    };
+    let Ok(Some(id)) = reader.find_stream("cam", "main") else {
+        return Vec::new();
+    };
+    reader
+        .stream_segments(id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.state == store::SegmentState::Sealed)
+        .collect()
+}
+
+/// Waits (a minute at most) until `<dir>/data` holds `n` sealed segments of `cam/main`, and returns
+/// them; panics with the recorder's log otherwise.
+pub fn wait_sealed_segments(
+    dir: &TestDir,
+    n: usize,
+    recorder: &NvrProcess,
+) -> Vec<store::SegmentRow> {
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+            sealed_segments(dir).len() >= n
+        }),
+        "not {n} sealed segments: {}",
+        recorder.stderr_tail(30)
+    );
+    sealed_segments(dir)
+}
+
+/// `nvr run` and `nvr-sync run` (which keeps the signed log exports need) on `config`:
+/// (recorder, sync agent).
+pub fn start_recorder_and_agent(dir: &TestDir, config: &Path) -> (NvrProcess, NvrProcess) {
+    let config_arg = config.to_string_lossy().into_owned();
+    let nvr = NvrProcess::spawn(dir, &["run", "--config", &config_arg]);
+    let agent = NvrProcess::spawn_program(
+        dir,
+        "nvr-sync",
+        testkit::nvr_sync_bin(),
+        &["run", "--config", &config_arg],
+        &[("RUST_LOG", "info")],
+    );
+    (nvr, agent)
+}
+
+/// The browser scripts' folder, `tests/browser`; panics when playwright-core is not installed there.
+pub fn browser_scripts() -> &'static Path {
+    let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
+    assert!(
+        script_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core missing: run tests/run, or `npm ci` in {}",
+        script_dir.display()
+    );
+    script_dir
+}
+
+/// `node SCRIPT ARGS…` in the browser scripts' folder, and the one JSON line it prints; panics with
+/// its output, and with what `context` then tells, when it fails.
+pub fn run_browser_script<S: AsRef<OsStr>>(
+    script: &str,
+    args: impl IntoIterator<Item = S>,
+    context: impl FnOnce() -> String,
+) -> serde_json::Value {
+    let script_dir = browser_scripts();
+    let out = Command::new("node")
+        .arg(script_dir.join(script))
+        .args(args)
+        .current_dir(script_dir)
+        .output()
+        .expect("run node (tests/run installs nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser script {script} failed:\n{stdout}\n{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        context()
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
 }
