@@ -187,16 +187,21 @@ impl Server {
             "nvr-web export key (Ed25519) {}",
             self.state.export_key.public_hex()
         );
+        let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
+        let watch = crate::alarm_watch::spawn(self.state.clone(), watch_stopped)?;
         let server = http.disable_signals().run();
         let handle = server.handle();
         tokio::spawn(async move {
             base::process::shutdown_signal().await;
             handle.stop(true).await;
         });
-        server.await.map_err(|e| WebError::Io {
+        let served = server.await.map_err(|e| WebError::Io {
             path: PathBuf::from(listen.to_string()),
             source: e,
-        })
+        });
+        let _ = stop_watch.send(true);
+        let _ = watch.await;
+        served
     }
 }
 
