@@ -188,7 +188,11 @@ impl Server {
             self.state.export_key.public_hex()
         );
         let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
-        let watch = crate::alarm_watch::spawn(self.state.clone(), watch_stopped)?;
+        // Without its history the viewer still serves: the timeline then names the file in
+        // `alarm_problems`.
+        let watch = crate::alarm_watch::spawn(self.state.clone(), watch_stopped)
+            .inspect_err(|e| tracing::error!(error = %e, "alarm history: alarms are not recorded"))
+            .ok();
         let server = http.disable_signals().run();
         let handle = server.handle();
         tokio::spawn(async move {
@@ -200,7 +204,9 @@ impl Server {
             source: e,
         });
         let _ = stop_watch.send(true);
-        let _ = watch.await;
+        if let Some(watch) = watch {
+            let _ = watch.await;
+        }
         served
     }
 }
