@@ -108,6 +108,19 @@ impl AlarmHistory {
     ) -> Result<(), WebError> {
         let path = self.path.clone();
         let bad = |e: rusqlite::Error| bad_file(&path, e);
+        let current: Vec<&Alarm> = current.iter().filter(|a| kept(a.category)).collect();
+        // The usual pass, nothing open and nothing listed, writes nothing.
+        let any_open: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM spans WHERE end_ms IS NULL)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(bad)?;
+        if current.is_empty() && !any_open {
+            return Ok(());
+        }
         let tx = self.conn.transaction().map_err(bad)?;
         let open: Vec<(i64, String, String)> = {
             let mut stmt = tx
@@ -118,7 +131,6 @@ impl AlarmHistory {
                 .map_err(bad)?;
             rows.collect::<rusqlite::Result<_>>().map_err(bad)?
         };
-        let current: Vec<&Alarm> = current.iter().filter(|a| kept(a.category)).collect();
         for (row, id, category) in &open {
             if let Some(a) = current.iter().find(|a| a.id == *id) {
                 tx.execute(
@@ -135,7 +147,11 @@ impl AlarmHistory {
                 .map_err(bad)?;
             }
         }
-        for a in current.iter().filter(|a| !open.iter().any(|o| o.1 == a.id)) {
+        let new: Vec<&&Alarm> = current
+            .iter()
+            .filter(|a| !open.iter().any(|o| o.1 == a.id))
+            .collect();
+        for a in &new {
             tx.execute(
                 "INSERT INTO spans (id, kind, category, subject, detail, start_ms, last_seen_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -151,12 +167,14 @@ impl AlarmHistory {
             )
             .map_err(bad)?;
         }
-        tx.execute(
-            "DELETE FROM spans WHERE row IN (SELECT row FROM spans WHERE end_ms IS NOT NULL
-             ORDER BY end_ms LIMIT max(0, (SELECT COUNT(*) FROM spans) - ?1))",
-            params![MAX_SPANS],
-        )
-        .map_err(bad)?;
+        if !new.is_empty() {
+            tx.execute(
+                "DELETE FROM spans WHERE row IN (SELECT row FROM spans WHERE end_ms IS NOT NULL
+                 ORDER BY end_ms LIMIT max(0, (SELECT COUNT(*) FROM spans) - ?1))",
+                params![MAX_SPANS],
+            )
+            .map_err(bad)?;
+        }
         tx.commit().map_err(bad)
     }
 
