@@ -1,5 +1,5 @@
 // Alarms on the timeline in Debian's headless chromium: logs in, opens the timeline (10 minutes), reads
-// the alarm marks drawn on the bar (place, times, hover text) and the summary line, then clicks the
+// the alarm marks drawn on the bar (place, times, right end, hover text) and the summary line, then clicks the
 // middle of the mark of alarm ID and records where playback went: the time asked for and the first
 // frame shown for it (window.nvrPlayback, sampled every 5 ms: at the end of the recording the page
 // goes on after the gap and starts a new list).
@@ -35,6 +35,8 @@ try {
       alarms: [...b.querySelectorAll('.alarm')].map((a) => ({
         id: a.dataset.id, kind: a.dataset.kind, start_ms: Number(a.dataset.startMs), end_ms: Number(a.dataset.endMs),
         open: a.dataset.open === '1', left: parseFloat(a.style.left), title: a.title, classes: a.className,
+        // From the mark's right end to the bar's inner right edge, in pixels.
+        right_gap_px: b.getBoundingClientRect().left + b.clientLeft + b.clientWidth - a.getBoundingClientRect().right,
       })),
       summary: document.querySelector('#tl-summary').textContent,
     };
