@@ -1,6 +1,6 @@
 // The viewer's page: login, live grid (MSE over the chunked fMP4 of /api/streams/…/live) and a
-// per-stream timeline of recordings, gaps and the stream's events, zoomed from a day to a minute (buttons or
-// the mouse wheel). Uses only the JSON API (docs/api.md).
+// per-stream timeline of recordings, gaps, the stream's events and the alarms that concern it, zoomed
+// from a day to a minute (buttons or the mouse wheel). Uses only the JSON API (docs/api.md).
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -382,6 +382,21 @@ const fmt = (ms) => new Date(ms).toLocaleString();
 /// Draws started; an answer that comes back after a newer draw started is dropped.
 let timelineDraws = 0;
 
+/// An alarm's mark: from its start to its end, or to the bar's right edge while it is open; dimmed
+/// once acknowledged. A click on it plays from its start (playback.js).
+function tlAlarmMark(span, a, barEnd) {
+  const el = span(a.acknowledged ? 'alarm acked' : 'alarm', a.start_ms, a.end_ms === null ? barEnd : a.end_ms, [
+    `alarm ${a.kind} (${a.category}) on ${a.node}: ${a.detail}`,
+    `${fmt(a.start_ms)} – ${a.end_ms === null ? 'still open' : fmt(a.end_ms)}`,
+    a.acknowledged ? `acknowledged by ${a.acknowledged.by} at ${fmt(a.acknowledged.time_ms)}` : 'not acknowledged',
+    'click: play from its start',
+  ].join('\n'));
+  el.dataset.id = a.id;
+  el.dataset.kind = a.kind;
+  el.dataset.open = a.end_ms === null ? '1' : '';
+  return el;
+}
+
 async function drawTimeline() {
   const key = $('tl-stream').value;
   if (!key) return;
@@ -423,11 +438,15 @@ async function drawTimeline() {
       el.dataset.kind = e.kind;
       return el;
     }),
+    ...data.alarms.map((a) => tlAlarmMark(span, a, end)),
   );
   $('tl-span').textContent = tlSpanText(tlView.spanMs);
   $('tl-start').textContent = fmt(start);
   $('tl-end').textContent = fmt(end);
-  $('tl-summary').textContent = `${data.segment_count} segments, ${data.gaps.length} gaps, ${data.events.length}${data.events_truncated ? '+' : ''} events (orange marks; hover for what happened)`;
+  const open = data.alarms.filter((a) => a.end_ms === null).length;
+  $('tl-summary').textContent = `${data.segment_count} segments, ${data.gaps.length} gaps, ${data.events.length}${data.events_truncated ? '+' : ''} events (orange marks; hover for what happened), `
+    + `${data.alarms.length}${data.alarms_truncated ? '+' : ''} alarm${data.alarms.length === 1 ? '' : 's'}${open ? ` (${open} open)` : ''} (striped marks along the top; click one to play from its start)`;
+  if (data.alarm_problems.length) $('main-error').textContent = `alarms: ${data.alarm_problems.join('; ')}`;
   $('tl-gaps').tBodies[0].replaceChildren(...data.gaps.map((g) => {
     const tr = document.createElement('tr');
     for (const t of [fmt(g.start_ms), fmt(g.end_ms), `${((g.end_ms - g.start_ms) / 1000).toFixed(1)} s`]) {

@@ -1,5 +1,5 @@
 // Timeline playback: a click on the timeline bar (or the end of a drag along it) plays the stream from
-// that time, through Media Source Extensions over /api/streams/…/play.mp4 (docs/api.md, "Playback"):
+// that time (a click on an alarm's mark: from the alarm's start), through Media Source Extensions over /api/streams/…/play.mp4 (docs/api.md, "Playback"):
 // one continuous MP4 across segment boundaries; at a gap the file ends and playback goes on at the next
 // recording. Speeds 1/2/4/8×, one frame back or forward. Frames carrying camsim stamps are recorded in
 // window.nvrPlayback.frames (the browser test reads them). Uses $, concat, avcCodec, findTimescale and
@@ -34,10 +34,14 @@ function pbCursor(ms) {
 
 let pbDragging = false;
 let pbDragFrom = null;
+/// The alarm mark a press began on, and where: released there, it plays from the alarm's start.
+let pbAlarm = null;
 $('tl-bar').addEventListener('pointerdown', (ev) => {
   if (!$('tl-bar').dataset.start) return;
   pbDragging = true;
   pbDragFrom = pbTimeAt(ev);
+  const mark = ev.target.closest ? ev.target.closest('.alarm') : null;
+  pbAlarm = mark ? { mark, x: ev.clientX } : null;
   $('tl-bar').setPointerCapture(ev.pointerId);
   pbCursor(pbTimeAt(ev));
 });
@@ -47,6 +51,7 @@ $('tl-bar').addEventListener('pointerup', (ev) => {
   pbDragging = false;
   // A shift-drag chooses the range to export (export.js; operators and admins) instead of seeking.
   if (ev.shiftKey && !$('export').hidden) window.nvrExport.select(pbDragFrom, pbTimeAt(ev));
+  else if (pbAlarm && Math.abs(ev.clientX - pbAlarm.x) < 4) playAt(Number(pbAlarm.mark.dataset.startMs));
   else playAt(pbTimeAt(ev));
 });
 

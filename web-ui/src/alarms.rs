@@ -83,6 +83,10 @@ pub struct Alarm {
     pub subject: Option<String>,
     pub detail: String,
     pub acknowledged: Option<Ack>,
+    /// When the condition began, where the source says (a camera down: the last frame received);
+    /// the alarm history's start (`alarm_history`), not part of the alarm's JSON.
+    #[serde(skip)]
+    pub since_ms: Option<i64>,
 }
 
 fn str_of(v: &Value) -> Option<String> {
@@ -107,6 +111,7 @@ pub fn collect(
         subject: None,
         detail: String::new(),
         acknowledged: None,
+        since_ms: None,
     };
     for a in sync_status
         .and_then(|s| s["recent_alarms"].as_array())
@@ -163,6 +168,7 @@ pub fn collect(
         let since = s["last_frame_ms"].as_i64().unwrap_or(0);
         out.push(Alarm {
             time_ms: s["last_error_ms"].as_i64(),
+            since_ms: (since > 0).then_some(since),
             subject: Some(stream.clone()),
             detail: format!(
                 "{stream} is {}: {error}",
@@ -208,6 +214,11 @@ impl AckStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AckFile::default()),
             Err(e) => Err(WebError::io(&self.path)(e)),
         }
+    }
+
+    /// Every acknowledgement kept, by alarm id.
+    pub fn all(&self) -> Result<BTreeMap<String, Ack>, WebError> {
+        Ok(self.read()?.acks)
     }
 
     /// Fills in `acknowledged` of each alarm.

@@ -1,5 +1,6 @@
 //! The JSON API (`docs/api.md`): login and logout, the session, cameras with their recorder status,
-//! recordings and gaps of a stream over a time range, live fMP4, and the audit log for admins.
+//! recordings, gaps, events and alarms of a stream over a time range, live fMP4, and the audit log
+//! for admins.
 
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
@@ -15,6 +16,7 @@ use crate::error::ApiError;
 use crate::recordings;
 use crate::server::AppState;
 use crate::session::{Session, COOKIE};
+use crate::timeline_alarms;
 use crate::users::{Role, Users};
 
 /// Longest time range one recordings request may cover: 31 days.
@@ -297,11 +299,16 @@ async fn recordings(
             "start_ms must be before end_ms, at most {MAX_RANGE_MS} ms apart"
         )));
     }
-    let data_dir = state.data_dir.clone();
-    let clock = state.clock.clone();
+    let st = state.clone();
     let found = web::block(move || {
-        let reader = store::Reader::open(&data_dir, clock)?;
-        recordings::recordings_json(&reader, &camera, &stream, start_ms, end_ms)
+        let reader = store::Reader::open(&st.data_dir, st.clock.clone())?;
+        let Some(mut answer) =
+            recordings::recordings_json(&reader, &camera, &stream, start_ms, end_ms)?
+        else {
+            return Ok(None);
+        };
+        add_alarms(&st, &mut answer, &camera, &stream, start_ms, end_ms);
+        Ok::<_, store::StorageError>(Some(answer))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
@@ -309,6 +316,51 @@ async fn recordings(
     found
         .map(|v| HttpResponse::Ok().json(v))
         .ok_or_else(|| ApiError::not_found("no such stream in the catalog"))
+}
+
+/// The recordings answer's `alarms`, `alarms_truncated` and `alarm_problems`: this node's alarms
+/// that concern the stream over the range (`timeline_alarms`).
+fn add_alarms(
+    state: &AppState,
+    answer: &mut serde_json::Value,
+    camera: &str,
+    stream: &str,
+    start_ms: i64,
+    end_ms: i64,
+) {
+    let mut problems = Vec::new();
+    let acks = state.acks.all().unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        Default::default()
+    });
+    let protects = state
+        .cluster
+        .nodes
+        .iter()
+        .find(|n| n.name == state.node)
+        .map_or(&[][..], |n| n.protects.as_slice());
+    let src = timeline_alarms::Sources {
+        node: &state.node,
+        protects,
+        data_dir: &state.data_dir,
+        state_dir: &state.state_dir,
+    };
+    let owner = state
+        .cluster
+        .cameras
+        .iter()
+        .find(|c| c.name == camera)
+        .map(|c| c.node.as_str());
+    let of = timeline_alarms::StreamRef {
+        camera,
+        stream,
+        owner,
+    };
+    let (alarms, truncated) =
+        timeline_alarms::alarms_of_stream(src, &acks, of, start_ms, end_ms, &mut problems);
+    answer["alarms"] = json!(timeline_alarms::to_json(&state.node, &alarms, &acks));
+    answer["alarms_truncated"] = json!(truncated);
+    answer["alarm_problems"] = json!(problems);
 }
 
 /// Live fMP4 of one stream from the recorder's fan-out, as a chunked `video/mp4` body.

@@ -19,14 +19,15 @@ use crate::users::Role;
 
 /// What this node's programs say: the arbiter's and sync agent's status documents (absent or stale
 /// ones left out, with why in `problems`) and the recorder's stream status.
-struct Sources {
-    arbiter: Option<Value>,
-    sync: Option<Value>,
-    recorder: Vec<Value>,
-    problems: Vec<String>,
+pub(crate) struct Sources {
+    pub arbiter: Option<Value>,
+    pub sync: Option<Value>,
+    /// `None` when the recorder did not answer.
+    pub recorder: Option<Vec<Value>>,
+    pub problems: Vec<String>,
 }
 
-async fn sources(state: &AppState) -> Sources {
+pub(crate) async fn sources(state: &AppState) -> Sources {
     let now = state.clock.now_utc_ms();
     let mut problems = Vec::new();
     let mut read = |file: &str, key: &str| {
@@ -38,10 +39,10 @@ async fn sources(state: &AppState) -> Sources {
     let arbiter = read(store::layout::ARBITER_STATUS_FILE, "updated_ms");
     let sync = read(store::layout::SYNC_STATUS_FILE, "time_ms");
     let recorder = match state.control.status().await {
-        Ok(s) => s,
+        Ok(s) => Some(s),
         Err(e) => {
             problems.push(format!("recorder: {e}"));
-            Vec::new()
+            None
         }
     };
     Sources {
@@ -57,7 +58,7 @@ fn node_alarms(state: &AppState, s: &Sources) -> Result<Vec<Alarm>, ApiError> {
         &state.node,
         s.sync.as_ref(),
         s.arbiter.as_ref(),
-        &s.recorder,
+        s.recorder.as_deref().unwrap_or_default(),
     );
     state
         .acks
@@ -102,7 +103,7 @@ pub async fn cluster(state: web::Data<AppState>, _: Authed) -> Result<HttpRespon
         now_ms: state.clock.now_utc_ms(),
         arbiter: s.arbiter.as_ref(),
         sync: s.sync.as_ref(),
-        recorder: &s.recorder,
+        recorder: s.recorder.as_deref().unwrap_or_default(),
         storage: &storage,
         disk,
         alarms,
@@ -176,7 +177,7 @@ pub async fn ack(
         &state.node,
         s.sync.as_ref(),
         s.arbiter.as_ref(),
-        &s.recorder,
+        s.recorder.as_deref().unwrap_or_default(),
     )
     .iter()
     .any(|a| a.id == id);

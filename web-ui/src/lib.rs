@@ -5,6 +5,8 @@
 //! It reads the catalog only through `store::Reader` and live video only through the recorder's control
 //! socket (`docs/control.md`): it never writes recordings, and its crash never touches recording.
 
+pub mod alarm_history;
+pub mod alarm_watch;
 pub mod alarms;
 pub mod api;
 pub mod arbiter;
@@ -22,6 +24,7 @@ pub mod ratelimit;
 pub mod recordings;
 pub mod server;
 pub mod session;
+pub mod timeline_alarms;
 pub mod tls;
 pub mod users;
 

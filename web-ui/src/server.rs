@@ -187,16 +187,27 @@ impl Server {
             "nvr-web export key (Ed25519) {}",
             self.state.export_key.public_hex()
         );
+        let (stop_watch, watch_stopped) = tokio::sync::watch::channel(false);
+        // Without its history the viewer still serves: the timeline then names the file in
+        // `alarm_problems`.
+        let watch = crate::alarm_watch::spawn(self.state.clone(), watch_stopped)
+            .inspect_err(|e| tracing::error!(error = %e, "alarm history: alarms are not recorded"))
+            .ok();
         let server = http.disable_signals().run();
         let handle = server.handle();
         tokio::spawn(async move {
             base::process::shutdown_signal().await;
             handle.stop(true).await;
         });
-        server.await.map_err(|e| WebError::Io {
+        let served = server.await.map_err(|e| WebError::Io {
             path: PathBuf::from(listen.to_string()),
             source: e,
-        })
+        });
+        let _ = stop_watch.send(true);
+        if let Some(watch) = watch {
+            let _ = watch.await;
+        }
+        served
     }
 }
 

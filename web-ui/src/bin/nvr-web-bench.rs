@@ -1,6 +1,7 @@
 //! Benchmarks of the viewer's catalog and file work (docs/performance.md, "Web viewer"): the timeline
-//! answer for 30 days of one camera in a synthetic catalog of 16 cameras, and the first byte of an
-//! export of one hour of synthetic segment files. Prints figures; asserts nothing about speed.
+//! answer for 30 days of one camera in a synthetic catalog of 16 cameras (and its alarms, from an
+//! alarm history of one outage a day per camera), and the first byte of an export of one hour of
+//! synthetic segment files. Prints figures; asserts nothing about speed.
 //!
 //! `nvr-web-bench timeline [--cameras 16] [--days 30] [--segment-s 60]`
 //! `nvr-web-bench export [--minutes 60] [--segment-s 60] [--frame-bytes 2000]`
@@ -187,6 +188,62 @@ fn timeline(cameras: usize, days: i64, segment_s: i64) -> anyhow::Result<()> {
     println!(
         "timeline API, all {cameras} cameras one after another, {days} days each: {:.1} ms",
         t.elapsed().as_secs_f64() * 1000.0
+    );
+    timeline_alarms(cameras, days)
+}
+
+/// The timeline's alarms for 30 days of one camera: an alarm history with one 5-minute camera-down
+/// alarm a day for every camera, written by the watch's own writer; no `sync.db`.
+fn timeline_alarms(cameras: usize, days: i64) -> anyhow::Result<()> {
+    use nvr_web::alarm_history::AlarmHistory;
+    use nvr_web::alarms::{collect, Category};
+    use nvr_web::timeline_alarms::{alarms_of_stream, Sources, StreamRef};
+    let data = tempfile::tempdir()?;
+    let state = tempfile::tempdir()?;
+    let mut history = AlarmHistory::open(state.path())?;
+    let observed = [Category::CameraDown];
+    for day in 0..days {
+        let down_ms = T0_MS + day * 86_400_000 + 3_600_000;
+        let statuses: Vec<serde_json::Value> = (0..cameras)
+            .map(|c| {
+                serde_json::json!({"camera": format!("cam{c:02}"), "stream": "main",
+                    "mode": "record", "state": "backoff", "last_error": "connection refused",
+                    "last_error_ms": down_ms + 2_000, "last_frame_ms": down_ms})
+            })
+            .collect();
+        let down = collect("node-a", None, None, &statuses);
+        history.record(down_ms + 2_000, &down, &observed, false)?;
+        history.record(down_ms + 300_000, &[], &observed, false)?;
+    }
+    let (start, end) = (T0_MS, T0_MS + days * 86_400_000);
+    let src = Sources {
+        node: "node-a",
+        protects: &[],
+        data_dir: data.path(),
+        state_dir: state.path(),
+    };
+    let stream = StreamRef {
+        camera: "cam07",
+        stream: "main",
+        owner: Some("node-a"),
+    };
+    let acks = Default::default();
+    let mut runs = Vec::new();
+    let mut listed = 0;
+    for _ in 0..7 {
+        let t = Instant::now();
+        let mut problems = Vec::new();
+        let (alarms, _) = alarms_of_stream(src, &acks, stream, start, end, &mut problems);
+        anyhow::ensure!(problems.is_empty(), "{problems:?}");
+        listed = alarms.len();
+        runs.push(t.elapsed());
+    }
+    stats(
+        &format!(
+            "timeline alarms, one camera, {days} days ({listed} of {} camera-down alarms in the history)",
+            days * cameras as i64
+        ),
+        runs,
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod outage;
 pub mod rig;
 pub mod signed_log;
 
