@@ -328,6 +328,8 @@ async function fillTimelineStreams() {
   try {
     const cams = await api('GET', '/api/cameras');
     sel.replaceChildren(...cams.cameras.flatMap((c) => c.streams.map((s) => new Option(s.key, s.key))));
+    // The timeline tab may have been opened before the list came: it drew nothing then.
+    if (!$('timeline').hidden) drawTimeline();
   } catch (e) {
     $('main-error').textContent = e.message;
   }
