@@ -28,18 +28,14 @@ impl Catalog {
     ) -> Result<SegmentId, StorageError> {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.e(e))?;
         let id = self.put_sealed_segment(s, p, sha256_hex, sealed_ms, epoch)?;
-        tx.execute(
-            "UPDATE segments SET dedup_pending = dedup_pending + 1 WHERE id = ?1",
-            params![id.0],
-        )
-        .map_err(|e| self.e(e))?;
+        self.mark_to_deduplicate(id)?;
         tx.commit().map_err(|e| self.e(e))?;
         Ok(id)
     }
 
-    /// Marks `id` once more, as a seal does.
-    #[cfg(test)]
-    pub fn mark_to_deduplicate(&self, id: SegmentId) -> Result<(), StorageError> {
+    /// Marks `id` once more, as a seal does (inside the caller's transaction, if any: the same
+    /// connection).
+    pub(crate) fn mark_to_deduplicate(&self, id: SegmentId) -> Result<(), StorageError> {
         self.conn
             .execute(
                 "UPDATE segments SET dedup_pending = dedup_pending + 1 WHERE id = ?1",
