@@ -103,14 +103,17 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
-    /// Benchmark floor: open every stream of this node's cameras as `run` would, drop every frame
-    /// (no writing, hashing, catalog or live fan-out) until SIGTERM/SIGINT; prints what it received.
+    /// Benchmark floor: open every stream of this node's cameras as `run` would and drop, hash or
+    /// write every frame (`--level`, nvr/src/floor.rs) until SIGTERM/SIGINT; prints what it received.
     #[command(hide = true)]
     Floor {
         #[arg(long, short)]
         config: PathBuf,
         #[arg(long)]
         node: Option<String>,
+        /// What is done with every frame: dropped, hashed, or written through the store's segment writer.
+        #[arg(long, value_enum, default_value = "receive")]
+        level: nvr::floor::FloorLevel,
     },
     /// Check an exported MP4 against its signed evidence manifest, offline (docs/web.md, "Exports").
     VerifyExport {
@@ -255,17 +258,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             runtime()?.block_on(ctl(&socket, command))
         }
-        Command::Floor { config, node } => {
+        Command::Floor {
+            config,
+            node,
+            level,
+        } => {
             let cfg = config::load_node(&config, node.as_deref())?;
-            let counts =
-                runtime()?.block_on(nvr::floor::run(&cfg, base::process::shutdown_signal()));
+            let counts = runtime()?.block_on(nvr::floor::run(
+                &cfg,
+                level,
+                base::process::shutdown_signal(),
+            ))?;
             let get =
                 |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             println!(
-                "floor: sessions={} video_frames={} video_bytes={} errors={}",
+                "floor: sessions={} video_frames={} video_bytes={} hashed_bytes={} written_bytes={} errors={}",
                 get(&counts.sessions),
                 get(&counts.video_frames),
                 get(&counts.video_bytes),
+                get(&counts.hashed_bytes),
+                get(&counts.written_bytes),
                 get(&counts.errors)
             );
             Ok(ExitCode::SUCCESS)

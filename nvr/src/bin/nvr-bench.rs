@@ -14,6 +14,10 @@
 //! - **floor**: `nvr floor` on the same configuration: the same RTSP sessions in the same runtime
 //!   set-up, every frame depacketized and dropped (no writing, hashing, catalog or fan-out). Measured
 //!   like the recorder; the recorder / floor CPU ratio is the cost of the recorder's own work.
+//! - **hash floor** and **write floor** (`--floors`): the same sessions with every frame's bytes
+//!   hashed (SHA-256), or appended through the store's segment writer and flushed by its grouped
+//!   pass (`nvr floor --level`, nvr/src/floor.rs): what the evidence hash and the power-loss bound
+//!   cost by themselves, so recorder / write floor is the cost of everything else the recorder does.
 //! - **live** (`--live`): the same recorder with 16 subscribers on `cam1/main` through the control
 //!   socket, then one subscriber on each of `cam1`..`cam16`: latency of every received fragment (arrival
 //!   wall time − the frame's stamped send time, p50/p99/max) and the recorder's CPU with subscribers.
@@ -32,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use nvr::floor::FloorLevel;
 
 #[derive(Parser)]
 #[command(
@@ -61,9 +66,18 @@ struct Args {
     /// leaves glibc's default (8 per core).
     #[arg(long, default_value_t = 2)]
     malloc_arena_max: u32,
-    /// Skip the floor (`nvr floor`: the same sessions, frames dropped).
+    /// Skip the floors (`nvr floor`).
     #[arg(long)]
     no_floor: bool,
+    /// Floors to measure after the recorder, in this order (`nvr floor --level`): `receive` (frames
+    /// dropped), `hash` (SHA-256 of every byte), `write` (appended and flushed by the store's writer).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "receive,hash,write",
+        value_delimiter = ','
+    )]
+    floors: Vec<FloorLevel>,
     /// Skip the ffmpeg peer (recorder figures only).
     #[arg(long)]
     no_ffmpeg: bool,
@@ -347,15 +361,27 @@ impl Recorder {
     }
 }
 
-/// `nvr floor` on the recorder's configuration: the same sessions, every frame dropped.
+/// `nvr floor` on the recorder's configuration: the same sessions, every frame dropped, hashed or
+/// written (`level`).
 struct Floor {
     child: Child,
     out: PathBuf,
+    data: PathBuf,
 }
 
 impl Floor {
-    fn start(nvr: &Path, dir: &Path, port: u16, n: usize, arena_max: u32) -> Result<Self> {
+    fn start(
+        nvr: &Path,
+        dir: &Path,
+        port: u16,
+        n: usize,
+        arena_max: u32,
+        level: FloorLevel,
+    ) -> Result<Self> {
         let data = dir.join("floor-data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
         std::fs::create_dir_all(&data)?;
         let cfg = write_config(dir, &data, port, n, true)?;
         let out = dir.join("floor.out");
@@ -366,12 +392,12 @@ impl Floor {
         let child = cmd
             .args(["floor", "--config"])
             .arg(&cfg)
-            .args(["--node", "bench"])
+            .args(["--node", "bench", "--level", floor_name(level)])
             .env("RUST_LOG", "warn")
             .stdout(std::fs::File::create(&out)?)
             .stderr(std::fs::File::create(dir.join("floor.log"))?)
             .spawn()?;
-        Ok(Floor { child, out })
+        Ok(Floor { child, out, data })
     }
 
     /// Stops the floor and returns its summary line (`floor: sessions=… video_frames=…`).
@@ -381,6 +407,8 @@ impl Floor {
             let _ = self.child.kill();
             bail!("nvr floor did not stop within 30 s of SIGTERM");
         }
+        // A write floor's segments go, as the recorder's do.
+        std::fs::remove_dir_all(&self.data)?;
         Ok(std::fs::read_to_string(&self.out)?.trim().to_owned())
     }
 }
@@ -685,7 +713,8 @@ struct Summary {
     n: usize,
     record: Window,
     frames: Frames,
-    floor: Option<Window>,
+    /// The floors measured, in `--floors` order.
+    floors: Vec<(FloorLevel, Window)>,
     ffmpeg_cpu_pct_per_stream: Option<f64>,
 }
 
@@ -732,20 +761,24 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
         );
     }
 
-    let floor = if args.no_floor {
-        None
+    let mut floors = Vec::new();
+    for &level in if args.no_floor {
+        &[][..]
     } else {
-        let floor = Floor::start(nvr, dir, port, n, args.malloc_arena_max)?;
+        &args.floors[..]
+    } {
+        let floor = Floor::start(nvr, dir, port, n, args.malloc_arena_max, level)?;
         std::thread::sleep(Duration::from_secs(args.warmup_seconds));
         let w = measure(&[floor.child.id()], args.seconds, n);
         let received = floor.stop()?;
-        print_window("floor", n, &w, &format!("  {received}"));
+        let name = floor_name(level);
+        print_window(&format!("floor {name}"), n, &w, &format!("  {received}"));
         println!(
-            "  ratio record / floor (same run): cpu {:.2}",
+            "  ratio record / {name} floor (same run): cpu {:.2}",
             record.cpu_pct_per_stream / w.cpu_pct_per_stream.max(1e-9)
         );
-        Some(w)
-    };
+        floors.push((level, w));
+    }
 
     let shadow = if args.shadow {
         let rec = Recorder::start(
@@ -809,40 +842,56 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
         n,
         record,
         frames,
-        floor,
+        floors,
         ffmpeg_cpu_pct_per_stream,
     })
 }
 
-/// The summary over every stream count, as a Markdown table (`docs/performance.md`).
+/// `nvr floor --level` value of `level`.
+fn floor_name(level: FloorLevel) -> &'static str {
+    match level {
+        FloorLevel::Receive => "receive",
+        FloorLevel::Hash => "hash",
+        FloorLevel::Write => "write",
+    }
+}
+
+/// The summary over every stream count, as a Markdown table (`docs/performance.md`). "floor" is the
+/// receive floor; the hash and write floors are given as ratios to it, and the recorder against the
+/// write floor.
 fn print_summary(rows: &[Summary]) {
     println!(
-        "\n| streams | recorder CPU %/stream | floor CPU %/stream | recorder / floor | ffmpeg CPU %/stream | \
-         recorder / ffmpeg | recorder PSS MiB/stream mean (peak) | MB/stream | recorder threads (peak) | \
-         floor threads | frames lost (exact) | load (1 min) |"
+        "\n| streams | recorder CPU %/stream | floor CPU %/stream | recorder / floor | hash floor / floor | \
+         write floor / floor | recorder / write floor | ffmpeg CPU %/stream | recorder / ffmpeg | \
+         recorder PSS MiB/stream mean (peak) | MB/stream | recorder threads (peak) | floor threads | \
+         frames lost (exact) | load (1 min) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("–".to_owned(), |v| format!("{v:.digits$}"));
     for r in rows {
         let rec = r.record.cpu_pct_per_stream;
-        let floor = r.floor.as_ref().map(|w| w.cpu_pct_per_stream);
+        let level = |l: FloorLevel| r.floors.iter().find(|(f, _)| *f == l).map(|(_, w)| w);
+        let cpu = |l: FloorLevel| level(l).map(|w| w.cpu_pct_per_stream.max(1e-9));
+        let floor = cpu(FloorLevel::Receive);
+        let to_floor = |l: FloorLevel| cpu(l).zip(floor).map(|(c, f)| c / f);
         let pss_mib = mib(r.record.pss_mean_kib) / r.n as f64;
         println!(
-            "| {} | {:.3} | {} | {} | {} | {} | {:.3} ({:.3}) | {:.3} | {} | {} | {} / {} | {:.2} |",
+            "| {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {:.3} ({:.3}) | {:.3} | {} | {} | {} / {} | {:.2} |",
             r.n,
             rec,
             opt(floor, 3),
-            opt(floor.map(|f| rec / f.max(1e-9)), 2),
+            opt(floor.map(|f| rec / f), 2),
+            opt(to_floor(FloorLevel::Hash), 2),
+            opt(to_floor(FloorLevel::Write), 2),
+            opt(cpu(FloorLevel::Write).map(|w| rec / w), 2),
             opt(r.ffmpeg_cpu_pct_per_stream, 3),
             opt(r.ffmpeg_cpu_pct_per_stream.map(|f| rec / f.max(1e-9)), 2),
             pss_mib,
             mib(r.record.pss_peak_kib as f64) / r.n as f64,
             pss_mib * 1.048_576,
             r.record.threads_peak,
-            r.floor
-                .as_ref()
-                .map_or("–".to_owned(), |w| w.threads_peak.to_string()),
+            level(FloorLevel::Receive).map_or("–".to_owned(), |w| w.threads_peak.to_string()),
             r.frames.missing,
             r.frames.expected,
             r.record.load_1m,
