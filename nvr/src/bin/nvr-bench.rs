@@ -78,6 +78,9 @@ struct Args {
         value_delimiter = ','
     )]
     floors: Vec<FloorLevel>,
+    /// CPU seconds per byte of SHA-256 on this machine, measured at the start ([`sha256_cpu_s_per_byte`]).
+    #[arg(skip)]
+    sha256_cpu_s_per_byte: f64,
     /// Skip the ffmpeg peer (recorder figures only).
     #[arg(long)]
     no_ffmpeg: bool,
@@ -258,6 +261,31 @@ fn measure(pids: &[u32], seconds: u64, n: usize) -> Window {
         threads_peak,
         load_1m: load_1m(),
     }
+}
+
+/// CPU seconds that SHA-256 (ring, the segment hash) takes per byte on this machine: 1 GiB hashed in
+/// 64 KiB pieces on this thread, timed by this process's CPU clock ticks (the benchmark's other
+/// threads are idle meanwhile), so the load of other processes does not inflate it.
+fn sha256_cpu_s_per_byte() -> f64 {
+    const BYTES: usize = 1 << 30;
+    let piece = vec![0x5au8; 64 << 10];
+    let pid = std::process::id();
+    let c0 = cpu_ticks(pid).unwrap_or(0);
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    for _ in 0..BYTES / piece.len() {
+        hash.update(&piece);
+    }
+    std::hint::black_box(hash.finish());
+    let c1 = cpu_ticks(pid).unwrap_or(0);
+    (c1.saturating_sub(c0)) as f64 / clk_tck() / BYTES as f64
+}
+
+/// `key=` value of a floor's summary line.
+fn summary_count(summary: &str, key: &str) -> Option<u64> {
+    summary
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
 }
 
 /// Frames of the recorded streams, from camsim's stamps in every segment.
@@ -715,6 +743,8 @@ struct Summary {
     frames: Frames,
     /// The floors measured, in `--floors` order.
     floors: Vec<(FloorLevel, Window)>,
+    /// SHA-256 of the receive floor's bytes at [`sha256_cpu_s_per_byte`], % of a core per stream.
+    hash_pct_per_stream: Option<f64>,
     ffmpeg_cpu_pct_per_stream: Option<f64>,
 }
 
@@ -762,11 +792,10 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
     }
 
     let mut floors = Vec::new();
-    for &level in if args.no_floor {
-        &[][..]
-    } else {
-        &args.floors[..]
-    } {
+    let mut hash_pct_per_stream = None;
+    let levels: &[FloorLevel] = if args.no_floor { &[] } else { &args.floors };
+    for &level in levels {
+        let started = Instant::now();
         let floor = Floor::start(nvr, dir, port, n, args.malloc_arena_max, level)?;
         std::thread::sleep(Duration::from_secs(args.warmup_seconds));
         let w = measure(&[floor.child.id()], args.seconds, n);
@@ -777,6 +806,22 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
             "  ratio record / {name} floor (same run): cpu {:.2}",
             record.cpu_pct_per_stream / w.cpu_pct_per_stream.max(1e-9)
         );
+        if level == FloorLevel::Receive {
+            // What hashing every received byte costs by itself, from the bytes this floor received.
+            let bytes_per_s_per_stream = summary_count(&received, "video_bytes").unwrap_or(0)
+                as f64
+                / started.elapsed().as_secs_f64()
+                / n as f64;
+            let pct = bytes_per_s_per_stream * args.sha256_cpu_s_per_byte * 100.0;
+            println!(
+                "  SHA-256 of every received byte ({:.0} kB/s per stream, hashed at {:.0} MB/s): \
+                 {pct:.4} %/stream = {:.2} × the receive floor",
+                bytes_per_s_per_stream / 1e3,
+                1e-6 / args.sha256_cpu_s_per_byte.max(1e-15),
+                pct / w.cpu_pct_per_stream.max(1e-9)
+            );
+            hash_pct_per_stream = Some(pct);
+        }
         floors.push((level, w));
     }
 
@@ -843,6 +888,7 @@ fn run_systems(nvr: &Path, dir: &Path, port: u16, n: usize, args: &Args) -> Resu
         record,
         frames,
         floors,
+        hash_pct_per_stream,
         ffmpeg_cpu_pct_per_stream,
     })
 }
@@ -861,12 +907,12 @@ fn floor_name(level: FloorLevel) -> &'static str {
 /// write floor.
 fn print_summary(rows: &[Summary]) {
     println!(
-        "\n| streams | recorder CPU %/stream | floor CPU %/stream | recorder / floor | hash floor / floor | \
+        "\n| streams | recorder CPU %/stream | floor CPU %/stream | recorder / floor | SHA-256 alone / floor | hash floor / floor | \
          write floor / floor | recorder / write floor | ffmpeg CPU %/stream | recorder / ffmpeg | \
          recorder PSS MiB/stream mean (peak) | MB/stream | recorder threads (peak) | floor threads | \
          frames lost (exact) | load (1 min) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("–".to_owned(), |v| format!("{v:.digits$}"));
     for r in rows {
@@ -877,11 +923,12 @@ fn print_summary(rows: &[Summary]) {
         let to_floor = |l: FloorLevel| cpu(l).zip(floor).map(|(c, f)| c / f);
         let pss_mib = mib(r.record.pss_mean_kib) / r.n as f64;
         println!(
-            "| {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {:.3} ({:.3}) | {:.3} | {} | {} | {} / {} | {:.2} |",
+            "| {} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} ({:.3}) | {:.3} | {} | {} | {} / {} | {:.2} |",
             r.n,
             rec,
             opt(floor, 3),
             opt(floor.map(|f| rec / f), 2),
+            opt(r.hash_pct_per_stream.zip(floor).map(|(h, f)| h / f), 2),
             opt(to_floor(FloorLevel::Hash), 2),
             opt(to_floor(FloorLevel::Write), 2),
             opt(cpu(FloorLevel::Write).map(|w| rec / w), 2),
@@ -900,7 +947,8 @@ fn print_summary(rows: &[Summary]) {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.sha256_cpu_s_per_byte = sha256_cpu_s_per_byte();
     let nvr = nvr_bin()?;
     let tmp;
     let work = match &args.work_dir {
@@ -928,6 +976,10 @@ fn main() -> Result<()> {
             0 => "unset".to_owned(),
             a => a.to_string(),
         }
+    );
+    println!(
+        "SHA-256 (ring) on this machine: {:.0} MB/s of one core's time",
+        1e-6 / args.sha256_cpu_s_per_byte.max(1e-15)
     );
     let mut rows = Vec::new();
     for &n in &args.streams {
