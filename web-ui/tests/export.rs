@@ -1,6 +1,7 @@
 //! Exports against real processes: `nvr run` recording camsim, the node's sync agent (`nvr-sync run`,
 //! its standby absent: it keeps the signed log while it cannot reach it), `nvr-web run`. A viewer is
-//! refused; an operator's export downloads, plays in ffprobe with the catalog's frames, and
+//! refused; an operator's export downloads, plays in ffprobe with the catalog's frames, is read by
+//! VLC as a plain MP4 of the same frames is, and
 //! `nvr verify-export` passes with its manifest offline; one flipped byte in the MP4, one changed byte
 //! in the manifest, or another export key fails it; the audit log has the export.
 
@@ -113,6 +114,22 @@ fn an_operator_exports_a_range_that_verifies_offline_and_a_changed_byte_does_not
     assert_eq!(probe.codec, "h264", "{probe:?}");
     assert_eq!(probe.frames, frames as u64, "{probe:?}");
     assert!(probe.stderr_errors.trim().is_empty(), "{probe:?}");
+    // VLC, what an investigator most likely opens it with, reads it as it reads a plain MP4 of the
+    // same frames (ffmpeg's unfragmented copy), and its MP4 demuxer reports no error.
+    let plain = dir.join("export-plain.mp4");
+    let copied = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(&mp4)
+        .args(["-c", "copy"])
+        .arg(&plain)
+        .status()
+        .expect("run ffmpeg");
+    assert!(copied.success(), "ffmpeg could not copy the export");
+    let vlc = testkit::vlc::vlc_remux(&mp4);
+    let control = testkit::vlc::vlc_remux(&plain);
+    assert!(vlc.frames > frames as u64 / 2, "{vlc:?} of {frames} frames");
+    assert_eq!(vlc.frames, control.frames, "{vlc:?} against {control:?}");
+    assert!(!vlc.demux_log.contains("error"), "{vlc:?}");
 
     // The manifest is written once the last byte went out.
     let manifest_url = url(web_port, &format!("/api/exports/{id}/manifest"));
