@@ -187,16 +187,7 @@ impl RawWriter {
         let run_id = store
             .catalog()
             .insert_run(stream_id, store.node(), start_ms)?;
-        let tracks = [store::mp4::TrackSpec {
-            track_id: 1,
-            kind: store::mp4::TrackKind::Video {
-                width: 1280,
-                height: 720,
-            },
-            timescale: 90_000,
-            sample_entry: store::mp4::synthetic_avc1_sample_entry(1280, 720),
-            presentation_delay: 0,
-        }];
+        let tracks = [store::mp4::synthetic_video_track(1280, 720)];
         let segment = store.create_segment(&NewSegment {
             stream_id,
             run_id,

@@ -80,6 +80,18 @@ pub enum Mp4Error {
     Io(#[from] std::io::Error),
 }
 
+/// Track 1, H.264 at 90 kHz with [`synthetic_avc1_sample_entry`]: the one video track of segments
+/// that tests and benchmarks write without a camera.
+pub fn synthetic_video_track(width: u16, height: u16) -> TrackSpec {
+    TrackSpec {
+        track_id: 1,
+        kind: TrackKind::Video { width, height },
+        timescale: 90_000,
+        sample_entry: synthetic_avc1_sample_entry(width, height),
+        presentation_delay: 0,
+    }
+}
+
 /// An `avc1` sample entry with a minimal (not decodable) `avcC`, for tests and benchmarks that write
 /// segments without a camera: the writer and the scanner treat sample entries as opaque boxes.
 pub fn synthetic_avc1_sample_entry(width: u16, height: u16) -> Vec<u8> {

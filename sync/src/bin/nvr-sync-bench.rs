@@ -209,16 +209,7 @@ fn throughput(total_mb: u64, segment_mb: u64, dir: Option<&Path>) -> Result<()> 
     let run = store
         .catalog()
         .insert_run(stream, "node-a", 1_790_000_000_000)?;
-    let tracks = [store::mp4::TrackSpec {
-        track_id: 1,
-        kind: store::mp4::TrackKind::Video {
-            width: 1280,
-            height: 720,
-        },
-        timescale: 90_000,
-        sample_entry: store::mp4::synthetic_avc1_sample_entry(1280, 720),
-        presentation_delay: 0,
-    }];
+    let tracks = [store::mp4::synthetic_video_track(1280, 720)];
     let segments = (total_mb / segment_mb).max(1);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut chunk = vec![0u8; 1 << 20];

@@ -14,9 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nvr_web::playback::{self, body, Mode};
 use nvr_web::recordings;
-use store::mp4::{
-    init_segment, synthetic_avc1_sample_entry, FragmentBuilder, SampleInfo, TrackKind, TrackSpec,
-};
+use store::mp4::{init_segment, synthetic_video_track, FragmentBuilder, SampleInfo};
 use store::{SegmentInsert, SegmentProgress, SegmentState, Store};
 
 #[derive(Parser)]
@@ -250,16 +248,7 @@ fn timeline_alarms(cameras: usize, days: i64) -> anyhow::Result<()> {
 
 /// One synthetic segment file of `segment_s` seconds at 25 fps, a key frame every second.
 fn write_segment(path: &Path, segment_s: i64, frame_bytes: usize) -> anyhow::Result<(i64, i64)> {
-    let mut file = init_segment(&[TrackSpec {
-        track_id: 1,
-        kind: TrackKind::Video {
-            width: 1280,
-            height: 720,
-        },
-        timescale: 90_000,
-        sample_entry: synthetic_avc1_sample_entry(1280, 720),
-        presentation_delay: 0,
-    }])?;
+    let mut file = init_segment(&[synthetic_video_track(1280, 720)])?;
     let data = vec![0x5au8; frame_bytes];
     for f in 0..segment_s {
         let mut b = FragmentBuilder::new(f as u32 + 1, &[(1, f as u64 * 90_000)]);
