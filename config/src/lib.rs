@@ -226,7 +226,7 @@ impl Default for SyncSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecordingConfig {
     /// Target segment length; a segment is cut on the first key frame at or after it. Default 60 000.
     pub segment_duration_ms: u64,
@@ -241,7 +241,7 @@ pub struct RecordingConfig {
     pub shadow_ring_max_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IngestConfig {
     /// Timeout of each of connect+DESCRIBE, SETUP and PLAY. Default 10 000.
     pub connect_timeout_ms: u64,
