@@ -18,7 +18,7 @@ mod select;
 mod view;
 
 pub use parse::{load, parse, parse_byte_size, ConfigError};
-pub use select::{identity_node, IDENTITY_FILE};
+pub use select::{identity_node, load_with_node, IDENTITY_FILE};
 pub use view::{RecorderConfig, SyncNode, SyncPeer};
 
 /// The whole cluster: what every node reads.

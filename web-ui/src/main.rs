@@ -116,8 +116,7 @@ fn main() -> anyhow::Result<()> {
     base::process::init_logging();
     match Cli::parse().command {
         Cmd::Run { config, node } => {
-            let cluster = cluster_config::load(&config)?;
-            let node = cluster.select_node(node.as_deref())?.name.clone();
+            let (cluster, node) = cluster_config::load_with_node(&config, node.as_deref())?;
             let server = Server::new(&cluster, &node)?;
             actix_web::rt::System::new().block_on(server.run())?;
         }
