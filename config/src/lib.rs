@@ -12,11 +12,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod args;
 mod check;
 mod parse;
 mod select;
 mod view;
 
+pub use args::NodeArgs;
 pub use parse::{load, parse, parse_byte_size, ConfigError};
 pub use select::{identity_node, load_with_node, IDENTITY_FILE};
 pub use view::{RecorderConfig, SyncNode, SyncPeer};
