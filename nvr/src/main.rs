@@ -195,14 +195,7 @@ enum CtlCommand {
 
 fn main() -> ExitCode {
     base::process::init_logging();
-    let cli = Cli::parse();
-    match real_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    base::process::exit_code(real_main(Cli::parse()))
 }
 
 /// Threads of the runtime's blocking pool at most (tokio's default is 512). The recorder's steady state

@@ -67,13 +67,7 @@ enum Command {
 
 fn main() -> ExitCode {
     base::process::init_logging();
-    match real_main(Cli::parse()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    base::process::exit_code(real_main(Cli::parse()))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
