@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use cluster_config::{ClusterConfig, Role};
-use node_identity::{IdentityError, PeerPins};
+use node_identity::{NodePinsError, PeerPins};
 
 use crate::core::{Capacity, StreamSpec, Takeover, Timings};
 
@@ -49,21 +49,15 @@ pub enum ConfigError {
     NoAddress { origin: String, node: String },
     #[error("{origin}: node {node:?} has no pins (cert_sha256, signing_public_key)")]
     NoPins { origin: String, node: String },
-    #[error("{origin}: pins of node {node:?}: {source}")]
-    Pins {
-        origin: String,
-        node: String,
-        #[source]
-        source: IdentityError,
-    },
+    #[error(transparent)]
+    Pins(#[from] NodePinsError),
 }
 
 impl ArbiterConfig {
     /// Loads the cluster file and returns the configuration of this machine's node (`--node`, else
     /// its `identity.toml`).
     pub fn load(path: &Path, node: Option<&str>) -> Result<ArbiterConfig, ConfigError> {
-        let cluster = cluster_config::load(path)?;
-        let name = cluster.select_node(node)?.name.clone();
+        let (cluster, name) = cluster_config::load_with_node(path, node)?;
         Self::from_cluster(&cluster, &name)
     }
 
@@ -112,12 +106,12 @@ impl ArbiterConfig {
                 origin: origin.clone(),
                 node: p.name.clone(),
             })?;
-            let pins = PeerPins::from_hex(&p.name, &pins.cert_sha256, &pins.signing_public_key)
-                .map_err(|source| ConfigError::Pins {
-                    origin: origin.clone(),
-                    node: p.name.clone(),
-                    source,
-                })?;
+            let pins = PeerPins::of_node(
+                &origin,
+                &p.name,
+                &pins.cert_sha256,
+                &pins.signing_public_key,
+            )?;
             peers.push(Peer {
                 pins,
                 address: p.arbiter_address.ok_or_else(|| no_address(&p.name))?,

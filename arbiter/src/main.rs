@@ -1,11 +1,11 @@
 //! The `nvr-arbiter` binary: run the arbiter of this node, print its status.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use cluster_config::NodeArgs;
 use nvr_arbiter::config::ArbiterConfig;
 use nvr_arbiter::{run, status};
 
@@ -24,31 +24,22 @@ struct Cli {
 enum Command {
     /// Run the arbiter until SIGTERM/SIGINT (the recorder keeps its streams' modes).
     Run {
-        /// The cluster configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Act as this node instead of the one named by its identity; for tests and several nodes on
-        /// one machine.
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
     },
     /// Take a stream over on this node now, through the running arbiter (its holder is down for good);
     /// prints what the arbiter decided.
     Takeover {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
         /// `camera/stream`, e.g. `front-door/main`.
         stream: String,
     },
     /// Planned handover (upgrades): hand STREAM, or every stream held here (a drain), to the living peer
     /// NODE, make-before-break at a key frame; it stays there (no failback) until handed on.
     Handover {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
         /// The peer that takes the streams.
         #[arg(long)]
         to: String,
@@ -57,10 +48,8 @@ enum Command {
     },
     /// Print the arbiter's status: nodes, heartbeat ages, holder and epoch of every stream.
     Status {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
         /// The status document as JSON.
         #[arg(long)]
         json: bool,
@@ -70,9 +59,9 @@ enum Command {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, node } => {
+        Command::Run { args } => {
             base::process::init_logging();
-            let cfg = ArbiterConfig::load(&config, node.as_deref())?;
+            let cfg = ArbiterConfig::load(&args.config, args.node())?;
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -81,27 +70,16 @@ fn main() -> anyhow::Result<ExitCode> {
                 .block_on(run::run(cfg, base::process::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Takeover {
-            config,
-            node,
-            stream,
-        } => operator(
-            &config,
-            node.as_deref(),
+        Command::Takeover { args, stream } => operator(
+            &args,
             serde_json::json!({"op": "takeover", "stream": stream}),
         ),
-        Command::Handover {
-            config,
-            node,
-            to,
-            stream,
-        } => operator(
-            &config,
-            node.as_deref(),
+        Command::Handover { args, to, stream } => operator(
+            &args,
             serde_json::json!({"op": "handover", "to": to, "stream": stream}),
         ),
-        Command::Status { config, node, json } => {
-            let cfg = ArbiterConfig::load(&config, node.as_deref())?;
+        Command::Status { args, json } => {
+            let cfg = ArbiterConfig::load(&args.config, args.node())?;
             let path = status::path(&cfg.data_dir);
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("reading {} (is the arbiter running?)", path.display()))?;
@@ -118,12 +96,8 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 /// Sends one request to the running arbiter's operator socket and prints the answer.
-fn operator(
-    config: &std::path::Path,
-    node: Option<&str>,
-    request: serde_json::Value,
-) -> anyhow::Result<ExitCode> {
-    let cfg = ArbiterConfig::load(config, node)?;
+fn operator(args: &NodeArgs, request: serde_json::Value) -> anyhow::Result<ExitCode> {
+    let cfg = ArbiterConfig::load(&args.config, args.node())?;
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,5 +1,7 @@
-//! What every binary of the product does the same way: logging to stderr (`RUST_LOG`, default `info`)
-//! and waiting for SIGTERM/SIGINT.
+//! What every binary of the product does the same way: logging to stderr (`RUST_LOG`, default `info`),
+//! waiting for SIGTERM/SIGINT, and the exit code of a failed `main`.
+
+use std::process::ExitCode;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
@@ -10,6 +12,15 @@ pub fn init_logging() {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// What `main` returns: `result`'s code, or 2 after `error: ...` (with its causes, as `{:#}` prints
+/// them) on stderr.
+pub fn exit_code<E: std::fmt::Display>(result: Result<ExitCode, E>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -70,27 +70,34 @@ fn node_clashes(origin: &str, nodes: &[(NodeConfig, NodeLines)]) -> Result<(), C
         if let Some(p) = &n.pins {
             for (m, ml) in earlier {
                 let Some(q) = &m.pins else { continue };
-                if p.cert_sha256 == q.cert_sha256 {
-                    return Err(invalid(
-                        origin,
+                let pins = [
+                    (
+                        "cert_sha256",
+                        &p.cert_sha256,
+                        &q.cert_sha256,
                         l.cert_sha256,
-                        format!("{}.cert_sha256", l.path),
-                        format!(
-                            "duplicate pin: node {:?} (line {}) has the same cert_sha256; each node needs its own `nvr-sync keygen`",
-                            m.name, ml.cert_sha256
-                        ),
-                    ));
-                }
-                if p.signing_public_key == q.signing_public_key {
-                    return Err(invalid(
-                        origin,
+                        ml.cert_sha256,
+                    ),
+                    (
+                        "signing_public_key",
+                        &p.signing_public_key,
+                        &q.signing_public_key,
                         l.signing_public_key,
-                        format!("{}.signing_public_key", l.path),
-                        format!(
-                            "duplicate pin: node {:?} (line {}) has the same signing_public_key; each node needs its own `nvr-sync keygen`",
-                            m.name, ml.signing_public_key
-                        ),
-                    ));
+                        ml.signing_public_key,
+                    ),
+                ];
+                for (key, mine, theirs, line, their_line) in pins {
+                    if mine == theirs {
+                        return Err(invalid(
+                            origin,
+                            line,
+                            format!("{}.{key}", l.path),
+                            format!(
+                                "duplicate pin: node {:?} (line {their_line}) has the same {key}; each node needs its own `nvr-sync keygen`",
+                                m.name
+                            ),
+                        ));
+                    }
                 }
             }
         }

@@ -12,13 +12,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod args;
 mod check;
 mod parse;
 mod select;
 mod view;
 
+pub use args::NodeArgs;
 pub use parse::{load, parse, parse_byte_size, ConfigError};
-pub use select::{identity_node, IDENTITY_FILE};
+pub use select::{identity_node, load_with_node, IDENTITY_FILE};
 pub use view::{RecorderConfig, SyncNode, SyncPeer};
 
 /// The whole cluster: what every node reads.
@@ -226,7 +228,7 @@ impl Default for SyncSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecordingConfig {
     /// Target segment length; a segment is cut on the first key frame at or after it. Default 60 000.
     pub segment_duration_ms: u64,
@@ -241,7 +243,7 @@ pub struct RecordingConfig {
     pub shadow_ring_max_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IngestConfig {
     /// Timeout of each of connect+DESCRIBE, SETUP and PLAY. Default 10 000.
     pub connect_timeout_ms: u64,

@@ -17,6 +17,30 @@ use super::{
     Takeover, Transport, UdpReorder, WebSettings, DEFAULT_PRIORITY,
 };
 
+/// A settings struct read from its table: `from_keys!(t, base, Type { field: read(args), ..., other =
+/// expr, })`. Each `field: read(args)` is read from the key of the same name by the [`Table`] method
+/// `read` (`int_in`, `u32_in`, `byte_size`) and is `base.field` where the key is absent, so a key is
+/// named once; `other = expr` sets a field whose key differs or that needs more (fields are read in
+/// the order written, which decides the error reported first).
+macro_rules! from_keys {
+    ($t:ident, $base:ident, $ty:ident { $($body:tt)* }) => {
+        from_keys!(@fields $t $base $ty {} $($body)*)
+    };
+    (@fields $t:ident $base:ident $ty:ident { $($done:tt)* }) => {
+        $ty { $($done)* }
+    };
+    (@fields $t:ident $base:ident $ty:ident { $($done:tt)* }
+        $field:ident: $read:ident($($arg:expr),*), $($rest:tt)*) => {
+        from_keys!(@fields $t $base $ty {
+            $($done)* $field: $t.$read(stringify!($field), $($arg),*)?.unwrap_or($base.$field),
+        } $($rest)*)
+    };
+    (@fields $t:ident $base:ident $ty:ident { $($done:tt)* }
+        $field:ident = $value:expr, $($rest:tt)*) => {
+        from_keys!(@fields $t $base $ty { $($done)* $field: $value, } $($rest)*)
+    };
+}
+
 /// Why a configuration file was refused.
 ///
 /// `Display` gives `FILE:LINE: KEY.PATH: what is wrong` (or `FILE:LINE: unknown key "k" in [table]`,
@@ -299,20 +323,16 @@ const ARBITER_KEYS: &[&str] = &[
 /// `[arbiter]`: every timing in range, and a node declared dead only after several missed heartbeats.
 fn parse_arbiter(t: &Table<'_, '_>) -> Result<ArbiterSettings, ConfigError> {
     let d = ArbiterSettings::default();
-    let a = ArbiterSettings {
-        heartbeat_interval_ms: t
-            .int_in("heartbeat_interval_ms", 20, 10_000)?
-            .unwrap_or(d.heartbeat_interval_ms),
-        node_dead_ms: t
-            .int_in("node_dead_ms", 100, 600_000)?
-            .unwrap_or(d.node_dead_ms),
-        stream_failed_ms: t
-            .int_in("stream_failed_ms", 100, 600_000)?
-            .unwrap_or(d.stream_failed_ms),
-        failback_hold_ms: t
-            .int_in("failback_hold_ms", 0, 86_400_000)?
-            .unwrap_or(d.failback_hold_ms),
-    };
+    let a = from_keys!(
+        t,
+        d,
+        ArbiterSettings {
+            heartbeat_interval_ms: int_in(20, 10_000),
+            node_dead_ms: int_in(100, 600_000),
+            stream_failed_ms: int_in(100, 600_000),
+            failback_hold_ms: int_in(0, 86_400_000),
+        }
+    );
     if a.node_dead_ms < 3 * a.heartbeat_interval_ms {
         let span = t
             .get("node_dead_ms")
@@ -335,41 +355,23 @@ const MAX_SYNC_MS: u64 = 7 * 86_400_000;
 
 /// `[sync]`, or a node's `[nodes.sync]` over the cluster's `base`.
 fn parse_sync(t: &Table<'_, '_>, base: &SyncSettings) -> Result<SyncSettings, ConfigError> {
-    Ok(SyncSettings {
-        head_interval_ms: t
-            .int_in("head_interval_ms", 1, MAX_SYNC_MS)?
-            .unwrap_or(base.head_interval_ms),
-        reconcile_interval_ms: t
-            .int_in("reconcile_interval_ms", 1, MAX_SYNC_MS)?
-            .unwrap_or(base.reconcile_interval_ms),
-        scrub_interval_ms: t
-            .int_in("scrub_interval_ms", 0, MAX_SYNC_MS)?
-            .unwrap_or(base.scrub_interval_ms),
-        scrub_bytes_per_s: t
-            .byte_size("scrub_bytes_per_s", false)?
-            .unwrap_or(base.scrub_bytes_per_s),
-        bandwidth_bytes_per_s: t
-            .byte_size("bandwidth_bytes_per_s", true)?
-            .unwrap_or(base.bandwidth_bytes_per_s),
-        tamper_threshold_files: t
-            .int_in("tamper_threshold_files", 1, 1_000_000)?
-            .map_or(base.tamper_threshold_files, |v| v as u32),
-        tamper_window_ms: t
-            .int_in("tamper_window_ms", 1, MAX_SYNC_MS)?
-            .unwrap_or(base.tamper_window_ms),
-        tamper_queue_events: t
-            .int_in("tamper_queue_events", 1, 1_000_000)?
-            .map_or(base.tamper_queue_events, |v| v as u32),
-        stall_alarm_ms: t
-            .int_in("stall_alarm_ms", 1, MAX_SYNC_MS)?
-            .unwrap_or(base.stall_alarm_ms),
-        mirror_quota_bytes: t
-            .byte_size("mirror_quota_bytes", true)?
-            .unwrap_or(base.mirror_quota_bytes),
-        staging_expire_ms: t
-            .int_in("staging_expire_ms", 1, MAX_SYNC_MS)?
-            .unwrap_or(base.staging_expire_ms),
-    })
+    Ok(from_keys!(
+        t,
+        base,
+        SyncSettings {
+            head_interval_ms: int_in(1, MAX_SYNC_MS),
+            reconcile_interval_ms: int_in(1, MAX_SYNC_MS),
+            scrub_interval_ms: int_in(0, MAX_SYNC_MS),
+            scrub_bytes_per_s: byte_size(false),
+            bandwidth_bytes_per_s: byte_size(true),
+            tamper_threshold_files: u32_in(1, 1_000_000),
+            tamper_window_ms: int_in(1, MAX_SYNC_MS),
+            tamper_queue_events: u32_in(1, 1_000_000),
+            stall_alarm_ms: int_in(1, MAX_SYNC_MS),
+            mirror_quota_bytes: byte_size(true),
+            staging_expire_ms: int_in(1, MAX_SYNC_MS),
+        }
+    ))
 }
 
 const WEB_KEYS: &[&str] = &[
@@ -405,21 +407,17 @@ fn parse_web(t: &Table<'_, '_>) -> Result<WebSettings, ConfigError> {
             "cert_file and key_file go together: give both, or neither for a self-signed certificate",
         ));
     }
-    Ok(WebSettings {
-        listen: socket_address(t, "listen")?.map_or(d.listen, |(a, _)| a),
-        plain_http: t.boolean("plain_http")?.unwrap_or(d.plain_http),
-        cert_file,
-        key_file,
-        session_secret_file: path_of("session_secret_file")?,
-        state_dir: path_of("state_dir")?.unwrap_or(d.state_dir),
-        session_ttl_s: t
-            .int_in("session_ttl_s", 60, 30 * 86_400)?
-            .unwrap_or(d.session_ttl_s),
-        max_live_streams: t
-            .int_in("max_live_streams", 1, 60)?
-            .map_or(d.max_live_streams, |v| v as u32),
-        users_file: path_of("users_file")?,
-    })
+    Ok(from_keys!(t, d, WebSettings {
+        listen = socket_address(t, "listen")?.map_or(d.listen, |(a, _)| a),
+        plain_http: boolean(),
+        cert_file = cert_file,
+        key_file = key_file,
+        session_secret_file = path_of("session_secret_file")?,
+        state_dir = path_of("state_dir")?.unwrap_or(d.state_dir),
+        session_ttl_s: int_in(60, 30 * 86_400),
+        max_live_streams: u32_in(1, 60),
+        users_file = path_of("users_file")?,
+    }))
 }
 
 /// A viewer's address as browsers reach it, reduced to its origin (`https://host:port`, a trailing `/`
@@ -570,9 +568,7 @@ fn parse_node(
             "needs arbiter_address (where the peers reach this arbiter)",
         ));
     }
-    let capacity_streams = t
-        .int_in("capacity_streams", 0, 100_000)?
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let capacity_streams = t.u32_in("capacity_streams", 0, 100_000)?;
     let (web_url, web_url_line) = match t.string("web_url")? {
         Some(v) => (
             Some(
@@ -583,9 +579,7 @@ fn parse_node(
         ),
         None => (None, line),
     };
-    let capacity_mbps = t
-        .int_in("capacity_mbps", 1, 1_000_000)?
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let capacity_mbps = t.u32_in("capacity_mbps", 1, 1_000_000)?;
     let pins = parse_pins(t)?;
 
     let (protects, protects_lines) = parse_protects(t)?;
@@ -732,23 +726,15 @@ fn check_role_keys(
 
 fn parse_recording(t: &Table<'_, '_>) -> Result<RecordingConfig, ConfigError> {
     let d = RecordingConfig::default();
-    Ok(RecordingConfig {
-        segment_duration_ms: t
+    Ok(from_keys!(t, d, RecordingConfig {
+        segment_duration_ms = t
             .int_in("segment_duration_s", 1, 3_600)?
             .map_or(d.segment_duration_ms, |s| s * 1_000),
-        flush_interval_ms: t
-            .int_in("flush_interval_ms", 1, 60_000)?
-            .unwrap_or(d.flush_interval_ms),
-        fragment_max_ms: t
-            .int_in("fragment_max_ms", 100, 10_000)?
-            .unwrap_or(d.fragment_max_ms),
-        shadow_ring_ms: t
-            .int_in("shadow_ring_ms", 1_000, 60_000)?
-            .unwrap_or(d.shadow_ring_ms),
-        shadow_ring_max_bytes: t
-            .byte_size("shadow_ring_max_bytes", false)?
-            .unwrap_or(d.shadow_ring_max_bytes),
-    })
+        flush_interval_ms: int_in(1, 60_000),
+        fragment_max_ms: int_in(100, 10_000),
+        shadow_ring_ms: int_in(1_000, 60_000),
+        shadow_ring_max_bytes: byte_size(false),
+    }))
 }
 
 /// Upper bound of the ingest timeouts and delays: one hour.
@@ -791,8 +777,8 @@ const MAX_UDP_REORDER_DELAY_MS: u64 = 1000;
 fn parse_udp_reorder(t: &Table<'_, '_>, base: UdpReorder) -> Result<UdpReorder, ConfigError> {
     Ok(UdpReorder {
         max_packets: t
-            .int_in("udp_reorder_max_packets", 0, MAX_UDP_REORDER_PACKETS)?
-            .map_or(base.max_packets, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            .u32_in("udp_reorder_max_packets", 0, MAX_UDP_REORDER_PACKETS)?
+            .unwrap_or(base.max_packets),
         max_delay_ms: t
             .int_in("udp_reorder_max_delay_ms", 1, MAX_UDP_REORDER_DELAY_MS)?
             .unwrap_or(base.max_delay_ms),
@@ -801,32 +787,15 @@ fn parse_udp_reorder(t: &Table<'_, '_>, base: UdpReorder) -> Result<UdpReorder, 
 
 fn parse_ingest(t: &Table<'_, '_>) -> Result<IngestConfig, ConfigError> {
     let d = IngestConfig::default();
-    let c = IngestConfig {
-        connect_timeout_ms: t
-            .int_in("connect_timeout_ms", 1, MAX_MS)?
-            .unwrap_or(d.connect_timeout_ms),
-        frame_timeout_ms: t
-            .int_in("frame_timeout_ms", 1, MAX_MS)?
-            .unwrap_or(d.frame_timeout_ms),
-        backoff_initial_ms: t
-            .int_in("backoff_initial_ms", 1, MAX_MS)?
-            .unwrap_or(d.backoff_initial_ms),
-        backoff_max_ms: t
-            .int_in("backoff_max_ms", 1, MAX_MS)?
-            .unwrap_or(d.backoff_max_ms),
-        udp_recv_buffer_bytes: match t.byte_size("udp_recv_buffer_bytes", false)? {
-            Some(n) if n > MAX_UDP_RECV_BUFFER_BYTES => {
-                return Err(t.invalid_key(
-                    "udp_recv_buffer_bytes",
-                    format!("at most {MAX_UDP_RECV_BUFFER_BYTES} bytes (1 GiB), got {n}"),
-                ))
-            }
-            Some(n) => n,
-            None => d.udp_recv_buffer_bytes,
-        },
-        udp_port_range: parse_port_range(t, "udp_port_range")?,
-        udp_reorder: parse_udp_reorder(t, d.udp_reorder)?,
-    };
+    let c = from_keys!(t, d, IngestConfig {
+        connect_timeout_ms: int_in(1, MAX_MS),
+        frame_timeout_ms: int_in(1, MAX_MS),
+        backoff_initial_ms: int_in(1, MAX_MS),
+        backoff_max_ms: int_in(1, MAX_MS),
+        udp_recv_buffer_bytes: byte_size_at_most(MAX_UDP_RECV_BUFFER_BYTES, "1 GiB"),
+        udp_port_range = parse_port_range(t, "udp_port_range")?,
+        udp_reorder = parse_udp_reorder(t, d.udp_reorder)?,
+    });
     if c.backoff_initial_ms > c.backoff_max_ms {
         // Point at whichever of the two keys is written (the initial one if both are).
         let key = if t.get("backoff_initial_ms").is_some() {
@@ -910,11 +879,9 @@ fn parse_camera(
         )?
         .unwrap_or(Takeover::Hot);
     let priority = t
-        .int_in("priority", 0, 1_000_000)?
-        .map_or(DEFAULT_PRIORITY, |n| u32::try_from(n).unwrap_or(u32::MAX));
-    let bitrate_kbps = t
-        .int_in("bitrate_kbps", 1, 10_000_000)?
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        .u32_in("priority", 0, 1_000_000)?
+        .unwrap_or(DEFAULT_PRIORITY);
+    let bitrate_kbps = t.u32_in("bitrate_kbps", 1, 10_000_000)?;
 
     let streams = parse_streams(t)?;
 
@@ -1406,6 +1373,28 @@ impl<'a, 'i> Table<'a, 'i> {
         }
         // In range, so it fits.
         Ok(Some(u64::try_from(n).unwrap_or(max)))
+    }
+
+    /// An integer in `min..=max` (at most `u32::MAX`).
+    fn u32_in(&self, key: &str, min: u64, max: u64) -> Result<Option<u32>, ConfigError> {
+        Ok(self
+            .int_in(key, min, max)?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
+    /// A byte size above zero and at most `max` (`max_text` in words, for the message).
+    fn byte_size_at_most(
+        &self,
+        key: &str,
+        max: u64,
+        max_text: &str,
+    ) -> Result<Option<u64>, ConfigError> {
+        match self.byte_size(key, false)? {
+            Some(n) if n > max => {
+                Err(self.invalid_key(key, format!("at most {max} bytes ({max_text}), got {n}")))
+            }
+            n => Ok(n),
+        }
     }
 
     /// A byte size: an integer (bytes) or a string with a unit. Zero is refused unless `zero_ok`.

@@ -32,6 +32,17 @@ pub fn identity_node(dir: &Path) -> Result<Option<String>, std::io::Error> {
     }
 }
 
+/// Loads the cluster file at `path` and picks this machine's node: `node` if given (the `--node`
+/// option), else the node named by its `identity.toml`. Returns the cluster and the node's name.
+pub fn load_with_node(
+    path: &Path,
+    node: Option<&str>,
+) -> Result<(ClusterConfig, String), ConfigError> {
+    let cluster = super::load(path)?;
+    let name = cluster.select_node(node)?.name.clone();
+    Ok((cluster, name))
+}
+
 impl ClusterConfig {
     /// The node this process runs as: `explicit` (the `--node` option) if given, else the one node whose
     /// `identity_dir` holds an `identity.toml` naming it.

@@ -97,8 +97,8 @@ impl ClusterConfig {
         Ok(RecorderConfig {
             node_name: node.name.clone(),
             data_dir: node.data_dir.clone(),
-            recording: self.recording.clone(),
-            ingest: self.ingest.clone(),
+            recording: self.recording,
+            ingest: self.ingest,
             retention: self.retention.clone(),
             cameras,
             protected,

@@ -63,6 +63,16 @@ const PRIVATE_MODE: u32 = 0o600;
 const PUBLIC_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o700;
 
+/// A peer's pins in the cluster file (already checked as 64 hex digits by its parser) were refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: pins of node {node:?}: {source}")]
+pub struct NodePinsError {
+    pub origin: String,
+    pub node: String,
+    #[source]
+    pub source: IdentityError,
+}
+
 /// Errors creating, loading or using a node identity. Each names the file or field involved.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -138,6 +148,22 @@ impl PeerPins {
             node: node.to_owned(),
             cert_sha256: hex_decode_32("cert_sha256", cert_hex)?,
             signing_public_key: hex_decode_32("signing_public_key", key_hex)?,
+        })
+    }
+
+    /// Parses the pins of node `node` as the cluster file `origin` gives them (see [`from_hex`]).
+    ///
+    /// [`from_hex`]: PeerPins::from_hex
+    pub fn of_node(
+        origin: &str,
+        node: &str,
+        cert_hex: &str,
+        key_hex: &str,
+    ) -> Result<PeerPins, NodePinsError> {
+        PeerPins::from_hex(node, cert_hex, key_hex).map_err(|source| NodePinsError {
+            origin: origin.to_owned(),
+            node: node.to_owned(),
+            source,
         })
     }
 

@@ -13,8 +13,7 @@ pub use cluster_config::{
 /// Loads the cluster file at `path` and returns the recorder configuration of this machine's node:
 /// `node` if given (the `--node` option), else the node named by its `identity.toml`.
 pub fn load_node(path: &Path, node: Option<&str>) -> Result<Config, ConfigError> {
-    let cluster = load(path)?;
-    let name = cluster.select_node(node)?.name.clone();
+    let (cluster, name) = cluster_config::load_with_node(path, node)?;
     cluster.recorder(&name)
 }
 

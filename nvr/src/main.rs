@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use base::clock::SystemClock;
 use camsim::{CamSim, Clip};
+use cluster_config::NodeArgs;
 use nvr::config::{self, Config};
 
 #[derive(Parser)]
@@ -25,13 +26,8 @@ struct Cli {
 enum Command {
     /// Record this node's cameras until SIGTERM/SIGINT.
     Run {
-        /// The cluster configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Run as this node instead of the one named by its identity (`identity.toml` in the node's
-        /// identity_dir); for tests and several nodes on one machine.
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
     },
     /// Validate a cluster configuration file for every node at once and print a per-node summary.
     CheckConfig {
@@ -61,12 +57,8 @@ enum Command {
     },
     /// Compare catalog and media files, re-hash sealed segments; exit 0 if all is well, 1 if not.
     Check {
-        /// The cluster configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Check this node's data instead of the one named by its identity.
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
         /// Skip re-hashing sealed segments (sizes and presence only).
         #[arg(long)]
         no_rehash: bool,
@@ -206,14 +198,7 @@ enum CtlCommand {
 
 fn main() -> ExitCode {
     base::process::init_logging();
-    let cli = Cli::parse();
-    match real_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    base::process::exit_code(real_main(Cli::parse()))
 }
 
 /// Threads of the runtime's blocking pool at most (tokio's default is 512). The recorder's steady state
@@ -234,10 +219,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config, node } => {
-            let cfg = config::load_node(&config, node.as_deref())?;
+        Command::Run { args } => {
+            let cfg = config::load_node(&args.config, args.node())?;
             runtime()?.block_on(async move {
-                let reloads = reload_on_sighup(config, node)?;
+                let reloads = reload_on_sighup(args.config, args.node)?;
                 nvr::recorder::run(cfg, base::process::shutdown_signal(), reloads, |_| {}).await?;
                 anyhow::Ok(())
             })?;
@@ -297,12 +282,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", cluster.summary());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check {
-            config,
-            node,
-            no_rehash,
-        } => {
-            let cfg = config::load_node(&config, node.as_deref())?;
+        Command::Check { args, no_rehash } => {
+            let cfg = config::load_node(&args.config, args.node())?;
             let store = store::Reader::open(&cfg.data_dir, Arc::new(SystemClock))?;
             let report = store.check(!no_rehash)?;
             for p in &report.problems {

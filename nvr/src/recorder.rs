@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
 use crate::control;
-use crate::ingest::{IngestSettings, RingLimits, StreamState, StreamStatus};
+use crate::ingest::{IngestSettings, StreamState, StreamStatus};
 use crate::supervisor::{desired_streams, Supervisor};
 use base::clock::{Clock, SystemClock};
 use base::job::{run_job, Job, JobStatus, JobTiming};
@@ -169,20 +169,8 @@ pub struct RecorderHandle {
 /// Ingest settings from the configuration.
 pub fn ingest_settings(config: &Config) -> IngestSettings {
     IngestSettings {
-        segment_duration_ms: config.recording.segment_duration_ms,
-        flush_interval_ms: config.recording.flush_interval_ms,
-        fragment_max_ms: config.recording.fragment_max_ms,
-        connect_timeout_ms: config.ingest.connect_timeout_ms,
-        frame_timeout_ms: config.ingest.frame_timeout_ms,
-        backoff_initial_ms: config.ingest.backoff_initial_ms,
-        backoff_max_ms: config.ingest.backoff_max_ms,
-        udp_recv_buffer_bytes: config.ingest.udp_recv_buffer_bytes,
-        udp_port_range: config.ingest.udp_port_range,
-        ring: RingLimits {
-            max_ms: config.recording.shadow_ring_ms as i64,
-            max_bytes: usize::try_from(config.recording.shadow_ring_max_bytes)
-                .unwrap_or(usize::MAX),
-        },
+        recording: config.recording,
+        ingest: config.ingest,
     }
 }
 

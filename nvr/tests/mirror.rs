@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base::clock::ManualClock;
-use nvr::config::StreamKind;
+use nvr::config::{RecordingConfig, StreamKind};
 use nvr::ingest::{IngestSettings, Recording, VideoTrack};
 use store::{
     MirrorError, MirrorHolding, MirrorInfo, SegmentRow, SegmentState, Store, QUARANTINE_DIR,
@@ -29,19 +29,11 @@ fn primary() -> Primary {
     let store = Arc::new(Store::open(dir.path(), PRIMARY, clock).expect("open primary"));
     let stream = store.ensure_stream("cam1", "main").expect("stream");
     let settings = IngestSettings {
-        segment_duration_ms: 5000,
-        flush_interval_ms: 1000,
-        fragment_max_ms: 1000,
-        ring: nvr::ingest::RingLimits {
-            max_ms: 5000,
-            max_bytes: 16 << 20,
+        recording: RecordingConfig {
+            segment_duration_ms: 5000,
+            ..RecordingConfig::default()
         },
-        connect_timeout_ms: 1000,
-        frame_timeout_ms: 1000,
-        backoff_initial_ms: 100,
-        backoff_max_ms: 1000,
-        udp_recv_buffer_bytes: 1 << 20,
-        udp_port_range: None,
+        ..IngestSettings::default()
     };
     let mut rec = Recording::new(store.clone(), stream, "cam1", StreamKind::Main, settings);
     for i in 0..250i64 {

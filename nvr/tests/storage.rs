@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use base::clock::ManualClock;
-use nvr::config::StreamKind;
+use nvr::config::{RecordingConfig, StreamKind};
 use nvr::ingest::{IngestSettings, Recording, VideoTrack};
 use store::{RetentionPolicy, SegmentState, Store, StreamId, StreamLimits};
 
@@ -14,19 +14,11 @@ const T0_MS: i64 = 1_790_000_000_000;
 
 fn settings(segment_duration_ms: u64) -> IngestSettings {
     IngestSettings {
-        segment_duration_ms,
-        flush_interval_ms: 1000,
-        fragment_max_ms: 1000,
-        ring: nvr::ingest::RingLimits {
-            max_ms: 5000,
-            max_bytes: 16 << 20,
+        recording: RecordingConfig {
+            segment_duration_ms,
+            ..RecordingConfig::default()
         },
-        connect_timeout_ms: 1000,
-        frame_timeout_ms: 1000,
-        backoff_initial_ms: 100,
-        backoff_max_ms: 1000,
-        udp_recv_buffer_bytes: 1 << 20,
-        udp_port_range: None,
+        ..IngestSettings::default()
     }
 }
 

@@ -342,6 +342,20 @@ impl Catalog {
         err(&self.path, source)
     }
 
+    /// Runs one statement; returns how many rows it changed.
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, StorageError> {
+        self.conn.execute(sql, params).map_err(|e| self.e(e))
+    }
+
+    fn query_row<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        self.conn.query_row(sql, params, f).map_err(|e| self.e(e))
+    }
+
     fn rows<T>(
         &self,
         sql: &str,
@@ -395,9 +409,7 @@ impl Catalog {
     }
 
     pub fn schema_version(&self) -> Result<i64, StorageError> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.e(e))
+        self.query_row("PRAGMA user_version", [], |r| r.get(0))
     }
 
     fn migrate(&mut self) -> Result<(), StorageError> {
@@ -411,21 +423,17 @@ impl Catalog {
         kind: &str,
         now_ms: i64,
     ) -> Result<StreamId, StorageError> {
-        self.conn
-            .execute(
-                "INSERT INTO streams (camera, kind, created_ms) VALUES (?1, ?2, ?3)
+        self.execute(
+            "INSERT INTO streams (camera, kind, created_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (camera, kind) DO NOTHING",
-                params![camera, kind, now_ms],
-            )
-            .map_err(|e| self.e(e))?;
-        self.conn
-            .query_row(
-                "SELECT id FROM streams WHERE camera = ?1 AND kind = ?2",
-                params![camera, kind],
-                |r| r.get(0),
-            )
-            .map(StreamId)
-            .map_err(|e| self.e(e))
+            params![camera, kind, now_ms],
+        )?;
+        self.query_row(
+            "SELECT id FROM streams WHERE camera = ?1 AND kind = ?2",
+            params![camera, kind],
+            |r| r.get(0),
+        )
+        .map(StreamId)
     }
 
     pub fn streams(&self) -> Result<Vec<StreamRow>, StorageError> {
@@ -460,22 +468,18 @@ impl Catalog {
         node: &str,
         start_ms: i64,
     ) -> Result<RunId, StorageError> {
-        self.conn
-            .execute(
-                "INSERT INTO runs (stream_id, node, start_ms) VALUES (?1, ?2, ?3)",
-                params![stream.0, node, start_ms],
-            )
-            .map_err(|e| self.e(e))?;
+        self.execute(
+            "INSERT INTO runs (stream_id, node, start_ms) VALUES (?1, ?2, ?3)",
+            params![stream.0, node, start_ms],
+        )?;
         Ok(RunId(self.conn.last_insert_rowid()))
     }
 
     pub fn end_run(&self, run: RunId, end_ms: i64, reason: &str) -> Result<(), StorageError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET end_ms = ?2, end_reason = ?3 WHERE id = ?1",
-                params![run.0, end_ms, reason],
-            )
-            .map_err(|e| self.e(e))?;
+        self.execute(
+            "UPDATE runs SET end_ms = ?2, end_reason = ?3 WHERE id = ?1",
+            params![run.0, end_ms, reason],
+        )?;
         Ok(())
     }
 
@@ -501,50 +505,44 @@ impl Catalog {
 
     /// The latest end of the segments of `run` (or `None` if it has none).
     pub fn run_last_end_ms(&self, run: RunId) -> Result<Option<i64>, StorageError> {
-        self.conn
-            .query_row(
-                "SELECT MAX(end_ms) FROM segments WHERE run_id = ?1 AND state != 'deleted'",
-                params![run.0],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.e(e))
+        self.query_row(
+            "SELECT MAX(end_ms) FROM segments WHERE run_id = ?1 AND state != 'deleted'",
+            params![run.0],
+            |r| r.get(0),
+        )
     }
 
     pub fn insert_segment(&self, s: &SegmentInsert<'_>) -> Result<SegmentId, StorageError> {
-        self.conn
-            .execute(
-                "INSERT INTO segments (stream_id, run_id, node, path, state, start_ms, end_ms,
+        self.execute(
+            "INSERT INTO segments (stream_id, run_id, node, path, state, start_ms, end_ms,
                      media_duration_ms, frames, fragments, size_bytes, video_codec, width, height,
                      audio_codec, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 0, 0, 0, 0, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    s.stream_id.0,
-                    s.run_id.map(|r| r.0),
-                    s.node,
-                    s.path,
-                    s.state.as_str(),
-                    s.start_ms,
-                    s.video_codec,
-                    s.width,
-                    s.height,
-                    s.audio_codec,
-                    s.created_ms
-                ],
-            )
-            .map_err(|e| self.e(e))?;
+            params![
+                s.stream_id.0,
+                s.run_id.map(|r| r.0),
+                s.node,
+                s.path,
+                s.state.as_str(),
+                s.start_ms,
+                s.video_codec,
+                s.width,
+                s.height,
+                s.audio_codec,
+                s.created_ms
+            ],
+        )?;
         Ok(SegmentId(self.conn.last_insert_rowid()))
     }
 
     /// Records the arbiter's epoch under which segment `id` is written.
     pub fn set_segment_epoch(&self, id: SegmentId, epoch: u64) -> Result<(), StorageError> {
         let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
-        self.conn
-            .execute(
-                "UPDATE segments SET epoch = ?2 WHERE id = ?1",
-                params![id.0, epoch],
-            )
-            .map(|_| ())
-            .map_err(|e| self.e(e))
+        self.execute(
+            "UPDATE segments SET epoch = ?2 WHERE id = ?1",
+            params![id.0, epoch],
+        )
+        .map(|_| ())
     }
 
     /// Writes the progress of open segments, all in one transaction (sealed rows are left alone).
@@ -575,8 +573,7 @@ impl Catalog {
         sha256_hex: &str,
         sealed_ms: i64,
     ) -> Result<(), StorageError> {
-        self.conn
-            .execute(
+        self.execute(
                 "UPDATE segments SET state = 'sealed', end_ms = ?2, media_duration_ms = ?3, frames = ?4,
                      fragments = ?5, size_bytes = ?6, sha256 = ?7, sealed_ms = ?8,
                      dedup_pending = dedup_pending + 1 WHERE id = ?1",
@@ -590,8 +587,7 @@ impl Catalog {
                     sha256_hex,
                     sealed_ms
                 ],
-            )
-            .map_err(|e| self.e(e))?;
+            )?;
         Ok(())
     }
 
@@ -602,12 +598,10 @@ impl Catalog {
         at_ms: i64,
     ) -> Result<(), StorageError> {
         let deleted_ms = (state == SegmentState::Deleted).then_some(at_ms);
-        self.conn
-            .execute(
-                "UPDATE segments SET state = ?2, deleted_ms = COALESCE(?3, deleted_ms) WHERE id = ?1",
-                params![id.0, state.as_str(), deleted_ms],
-            )
-            .map_err(|e| self.e(e))?;
+        self.execute(
+            "UPDATE segments SET state = ?2, deleted_ms = COALESCE(?3, deleted_ms) WHERE id = ?1",
+            params![id.0, state.as_str(), deleted_ms],
+        )?;
         Ok(())
     }
 
@@ -618,20 +612,16 @@ impl Catalog {
         sha256_hex: &str,
         size_bytes: i64,
     ) -> Result<(), StorageError> {
-        self.conn
-            .execute(
-                "UPDATE segments SET sha256 = ?2, size_bytes = ?3 WHERE id = ?1",
-                params![id.0, sha256_hex, size_bytes],
-            )
-            .map_err(|e| self.e(e))?;
+        self.execute(
+            "UPDATE segments SET sha256 = ?2, size_bytes = ?3 WHERE id = ?1",
+            params![id.0, sha256_hex, size_bytes],
+        )?;
         Ok(())
     }
 
     /// Removes a segment row that never held a complete fragment.
     pub fn delete_segment_row(&self, id: SegmentId) -> Result<(), StorageError> {
-        self.conn
-            .execute("DELETE FROM segments WHERE id = ?1", params![id.0])
-            .map_err(|e| self.e(e))?;
+        self.execute("DELETE FROM segments WHERE id = ?1", params![id.0])?;
         Ok(())
     }
 
@@ -742,9 +732,8 @@ impl Catalog {
         epoch: Option<u64>,
     ) -> Result<SegmentId, StorageError> {
         let epoch = epoch.map(|e| i64::try_from(e).unwrap_or(i64::MAX));
-        self.conn
-            .execute(
-                "INSERT INTO segments (stream_id, run_id, node, path, state, start_ms, end_ms,
+        self.execute(
+            "INSERT INTO segments (stream_id, run_id, node, path, state, start_ms, end_ms,
                      media_duration_ms, frames, fragments, size_bytes, sha256, video_codec, width,
                      height, audio_codec, created_ms, sealed_ms, epoch)
                  VALUES (?1, ?2, ?3, ?4, 'sealed', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
@@ -758,36 +747,33 @@ impl Catalog {
                      width = excluded.width, height = excluded.height,
                      audio_codec = excluded.audio_codec, sealed_ms = excluded.sealed_ms,
                      deleted_ms = NULL, epoch = excluded.epoch",
-                params![
-                    s.stream_id.0,
-                    s.run_id.map(|r| r.0),
-                    s.node,
-                    s.path,
-                    s.start_ms,
-                    p.end_ms,
-                    p.media_duration_ms,
-                    p.frames,
-                    p.fragments,
-                    p.size_bytes,
-                    sha256_hex,
-                    s.video_codec,
-                    s.width,
-                    s.height,
-                    s.audio_codec,
-                    s.created_ms,
-                    sealed_ms,
-                    epoch
-                ],
-            )
-            .map_err(|e| self.e(e))?;
-        self.conn
-            .query_row(
-                "SELECT id FROM segments WHERE path = ?1",
-                params![s.path],
-                |r| r.get(0),
-            )
-            .map(SegmentId)
-            .map_err(|e| self.e(e))
+            params![
+                s.stream_id.0,
+                s.run_id.map(|r| r.0),
+                s.node,
+                s.path,
+                s.start_ms,
+                p.end_ms,
+                p.media_duration_ms,
+                p.frames,
+                p.fragments,
+                p.size_bytes,
+                sha256_hex,
+                s.video_codec,
+                s.width,
+                s.height,
+                s.audio_codec,
+                s.created_ms,
+                sealed_ms,
+                epoch
+            ],
+        )?;
+        self.query_row(
+            "SELECT id FROM segments WHERE path = ?1",
+            params![s.path],
+            |r| r.get(0),
+        )
+        .map(SegmentId)
     }
 
     /// Every catalog path (any state), for matching files against rows.

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::catalog::{SegmentInsert, SegmentProgress};
 use super::segment::{seal_file, sha256_file};
-use super::{layout, SegmentRow, SegmentState, StorageError, Store};
+use super::{layout, SegmentRow, SegmentState, StorageError, Store, StreamId};
 use crate::mp4;
 
 /// What [`Store::recover`] did.
@@ -49,7 +49,7 @@ impl RecoveryReport {
 }
 
 /// Frame count and media duration of the video track, from a scan.
-pub(super) fn scanned_video_totals(report: &mp4::ScanReport) -> (i64, i64) {
+fn scanned_video_totals(report: &mp4::ScanReport) -> (i64, i64) {
     let Some(video) = report
         .tracks
         .iter()
@@ -66,6 +66,75 @@ pub(super) fn scanned_video_totals(report: &mp4::ScanReport) -> (i64, i64) {
         }
     }
     (frames, ticks * 1000 / timescale)
+}
+
+/// What the catalog row of a segment file says that a scan of the file tells: its video totals,
+/// codecs (sample entry types) and picture size. Zeros and empty codecs for a file that does not scan.
+#[derive(Debug, Default)]
+pub(super) struct ScannedSegment {
+    frames: i64,
+    media_duration_ms: i64,
+    fragments: i64,
+    video_codec: String,
+    audio_codec: Option<String>,
+    width: i64,
+    height: i64,
+}
+
+impl ScannedSegment {
+    pub(super) fn of(scan: &mp4::ScanReport) -> ScannedSegment {
+        let (frames, media_duration_ms) = scanned_video_totals(scan);
+        let track = |h: mp4::Handler| scan.tracks.iter().find(|t| t.handler == h);
+        let fourcc =
+            |t: &mp4::ScannedTrack| String::from_utf8_lossy(&t.sample_entry_type).into_owned();
+        let video = track(mp4::Handler::Video);
+        let (width, height) = video.and_then(|v| v.pixel_dimensions).unwrap_or((0, 0));
+        ScannedSegment {
+            frames,
+            media_duration_ms,
+            fragments: scan.fragments.len() as i64,
+            video_codec: video.map(fourcc).unwrap_or_default(),
+            audio_codec: track(mp4::Handler::Audio).map(fourcc),
+            width: i64::from(width),
+            height: i64::from(height),
+        }
+    }
+
+    /// The row of the file at `path` (relative to the data directory), written by `node`, with no run.
+    pub(super) fn row<'a>(
+        &'a self,
+        stream_id: StreamId,
+        node: &'a str,
+        path: &'a str,
+        state: SegmentState,
+        start_ms: i64,
+        created_ms: i64,
+    ) -> SegmentInsert<'a> {
+        SegmentInsert {
+            stream_id,
+            run_id: None,
+            node,
+            path,
+            state,
+            start_ms,
+            video_codec: &self.video_codec,
+            width: self.width,
+            height: self.height,
+            audio_codec: self.audio_codec.as_deref(),
+            created_ms,
+        }
+    }
+
+    /// The final values of a file of `size_bytes` that starts at `start_ms`.
+    pub(super) fn progress(&self, start_ms: i64, size_bytes: i64) -> SegmentProgress {
+        SegmentProgress {
+            end_ms: start_ms + self.media_duration_ms,
+            media_duration_ms: self.media_duration_ms,
+            frames: self.frames,
+            fragments: self.fragments,
+            size_bytes,
+        }
+    }
 }
 
 impl Store {
@@ -246,44 +315,21 @@ impl Store {
         };
         let sha = sha256_file(&path)?;
         seal_file(&path)?;
-        let (frames, media_duration_ms) = scanned_video_totals(&scan);
-        let video = scan
-            .tracks
-            .iter()
-            .find(|t| t.handler == mp4::Handler::Video);
-        let audio = scan
-            .tracks
-            .iter()
-            .find(|t| t.handler == mp4::Handler::Audio);
+        let scanned = ScannedSegment::of(&scan);
+        let frames = scanned.frames;
         let now_ms = self.now_utc_ms();
-        let fourcc =
-            |t: &mp4::ScannedTrack| String::from_utf8_lossy(&t.sample_entry_type).into_owned();
-        let codec = video.map(fourcc).unwrap_or_default();
-        let audio_codec = audio.map(fourcc);
-        let (width, height) = video.and_then(|v| v.pixel_dimensions).unwrap_or((0, 0));
         let cat = self.catalog();
-        let id = cat.insert_segment(&SegmentInsert {
+        let id = cat.insert_segment(&scanned.row(
             stream_id,
-            run_id: None,
-            node: &info.node,
-            path: rel_str,
-            state: SegmentState::Open,
-            start_ms: info.start_ms,
-            video_codec: &codec,
-            width: i64::from(width),
-            height: i64::from(height),
-            audio_codec: audio_codec.as_deref(),
-            created_ms: now_ms,
-        })?;
+            &info.node,
+            rel_str,
+            SegmentState::Open,
+            info.start_ms,
+            now_ms,
+        ))?;
         cat.seal_segment(
             id,
-            &SegmentProgress {
-                end_ms: info.start_ms + media_duration_ms,
-                media_duration_ms,
-                frames,
-                fragments: scan.fragments.len() as i64,
-                size_bytes: scan.valid_len as i64,
-            },
+            &scanned.progress(info.start_ms, scan.valid_len as i64),
             &sha,
             now_ms,
         )?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 pub use cluster_config::{ClusterConfig, Role, SyncSettings};
 
-use crate::identity::{IdentityError, PeerPins};
+use crate::identity::{NodePinsError, PeerPins};
 
 /// A configured peer: its pins, and on a primary the standby's address.
 #[derive(Debug, Clone)]
@@ -44,21 +44,15 @@ pub enum ConfigError {
     #[error(transparent)]
     Cluster(#[from] cluster_config::ConfigError),
     /// A peer's pins (already checked as 64 hex digits by the parser) were refused.
-    #[error("{origin}: pins of node {node:?}: {source}")]
-    Pins {
-        origin: String,
-        node: String,
-        #[source]
-        source: IdentityError,
-    },
+    #[error(transparent)]
+    Pins(#[from] NodePinsError),
 }
 
 impl SyncConfig {
     /// Loads the cluster file at `path` and returns the agent configuration of this machine's node:
     /// `node` if given (the `--node` option), else the node named by its `identity.toml`.
     pub fn load(path: &Path, node: Option<&str>) -> Result<SyncConfig, ConfigError> {
-        let cluster = cluster_config::load(path)?;
-        let name = cluster.select_node(node)?.name.clone();
+        let (cluster, name) = cluster_config::load_with_node(path, node)?;
         Self::from_cluster(&cluster, &name)
     }
 
@@ -67,12 +61,11 @@ impl SyncConfig {
         let view = cluster.sync_node(node)?;
         let mut peers = Vec::new();
         for p in view.peers {
-            let pins = PeerPins::from_hex(&p.node, &p.cert_sha256, &p.signing_public_key).map_err(
-                |source| ConfigError::Pins {
-                    origin: cluster.origin.clone(),
-                    node: p.node.clone(),
-                    source,
-                },
+            let pins = PeerPins::of_node(
+                &cluster.origin,
+                &p.node,
+                &p.cert_sha256,
+                &p.signing_public_key,
             )?;
             peers.push(Peer {
                 streams: streams_of(cluster, &p.node),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use cluster_config::NodeArgs;
 use nvr_sync::agent::{self, restore::RestoreFilter, AgentStatus};
 use nvr_sync::config::{Role, SyncConfig};
 use nvr_sync::identity;
@@ -33,44 +34,25 @@ enum Command {
     },
     /// Run the agent until SIGTERM/SIGINT.
     Run {
-        /// The cluster configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Act as this node instead of the one named by its identity (`identity.toml` in the node's
-        /// identity_dir); for tests and several nodes on one machine.
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
     },
     /// Print the agent's status (peers, lag, last accepted head, alarms; with [arbiter] the flow-back
     /// of takeover segments) as JSON.
     Status {
-        /// The cluster configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Act as this node instead of the one named by its identity (`identity.toml` in the node's
-        /// identity_dir); for tests and several nodes on one machine.
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
     },
     /// Check this node's sealed segments against its signed log (files and catalog rows); prints the
     /// problems as JSON and exits 1 if there are any.
     Check {
-        /// The cluster configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Act as this node instead of the one named by its identity.
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
     },
     /// Restore this node's segments from the standby, verified against the signed log.
     Restore {
-        /// The cluster configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Act as this node instead of the one named by its identity (`identity.toml` in the node's
-        /// identity_dir); for tests and several nodes on one machine.
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
         #[arg(long)]
         camera: Option<String>,
         /// `main` or `sub`.
@@ -85,13 +67,7 @@ enum Command {
 
 fn main() -> ExitCode {
     base::process::init_logging();
-    match real_main(Cli::parse()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    base::process::exit_code(real_main(Cli::parse()))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -109,8 +85,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("node = \"{node}\"\ncert_sha256 = \"{cert}\"\nsigning_public_key = \"{key}\"");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config, node } => {
-            let cfg = SyncConfig::load(&config, node.as_deref())?;
+        Command::Run { args } => {
+            let cfg = SyncConfig::load(&args.config, args.node())?;
             let id = identity::load(&cfg.identity_dir)?;
             if id.node != cfg.node_name {
                 anyhow::bail!(
@@ -136,16 +112,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { config, node } => {
-            let cfg = SyncConfig::load(&config, node.as_deref())?;
+        Command::Status { args } => {
+            let cfg = SyncConfig::load(&args.config, args.node())?;
             let path = cfg.data_dir.join(agent::STATUS_FILE);
             let body = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {} (is the agent running?)", path.display()))?;
             println!("{body}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config, node } => {
-            let cfg = SyncConfig::load(&config, node.as_deref())?;
+        Command::Check { args } => {
+            let cfg = SyncConfig::load(&args.config, args.node())?;
             let problems = agent::repair::check_against_log(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&problems)?);
             Ok(if problems.is_empty() {
@@ -155,14 +131,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Restore {
-            config,
-            node,
+            args,
             camera,
             stream,
             from_ms,
             to_ms,
         } => {
-            let cfg = SyncConfig::load(&config, node.as_deref())?;
+            let cfg = SyncConfig::load(&args.config, args.node())?;
             let id = identity::load(&cfg.identity_dir)?;
             let filter = RestoreFilter {
                 camera,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use cluster_config::NodeArgs;
 use nvr_web::server::Server;
 use nvr_web::users::{users_file, Role, Users};
 
@@ -19,11 +20,8 @@ struct Cli {
 enum Cmd {
     /// Serves the viewer of this node.
     Run {
-        #[arg(long)]
-        config: PathBuf,
-        /// This node's name (default: the one in its identity directory's identity.toml).
-        #[arg(long)]
-        node: Option<String>,
+        #[command(flatten)]
+        args: NodeArgs,
     },
     /// Manages the users of the viewer (`[web] state_dir`/users.json).
     User {
@@ -115,9 +113,8 @@ fn user(config: &Path, action: UserCmd) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     base::process::init_logging();
     match Cli::parse().command {
-        Cmd::Run { config, node } => {
-            let cluster = cluster_config::load(&config)?;
-            let node = cluster.select_node(node.as_deref())?.name.clone();
+        Cmd::Run { args } => {
+            let (cluster, node) = args.load()?;
             let server = Server::new(&cluster, &node)?;
             actix_web::rt::System::new().block_on(server.run())?;
         }

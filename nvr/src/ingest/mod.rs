@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::config::{Secret, StreamKind, Transport, UdpReorder};
+use crate::config::{IngestConfig, RecordingConfig, Secret, StreamKind, Transport, UdpReorder};
 use store::StorageError;
 
 /// What to record: one camera stream.
@@ -54,23 +54,23 @@ pub struct StreamSpec {
     pub udp_reorder: UdpReorder,
 }
 
-/// Timing of ingest and segmenting.
-#[derive(Debug, Clone, Copy)]
+/// Timing of ingest and segmenting: the `[recording]` and `[ingest]` sections as configured (each
+/// key read where it is used, so a new key is written once, in `cluster-config`). `Copy`: every
+/// stream's task holds its own. `Default`: the configuration's defaults.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct IngestSettings {
-    pub segment_duration_ms: u64,
-    pub flush_interval_ms: u64,
-    /// A fragment closes at a key frame or once it holds this much media.
-    pub fragment_max_ms: u64,
+    pub recording: RecordingConfig,
+    pub ingest: IngestConfig,
+}
+
+impl IngestSettings {
     /// Bounds of the shadow ring.
-    pub ring: RingLimits,
-    pub connect_timeout_ms: u64,
-    pub frame_timeout_ms: u64,
-    pub backoff_initial_ms: u64,
-    pub backoff_max_ms: u64,
-    /// Receive buffer requested for UDP RTP sockets.
-    pub udp_recv_buffer_bytes: u64,
-    /// Local UDP ports for RTP/RTCP, inclusive; `None`: retina's default range.
-    pub udp_port_range: Option<(u16, u16)>,
+    pub fn ring(&self) -> RingLimits {
+        RingLimits {
+            max_ms: i64::try_from(self.recording.shadow_ring_ms).unwrap_or(i64::MAX),
+            max_bytes: usize::try_from(self.recording.shadow_ring_max_bytes).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

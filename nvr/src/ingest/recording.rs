@@ -239,7 +239,7 @@ impl Recording {
     fn completes_fragment(&self, ts: i64, key: bool) -> bool {
         self.gop.first().is_some_and(|first| {
             key || ((ts - first.ts).saturating_mul(1000) / self.clock_rate()
-                >= self.settings.fragment_max_ms as i64
+                >= self.settings.recording.fragment_max_ms as i64
                 && self.gop.iter().all(|f| f.ts < ts))
         })
     }
@@ -356,7 +356,9 @@ impl Recording {
             return Ok(());
         };
         let elapsed_ms = (key_ts - seg.first_ts) * 1000 / self.clock_rate();
-        if self.pending_video.is_some() || elapsed_ms >= self.settings.segment_duration_ms as i64 {
+        if self.pending_video.is_some()
+            || elapsed_ms >= self.settings.recording.segment_duration_ms as i64
+        {
             self.seal_segment()?;
             if let Some(p) = self.pending_video.take() {
                 tracing::info!(camera = %self.camera, codec = %p.codec, width = p.width, height = p.height, "video parameters changed; new segment");

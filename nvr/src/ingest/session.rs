@@ -48,7 +48,7 @@ pub(super) async fn connect(
         .user_agent(format!("nvr/{}", env!("CARGO_PKG_VERSION")));
     let mut rtsp = with_timeout(
         "connect/DESCRIBE",
-        settings.connect_timeout_ms,
+        settings.ingest.connect_timeout_ms,
         retina::client::Session::describe(spec.url.clone(), options),
     )
     .await?;
@@ -104,7 +104,7 @@ pub(super) async fn connect(
             .frame_format(FrameFormat::MP4)
     };
     let video_setup = tokio::time::timeout(
-        Duration::from_millis(settings.connect_timeout_ms),
+        Duration::from_millis(settings.ingest.connect_timeout_ms),
         rtsp.setup(video_i, setup(first)),
     )
     .await;
@@ -114,7 +114,7 @@ pub(super) async fn connect(
             transport = other;
             with_timeout(
                 "SETUP",
-                settings.connect_timeout_ms,
+                settings.ingest.connect_timeout_ms,
                 rtsp.setup(video_i, setup(other)),
             )
             .await?;
@@ -123,17 +123,22 @@ pub(super) async fn connect(
         (Err(_), _) => {
             return Err(IngestError::Timeout {
                 step: "SETUP",
-                timeout_ms: settings.connect_timeout_ms,
+                timeout_ms: settings.ingest.connect_timeout_ms,
             })
         }
     }
     let setup = || setup(transport);
     if let Some(i) = audio_i {
-        with_timeout("SETUP", settings.connect_timeout_ms, rtsp.setup(i, setup())).await?;
+        with_timeout(
+            "SETUP",
+            settings.ingest.connect_timeout_ms,
+            rtsp.setup(i, setup()),
+        )
+        .await?;
     }
     let playing = with_timeout(
         "PLAY",
-        settings.connect_timeout_ms,
+        settings.ingest.connect_timeout_ms,
         rtsp.play(PlayOptions::default()),
     )
     .await?;
@@ -143,7 +148,7 @@ pub(super) async fn connect(
     let h265 = demuxed.streams()[video_i].encoding_name() == "h265";
     let udp_recv_buffer_bytes = demuxed.streams()[video_i].udp_recv_buffer_bytes();
     if let Some(granted) = udp_recv_buffer_bytes {
-        log_udp_buffer(spec, settings.udp_recv_buffer_bytes, granted);
+        log_udp_buffer(spec, settings.ingest.udp_recv_buffer_bytes, granted);
     }
     Ok(Connected {
         demuxed,
@@ -163,12 +168,14 @@ fn udp_options(
     settings: &IngestSettings,
 ) -> retina::client::UdpTransportOptions {
     let mut o = retina::client::UdpTransportOptions::default()
-        .recv_buffer_bytes(usize::try_from(settings.udp_recv_buffer_bytes).unwrap_or(usize::MAX))
+        .recv_buffer_bytes(
+            usize::try_from(settings.ingest.udp_recv_buffer_bytes).unwrap_or(usize::MAX),
+        )
         .reorder_window(
             usize::try_from(spec.udp_reorder.max_packets).unwrap_or(usize::MAX),
             Duration::from_millis(spec.udp_reorder.max_delay_ms),
         );
-    if let Some((first, last)) = settings.udp_port_range {
+    if let Some((first, last)) = settings.ingest.udp_port_range {
         o = o.port_range(first..last.saturating_add(1));
     }
     o

@@ -128,7 +128,7 @@ impl StreamTask {
             label: format!("{}/{}", spec.camera, spec.kind.as_str()),
             store,
             spec,
-            ring: ShadowRing::new(settings.ring),
+            ring: ShadowRing::new(settings.ring()),
             settings,
             status,
             commands: cmd_rx,
@@ -186,8 +186,8 @@ impl StreamTask {
     /// Runs until [`Command::Exit`] (or every sender is gone).
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(
-            self.settings.backoff_initial_ms,
-            self.settings.backoff_max_ms,
+            self.settings.ingest.backoff_initial_ms,
+            self.settings.ingest.backoff_max_ms,
         );
         loop {
             if !self.wants_session() {
@@ -385,14 +385,14 @@ impl StreamTask {
         c: &mut Connected,
         delivered: &mut bool,
     ) -> Result<End, IngestError> {
-        let frame_timeout = Duration::from_millis(self.settings.frame_timeout_ms);
+        let frame_timeout = Duration::from_millis(self.settings.ingest.frame_timeout_ms);
         // The no-frame watchdog: one timer, re-armed only when it fires early (frames only stamp
         // `last_frame`, so the per-frame path touches no timer).
         let mut last_frame = Instant::now();
         let watchdog = tokio::time::sleep(frame_timeout);
         tokio::pin!(watchdog);
         let mut tick = tokio::time::interval(Duration::from_millis(
-            self.settings.flush_interval_ms.clamp(50, 1000),
+            self.settings.recording.flush_interval_ms.clamp(50, 1000),
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut published = 0u64;
@@ -410,7 +410,7 @@ impl StreamTask {
                 _ = &mut watchdog => {
                     let due = last_frame + frame_timeout;
                     if Instant::now() >= due {
-                        return Err(IngestError::NoFrames(self.settings.frame_timeout_ms));
+                        return Err(IngestError::NoFrames(self.settings.ingest.frame_timeout_ms));
                     }
                     watchdog.as_mut().reset(due);
                 }

@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::catalog::{SegmentInsert, SegmentProgress};
 use crate::layout::{INCOMING_DIR, QUARANTINE_DIR, RESTORE_TMP_DIR};
 use crate::mp4;
-use crate::recovery::scanned_video_totals;
+use crate::recovery::ScannedSegment;
 use crate::segment::{create_dirs, fsync_dir, sha256_file};
 use crate::{layout, MediaPathInfo, SegmentRow, SegmentState, StorageError, Store};
 

@@ -167,58 +167,24 @@ impl Store {
             }
         }
         let stream_id = self.ensure_stream(&info.camera, &info.stream)?;
-        let (frames, media_duration_ms, fragments, codec, audio_codec, (width, height)) =
-            match mp4::scan(good) {
-                Ok(scan) => {
-                    let (frames, duration) = scanned_video_totals(&scan);
-                    let fourcc = |h: mp4::Handler| {
-                        scan.tracks
-                            .iter()
-                            .find(|t| t.handler == h)
-                            .map(|t| String::from_utf8_lossy(&t.sample_entry_type).into_owned())
-                    };
-                    let dims = scan
-                        .tracks
-                        .iter()
-                        .find(|t| t.handler == mp4::Handler::Video)
-                        .and_then(|v| v.pixel_dimensions)
-                        .unwrap_or((0, 0));
-                    (
-                        frames,
-                        duration,
-                        scan.fragments.len() as i64,
-                        fourcc(mp4::Handler::Video).unwrap_or_default(),
-                        fourcc(mp4::Handler::Audio),
-                        dims,
-                    )
-                }
-                Err(e) => {
-                    tracing::warn!(path, error = %e, "restored file is not a readable MP4; indexed by hash only");
-                    (0, 0, 0, String::new(), None, (0, 0))
-                }
-            };
+        let scanned = match mp4::scan(good) {
+            Ok(scan) => ScannedSegment::of(&scan),
+            Err(e) => {
+                tracing::warn!(path, error = %e, "restored file is not a readable MP4; indexed by hash only");
+                ScannedSegment::default()
+            }
+        };
         let now_ms = self.now_utc_ms();
         self.catalog().put_sealed_segment(
-            &SegmentInsert {
+            &scanned.row(
                 stream_id,
-                run_id: None,
-                node: &info.node,
+                &info.node,
                 path,
-                state: SegmentState::Sealed,
-                start_ms: info.start_ms,
-                video_codec: &codec,
-                width: i64::from(width),
-                height: i64::from(height),
-                audio_codec: audio_codec.as_deref(),
-                created_ms: now_ms,
-            },
-            &SegmentProgress {
-                end_ms: info.start_ms + media_duration_ms,
-                media_duration_ms,
-                frames,
-                fragments,
-                size_bytes: good.len() as i64,
-            },
+                SegmentState::Sealed,
+                info.start_ms,
+                now_ms,
+            ),
+            &scanned.progress(info.start_ms, good.len() as i64),
             &want,
             now_ms,
             None,

@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::primary::{self, Log, Route};
 use super::standby::{self, Shared};
 use super::{
-    now_ms, stall, with_status, AgentError, AgentStatus, Conn, SharedStatus, HANDSHAKE_TIMEOUT,
+    now_ms, peer_disconnected, stall, with_status, AgentError, AgentStatus, Conn, SharedStatus,
+    HANDSHAKE_TIMEOUT,
 };
 use crate::config::{Peer, SyncConfig};
 use crate::identity::{NodeIdentity, PeerPins};
@@ -125,14 +126,7 @@ pub(super) async fn serve_origin<S: tokio::io::AsyncRead + tokio::io::AsyncWrite
         &mut shutdown,
     )
     .await;
-    with_status(&origin.status, |s| {
-        if let Some(p) = s.peers.get_mut(&peer.node) {
-            p.connected = false;
-            if let Err(e) = &result {
-                p.last_error = Some(e.to_string());
-            }
-        }
-    });
+    peer_disconnected(&origin.status, &peer.node, &result);
     result
 }
 
@@ -193,14 +187,7 @@ pub async fn receive_loop(
         }
         let started = Instant::now();
         let result = receive_once(&shared, &standby, shutdown.clone()).await;
-        with_status(&side, |s| {
-            if let Some(p) = s.peers.get_mut(&name) {
-                p.connected = false;
-                if let Err(e) = &result {
-                    p.last_error = Some(e.to_string());
-                }
-            }
-        });
+        peer_disconnected(&side, &name, &result);
         let error = match &result {
             Ok(()) if *shutdown.borrow() => break,
             Ok(()) => "the standby closed the connection".to_owned(),

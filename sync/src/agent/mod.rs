@@ -147,6 +147,22 @@ pub fn with_status<T>(status: &SharedStatus, f: impl FnOnce(&mut AgentStatus) ->
     }
 }
 
+/// Marks peer `node` disconnected in `status`, with the error its session ended with, if any.
+pub fn peer_disconnected<E: std::fmt::Display>(
+    status: &SharedStatus,
+    node: &str,
+    result: &Result<(), E>,
+) {
+    with_status(status, |s| {
+        if let Some(p) = s.peers.get_mut(node) {
+            p.connected = false;
+            if let Err(e) = result {
+                p.last_error = Some(e.to_string());
+            }
+        }
+    });
+}
+
 /// Opens this node's store (catalog and media) and its `sync.db`.
 pub fn open_storage(
     cfg: &crate::config::SyncConfig,
@@ -347,4 +363,40 @@ pub fn from_json<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<T, AgentError> {
     serde_json::from_value(v.clone()).map_err(|e| AgentError::Peer(format!("bad {what}: {e}")))
+}
+
+#[cfg(test)]
+mod peer_status_tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_whose_session_ends_is_disconnected_with_its_error_and_others_are_untouched() {
+        let status = SharedStatus::default();
+        with_status(&status, |s| {
+            for node in ["standby-1", "standby-2"] {
+                s.peers.insert(
+                    node.to_owned(),
+                    PeerStatus {
+                        node: node.to_owned(),
+                        connected: true,
+                        last_error: Some("earlier".to_owned()),
+                        ..PeerStatus::default()
+                    },
+                );
+            }
+        });
+        peer_disconnected(&status, "standby-1", &Err::<(), _>("link reset"));
+        peer_disconnected(&status, "unknown", &Err::<(), _>("ignored"));
+        let s = with_status(&status, |s| s.peers.clone());
+        assert!(!s["standby-1"].connected);
+        assert_eq!(s["standby-1"].last_error.as_deref(), Some("link reset"));
+        assert!(s["standby-2"].connected);
+        assert_eq!(s.len(), 2);
+
+        // A clean end keeps the last error.
+        peer_disconnected(&status, "standby-2", &Ok::<(), &str>(()));
+        let s = with_status(&status, |s| s.peers.clone());
+        assert!(!s["standby-2"].connected);
+        assert_eq!(s["standby-2"].last_error.as_deref(), Some("earlier"));
+    }
 }

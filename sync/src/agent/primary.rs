@@ -24,8 +24,9 @@ use super::repair::{
     Repairs,
 };
 use super::{
-    from_json, io_err, now_ms, raise_alarm, stall, to_json, with_status, write_status, AgentError,
-    Conn, SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+    from_json, io_err, now_ms, peer_disconnected, raise_alarm, stall, to_json, with_status,
+    write_status, AgentError, Conn, SharedStatus, StreamLag, CHUNK_BYTES, HANDSHAKE_TIMEOUT,
+    PEER_SILENCE,
 };
 use crate::config::{Peer, SyncConfig};
 use crate::identity::{self, NodeIdentity};
@@ -370,14 +371,7 @@ pub async fn run(
             &mut shutdown,
         )
         .await;
-        with_status(&status, |s| {
-            if let Some(p) = s.peers.get_mut(&standby.pins.node) {
-                p.connected = false;
-                if let Err(e) = &result {
-                    p.last_error = Some(e.to_string());
-                }
-            }
-        });
+        peer_disconnected(&status, &standby.pins.node, &result);
         if let Err(e) = &result {
             link_down(&store, &status, &standby.pins.node, &e.to_string());
         }

@@ -20,8 +20,8 @@ use super::standby_log::{
     ListFilter, Origins,
 };
 use super::{
-    io_err, now_ms, raise_alarm, stall, with_status, write_status, AgentError, Conn, SharedStatus,
-    CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
+    io_err, now_ms, peer_disconnected, raise_alarm, stall, with_status, write_status, AgentError,
+    Conn, SharedStatus, CHUNK_BYTES, HANDSHAKE_TIMEOUT, PEER_SILENCE,
 };
 use crate::config::SyncConfig;
 use crate::identity::{self, NodeIdentity, PeerPins};
@@ -215,14 +215,7 @@ pub async fn run(
                         Err(e) => Err(e),
                     };
                     repair_queues(&shared).retain(|_, tx| !tx.is_closed());
-                    with_status(&shared.status, |s| {
-                        if let Some(p) = s.peers.get_mut(&name) {
-                            p.connected = false;
-                            if let Err(e) = &result {
-                                p.last_error = Some(e.to_string());
-                            }
-                        }
-                    });
+                    peer_disconnected(&shared.status, &name, &result);
                     let ended = match &result {
                         Ok(()) => "connection closed".to_owned(),
                         Err(e) => format!("connection ended: {e}"),

@@ -131,36 +131,22 @@ fn write_configs_with(
 }
 
 impl Nodes {
+    /// Starts `program run` (the recorder or the sync agent) as `node` of the cluster, logging to `log`.
+    fn run(&self, program: &Path, node: &str, log: &Path) -> Result<Child> {
+        let cluster = self.cluster.to_string_lossy();
+        spawn(program, &["run", "--config", &cluster, "--node", node], log)
+    }
+
     /// Starts the standby agent (log in `dir/stby.log`) and gives it time to listen.
     fn start_standby(&self, agent: &Path, dir: &Path) -> Result<Child> {
-        let child = spawn(
-            agent,
-            &[
-                "run",
-                "--config",
-                &self.cluster.to_string_lossy(),
-                "--node",
-                "standby-1",
-            ],
-            &dir.join("stby.log"),
-        )?;
+        let child = self.run(agent, "standby-1", &dir.join("stby.log"))?;
         std::thread::sleep(Duration::from_millis(300));
         Ok(child)
     }
 
     /// Starts the primary agent (log in `dir/prim.log`).
     fn start_primary(&self, agent: &Path, dir: &Path) -> Result<Child> {
-        spawn(
-            agent,
-            &[
-                "run",
-                "--config",
-                &self.cluster.to_string_lossy(),
-                "--node",
-                "node-a",
-            ],
-            &dir.join("prim.log"),
-        )
+        self.run(agent, "node-a", &dir.join("prim.log"))
     }
 }
 
@@ -390,17 +376,7 @@ fn lag(streams: usize, seconds: u64, mbit: u32) -> Result<()> {
         rec.push_str(&format!("[[cameras]]\nname = \"cam{i}\"\nnode = \"node-a\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{cam_port}/cam{i}\"\n"));
     }
     let nodes = write_configs(dir, &data_a, &data_s, &rec)?;
-    let mut recorder = spawn(
-        &nvr,
-        &[
-            "run",
-            "--config",
-            &nodes.cluster.to_string_lossy(),
-            "--node",
-            "node-a",
-        ],
-        &dir.join("rec.log"),
-    )?;
+    let mut recorder = nodes.run(&nvr, "node-a", &dir.join("rec.log"))?;
     let mut standby = nodes.start_standby(&agent, dir)?;
     let mut primary = nodes.start_primary(&agent, dir)?;
     std::thread::sleep(Duration::from_secs(8));

@@ -150,30 +150,26 @@ fn timeline(cameras: usize, days: i64, segment_s: i64) -> anyhow::Result<()> {
     drop(store);
     let clock: Arc<dyn base::clock::Clock> = Arc::new(base::clock::SystemClock);
     let (start, end) = (T0_MS, T0_MS + days * 86_400_000);
-    let mut month = Vec::new();
-    let mut bytes = 0;
-    for _ in 0..7 {
-        let t = Instant::now();
-        let reader = store::Reader::open(dir.path(), clock.clone())?;
-        let v = recordings::recordings_json(&reader, "cam07", "main", start, end)?
-            .context("no stream")?;
-        bytes = serde_json::to_vec(&v)?.len();
-        month.push(t.elapsed());
-    }
+    // Seven runs of one camera's timeline up to `to_ms` (the store opened each time, as a request
+    // does), and the size of its JSON.
+    let one_camera = |to_ms: i64| -> anyhow::Result<(Vec<Duration>, usize)> {
+        let (mut runs, mut bytes) = (Vec::new(), 0);
+        for _ in 0..7 {
+            let t = Instant::now();
+            let reader = store::Reader::open(dir.path(), clock.clone())?;
+            let v = recordings::recordings_json(&reader, "cam07", "main", start, to_ms)?
+                .context("no stream")?;
+            bytes = serde_json::to_vec(&v)?.len();
+            runs.push(t.elapsed());
+        }
+        Ok((runs, bytes))
+    };
+    let (month, bytes) = one_camera(end)?;
     stats(
         &format!("timeline API, one camera, {days} days (merged spans, {bytes} bytes of JSON)"),
         month,
     );
-    let mut hours = Vec::new();
-    for _ in 0..7 {
-        let t = Instant::now();
-        let reader = store::Reader::open(dir.path(), clock.clone())?;
-        let v =
-            recordings::recordings_json(&reader, "cam07", "main", start, start + 6 * 3_600_000)?
-                .context("no stream")?;
-        bytes = serde_json::to_vec(&v)?.len();
-        hours.push(t.elapsed());
-    }
+    let (hours, bytes) = one_camera(start + 6 * 3_600_000)?;
     stats(
         &format!("timeline API, one camera, 6 hours (every segment, {bytes} bytes)"),
         hours,

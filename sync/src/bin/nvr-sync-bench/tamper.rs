@@ -157,12 +157,7 @@ pub fn run(runs: usize, files: usize, streams: usize) -> Result<()> {
         rec.push_str(&format!("[[cameras]]\nname = \"cam{i}\"\nnode = \"node-a\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{cam_port}/cam{i}\"\n"));
     }
     let nodes = write_configs_with(dir, &data_a, &data_s, &rec, 2, "tamper_window_ms = 2000\n")?;
-    let cluster = nodes.cluster.to_string_lossy().into_owned();
-    let mut recorder = spawn(
-        &nvr,
-        &["run", "--config", &cluster, "--node", "node-a"],
-        &dir.join("rec.log"),
-    )?;
+    let mut recorder = nodes.run(&nvr, "node-a", &dir.join("rec.log"))?;
     let mut standby = nodes.start_standby(&agent, dir)?;
     let mut primary = nodes.start_primary(&agent, dir)?;
     let mut targets: Vec<(String, String)> = Vec::new();
