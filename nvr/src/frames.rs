@@ -181,7 +181,7 @@ pub fn summary_line(s: &Summary, name: &str) -> String {
 mod tests {
     use super::*;
     use camsim::stamp::encode_sei;
-    use store::mp4::{init_segment, FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
+    use store::mp4::{init_segment, FragmentBuilder, SampleInfo};
 
     fn stamped(seq: u64) -> FrameInfo {
         FrameInfo {
@@ -233,17 +233,8 @@ mod tests {
     fn lists_stamps_of_a_written_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("seg.mp4");
-        let mut file = init_segment(&[TrackSpec {
-            track_id: 1,
-            kind: TrackKind::Video {
-                width: 64,
-                height: 64,
-            },
-            timescale: 90_000,
-            sample_entry: store::mp4::synthetic_avc1_sample_entry(64, 64),
-            presentation_delay: 0,
-        }])
-        .expect("init");
+        let mut file =
+            init_segment(&[store::test_support::TestVideo::synthetic().track()]).expect("init");
         let mut b = FragmentBuilder::new(1, &[(1, 0)]);
         for seq in [0u64, 1, 0x0000_0100, 3] {
             let mut data = Vec::new();
@@ -308,60 +299,26 @@ mod tests {
         start_ms: i64,
         epoch: Option<u64>,
     ) {
-        let stream_id = store.ensure_stream("cam", "main").expect("stream");
-        let run_id = store
-            .catalog()
-            .insert_run(stream_id, store.node(), start_ms)
-            .expect("run");
-        let tracks = [TrackSpec {
-            track_id: 1,
-            kind: TrackKind::Video {
-                width: 64,
-                height: 64,
-            },
-            timescale: 90_000,
-            sample_entry: store::mp4::synthetic_avc1_sample_entry(64, 64),
-            presentation_delay: 0,
-        }];
-        let mut w = store
-            .create_segment(&store::NewSegment {
-                stream_id,
-                run_id,
-                camera: "cam",
-                stream: "main",
-                start_ms,
-                tracks: &tracks,
-                video_codec: "avc1.64001f",
-                width: 64,
-                height: 64,
-                audio_codec: None,
-                epoch,
+        let video = store::test_support::TestVideo::synthetic();
+        let mut w = store::test_support::create_segment(store, &video, start_ms, epoch);
+        let pictures: Vec<(Vec<u8>, bool)> = (first..last)
+            .map(|seq| {
+                let mut data = Vec::new();
+                let slice = [vec![0x65], seq.to_be_bytes().to_vec()].concat();
+                // Each node's session stamps its own send time: only the slice names the frame.
+                let sei = encode_sei(FrameStamp {
+                    seq,
+                    send_time_us: start_ms as u64,
+                });
+                for nal in [&sei, &slice] {
+                    data.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                    data.extend_from_slice(nal);
+                }
+                (data, seq == first)
             })
-            .expect("create");
-        let mut b = FragmentBuilder::new(1, &[(1, 0)]);
-        for seq in first..last {
-            let mut data = Vec::new();
-            let slice = [vec![0x65], seq.to_be_bytes().to_vec()].concat();
-            // Each node's session stamps its own send time: only the slice names the frame.
-            let sei = encode_sei(FrameStamp {
-                seq,
-                send_time_us: start_ms as u64,
-            });
-            for nal in [&sei, &slice] {
-                data.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                data.extend_from_slice(nal);
-            }
-            let info = SampleInfo {
-                duration: 3600,
-                size: data.len() as u32,
-                is_sync: seq == first,
-                composition_offset: 0,
-            };
-            b.push_sample(0, info, &data);
-        }
-        let duration_ms = 40 * (last - first) as i64;
-        w.append_fragment(&b.finish(), last - first, duration_ms)
-            .expect("append");
+            .collect();
+        // One fragment holding them all.
+        store::test_support::append_pictures(&mut w, &pictures, pictures.len());
         w.seal().expect("seal");
         // What the store's de-duplication job does after a seal.
         store.deduplicate_pending().expect("de-duplication pass");

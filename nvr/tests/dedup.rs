@@ -11,18 +11,8 @@ use std::time::Duration;
 
 use base::clock::{Clock, SystemClock};
 use common::{wait_until, NvrProcess, TestDir};
-use store::mp4::{synthetic_avc1_sample_entry, FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
-use store::{NewSegment, Reader, SegmentId, Store};
-
-/// Picture `n` of a test camera: one length-prefixed slice (an IDR every 25 pictures).
-fn picture(n: u32) -> Vec<u8> {
-    let nal = [
-        &[if n % 25 == 0 { 0x65 } else { 0x41 }][..],
-        &n.to_be_bytes(),
-    ]
-    .concat();
-    [&(nal.len() as u32).to_be_bytes()[..], &nal].concat()
-}
+use store::test_support::{self, TestVideo};
+use store::{Reader, SegmentId, Store};
 
 /// Seals pictures `range` (25 fps, 1 s fragments) of `cam/main` starting at `start_ms` under `epoch`
 /// through `store`, which runs no de-duplication job.
@@ -32,53 +22,11 @@ fn seal_pictures(
     start_ms: i64,
     epoch: Option<u64>,
 ) -> SegmentId {
-    let stream_id = store.ensure_stream("cam", "main").expect("stream");
-    let run_id = store
-        .catalog()
-        .insert_run(stream_id, store.node(), start_ms)
-        .expect("run");
-    let tracks = [TrackSpec {
-        track_id: 1,
-        kind: TrackKind::Video {
-            width: 64,
-            height: 64,
-        },
-        timescale: 90_000,
-        sample_entry: synthetic_avc1_sample_entry(64, 64),
-        presentation_delay: 0,
-    }];
-    let mut w = store
-        .create_segment(&NewSegment {
-            stream_id,
-            run_id,
-            camera: "cam",
-            stream: "main",
-            start_ms,
-            tracks: &tracks,
-            video_codec: "avc1.64001f",
-            width: 64,
-            height: 64,
-            audio_codec: None,
-            epoch,
-        })
-        .expect("create");
-    let pictures: Vec<u32> = range.collect();
-    for (i, chunk) in pictures.chunks(25).enumerate() {
-        let mut b = FragmentBuilder::new(i as u32 + 1, &[(1, 3600 * 25 * i as u64)]);
-        for &n in chunk {
-            let data = picture(n);
-            let info = SampleInfo {
-                duration: 3600,
-                size: data.len() as u32,
-                is_sync: n % 25 == 0,
-                composition_offset: 0,
-            };
-            b.push_sample(0, info, &data);
-        }
-        let done_ms = 40 * (25 * i + chunk.len()) as i64;
-        w.append_fragment(&b.finish(), chunk.len() as u64, done_ms)
-            .expect("append");
-    }
+    let mut w = test_support::create_segment(store, &TestVideo::synthetic(), start_ms, epoch);
+    let pictures: Vec<(Vec<u8>, bool)> = range
+        .map(|n| (test_support::picture(n, 0), n % 25 == 0))
+        .collect();
+    test_support::append_pictures(&mut w, &pictures, 25);
     w.seal().expect("seal").expect("sealed").id
 }
 

@@ -922,24 +922,8 @@ mod tests {
 
     fn seg(start_ms: i64, end_ms: i64) -> SegmentRow {
         SegmentRow {
-            id: SegmentId(0),
-            stream_id: StreamId(1),
-            run_id: None,
             node: "n".into(),
-            path: String::new(),
-            state: SegmentState::Sealed,
-            start_ms,
-            end_ms,
-            media_duration_ms: end_ms - start_ms,
-            frames: 0,
-            fragments: 0,
-            size_bytes: 0,
-            sha256: None,
-            video_codec: String::new(),
-            width: 0,
-            height: 0,
-            audio_codec: None,
-            epoch: None,
+            ..crate::test_support::sealed_row(start_ms, end_ms)
         }
     }
 

@@ -26,6 +26,8 @@ mod recovery;
 mod repair;
 mod retention;
 mod segment;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod timeline;
 
 use std::collections::HashMap;

@@ -3,21 +3,25 @@
 //! plan skips the trimmed fragments, so the output holds every picture exactly once, in order, and
 //! ffmpeg decodes it; a kept copy lying inside a trimmed one plays in the trimmed one's hole.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use base::clock::{Clock, ManualClock};
-use nvr_web::playback::{body, plan, Mode, Plan};
-use store::mp4::{scan_samples, FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
-use store::{NewSegment, SegmentId, Store};
+use nvr_web::playback::{plan, Mode};
+use store::mp4::scan_samples;
+use store::test_support::{self, TestVideo};
+use store::{SegmentId, Store};
 
 const T0_MS: i64 = 1_790_000_000_000;
 const FPS: u32 = 25;
 
 /// The test camera: 250 H.264 pictures at 25 fps, a key frame every 25, no B frames.
 struct Camera {
-    sample_entry: Vec<u8>,
+    /// 160×120 H.264, the sample entry ffmpeg wrote.
+    video: TestVideo,
     /// (data, key frame) per picture.
     pictures: Vec<(Vec<u8>, bool)>,
 }
@@ -62,7 +66,12 @@ fn camera(dir: &Path) -> Camera {
     assert_eq!(&data[at + 4..at + 8], b"avc1");
     let len = u32::from_be_bytes(data[at..at + 4].try_into().expect("size")) as usize;
     Camera {
-        sample_entry: data[at..at + len].to_vec(),
+        video: TestVideo {
+            width: 160,
+            height: 120,
+            codec: "avc1.64000c",
+            sample_entry: data[at..at + len].to_vec(),
+        },
         pictures,
     }
 }
@@ -82,73 +91,11 @@ fn record(
     start_ms: i64,
     epoch: Option<u64>,
 ) -> SegmentId {
-    let stream_id = store.ensure_stream("cam", "main").expect("stream");
-    let run_id = store
-        .catalog()
-        .insert_run(stream_id, store.node(), start_ms)
-        .expect("run");
-    let tracks = [TrackSpec {
-        track_id: 1,
-        kind: TrackKind::Video {
-            width: 160,
-            height: 120,
-        },
-        timescale: 90_000,
-        sample_entry: cam.sample_entry.clone(),
-        presentation_delay: 0,
-    }];
-    let mut w = store
-        .create_segment(&NewSegment {
-            stream_id,
-            run_id,
-            camera: "cam",
-            stream: "main",
-            start_ms,
-            tracks: &tracks,
-            video_codec: "avc1.64000c",
-            width: 160,
-            height: 120,
-            audio_codec: None,
-            epoch,
-        })
-        .expect("create");
-    let numbers: Vec<usize> = pictures.collect();
-    for (i, chunk) in numbers.chunks(FPS as usize).enumerate() {
-        let mut b = FragmentBuilder::new(i as u32 + 1, &[(1, 3600 * 25 * i as u64)]);
-        for &n in chunk {
-            let (data, key) = &cam.pictures[n];
-            let info = SampleInfo {
-                duration: 3600,
-                size: data.len() as u32,
-                is_sync: *key,
-                composition_offset: 0,
-            };
-            b.push_sample(0, info, data);
-        }
-        let done_ms = 40 * (25 * i + chunk.len()) as i64;
-        w.append_fragment(&b.finish(), chunk.len() as u64, done_ms)
-            .expect("append");
-    }
+    let mut w = test_support::create_segment(store, &cam.video, start_ms, epoch);
+    test_support::append_pictures(&mut w, &cam.pictures[pictures], FPS as usize);
     let id = w.seal().expect("seal").expect("sealed").id;
     store.deduplicate_pending().expect("de-duplication pass");
     id
-}
-
-fn whole(p: &Plan) -> Vec<u8> {
-    let mut out = Vec::new();
-    body::produce(
-        p,
-        body::ByteRange {
-            first: 0,
-            last: p.total_len - 1,
-        },
-        &mut |c| {
-            out.extend_from_slice(&c);
-            true
-        },
-    )
-    .expect("produce");
-    out
 }
 
 /// The picture numbers of an output file, in file order (each sample matched by its bytes).
@@ -172,7 +119,7 @@ fn pictures_of(cam: &Camera, bytes: &[u8]) -> Vec<usize> {
 fn check_once(dir: &Path, cam: &Camera, mode: Mode, name: &str) {
     let reader = store::Reader::open(dir, Arc::new(base::clock::SystemClock)).expect("reader");
     let p = plan(&reader, "cam", "main", T0_MS, T0_MS + 20_000, mode).expect("plan");
-    let bytes = whole(&p);
+    let bytes = common::plan_bytes(&p);
     assert_eq!(
         pictures_of(cam, &bytes),
         (0..250).collect::<Vec<_>>(),

@@ -3,10 +3,12 @@
 //! codec parameters, a gap; an export runs across the gap), and the bytes: decode times rewritten to
 //! run on across segments, the init section once.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use nvr_web::playback::{body, plan, Mode, Stop};
+use nvr_web::playback::{plan, Mode, Stop};
 use store::mp4::{
     init_segment, scan, synthetic_avc1_sample_entry, FragmentBuilder, SampleInfo, TrackKind,
     TrackSpec,
@@ -73,23 +75,6 @@ fn write_segment(store: &Store, rel: &str, start_ms: i64, width: u16, base: u64)
         .expect("row");
 }
 
-fn whole(p: &nvr_web::playback::Plan) -> Vec<u8> {
-    let mut out = Vec::new();
-    body::produce(
-        p,
-        body::ByteRange {
-            first: 0,
-            last: p.total_len - 1,
-        },
-        &mut |c| {
-            out.extend_from_slice(&c);
-            true
-        },
-    )
-    .expect("produce");
-    out
-}
-
 #[test]
 fn a_plan_starts_at_a_key_frame_runs_on_across_segments_and_stops_at_a_gap_or_a_codec_change() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -124,7 +109,7 @@ fn a_plan_starts_at_a_key_frame_runs_on_across_segments_and_stops_at_a_gap_or_a_
             next_ms: T0_MS + 10_000
         }
     );
-    let bytes = whole(&p);
+    let bytes = common::plan_bytes(&p);
     assert_eq!(bytes.len() as u64, p.total_len);
     let report = scan(&bytes).expect("scan");
     assert_eq!(report.trailing_bytes, 0);
@@ -148,7 +133,7 @@ fn a_plan_starts_at_a_key_frame_runs_on_across_segments_and_stops_at_a_gap_or_a_
         }
     );
     assert_eq!(e.frames, 300);
-    let report = scan(&whole(&e)).expect("scan");
+    let report = scan(&common::plan_bytes(&e)).expect("scan");
     let last = report.fragments.last().expect("fragments");
     assert_eq!(last.tracks[0].base_decode_time, 11 * 90_000);
 

@@ -9,24 +9,14 @@ use base::clock::{Clock, ManualClock};
 
 use super::*;
 use crate::frame::picture_hash;
-use crate::mp4::{FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
-use crate::{MirrorInfo, NewSegment};
+use crate::test_support::{self, TestVideo};
+use crate::MirrorInfo;
 
 pub(crate) const T0_MS: i64 = 1_700_000_000_000;
 
 /// Picture `n` of the test camera: one length-prefixed slice (an IDR every 25 pictures).
 fn picture(n: u32) -> Vec<u8> {
-    picture_of_size(n, 0)
-}
-
-/// Picture `n` with its slice padded to at least `size_bytes` (a camera's bitrate).
-pub(crate) fn picture_of_size(n: u32, size_bytes: usize) -> Vec<u8> {
-    let mut nal = vec![if n % 25 == 0 { 0x65 } else { 0x41 }];
-    nal.extend_from_slice(&n.to_be_bytes());
-    nal.resize(size_bytes.max(nal.len()), (n % 251) as u8);
-    let mut data = (nal.len() as u32).to_be_bytes().to_vec();
-    data.extend_from_slice(&nal);
-    data
+    test_support::picture(n, 0)
 }
 
 pub(crate) fn store(dir: &Path, node: &str) -> Arc<Store> {
@@ -58,53 +48,11 @@ pub(crate) fn write_segment(
     epoch: Option<u64>,
     size_bytes: usize,
 ) -> crate::SegmentWriter {
-    let stream_id = store.ensure_stream("cam", "main").expect("stream");
-    let run_id = store
-        .catalog()
-        .insert_run(stream_id, store.node(), start_ms)
-        .expect("run");
-    let tracks = [TrackSpec {
-        track_id: 1,
-        kind: TrackKind::Video {
-            width: 64,
-            height: 64,
-        },
-        timescale: 90_000,
-        sample_entry: crate::mp4::synthetic_avc1_sample_entry(64, 64),
-        presentation_delay: 0,
-    }];
-    let mut w = store
-        .create_segment(&NewSegment {
-            stream_id,
-            run_id,
-            camera: "cam",
-            stream: "main",
-            start_ms,
-            tracks: &tracks,
-            video_codec: "avc1.64001f",
-            width: 64,
-            height: 64,
-            audio_codec: None,
-            epoch,
-        })
-        .expect("create");
-    let pictures: Vec<u32> = range.collect();
-    for (i, chunk) in pictures.chunks(25).enumerate() {
-        let mut b = FragmentBuilder::new(i as u32 + 1, &[(1, 3600 * 25 * i as u64)]);
-        for &n in chunk {
-            let data = picture_of_size(n, size_bytes);
-            let info = SampleInfo {
-                duration: 3600,
-                size: data.len() as u32,
-                is_sync: n % 25 == 0,
-                composition_offset: 0,
-            };
-            b.push_sample(0, info, &data);
-        }
-        let done_ms = 40 * (25 * i + chunk.len()) as i64;
-        w.append_fragment(&b.finish(), chunk.len() as u64, done_ms)
-            .expect("append");
-    }
+    let mut w = test_support::create_segment(store, &TestVideo::synthetic(), start_ms, epoch);
+    let pictures: Vec<(Vec<u8>, bool)> = range
+        .map(|n| (test_support::picture(n, size_bytes), n % 25 == 0))
+        .collect();
+    test_support::append_pictures(&mut w, &pictures, 25);
     w
 }
 
@@ -285,24 +233,9 @@ fn a_mirrored_copy_is_deduplicated_when_sealed_and_both_nodes_reach_the_same_tim
 #[test]
 fn the_kept_copy_is_the_newer_epoch_then_the_earlier_then_the_longer() {
     let row = |path: &str, start_ms: i64, end_ms: i64, epoch: Option<u64>| SegmentRow {
-        id: SegmentId(0),
-        stream_id: StreamId(1),
-        run_id: None,
-        node: String::new(),
         path: path.into(),
-        state: SegmentState::Sealed,
-        start_ms,
-        end_ms,
-        media_duration_ms: end_ms - start_ms,
-        frames: 0,
-        fragments: 0,
-        size_bytes: 0,
-        sha256: None,
-        video_codec: String::new(),
-        width: 0,
-        height: 0,
-        audio_codec: None,
         epoch,
+        ..test_support::sealed_row(start_ms, end_ms)
     };
     let newer = row("b", 500, 600, Some(2));
     let older = row("a", 0, 1_000, Some(1));

@@ -173,6 +173,24 @@ pub fn one_camera(dir: &TestDir) -> (NvrProcess, u16, u16, PathBuf) {
     (sim, cam_port, web_port, config)
 }
 
+/// The whole output of a playback plan, read through `body::produce` as the viewer serves it.
+pub fn plan_bytes(p: &nvr_web::playback::Plan) -> Vec<u8> {
+    let mut out = Vec::new();
+    nvr_web::playback::body::produce(
+        p,
+        nvr_web::playback::body::ByteRange {
+            first: 0,
+            last: p.total_len - 1,
+        },
+        &mut |c| {
+            out.extend_from_slice(&c);
+            true
+        },
+    )
+    .expect("produce");
+    out
+}
+
 /// The sealed segments of `cam/main` in `dir/data`; none while the catalog or the stream is not
 /// there yet.
 pub fn sealed_segments(dir: &TestDir) -> Vec<store::SegmentRow> {
