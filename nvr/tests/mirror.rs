@@ -1,13 +1,16 @@
 //! Mirrored segments on a standby (`Store::mirror_*`), quarantine and restores. Real segment files recorded by a "primary" store, mirrored into a "standby" store; real
 //! files and SQLite databases in temporary directories.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use base::clock::ManualClock;
-use nvr::config::{RecordingConfig, StreamKind};
-use nvr::ingest::{IngestSettings, Recording, VideoTrack};
+use common::synthetic::{ingest_settings, push_frames};
+use nvr::config::StreamKind;
+use nvr::ingest::Recording;
 use store::{
     MirrorError, MirrorHolding, MirrorInfo, SegmentRow, SegmentState, Store, QUARANTINE_DIR,
 };
@@ -28,20 +31,14 @@ fn primary() -> Primary {
     let clock = Arc::new(ManualClock::new(T0_MS));
     let store = Arc::new(Store::open(dir.path(), PRIMARY, clock).expect("open primary"));
     let stream = store.ensure_stream("cam1", "main").expect("stream");
-    let settings = IngestSettings {
-        recording: RecordingConfig {
-            segment_duration_ms: 5000,
-            ..RecordingConfig::default()
-        },
-        ..IngestSettings::default()
-    };
-    let mut rec = Recording::new(store.clone(), stream, "cam1", StreamKind::Main, settings);
-    for i in 0..250i64 {
-        let params = (i == 0).then(|| VideoTrack::synthetic_avc1(320, 240));
-        let data = vec![(i % 251) as u8; 1000 + (i % 7) as usize];
-        rec.push_video(i * 3600, i % 25 == 0, data, params)
-            .expect("push");
-    }
+    let mut rec = Recording::new(
+        store.clone(),
+        stream,
+        "cam1",
+        StreamKind::Main,
+        ingest_settings(5000),
+    );
+    push_frames(&mut rec, 0, 250, 25);
     rec.finish("shutdown").expect("finish");
     let segments = store
         .segments_in_range(stream, 0, i64::MAX)
@@ -142,6 +139,13 @@ fn standby() -> Standby {
 }
 
 impl Standby {
+    /// Appends `data` of `path` from `PRIMARY` at `offset`, synced: the length of the staging copy.
+    fn append(&self, path: &str, offset: u64, data: &[u8]) -> u64 {
+        self.store
+            .mirror_append(PRIMARY, path, offset, data, true)
+            .expect("mirror append")
+    }
+
     fn staging(&self, path: &str) -> std::path::PathBuf {
         self.dir.path().join("incoming").join(PRIMARY).join(path)
     }
@@ -189,12 +193,7 @@ fn append_in_pieces_then_seal_publishes_read_only_and_catalogs_with_origin() {
             .expect("2"),
         b as u64
     );
-    assert_eq!(
-        s.store
-            .mirror_append(PRIMARY, path, b as u64, &bytes[b..], true)
-            .expect("3"),
-        bytes.len() as u64
-    );
+    assert_eq!(s.append(path, b as u64, &bytes[b..]), bytes.len() as u64);
     assert_eq!(
         s.store.mirror_holdings(PRIMARY).expect("holdings"),
         [MirrorHolding {
@@ -255,9 +254,7 @@ fn append_in_pieces_then_seal_publishes_read_only_and_catalogs_with_origin() {
 
     // Staging and quarantine files are neither orphans to recovery nor problems to `nvr check`.
     let second = p.bytes(1);
-    s.store
-        .mirror_append(PRIMARY, p.path(1), 0, &second[..100], true)
-        .expect("partial");
+    s.append(p.path(1), 0, &second[..100]);
     s.store
         .quarantine_bytes(PRIMARY, p.path(1), b"refused")
         .expect("quarantine");
@@ -282,9 +279,7 @@ fn the_mirrored_row_carries_the_origins_epoch() {
     let s = standby();
     for (i, epoch) in [(0, Some(7)), (1, None)] {
         let bytes = p.bytes(i);
-        s.store
-            .mirror_append(PRIMARY, p.path(i), 0, &bytes, true)
-            .expect("append");
+        s.append(p.path(i), 0, &bytes);
         let row = &p.segments[i];
         let info = MirrorInfo { epoch, ..p.info(i) };
         s.store
@@ -313,29 +308,12 @@ fn identical_resend_is_tolerated_and_only_the_tail_is_appended() {
     let s = standby();
     let bytes = p.bytes(0);
     let path = p.path(0);
-    s.store
-        .mirror_append(PRIMARY, path, 0, &bytes[..2000], true)
-        .expect("first");
+    s.append(path, 0, &bytes[..2000]);
     // The same bytes again (a retransmission after a lost Ack).
-    assert_eq!(
-        s.store
-            .mirror_append(PRIMARY, path, 0, &bytes[..2000], true)
-            .expect("resend"),
-        2000
-    );
-    assert_eq!(
-        s.store
-            .mirror_append(PRIMARY, path, 500, &bytes[500..1500], true)
-            .expect("inner resend"),
-        2000
-    );
+    assert_eq!(s.append(path, 0, &bytes[..2000]), 2000);
+    assert_eq!(s.append(path, 500, &bytes[500..1500]), 2000);
     // Overlapping the end: the overlap is compared, the rest appended.
-    assert_eq!(
-        s.store
-            .mirror_append(PRIMARY, path, 1500, &bytes[1500..3000], true)
-            .expect("overlap"),
-        3000
-    );
+    assert_eq!(s.append(path, 1500, &bytes[1500..3000]), 3000);
     assert_eq!(
         std::fs::read(s.staging(path)).expect("staging"),
         &bytes[..3000]
@@ -349,9 +327,7 @@ fn contradicting_resend_is_refused_quarantined_and_staging_kept() {
     let s = standby();
     let bytes = p.bytes(0);
     let path = p.path(0);
-    s.store
-        .mirror_append(PRIMARY, path, 0, &bytes[..2000], true)
-        .expect("first");
+    s.append(path, 0, &bytes[..2000]);
     let mut evil = bytes[1000..2500].to_vec();
     evil[10] ^= 0xff;
     match s.store.mirror_append(PRIMARY, path, 1000, &evil, true) {
@@ -381,12 +357,7 @@ fn contradicting_resend_is_refused_quarantined_and_staging_kept() {
     assert!(matches!(again, Err(MirrorError::Contradiction { .. })));
     assert_eq!(s.quarantine_files().len(), 2);
     // The honest sender continues.
-    assert_eq!(
-        s.store
-            .mirror_append(PRIMARY, path, 2000, &bytes[2000..], true)
-            .expect("continue"),
-        bytes.len() as u64
-    );
+    assert_eq!(s.append(path, 2000, &bytes[2000..]), bytes.len() as u64);
 }
 
 #[test]
@@ -410,9 +381,7 @@ fn gaps_are_refused_without_writing() {
         !s.staging(path).exists(),
         "no staging file for a refused gap"
     );
-    s.store
-        .mirror_append(PRIMARY, path, 0, &bytes[..100], true)
-        .expect("start");
+    s.append(path, 0, &bytes[..100]);
     match s
         .store
         .mirror_append(PRIMARY, path, 200, &bytes[200..300], true)
@@ -447,9 +416,7 @@ fn seal_with_a_wrong_hash_keeps_the_staging_copy_and_publishes_nothing() {
     let bytes = p.bytes(0);
     let path = p.path(0);
     let row = &p.segments[0];
-    s.store
-        .mirror_append(PRIMARY, path, 0, &bytes, true)
-        .expect("append");
+    s.append(path, 0, &bytes);
     // Checked without sealing: the right hash agrees, another one contradicts.
     s.store
         .mirror_check_seal(PRIMARY, path, bytes.len() as u64, p.sha(0))
@@ -482,9 +449,7 @@ fn seal_with_a_wrong_hash_keeps_the_staging_copy_and_publishes_nothing() {
     ));
     assert_eq!(std::fs::read(s.staging(path)).expect("staging kept"), bytes);
     // A malformed hash is refused outright.
-    s.store
-        .mirror_append(PRIMARY, path, 0, &bytes, true)
-        .expect("identical re-send");
+    s.append(path, 0, &bytes);
     assert!(matches!(
         p.seal_into(&s.store, 0, "xyz"),
         Err(MirrorError::BadPath { .. })
@@ -518,9 +483,7 @@ fn a_seal_shorter_than_the_copy_held_seals_the_matching_prefix_and_keeps_the_tai
     // The standby holds more than the primary sealed (its tail was lost in a crash there).
     let mut longer = bytes.clone();
     longer.extend_from_slice(&[0x77u8; 5000]);
-    s.store
-        .mirror_append(PRIMARY, path, 0, &longer, true)
-        .expect("append");
+    s.append(path, 0, &longer);
     // A prefix that does not hash to the seal: refused, nothing moved.
     let short = (bytes.len() - 10) as u64;
     let r = s.store.mirror_seal(
@@ -567,9 +530,7 @@ fn unverified_bytes_stop_at_the_quota_and_sealing_frees_them() {
     let quota = bytes.len() as u64 + 700;
     s.store.set_mirror_quota(quota);
     assert_eq!(s.store.mirror_unverified_bytes(PRIMARY).expect("count"), 0);
-    s.store
-        .mirror_append(PRIMARY, path, 0, &bytes, true)
-        .expect("within the quota");
+    s.append(path, 0, &bytes);
     assert_eq!(
         s.store.mirror_unverified_bytes(PRIMARY).expect("count"),
         bytes.len() as u64
@@ -616,9 +577,7 @@ fn unverified_bytes_stop_at_the_quota_and_sealing_frees_them() {
         s.store.mirror_unverified_bytes(PRIMARY).expect("count"),
         500
     );
-    s.store
-        .mirror_append(PRIMARY, other, 0, &p.bytes(1)[..1000], true)
-        .expect("room again");
+    s.append(other, 0, &p.bytes(1)[..1000]);
 }
 
 #[test]
@@ -630,9 +589,7 @@ fn seal_never_replaces_an_existing_different_file() {
     let target = s.store.absolute_path(path);
     std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
     std::fs::write(&target, b"something else").expect("write");
-    s.store
-        .mirror_append(PRIMARY, path, 0, &bytes, true)
-        .expect("append");
+    s.append(path, 0, &bytes);
     let r = p.seal_into(&s.store, 0, p.sha(0));
     assert!(matches!(r, Err(MirrorError::Contradiction { .. })), "{r:?}");
     assert_eq!(
@@ -652,12 +609,7 @@ fn data_for_a_sealed_segment_must_match_it() {
     let path = p.path(0);
     let published = s.store.absolute_path(path);
     // The same bytes again are acknowledged with the full size, nothing written.
-    assert_eq!(
-        s.store
-            .mirror_append(PRIMARY, path, 100, &bytes[100..900], true)
-            .expect("same bytes"),
-        bytes.len() as u64
-    );
+    assert_eq!(s.append(path, 100, &bytes[100..900]), bytes.len() as u64);
     assert!(!s.staging(path).exists());
     let mut evil = bytes[100..900].to_vec();
     evil[0] ^= 1;
@@ -761,9 +713,7 @@ fn holdings_report_partial_and_sealed() {
     let p = primary();
     let s = standby();
     p.mirror_to(&s.store, 0);
-    s.store
-        .mirror_append(PRIMARY, p.path(1), 0, &p.bytes(1)[..777], true)
-        .expect("partial");
+    s.append(p.path(1), 0, &p.bytes(1)[..777]);
     let mut want = vec![
         MirrorHolding {
             path: p.path(0).to_owned(),
@@ -968,9 +918,7 @@ fn running_hash_survives_pieces_resends_early_seals_and_restarts() {
     let bytes1 = p.bytes(1);
     let path1 = p.path(1);
     let half1 = bytes1.len() / 2;
-    s.store
-        .mirror_append(PRIMARY, path1, 0, &bytes1[..half1], true)
-        .expect("first half");
+    s.append(path1, 0, &bytes1[..half1]);
     let reopened =
         Store::open(s.dir.path(), STANDBY, s.clock.clone()).expect("reopen the standby store");
     reopened

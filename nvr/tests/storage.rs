@@ -1,26 +1,21 @@
 //! Storage and segmenting with synthetic frames: cuts, continuity, sealing, crash recovery, orphan and
 //! missing files, retention, gaps, and the scrub rule against a reference with its repair. Real files and a real SQLite catalog in a temporary directory.
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use base::clock::ManualClock;
-use nvr::config::{RecordingConfig, StreamKind};
-use nvr::ingest::{IngestSettings, Recording, VideoTrack};
-use store::{RetentionPolicy, SegmentState, Store, StreamId, StreamLimits};
+use common::synthetic::{frame_data, ingest_settings, push_frames};
+use nvr::config::StreamKind;
+use nvr::ingest::{Recording, VideoTrack};
+use store::{
+    RetentionPolicy, RetentionReport, SegmentRow, SegmentState, Store, StreamId, StreamLimits,
+};
 
 const T0_MS: i64 = 1_790_000_000_000;
-
-fn settings(segment_duration_ms: u64) -> IngestSettings {
-    IngestSettings {
-        recording: RecordingConfig {
-            segment_duration_ms,
-            ..RecordingConfig::default()
-        },
-        ..IngestSettings::default()
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -32,14 +27,58 @@ struct Fixture {
 impl Fixture {
     /// A recording of the fixture's stream (`cam1`/main) with segments of `segment_duration_ms`.
     fn recording(&self, segment_duration_ms: u64) -> Recording {
+        self.recording_of(self.stream, "cam1", segment_duration_ms)
+    }
+
+    /// A recording of `camera`'s main stream `stream` with segments of `segment_duration_ms`.
+    fn recording_of(&self, stream: StreamId, camera: &str, segment_duration_ms: u64) -> Recording {
         Recording::new(
             self.store.clone(),
-            self.stream,
-            "cam1",
+            stream,
+            camera,
             StreamKind::Main,
-            settings(segment_duration_ms),
+            ingest_settings(segment_duration_ms),
         )
     }
+
+    /// Records `frames` frames (a key frame every 25) of the fixture's stream in segments of
+    /// `segment_duration_ms`, then stops as a shutdown does.
+    fn record(&self, segment_duration_ms: u64, frames: i64) {
+        let mut rec = self.recording(segment_duration_ms);
+        push_frames(&mut rec, 0, frames, 25);
+        rec.finish("shutdown").expect("finish");
+    }
+
+    /// The fixture's segments in `state`, oldest first.
+    fn in_state(&self, state: SegmentState) -> Vec<SegmentRow> {
+        self.store
+            .catalog()
+            .segments_in_state(state)
+            .expect("segments in state")
+    }
+
+    /// One retention pass under `policy` with `free_bytes` free on the disk.
+    fn retention(&self, policy: &RetentionPolicy, free_bytes: u64) -> RetentionReport {
+        self.store
+            .retention_pass(policy, &|| Ok(free_bytes))
+            .expect("retention")
+    }
+}
+
+/// Every segment of `stream` in `store`'s catalog, oldest first.
+fn segments(store: &Store, stream: StreamId) -> Vec<SegmentRow> {
+    store
+        .segments_in_range(stream, 0, i64::MAX)
+        .expect("segments")
+}
+
+/// The catalog row of the segment file at `path` (relative to the data directory).
+fn row_by_path(store: &Store, path: &str) -> SegmentRow {
+    store
+        .catalog()
+        .segment_by_path(path)
+        .expect("query")
+        .expect("row")
 }
 
 fn fixture() -> Fixture {
@@ -55,27 +94,12 @@ fn fixture() -> Fixture {
     }
 }
 
-/// Pushes `frames` frames at 25 fps starting at `first_frame`, a key frame every `gop` frames.
-fn push_frames(rec: &mut Recording, first_frame: i64, frames: i64, gop: i64) {
-    for i in first_frame..first_frame + frames {
-        let params = (i == first_frame).then(|| VideoTrack::synthetic_avc1(320, 240));
-        let data = vec![(i % 251) as u8; 1000 + (i % 7) as usize];
-        rec.push_video(i * 3600, i % gop == 0, data, params)
-            .expect("push");
-    }
-}
-
 #[test]
 fn segments_are_cut_on_key_frames_continuous_and_sealed() {
     let f = fixture();
-    let mut rec = f.recording(2000);
-    push_frames(&mut rec, 0, 250, 25);
-    rec.finish("shutdown").expect("finish");
+    f.record(2000, 250);
 
-    let segs = f
-        .store
-        .segments_in_range(f.stream, 0, i64::MAX)
-        .expect("segments");
+    let segs = segments(&f.store, f.stream);
     assert_eq!(segs.len(), 5, "{segs:#?}");
     assert_eq!(
         segs.iter().map(|s| s.frames).sum::<i64>(),
@@ -118,10 +142,7 @@ fn long_gops_are_cut_into_fragments_of_at_most_one_second() {
         let mut rec = f.recording(60_000);
         push_frames(&mut rec, 0, 2 * gop_frames + 13, gop_frames);
         rec.finish("shutdown").expect("finish");
-        let segs = f
-            .store
-            .segments_in_range(f.stream, 0, i64::MAX)
-            .expect("segments");
+        let segs = segments(&f.store, f.stream);
         assert_eq!(segs.len(), 1, "{segs:#?}");
         assert_eq!(segs[0].frames, 2 * gop_frames + 13, "every frame recorded");
         let scan = store::mp4::scan_file(f.store.absolute_path(&segs[0].path)).expect("scan");
@@ -156,12 +177,7 @@ fn open_segment_progress_reaches_the_catalog_in_batches() {
     let mut rec = f.recording(60_000);
     push_frames(&mut rec, 0, 60, 25);
     assert_eq!(rec.frames_written(), 50, "two fragments written");
-    let row = |store: &Store| {
-        store
-            .segments_in_range(f.stream, 0, i64::MAX)
-            .expect("segments")
-            .remove(0)
-    };
+    let row = |store: &Store| segments(store, f.stream).remove(0);
     assert_eq!(row(&f.store).frames, 0, "no catalog write per fragment");
     assert_eq!(f.store.flush_progress().expect("flush"), 1);
     let flushed = row(&f.store);
@@ -186,13 +202,7 @@ fn one_grouped_pass_flushes_every_open_segment_appended_to() {
     let f = fixture();
     let cam2 = f.store.ensure_stream("cam2", "main").expect("stream");
     let mut one = f.recording(60_000);
-    let mut two = Recording::new(
-        f.store.clone(),
-        cam2,
-        "cam2",
-        StreamKind::Main,
-        settings(60_000),
-    );
+    let mut two = f.recording_of(cam2, "cam2", 60_000);
     assert_eq!(f.store.sync_appended().files_synced, 0, "nothing appended");
     push_frames(&mut one, 0, 60, 25);
     push_frames(&mut two, 0, 60, 25);
@@ -229,13 +239,7 @@ fn preallocated_blocks_are_released_at_seal_and_by_recovery() {
     let f = fixture();
     let cam2 = f.store.ensure_stream("cam2", "main").expect("stream");
     let mut sealed = f.recording(60_000);
-    let mut crashed = Recording::new(
-        f.store.clone(),
-        cam2,
-        "cam2",
-        StreamKind::Main,
-        settings(60_000),
-    );
+    let mut crashed = f.recording_of(cam2, "cam2", 60_000);
     push_frames(&mut sealed, 0, 90, 25);
     push_frames(&mut crashed, 0, 90, 25);
     let open = f.store.catalog().open_segments("node-a").expect("open");
@@ -274,18 +278,12 @@ fn preallocated_blocks_are_released_at_seal_and_by_recovery() {
     assert_eq!(report.recovered.len(), 1, "{report:?}");
     assert_eq!(report.recovered[0].1, 0, "nothing to cut");
     released(&paths[1]);
-    let segs = store
-        .segments_in_range(cam2, 0, i64::MAX)
-        .expect("segments");
+    let segs = segments(&store, cam2);
     assert_eq!(segs.len(), 1);
     assert_eq!(segs[0].frames, 75);
     for p in &paths {
         let rel = p.strip_prefix(f._dir.path()).expect("relative");
-        let row = store
-            .catalog()
-            .segment_by_path(&rel.to_string_lossy())
-            .expect("query")
-            .expect("row");
+        let row = row_by_path(&store, &rel.to_string_lossy());
         assert_eq!(row.state, SegmentState::Sealed);
         assert_eq!(
             row.size_bytes as u64,
@@ -313,10 +311,7 @@ fn parameter_change_starts_a_new_segment() {
             .expect("push");
     }
     rec.finish("shutdown").expect("finish");
-    let segs = f
-        .store
-        .segments_in_range(f.stream, 0, i64::MAX)
-        .expect("segments");
+    let segs = segments(&f.store, f.stream);
     assert_eq!(segs.len(), 2);
     assert_eq!((segs[0].width, segs[1].width), (320, 640));
     assert_eq!(segs[1].video_codec, "avc1.640028");
@@ -351,9 +346,7 @@ fn crash_recovery_keeps_every_complete_fragment() {
         "only the partial fragment is cut"
     );
     assert_eq!(report.runs_closed, 1);
-    let segs = store
-        .segments_in_range(f.stream, 0, i64::MAX)
-        .expect("segments");
+    let segs = segments(&store, f.stream);
     assert_eq!(segs.len(), 1);
     assert_eq!(segs[0].state, SegmentState::Sealed);
     assert_eq!(segs[0].frames, 75);
@@ -370,13 +363,8 @@ fn crash_recovery_keeps_every_complete_fragment() {
 #[test]
 fn orphan_files_are_indexed_and_missing_files_marked() {
     let f = fixture();
-    let mut rec = f.recording(2000);
-    push_frames(&mut rec, 0, 150, 25);
-    rec.finish("shutdown").expect("finish");
-    let segs = f
-        .store
-        .segments_in_range(f.stream, 0, i64::MAX)
-        .expect("segments");
+    f.record(2000, 150);
+    let segs = segments(&f.store, f.stream);
     assert_eq!(segs.len(), 3);
     // A copy of segment 0 under another node's name: a file without a row.
     let orphan_rel = segs[0].path.replace("_node-a.mp4", "_node-b.mp4");
@@ -414,16 +402,8 @@ fn retention_deletes_oldest_first_and_never_open_segments() {
     let mut rec = f.recording(2000);
     // Five sealed 2 s segments, a sixth open with one fragment, one GOP buffered.
     push_frames(&mut rec, 0, 300, 25);
-    let sealed = f
-        .store
-        .catalog()
-        .segments_in_state(SegmentState::Sealed)
-        .expect("sealed");
-    let open = f
-        .store
-        .catalog()
-        .segments_in_state(SegmentState::Open)
-        .expect("open");
+    let sealed = f.in_state(SegmentState::Sealed);
+    let open = f.in_state(SegmentState::Open);
     assert_eq!((sealed.len(), open.len()), (5, 1));
     let seg_bytes = sealed[0].size_bytes as u64;
 
@@ -437,16 +417,9 @@ fn retention_deletes_oldest_first_and_never_open_segments() {
             max_bytes: None,
         },
     );
-    let r = f
-        .store
-        .retention_pass(&policy, &|| Ok(u64::MAX))
-        .expect("retention");
+    let r = f.retention(&policy, u64::MAX);
     assert_eq!(r.deleted_by_age, 2, "{r:?}");
-    let left = f
-        .store
-        .catalog()
-        .segments_in_state(SegmentState::Sealed)
-        .expect("sealed");
+    let left = f.in_state(SegmentState::Sealed);
     assert_eq!(
         left.first().map(|s| s.start_ms),
         Some(T0_MS + 4000),
@@ -462,26 +435,16 @@ fn retention_deletes_oldest_first_and_never_open_segments() {
             max_bytes: Some(seg_bytes * 2),
         },
     );
-    let r = f
-        .store
-        .retention_pass(&policy, &|| Ok(u64::MAX))
-        .expect("retention");
+    let r = f.retention(&policy, u64::MAX);
     assert_eq!(r.deleted_by_bytes, 2, "{r:?}");
 
     // Free-space floor that cannot be met: every sealed segment goes, the open one stays.
     policy.streams.clear();
     policy.min_free_bytes = 1 << 40;
-    let r = f
-        .store
-        .retention_pass(&policy, &|| Ok(0))
-        .expect("retention");
+    let r = f.retention(&policy, 0);
     assert!(r.free_floor_unmet);
     assert_eq!(r.deleted_for_free_space, 1);
-    let open_now = f
-        .store
-        .catalog()
-        .segments_in_state(SegmentState::Open)
-        .expect("open");
+    let open_now = f.in_state(SegmentState::Open);
     assert_eq!(open_now.len(), 1);
     assert!(f.store.absolute_path(&open_now[0].path).exists());
     let events = f.store.catalog().events(0, 100).expect("events");
@@ -497,14 +460,8 @@ fn retention_deletes_oldest_first_and_never_open_segments() {
 #[test]
 fn a_retention_deletion_cut_short_by_a_stop_is_finished_by_recovery() {
     let f = fixture();
-    let mut rec = f.recording(2000);
-    push_frames(&mut rec, 0, 150, 25);
-    rec.finish("shutdown").expect("finish");
-    let sealed = f
-        .store
-        .catalog()
-        .segments_in_state(SegmentState::Sealed)
-        .expect("sealed");
+    f.record(2000, 150);
+    let sealed = f.in_state(SegmentState::Sealed);
     // Retention marks the row `deleted` (and logs it) before it unlinks the file: a stop in between.
     let victim = &sealed[0];
     f.store
@@ -522,15 +479,8 @@ fn a_retention_deletion_cut_short_by_a_stop_is_finished_by_recovery() {
 #[test]
 fn the_scrub_rule_against_a_reference_sees_a_rewritten_row_and_repair_puts_both_back() {
     let f = fixture();
-    let mut rec = f.recording(2000);
-    push_frames(&mut rec, 0, 100, 25);
-    rec.finish("shutdown").expect("finish");
-    let row = f
-        .store
-        .catalog()
-        .segments_in_state(SegmentState::Sealed)
-        .expect("sealed")
-        .remove(0);
+    f.record(2000, 100);
+    let row = f.in_state(SegmentState::Sealed).remove(0);
     let path = f.store.absolute_path(&row.path);
     let good = std::fs::read(&path).expect("read");
     let reference = store::SealedReference {
@@ -549,12 +499,7 @@ fn the_scrub_rule_against_a_reference_sees_a_rewritten_row_and_repair_puts_both_
         .catalog()
         .set_segment_hash(row.id, &bad_sha, bad.len() as i64)
         .expect("rewrite row");
-    let rewritten = f
-        .store
-        .catalog()
-        .segment_by_path(&row.path)
-        .expect("row")
-        .expect("row");
+    let rewritten = row_by_path(&f.store, &row.path);
     assert_eq!(f.store.verify_sealed(&rewritten, None, true), Ok(()));
     let problem = f
         .store
@@ -568,12 +513,7 @@ fn the_scrub_rule_against_a_reference_sees_a_rewritten_row_and_repair_puts_both_
     f.store
         .repair_sealed(&row.path, &good, &reference)
         .expect("repair");
-    let repaired = f
-        .store
-        .catalog()
-        .segment_by_path(&row.path)
-        .expect("row")
-        .expect("row");
+    let repaired = row_by_path(&f.store, &row.path);
     assert_eq!(repaired.sha256, row.sha256);
     assert_eq!(repaired.size_bytes, row.size_bytes);
     assert_eq!(
@@ -591,9 +531,7 @@ fn gaps_between_runs_are_explicit() {
     push_frames(&mut rec, 0, 100, 25);
     rec.finish("camera error").expect("finish");
     f.clock.set_ms(T0_MS + 14_000);
-    let mut rec = f.recording(60_000);
-    push_frames(&mut rec, 0, 50, 25);
-    rec.finish("shutdown").expect("finish");
+    f.record(60_000, 50);
     let gaps = f
         .store
         .gaps_in_range(f.stream, T0_MS, T0_MS + 16_000)
@@ -627,10 +565,7 @@ fn camera_timestamp_resets_keep_the_timeline_continuous() {
     }
     assert_eq!(rec.discontinuities(), 2);
     rec.finish("shutdown").expect("finish");
-    let segs = f
-        .store
-        .segments_in_range(f.stream, 0, i64::MAX)
-        .expect("segments");
+    let segs = segments(&f.store, f.stream);
     assert_eq!(segs.iter().map(|s| s.frames).sum::<i64>(), 180);
     for w in segs.windows(2) {
         assert_eq!(w[0].end_ms, w[1].start_ms);
@@ -704,10 +639,7 @@ fn segments_record_node_and_epoch_and_the_last_frame_of_a_file_is_named_like_a_r
     rec.set_epoch(Some(4));
     push_frames(&mut rec, 0, 250, 25);
     rec.finish("shutdown").expect("finish");
-    let segs = f
-        .store
-        .segments_in_range(f.stream, 0, i64::MAX)
-        .expect("segments");
+    let segs = segments(&f.store, f.stream);
     assert_eq!(segs.len(), 5);
     assert!(segs
         .iter()
@@ -718,21 +650,16 @@ fn segments_record_node_and_epoch_and_the_last_frame_of_a_file_is_named_like_a_r
         .expect("read")
         .expect("a frame");
     // As push_frames builds frame 249.
-    let i = 249i64;
-    let data = vec![(i % 251) as u8; 1000 + (i % 7) as usize];
     assert_eq!(
         id,
-        store::frame::FrameId::of(&data, false, T0_MS + 249 * 40)
+        store::frame::FrameId::of(&frame_data(249), false, T0_MS + 249 * 40)
     );
 
     // Without an epoch (no arbiter), none is recorded.
     let mut rec = f.recording(2000);
     push_frames(&mut rec, 300, 50, 25);
     rec.finish("shutdown").expect("finish");
-    let segs = f
-        .store
-        .segments_in_range(f.stream, 0, i64::MAX)
-        .expect("segments");
+    let segs = segments(&f.store, f.stream);
     assert_eq!(segs.iter().filter(|s| s.epoch == Some(4)).count(), 5);
     assert!(segs.iter().any(|s| s.epoch.is_none()), "{segs:#?}");
 }

@@ -5,6 +5,8 @@
 //! Not every test file uses every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod synthetic;
+
 pub use testkit::*;
 
 use std::path::Path;
