@@ -89,15 +89,29 @@ fn replace_line(line: usize, with: &str) -> String {
     s
 }
 
-#[test]
-fn example_parses_with_documented_values() {
-    let c = config::parse(EXAMPLE, "config.example.toml").expect("example must parse");
+/// The values that a configuration without them gets and that the example file spells out:
+/// segments and flushes, the cameras' timeouts and back-off, the free-space floor and retention's
+/// interval, the sync agent's intervals and rates.
+fn assert_default_timings_and_floor(c: &config::ClusterConfig) {
     assert_eq!(c.recording.segment_duration_ms, 60_000);
     assert_eq!(c.recording.flush_interval_ms, 1_000);
     assert_eq!(c.ingest.connect_timeout_ms, 10_000);
     assert_eq!(c.ingest.frame_timeout_ms, 10_000);
     assert_eq!(c.ingest.backoff_initial_ms, 1_000);
     assert_eq!(c.ingest.backoff_max_ms, 30_000);
+    assert_eq!(c.retention.min_free_bytes, 1 << 30);
+    assert_eq!(c.retention.interval_ms, 60_000);
+    assert_eq!(c.sync.head_interval_ms, 3_600_000);
+    assert_eq!(c.sync.reconcile_interval_ms, 10_000);
+    assert_eq!(c.sync.scrub_interval_ms, 3_600_000);
+    assert_eq!(c.sync.scrub_bytes_per_s, 50_000_000);
+    assert_eq!(c.sync.bandwidth_bytes_per_s, 0);
+}
+
+#[test]
+fn example_parses_with_documented_values() {
+    let c = config::parse(EXAMPLE, "config.example.toml").expect("example must parse");
+    assert_default_timings_and_floor(&c);
     assert_eq!(c.ingest.udp_recv_buffer_bytes, 8 << 20);
     assert_eq!(c.ingest.udp_port_range, None);
     let with_range = EXAMPLE.replace(
@@ -115,13 +129,6 @@ fn example_parses_with_documented_values() {
     );
     assert_eq!(c.retention.max_age_days, Some(30));
     assert_eq!(c.retention.max_bytes_per_stream, Some(500 << 30));
-    assert_eq!(c.retention.min_free_bytes, 1 << 30);
-    assert_eq!(c.retention.interval_ms, 60_000);
-    assert_eq!(c.sync.head_interval_ms, 3_600_000);
-    assert_eq!(c.sync.reconcile_interval_ms, 10_000);
-    assert_eq!(c.sync.scrub_interval_ms, 3_600_000);
-    assert_eq!(c.sync.scrub_bytes_per_s, 50_000_000);
-    assert_eq!(c.sync.bandwidth_bytes_per_s, 0);
 
     let names: Vec<(&str, Role)> = c.nodes.iter().map(|n| (n.name.as_str(), n.role)).collect();
     assert_eq!(
@@ -274,21 +281,9 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.ingest, config::IngestConfig::default());
     assert_eq!(c.retention, config::RetentionConfig::default());
     assert_eq!(c.sync, cluster_config::SyncSettings::default());
-    assert_eq!(c.recording.segment_duration_ms, 60_000);
-    assert_eq!(c.recording.flush_interval_ms, 1_000);
-    assert_eq!(c.ingest.connect_timeout_ms, 10_000);
-    assert_eq!(c.ingest.frame_timeout_ms, 10_000);
-    assert_eq!(c.ingest.backoff_initial_ms, 1_000);
-    assert_eq!(c.ingest.backoff_max_ms, 30_000);
+    assert_default_timings_and_floor(&c);
     assert_eq!(c.retention.max_age_days, None);
     assert_eq!(c.retention.max_bytes_per_stream, None);
-    assert_eq!(c.retention.min_free_bytes, 1 << 30);
-    assert_eq!(c.retention.interval_ms, 60_000);
-    assert_eq!(c.sync.head_interval_ms, 3_600_000);
-    assert_eq!(c.sync.reconcile_interval_ms, 10_000);
-    assert_eq!(c.sync.scrub_interval_ms, 3_600_000);
-    assert_eq!(c.sync.scrub_bytes_per_s, 50_000_000);
-    assert_eq!(c.sync.bandwidth_bytes_per_s, 0);
     assert_eq!(c.nodes[0].identity_dir, Path::new("/etc/nvr/identity"));
     assert!(c.cameras.is_empty());
 
