@@ -12,8 +12,8 @@ use std::time::Duration;
 use base::clock::SystemClock;
 use common::vlc::{VlcClip, VlcServer, VLC_CLIP_FPS};
 use common::{
-    ffprobe, node_config, probe_segment, segments, start_nvr, stream_status, wait_until,
-    CameraOpts, GstCamera, LossyOpts, LossyProxy, TestDir,
+    ffprobe, node_config, probe_segment, sealed_count, segments, start_nvr, stream_status,
+    wait_until, CameraOpts, GstCamera, LossyOpts, LossyProxy, TestDir,
 };
 use store::{Reader, SegmentState};
 
@@ -217,12 +217,7 @@ fn b_frames_get_composition_offsets_growing_decode_times_and_presentation_durati
         &[("bf264", cam.url("/h264")), ("bf265", cam.url("/h265"))],
     );
     let mut nvr = start_nvr(&dir, &config);
-    let sealed = |camera: &str| {
-        segments(&dir, camera)
-            .iter()
-            .filter(|s| s.state == SegmentState::Sealed)
-            .count()
-    };
+    let sealed = |camera: &str| sealed_count(&dir, camera);
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
             sealed("bf264") >= 3 && sealed("bf265") >= 3
@@ -250,20 +245,28 @@ fn stop_and_assert_one_run(dir: &TestDir, nvr: &mut common::NvrProcess, camera: 
     }
 }
 
-#[test]
-fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
-    let dir = TestDir::new();
+/// A GStreamer camera (`/cam`, H.264) behind a lossy link (`udp`: a UDP relay) dropping 1 % of
+/// the video's RTP packets and reordering `reorder_percent` %, among the first 2000.
+fn camera_behind_a_lossy_link(reorder_percent: f64, udp: bool) -> (GstCamera, LossyProxy) {
     let cam = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
-    // 1 % of the video's RTP packets dropped and 0.5 % reordered, among the first 2000.
     let proxy = LossyProxy::start(
         cam.port(),
         LossyOpts {
             drop_percent: 1.0,
-            reorder_percent: 0.5,
+            reorder_percent,
             damage_packets: 2000,
+            udp,
             ..LossyOpts::default()
         },
     );
+    (cam, proxy)
+}
+
+#[test]
+fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
+    let dir = TestDir::new();
+    // 1 % of the video's RTP packets dropped and 0.5 % reordered, among the first 2000.
+    let (_cam, proxy) = camera_behind_a_lossy_link(0.5, false);
     let config = write_config(&dir, 4, &[("lossy", proxy.url("/cam"))]);
     let mut nvr = start_nvr(&dir, &config);
     let counted = |st: &serde_json::Value| {
@@ -310,19 +313,9 @@ fn a_lossy_link_is_survived_every_lost_packet_counted_and_the_files_decode() {
 #[test]
 fn udp_reordered_packets_are_not_losses_dropped_ones_are_counted_and_the_files_decode() {
     let dir = TestDir::new();
-    let cam = GstCamera::start(&[("/cam", "h264")], CameraOpts::default());
     // A UDP relay: 1 % of the video's RTP datagrams dropped and 1 % sent after the next one, among
     // the first 2000.
-    let proxy = LossyProxy::start(
-        cam.port(),
-        LossyOpts {
-            drop_percent: 1.0,
-            reorder_percent: 1.0,
-            damage_packets: 2000,
-            udp: true,
-            ..LossyOpts::default()
-        },
-    );
+    let (_cam, proxy) = camera_behind_a_lossy_link(1.0, true);
     let config = write_config_transport(&dir, 4, &[("lossy", proxy.url("/cam"), "udp")]);
     let mut nvr = start_nvr(&dir, &config);
     let lost = |st: &serde_json::Value| st["rtp_packets_lost"].as_u64().unwrap_or(0);
@@ -532,12 +525,7 @@ fn a_camera_refusing_tcp_records_over_udp_with_transport_auto() {
         ],
     );
     let mut nvr = start_nvr(&dir, &config);
-    let sealed = |camera: &str| {
-        segments(&dir, camera)
-            .iter()
-            .filter(|s| s.state == SegmentState::Sealed)
-            .count()
-    };
+    let sealed = |camera: &str| sealed_count(&dir, camera);
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
             sealed("auto") >= 2
@@ -588,12 +576,7 @@ fn udp_4k_key_frames_of_a_megabyte_lose_nothing_on_loopback() {
         &format!("udp_port_range = \"{first}-{last}\""),
     );
     let mut nvr = start_nvr(&dir, &config);
-    let sealed = || {
-        segments(&dir, "uhd")
-            .iter()
-            .filter(|s| s.state == SegmentState::Sealed)
-            .count()
-    };
+    let sealed = || sealed_count(&dir, "uhd");
     assert!(
         wait_until(
             Duration::from_secs(90),
@@ -681,12 +664,7 @@ fn records_audio(cams: &[(&str, &str, &str, &str)]) -> TestDir {
         .collect();
     let config = write_config(&dir, 2, &urls);
     let mut nvr = start_nvr(&dir, &config);
-    let sealed = |camera: &str| {
-        segments(&dir, camera)
-            .iter()
-            .filter(|s| s.state == SegmentState::Sealed)
-            .count()
-    };
+    let sealed = |camera: &str| sealed_count(&dir, camera);
     assert!(
         wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
             cams.iter().all(|c| sealed(c.0) >= 2)
