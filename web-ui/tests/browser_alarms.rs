@@ -8,42 +8,28 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::outage::Outage;
-use common::{now_ms, PASSWORD};
+use common::{browser_scripts, now_ms, run_browser_script, PASSWORD};
 use serde_json::Value;
 
 /// Runs `browser/alarms.mjs` as alice on alarm `id`; its JSON line.
-fn run_page(rig: &Outage, script_dir: &Path, id: &str, shot: &str) -> Value {
-    let out = Command::new("node")
-        .arg(script_dir.join("alarms.mjs"))
-        .arg(format!("https://localhost:{}/", rig.web_port))
-        .arg("alice")
-        .arg(PASSWORD)
-        .arg(id)
-        .arg(rig.dir.join(shot))
-        .current_dir(script_dir)
-        .output()
-        .expect("run node (tests/run installs nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON line")
+fn run_page(rig: &Outage, id: &str, shot: &str) -> Value {
+    run_browser_script(
+        "alarms.mjs",
+        [
+            format!("https://localhost:{}/", rig.web_port),
+            "alice".to_owned(),
+            PASSWORD.to_owned(),
+            id.to_owned(),
+            rig.dir.join(shot).display().to_string(),
+        ],
+        String::new,
+    )
 }
 
 #[test]
 fn an_alarm_is_a_mark_on_the_timeline_and_a_click_plays_from_its_start() {
-    let script_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"));
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core missing: run tests/run, or `npm ci` in {}",
-        script_dir.display()
-    );
+    browser_scripts(); // playwright-core is there before the rig starts
     let mut rig = Outage::start(false);
     let open = rig.camera_down();
     let id = open["id"].as_str().expect("id").to_owned();
@@ -51,7 +37,7 @@ fn an_alarm_is_a_mark_on_the_timeline_and_a_click_plays_from_its_start() {
 
     // While the camera is down the alarm is open: its mark runs to the bar's right edge, and a click
     // on it plays from its start too.
-    let result = run_page(&rig, script_dir, &id, "alarms-open.png");
+    let result = run_page(&rig, &id, "alarms-open.png");
     let mark = result["alarms"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["id"] == id.as_str()))
@@ -76,7 +62,7 @@ fn an_alarm_is_a_mark_on_the_timeline_and_a_click_plays_from_its_start() {
     // Everything the timeline answer lists is what the page should draw.
     let (_, answer) = rig.timeline("cam", now_ms() - 600_000, now_ms());
     let listed = answer["alarms"].as_array().map_or(0, Vec::len);
-    let result = run_page(&rig, script_dir, &id, "alarms.png");
+    let result = run_page(&rig, &id, "alarms.png");
 
     // Its own mark, at the answer's times and place.
     let bar = (

@@ -6,28 +6,13 @@
 // Usage: node alarms.mjs URL USER PASSWORD ID SCREENSHOT.png
 // Prints one JSON line: {"bar", "alarms", "summary", "requested_ms", "first_frame", "status"};
 // exits 1 on failure.
-import { chromium } from 'playwright-core';
+import { launch, openLive, openTimeline10Min, run } from './common.mjs';
 
 const [url, user, password, id, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--autoplay-policy=no-user-gesture-required'],
-});
-let code = 0;
-try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  await page.goto(url);
-  await page.fill('#login-user', user);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-  await page.waitForSelector('#live video', { timeout: 30000 });
-  await page.click('#tab-timeline');
-  await page.selectOption('#tl-range', '600000');
-  await page.waitForFunction(() => {
-    const b = document.querySelector('#tl-bar');
-    return Number(b.dataset.end) - Number(b.dataset.start) === 600000;
-  }, null, { timeout: 30000 });
+const browser = await launch();
+await run(browser, 'browser test', async () => {
+  const page = await openLive(browser, url, user, password);
+  await openTimeline10Min(page);
   const drawn = await page.evaluate(() => {
     const b = document.querySelector('#tl-bar');
     return {
@@ -62,11 +47,4 @@ try {
     status: window.nvrPlayback.status,
   }), requested);
   console.log(JSON.stringify({ ...drawn, requested_ms: requested, ...result }));
-} catch (e) {
-  console.error(`browser test: ${e.stack || e}`);
-  try { console.error(JSON.stringify(await browser.contexts()[0].pages()[0].evaluate(() => window.nvrPlayback))); } catch (_) { /* no page */ }
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+}, async () => JSON.stringify(await browser.contexts()[0].pages()[0].evaluate(() => window.nvrPlayback)));

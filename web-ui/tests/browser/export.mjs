@@ -4,30 +4,23 @@
 // Usage: node export.mjs URL OPERATOR VIEWER PASSWORD FROM_MS TO_MS OUT_DIR SCREENSHOT.png
 // Prints one JSON line: {"operator_sees_export", "viewer_sees_export", "last", "downloads": [paths]};
 // exits 1 on failure.
-import { chromium } from 'playwright-core';
+import { launch, newPage, run, submitLogin } from './common.mjs';
 import path from 'node:path';
 
 const [url, operator, viewer, password, fromArg, toArg, outDir, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
-  args: ['--no-sandbox', '--disable-gpu'],
-});
+const browser = await launch({ autoplay: false });
 
 async function login(user) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, acceptDownloads: true, viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
+  const page = await newPage(browser, { acceptDownloads: true });
   await page.goto(url);
-  await page.fill('#login-user', user);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
+  await submitLogin(page, user, password);
   await page.waitForSelector('#main:not([hidden])', { timeout: 30000 });
   await page.click('#tab-timeline');
   await page.waitForFunction(() => document.querySelector('#tl-bar').dataset.end, null, { timeout: 30000 });
   return page;
 }
 
-let code = 0;
-try {
+await run(browser, 'browser test', async () => {
   const page = await login(operator);
   const operatorSees = await page.isVisible('#export');
   const [from, to] = await page.evaluate(([a, b]) => [window.nvrExport.toLocal(a), window.nvrExport.toLocal(b)], [Number(fromArg), Number(toArg)]);
@@ -48,10 +41,4 @@ try {
   const viewerPage = await login(viewer);
   const viewerSees = await viewerPage.isVisible('#export');
   console.log(JSON.stringify({ operator_sees_export: operatorSees, viewer_sees_export: viewerSees, last, downloads: saved }));
-} catch (e) {
-  console.error(e);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

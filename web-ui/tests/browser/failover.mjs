@@ -9,15 +9,11 @@
 // connections) and measures how long until the page uses node B and until B's live tile plays,
 // SIGKILLs A's other processes, and checks the page went on without a reload, with the same session.
 // Prints one JSON line; exits 1 on failure.
-import { chromium } from 'playwright-core';
+import { launch, newPage, run, submitLogin } from './common.mjs';
 
 const [urlA, urlB, user, password, webPid, otherPids, shots, mode, streamA, streamB, pages, prefix = ''] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launch();
 const out = { screenshots: [] };
-let code = 0;
 
 /// Waits until the tile of `stream` shows frames advancing; returns when (ms since the epoch).
 async function tilePlays(page, stream, timeout) {
@@ -36,18 +32,15 @@ async function shot(page, name) {
   out.screenshots.push(path);
 }
 
-try {
+await run(browser, 'browser test', async () => {
   // Each viewer's certificate is self-signed (the Rust tests check certificates against their files).
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
+  const page = await newPage(browser, { height: 800 });
   let loads = 0;
   page.on('load', () => { loads++; });
   await page.goto(`${urlA}/`);
   await page.waitForSelector('#login-form', { state: 'visible' });
   await shot(page, 'login');
-  await page.fill('#login-user', user);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
+  await submitLogin(page, user, password);
   await tilePlays(page, streamA, 60000);
   if (pages === 'pages') await visitPages(page);
   await page.evaluate(() => { window.nvrTestMarker = 'same page'; });
@@ -77,13 +70,7 @@ try {
   out.cluster_after = await page.textContent('#cluster');
   await shot(page, 'cluster-after-failover');
   console.log(JSON.stringify(out));
-} catch (e) {
-  console.error(`browser test: ${e.stack || e}\n${JSON.stringify(out)}`);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+}, async () => JSON.stringify(out));
 
 /// The alarm banner (acknowledged by the admin: it goes), the timeline and the cluster page, each
 /// with its screenshot; back to the live grid.

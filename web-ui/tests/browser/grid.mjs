@@ -6,7 +6,7 @@
 // Usage: node grid.mjs URL USER PASSWORD WEB_PID RECORDER_PID SECONDS
 // Prints one JSON line: {"tiles", "streams", "seconds", "latencies_ms": {stream: [ms…]},
 // "idle_ticks": {web, recorder}, "grid_ticks": {web, recorder, chromium}, "ticks_per_s"}; exits 1 on failure.
-import { chromium } from 'playwright-core';
+import { launch, openLive, run } from './common.mjs';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 
@@ -73,19 +73,9 @@ const idle0 = { web: ticks(webPid), recorder: ticks(recorderPid) };
 await sleep(seconds * 1000);
 const idleTicks = { web: ticks(webPid) - idle0.web, recorder: ticks(recorderPid) - idle0.recorder };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--autoplay-policy=no-user-gesture-required'],
-});
-let code = 0;
-try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  await page.goto(url);
-  await page.fill('#login-user', user);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-  await page.waitForSelector('#live video', { timeout: 30000 });
+const browser = await launch();
+await run(browser, 'grid benchmark', async () => {
+  const page = await openLive(browser, url, user, password, { height: 800 });
   await page.selectOption('#grid-size', '16');
   // Warm-up: every tile plays.
   try {
@@ -114,10 +104,4 @@ try {
   console.log(JSON.stringify({
     tiles, streams, seconds, latencies_ms: latencies, idle_ticks: idleTicks, grid_ticks: gridTicks, ticks_per_s: ticksPerS,
   }));
-} catch (e) {
-  console.error(`grid benchmark: ${e.stack || e}`);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

@@ -2,26 +2,17 @@
 // Usage: node live.mjs URL USER PASSWORD SCREENSHOT.png
 // Prints one JSON line: {"wrong_password_error", "login_hidden", "tiles", "samples": [currentTime…], "timeline",
 // "recorded_spans", "latencies_ms", "grid_stream", "focused_stream", "focused_tiles"}; exits 1 on failure.
-import { chromium } from 'playwright-core';
+import { launch, newPage, run, submitLogin } from './common.mjs';
 
 const [url, user, password, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--autoplay-policy=no-user-gesture-required'],
-});
-let code = 0;
-try {
-  // The viewer's certificate is self-signed; the Rust tests check it against its file.
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
+const browser = await launch();
+await run(browser, 'browser test', async () => {
+  const page = await newPage(browser, { height: 800 });
   await page.goto(url);
-  await page.fill('#login-user', user);
-  await page.fill('#login-password', 'not the password');
-  await page.click('#login-submit');
+  await submitLogin(page, user, 'not the password');
   await page.waitForFunction(() => document.querySelector('#login-error').textContent !== '');
   const wrongPasswordError = await page.textContent('#login-error');
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
+  await submitLogin(page, user, password);
   await page.waitForSelector('#live video', { timeout: 30000 });
   await page.waitForFunction(() => {
     const v = document.querySelector('#live video');
@@ -57,10 +48,4 @@ try {
     wrong_password_error: wrongPasswordError, login_hidden: loginHidden, tiles, samples, timeline, recorded_spans: recordedSpans,
     latencies_ms: latencies, grid_stream: gridStream, focused_stream: focusedStream, focused_tiles: focusedTiles,
   }));
-} catch (e) {
-  console.error(`browser test: ${e.stack || e}`);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

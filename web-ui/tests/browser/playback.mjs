@@ -6,29 +6,14 @@
 // Usage: node playback.mjs URL USER PASSWORD T_MS SCREENSHOT.png
 // Prints one JSON line: {"bar", "gaps", "requested_ms", "media_start_ms", "frames", "rate",
 // "step_before", "step_after", "continued", "events", "zoom"}; exits 1 on failure.
-import { chromium } from 'playwright-core';
+import { launch, openLive, openTimeline10Min, run } from './common.mjs';
 
 const [url, user, password, tArg, screenshot] = process.argv.slice(2);
 const t = Number(tArg);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--autoplay-policy=no-user-gesture-required'],
-});
-let code = 0;
-try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  await page.goto(url);
-  await page.fill('#login-user', user);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-  await page.waitForSelector('#live video', { timeout: 30000 });
-  await page.click('#tab-timeline');
-  await page.selectOption('#tl-range', '600000');
-  await page.waitForFunction(() => {
-    const b = document.querySelector('#tl-bar');
-    return Number(b.dataset.end) - Number(b.dataset.start) === 600000;
-  }, null, { timeout: 30000 });
+const browser = await launch();
+await run(browser, 'browser test', async () => {
+  const page = await openLive(browser, url, user, password);
+  await openTimeline10Min(page);
   const { bar, gaps, events } = await page.evaluate(() => {
     const b = document.querySelector('#tl-bar');
     return {
@@ -93,11 +78,4 @@ try {
   if (screenshot) await page.screenshot({ path: screenshot.replace(/\.png$/, '-zoom.png'), fullPage: true });
   const zoom = { from: zoomFrom, zoom_in: zoomIn, wheel_out: zoomOut, label: await page.textContent('#tl-span') };
   console.log(JSON.stringify({ bar, gaps, events, ...state, rate, step_before: before.last, step_after: after, continued, zoom }));
-} catch (e) {
-  console.error(`browser test: ${e.stack || e}`);
-  try { console.error(JSON.stringify(await browser.contexts()[0].pages()[0].evaluate(() => window.nvrPlayback))); } catch (_) { /* no page */ }
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+}, async () => JSON.stringify(await browser.contexts()[0].pages()[0].evaluate(() => window.nvrPlayback)));
