@@ -121,6 +121,26 @@ fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// SETUP of `base`'s track 1 over interleaved TCP on `c`, then PLAY of its session (its answer left
+/// unread): the `Session` header of the SETUP's answer.
+async fn setup_and_play(
+    c: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    base: &str,
+) -> std::io::Result<String> {
+    c.write_all(
+        format!("SETUP {base}/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let r = read_response(c, buf).await?;
+    let session = header(&r, "Session").unwrap_or("").to_owned();
+    let id = session.split(';').next().unwrap_or("");
+    c.write_all(format!("PLAY {base}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {id}\r\n\r\n").as_bytes())
+        .await?;
+    Ok(session)
+}
+
 async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(request).await?;
@@ -399,19 +419,9 @@ async fn camsim_silent_session_times_out_and_keepalive_prevents_it() -> TestResu
         async move {
             let mut c = c;
             let mut buf = Vec::new();
-            c.write_all(
-                format!("SETUP {base}/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-            let r = read_response(&mut c, &mut buf).await?;
-            let session = header(&r, "Session").unwrap_or("").to_owned();
+            let session = setup_and_play(&mut c, &mut buf, &base).await?;
             assert!(session.ends_with(";timeout=1"), "{session}");
             let id = session.split(';').next().unwrap_or("").to_owned();
-            c.write_all(
-                format!("PLAY {base}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {id}\r\n\r\n").as_bytes(),
-            )
-            .await?;
             read_response(&mut c, &mut buf).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((c, id))
         }
@@ -564,23 +574,7 @@ async fn camsim_fifty_concurrent_retina_clients() -> TestResult {
     // A client that sets up and plays but never reads must not disturb the others.
     let mut stalled = TcpStream::connect(s.addr).await?;
     let base = format!("rtsp://{}/cam1", s.addr);
-    stalled
-        .write_all(
-            format!("SETUP {base}/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut buf = Vec::new();
-    let r = read_response(&mut stalled, &mut buf).await?;
-    let id = header(&r, "Session")
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    stalled
-        .write_all(format!("PLAY {base}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {id}\r\n\r\n").as_bytes())
-        .await?;
+    setup_and_play(&mut stalled, &mut Vec::new(), &base).await?;
 
     let clients: Vec<_> = s
         .urls
@@ -774,21 +768,7 @@ async fn camsim_stalled_client_is_dropped_after_write_timeout() -> TestResult {
     sock.set_recv_buffer_size(4096)?;
     let mut c = sock.connect(addr).await?;
     let base = format!("rtsp://{addr}/cam1");
-    c.write_all(
-        format!("SETUP {base}/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
-    let mut buf = Vec::new();
-    let r = read_response(&mut c, &mut buf).await?;
-    let id = header(&r, "Session")
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    c.write_all(format!("PLAY {base}/ RTSP/1.0\r\nCSeq: 2\r\nSession: {id}\r\n\r\n").as_bytes())
-        .await?;
+    setup_and_play(&mut c, &mut Vec::new(), &base).await?;
     // Stall long enough for the buffers to fill and the 1 s write timeout to pass.
     tokio::time::sleep(Duration::from_secs(5)).await;
     // Draining now must reach the end of the stream quickly; a live session would keep sending.
