@@ -24,43 +24,37 @@ fn unit_passes_systemd_analyze_verify_without_warnings() {
 
 #[test]
 fn unit_keeps_required_settings() {
-    let settings: Vec<&str> = UNIT
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .collect();
-    for required in [
-        "Type=notify",
-        "WatchdogSec=30",
-        "Restart=on-failure",
-        "RestartSec=2",
-        "TimeoutStopSec=30",
-        "User=nvr",
-        "Group=nvr",
-        "StateDirectory=nvr",
-        "ExecStart=/usr/local/bin/nvr run --config /etc/nvr/config.toml",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "NoNewPrivileges=yes",
-        "PrivateDevices=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-        "RestrictNamespaces=yes",
-        "LockPersonality=yes",
-        "MemoryDenyWriteExecute=yes",
-        "SystemCallFilter=@system-service",
-        "CapabilityBoundingSet=",
-        "LimitNOFILE=65536",
-    ] {
-        assert!(
-            settings.contains(&required),
-            "systemd/nvr.service lacks `{required}`"
-        );
-    }
+    testkit::systemd::assert_unit_has(
+        UNIT,
+        "systemd/nvr.service",
+        &[
+            "Type=notify",
+            "WatchdogSec=30",
+            "Restart=on-failure",
+            "RestartSec=2",
+            "TimeoutStopSec=30",
+            "User=nvr",
+            "Group=nvr",
+            "StateDirectory=nvr",
+            "ExecStart=/usr/local/bin/nvr run --config /etc/nvr/config.toml",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "NoNewPrivileges=yes",
+            "PrivateDevices=yes",
+            "ProtectKernelTunables=yes",
+            "ProtectKernelModules=yes",
+            "ProtectKernelLogs=yes",
+            "ProtectControlGroups=yes",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+            "RestrictNamespaces=yes",
+            "LockPersonality=yes",
+            "MemoryDenyWriteExecute=yes",
+            "SystemCallFilter=@system-service",
+            "CapabilityBoundingSet=",
+            "LimitNOFILE=65536",
+        ],
+    );
 }
 
 #[test]
@@ -71,20 +65,10 @@ fn sysusers_snippet_parses_and_declares_nvr() {
             .any(|l| l.split_whitespace().take(2).eq(["u", "nvr"])),
         "no `u nvr` line:\n{text}"
     );
-    let out = Command::new("systemd-sysusers")
-        .arg("--dry-run")
-        .arg(SYSUSERS)
-        .output()
-        .expect("run systemd-sysusers (install the systemd package: tests/run does)");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "systemd-sysusers --dry-run failed ({}):\n{all}",
-        out.status
+    let all = testkit::systemd::run_systemd_tool(
+        Command::new("systemd-sysusers")
+            .arg("--dry-run")
+            .arg(SYSUSERS),
     );
     for bad in ["ignoring", "Failed", "rror"] {
         assert!(!all.contains(bad), "systemd-sysusers complains:\n{all}");

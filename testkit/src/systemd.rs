@@ -18,21 +18,7 @@ pub fn assert_unit_verifies(unit: &str, file_name: &str, installed_exec: &str, b
     let dir = TestDir::new();
     let unit = unit.replace(installed_exec, &format!("ExecStart={} ", binary.display()));
     let path = dir.write(file_name, unit);
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("run systemd-analyze (install the systemd package: tests/run does)");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed ({}):\n{all}",
-        out.status
-    );
+    let all = run_systemd_tool(Command::new("systemd-analyze").arg("verify").arg(&path));
     let dir_text = dir.path().to_string_lossy().into_owned();
     let complaints: Vec<&str> = all
         .lines()
@@ -42,6 +28,47 @@ pub fn assert_unit_verifies(unit: &str, file_name: &str, installed_exec: &str, b
         complaints.is_empty(),
         "systemd-analyze verify warns about {file_name}:\n{all}"
     );
+}
+
+/// Runs `cmd`, a tool of the `systemd` package, and returns its stdout and stderr together; panics
+/// with them if it fails.
+pub fn run_systemd_tool(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "run {} (install the systemd package: tests/run does): {e}",
+            cmd.get_program().to_string_lossy()
+        )
+    });
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+    assert!(
+        out.status.success(),
+        "{} {} failed ({}):\n{all}",
+        cmd.get_program().to_string_lossy(),
+        args.join(" "),
+        out.status
+    );
+    all
+}
+
+/// The settings of `unit` (the text of `systemd/<file_name>`, comments left out) include every
+/// line of `required`; panics naming the first it lacks.
+pub fn assert_unit_has(unit: &str, file_name: &str, required: &[&str]) {
+    let settings: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    for required in required {
+        assert!(
+            settings.contains(required),
+            "{file_name} lacks `{required}`"
+        );
+    }
 }
 
 /// `unit` (the text of `systemd/<program>.service`) neither requires nor binds to the recorder's

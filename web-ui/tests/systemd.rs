@@ -21,29 +21,23 @@ fn web_unit_passes_systemd_analyze_verify_without_warnings() {
 
 #[test]
 fn web_unit_keeps_required_settings_and_the_recorder_never_waits_for_it() {
-    let settings: Vec<&str> = UNIT
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .collect();
-    for required in [
-        "ExecStart=/usr/local/bin/nvr-web run --config /etc/nvr/config.toml",
-        "User=nvr",
-        "Group=nvr",
-        "Restart=on-failure",
-        "StateDirectory=nvr nvr-web",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "NoNewPrivileges=yes",
-        "MemoryDenyWriteExecute=yes",
-        "SystemCallFilter=@system-service",
-        "CapabilityBoundingSet=",
-    ] {
-        assert!(
-            settings.contains(&required),
-            "nvr-web.service lacks `{required}`"
-        );
-    }
+    testkit::systemd::assert_unit_has(
+        UNIT,
+        "nvr-web.service",
+        &[
+            "ExecStart=/usr/local/bin/nvr-web run --config /etc/nvr/config.toml",
+            "User=nvr",
+            "Group=nvr",
+            "Restart=on-failure",
+            "StateDirectory=nvr nvr-web",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "NoNewPrivileges=yes",
+            "MemoryDenyWriteExecute=yes",
+            "SystemCallFilter=@system-service",
+            "CapabilityBoundingSet=",
+        ],
+    );
     testkit::systemd::assert_independent_of_the_recorder(UNIT, "nvr-web");
 }
 
