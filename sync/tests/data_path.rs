@@ -5,21 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 
-struct Pair {
-    dir: TestDir,
-    data_a: PathBuf,
-    data_s: PathBuf,
-    cfg: PathBuf,
-    _camsim: NvrProcess,
-    recorder: NvrProcess,
-    primary: NvrProcess,
-    standby: NvrProcess,
-}
+type Pair = RunningPair;
 
 /// Camera simulator (one stream) + recorder + standby agent + primary agent; `adjust` edits the
 /// cluster file before it is written.
@@ -27,21 +18,10 @@ fn start_pair(adjust: impl FnOnce(&mut ClusterFile)) -> Pair {
     let dir = TestDir::new();
     let (camsim, cam_port) = rig::cluster::spawn_camsim(&dir, 1);
     let mut cluster = new_pair(&dir);
-    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
-    cluster.cameras = vec![("cam1".into(), format!("rtsp://127.0.0.1:{cam_port}/cam1"))];
+    cluster.cameras = camsim_cameras(cam_port, 1);
     adjust(&mut cluster);
     let cfg = cluster.write(&dir);
-    let (standby, recorder, primary) = spawn_pair(&dir, &cfg);
-    Pair {
-        dir,
-        data_a,
-        data_s,
-        cfg,
-        _camsim: camsim,
-        recorder,
-        primary,
-        standby,
-    }
+    RunningPair::spawn(dir, &cluster, cfg, camsim)
 }
 
 /// The stalls listed in the status file at `data_dir`.
@@ -88,20 +68,7 @@ fn stop_and_converge(p: &mut Pair, timeout: Duration) {
         let have = sealed_on(&p.data_s, "node-a");
         want.iter().all(|(path, sha)| have.get(path) == Some(sha))
     });
-    let have = sealed_on(&p.data_s, "node-a");
-    let missing: Vec<&String> = want
-        .iter()
-        .filter(|(k, v)| have.get(*k) != Some(*v))
-        .map(|(k, _)| k)
-        .collect();
-    assert!(
-        converged,
-        "standby lacks {} of {} segments: {missing:?}\nprimary log:\n{}\nstandby log:\n{}",
-        missing.len(),
-        want.len(),
-        p.primary.stderr_tail(30),
-        p.standby.stderr_tail(30)
-    );
+    p.assert_converged(converged, &want, &sealed_on(&p.data_s, "node-a"));
 }
 
 /// Waits (a minute at most) until the standby holds `n` sealed copies of node-a's segments.

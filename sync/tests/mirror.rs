@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,18 +12,10 @@ use common::*;
 const CAMSIM_STREAMS: usize = 3;
 
 struct Pair {
-    dir: TestDir,
+    run: RunningPair,
     a: Identity,
     s: Identity,
-    data_a: PathBuf,
-    data_s: PathBuf,
-    /// The one cluster file both nodes read (node-a: recorder and primary agent; standby-1).
-    cfg: PathBuf,
     standby_listen: String,
-    _camsim: NvrProcess,
-    recorder: NvrProcess,
-    primary: NvrProcess,
-    standby: NvrProcess,
 }
 
 /// Camera simulator + recorder + standby agent + primary agent (optionally through `proxy_for`).
@@ -35,26 +27,17 @@ fn start_pair(
     let dir = TestDir::new();
     let (camsim, cam_port) = rig::cluster::spawn_camsim(&dir, streams);
     let mut cluster = new_pair(&dir);
-    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
     let proxy = cluster.through_proxy(via_proxy);
     cluster.cameras = camsim_cameras(cam_port, streams);
     cluster.segment_s = 4;
     cluster.scrub_interval_ms = scrub_interval_ms;
     let cfg = cluster.write(&dir);
-    let (standby, recorder, primary) = spawn_pair(&dir, &cfg);
     (
         Pair {
-            dir,
             a: cluster.primary.clone(),
             s: cluster.standby.clone(),
-            data_a,
-            data_s,
-            cfg,
             standby_listen: cluster.standby_listen.clone(),
-            _camsim: camsim,
-            recorder,
-            primary,
-            standby,
+            run: RunningPair::spawn(dir, &cluster, cfg, camsim),
         },
         proxy,
     )
@@ -74,33 +57,21 @@ fn primary_alarms(data_a: &Path) -> Vec<nvr_sync::syncdb::AlarmRow> {
 
 /// Stops the recorder and waits until the standby holds every sealed segment, byte-identical.
 fn stop_and_converge(p: &mut Pair, timeout: Duration) {
-    p.recorder.sigterm();
-    p.recorder.expect_clean_exit(Duration::from_secs(30));
-    let want = sealed_on(&p.data_a, "node-a");
+    p.run.recorder.sigterm();
+    p.run.recorder.expect_clean_exit(Duration::from_secs(30));
+    let want = sealed_on(&p.run.data_a, "node-a");
     assert!(!want.is_empty());
     // The file is published a moment before its catalog row is written: wait for both.
     let converged = wait_until(timeout, Duration::from_millis(300), || {
-        let have = media_files(&p.data_s);
-        let cataloged = sealed_on(&p.data_s, "node-a");
+        let have = media_files(&p.run.data_s);
+        let cataloged = sealed_on(&p.run.data_s, "node-a");
         want.iter()
             .all(|(path, sha)| have.get(path) == Some(sha) && cataloged.get(path) == Some(sha))
     });
-    let have = media_files(&p.data_s);
-    let missing: Vec<&String> = want
-        .iter()
-        .filter(|(k, v)| have.get(*k) != Some(*v))
-        .map(|(k, _)| k)
-        .collect();
-    assert!(
-        converged,
-        "standby lacks {} of {} segments: {missing:?}\nprimary log:\n{}\nstandby log:\n{}",
-        missing.len(),
-        want.len(),
-        p.primary.stderr_tail(30),
-        p.standby.stderr_tail(30)
-    );
+    let have = media_files(&p.run.data_s);
+    p.run.assert_converged(converged, &want, &have);
     // Byte-identical to the primary's files, and to the hashes the recorder computed while writing.
-    let primary_files = media_files(&p.data_a);
+    let primary_files = media_files(&p.run.data_a);
     for (path, sha) in &want {
         assert_eq!(
             primary_files.get(path),
@@ -108,7 +79,7 @@ fn stop_and_converge(p: &mut Pair, timeout: Duration) {
             "{path}: primary file vs catalog"
         );
     }
-    let standby_sealed = sealed_on(&p.data_s, "node-a");
+    let standby_sealed = sealed_on(&p.run.data_s, "node-a");
     assert_eq!(
         standby_sealed, want,
         "standby catalog: every mirrored segment sealed with the primary's hash"
@@ -129,7 +100,7 @@ fn mirrors_three_streams_byte_identical_lagging_at_most_a_fragment() {
     let mut lag_bytes = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     while Instant::now() < deadline {
-        let st = status_file(&p.data_a);
+        let st = status_file(&p.run.data_a);
         if let Some(streams) = st["peers"]["standby-1"]["streams"].as_object() {
             for v in streams.values() {
                 lag_ms.push(v["lag_ms"].as_i64().unwrap_or(0));
@@ -138,7 +109,9 @@ fn mirrors_three_streams_byte_identical_lagging_at_most_a_fragment() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(p.recorder.is_running() && p.primary.is_running() && p.standby.is_running());
+    assert!(
+        p.run.recorder.is_running() && p.run.primary.is_running() && p.run.standby.is_running()
+    );
     assert!(lag_ms.len() > 100, "status samples: {}", lag_ms.len());
     lag_ms.sort_unstable();
     lag_bytes.sort_unstable();
@@ -165,21 +138,21 @@ fn mirrors_three_streams_byte_identical_lagging_at_most_a_fragment() {
     );
     stop_and_converge(&mut p, Duration::from_secs(30));
     // The standby countersigned the whole log.
-    let st = status_file(&p.data_a);
+    let st = status_file(&p.run.data_a);
     let log_size = st["log_size"].as_u64().unwrap_or(0);
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-            status_file(&p.data_a)["peers"]["standby-1"]["last_head_size"].as_u64()
-                >= Some(sealed_on(&p.data_a, "node-a").len() as u64)
+            status_file(&p.run.data_a)["peers"]["standby-1"]["last_head_size"].as_u64()
+                >= Some(sealed_on(&p.run.data_a, "node-a").len() as u64)
         }),
         "log {log_size}, status {st}"
     );
     assert!(
-        standby_alarms(&p.data_s).is_empty(),
+        standby_alarms(&p.run.data_s).is_empty(),
         "{:?}",
-        standby_alarms(&p.data_s)
+        standby_alarms(&p.run.data_s)
     );
-    let status = sync_status(&p.dir, &p.cfg, "standby-1");
+    let status = sync_status(&p.run.dir, &p.run.cfg, "standby-1");
     assert_eq!(status["role"], "standby");
 }
 
@@ -197,33 +170,33 @@ fn killing_either_agent_resumes_without_resending_and_recording_never_stops() {
             wait_until(
                 Duration::from_secs(30),
                 Duration::from_millis(200),
-                || sent_now(&p.data_a) > 500_000
+                || sent_now(&p.run.data_a) > 500_000
             ),
             "round {round}: nothing mirrored; {}",
-            p.primary.stderr_tail(20)
+            p.run.primary.stderr_tail(20)
         );
         std::thread::sleep(Duration::from_millis(1500));
-        sent_total += sent_now(&p.data_a);
+        sent_total += sent_now(&p.run.data_a);
         // Mid-transfer, the primary agent dies; a moment later the standby's too.
-        p.primary.kill9();
-        std::fs::remove_file(p.data_a.join("sync-status.json")).ok();
+        p.run.primary.kill9();
+        std::fs::remove_file(p.run.data_a.join("sync-status.json")).ok();
         std::thread::sleep(Duration::from_secs(2));
-        p.standby.kill9();
+        p.run.standby.kill9();
         std::thread::sleep(Duration::from_secs(2));
-        p.standby = spawn_sync(&p.dir, &p.cfg, "standby-1");
-        p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
+        p.run.standby = spawn_sync(&p.run.dir, &p.run.cfg, "standby-1");
+        p.run.primary = spawn_sync(&p.run.dir, &p.run.cfg, "node-a");
     }
     std::thread::sleep(Duration::from_secs(6));
     assert!(
-        p.recorder.is_running(),
+        p.run.recorder.is_running(),
         "the recorder must not care about the agents"
     );
     stop_and_converge(&mut p, Duration::from_secs(40));
-    sent_total += sent_now(&p.data_a);
-    let total: u64 = media_files(&p.data_a)
+    sent_total += sent_now(&p.run.data_a);
+    let total: u64 = media_files(&p.run.data_a)
         .keys()
         .map(|k| {
-            std::fs::metadata(p.data_a.join(k))
+            std::fs::metadata(p.run.data_a.join(k))
                 .map(|m| m.len())
                 .unwrap_or(0)
         })
@@ -235,7 +208,7 @@ fn killing_either_agent_resumes_without_resending_and_recording_never_stops() {
         "re-sent too much: {sent_total} for {total}"
     );
     // The recorder recorded every stream as one continuous run through all of it.
-    let store = store::Reader::open(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
+    let store = store::Reader::open(&p.run.data_a, std::sync::Arc::new(base::clock::SystemClock))
         .expect("store");
     let streams = store.streams().expect("streams");
     for s in streams {
@@ -259,7 +232,7 @@ fn link_stalls_refusals_and_cuts_are_caught_up_without_loss() {
             || proxy.bytes_to_target() > 300_000
         ),
         "nothing crossed the proxy; {}",
-        p.primary.stderr_tail(20)
+        p.run.primary.stderr_tail(20)
     );
     proxy.set_mode(Mode::Stall);
     std::thread::sleep(Duration::from_secs(10));
@@ -271,16 +244,16 @@ fn link_stalls_refusals_and_cuts_are_caught_up_without_loss() {
     std::thread::sleep(Duration::from_secs(5));
     assert!(proxy.connections() >= 2, "the agent reconnected");
     stop_and_converge(&mut p, Duration::from_secs(60));
-    assert!(p.primary.is_running() && p.standby.is_running());
+    assert!(p.run.primary.is_running() && p.run.standby.is_running());
 }
 
 #[test]
 fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     let (mut p, _) = start_pair(2, 1000, false);
     wait_sealed_on_standby(&p, 4);
-    let standby_before = media_files(&p.data_s);
+    let standby_before = media_files(&p.run.data_s);
     // Encrypt every sealed segment on the primary; flip bytes in the open ones.
-    let store = store::Reader::open(&p.data_a, std::sync::Arc::new(base::clock::SystemClock))
+    let store = store::Reader::open(&p.run.data_a, std::sync::Arc::new(base::clock::SystemClock))
         .expect("store");
     let sealed = store
         .segments_in_state(store::SegmentState::Sealed)
@@ -291,7 +264,7 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     let attack_ms = chrono::Utc::now().timestamp_millis();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for row in &sealed {
-        let path = p.data_a.join(&row.path);
+        let path = p.run.data_a.join(&row.path);
         let len = std::fs::metadata(&path).expect("meta").len() as usize;
         let junk: Vec<u8> = (0..len)
             .map(|_| {
@@ -308,7 +281,7 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
         std::fs::write(&path, junk).expect("encrypt");
     }
     for row in &open {
-        let path = p.data_a.join(&row.path);
+        let path = p.run.data_a.join(&row.path);
         if let Ok(mut bytes) = std::fs::read(&path) {
             let at = bytes.len() / 2;
             bytes[at] ^= 0xff;
@@ -319,14 +292,14 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     let attack_alarm = |kind: &str| matches!(kind, "scrub_mismatch" | "tamper" | "tampering");
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-            primary_alarms(&p.data_a)
+            primary_alarms(&p.run.data_a)
                 .iter()
                 .any(|a| attack_alarm(&a.kind) && a.time_ms >= attack_ms)
         }),
         "no alarm within 10 s; primary log:\n{}",
-        p.primary.stderr_tail(30)
+        p.run.primary.stderr_tail(30)
     );
-    let alarm_ms = primary_alarms(&p.data_a)
+    let alarm_ms = primary_alarms(&p.run.data_a)
         .iter()
         .filter(|a| attack_alarm(&a.kind) && a.time_ms >= attack_ms)
         .map(|a| a.time_ms)
@@ -334,7 +307,7 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
         .unwrap_or(0);
     println!("first alarm {} ms after the attack", alarm_ms - attack_ms);
     // The standby's verified copies are untouched.
-    let standby_now = media_files(&p.data_s);
+    let standby_now = media_files(&p.run.data_s);
     for (path, sha) in &standby_before {
         assert_eq!(
             standby_now.get(path),
@@ -343,23 +316,23 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
         );
     }
     std::thread::sleep(Duration::from_secs(4));
-    assert!(p.recorder.is_running(), "recording never stops");
+    assert!(p.run.recorder.is_running(), "recording never stops");
     stop_and_converge(&mut p, Duration::from_secs(40));
     // Restore (on top of the automatic repair) leaves the primary bit-identical to what was recorded.
     restore_report(
-        &p.dir,
-        &p.cfg,
+        &p.run.dir,
+        &p.run.cfg,
         "node-a",
         None,
         None,
         Duration::from_secs(120),
     );
-    let want = sealed_on(&p.data_a, "node-a");
-    let files = media_files(&p.data_a);
+    let want = sealed_on(&p.run.data_a, "node-a");
+    let files = media_files(&p.run.data_a);
     for (path, sha) in &want {
         assert_eq!(files.get(path), Some(sha), "{path} not restored");
     }
-    let quarantined = std::fs::read_dir(p.data_a.join("quarantine"))
+    let quarantined = std::fs::read_dir(p.run.data_a.join("quarantine"))
         .map(|d| d.count())
         .unwrap_or(0);
     assert!(
@@ -367,11 +340,11 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
         "damaged files kept aside: {quarantined}"
     );
     let check = run_nvr(
-        &p.dir,
+        &p.run.dir,
         &[
             "check",
             "--config",
-            &p.cfg.to_string_lossy(),
+            &p.run.cfg.to_string_lossy(),
             "--node",
             "node-a",
         ],
@@ -388,10 +361,10 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
 fn wait_sealed_on_standby(p: &Pair, n: usize) {
     assert!(
         wait_until(Duration::from_secs(40), Duration::from_millis(300), || {
-            sealed_on(&p.data_s, "node-a").len() >= n
+            sealed_on(&p.run.data_s, "node-a").len() >= n
         }),
         "nothing sealed on the standby; {}",
-        p.standby.stderr_tail(20)
+        p.run.standby.stderr_tail(20)
     );
 }
 
@@ -400,14 +373,14 @@ fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     let (mut p, _) = start_pair(1, 0, false);
     wait_sealed_on_standby(&p, 3);
     stop_and_converge(&mut p, Duration::from_secs(30));
-    let want = sealed_on(&p.data_a, "node-a");
-    p.primary.sigterm();
-    p.primary.expect_clean_exit(Duration::from_secs(20));
-    std::fs::remove_dir_all(&p.data_a).expect("wipe");
+    let want = sealed_on(&p.run.data_a, "node-a");
+    p.run.primary.sigterm();
+    p.run.primary.expect_clean_exit(Duration::from_secs(20));
+    std::fs::remove_dir_all(&p.run.data_a).expect("wipe");
     // Only the sub stream (never recorded here): nothing is listed or fetched.
-    let config = p.cfg.to_string_lossy().into_owned();
+    let config = p.run.cfg.to_string_lossy().into_owned();
     let out = run_sync(
-        &p.dir,
+        &p.run.dir,
         &[
             "restore", "--config", &config, "--node", "node-a", "--stream", "sub",
         ],
@@ -416,17 +389,17 @@ fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
     assert_eq!(report["listed"], 0, "{report}");
-    assert!(media_files(&p.data_a).is_empty(), "nothing restored");
+    assert!(media_files(&p.run.data_a).is_empty(), "nothing restored");
     restore_report(
-        &p.dir,
-        &p.cfg,
+        &p.run.dir,
+        &p.run.cfg,
         "node-a",
         None,
         None,
         Duration::from_secs(120),
     );
-    assert_eq!(sealed_on(&p.data_a, "node-a"), want);
-    assert_eq!(media_files(&p.data_a), want);
+    assert_eq!(sealed_on(&p.run.data_a, "node-a"), want);
+    assert_eq!(media_files(&p.run.data_a), want);
     let _ = (&p.a, &p.s, &p.standby_listen);
 }
 
@@ -442,24 +415,24 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
     wait_sealed_on_standby(&p, 3);
     // Give the standby a moment to accept the head covering them, then stop the honest agent.
     std::thread::sleep(Duration::from_secs(2));
-    p.primary.sigterm();
-    p.primary.expect_clean_exit(Duration::from_secs(20));
-    let before = media_files(&p.data_s);
-    let alarms_before = standby_alarms(&p.data_s).len();
+    p.run.primary.sigterm();
+    p.run.primary.expect_clean_exit(Duration::from_secs(20));
+    let before = media_files(&p.run.data_s);
+    let alarms_before = standby_alarms(&p.run.data_s).len();
 
     let id = nvr_sync::identity::load(&p.a.dir).expect("primary identity");
-    let stranger_dir = p.dir.join("stranger");
+    let stranger_dir = p.run.dir.join("stranger");
     let stranger =
         nvr_sync::identity::generate(&stranger_dir, "node-a").expect("stranger identity");
-    let cfg = nvr_sync::config::SyncConfig::load(&p.cfg, Some("node-a")).expect("config");
+    let cfg = nvr_sync::config::SyncConfig::load(&p.run.cfg, Some("node-a")).expect("config");
     let standby = cfg.peers[0].clone();
-    let own_heads: Vec<SignedTreeHead> = nvr_sync::syncdb::SyncDb::open(&p.data_a)
+    let own_heads: Vec<SignedTreeHead> = nvr_sync::syncdb::SyncDb::open(&p.run.data_a)
         .and_then(|db| db.heads("node-a"))
         .expect("heads")
         .iter()
         .filter_map(|h| serde_json::from_str(&h.head_json).ok())
         .collect();
-    let own_leaves: Vec<SegmentLeaf> = nvr_sync::syncdb::SyncDb::open(&p.data_a)
+    let own_leaves: Vec<SegmentLeaf> = nvr_sync::syncdb::SyncDb::open(&p.run.data_a)
         .and_then(|db| db.leaves("node-a"))
         .expect("leaves")
         .iter()
@@ -484,7 +457,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         let (mut conn, view) = connect_as_node_a(&id, &standby).await;
         let held_head = view.head.expect("standby holds a head");
         // Sealed copies are summed up (`sealed_below_leaf`) rather than listed: one from the catalog.
-        let sealed_path = sealed_on(&p.data_s, "node-a")
+        let sealed_path = sealed_on(&p.run.data_s, "node-a")
             .into_keys()
             .next()
             .expect("a sealed copy on the standby");
@@ -601,7 +574,7 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         expect_refused(&mut conn, msg, "head from the future").await;
     });
 
-    let alarms = standby_alarms(&p.data_s);
+    let alarms = standby_alarms(&p.run.data_s);
     assert!(alarms.len() >= alarms_before + 7, "alarms: {alarms:?}");
     assert!(
         alarms
@@ -616,16 +589,16 @@ fn forged_history_contradicting_bytes_and_unknown_peers_are_refused_with_alarms(
         "alarms: {alarms:?}"
     );
     assert_eq!(
-        media_files(&p.data_s),
+        media_files(&p.run.data_s),
         before,
         "the standby's media did not change"
     );
-    let quarantined = std::fs::read_dir(p.data_s.join("quarantine"))
+    let quarantined = std::fs::read_dir(p.run.data_s.join("quarantine"))
         .map(|d| d.count())
         .unwrap_or(0);
     assert!(quarantined >= 1, "refused bytes kept aside");
-    assert!(p.standby.is_running());
+    assert!(p.run.standby.is_running());
     // The honest primary reconnects and carries on.
-    p.primary = spawn_sync(&p.dir, &p.cfg, "node-a");
+    p.run.primary = spawn_sync(&p.run.dir, &p.run.cfg, "node-a");
     stop_and_converge(&mut p, Duration::from_secs(40));
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -16,14 +16,7 @@ const ALARM_DEADLINE: Duration = Duration::from_secs(20);
 const REPAIR_DEADLINE: Duration = Duration::from_secs(60);
 
 struct Rig {
-    dir: TestDir,
-    data_a: PathBuf,
-    data_s: PathBuf,
-    cfg: PathBuf,
-    _camsim: NvrProcess,
-    recorder: NvrProcess,
-    primary: NvrProcess,
-    standby: NvrProcess,
+    pair: RunningPair,
     /// Between the primary and the standby, if asked for.
     proxy: Option<FaultProxy>,
 }
@@ -42,7 +35,6 @@ fn start(
     let dir = TestDir::new();
     let (camsim, cam_port) = rig::cluster::spawn_camsim(&dir, streams);
     let mut cluster = new_pair(&dir);
-    let (data_a, data_s) = (cluster.primary_data.clone(), cluster.standby_data.clone());
     let proxy = cluster.through_proxy(via_proxy);
     cluster.cameras = camsim_cameras(cam_port, streams);
     cluster.segment_s = segment_s;
@@ -55,16 +47,8 @@ fn start(
         text = text.replace(old, &format!("[retention]\nmin_free_bytes = 0\n{r}\n"));
     }
     let cfg = dir.write("cluster.toml", text);
-    let (standby, recorder, primary) = spawn_pair(&dir, &cfg);
     Rig {
-        dir,
-        data_a,
-        data_s,
-        cfg,
-        _camsim: camsim,
-        recorder,
-        primary,
-        standby,
+        pair: RunningPair::spawn(dir, &cluster, cfg, camsim),
         proxy,
     }
 }
@@ -89,11 +73,11 @@ impl Rig {
     fn mirrored(&self, n: usize, timeout: Duration) -> BTreeMap<String, store::SegmentRow> {
         let mut got = BTreeMap::new();
         let ok = wait_until(timeout, Duration::from_millis(300), || {
-            let standby: BTreeMap<String, Option<String>> = sealed_rows(&self.data_s)
+            let standby: BTreeMap<String, Option<String>> = sealed_rows(&self.pair.data_s)
                 .into_iter()
                 .map(|r| (r.path, r.sha256))
                 .collect();
-            got = sealed_rows(&self.data_a)
+            got = sealed_rows(&self.pair.data_a)
                 .into_iter()
                 .filter(|r| r.sha256.is_some() && standby.get(&r.path) == Some(&r.sha256))
                 .map(|r| (r.path.clone(), r))
@@ -104,14 +88,14 @@ impl Rig {
             ok,
             "only {} segments mirrored of {n}\nprimary:\n{}\nrecorder:\n{}",
             got.len(),
-            self.primary.stderr_tail(30),
-            self.recorder.stderr_tail(30)
+            self.pair.primary.stderr_tail(30),
+            self.pair.recorder.stderr_tail(30)
         );
         got
     }
 
     fn alarm_for(&self, kind: &str, path: Option<&str>, since_ms: i64) -> Option<i64> {
-        alarms(&self.data_a)
+        alarms(&self.pair.data_a)
             .into_iter()
             .filter(|a| a.kind == kind && a.time_ms >= since_ms)
             .find(|a| path.is_none_or(|p| a.segment_path.as_deref() == Some(p)))
@@ -127,8 +111,8 @@ impl Rig {
         at.unwrap_or_else(|| {
             panic!(
                 "no {kind} alarm for {path:?} within {ALARM_DEADLINE:?}; alarms: {:?}\nprimary:\n{}",
-                alarms(&self.data_a),
-                self.primary.stderr_tail(40)
+                alarms(&self.pair.data_a),
+                self.pair.primary.stderr_tail(40)
             )
         })
     }
@@ -138,14 +122,14 @@ impl Rig {
     fn wait_repaired(&self, rows: &[&store::SegmentRow]) {
         let mut bad: Vec<String> = Vec::new();
         let ok = wait_until(REPAIR_DEADLINE, Duration::from_millis(200), || {
-            let catalog: BTreeMap<String, store::SegmentRow> = sealed_rows(&self.data_a)
+            let catalog: BTreeMap<String, store::SegmentRow> = sealed_rows(&self.pair.data_a)
                 .into_iter()
                 .map(|r| (r.path.clone(), r))
                 .collect();
             bad = rows
                 .iter()
                 .filter(|r| {
-                    let path = self.data_a.join(&r.path);
+                    let path = self.pair.data_a.join(&r.path);
                     let file_ok = std::fs::metadata(&path)
                         .is_ok_and(|m| m.permissions().readonly())
                         && Some(file_sha256(&path)) == r.sha256;
@@ -161,20 +145,20 @@ impl Rig {
         assert!(
             ok,
             "not repaired within {REPAIR_DEADLINE:?}: {bad:?}\nalarms: {:?}\nprimary:\n{}",
-            alarms(&self.data_a),
-            self.primary.stderr_tail(40)
+            alarms(&self.pair.data_a),
+            self.pair.primary.stderr_tail(40)
         );
     }
 
     /// Recording and mirroring go on: a segment sealed after `since_ms` reaches the standby.
     fn assert_still_mirroring(&mut self, since_ms: i64) {
-        assert!(self.recorder.is_running(), "recording stopped");
+        assert!(self.pair.recorder.is_running(), "recording stopped");
         let ok = wait_until(Duration::from_secs(60), Duration::from_millis(300), || {
-            let standby: BTreeMap<String, Option<String>> = sealed_rows(&self.data_s)
+            let standby: BTreeMap<String, Option<String>> = sealed_rows(&self.pair.data_s)
                 .into_iter()
                 .map(|r| (r.path, r.sha256))
                 .collect();
-            sealed_rows(&self.data_a).iter().any(|r| {
+            sealed_rows(&self.pair.data_a).iter().any(|r| {
                 r.start_ms > since_ms
                     && r.sha256.is_some()
                     && standby.get(&r.path) == Some(&r.sha256)
@@ -183,7 +167,7 @@ impl Rig {
         assert!(
             ok,
             "no segment recorded after the attack reached the standby\nprimary:\n{}",
-            self.primary.stderr_tail(30)
+            self.pair.primary.stderr_tail(30)
         );
     }
 }
@@ -218,10 +202,10 @@ fn encrypting_twenty_sealed_files_raises_one_tampering_alarm_and_every_file_is_r
     let attack_ms = now_ms();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for row in &targets {
-        encrypt_in_place(&rig.data_a.join(&row.path), &mut seed);
+        encrypt_in_place(&rig.pair.data_a.join(&row.path), &mut seed);
     }
     let critical_ms = rig.wait_alarm("tampering", None, attack_ms);
-    let first_ms = alarms(&rig.data_a)
+    let first_ms = alarms(&rig.pair.data_a)
         .iter()
         .filter(|a| a.time_ms >= attack_ms && (a.kind == "tamper" || a.kind == "tampering"))
         .map(|a| a.time_ms)
@@ -233,7 +217,7 @@ fn encrypting_twenty_sealed_files_raises_one_tampering_alarm_and_every_file_is_r
         critical_ms - attack_ms
     );
     rig.wait_repaired(&targets);
-    let all = alarms(&rig.data_a);
+    let all = alarms(&rig.pair.data_a);
     let critical = all
         .iter()
         .filter(|a| a.kind == "tampering" && a.time_ms >= attack_ms)
@@ -251,7 +235,7 @@ fn encrypting_twenty_sealed_files_raises_one_tampering_alarm_and_every_file_is_r
     // every 250 ms: wait for it to catch up).
     let mut status = serde_json::Value::Null;
     let counted = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-        status = sync_status(&rig.dir, &rig.cfg, "node-a");
+        status = sync_status(&rig.pair.dir, &rig.pair.cfg, "node-a");
         let t = &status["tamper"];
         t["files_detected"].as_u64().unwrap_or(0) >= 20
             && t["files_repaired"].as_u64().unwrap_or(0) >= 20
@@ -290,7 +274,7 @@ fn a_sealed_file_deleted_by_hand_is_an_alarm_and_restored_but_retention_deletion
         .expect("a segment")
         .clone();
     let deleted_ms = now_ms();
-    std::fs::remove_file(rig.data_a.join(&newest.path)).expect("rm");
+    std::fs::remove_file(rig.pair.data_a.join(&newest.path)).expect("rm");
     rig.wait_alarm("tamper", Some(&newest.path), deleted_ms);
     rig.wait_repaired(&[&newest]);
     // Renamed away (as ransomware renames what it encrypted): the same.
@@ -301,12 +285,12 @@ fn a_sealed_file_deleted_by_hand_is_an_alarm_and_restored_but_retention_deletion
         .expect("another segment")
         .clone();
     let renamed_ms = now_ms();
-    let from = rig.data_a.join(&renamed.path);
+    let from = rig.pair.data_a.join(&renamed.path);
     std::fs::rename(&from, from.with_extension("mp4.locked")).expect("mv");
     rig.wait_alarm("tamper", Some(&renamed.path), renamed_ms);
     rig.wait_repaired(&[&renamed]);
     // Retention goes on deleting the oldest segments: none of those is an alarm.
-    let reader = open_reader(&rig.data_a).expect("catalog");
+    let reader = open_reader(&rig.pair.data_a).expect("catalog");
     let mut retention_deleted: Vec<String> = Vec::new();
     wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
         retention_deleted = reader
@@ -324,7 +308,7 @@ fn a_sealed_file_deleted_by_hand_is_an_alarm_and_restored_but_retention_deletion
     );
     // Give the watch time to have seen them (it checks within a second).
     std::thread::sleep(Duration::from_secs(3));
-    let all = alarms(&rig.data_a);
+    let all = alarms(&rig.pair.data_a);
     let false_alarms: Vec<_> = all
         .iter()
         .filter(|a| {
@@ -342,7 +326,7 @@ fn a_sealed_file_deleted_by_hand_is_an_alarm_and_restored_but_retention_deletion
         !all.iter().any(|a| a.kind == "tampering"),
         "no tampering alarm: {all:?}"
     );
-    let status = sync_status(&rig.dir, &rig.cfg, "node-a");
+    let status = sync_status(&rig.pair.dir, &rig.pair.cfg, "node-a");
     assert!(
         status["tamper"]["retention_deletions"]
             .as_u64()
@@ -359,7 +343,7 @@ fn chmod_and_a_one_byte_change_of_a_sealed_file_is_an_alarm_and_repaired() {
     let mut rig = start(1, 2, 0, "", None, false);
     let mirrored = rig.mirrored(2, Duration::from_secs(60));
     let row = mirrored.values().next().expect("a segment").clone();
-    let path = rig.data_a.join(&row.path);
+    let path = rig.pair.data_a.join(&row.path);
     let changed_ms = now_ms();
     make_writable(&path);
     let mut bytes = std::fs::read(&path).expect("read");
@@ -376,26 +360,26 @@ fn chmod_and_a_one_byte_change_of_a_sealed_file_is_an_alarm_and_repaired() {
 fn a_file_tampered_with_before_the_standby_holds_it_is_a_failed_repair_and_mirroring_goes_on() {
     let mut rig = start(1, 2, 0, "", None, false);
     rig.mirrored(2, Duration::from_secs(60));
-    rig.standby.sigterm();
-    rig.standby.expect_clean_exit(Duration::from_secs(30));
+    rig.pair.standby.sigterm();
+    rig.pair.standby.expect_clean_exit(Duration::from_secs(30));
     let stopped_ms = now_ms();
     // A segment recorded entirely while the standby was away.
     let mut row = None;
     wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        row = sealed_rows(&rig.data_a)
+        row = sealed_rows(&rig.pair.data_a)
             .into_iter()
             .find(|r| r.start_ms > stopped_ms + 500);
         row.is_some()
     });
     let row = row.expect("a segment sealed while the standby was stopped");
-    let path = rig.data_a.join(&row.path);
+    let path = rig.pair.data_a.join(&row.path);
     let t0 = now_ms();
     make_writable(&path);
     let mut bytes = std::fs::read(&path).expect("read");
     bytes[100] ^= 0x01;
     std::fs::write(&path, bytes).expect("write");
     rig.wait_alarm("tamper", Some(&row.path), t0);
-    rig.standby = spawn_sync(&rig.dir, &rig.cfg, "standby-1");
+    rig.pair.standby = spawn_sync(&rig.pair.dir, &rig.pair.cfg, "standby-1");
     let restarted_ms = now_ms();
     rig.wait_alarm("repair_failed", Some(&row.path), t0);
     rig.assert_still_mirroring(restarted_ms);
@@ -410,7 +394,7 @@ fn a_repair_lost_with_the_connection_is_asked_for_again() {
     // The link goes silent: the repair's fetch goes out and is never answered.
     proxy.set_mode(Mode::Stall);
     let t0 = now_ms();
-    let path = rig.data_a.join(&row.path);
+    let path = rig.pair.data_a.join(&row.path);
     make_writable(&path);
     let mut bytes = std::fs::read(&path).expect("read");
     bytes[200] ^= 0x01;
@@ -456,18 +440,18 @@ fn a_rewritten_catalog_row_does_not_hide_an_altered_file_from_the_watch_or_the_s
     let rows: Vec<store::SegmentRow> = mirrored.values().take(2).cloned().collect();
     // While the agent runs: the watch.
     let t0 = now_ms();
-    alter_file_and_row(&rig.data_a, &rows[0]);
+    alter_file_and_row(&rig.pair.data_a, &rows[0]);
     rig.wait_alarm("tamper", Some(&rows[0].path), t0);
     rig.wait_repaired(&[&rows[0]]);
     // While the agent is stopped (no file events): the scrub, against the signed log.
-    rig.primary.sigterm();
-    rig.primary.expect_clean_exit(Duration::from_secs(30));
+    rig.pair.primary.sigterm();
+    rig.pair.primary.expect_clean_exit(Duration::from_secs(30));
     let t1 = now_ms();
-    alter_file_and_row(&rig.data_a, &rows[1]);
+    alter_file_and_row(&rig.pair.data_a, &rows[1]);
     // `nvr check` compares with the catalog and sees nothing; `nvr-sync check` compares with the log.
-    let cfg = rig.cfg.to_string_lossy().into_owned();
+    let cfg = rig.pair.cfg.to_string_lossy().into_owned();
     let nvr_check = run_nvr(
-        &rig.dir,
+        &rig.pair.dir,
         &["check", "--config", &cfg, "--node", "node-a"],
         Duration::from_secs(60),
     );
@@ -477,23 +461,23 @@ fn a_rewritten_catalog_row_does_not_hide_an_altered_file_from_the_watch_or_the_s
         nvr_check.stdout
     );
     let check_args = ["check", "--config", cfg.as_str(), "--node", "node-a"];
-    let log_check = run_sync(&rig.dir, &check_args, Duration::from_secs(60));
+    let log_check = run_sync(&rig.pair.dir, &check_args, Duration::from_secs(60));
     assert_eq!(log_check.status.code(), Some(1), "{}", log_check.stderr);
     assert!(
         log_check.stdout.contains(&rows[1].path) && log_check.stdout.contains("signed log"),
         "{}",
         log_check.stdout
     );
-    rig.primary = spawn_sync(&rig.dir, &rig.cfg, "node-a");
+    rig.pair.primary = spawn_sync(&rig.pair.dir, &rig.pair.cfg, "node-a");
     rig.wait_alarm("scrub_mismatch", Some(&rows[1].path), t1);
     rig.wait_repaired(&[&rows[1]]);
-    let log_check = run_sync(&rig.dir, &check_args, Duration::from_secs(60));
+    let log_check = run_sync(&rig.pair.dir, &check_args, Duration::from_secs(60));
     assert!(
         !log_check.stdout.contains(&rows[1].path),
         "{}",
         log_check.stdout
     );
-    let events = open_reader(&rig.data_a)
+    let events = open_reader(&rig.pair.data_a)
         .expect("catalog")
         .events(0, 10_000)
         .expect("events");
@@ -520,16 +504,16 @@ fn lost_file_events_fall_back_to_a_pass_that_finds_the_changed_files() {
     // events are dropped and a fallback pass follows 150 ms later), then overwritten. A few bursts are
     // allowed in case the watch happened to keep up with one.
     let found = |rig: &Rig| {
-        status_of(&rig.data_a)["tamper"]["fallback_found"]
+        status_of(&rig.pair.data_a)["tamper"]["fallback_found"]
             .as_u64()
             .unwrap_or(0)
     };
     for burst in rows.chunks(4).take(3) {
         for row in burst {
-            make_writable(&rig.data_a.join(&row.path));
+            make_writable(&rig.pair.data_a.join(&row.path));
         }
         for row in burst {
-            encrypt_in_place(&rig.data_a.join(&row.path), &mut seed);
+            encrypt_in_place(&rig.pair.data_a.join(&row.path), &mut seed);
             changed.push(row);
         }
         if wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
@@ -539,22 +523,22 @@ fn lost_file_events_fall_back_to_a_pass_that_finds_the_changed_files() {
         }
     }
     let ok = wait_until(ALARM_DEADLINE, Duration::from_millis(200), || {
-        let t = &status_of(&rig.data_a)["tamper"];
+        let t = &status_of(&rig.pair.data_a)["tamper"];
         t["fallback_passes"].as_u64().unwrap_or(0) >= 1
             && t["fallback_found"].as_u64().unwrap_or(0) >= 1
     });
     assert!(
         ok,
         "no fallback pass found anything: {}\nprimary:\n{}",
-        status_of(&rig.data_a)["tamper"],
-        rig.primary.stderr_tail(30)
+        status_of(&rig.pair.data_a)["tamper"],
+        rig.pair.primary.stderr_tail(30)
     );
     rig.wait_repaired(&changed);
     assert!(
         rig.alarm_for("tamper", None, t0).is_some()
             || rig.alarm_for("tampering", None, t0).is_some(),
         "an alarm: {:?}",
-        alarms(&rig.data_a)
+        alarms(&rig.pair.data_a)
     );
     rig.assert_still_mirroring(t0);
 }

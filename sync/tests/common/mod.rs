@@ -815,6 +815,60 @@ pub fn spawn_pair(dir: &TestDir, cfg: &Path) -> (NvrProcess, NvrProcess, NvrProc
     (standby, recorder, primary)
 }
 
+/// The usual pair running beside a camera simulator: node-a's recorder and primary agent and
+/// standby-1's agent ([`spawn_pair`]) on the cluster file `cfg`.
+pub struct RunningPair {
+    pub dir: TestDir,
+    pub data_a: PathBuf,
+    pub data_s: PathBuf,
+    /// The one cluster file both nodes read.
+    pub cfg: PathBuf,
+    pub camsim: NvrProcess,
+    pub recorder: NvrProcess,
+    pub primary: NvrProcess,
+    pub standby: NvrProcess,
+}
+
+impl RunningPair {
+    /// Starts the processes of the pair that `cluster` describes, written to `cfg`, beside `camsim`.
+    pub fn spawn(dir: TestDir, cluster: &ClusterFile, cfg: PathBuf, camsim: NvrProcess) -> Self {
+        let (standby, recorder, primary) = spawn_pair(&dir, &cfg);
+        RunningPair {
+            data_a: cluster.primary_data.clone(),
+            data_s: cluster.standby_data.clone(),
+            dir,
+            cfg,
+            camsim,
+            recorder,
+            primary,
+            standby,
+        }
+    }
+
+    /// Asserts that the standby `converged` on every segment in `want` (path -> sha256) that it
+    /// `has` too, naming the ones it lacks with both agents' logs.
+    pub fn assert_converged(
+        &self,
+        converged: bool,
+        want: &BTreeMap<String, String>,
+        has: &BTreeMap<String, String>,
+    ) {
+        let missing: Vec<&String> = want
+            .iter()
+            .filter(|(k, v)| has.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            converged,
+            "standby lacks {} of {} segments: {missing:?}\nprimary log:\n{}\nstandby log:\n{}",
+            missing.len(),
+            want.len(),
+            self.primary.stderr_tail(30),
+            self.standby.stderr_tail(30)
+        );
+    }
+}
+
 /// Waits (30 s at most) until the standby's agent `standby` says it listens.
 pub fn wait_standby_listening(standby: &NvrProcess) {
     assert!(
