@@ -141,6 +141,20 @@ impl Drop for TestDir {
     }
 }
 
+/// The log of a helper server that has stopped: its last lines printed under `name` when the
+/// thread panics (the test failed and they may tell why), else removed.
+pub(crate) fn end_server_log(log: &Path, name: &str) {
+    if thread::panicking() {
+        eprintln!(
+            "--- {name} log {} (tail) ---\n{}",
+            log.display(),
+            file_tail(log, 20)
+        );
+    } else {
+        let _ = fs::remove_file(log);
+    }
+}
+
 /// Last `lines` lines of a text file ("" if it cannot be read).
 pub fn file_tail(path: &Path, lines: usize) -> String {
     let Ok(mut file) = File::open(path) else {
@@ -312,6 +326,31 @@ fn spawn_script_any_port(
         "{program} {args:?}: no free port after {PORT_ATTEMPTS} attempts; log:\n{}",
         file_tail(log, 40)
     );
+}
+
+/// Stops the script's server in `child`, if it runs (SIGKILL to its process group).
+fn stop_script(child: &mut Option<Child>) {
+    if let Some(mut running) = child.take() {
+        kill_group_and_reap(&mut running);
+    }
+}
+
+/// Stops the script's server in `child` if it runs, then starts `program args` again on `port`.
+fn restart_script(
+    child: &mut Option<Child>,
+    program: &str,
+    args: &[String],
+    port: u16,
+    log: &Path,
+) {
+    stop_script(child);
+    *child = Some(spawn_script_same_port(
+        program,
+        args,
+        port,
+        log,
+        Duration::from_secs(10),
+    ));
 }
 
 /// Spawns a script on exactly `port`, retrying for up to `within` while the port is taken (e.g.
@@ -543,38 +582,25 @@ impl GstCamera {
     /// Kills the server (SIGKILL to its process group: connections drop without TEARDOWN, as when
     /// a camera loses power). The port stays reserved in this handle for [`Self::restart_same_port`].
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group_and_reap(&mut child);
-        }
+        stop_script(&mut self.child);
     }
 
     /// Stops the server if it runs, then starts it again on the same port and mounts.
     pub fn restart_same_port(&mut self) {
-        self.stop();
-        let child = spawn_script_same_port(
+        restart_script(
+            &mut self.child,
             GST_PYTHON,
             &self.args,
             self.port,
             &self.log,
-            Duration::from_secs(10),
         );
-        self.child = Some(child);
     }
 }
 
 impl Drop for GstCamera {
     fn drop(&mut self) {
         self.stop();
-        if thread::panicking() {
-            eprintln!(
-                "--- GstCamera port {} log {} (tail) ---\n{}",
-                self.port,
-                self.log.display(),
-                file_tail(&self.log, 20)
-            );
-        } else {
-            let _ = fs::remove_file(&self.log);
-        }
+        end_server_log(&self.log, &format!("GstCamera port {}", self.port));
     }
 }
 
@@ -657,38 +683,21 @@ impl HostileCamera {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group_and_reap(&mut child);
-        }
+        stop_script(&mut self.child);
     }
 
     pub fn restart_same_port(&mut self) {
-        self.stop();
-        let child = spawn_script_same_port(
-            "python3",
-            &self.args,
-            self.port,
-            &self.log,
-            Duration::from_secs(10),
-        );
-        self.child = Some(child);
+        restart_script(&mut self.child, "python3", &self.args, self.port, &self.log);
     }
 }
 
 impl Drop for HostileCamera {
     fn drop(&mut self) {
         self.stop();
-        if thread::panicking() {
-            eprintln!(
-                "--- HostileCamera {} port {} log {} (tail) ---\n{}",
-                self.mode.as_str(),
-                self.port,
-                self.log.display(),
-                file_tail(&self.log, 20)
-            );
-        } else {
-            let _ = fs::remove_file(&self.log);
-        }
+        end_server_log(
+            &self.log,
+            &format!("HostileCamera {} port {}", self.mode.as_str(), self.port),
+        );
     }
 }
 
@@ -798,19 +807,8 @@ impl LossyProxy {
 
 impl Drop for LossyProxy {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group_and_reap(&mut child);
-        }
-        if thread::panicking() {
-            eprintln!(
-                "--- LossyProxy port {} log {} (tail) ---\n{}",
-                self.port,
-                self.log.display(),
-                file_tail(&self.log, 20)
-            );
-        } else {
-            let _ = fs::remove_file(&self.log);
-        }
+        stop_script(&mut self.child);
+        end_server_log(&self.log, &format!("LossyProxy port {}", self.port));
         let _ = fs::remove_file(&self.stats);
     }
 }

@@ -27,7 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{append_log, file_tail, free_port, kill_group_and_reap, unique_log_path, wait_until};
+use super::{
+    append_log, end_server_log, file_tail, free_port, kill_group_and_reap, unique_log_path,
+    wait_until,
+};
 
 /// The user VLC runs as when the tests run as root.
 const NOBODY_UID: u32 = 65534;
@@ -297,16 +300,7 @@ impl Drop for VlcServer {
         if let Some(mut child) = self.child.take() {
             kill_group_and_reap(&mut child);
         }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- VLC port {} log {} (tail) ---\n{}",
-                self.port,
-                self.log.display(),
-                file_tail(&self.log, 20)
-            );
-        } else {
-            let _ = fs::remove_file(&self.log);
-        }
+        end_server_log(&self.log, &format!("VLC port {}", self.port));
         drop(self.dir.take());
     }
 }
