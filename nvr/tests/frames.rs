@@ -3,67 +3,24 @@
 //! stamps in the sealed segments (read with `nvr::frames` and the `nvr frames` CLI) show that no frame
 //! was lost or repeated, that both recordings agree frame by frame, and ffmpeg decodes the files cleanly.
 
-use testkit as common;
+mod common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use base::clock::SystemClock;
-use common::{ffprobe, wait_until, NvrProcess, TestDir};
+use common::{ffprobe, sealed_count, segments, wait_until, NvrProcess, TestDir};
 use nvr::frames::{list, summarize, FrameInfo};
-use store::{SegmentRow, SegmentState};
+use store::SegmentState;
 
 fn write_config(dir: &TestDir, sim_port: u16) -> PathBuf {
-    dir.write("identity/identity.toml", "node = \"test-a\"\n");
-    let mut cfg = format!(
-        r#"identity_dir = "{}"
-
-[[nodes]]
-name = "test-a"
-role = "primary"
-data_dir = "{}"
-
-[recording]
-segment_duration_s = 2
-flush_interval_ms = 500
-
-[ingest]
-connect_timeout_ms = 3000
-frame_timeout_ms = 3000
-backoff_initial_ms = 300
-backoff_max_ms = 2000
-"#,
-        dir.join("identity").display(),
-        dir.join("data").display()
-    );
+    let mut cfg = common::node_config(dir, 2, "");
     for name in ["a", "b"] {
         cfg.push_str(&format!(
             "\n[[cameras]]\nname = \"{name}\"\nnode = \"test-a\"\n[cameras.streams.main]\nurl = \"rtsp://127.0.0.1:{sim_port}/cam2\"\n"
         ));
     }
     dir.write("nvr.toml", cfg)
-}
-
-fn segments(dir: &TestDir, camera: &str) -> Vec<SegmentRow> {
-    let Some(store) = store::Reader::open_if_ready(&dir.join("data"), Arc::new(SystemClock))
-        .expect("open catalog")
-    else {
-        return Vec::new();
-    };
-    let id = store.find_stream(camera, "main").expect("find");
-    match id {
-        Some(id) => store.stream_segments(id).expect("segments"),
-        None => Vec::new(),
-    }
-}
-
-fn sealed_count(dir: &TestDir, camera: &str) -> usize {
-    segments(dir, camera)
-        .iter()
-        .filter(|s| s.state == SegmentState::Sealed)
-        .count()
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The stream supervisor and its control socket, end to end: real `nvr run` processes recording the
 //! camera simulator (and the GStreamer camera), steered with `nvr ctl` and raw socket clients.
 
-use testkit as common;
+mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base::clock::SystemClock;
-use common::{ffprobe, run_nvr, wait_until, CameraOpts, GstCamera, NvrProcess, TestDir};
+use common::{
+    ffprobe, named_node_config, run_nvr, start_nvr, wait_until, CameraOpts, GstCamera, NvrProcess,
+    TestDir,
+};
 use serde_json::{json, Value};
 use store::{SegmentRow, SegmentState};
 
@@ -48,41 +51,13 @@ fn start_camsim(dir: &TestDir, streams: usize) -> (NvrProcess, u16) {
 /// A one-node cluster file for node `name` (its identity in `identity-<name>/`): `cams` are (name,
 /// url, record).
 fn write_config(dir: &TestDir, name: &str, data: &str, cams: &[(&str, String, bool)]) -> PathBuf {
-    dir.write(
-        format!("identity-{name}/identity.toml"),
-        format!("node = \"{name}\"\n"),
-    );
-    let mut cfg = format!(
-        r#"identity_dir = "{}"
-
-[recording]
-segment_duration_s = 60
-flush_interval_ms = 500
-
-[ingest]
-connect_timeout_ms = 3000
-frame_timeout_ms = 3000
-backoff_initial_ms = 300
-backoff_max_ms = 2000
-
-[[nodes]]
-name = "{name}"
-role = "primary"
-data_dir = "{}"
-"#,
-        dir.join(format!("identity-{name}")).display(),
-        dir.join(data).display()
-    );
+    let mut cfg = named_node_config(dir, name, &format!("identity-{name}"), data, 60, "");
     for (cam, url, record) in cams {
         cfg.push_str(&format!(
             "\n[[cameras]]\nname = \"{cam}\"\nnode = \"{name}\"\n[cameras.streams.main]\nurl = \"{url}\"\nrecord = {record}\n"
         ));
     }
     dir.write(format!("{name}.toml"), cfg)
-}
-
-fn start_nvr(dir: &TestDir, config: &Path) -> NvrProcess {
-    NvrProcess::spawn(dir, &["run", "--config", &config.to_string_lossy()])
 }
 
 /// `nvr ctl --config CONFIG ARGS…`: (exit ok, parsed stdout or stderr text as a JSON string).

@@ -20,7 +20,23 @@ use store::{Reader, SegmentRow, SegmentState};
 /// by its identity as on an installed node: segments of `segment_s`, and `after_ingest` right after
 /// the `[ingest]` table's lines (more of them, or other tables). Cameras and other nodes follow.
 pub fn node_config(dir: &TestDir, segment_s: u64, after_ingest: &str) -> String {
-    dir.write("identity/identity.toml", "node = \"test-a\"\n");
+    named_node_config(dir, "test-a", "identity", "data", segment_s, after_ingest)
+}
+
+/// [`node_config`] of the primary node `name`, its identity file in `<dir>/<identity>` and its data
+/// in `<dir>/<data>`.
+pub fn named_node_config(
+    dir: &TestDir,
+    name: &str,
+    identity: &str,
+    data: &str,
+    segment_s: u64,
+    after_ingest: &str,
+) -> String {
+    dir.write(
+        format!("{identity}/identity.toml"),
+        format!("node = \"{name}\"\n"),
+    );
     format!(
         r#"identity_dir = "{}"
 
@@ -36,12 +52,12 @@ backoff_max_ms = 2000
 {after_ingest}
 
 [[nodes]]
-name = "test-a"
+name = "{name}"
 role = "primary"
 data_dir = "{}"
 "#,
-        dir.join("identity").display(),
-        dir.join("data").display()
+        dir.join(identity).display(),
+        dir.join(data).display()
     )
 }
 
