@@ -2,8 +2,6 @@
 //! independent of the recorder (it may restart on its own; the recorder never waits for it); the example
 //! cluster configuration gives every node an agent configuration and bad sync settings name the key.
 
-use std::process::Command;
-
 use nvr_sync::config::{Role, SyncConfig};
 
 const UNIT: &str = include_str!(concat!(
@@ -140,20 +138,7 @@ fn the_agent_runs_as_its_own_user_and_only_it_can_read_the_keys() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/nvr.sysusers"),
         sysusers,
     ];
-    let out = Command::new("systemd-sysusers")
-        .arg("--dry-run")
-        .args(both)
-        .output()
-        .expect("run systemd-sysusers");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "systemd-sysusers --dry-run: {all}");
-    for bad in ["ignoring", "Failed", "rror"] {
-        assert!(!all.contains(bad), "systemd-sysusers complains:\n{all}");
-    }
+    testkit::systemd::assert_sysusers_parse(&both);
 
     let tmpfiles = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -55,6 +55,19 @@ pub fn run_systemd_tool(cmd: &mut Command) -> String {
     all
 }
 
+/// `systemd-sysusers --dry-run` accepts the snippets at `paths` (read together) without failing or
+/// complaining about a line.
+pub fn assert_sysusers_parse(paths: &[&str]) {
+    let all = run_systemd_tool(
+        Command::new("systemd-sysusers")
+            .arg("--dry-run")
+            .args(paths),
+    );
+    for bad in ["ignoring", "Failed", "rror"] {
+        assert!(!all.contains(bad), "systemd-sysusers complains:\n{all}");
+    }
+}
+
 /// The settings of `unit` (the text of `systemd/<file_name>`, comments left out) include every
 /// line of `required`; panics naming the first it lacks.
 pub fn assert_unit_has(unit: &str, file_name: &str, required: &[&str]) {

@@ -679,17 +679,10 @@ pub fn identity_dir(dir: &TestDir, node: &str) -> PathBuf {
 /// the identity it wrote.
 pub fn keygen(dir: &TestDir, node: &str) -> Identity {
     let id_dir = identity_dir(dir, node);
-    let out = run_sync(
+    run_sync_ok(
         dir,
         &["keygen", "--dir", &path_str(&id_dir), "--node", node],
         Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "nvr-sync keygen --node {node} failed ({}):\n{}{}",
-        out.status,
-        out.stdout,
-        out.stderr
     );
     let id = read_identity(&id_dir);
     assert_eq!(id.node, node, "identity.toml names another node");
@@ -1111,19 +1104,26 @@ pub fn run_sync(dir: &TestDir, args: &[&str], timeout: Duration) -> NvrOutput {
     }
 }
 
-/// `nvr-sync status --config CONFIG --node NODE`, parsed as JSON. Panics on failure or non-JSON output.
-pub fn sync_status(dir: &TestDir, config: &Path, node: &str) -> serde_json::Value {
-    let out = run_sync(
-        dir,
-        &["status", "--config", &path_str(config), "--node", node],
-        Duration::from_secs(30),
-    );
+/// [`run_sync`] of a command that must succeed; panics with its output if it fails.
+pub fn run_sync_ok(dir: &TestDir, args: &[&str], timeout: Duration) -> NvrOutput {
+    let out = run_sync(dir, args, timeout);
     assert!(
         out.status.success(),
-        "nvr-sync status failed ({}):\n{}{}",
+        "nvr-sync {} failed ({}):\n{}{}",
+        args.join(" "),
         out.status,
         out.stdout,
         out.stderr
+    );
+    out
+}
+
+/// `nvr-sync status --config CONFIG --node NODE`, parsed as JSON. Panics on failure or non-JSON output.
+pub fn sync_status(dir: &TestDir, config: &Path, node: &str) -> serde_json::Value {
+    let out = run_sync_ok(
+        dir,
+        &["status", "--config", &path_str(config), "--node", node],
+        Duration::from_secs(30),
     );
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
         panic!(
