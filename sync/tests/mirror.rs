@@ -319,14 +319,7 @@ fn ransomware_on_the_primary_cannot_touch_the_standby_and_is_repaired() {
     assert!(p.run.recorder.is_running(), "recording never stops");
     stop_and_converge(&mut p, Duration::from_secs(40));
     // Restore (on top of the automatic repair) leaves the primary bit-identical to what was recorded.
-    restore_report(
-        &p.run.dir,
-        &p.run.cfg,
-        "node-a",
-        None,
-        None,
-        Duration::from_secs(120),
-    );
+    restore_node_a(&p.run.dir, &p.run.cfg);
     let want = sealed_on(&p.run.data_a, "node-a");
     let files = media_files(&p.run.data_a);
     for (path, sha) in &want {
@@ -389,14 +382,7 @@ fn restore_rebuilds_a_wiped_primary_from_the_standby() {
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("report");
     assert_eq!(report["listed"], 0, "{report}");
     assert!(media_files(&p.run.data_a).is_empty(), "nothing restored");
-    restore_report(
-        &p.run.dir,
-        &p.run.cfg,
-        "node-a",
-        None,
-        None,
-        Duration::from_secs(120),
-    );
+    restore_node_a(&p.run.dir, &p.run.cfg);
     assert_eq!(sealed_on(&p.run.data_a, "node-a"), want);
     assert_eq!(media_files(&p.run.data_a), want);
     let _ = (&p.a, &p.s, &p.standby_listen);

@@ -47,6 +47,19 @@ fn connected(data_a: &Path) -> bool {
     status_file(data_a)["peers"]["standby-1"]["connected"].as_bool() == Some(true)
 }
 
+/// Starts node-a's agent and asserts that it connects to `standby` within `timeout`; the agent.
+fn primary_gets_through(p: &Pair, standby: &NvrProcess, timeout: Duration) -> NvrProcess {
+    let primary = spawn_sync(&p.dir, &p.cfg, "node-a");
+    let through = wait_until(timeout, Duration::from_millis(100), || connected(&p.data_a));
+    assert!(
+        through,
+        "primary kept out\nprimary:\n{}\nstandby:\n{}",
+        primary.stderr_tail(20),
+        standby.stderr_tail(20)
+    );
+    primary
+}
+
 fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
     (0..n)
         .filter_map(|_| TcpStream::connect(addr).ok())
@@ -62,16 +75,7 @@ fn idle_unauthenticated_connections_are_capped_and_the_primary_gets_through() {
     // 300 connections that never start a TLS handshake, then the real primary (accepted after them).
     let idle = idle_connections(&p.listen, 300);
     assert_eq!(idle.len(), 300);
-    let primary = spawn_sync(&p.dir, &p.cfg, "node-a");
-    let through = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
-        connected(&p.data_a)
-    });
-    assert!(
-        through,
-        "primary kept out\nprimary:\n{}\nstandby:\n{}",
-        primary.stderr_tail(20),
-        standby.stderr_tail(20)
-    );
+    let _primary = primary_gets_through(&p, &standby, Duration::from_secs(60));
     let fds = open_fds(standby.pid().expect("pid"));
     assert!(
         fds < base_fds + 100,
@@ -110,16 +114,7 @@ fn accept_errors_back_off_and_the_primary_gets_through_afterwards() {
         Duration::from_millis(100),
         || standby.stderr_tail(20).contains("accept failed")
     ));
-    let primary = spawn_sync(&p.dir, &p.cfg, "node-a");
-    let through = wait_until(Duration::from_secs(90), Duration::from_millis(100), || {
-        connected(&p.data_a)
-    });
-    assert!(
-        through,
-        "primary kept out\nprimary:\n{}\nstandby:\n{}",
-        primary.stderr_tail(20),
-        standby.stderr_tail(20)
-    );
+    let _primary = primary_gets_through(&p, &standby, Duration::from_secs(90));
     drop(idle);
     let log = std::fs::read_to_string(standby.stderr_log_path()).expect("standby log");
     let failures = log.matches("accept failed").count();

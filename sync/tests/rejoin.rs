@@ -55,14 +55,7 @@ fn camsim(dir: &TestDir, port: u16) -> NvrProcess {
 /// report.
 fn wipe_and_restore_the_primary(n: &Nodes) -> serde_json::Value {
     std::fs::remove_dir_all(&n.data_a).expect("wipe the primary");
-    restore_report(
-        &n.dir,
-        &n.cfg,
-        "node-a",
-        None,
-        None,
-        Duration::from_secs(120),
-    )
+    restore_node_a(&n.dir, &n.cfg)
 }
 
 #[test]

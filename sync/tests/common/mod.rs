@@ -1186,6 +1186,11 @@ pub fn restore_report(
         .unwrap_or_else(|e| panic!("restore report: {e}\n{}", out.stdout))
 }
 
+/// [`restore_report`] of every stream of node-a, two minutes at most.
+pub fn restore_node_a(dir: &TestDir, config: &Path) -> serde_json::Value {
+    restore_report(dir, config, "node-a", None, None, Duration::from_secs(120))
+}
+
 /// Reads exactly `n` bytes or fails after `timeout` (for tests talking through a proxy).
 pub fn read_exact_timeout(
     stream: &mut TcpStream,
