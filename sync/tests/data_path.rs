@@ -306,19 +306,6 @@ fn a_standby_that_cannot_store_raises_stall_alarms_on_both_sides_and_recovers() 
     );
 }
 
-/// Waits for the next message from the standby that is not a `Ping`/`Pong` of its own.
-async fn next_reply<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
-    conn: &mut nvr_sync::agent::Conn<S>,
-) -> nvr_sync::proto::Message {
-    loop {
-        match conn.recv(Duration::from_secs(20)).await {
-            Ok(Some(nvr_sync::proto::Message::Ping { .. })) => {}
-            Ok(Some(m)) => return m,
-            other => panic!("no reply from the standby: {other:?}"),
-        }
-    }
-}
-
 /// Issue 8, defect 3. Speaking as the primary (its own certificate and key): bytes the standby has
 /// acknowledged for a path cannot be dropped by a seal with another hash and replaced by a fresh copy
 /// from offset 0, and a seal that matches the held bytes does not publish while no logged leaf
@@ -352,22 +339,13 @@ fn acknowledged_bytes_are_never_replaced_and_an_unlogged_seal_does_not_publish()
     rt.block_on(async {
         let (mut conn, _) = connect_as_node_a(&id, &standby).await;
         open_segment_with(&mut conn, &key, "cam1", held.clone()).await;
-        match next_reply(&mut conn).await {
-            Message::Ack { bytes_durable, .. } => assert_eq!(bytes_durable, 4096),
-            other => panic!("expected Ack, got {other:?}"),
-        }
+        expect_ack(&mut conn, 4096).await;
         // A seal with another hash is refused ...
         conn.send(&seal(sha(&forged))).await.expect("send");
         let reply = next_reply(&mut conn).await;
         assert!(matches!(reply, Message::Refused { .. }), "{reply:?}");
         // ... and does not let the path start afresh with other bytes.
-        conn.send(&Message::SegmentData {
-            key: key.clone(),
-            offset: 0,
-            data: forged.clone().into(),
-        })
-        .await
-        .expect("send");
+        send_segment_data(&mut conn, &key, 0, forged.clone()).await;
         let reply = next_reply(&mut conn).await;
         assert!(
             matches!(reply, Message::Refused { .. }),
@@ -437,13 +415,7 @@ fn invented_cameras_are_refused_and_unverified_bytes_stop_at_the_quota() {
         .expect("send");
         let reply = next_reply(&mut conn).await;
         assert!(matches!(reply, Message::Refused { .. }), "{reply:?}");
-        conn.send(&Message::SegmentData {
-            key: key("cam9"),
-            offset: 0,
-            data: vec![1u8; 1000].into(),
-        })
-        .await
-        .expect("send");
+        send_segment_data(&mut conn, &key("cam9"), 0, vec![1u8; 1000]).await;
         let reply = next_reply(&mut conn).await;
         assert!(matches!(reply, Message::Refused { .. }), "{reply:?}");
         // A real camera, but far more bytes than the quota, never sealed.
@@ -456,13 +428,7 @@ fn invented_cameras_are_refused_and_unverified_bytes_stop_at_the_quota() {
         let chunk = vec![0x33u8; 1 << 20];
         let mut acked = 0u64;
         for i in 0..(QUOTA / (1 << 20) + 4) {
-            conn.send(&Message::SegmentData {
-                key: key("cam1"),
-                offset: i << 20,
-                data: chunk.clone().into(),
-            })
-            .await
-            .expect("send");
+            send_segment_data(&mut conn, &key("cam1"), i << 20, chunk.clone()).await;
             match next_reply(&mut conn).await {
                 Message::Ack { bytes_durable, .. } => acked = bytes_durable,
                 Message::Refused { .. } => return acked,

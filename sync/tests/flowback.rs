@@ -12,19 +12,6 @@ use common::*;
 use nvr_sync::agent::Conn;
 use nvr_sync::proto::{Message, Role, SegmentKey, PROTOCOL_VERSION};
 
-/// The next message from the owner that is not a `Ping`.
-async fn next_reply<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
-    conn: &mut Conn<S>,
-) -> Message {
-    loop {
-        match conn.recv(Duration::from_secs(20)).await {
-            Ok(Some(Message::Ping { .. })) => {}
-            Ok(Some(m)) => return m,
-            other => panic!("no reply from the owner: {other:?}"),
-        }
-    }
-}
-
 /// Speaking as the standby on its own address: the owner's agent opens the flow-back connection
 /// (`Hello` with role `standby`, protocol 3) and says what it holds; it acknowledges a takeover
 /// segment's bytes, refuses other bytes at the same offset (kept in its `quarantine/`, a
@@ -110,17 +97,8 @@ fn an_owner_refuses_takeover_bytes_that_contradict_what_it_holds() {
             }
         }
         open_segment_with(&mut conn, &key, "cam1", held.clone()).await;
-        match next_reply(&mut conn).await {
-            Message::Ack { bytes_durable, .. } => assert_eq!(bytes_durable, 4096),
-            other => panic!("expected Ack, got {other:?}"),
-        }
-        conn.send(&Message::SegmentData {
-            key: key.clone(),
-            offset: 0,
-            data: forged.clone().into(),
-        })
-        .await
-        .expect("send");
+        expect_ack(&mut conn, 4096).await;
+        send_segment_data(&mut conn, &key, 0, forged.clone()).await;
         let reply = next_reply(&mut conn).await;
         assert!(
             matches!(&reply, Message::Refused { key: Some(k), .. } if k.path == path),

@@ -790,13 +790,53 @@ pub async fn open_segment_with<S>(
     })
     .await
     .expect("send");
-    conn.send(&Message::SegmentData {
+    send_segment_data(conn, key, 0, data).await;
+}
+
+/// Sends `data` of the segment `key` at `offset`.
+pub async fn send_segment_data<S>(
+    conn: &mut nvr_sync::agent::Conn<S>,
+    key: &nvr_sync::proto::SegmentKey,
+    offset: u64,
+    data: Vec<u8>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    conn.send(&nvr_sync::proto::Message::SegmentData {
         key: key.clone(),
-        offset: 0,
+        offset,
         data: data.into(),
     })
     .await
     .expect("send");
+}
+
+/// Waits (20 s at most) for the peer's next message that is not a `Ping` of its own.
+pub async fn next_reply<S>(conn: &mut nvr_sync::agent::Conn<S>) -> nvr_sync::proto::Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    loop {
+        match conn.recv(Duration::from_secs(20)).await {
+            Ok(Some(nvr_sync::proto::Message::Ping { .. })) => {}
+            Ok(Some(m)) => return m,
+            other => panic!("no reply from the peer: {other:?}"),
+        }
+    }
+}
+
+/// Asserts that the peer's next reply acknowledges `bytes_durable` bytes.
+pub async fn expect_ack<S>(conn: &mut nvr_sync::agent::Conn<S>, bytes_durable: u64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    match next_reply(conn).await {
+        nvr_sync::proto::Message::Ack {
+            bytes_durable: acked,
+            ..
+        } => assert_eq!(acked, bytes_durable),
+        other => panic!("expected Ack, got {other:?}"),
+    }
 }
 
 /// The standby's agent, then node-a's recorder and agent, of the pair in cluster file `cfg`:
