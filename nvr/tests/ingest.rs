@@ -747,15 +747,8 @@ fn records_h264_and_h265(dir: &TestDir, config: &Path, cameras: [&str; 2]) {
     nvr.expect_clean_exit(Duration::from_secs(20));
     for (camera, codec) in [(cameras[0], "h264"), (cameras[1], "hevc")] {
         for s in segments(dir, camera) {
-            let probe = ffprobe(dir.join("data").join(&s.path));
-            assert!(
-                probe.stderr_errors.is_empty(),
-                "{}: {}",
-                s.path,
-                probe.stderr_errors
-            );
+            let probe = probe_segment(dir, &s);
             assert_eq!(probe.codec, codec);
-            assert_eq!(probe.frames as i64, s.frames, "{}", s.path);
         }
     }
 }

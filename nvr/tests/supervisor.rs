@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use base::clock::SystemClock;
 use common::{
-    ffprobe, named_node_config, run_nvr, start_nvr, wait_until, CameraOpts, GstCamera, NvrProcess,
-    TestDir,
+    ffprobe, named_node_config, probe_segment, run_nvr, start_nvr, wait_until, CameraOpts,
+    GstCamera, NvrProcess, TestDir,
 };
 use serde_json::{json, Value};
 use store::{SegmentRow, SegmentState};
@@ -297,14 +297,7 @@ fn runtime_control_of_one_stream_leaves_the_others_untouched() {
     assert_eq!(c1.len(), 2, "{c1:?}");
     for s in &c1 {
         assert_eq!(s.state, SegmentState::Sealed);
-        let probe = ffprobe(dir.join("data").join(&s.path));
-        assert!(
-            probe.stderr_errors.is_empty(),
-            "{}: {}",
-            s.path,
-            probe.stderr_errors
-        );
-        assert_eq!(probe.frames as i64, s.frames);
+        probe_segment(&dir, s);
     }
     // c2 was released at a key frame and started again: its recording is two runs, no frame twice.
     assert_eq!(runs(&dir, "data", "c2"), 2);
