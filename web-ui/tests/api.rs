@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
@@ -385,12 +384,7 @@ fn recordings_and_gaps_match_the_catalog_and_live_video_decodes() {
     let t1 = now_ms();
 
     let api = recordings(&c, web_port, t0, t1);
-    let reader =
-        store::Reader::open(&dir.join("data"), Arc::new(base::clock::SystemClock)).expect("reader");
-    let id = reader
-        .find_stream("cam", "main")
-        .expect("find")
-        .expect("stream");
+    let (reader, id) = common::cam_reader(&dir);
     let segments: Vec<Value> = reader
         .segments_in_range(id, t0, t1)
         .expect("segments")

@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{client, one_camera, start_web, web_user, PASSWORD};
@@ -75,12 +74,7 @@ fn a_killed_viewer_with_live_viewers_loses_no_recorded_frame() {
     nvr.expect_clean_exit(Duration::from_secs(30));
 
     // Every frame once: one run, no missing or duplicated camsim sequence number.
-    let reader =
-        store::Reader::open(&dir.join("data"), Arc::new(base::clock::SystemClock)).expect("reader");
-    let id = reader
-        .find_stream("cam", "main")
-        .expect("find")
-        .expect("stream");
+    let (reader, id) = common::cam_reader(&dir);
     assert_eq!(
         reader.runs(id).expect("runs").len(),
         1,

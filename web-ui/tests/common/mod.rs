@@ -173,6 +173,17 @@ pub fn one_camera(dir: &TestDir) -> (NvrProcess, u16, u16, PathBuf) {
     (sim, cam_port, web_port, config)
 }
 
+/// The catalog in `<dir>/data`, read-only, and the id of its stream `cam/main` (both must exist).
+pub fn cam_reader(dir: &TestDir) -> (store::Reader, store::StreamId) {
+    let reader =
+        store::Reader::open(&dir.join("data"), Arc::new(base::clock::SystemClock)).expect("reader");
+    let id = reader
+        .find_stream("cam", "main")
+        .expect("find")
+        .expect("stream");
+    (reader, id)
+}
+
 /// The whole output of a playback plan, read through `body::produce` as the viewer serves it.
 pub fn plan_bytes(p: &nvr_web::playback::Plan) -> Vec<u8> {
     let mut out = Vec::new();
