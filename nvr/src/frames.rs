@@ -233,8 +233,7 @@ mod tests {
     fn lists_stamps_of_a_written_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("seg.mp4");
-        let mut file =
-            init_segment(&[store::test_support::TestVideo::synthetic().track()]).expect("init");
+        let mut file = init_segment(&[store::mp4::synthetic_video_track(64, 64)]).expect("init");
         let mut b = FragmentBuilder::new(1, &[(1, 0)]);
         for seq in [0u64, 1, 0x0000_0100, 3] {
             let mut data = Vec::new();

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::mp4::{synthetic_avc1_sample_entry, FragmentBuilder, SampleInfo, TrackKind, TrackSpec};
+use crate::mp4::{
+    synthetic_avc1_sample_entry, synthetic_video_track, FragmentBuilder, SampleInfo, TrackSpec,
+};
 use crate::{NewSegment, SegmentId, SegmentRow, SegmentState, SegmentWriter, Store, StreamId};
 
 /// The video track of a test camera's `cam/main`.
@@ -29,17 +31,11 @@ impl TestVideo {
         }
     }
 
-    /// Track 1 of a segment (90 kHz, no presentation delay).
+    /// Track 1 of a segment: [`synthetic_video_track`] with this sample entry.
     pub fn track(&self) -> TrackSpec {
         TrackSpec {
-            track_id: 1,
-            kind: TrackKind::Video {
-                width: self.width,
-                height: self.height,
-            },
-            timescale: 90_000,
             sample_entry: self.sample_entry.clone(),
-            presentation_delay: 0,
+            ..synthetic_video_track(self.width, self.height)
         }
     }
 }
